@@ -1,0 +1,41 @@
+# scenefit — the two commands a newcomer runs: `make demo` and `make test`.
+# Each creates or refreshes .venv from this checkout and then runs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test bench browser clean
+
+# The stamp depends on pyproject.toml, so a change of dependencies refreshes the venv.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel of 2.13.0 (a bare `torch` can pull a CUDA build).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+demo: venv
+	DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+# Debian's chromium + chromedriver for the browser tests (report rendering, web page).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "warning: could not install chromium; browser tests will be skipped"; }
+
+test: venv browser
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

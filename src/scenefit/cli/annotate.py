@@ -1,0 +1,1 @@
+"""Verb module 'annotate' (commands registered on scenefit.cli.app)."""

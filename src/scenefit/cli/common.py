@@ -1,0 +1,73 @@
+"""Shared pieces of the command line: the --config option, console, errors, flag help."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Mapping, Optional
+
+import typer
+from rich.console import Console
+
+from ..config import ConfigError, StageConfig, flag_help, parse_set, resolve, section_class
+
+console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for data (JSON)
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project YAML (e.g. configs/demo.yaml); its section for this verb sets defaults, flags override it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override any config field: --set key=value (dotted keys reach nested fields). Repeatable."),
+]
+
+
+def fhelp(section: str, field: str) -> str:
+    """Help text of the flag that overrides ``field`` of ``section`` (from its description)."""
+    return flag_help(section_class(section), field)
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print a clear error and exit non-zero (no traceback for user errors)."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def load_config(section: str, config: Optional[Path], sets: Optional[list[str]] = None, **flags: Any) -> StageConfig:
+    """defaults < YAML section < --set < explicit flags; a validation error exits with its message."""
+    try:
+        overrides: dict[str, Any] = parse_set(sets)
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        return resolve(section, config, overrides)
+    except ConfigError as e:
+        fail(str(e))
+        raise  # unreachable; keeps type checkers quiet
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def synthetic_banner(is_synthetic: bool) -> None:
+    """Every output that comes from the synthetic world says so."""
+    if is_synthetic:
+        from .. import SYNTHETIC_NOTICE
+
+        console.print(f"[yellow]{SYNTHETIC_NOTICE}[/]")
+
+
+def summary_table(title: str, rows: Mapping[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False)
+    for k, v in rows.items():
+        t.add_row(str(k), str(v))
+    console.print(t)

@@ -1,0 +1,1 @@
+"""Verb module 'data' (commands registered on scenefit.cli.app)."""

@@ -1,0 +1,1 @@
+"""Verb module 'evaluate' (commands registered on scenefit.cli.app)."""

@@ -1,0 +1,1 @@
+"""Verb module 'ingest' (commands registered on scenefit.cli.app)."""

@@ -1,0 +1,1 @@
+"""Verb module 'predict' (commands registered on scenefit.cli.app)."""

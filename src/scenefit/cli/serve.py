@@ -1,0 +1,1 @@
+"""Verb module 'serve' (commands registered on scenefit.cli.app)."""

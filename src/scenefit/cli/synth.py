@@ -1,0 +1,1 @@
+"""Verb module 'synth' (commands registered on scenefit.cli.app)."""

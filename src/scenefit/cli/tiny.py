@@ -1,0 +1,1 @@
+"""Verb module 'tiny' (commands registered on scenefit.cli.app)."""

@@ -1,0 +1,1 @@
+"""Verb module 'train' (commands registered on scenefit.cli.app)."""
