@@ -1,1 +1,78 @@
-"""Verb module 'ingest' (commands registered on scenefit.cli.app)."""
+"""`scenefit ingest` — validate a manifest and its images, draw missing red boxes, normalise.
+
+    scenefit ingest runs/demo/world/manifest.parquet --out runs/demo/ingest --config configs/demo.yaml
+    scenefit ingest paper.csv --out ingest/ --layout paper --images-dir images/ --strict
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner
+
+
+@app.command("ingest")
+def ingest_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Manifest of samples: .jsonl, .csv or .parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: manifest.parquet, errors.jsonl, images/.")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    layout: Annotated[Optional[str], typer.Option(help=fhelp("ingest", "layout"))] = None,
+    images_dir: Annotated[Optional[Path], typer.Option(help=fhelp("ingest", "images_dir"))] = None,
+    box_width: Annotated[Optional[int], typer.Option(help=fhelp("ingest", "box_width"))] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(help=fhelp("ingest", "max_pixels"))] = None,
+    workers: Annotated[Optional[int], typer.Option(help=fhelp("ingest", "workers"))] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help=fhelp("ingest", "strict"))] = None,
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="Manifest format when the suffix does not say: jsonl, csv, parquet.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Also print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Validate every sample and its image, box what is unboxed, write the normalised manifest.
+
+    Bad samples (missing or hostile images, bad boxes, bad rows) go to OUT/errors.jsonl with a
+    reason code; the rest of the batch goes on. Exit status is 0 unless --strict and a sample
+    was rejected (then 1).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..ingest import ingest
+    from ..manifest import ManifestError
+
+    cfg = load_config(
+        "ingest", config, sets, layout=layout, images_dir=str(images_dir) if images_dir else None,
+        box_width=box_width, max_pixels=max_pixels, workers=workers, strict=strict,
+    )
+    progress = Progress(
+        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    task = progress.add_task("ingest", total=None)
+    try:
+        with progress:
+            result = ingest(
+                manifest, out, cfg, fmt=fmt,
+                on_start=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+    except ManifestError as e:
+        fail(str(e))
+        return
+    summary = result.summary()
+    synthetic_banner(result.synthetic)
+    rows = {"input rows": summary["input_rows"], "ok": summary["ok"], "rejected": summary["rejected"]}
+    rows.update({f"  rejected: {code}": n for code, n in summary["rejected_by_code"].items()})
+    rows.update({"boxes drawn": summary["boxes_drawn"], "already boxed": summary["already_boxed"],
+                 "boxes clipped to the image": summary["boxes_clipped"]})
+    summary_table(f"ingest -> {out}", rows)
+    if result.errors:
+        console.print(f"rejected samples and reasons: {out / 'errors.jsonl'}")
+    if json_out:
+        print_json(summary)
+    if cfg.strict and result.errors:
+        console.print(f"[bold red]--strict:[/] {len(result.errors)} sample(s) rejected")
+        raise typer.Exit(1)
