@@ -1,0 +1,103 @@
+"""Deterministic Parquet files for the data stages (consensus, split, student datasets).
+
+The same input and seed must give byte-identical files, so every table is written through
+:func:`write_table`: an explicit Arrow schema (an all-null column keeps its declared type, so
+train/val/test files of one dataset always share a schema), no pandas index, fixed
+compression and row-group size, and the stage's provenance as one JSON value under the
+schema metadata key ``scenefit`` (sorted keys, no timestamps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"scenefit"
+
+#: Arrow type of every column the data stages write; unknown columns fall back to string.
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    "id": pa.string(),
+    "image": pa.string(),
+    "object": pa.string(),
+    "box": pa.list_(pa.int64()),
+    "group": pa.string(),
+    "scene": pa.string(),
+    "boxed": pa.bool_(),
+    "synthetic": pa.bool_(),
+    "n_teachers": pa.int64(),
+    "n_usable": pa.int64(),
+}
+
+
+def _arrow_type(column: str, series: pd.Series) -> pa.DataType:
+    if column in COLUMN_TYPES:
+        return COLUMN_TYPES[column]
+    if pd.api.types.is_bool_dtype(series):
+        return pa.bool_()
+    if pd.api.types.is_integer_dtype(series):
+        return pa.int64()
+    if pd.api.types.is_float_dtype(series):
+        return pa.float64()
+    return pa.string()
+
+
+def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([pa.field(c, _arrow_type(c, df[c])) for c in df.columns])
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
+    metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode()}
+    table = table.replace_schema_metadata(metadata)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(
+        table,
+        tmp,
+        compression="zstd",
+        compression_level=3,
+        row_group_size=64 * 1024,
+        use_dictionary=True,
+        write_statistics=True,
+        store_schema=True,
+    )
+    tmp.replace(path)  # a killed run never leaves half a file under the final name
+    return path
+
+
+def read_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a file written by :func:`write_table`: (frame, provenance dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Parquet file not found: {path}")
+    table = pq.read_table(path)
+    return table.to_pandas(), read_meta(table.schema)
+
+
+def read_meta(schema_or_path: pa.Schema | Path | str) -> dict[str, Any]:
+    schema = schema_or_path if isinstance(schema_or_path, pa.Schema) else pq.read_schema(schema_or_path)
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def file_sha256(path: Path | str) -> str:
+    """Content hash of an input file, recorded in manifests so a run names exactly what it read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(obj: Any, path: Path | str) -> Path:
+    """Stable JSON (sorted keys, trailing newline): same content → same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
