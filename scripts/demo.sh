@@ -20,3 +20,6 @@ $SF tiny-model "$D/model" --config "$C"
 
 stage "2/10 synthetic world (scenes with one boxed object, known truth)"
 $SF synth --config "$C" --out "$D/world"
+
+stage "3/10 ingest (validate images and boxes, normalised manifest, errors.jsonl)"
+$SF ingest "$D/world/manifest.parquet" --out "$D/ingest" --config "$C"
