@@ -41,7 +41,7 @@ SCENES: dict[str, SceneType] = {
         SceneType("beach", (120, 200, 255), (240, 215, 140), "sky", "sand", "on the beach", False),
         SceneType("street", (150, 160, 175), (55, 55, 60), "sky", "asphalt", "in the street", False),
         SceneType("farm", (70, 130, 230), (60, 170, 50), "sky", "grass", "on the farm", False),
-        SceneType("snowfield", (205, 195, 240), (250, 250, 250), "sky", "snow", "on the snowfield", False),
+        SceneType("snowfield", (150, 110, 190), (250, 250, 250), "sky", "snow", "on the snowfield", False),
         SceneType("kitchen", (170, 235, 215), (130, 75, 35), "wall", "floor", "in the kitchen", True),
         SceneType("office", (235, 225, 130), (35, 45, 110), "wall", "carpet", "in the office", True),
     )

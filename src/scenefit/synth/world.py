@@ -170,9 +170,17 @@ def _place_x(rng: random.Random, width: int, side: int, margin: int, avoid: list
     return best
 
 
-def _ground_bottom(rng: random.Random, cfg: WorldConfig, horizon: int) -> int:
+def _ground_bottom(rng: random.Random, cfg: WorldConfig, horizon: int, below_height: int = 0) -> int:
+    """Bottom row of an object standing on the ground.
+
+    It is at least ``sky_gap`` below the horizon, so standing and floating bottoms are two gaps
+    (about one image-token cell at 112 px) apart. With ``below_height`` the whole object stays
+    under the horizon (reference and context objects): the sky holds nothing but the target.
+    """
     s = cfg.image_size
-    return rng.randint(horizon + max(2, round(0.03 * s)), s - max(1, round(_MARGIN * s)))
+    hi = s - max(1, round(_MARGIN * s))
+    lo = horizon + max(2, round(cfg.sky_gap * s))
+    return rng.randint(min(hi, max(lo, horizon + below_height + 1)), hi)
 
 
 def _px(cfg: WorldConfig) -> dict[str, int]:
@@ -192,7 +200,7 @@ def sample_background(cfg: WorldConfig, group_index: int) -> dict:
     scene = SCENES[rng.choice(cfg.scenes)]
     horizon = round(rng.uniform(*cfg.horizon) * s)
     ph, pw = px["person"], max(2, round(px["person"] * PERSON_ASPECT))
-    bottom = _ground_bottom(rng, cfg, horizon)
+    bottom = _ground_bottom(rng, cfg, horizon, ph)
     px0 = rng.choice([rng.randint(px["margin"], s // 4), rng.randint(3 * s // 4 - pw, s - px["margin"] - pw)])
     refs = [{"category": PERSON, "role": "reference", "box": [px0, bottom - ph, px0 + pw, bottom],
              "placement": "ground", "flying": False}]
@@ -201,7 +209,7 @@ def sample_background(cfg: WorldConfig, group_index: int) -> dict:
         cat = CATEGORIES[rng.choice(homes)]
         h = round(cat.height * ph)
         w = min(s - 2 * px["margin"], max(px["min_side"], round(h * cat.aspect)))
-        b = _ground_bottom(rng, cfg, horizon)
+        b = _ground_bottom(rng, cfg, horizon, h)
         x0 = _place_x(rng, w, s, px["margin"], [r["box"] for r in refs], b - h, b)
         refs.append({"category": cat.name, "role": "context", "box": [x0, b - h, x0 + w, b],
                      "placement": "ground", "flying": False})
