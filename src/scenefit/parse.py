@@ -1,0 +1,372 @@
+"""Read a teacher's answer into per-criterion labels, analysis sentences and a final decision.
+
+    scenefit parse --text-file answer.txt --json     # the parse of one answer
+    scenefit parse --db runs/demo/annotate/annotations.sqlite   # re-parse every stored answer
+
+The expected answer (design §2) is::
+
+    Analysis:
+    Location: <sentence>
+    Co-occurrence: <sentence>
+    Size: <sentence>
+    Summary:
+    Location: In-context|Out-of-context
+    Co-occurrence: ...
+    Size: ...
+    Final decision: In-context.|Out-of-context.
+
+Real answers deviate (markdown bold, bullets, numbering, headings, lower case, missing period,
+missing lines, extra prose, sections in another order, one-line summaries, a JSON object).
+The parser reads all of these; what it cannot read is never dropped: every parse carries a
+``status`` and, when anything was missing or odd, a ``reason`` naming it.
+
+Statuses: ``ok`` (three labels, three analyses, a final decision that agrees with them — a
+final decision derived from the three labels because the answer lacked one is still ``ok``,
+with the reason saying so), ``partial`` (something missing or ambiguous; what was read is
+kept), ``contradiction`` (the final decision disagrees with the criteria; labels kept),
+``unparseable`` (no label and no final decision found), ``empty`` (no text).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .criteria import CRITERIA, Criterion, Label, fuse
+
+STATUSES = ("ok", "partial", "contradiction", "unparseable", "empty")
+
+
+@dataclass
+class TeacherParse:
+    """The parse of one teacher answer. Unread fields are None, never guessed."""
+
+    labels: dict[Criterion, Optional[Label]] = field(default_factory=lambda: {c: None for c in CRITERIA})
+    analyses: dict[Criterion, Optional[str]] = field(default_factory=lambda: {c: None for c in CRITERIA})
+    final: Optional[Label] = None
+    status: str = "ok"
+    reason: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: ``labels`` and ``analyses`` keyed by criterion value, labels as strings."""
+        return {
+            "labels": {c.value: (self.labels.get(c).value if self.labels.get(c) else None) for c in CRITERIA},
+            "analyses": {c.value: self.analyses.get(c) for c in CRITERIA},
+            "final": self.final.value if self.final else None,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+def teacher_json_schema() -> dict[str, Any]:
+    """JSON schema of the JSON answer variant (prompt ``teacher_json_v1``), for servers that
+    constrain output with ``response_format: {type: json_schema}``."""
+    labels = {"type": "string", "enum": [lab.value for lab in Label]}
+    per_criterion = lambda item: {  # noqa: E731
+        "type": "object",
+        "properties": {c.value: item for c in CRITERIA},
+        "required": [c.value for c in CRITERIA],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "analysis": per_criterion({"type": "string"}),
+            "summary": per_criterion(labels),
+            "final_decision": labels,
+        },
+        "required": ["analysis", "summary", "final_decision"],
+        "additionalProperties": False,
+    }
+
+
+#: What a re-parse takes: raw text in, a parse out (``AnnotationStore.reparse`` accepts any such).
+Parser = Callable[[str], TeacherParse]
+
+# --- text normalisation ----------------------------------------------------------------
+
+_CRITERION_WORDS = {
+    Criterion.LOCATION: ("location", "placement", "position"),
+    Criterion.SIZE: ("size", "scale"),
+    Criterion.CO_OCCURRENCE: ("co-occurrence", "cooccurrence", "co occurrence", "co_occurrence", "co-occurence"),
+}
+_NAME_TO_CRITERION = {w: c for c, words in _CRITERION_WORDS.items() for w in words}
+_CRIT_ALT = "|".join(sorted((re.escape(w) for w in _NAME_TO_CRITERION), key=len, reverse=True))
+
+# A label phrase at the start of a text: "In-context", "out of context", "OUT-OF-CONTEXT." ...
+_LABEL_AT_START = re.compile(r"^\W*(out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b\W*", re.IGNORECASE)
+# "Final decision: X", "Final answer is X", "Overall: X", "Decision - X" (anywhere in a line).
+_FINAL_RE = re.compile(
+    r"\b(?:final\s+(?:decision|answer|verdict|label|judg(?:e)?ment)|overall(?:\s+decision)?|decision|verdict)"
+    r"\s*(?:is|=|:|-|–|—)?\s*[:\-–—]?\s*\W*(out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b",
+    re.IGNORECASE,
+)
+# "<Criterion>: rest" with optional markdown around the name; ':' or a dash as separator.
+_CRIT_LINE = re.compile(rf"^(?P<name>{_CRIT_ALT})\s*(?:\((?P<paren>[^)]*)\))?\s*(?::|\s[-–—]\s)\s*(?P<rest>.*)$", re.IGNORECASE)
+# The same pattern inside a line ("Location: In-context, Size: Out-of-context, ...").
+_INLINE_LABEL = re.compile(
+    rf"(?P<name>{_CRIT_ALT})\s*(?::|\s[-–—]\s|=)\s*\W*(?P<label>out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b",
+    re.IGNORECASE,
+)
+_HEADER_RE = re.compile(r"^(analysis|analyses|reasoning|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE)
+_BULLET_RE = re.compile(r"^\s*(?:[-*+•·>]+|\d+[.)]|[a-z][.)](?=\s))\s*", re.IGNORECASE)
+_MD_RE = re.compile(r"(\*\*|__|`|^#+\s*)")
+
+
+def _clean_line(line: str) -> str:
+    """Drop markdown decoration, bullets and numbering; keep the words."""
+    s = line.strip()
+    s = _BULLET_RE.sub("", s, count=1)
+    s = re.sub(r"^#+\s*", "", s)
+    s = s.replace("**", "").replace("__", "").replace("`", "")
+    # a single '*' emphasis around the name ("*Location*: ...")
+    s = re.sub(r"(^|\s)\*([^*]+)\*(?=\s|:|$)", r"\1\2", s)
+    s = _BULLET_RE.sub("", s, count=1)  # bullets inside bold ("**- Location:**")
+    return s.strip()
+
+
+def _label_prefix(text: str) -> tuple[Optional[Label], str]:
+    """(label, rest) when text starts with a label phrase, else (None, text)."""
+    m = _LABEL_AT_START.match(text)
+    if not m:
+        return None, text
+    return Label.parse(m.group(1)), text[m.end():].strip()
+
+
+def _tidy_sentence(text: str) -> Optional[str]:
+    s = " ".join(text.split()).strip().strip("*_").strip()
+    s = s.lstrip("-–—:;, ").strip()
+    return s or None
+
+
+# --- recording values, with conflicts made visible -------------------------------------
+
+class _Reading:
+    """What one parse has read so far, plus the issues met (they become the reason)."""
+
+    def __init__(self) -> None:
+        self.out = TeacherParse()
+        self.issues: list[str] = []
+        self.conflicted: set[Criterion] = set()
+        self.final_conflict = False  # final lines that disagree: not missing, so never derived
+
+    def record(self, c: Criterion, text: str, kind: str) -> None:
+        """Store a label ('summary'), an analysis ('analysis') or decide by shape ('auto')."""
+        text = text.strip()
+        if kind in ("summary", "auto"):
+            lab, rest = _label_prefix(text)
+            if lab is None and kind == "summary":
+                lab, rest = Label.parse(text), ""
+            if lab is not None:
+                self.label(c, lab)
+                if rest and len(rest.split()) >= 3:
+                    self.analysis(c, rest)
+                return
+            if kind == "summary":
+                self.issues.append(f"{c.value} summary {text[:60]!r} names no label")
+                return
+        self.analysis(c, text)
+
+    def label(self, c: Criterion, lab: Optional[Label]) -> None:
+        """Two different labels for one criterion leave it unknown, with the reason said."""
+        if lab is None or c in self.conflicted:
+            return
+        cur = self.out.labels.get(c)
+        if cur is None:
+            self.out.labels[c] = lab
+        elif cur is not lab:
+            self.out.labels[c] = None
+            self.conflicted.add(c)
+            self.issues.append(f"conflicting labels for {c.value}")
+
+    def analysis(self, c: Criterion, text: str) -> None:
+        s = _tidy_sentence(text)
+        if s and self.out.analyses.get(c) is None:
+            self.out.analyses[c] = s
+
+
+# --- JSON answers ---------------------------------------------------------------------
+
+def _json_object(text: str) -> Optional[dict]:
+    """The first JSON object in the text (bare, or inside a ``` fence), else None."""
+    stripped = text.strip()
+    fence = re.search(r"```(?:json)?\s*(\{.*?\})\s*```", stripped, re.DOTALL | re.IGNORECASE)
+    candidates = [fence.group(1)] if fence else []
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(stripped[start : end + 1])
+    for cand in candidates:
+        try:
+            obj = json.loads(cand)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def _norm_key(k: Any) -> str:
+    return re.sub(r"[\s_\-]+", "", str(k).lower())
+
+
+def _crit_of_key(k: Any) -> Optional[Criterion]:
+    key = _norm_key(k)
+    for word, c in _NAME_TO_CRITERION.items():
+        if key == re.sub(r"[\s_\-]+", "", word):
+            return c
+    return None
+
+
+def _parse_json(obj: dict, r: _Reading) -> None:
+    """Fill the reading from a JSON answer: {analysis:{...}, summary:{...}, final_decision}
+    and flatter shapes ({location:{analysis,label}, ...}, {location_label: ...})."""
+    flat = {_norm_key(k): v for k, v in obj.items()}
+    sections = {"analysis": ("analysis", "analyses", "reasoning"), "summary": ("summary", "labels", "verdicts")}
+    for kind, names in sections.items():
+        for name in names:
+            sec = flat.get(name)
+            if isinstance(sec, dict):
+                for k, v in sec.items():
+                    c = _crit_of_key(k)
+                    if c is not None and v is not None:
+                        r.record(c, str(v), kind)
+    label_keys = ("label", "decision", "verdict")
+    analysis_keys = ("analysis", "reason", "reasoning", "explanation")
+    for k, v in obj.items():
+        c, nk = _crit_of_key(k), _norm_key(k)
+        if c is not None:
+            if isinstance(v, dict):
+                for kk, vv in v.items():
+                    nkk = _norm_key(kk)
+                    if vv is not None and nkk in label_keys + analysis_keys:
+                        r.record(c, str(vv), "summary" if nkk in label_keys else "analysis")
+            elif v is not None:
+                r.record(c, str(v), "auto")
+            continue
+        for suffix, kind in (("label", "summary"), ("decision", "summary"), ("analysis", "analysis")):
+            if nk.endswith(suffix) and (cc := _crit_of_key(nk[: -len(suffix)])) is not None and v is not None:
+                r.record(cc, str(v), kind)
+    for name in ("finaldecision", "final", "decision", "finalanswer", "verdict", "overall"):
+        if isinstance(flat.get(name), str):
+            lab = Label.parse(flat[name])
+            if lab is None:
+                r.issues.append(f"final decision {flat[name]!r} names no label")
+            r.out.final = lab
+            break
+
+
+# --- text answers ---------------------------------------------------------------------
+
+def _parse_text(text: str, r: _Reading) -> None:
+    section: Optional[str] = None  # "analysis" | "summary" | None (before any header)
+    finals: list[Optional[Label]] = []
+    for raw_line in text.splitlines():
+        line = _clean_line(raw_line)
+        if not line:
+            continue
+        h = _HEADER_RE.match(line)
+        if h:
+            section = "analysis" if h.group(1).lower() in ("analysis", "analyses", "reasoning") else "summary"
+            continue
+        # "Analysis: Location: ..." (header and first line joined)
+        joined = re.match(r"^(analysis|summary)\s*:\s*(.+)$", line, re.IGNORECASE)
+        if joined and _CRIT_LINE.match(joined.group(2).strip()):
+            section = joined.group(1).lower()
+            line = joined.group(2).strip()
+        m_final = _FINAL_RE.search(line)
+        m = _CRIT_LINE.match(line)
+        if m is None:
+            if m_final:
+                finals.append(Label.parse(m_final.group(1)))
+            else:
+                for im in _INLINE_LABEL.finditer(line):  # labels inside prose lines
+                    r.label(_NAME_TO_CRITERION[im.group("name").lower()], Label.parse(im.group("label")))
+            continue
+        c = _NAME_TO_CRITERION[m.group("name").lower()]
+        rest = m.group("rest").strip()
+        paren = (m.group("paren") or "").strip()
+        inline = list(_INLINE_LABEL.finditer(line))
+        if len(inline) > 1:  # "Location: In-context, Size: Out-of-context, ..."
+            for im in inline:
+                r.label(_NAME_TO_CRITERION[im.group("name").lower()], Label.parse(im.group("label")))
+        elif paren and Label.parse(paren) is not None:  # "Location (Out-of-context): sentence"
+            r.label(c, Label.parse(paren))
+            r.analysis(c, rest)
+        elif section == "analysis":
+            # An analysis line that opens with a bare label carries that criterion's label too.
+            lab, after = _label_prefix(rest)
+            if lab is not None and (not after or len(after.split()) >= 3):
+                r.label(c, lab)
+                if after:
+                    r.analysis(c, after)
+            else:
+                r.analysis(c, rest)
+        else:
+            r.record(c, rest, "summary" if section == "summary" and _label_prefix(rest)[0] else "auto")
+        if m_final and m_final.start() > 0:
+            finals.append(Label.parse(m_final.group(1)))
+    distinct = {f for f in finals if f is not None}
+    if len(distinct) == 1:
+        r.out.final = distinct.pop()
+    elif len(distinct) > 1:
+        r.final_conflict = True
+        r.issues.append("final decision lines disagree")
+    elif re.search(r"\bfinal\s+(decision|answer|verdict)\b", text, re.IGNORECASE):
+        r.issues.append("final decision line names no label")
+
+
+# --- entry point ----------------------------------------------------------------------
+
+def parse_teacher_answer(text: Optional[str]) -> TeacherParse:
+    """Parse one teacher answer (text format or JSON). Never raises on odd input."""
+    if text is None or not str(text).strip():
+        return TeacherParse(status="empty", reason="no text")
+    text = str(text)
+    r = _Reading()
+    obj = _json_object(text) if "{" in text else None
+    if obj is not None:
+        _parse_json(obj, r)
+        if all(v is None for v in r.out.labels.values()) and r.out.final is None:
+            obj, r = None, _Reading()  # a JSON object holding none of the answer: read as text
+    if obj is None:
+        _parse_text(text, r)
+    _judge(r.out, r.issues, derive_final=not r.final_conflict)
+    return r.out
+
+
+def _judge(out: TeacherParse, issues: list[str], derive_final: bool = True) -> None:
+    """Set status and reason from what was read."""
+    known = [out.labels[c] for c in CRITERIA if out.labels[c] is not None]
+    missing_labels = [c.value for c in CRITERIA if out.labels[c] is None]
+    missing_analyses = [c.value for c in CRITERIA if out.analyses[c] is None]
+    if not known and out.final is None:
+        out.status = "unparseable"
+        issues.insert(0, "no criterion label and no final decision found")
+        out.reason = "; ".join(issues)
+        return
+    if out.final is None and not missing_labels and derive_final:
+        out.final = fuse(out.labels[c] for c in CRITERIA)
+        issues.append("final decision missing; derived from the three criteria")
+    contradiction = False
+    if out.final is Label.IN and any(lab is Label.OUT for lab in known):
+        outs = [c.value for c in CRITERIA if out.labels[c] is Label.OUT]
+        issues.insert(0, f"final decision In-context but {', '.join(outs)} Out-of-context")
+        contradiction = True
+    elif out.final is Label.OUT and not missing_labels and all(lab is Label.IN for lab in known):
+        issues.insert(0, "final decision Out-of-context but all three criteria In-context")
+        contradiction = True
+    if missing_labels:
+        issues.append(f"no label for {', '.join(missing_labels)}")
+    if out.final is None:
+        issues.append("no final decision")
+    if missing_analyses:
+        issues.append(f"no analysis for {', '.join(missing_analyses)}")
+    if contradiction:
+        out.status = "contradiction"
+    elif missing_labels or out.final is None or missing_analyses or any("conflict" in i or "disagree" in i or "names no label" in i for i in issues):
+        out.status = "partial"
+    else:
+        out.status = "ok"
+    out.reason = "; ".join(dict.fromkeys(issues)) or None
