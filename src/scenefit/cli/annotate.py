@@ -1,1 +1,162 @@
-"""Verb module 'annotate' (commands registered on scenefit.cli.app)."""
+"""`scenefit annotate`, `scenefit parse`, `scenefit import-answers` — teacher answers in the store.
+
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit parse --text-file answer.txt --json
+    scenefit parse --db runs/demo/annotate/annotations.sqlite
+    scenefit import-answers qwen72b.csv --teacher qwen72b --db annotations.sqlite
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner
+
+DbOpt = Annotated[Path, typer.Option("--db", help="The annotation store (SQLite); created when missing.", dir_okay=False)]
+
+
+@app.command("annotate")
+def annotate_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Normalised manifest from `scenefit ingest` (or any .parquet/.jsonl/.csv manifest).")],
+    db: DbOpt,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help=fhelp("annotate", "only") + " Repeatable.")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option(help=fhelp("annotate", "prompt_file"), dir_okay=False)] = None,
+    prompt_variant: Annotated[Optional[str], typer.Option(help=fhelp("annotate", "prompt_variant"))] = None,
+    redo_failed: Annotated[Optional[bool], typer.Option("--redo-failed/--no-redo-failed", help=fhelp("annotate", "redo_failed"))] = None,
+    limit: Annotated[Optional[int], typer.Option(help=fhelp("annotate", "limit"))] = None,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=fhelp("annotate", "progress"))] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Also print the run summary as JSON on stdout.")] = False,
+) -> None:
+    """Ask every configured teacher about every sample; store raw answers, parses and provenance.
+
+    Resumable: a rerun skips every (sample, teacher, prompt hash) already stored — also request
+    failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
+    most the answers in flight. Failures are stored with their reason, never dropped.
+    """
+    import asyncio
+
+    from .. import SYNTHETIC_NOTICE
+    from ..manifest import ManifestError, read_manifest
+    from ..store import AnnotationStore
+    from ..teachers.annotate import annotate_async
+
+    cfg = load_config(
+        "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
+        prompt_variant=prompt_variant, redo_failed=redo_failed, limit=limit, progress=progress,
+    )
+    if not cfg.selected():
+        fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
+    try:
+        samples, errors = read_manifest(manifest)
+    except ManifestError as e:
+        fail(str(e))
+        return
+    if errors:
+        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {errors[0]['reason']})")
+    if not samples:
+        fail(f"{manifest}: no usable samples")
+    synthetic = any(s.synthetic for s in samples)
+    synthetic_banner(synthetic)
+    with AnnotationStore(db) as store:
+        if synthetic:
+            store.set_meta("notice", SYNTHETIC_NOTICE)
+        try:
+            summary = asyncio.run(annotate_async(samples, cfg, store, manifest_path=manifest))
+        except (RuntimeError, ValueError, FileNotFoundError, ImportError) as e:
+            fail(f"annotate: {e}")
+            return
+    rows: dict[str, object] = {"prompt": f"{summary.prompt_name} ({summary.prompt_hash})", "samples": summary.samples}
+    for name, t in summary.teachers.items():
+        failed = sum(t.failed_by_reason.values())
+        rows[name] = f"{t.stored} stored, {t.skipped} skipped (done before), {failed} failed  [{t.backend}: {t.model_id}]"
+        for kind, n in sorted(t.failed_by_reason.items()):
+            rows[f"  failed: {kind}"] = n
+        if t.by_status:
+            rows["  parse"] = ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()))
+    rows["elapsed"] = f"{summary.elapsed_s:.1f} s"
+    summary_table(f"annotate -> {db}", rows)
+    synthetic_banner(synthetic)
+    if json_out:
+        print_json(summary.to_json() | ({"notice": SYNTHETIC_NOTICE} if synthetic else {}))
+
+
+@app.command("parse")
+def parse_cmd(
+    text_file: Annotated[Optional[Path], typer.Option("--text-file", help="Parse one answer from this file ('-' = stdin).", dir_okay=False)] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Re-parse every stored raw answer in this store.", dir_okay=False)] = None,
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="With --db: only this teacher's answers.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Parse one teacher answer (--text-file), or re-parse a store after the parser improved (--db)."""
+    from ..parse import parse_teacher_answer
+
+    if (text_file is None) == (db is None):
+        fail("give exactly one of --text-file FILE or --db STORE")
+    if text_file is not None:
+        import sys
+
+        if str(text_file) == "-":
+            text = sys.stdin.read()
+        elif not text_file.is_file():
+            fail(f"text file not found: {text_file}")
+            return
+        else:
+            text = text_file.read_text(encoding="utf-8", errors="replace")
+        result = parse_teacher_answer(text).to_json()
+        if json_out:
+            print_json(result)
+        else:
+            rows = {f"label {k}": v for k, v in result["labels"].items()}
+            rows.update({"final": result["final"], "status": result["status"], "reason": result["reason"] or ""})
+            rows.update({f"analysis {k}": v for k, v in result["analyses"].items()})
+            summary_table("parse", rows)
+        return
+    from ..store import AnnotationStore
+
+    if not db.is_file():
+        fail(f"store not found: {db}")
+    with AnnotationStore(db) as store:
+        counts = store.reparse(parse_teacher_answer, teacher=teacher)
+    summary_table(f"re-parse {db}", {
+        "answers": counts["rows"], "changed": counts["changed"],
+        "status before": counts["status_before"], "status after": counts["status_after"],
+    })
+    if json_out:
+        print_json(counts)
+
+
+@app.command("import-answers")
+def import_answers_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL of (sample id, raw answer), e.g. the paper's coco_index,response files.")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher name to store the answers under.")],
+    db: DbOpt,
+    prompt_hash: Annotated[Optional[str], typer.Option("--prompt-hash", help="Prompt hash to store them under (same for every imported teacher, so consensus can compare them). [default: imported]")] = None,
+    model_id: Annotated[Optional[str], typer.Option("--model-id", help="Model id to record (default: the teacher name).")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Column of the sample id (default: sample_id, id or coco_index).")] = None,
+    answer_column: Annotated[Optional[str], typer.Option(help="Column of the answer (default: response, raw, answer, text or output).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Also print the counts as JSON on stdout.")] = False,
+) -> None:
+    """Load existing answers into the store, parsed like any other (reruns skip stored keys)."""
+    from ..store import AnnotationStore
+    from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
+
+    try:
+        with AnnotationStore(db) as store:
+            res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column, answer_column)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+        return
+    rows = {k: res[k] for k in ("rows", "accepted", "stored", "already_stored")}
+    rows["rejected rows"] = len(res["errors"])
+    rows["parse"] = ", ".join(f"{k} {v}" for k, v in sorted(res["by_status"].items()))
+    summary_table(f"import {file} as {teacher} -> {db}", rows)
+    for e in res["errors"][:5]:
+        console.print(f"  [yellow]rejected[/] {e['reason']}")
+    if json_out:
+        print_json(res)

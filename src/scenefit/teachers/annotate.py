@@ -1,0 +1,221 @@
+"""Ask every teacher about every sample and store the answers, resumably.
+
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+
+    from scenefit.teachers.annotate import annotate
+    summary = annotate(samples, cfg, "annotations.sqlite", manifest_path=path)
+
+Per teacher, ``concurrency`` workers take ``batch_size`` pending samples at a time from a
+shared list and hand answers to one writer, which commits them in batches of
+``commit_every`` (or after ``commit_interval_s``). A killed run therefore loses at most the
+answers not yet committed; a rerun skips every stored (sample, teacher, prompt hash) — also
+stored request failures, unless ``redo_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from ..parse import parse_teacher_answer
+from ..prompts import PromptTemplate, teacher_prompt
+from ..records import Sample
+from ..store import FAILED, AnnotationStore, failure_kind, parsed_fields
+from .base import Teacher, TeacherRequest, TeacherResult, make_teacher
+from .config import AnnotateConfig
+
+
+@dataclass
+class TeacherTally:
+    """What happened for one teacher in one run."""
+
+    model_id: str = ""
+    backend: str = ""
+    pending: int = 0
+    skipped: int = 0
+    stored: int = 0
+    failed_by_reason: Counter = field(default_factory=Counter)
+    by_status: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "pending": self.pending,
+            "skipped": self.skipped,
+            "stored": self.stored,
+            "failed": sum(self.failed_by_reason.values()),
+            "failed_by_reason": dict(self.failed_by_reason),
+            "by_status": dict(self.by_status),
+        }
+
+
+@dataclass
+class AnnotateSummary:
+    prompt_name: str
+    prompt_hash: str
+    samples: int
+    teachers: dict[str, TeacherTally]
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt_name,
+            "prompt_hash": self.prompt_hash,
+            "samples": self.samples,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "interrupted": self.interrupted,
+            "teachers": {k: v.to_json() for k, v in self.teachers.items()},
+        }
+
+
+def result_row(teacher: Teacher, sample_id: str, prompt_hash: str, result: TeacherResult) -> dict[str, Any]:
+    """The store row of one answer (parsed) or one request failure."""
+    row: dict[str, Any] = {
+        "sample_id": sample_id,
+        "teacher": teacher.name,
+        "prompt_hash": prompt_hash,
+        "model_id": teacher.model_id,
+        "backend": teacher.backend,
+        "raw": result.raw,
+        "decoding": teacher.decoding(),
+        "latency_s": round(result.latency_s, 4),
+        "attempts": result.attempts,
+    }
+    if result.raw is None:
+        row.update(status=FAILED, reason=result.error or "unknown: no answer and no reason")
+    else:
+        row.update(parsed_fields(parse_teacher_answer(result.raw)))
+    return row
+
+
+class _Writer:
+    """Collects rows and commits them in batches (the only place that writes the store)."""
+
+    def __init__(self, store: AnnotationStore, cfg: AnnotateConfig, tallies: dict[str, TeacherTally], bar):
+        self.store, self.cfg, self.tallies, self.bar = store, cfg, tallies, bar
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if self.bar is not None:
+            self.bar.update(1)
+        if len(self.pending) >= self.cfg.commit_every or time.monotonic() - self.last_flush >= self.cfg.commit_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        rows, self.pending = self.pending, []
+        self.store.put_many(rows, redo_failed=self.cfg.redo_failed)
+        for r in rows:
+            t = self.tallies[r["teacher"]]
+            t.stored += 1
+            t.by_status[r["status"]] += 1
+            if r["status"] == FAILED:
+                t.failed_by_reason[failure_kind(r["reason"])] += 1
+        if self.bar is not None:
+            total_failed = sum(sum(t.failed_by_reason.values()) for t in self.tallies.values())
+            self.bar.set_postfix(failed=total_failed, refresh=False)
+
+
+async def _run_teacher(teacher: Teacher, samples: Sequence[Sample], prompt: PromptTemplate, writer: _Writer) -> None:
+    """``concurrency`` workers draining one shared iterator of pending samples."""
+    queue: Iterator[Sample] = iter(samples)
+
+    def next_batch() -> list[Sample]:
+        batch = []
+        for s in queue:
+            batch.append(s)
+            if len(batch) >= teacher.batch_size:
+                break
+        return batch
+
+    async def worker() -> None:
+        while batch := next_batch():
+            requests = [TeacherRequest(sample=s, prompt=prompt.render(s.object)) for s in batch]
+            try:
+                results = await teacher.answer_batch(requests)
+            except Exception as e:  # a backend bug must not lose the batch silently
+                results = [TeacherResult.failure("error", f"{type(e).__name__}: {e}") for _ in batch]
+            for s, res in zip(batch, results):
+                writer.add(result_row(teacher, s.id, prompt.hash, res))
+
+    await asyncio.gather(*(worker() for _ in range(min(teacher.concurrency, max(1, len(samples))))))
+
+
+async def annotate_async(
+    samples: Sequence[Sample],
+    cfg: AnnotateConfig,
+    store: AnnotationStore,
+    manifest_path: Optional[Path] = None,
+    teachers: Optional[list[Teacher]] = None,
+) -> AnnotateSummary:
+    """Annotate ``samples`` with the configured teachers (or the given ``teachers``)."""
+    t_start = time.perf_counter()
+    prompt = teacher_prompt(cfg.prompt_file, cfg.prompt_variant)
+    if cfg.limit:
+        samples = list(samples)[: cfg.limit]
+    if teachers is None:
+        if not cfg.selected():
+            raise ValueError("no teachers configured (annotate.teachers is empty)")
+        teachers = [make_teacher(t, json_answer=cfg.prompt_variant == "json", manifest_path=manifest_path) for t in cfg.selected()]
+    tallies: dict[str, TeacherTally] = {}
+    work: list[tuple[Teacher, list[Sample]]] = []
+    for t in teachers:
+        done = store.done_keys(t.name, prompt.hash, include_failed=not cfg.redo_failed)
+        todo = [s for s in samples if s.id not in done]
+        tallies[t.name] = TeacherTally(model_id=t.model_id, backend=t.backend, pending=len(todo), skipped=len(samples) - len(todo))
+        work.append((t, todo))
+    summary = AnnotateSummary(prompt.name, prompt.hash, len(samples), tallies)
+    total = sum(len(todo) for _, todo in work)
+    bar = _progress_bar(total, cfg.progress)
+    writer = _Writer(store, cfg, tallies, bar)
+    started: list[Teacher] = []
+    try:
+        for t, todo in work:
+            if todo:
+                await t.start()
+                started.append(t)
+        await asyncio.gather(*(_run_teacher(t, todo, prompt, writer) for t, todo in work if todo))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        summary.interrupted = True
+        raise
+    finally:
+        writer.flush()  # answers already received are kept, even on Ctrl-C
+        if bar is not None:
+            bar.close()
+        for t in started:
+            try:
+                await t.aclose()
+            except Exception:
+                pass
+        summary.elapsed_s = time.perf_counter() - t_start
+    return summary
+
+
+def annotate(
+    samples: Sequence[Sample],
+    cfg: AnnotateConfig,
+    db_path: Path | str,
+    manifest_path: Optional[Path] = None,
+) -> AnnotateSummary:
+    """Synchronous entry point: open the store, run, close."""
+    with AnnotationStore(db_path) as store:
+        return asyncio.run(annotate_async(samples, cfg, store, manifest_path=manifest_path))
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="annotate", unit="ans", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

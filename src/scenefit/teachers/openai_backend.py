@@ -1,0 +1,207 @@
+"""Teachers behind any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, LMDeploy,
+hosted APIs, ``scenefit serve --openai``).
+
+    scenefit annotate MANIFEST --db annotations.sqlite --config configs/paper.yaml
+
+Async over one pooled httpx client: at most ``concurrency`` requests in flight per teacher,
+spread over ``base_urls`` (the endpoint with the fewest requests in flight goes first).
+Connection errors, timeouts and HTTP 408/429/5xx are retried with exponential backoff and
+jitter (a server's ``Retry-After`` is honoured, capped); any other 4xx is final, since asking
+again cannot help. The image travels as a base64 data URL, downscaled to a pixel budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import random
+import time
+from typing import Any, Optional
+
+from ..images import ImageError, png_data_url
+from .base import Teacher, TeacherRequest, TeacherResult, teacher_image
+from .config import TeacherConfig
+
+#: HTTP statuses worth asking again: the server may answer later.
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+def is_retryable_status(code: int) -> bool:
+    return code in RETRYABLE_STATUS or code >= 500
+
+
+def image_data_url(image, fmt: str = "png", quality: int = 90) -> str:
+    """A ``data:image/...;base64,`` URL of a PIL image (PNG lossless, or JPEG)."""
+    if fmt == "png":
+        return png_data_url(image)
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def chat_body(model: str, prompt: str, image_url: str, decoding: dict[str, Any], json_schema: Optional[dict] = None,
+              extra: Optional[dict] = None) -> dict[str, Any]:
+    """The chat-completions request body: one user turn with the image, then the question."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                    {"type": "text", "text": prompt},
+                ],
+            }
+        ],
+        "temperature": decoding.get("temperature", 0.0),
+        "max_tokens": decoding.get("max_tokens", 512),
+    }
+    for key in ("seed", "top_p"):
+        if decoding.get(key) is not None:
+            body[key] = decoding[key]
+    if json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "teacher_answer", "schema": json_schema, "strict": True},
+        }
+    body.update(extra or {})
+    return body
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: Optional[float] = None) -> float:
+    """Delay before attempt ``attempt + 1``: base * 2^(attempt-1), capped, times a jitter in
+    [0.5, 1.5) so that many clients do not retry in step; a server's Retry-After wins (capped)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    return min(cap, base * (2 ** max(attempt - 1, 0))) * random.uniform(0.5, 1.5)
+
+
+def _retry_after(headers) -> Optional[float]:
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_detail(resp) -> str:
+    try:
+        data = resp.json()
+        msg = data.get("error", {}).get("message") if isinstance(data.get("error"), dict) else data.get("detail") or data.get("error")
+        return str(msg or data)[:300]
+    except Exception:
+        return (resp.text or "")[:300]
+
+
+class OpenAITeacher(Teacher):
+    """One teacher model served over the OpenAI chat-completions protocol."""
+
+    def __init__(self, cfg: TeacherConfig, json_answer: bool = False):
+        super().__init__(cfg)
+        self.json_answer = json_answer
+        self._client = None
+        self._sem: Optional[asyncio.Semaphore] = None
+        self._in_flight = [0] * len(cfg.base_urls)
+        self._next = 0  # round-robin among equally busy endpoints
+        self._headers: dict[str, str] = {}
+        self._schema: Optional[dict] = None
+
+    async def start(self) -> None:
+        import httpx
+
+        cfg = self.cfg
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise RuntimeError(f"teacher {cfg.name!r}: environment variable {cfg.api_key_env} (api_key_env) is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+        if self.json_answer and cfg.structured_output:
+            from ..parse import teacher_json_schema
+
+            self._schema = teacher_json_schema()
+        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
+            limits=httpx.Limits(max_connections=cfg.concurrency + 4, max_keepalive_connections=cfg.concurrency + 4),
+            headers=self._headers,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _pick_endpoint(self) -> int:
+        n = len(self._in_flight)
+        least = min(self._in_flight)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self._in_flight[i] == least:
+                self._next = (i + 1) % n
+                return i
+        return 0  # unreachable
+
+    async def answer_one(self, request: TeacherRequest) -> TeacherResult:
+        assert self._sem is not None and self._client is not None, "start() the teacher first"
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        async with self._sem:
+            try:
+                url = await asyncio.to_thread(self._encode_image, request)
+            except ImageError as e:
+                return TeacherResult.failure("image", str(e), time.perf_counter() - t0, attempts=0)
+            body = chat_body(cfg.model or "", request.prompt, url, self.decoding(), self._schema, cfg.extra_body)
+            return await self._post_with_retries(body, t0)
+
+    def _encode_image(self, request: TeacherRequest) -> str:
+        return image_data_url(teacher_image(request.sample, self.cfg.max_pixels), self.cfg.image_format)
+
+    async def _post_with_retries(self, body: dict[str, Any], t0: float) -> TeacherResult:
+        import httpx
+
+        cfg = self.cfg
+        kind, detail = "error", "no attempt made"
+        for attempt in range(1, cfg.max_attempts + 1):
+            i = self._pick_endpoint()
+            self._in_flight[i] += 1
+            retry_after = None
+            try:
+                resp = await self._client.post(cfg.base_urls[i].rstrip("/") + "/chat/completions", json=body)
+            except httpx.TimeoutException as e:
+                kind, detail = "timeout", f"{type(e).__name__} after {cfg.timeout_s:g}s at {cfg.base_urls[i]}"
+            except httpx.TransportError as e:
+                kind, detail = "connect", f"{type(e).__name__}: {e} at {cfg.base_urls[i]}"
+            else:
+                if resp.status_code == 200:
+                    text, problem = _content(resp)
+                    if problem is None:
+                        return TeacherResult(raw=text, latency_s=time.perf_counter() - t0, attempts=attempt)
+                    # A 200 without an answer is the server's fault, not the request's: final.
+                    return TeacherResult.failure("bad_response", problem, time.perf_counter() - t0, attempt)
+                kind, detail = f"http_{resp.status_code}", _error_detail(resp)
+                if not is_retryable_status(resp.status_code):
+                    return TeacherResult.failure(kind, detail, time.perf_counter() - t0, attempt)
+                retry_after = _retry_after(resp.headers)
+            finally:
+                self._in_flight[i] -= 1
+            if attempt < cfg.max_attempts:
+                await asyncio.sleep(backoff_delay(attempt, cfg.backoff_s, cfg.backoff_max_s, retry_after))
+        return TeacherResult.failure(kind, f"{detail} (gave up after {cfg.max_attempts} attempts)",
+                                     time.perf_counter() - t0, cfg.max_attempts)
+
+
+def _content(resp) -> tuple[Optional[str], Optional[str]]:
+    """(answer text, None) or (None, what is wrong with the response)."""
+    try:
+        data = resp.json()
+        msg = data["choices"][0]["message"]
+    except Exception as e:
+        return None, f"response is not a chat completion ({type(e).__name__}: {str(e)[:120]})"
+    content = msg.get("content")
+    if isinstance(content, list):  # some servers return content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if content is None:
+        return None, "chat completion has no message content"
+    return str(content), None
