@@ -1,0 +1,76 @@
+"""Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how.
+
+    scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
+        --config configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ..config import StageConfig
+from ..criteria import CRITERIA, Criterion
+
+
+class EvaluateConfig(StageConfig):
+    """Section ``evaluate``: split, baseline, shortcut test and report settings."""
+
+    criteria: list[str] = Field(
+        default_factory=lambda: [c.value for c in CRITERIA],
+        description="Criteria to evaluate (location, size, co_occurrence); the fused decision needs all three.",
+    )
+    split: Literal["train", "val", "test"] = Field(
+        default="test", description="Dataset split the students are evaluated on."
+    )
+    limit: Optional[int] = Field(
+        default=None, ge=1, description="Evaluate at most this many rows per criterion (first rows in file order)."
+    )
+    baseline: bool = Field(
+        default=True, description="Also run the untrained base model (no adapter) as the baseline."
+    )
+    base: Optional[str] = Field(
+        default=None,
+        description="Base model (hub id or folder) for the students and the baseline; default: the one the "
+        "students were trained on (scenefit_student.json).",
+    )
+    explain: bool = Field(
+        default=True,
+        description="Generate the analysis sentence (needed for the reasoning metrics); false scores the "
+        "decision only (fast path).",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Images per forward pass.")
+    device: Optional[str] = Field(default=None, description="Torch device (cpu, cuda, cuda:1); default: best available.")
+    dtype: str = Field(default="auto", description="Model dtype (auto, float32, bfloat16, float16).")
+    originals: Optional[str] = Field(
+        default=None,
+        description="Manifest of unmodified images (one in-context object boxed) for the shortcut test; default: "
+        "the synthetic world's originals/manifest.parquet when it can be found from the datasets.",
+    )
+    originals_limit: Optional[int] = Field(
+        default=None, ge=1, description="Use at most this many originals in the shortcut test."
+    )
+    shortcut_threshold: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="A student is called robust in the shortcut test when at least this share of its answers on "
+        "unmodified images is in-context.",
+    )
+    calibration_bins: int = Field(default=10, ge=2, le=50, description="Bins of the reliability (calibration) plot.")
+    gallery_size: int = Field(default=12, ge=0, le=200, description="Worst errors shown in the report's gallery.")
+    top_confusions: int = Field(
+        default=10, ge=1, description="Object categories and scenes listed per criterion in the error breakdown."
+    )
+    thumbnail_px: int = Field(default=192, ge=32, le=1024, description="Longer side of gallery thumbnails, pixels.")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one criterion is needed")
+        out = [Criterion.parse(str(c)).value for c in v]
+        if len(set(out)) != len(out):
+            raise ValueError(f"criteria repeat: {v}")
+        return out

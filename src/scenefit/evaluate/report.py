@@ -1,0 +1,333 @@
+"""Write the evaluation report: ``metrics.json`` and one self-contained ``report.html``.
+
+    scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report
+
+The page needs no network and no files beside it: every plot is a PNG rendered with
+matplotlib's Agg backend and embedded as a base64 data URL, and so are the gallery
+thumbnails. Sections carry fixed ids (:data:`SECTION_IDS`) that the browser test checks.
+Everything here reads the metrics dict made by :mod:`scenefit.evaluate.runner`, so the page
+can be re-rendered from a saved ``metrics.json`` (gallery aside).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .. import SYNTHETIC_NOTICE
+from ..parquet_io import write_json
+
+#: Section ids of report.html, in page order.
+SECTION_IDS = (
+    "summary", "confusion", "comparison", "agreement", "calibration", "reasoning", "errors", "shortcut",
+    "gallery", "method",
+)
+_COLOURS = {"student": "#2f6fb0", "baseline": "#b0b0b0", "teacher": "#e08a2c"}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x: Optional[float], digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _figure_data_url(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # headless: no display, same bytes everywhere
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def columns(metrics: dict[str, Any]) -> list[str]:
+    """Criterion names present in the metrics, then ``fused`` when present."""
+    names = [c for c in metrics.get("criteria", []) if c in metrics]
+    return names + (["fused"] if "fused" in metrics else [])
+
+
+def plot_confusions(metrics: dict[str, Any]) -> str:
+    """One 2x3 panel per criterion: references (rows) x answers (In, Out, unparseable)."""
+    plt = _pyplot()
+    names = columns(metrics)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        conf = metrics[name]["student"]["confusion"]
+        labels = conf["labels"]
+        grid = [row + [conf["unparseable"][lab]] for row, lab in zip(conf["matrix"], labels)]
+        ax.imshow([[float(v) for v in row[:2]] + [0.0] for row in grid], cmap="Blues")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", color="#111", fontsize=11)
+        ax.set_xticks(range(3), ["In", "Out", "unparse-\nable"])
+        ax.set_yticks(range(2), ["In", "Out"])
+        ax.set_xlabel("student answer")
+        ax.set_ylabel("teacher" if name != "fused" else "teacher final")
+        ax.set_title(metrics[name].get("display", name))
+    fig.tight_layout()
+    return _figure_data_url(fig)
+
+
+def plot_comparison(metrics: dict[str, Any]) -> str:
+    """Accuracy bars per criterion: student, baseline, teacher — vs the teacher, and vs truth if known."""
+    plt = _pyplot()
+    names = columns(metrics)
+    has_truth = any(metrics[n].get("accuracy_vs_truth") is not None for n in names)
+    panels = [("vs teacher labels", "accuracy", "baseline_accuracy", lambda m: 1.0)]
+    if has_truth:
+        panels.append(("vs ground truth (synthetic)", "accuracy_vs_truth", "baseline_accuracy_vs_truth",
+                       lambda m: m.get("teacher_accuracy_vs_truth")))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.4), squeeze=False)
+    width = 0.27
+    for ax, (title, s_key, b_key, teacher) in zip(axes[0], panels):
+        for k, (who, get) in enumerate((("student", lambda m: m.get(s_key)), ("baseline", lambda m: m.get(b_key)),
+                                        ("teacher", teacher))):
+            vals = [get(metrics[n]) for n in names]
+            xs = [i + (k - 1) * width for i in range(len(names))]
+            ax.bar(xs, [v or 0.0 for v in vals], width, label=who, color=_COLOURS[who])
+            for x, v in zip(xs, vals):
+                ax.text(x, (v or 0.0) + 0.01, "–" if v is None else f"{100 * v:.0f}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(names)), [metrics[n].get("display", n) for n in names])
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(title)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _figure_data_url(fig)
+
+
+def plot_agreement(metrics: dict[str, Any]) -> str:
+    """Cohen's kappa with the teacher labels: student and baseline per criterion."""
+    plt = _pyplot()
+    names = columns(metrics)
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    for k, who in enumerate(("student", "baseline")):
+        vals = [(metrics[n].get(who) or {}).get("kappa") for n in names]
+        xs = [i + (k - 0.5) * 0.35 for i in range(len(names))]
+        ax.bar(xs, [v or 0.0 for v in vals], 0.35, label=who, color=_COLOURS[who])
+        for x, v in zip(xs, vals):
+            ax.text(x, max(v or 0.0, 0.0) + 0.02, "–" if v is None else f"{v:.2f}", ha="center", fontsize=7)
+    ax.axhline(0, color="#444", lw=0.8)
+    ax.set_xticks(range(len(names)), [metrics[n].get("display", n) for n in names])
+    ax.set_ylim(-1, 1.1)
+    ax.set_ylabel("Cohen's kappa vs teacher")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _figure_data_url(fig)
+
+
+def plot_calibration(metrics: dict[str, Any]) -> Optional[str]:
+    """Reliability diagram of p(out-of-context) per criterion; None when no answer has a probability."""
+    curves = {n: metrics[n].get("calibration") for n in metrics.get("criteria", []) if metrics.get(n, {}).get("calibration")}
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", color="#888", lw=1, label="perfect")
+    for name, cal in curves.items():
+        pts = [(b["mean_p_out"], b["observed_out"]) for b in cal["bins"] if b["n"]]
+        ax.plot([p for p, _ in pts], [o for _, o in pts], marker="o",
+                label=f"{metrics[name].get('display', name)} (ECE {cal['ece']:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted p(out-of-context)")
+    ax.set_ylabel("observed share out-of-context (teacher)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _figure_data_url(fig)
+
+
+def plot_shortcut(shortcut: dict[str, Any]) -> Optional[str]:
+    shares = shortcut.get("in_context_share") or {}
+    if not shares:
+        return None
+    plt = _pyplot()
+    names = list(shares)
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
+    vals = [shares[n] or 0.0 for n in names]
+    thr = shortcut.get("threshold", 0.95)
+    ax.bar(names, vals, color=["#3a9a5b" if v >= thr else "#c0392b" for v in vals])
+    for i, v in enumerate(vals):
+        ax.text(i, v + 0.01, f"{100 * v:.0f} %", ha="center", fontsize=8)
+    ax.axhline(thr, ls="--", color="#333", lw=1)
+    ax.text(len(names) - 0.5, thr + 0.02, f"robust ≥ {100 * thr:.0f} %", ha="right", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("in-context share on unmodified images")
+    fig.tight_layout()
+    return _figure_data_url(fig)
+
+
+def headline_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the headline table: criterion x student acc / vs truth / baseline / F1 / unparseable."""
+    rows = []
+    for name in columns(metrics):
+        m = metrics[name]
+        rows.append({
+            "criterion": name, "accuracy": m.get("accuracy"), "accuracy_vs_truth": m.get("accuracy_vs_truth"),
+            "baseline_accuracy": m.get("baseline_accuracy"), "f1_out": m.get("f1_out"), "macro_f1": m.get("macro_f1"),
+            "unparseable": m.get("unparseable"), "n": m.get("n"),
+        })
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(url: Optional[str], alt: str, missing: str) -> str:
+    if not url:
+        return f'<p class="muted">{_esc(missing)}</p>'
+    return f'<img class="plot" alt="{_esc(alt)}" src="{url}">'
+
+
+def _summary_html(metrics: dict[str, Any]) -> str:
+    rows = [[_esc(r["criterion"]), r["n"], _pct(r["accuracy"]), _pct(r["accuracy_vs_truth"]),
+             _pct(r["baseline_accuracy"]), _num(r["f1_out"]), _num(r["macro_f1"]), r["unparseable"]]
+            for r in headline_rows(metrics)]
+    return _table(["criterion", "n", "student acc (vs teacher)", "student acc vs truth", "baseline acc",
+                   "F1 (out)", "macro-F1", "unparseable"], rows, "headline")
+
+
+def _reasoning_html(metrics: dict[str, Any]) -> str:
+    rows = []
+    for name in metrics.get("criteria", []):
+        r = metrics[name].get("reasoning") or {}
+        rows.append([_esc(name), _pct(r.get("consistent_share")), _pct(r.get("consistent_share_of_cued")),
+                     r.get("inconsistent", "–"), r.get("neutral", "–"), r.get("no_analysis", "–"),
+                     _pct(r.get("teacher_consistent_share")), _num(r.get("rouge_l"))])
+    return _table(["criterion", "consistent", "consistent (cued only)", "inconsistent", "neutral", "no analysis",
+                   "teacher consistent (rule check)", "ROUGE-L vs teacher"], rows)
+
+
+def _errors_html(metrics: dict[str, Any]) -> str:
+    parts = []
+    for name in columns(metrics):
+        m = metrics[name]
+        for key, title in (("errors_by_object", "object category"), ("errors_by_scene", "scene")):
+            groups = m.get(key) or []
+            if not groups:
+                continue
+            rows = [[_esc(g["key"]), g["n"], g["errors"], _pct(g["error_rate"]), g["unparseable"],
+                     _esc("; ".join(f"{k}: {v}" for k, v in g["confusions"].items()))] for g in groups]
+            parts.append(f"<h3>{_esc(m.get('display', name))} — by {title}</h3>"
+                         + _table([title, "n", "errors", "error rate", "unparseable", "confusions"], rows))
+    return "".join(parts) or '<p class="muted">No errors.</p>'
+
+
+def _shortcut_html(shortcut: dict[str, Any]) -> str:
+    if not shortcut.get("available"):
+        return f'<p class="muted">Not run: {_esc(shortcut.get("reason", "no unmodified images given"))}.</p>'
+    thr = shortcut.get("threshold", 0.95)
+    rows = []
+    for name, share in (shortcut.get("in_context_share") or {}).items():
+        d = (shortcut.get("details") or {}).get(name, {})
+        verdict = "robust" if share is not None and share >= thr else "shortcut suspected"
+        rows.append([_esc(name), d.get("n", "–"), _pct(share), d.get("unparseable", "–"), _esc(verdict)])
+    return (f"<p>{shortcut.get('n', 0)} unmodified images ({_esc(shortcut.get('source', ''))}), each boxing an object that "
+            f"belongs there: every answer should be in-context. Reference: ≥ {100 * thr:.0f} % in-context is robust.</p>"
+            + _table(["criterion", "n", "in-context share", "unparseable", "verdict"], rows)
+            + _img(plot_shortcut(shortcut), "shortcut test", ""))
+
+
+def _gallery_html(gallery: Sequence[dict[str, Any]]) -> str:
+    if not gallery:
+        return '<p class="muted">No errors to show.</p>'
+    cards = []
+    for g in gallery:
+        thumb = (f'<img class="thumb" alt="{_esc(g["id"])}" src="{g["thumbnail"]}">' if g.get("thumbnail")
+                 else f'<p class="muted">image unavailable: {_esc(g.get("image_error"))}</p>')
+        conf = "" if g.get("confidence") is None else f" (p = {g['confidence']:.2f})"
+        cards.append(
+            f'<figure class="card">{thumb}<figcaption>'
+            f'<b>{_esc(g["criterion"])}</b> · {_esc(g["id"])} · {_esc(g.get("object"))} in {_esc(g.get("scene"))}<br>'
+            f'<span class="bad">student: {_esc(g.get("student_label") or "unparseable")}{conf}</span> — '
+            f'{_esc(g.get("student_analysis") or g.get("student_raw"))}<br>'
+            f'<span class="good">teacher: {_esc(g.get("teacher_label"))}</span> — {_esc(g.get("teacher_analysis"))}'
+            + (f'<br>truth: {_esc(g["truth"])}' if g.get("truth") else "")
+            + "</figcaption></figure>"
+        )
+    return '<div class="gallery">' + "".join(cards) + "</div>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} section{margin:2em 0} .muted{color:#777}
+.synthetic{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;font-size:1.1em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f2f2f2} td:first-child{text-align:left} img.plot{max-width:100%;display:block;margin:.5em 0}
+.gallery{display:flex;flex-wrap:wrap;gap:1em} .card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em}
+.card img{max-width:100%} .bad{color:#b03030;font-weight:bold} .good{color:#2a7a3b;font-weight:bold}
+"""
+
+
+def render_html(metrics: dict[str, Any], gallery: Sequence[dict[str, Any]] = ()) -> str:
+    """The report page as one self-contained HTML string."""
+    synthetic = bool(metrics.get("synthetic"))
+    notice = f'<p class="synthetic" id="synthetic-notice">{_esc(SYNTHETIC_NOTICE)}</p>' if synthetic else ""
+    conv = metrics.get("conventions") or {}
+    sections = {
+        "summary": ("Headline", _summary_html(metrics)
+                    + f'<p class="muted">Split {_esc(metrics.get("split"))}; students {_esc(metrics.get("students"))}; '
+                    f'base {_esc(metrics.get("base_model"))}; teacher = the dataset labels (100 % against itself).</p>'),
+        "confusion": ("Confusion matrices", _img(plot_confusions(metrics), "confusion matrices", "")),
+        "comparison": ("Student vs baseline vs teacher", _img(plot_comparison(metrics), "accuracy comparison", "")),
+        "agreement": ("Agreement with the teacher", _img(plot_agreement(metrics), "kappa", "")),
+        "calibration": ("Calibration", _img(plot_calibration(metrics), "reliability diagram",
+                                            "No probabilities in the answers: no calibration plot.")),
+        "reasoning": ("Reasoning", _reasoning_html(metrics)
+                      + f'<p class="muted">Consistency rule: {_esc(metrics.get("reasoning_rule"))}</p>'),
+        "errors": ("Errors by object category and scene", _errors_html(metrics)),
+        "shortcut": ("Shortcut test (unmodified images)", _shortcut_html(metrics.get("shortcut") or {})),
+        "gallery": ("Worst errors", _gallery_html(gallery)),
+        "method": ("How the numbers are made", "<ul>" + "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>"
+                                                                 for k, v in conv.items()) + "</ul>"),
+    }
+    body = "".join(f'<section id="{sid}"><h2>{_esc(title)}</h2>{content}</section>'
+                   for sid, (title, content) in ((s, sections[s]) for s in SECTION_IDS))
+    title = "scenefit evaluation" + (" — SYNTHETIC" if synthetic else "")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{notice}{body}{notice}</body></html>\n")
+
+
+def write_report(metrics: dict[str, Any], out_dir: Path | str, gallery: Sequence[dict[str, Any]] = ()) -> tuple[Path, Path]:
+    """Write OUT/metrics.json and OUT/report.html; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = write_json(metrics, out / "metrics.json")
+    html_path = out / "report.html"
+    tmp = html_path.with_name(html_path.name + ".tmp")
+    tmp.write_text(render_html(metrics, gallery), encoding="utf-8")
+    tmp.replace(html_path)
+    return json_path, html_path
+
+
+def thumbnail_data_url(image_path: str, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
+    """A PNG data URL of an image, shrunk to ``max_px`` on its longer side, with its red box
+    drawn when the file does not already carry it."""
+    from ..images import draw_box, load_image, png_data_url
+
+    im = load_image(image_path)
+    if box is not None and not boxed:
+        im = draw_box(im, box, width=max(2, round(max(im.size) / 100)))
+    im.thumbnail((max_px, max_px))
+    return png_data_url(im)

@@ -1,0 +1,404 @@
+"""Run the students (and the untrained base) on a dataset split and turn their answers into
+the metrics dict, the gallery and the report files.
+
+    scenefit evaluate --students runs/demo/students --data runs/demo/datasets --split test \
+        --out runs/demo/report --config configs/demo.yaml
+
+    from scenefit.evaluate.runner import evaluate_dirs
+    metrics = evaluate_dirs("runs/demo/students", "runs/demo/datasets", "runs/demo/report", EvaluateConfig())
+
+The model-free part (:func:`evaluate_answers`) takes answers already collected, so it is
+tested on hand-made answers; :func:`collect_answers` drives any object with the
+``predict(items, explain=..., criteria=[...])`` method of :class:`scenefit.inference.Predictor`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import pandas as pd
+
+from .. import SYNTHETIC_NOTICE
+from ..criteria import Criterion, Label
+from ..records import Sample
+from .config import EvaluateConfig
+from .metrics import (
+    CONVENTIONS, as_label, criteria_order, error_breakdown, fuse_by_id, label_metrics, reliability, top_confusions,
+)
+from .reasoning import reasoning_metrics
+from .shortcut import shortcut_metrics
+
+ProgressFn = Optional[Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One model's answer on one criterion for one sample (label None = unparseable)."""
+
+    id: str
+    label: Optional[Label]
+    p_out: Optional[float] = None  # probability of out-of-context, when the model scored it
+    analysis: Optional[str] = None
+    raw: Optional[str] = None
+    status: str = "ok"
+
+
+class EvaluateError(ValueError):
+    """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_split(data_dir: Path | str, criteria: Sequence[str], split: str, limit: Optional[int] = None) -> dict[str, pd.DataFrame]:
+    """DATA/<criterion>/<split>.parquet per criterion (the first ``limit`` rows)."""
+    from ..parquet_io import read_table
+
+    frames = {}
+    for name in criteria_order(criteria):
+        path = Path(data_dir) / name / f"{split}.parquet"
+        if not path.is_file():
+            raise EvaluateError(f"{name}: dataset file not found: {path} (run `scenefit datasets` first)")
+        df, _ = read_table(path)
+        if limit:
+            df = df.head(limit)
+        if df.empty:
+            raise EvaluateError(f"{name}: {path} has no rows")
+        frames[name] = df.reset_index(drop=True)
+    return frames
+
+
+def _clean(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and v != v) else v
+
+
+def row_sample(row: dict) -> Sample:
+    """A Sample of one dataset row (its image already carries the red box)."""
+    box = _clean(row.get("box"))
+    box = None if box is None else [float(x) for x in box]
+    return Sample(id=str(row["id"]), image=str(row["image"]), object=str(row["object"]), box=box,
+                  group=_clean(row.get("group")), scene=_clean(row.get("scene")), boxed=True,
+                  synthetic=bool(_clean(row.get("synthetic")) or False))
+
+
+def is_synthetic(frames: dict[str, pd.DataFrame]) -> bool:
+    return any("synthetic" in df and bool(df["synthetic"].fillna(False).astype(bool).any()) for df in frames.values())
+
+
+# ---------------------------------------------------------------- answers from a predictor
+
+def _field(obj: Any, *names: str) -> Any:
+    for n in names:
+        if isinstance(obj, dict) and n in obj:
+            return obj[n]
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    return None
+
+
+def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
+    """Read one criterion's answer out of a predictor's prediction object.
+
+    The prediction holds per-criterion results under ``criteria`` (keyed by Criterion or its
+    value); each result has ``label`` (Label or None), ``probability`` (of its label; or
+    ``p_out``), ``analysis`` and ``raw``.
+    """
+    per = _field(prediction, "criteria", "per_criterion", "results")
+    res = None
+    if isinstance(per, dict):
+        res = per.get(criterion, per.get(criterion.value))
+    if res is None:
+        return Answer(sample_id, None, status="missing")
+    label = as_label(_field(res, "label"))
+    p_out = _field(res, "p_out")
+    if p_out is None:
+        prob = _field(res, "probability")
+        if prob is not None and label is not None:
+            p_out = float(prob) if label is Label.OUT else 1.0 - float(prob)
+    status = _field(res, "status") or ("ok" if label is not None else "unparseable")
+    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"),
+                  _field(res, "raw", "text"), str(status))
+
+
+def collect_answers(
+    predictor: Any, samples: Sequence[Sample], criteria: Sequence[str], explain: bool, chunk: int = 32,
+    progress: ProgressFn = None,
+) -> tuple[dict[str, list[Answer]], list[dict]]:
+    """Answers per criterion for every sample, and one error dict per sample that failed.
+
+    Samples go to the predictor in chunks (for the progress bar); a chunk that raises is
+    retried one sample at a time so one bad image does not sink the batch.
+    """
+    crits = [Criterion(c) for c in criteria_order(criteria)]
+    out: dict[str, list[Answer]] = {c.value: [] for c in crits}
+    errors: list[dict] = []
+
+    def _take(part: Sequence[Sample], preds: Sequence[Any]) -> None:
+        for smp, pred in zip(part, preds):
+            for c in crits:
+                out[c.value].append(answer_of(pred, c, smp.id))
+
+    for start in range(0, len(samples), chunk):
+        part = list(samples[start:start + chunk])
+        try:
+            _take(part, predictor.predict(part, explain=explain, criteria=crits))
+        except Exception:  # noqa: BLE001 — isolate the sample(s) at fault, keep the rest
+            for smp in part:
+                try:
+                    _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
+                except Exception as e:  # noqa: BLE001
+                    errors.append({"id": smp.id, "image": smp.image, "reason": f"{type(e).__name__}: {e}"})
+        if progress:
+            progress(len(part))
+    return out, errors
+
+
+# ---------------------------------------------------------------- metrics from answers
+
+def _labels(answers: Sequence[Answer]) -> list[Optional[Label]]:
+    return [a.label for a in answers]
+
+
+def _truth_known(values: Sequence[Any]) -> bool:
+    return any(as_label(v) is not None for v in values)
+
+
+def _headline(
+    display: str, teacher: Sequence[Any], truth: Sequence[Any], student: Sequence[Optional[Label]],
+    baseline: Optional[Sequence[Optional[Label]]],
+) -> dict[str, Any]:
+    """Headline keys (the metrics.json contract) and the full blocks behind them: student and
+    baseline vs the teacher's labels, and — where any truth is known — student, baseline and
+    teacher vs the truth."""
+    s = label_metrics(teacher, student)
+    b = label_metrics(teacher, baseline) if baseline is not None else None
+    m: dict[str, Any] = {
+        "display": display, "n": s["n"],
+        **{k: s[k] for k in ("accuracy", "accuracy_parseable", "precision_out", "recall_out", "f1_out", "macro_f1",
+                             "kappa", "unparseable", "unparseable_share")},
+        **{f"baseline_{k}": (b[k] if b else None) for k in ("accuracy", "f1_out", "macro_f1", "unparseable")},
+        "accuracy_vs_truth": None, "baseline_accuracy_vs_truth": None, "teacher_accuracy_vs_truth": None,
+        "student": s, "baseline": b, "vs_truth": None,
+    }
+    if _truth_known(truth):
+        vs = {"student": label_metrics(truth, student), "teacher": label_metrics(truth, teacher),
+              "baseline": label_metrics(truth, baseline) if baseline is not None else None}
+        m["vs_truth"] = vs
+        m["accuracy_vs_truth"] = vs["student"]["accuracy"]
+        m["teacher_accuracy_vs_truth"] = vs["teacher"]["accuracy"]
+        m["baseline_accuracy_vs_truth"] = vs["baseline"]["accuracy"] if vs["baseline"] else None
+    return m
+
+
+def criterion_metrics(
+    df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]], cfg: EvaluateConfig,
+) -> dict[str, Any]:
+    """All numbers of one criterion: headline keys first, full blocks below."""
+    name = str(df["criterion"].iloc[0]) if "criterion" in df and len(df) else ""
+    teacher = list(df["label"])
+    truth = list(df["truth"]) if "truth" in df else [None] * len(df)
+    m = _headline(Criterion(name).display if name else name, teacher, truth, _labels(student),
+                  _labels(baseline) if baseline is not None else None)
+    m["reasoning"] = reasoning_metrics(_labels(student), [a.analysis for a in student], teacher,
+                                       list(df["analysis"]) if "analysis" in df else [None] * len(df))
+    m["calibration"] = reliability([a.p_out for a in student], teacher, cfg.calibration_bins)
+    objects = list(df["object"]) if "object" in df else [None] * len(df)
+    scenes = list(df["scene"]) if "scene" in df else [None] * len(df)
+    m["errors_by_object"] = error_breakdown(objects, teacher, _labels(student), cfg.top_confusions)
+    m["errors_by_scene"] = error_breakdown(scenes, teacher, _labels(student), cfg.top_confusions)
+    m["top_confusions"] = top_confusions(objects, teacher, _labels(student), cfg.top_confusions)
+    m["parse_status"] = pd.Series([a.status for a in student], dtype=object).value_counts().to_dict()
+    return m
+
+
+def fused_metrics(
+    frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
+) -> Optional[dict[str, Any]]:
+    """Fused decision over the ids every criterion's split holds, vs the teacher's final decision
+    (``final``) and, where all three truths are known, the fused truth. None unless all criteria ran."""
+    if set(frames) != {c.value for c in Criterion}:
+        return None
+
+    def by_id(answers: dict[str, list[Answer]]) -> dict[str, Optional[Label]]:
+        return fuse_by_id({c: {a.id: a.label for a in answers[c]} for c in frames})
+
+    fused_student = by_id(student)
+    ids = list(fused_student)
+    rows = {c: df.set_index(df["id"].astype(str)) for c, df in frames.items()}
+    first = rows[next(iter(rows))]
+    final = [first.at[i, "final"] if "final" in first else None for i in ids]
+    truth = fuse_by_id({c: {i: rows[c].at[i, "truth"] if "truth" in rows[c] else None for i in ids} for c in rows})
+    fused_truth = [truth.get(i) for i in ids]
+    fb = by_id(baseline) if baseline is not None else None
+    m = _headline("Fused", final, fused_truth, [fused_student[i] for i in ids],
+                  [fb[i] for i in ids] if fb is not None else None)
+    m["ids"] = len(ids)
+    objects = [first.at[i, "object"] if "object" in first else None for i in ids]
+    scenes = [first.at[i, "scene"] if "scene" in first else None for i in ids]
+    pred = [fused_student[i] for i in ids]
+    m["errors_by_object"] = error_breakdown(objects, final, pred)
+    m["errors_by_scene"] = error_breakdown(scenes, final, pred)
+    return m
+
+
+def worst_errors(frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], size: int) -> list[dict[str, Any]]:
+    """Student answers that disagree with the teacher, most confident first (unparseable last)."""
+    rows = []
+    for name, df in frames.items():
+        for rec, ans in zip(df.to_dict("records"), student[name]):
+            teacher = as_label(rec.get("label"))
+            if ans.label is teacher:
+                continue
+            conf = None
+            if ans.p_out is not None and ans.label is not None:
+                conf = ans.p_out if ans.label is Label.OUT else 1.0 - ans.p_out
+            rows.append({
+                "criterion": name, "id": str(rec["id"]), "image": rec.get("image"), "box": _clean(rec.get("box")),
+                "object": rec.get("object"), "scene": _clean(rec.get("scene")),
+                "student_label": ans.label.value if ans.label else None, "student_analysis": ans.analysis,
+                "student_raw": ans.raw, "confidence": conf,
+                "teacher_label": rec.get("label"), "teacher_analysis": rec.get("analysis"),
+                "truth": _clean(rec.get("truth")),
+            })
+    rows.sort(key=lambda r: (r["student_label"] is None, -(r["confidence"] if r["confidence"] is not None else -1.0),
+                             r["criterion"], r["id"]))
+    return rows[:size]
+
+
+def evaluate_answers(
+    frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
+    cfg: EvaluateConfig, shortcut_answers: Optional[dict[str, list[Answer]]] = None, shortcut_source: str = "",
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The metrics dict of ``metrics.json`` from answers already collected (same order as the frames' rows)."""
+    for name, df in frames.items():
+        if len(student[name]) != len(df) or (baseline is not None and len(baseline[name]) != len(df)):
+            raise EvaluateError(f"{name}: {len(df)} rows but a different number of answers")
+    synthetic = is_synthetic(frames)
+    metrics: dict[str, Any] = {
+        "synthetic": synthetic, **({"notice": SYNTHETIC_NOTICE} if synthetic else {}),
+        "split": cfg.split, "criteria": list(frames), **(info or {}),
+        "conventions": CONVENTIONS,
+        "reasoning_rule": "out-of-context cues (floats, in the sky, too large, unusual, would not, ...) vs "
+        "in-context cues (stands, rests, on the ground, fits, typical, normal, ...), a negation within three "
+        "words flipping a cue; more cues of one side = its stance, a tie = neutral",
+    }
+    for name, df in frames.items():
+        metrics[name] = criterion_metrics(df, student[name], baseline[name] if baseline else None, cfg)
+    fused = fused_metrics(frames, student, baseline)
+    if fused is not None:
+        metrics["fused"] = fused
+    if shortcut_answers is not None:
+        metrics["shortcut"] = shortcut_metrics({c: _labels(a) for c, a in shortcut_answers.items()},
+                                               [a.id for a in next(iter(shortcut_answers.values()))],
+                                               cfg.shortcut_threshold, shortcut_source)
+    else:
+        metrics["shortcut"] = {"available": False, "reason": "no unmodified images given (--originals)",
+                               "threshold": cfg.shortcut_threshold, "in_context_share": {}}
+    return metrics
+
+
+# ---------------------------------------------------------------- end to end
+
+def default_originals(data_dir: Path | str) -> Optional[Path]:
+    """The synthetic world's originals beside the datasets (the demo's layout: DIR/world/originals)."""
+    cand = Path(data_dir).resolve().parent / "world" / "originals" / "manifest.parquet"
+    return cand if cand.is_file() else None
+
+
+def load_originals(path: Path | str, limit: Optional[int]) -> tuple[list[Sample], list[dict]]:
+    from ..manifest import read_manifest
+
+    samples, errors = read_manifest(path)
+    return (samples[:limit] if limit else samples), errors
+
+
+def answers_table(answers: dict[str, list[Answer]], model: str) -> pd.DataFrame:
+    rows = [{"model": model, "criterion": c, "id": a.id, "label": a.label.value if a.label else None, "p_out": a.p_out,
+             "analysis": a.analysis, "raw": a.raw, "status": a.status} for c, lst in answers.items() for a in lst]
+    return pd.DataFrame(rows, columns=["model", "criterion", "id", "label", "p_out", "analysis", "raw", "status"])
+
+
+def evaluate_dirs(
+    students_dir: Path | str, data_dir: Path | str, out_dir: Path | str, cfg: EvaluateConfig,
+    student_predictor: Any = None, baseline_predictor: Any = None, progress_factory: Optional[Callable] = None,
+) -> tuple[dict[str, Any], Path, Path]:
+    """Evaluate students on DATA/<criterion>/<split>.parquet; write OUT/metrics.json,
+    OUT/report.html, OUT/answers.parquet (every answer) and OUT/errors.jsonl (failed samples).
+
+    Predictors are built from ``students_dir`` unless given (tests pass stubs).
+    ``progress_factory(description, total)`` returns a callable advancing a progress bar.
+    """
+    from ..parquet_io import write_table
+    from .report import thumbnail_data_url, write_report
+
+    frames = load_split(data_dir, cfg.criteria, cfg.split, cfg.limit)
+    if student_predictor is None:
+        student_predictor, baseline_predictor = build_predictors(students_dir, cfg)
+    originals_path = cfg.originals or default_originals(data_dir)
+    originals, originals_errors = (load_originals(originals_path, cfg.originals_limit) if originals_path else ([], []))
+
+    def bar(desc: str, total: int) -> ProgressFn:
+        return progress_factory(desc, total) if progress_factory else None
+
+    failures: list[dict] = [{"stage": "originals", **e} for e in originals_errors]
+
+    def run(predictor: Any, tag: str) -> dict[str, list[Answer]]:
+        out: dict[str, list[Answer]] = {}
+        for name, df in frames.items():
+            samples = [row_sample(r) for r in df.to_dict("records")]
+            got, errs = collect_answers(predictor, samples, [name], cfg.explain, chunk=cfg.batch_size * 2,
+                                        progress=bar(f"{tag} · {name}", len(samples)))
+            failures.extend({"stage": f"{tag}/{name}", **e} for e in errs)
+            failed = {e["id"] for e in errs}
+            # a sample the model could not be run on is an input error, not a model error: left out
+            if failed:
+                frames[name] = df[~df["id"].astype(str).isin(failed)].reset_index(drop=True)
+            out[name] = got[name]
+        return out
+
+    student = run(student_predictor, "student")
+    baseline = run(baseline_predictor, "baseline") if baseline_predictor is not None and cfg.baseline else None
+    if baseline is not None:  # rows dropped during the baseline run leave the student's answers too
+        for name, df in frames.items():
+            keep = set(df["id"].astype(str))
+            student[name] = [a for a in student[name] if a.id in keep]
+    shortcut = None
+    if originals:
+        shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.explain,
+                                         chunk=cfg.batch_size * 2, progress=bar("shortcut test", len(originals)))
+        failures.extend({"stage": "shortcut", **e} for e in errs)
+    info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
+            "base_model": getattr(student_predictor, "base_name", None) or cfg.base, "failed": len(failures)}
+    metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
+    gallery = worst_errors(frames, student, cfg.gallery_size)
+    for g in gallery:
+        try:
+            g["thumbnail"] = thumbnail_data_url(g["image"], g["box"], True, cfg.thumbnail_px)
+        except Exception as e:  # noqa: BLE001 — a missing thumbnail must not lose the report
+            g["image_error"] = f"{type(e).__name__}: {e}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = [answers_table(student, "student")] + ([answers_table(baseline, "baseline")] if baseline else [])
+    if shortcut:
+        tables.append(answers_table(shortcut, "shortcut"))
+    write_table(pd.concat(tables, ignore_index=True), out / "answers.parquet",
+                {"notice": SYNTHETIC_NOTICE} if metrics["synthetic"] else {})
+    (out / "errors.jsonl").write_text("".join(json.dumps(f, default=str) + "\n" for f in failures))
+    json_path, html_path = write_report(metrics, out, gallery)
+    return metrics, json_path, html_path
+
+
+def build_predictors(students_dir: Path | str, cfg: EvaluateConfig) -> tuple[Any, Any]:
+    """The students' predictor and, when ``cfg.baseline``, the untrained base's."""
+    from ..inference import Predictor
+
+    student = Predictor.from_students(students_dir, base=cfg.base, device=cfg.device, dtype=cfg.dtype,
+                                      batch_size=cfg.batch_size)
+    baseline = None
+    if cfg.baseline:
+        baseline = Predictor.baseline(getattr(student, "base_name", None) or cfg.base, device=cfg.device,
+                                      dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return student, baseline
