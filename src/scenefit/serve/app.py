@@ -1,0 +1,311 @@
+"""The student HTTP server: classify API, model list, metrics, web page, OpenAI chat route.
+
+    scenefit serve --demo                                   # the students `make demo` trained
+    scenefit serve --students runs/x/students --port 0 --api-token "$TOKEN"
+    curl -s http://127.0.0.1:8000/health
+
+    from scenefit.serve.app import create_app
+    app = create_app(predictor, ServeConfig(), token=None)      # any object with .predict()
+
+Routes (``/health``, ``/`` and ``/static/*`` are open; the rest need the bearer token when one
+is configured):
+
+* ``POST /v1/classify`` — JSON ``{"image": base64, "object": "dog", "box": [x0, y0, x1, y1],
+  "explain": false}`` or multipart (``image`` file, ``object``, ``box`` "x0,y0,x1,y1",
+  ``explain``) → the predictor's JSON (three criteria, probabilities, analyses, fused ``final``).
+  Requests from all clients are merged into predictor batches (:mod:`.batching`).
+* ``GET /v1/models`` — the served names (``<prefix>-<criterion>`` per student, ``<prefix>-base``).
+* ``GET /v1/metrics`` — batch sizes, requests in flight, refusals by code.
+* ``POST /v1/chat/completions`` — OpenAI-compatible (:mod:`.openai_server`), routed to the
+  student adapter (or the base) named by ``model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..criteria import CRITERIA, Criterion
+from .batching import BatcherClosed, MicroBatcher
+from .config import ServeConfig
+from .security import (
+    ApiError,
+    GuardCounters,
+    GuardMiddleware,
+    check_box_inside,
+    decode_base64_image,
+    error_bytes,
+    error_payload,
+    load_image_bytes,
+    parse_box,
+    parse_flag,
+    parse_object,
+)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CLASSIFY_PATH = "/v1/classify"
+CHAT_PATH = "/v1/chat/completions"
+
+
+class PredictorLike(Protocol):
+    """What the server needs from :class:`scenefit.inference.Predictor` (tests pass fakes).
+
+    ``items`` are ``(PIL image, object, box | None, boxed)``; each result is a Prediction
+    (``.to_json()``) or already its JSON dict."""
+
+    def predict(self, items: Sequence[tuple], explain: bool = False, criteria: Any = None) -> Sequence[Any]: ...
+
+
+#: ``chat_generate(adapter, requests)``: one batched generate() for OpenAI chat requests with the
+#: student adapter ``adapter`` active (a Criterion value), or the bare base when it is None.
+ChatGenerate = Callable[[Optional[str], list], list]
+
+
+def served_criteria(predictor: Any) -> list[str]:
+    """Criterion values the predictor serves (all three unless it says otherwise)."""
+    found = getattr(predictor, "criteria", None)
+    if not found:
+        return [c.value for c in CRITERIA]
+    return [Criterion.parse(c).value if not isinstance(c, Criterion) else c.value for c in found]
+
+
+def _to_json(result: Any) -> dict[str, Any]:
+    return result.to_json() if hasattr(result, "to_json") else dict(result)
+
+
+def _status_code_name(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+            422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
+            503: "unavailable", 504: "timeout"}.get(status, f"http_{status}")
+
+
+async def _read_fields(request: Request, cfg: ServeConfig) -> dict[str, Any]:
+    """The classify fields from a JSON or a multipart body (image as raw bytes)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, "bad_json", f"request body is not valid JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise ApiError(422, "bad_json", "request body must be a JSON object with image, object, box, explain")
+        image = body.get("image")
+        if image is None or image == "":
+            raise ApiError(422, "missing_image", "field 'image' (base64-encoded image bytes) is required")
+        if not isinstance(image, str):
+            raise ApiError(422, "bad_image_encoding", "field 'image' must be a base64 string")
+        fields = dict(body)
+        fields["image"] = decode_base64_image(image)
+        return fields
+    if ctype == "multipart/form-data":
+        await request.body()  # read through the body cap before parsing
+        try:
+            form = await request.form(max_files=2, max_fields=16, max_part_size=cfg.max_body_bytes)
+        except StarletteHTTPException as e:
+            raise ApiError(422, "bad_multipart", f"multipart body cannot be parsed ({e.detail})") from None
+        fields = {k: v for k, v in form.items()}
+        image = fields.get("image")
+        if image is None or image == "":
+            raise ApiError(422, "missing_image", "form field 'image' (the image file) is required")
+        if isinstance(image, str):  # sent as a text field: accept base64
+            fields["image"] = decode_base64_image(image)
+        else:
+            data = await image.read()
+            if not data:
+                raise ApiError(422, "missing_image", "form field 'image' holds an empty file")
+            fields["image"] = data
+        return fields
+    raise ApiError(
+        415, "unsupported_media_type",
+        f"Content-Type {ctype or '(none)'!r} is not accepted; send application/json or multipart/form-data",
+    )
+
+
+def _build_item(fields: dict[str, Any], cfg: ServeConfig) -> tuple[tuple, bool]:
+    """Validate everything but the image first (cheap), then decode the image and place the box."""
+    obj = parse_object(fields.get("object"), cfg.max_object_chars)
+    box = parse_box(fields.get("box"))
+    explain = parse_flag(fields.get("explain"), "explain")
+    boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
+    image = load_image_bytes(fields["image"], cfg.max_image_pixels, cfg.allowed_formats)
+    pixel_box = check_box_inside(box, image.size) if box is not None else None
+    return (image, obj, pixel_box, boxed), explain
+
+
+class ChatDispatcher:
+    """ASGI endpoint for ``POST /v1/chat/completions`` that hands the request to the OpenAI
+    app serving the model it names (one per student adapter, one for the base), so the
+    protocol code of :mod:`.openai_server` is used as is. No ``model`` -> ``default``."""
+
+    def __init__(self, apps: dict[str, Any], default: str):
+        self.apps = apps
+        self.default = default
+
+    async def __call__(self, scope, receive, send) -> None:
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            name = json.loads(body).get("model") or self.default
+        except Exception:  # let the OpenAI app answer the malformed body in its own words
+            name = self.default
+        target = self.apps.get(name)
+        if target is None:
+            payload = error_bytes("model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await target(scope, replay, send)
+
+
+def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate, max_batch: int) -> dict[str, Any]:
+    from .openai_server import BatchingRunner, build_openai_app
+
+    def generator(adapter: Optional[str]):
+        return lambda reqs: chat_generate(adapter, reqs)
+
+    names: dict[str, Optional[str]] = {cfg.model_name(c): c for c in criteria}
+    names[cfg.base_model_name] = None
+    return {
+        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=max_batch), name)
+        for name, adapter in names.items()
+    }
+
+
+def create_app(
+    predictor: PredictorLike,
+    cfg: Optional[ServeConfig] = None,
+    token: Optional[str] = None,
+    *,
+    synthetic: bool = False,
+    chat_generate: Optional[ChatGenerate] = None,
+    model_lock: Optional[threading.Lock] = None,
+) -> FastAPI:
+    """The FastAPI app around ``predictor``. ``model_lock`` serialises every use of the model
+    (classify batches and chat generation share one base in memory)."""
+    cfg = cfg or ServeConfig()
+    lock = model_lock or threading.Lock()
+    criteria = served_criteria(predictor)
+    counters = GuardCounters()
+    started = time.time()
+
+    def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
+        with lock:
+            return [_to_json(r) for r in predictor.predict(list(items), explain=explain)]
+
+    batcher = MicroBatcher(run_batch, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await batcher.aclose()  # requests still queued get 503 instead of hanging
+
+    app = FastAPI(title="scenefit", summary="In-context / out-of-context verdicts for a boxed object",
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.batcher = batcher
+    app.state.counters = counters
+    app.state.config = cfg
+    app.add_middleware(
+        GuardMiddleware,
+        token=token,
+        max_body_bytes=cfg.max_body_bytes,
+        max_concurrency=cfg.max_concurrency,
+        retry_after_s=cfg.retry_after_s,
+        timeout_s=cfg.request_timeout_s,
+        limited_paths=(CLASSIFY_PATH, CHAT_PATH),
+        open_paths=("/", "/health", "/favicon.ico"),
+        open_prefixes=("/static/",),
+        counters=counters,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        counters.rejected[exc.code] += 1
+        return JSONResponse(error_payload(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return JSONResponse(error_payload(_status_code_name(exc.status_code), message),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
+        return JSONResponse(error_payload("invalid_request", "; ".join(parts)), status_code=422)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": [cfg.model_name(c) for c in criteria], "synthetic": synthetic,
+                "auth": token is not None, "uptime_s": round(time.time() - started, 1)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [{"id": cfg.model_name(c), "object": "model", "owned_by": "scenefit", "criterion": c} for c in criteria]
+        data.append({"id": cfg.base_model_name, "object": "model", "owned_by": "scenefit", "criterion": None})
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/metrics")
+    async def metrics() -> dict[str, Any]:
+        return {"batching": batcher.stats.to_json(), "queued": batcher.queued, **counters.to_json(),
+                "limits": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+                           "max_concurrency": cfg.max_concurrency, "request_timeout_s": cfg.request_timeout_s}}
+
+    @app.post(CLASSIFY_PATH)
+    async def classify(request: Request):
+        fields = await _read_fields(request, cfg)
+        item, explain = await run_in_threadpool(_build_item, fields, cfg)
+        try:
+            payload = await batcher.submit(item, explain)
+        except BatcherClosed as e:
+            raise ApiError(503, "shutting_down", str(e)) from None
+        except Exception as e:  # the model failed on this item: say so, keep serving the others
+            raise ApiError(500, "prediction_failed", f"the predictor failed on this request: {type(e).__name__}: {e}") from None
+        if synthetic:
+            from .. import SYNTHETIC_NOTICE
+
+            payload = {**payload, "notice": SYNTHETIC_NOTICE}
+        return JSONResponse(payload)
+
+    if chat_generate is not None:
+        def locked_generate(adapter: Optional[str], reqs: list) -> list:
+            with lock:
+                return chat_generate(adapter, reqs)
+
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, cfg.max_batch), cfg.base_model_name)
+        app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    return app

@@ -1,0 +1,327 @@
+"""What the server refuses, and how it says so: auth, body/image caps, concurrency, timeouts.
+
+Used by :func:`scenefit.serve.app.create_app`; nothing here is run on its own. Every refusal
+is an :class:`ApiError` and reaches the client as ``{"error": {"code": ..., "message": ...}}``
+with the matching status, so a client can tell the problems apart by ``code``.
+
+The guards that apply to every route (auth, body size, concurrency, timeout) live in one pure
+ASGI middleware, :class:`GuardMiddleware`, so a router mounted later (the OpenAI-compatible
+chat route) is covered by the same rules without repeating them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
+
+from fastapi import HTTPException
+
+from ..images import ImageError, load_image
+
+#: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
+IMAGE_ERROR_STATUS: dict[str, int] = {
+    "bomb": 413,
+    "too_large": 413,
+    "not_image": 415,
+    "format_not_allowed": 415,
+    "empty": 422,
+    "bad_dimensions": 422,
+    "truncated": 422,
+    "corrupt": 422,
+    "box_outside": 422,
+    "not_found": 422,
+    "unreadable": 422,
+}
+
+
+class ApiError(HTTPException):
+    """A refusal with a stable ``code``. An HTTPException subclass so that FastAPI re-raises it
+    untouched even when it surfaces while FastAPI reads the body (it wraps other errors as 400)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None):
+        super().__init__(status_code=status, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+
+
+def error_payload(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_bytes(code: str, message: str) -> bytes:
+    return json.dumps(error_payload(code, message)).encode()
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def resolve_token(flag_value: Optional[str], env_var: str) -> Optional[str]:
+    """The bearer token: the flag, else the environment variable; empty means no auth."""
+    token = flag_value if flag_value is not None else os.environ.get(env_var)
+    token = (token or "").strip()
+    return token or None
+
+
+def check_bearer(authorization: Optional[str], token: str) -> Optional[ApiError]:
+    """None when ``authorization`` carries ``token``; otherwise the 401 to answer."""
+    challenge = {"WWW-Authenticate": 'Bearer realm="scenefit"'}
+    if not authorization:
+        return ApiError(401, "missing_token", "this server needs a bearer token: send 'Authorization: Bearer <token>'", challenge)
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return ApiError(401, "bad_auth_header", "the Authorization header must be 'Bearer <token>'", challenge)
+    # Constant-time comparison of equal-type bytes, so timing does not reveal a matching prefix.
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return ApiError(401, "invalid_token", "the bearer token is not valid for this server", challenge)
+    return None
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, "body_too_large", f"request body exceeds the limit of {limit:,} bytes")
+
+
+@dataclass
+class GuardCounters:
+    """What the guard has seen; shared with the app so /v1/metrics can report it. Only the
+    event-loop thread touches it, so plain integers suffice."""
+
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    rejected: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "peak_in_flight": self.peak_in_flight, "rejected": dict(self.rejected)}
+
+
+class GuardMiddleware:
+    """Auth, body-size cap, concurrency cap and request timeout for every non-open path.
+
+    * ``open_paths`` / ``open_prefixes`` need no token (health check, the web page's files).
+    * A declared ``Content-Length`` over the cap is refused before reading; a body streamed
+      without one is counted as it arrives and refused the moment it passes the cap.
+    * ``limited_paths`` (the model routes) are admitted up to ``max_concurrency`` at once; the
+      next one gets 429 with ``Retry-After`` instead of queueing without bound.
+    * A limited request unanswered after ``timeout_s`` gets 504 (its queued work is cancelled).
+    """
+
+    def __init__(
+        self,
+        app,
+        *,
+        token: Optional[str],
+        max_body_bytes: int,
+        max_concurrency: int,
+        retry_after_s: int,
+        timeout_s: float,
+        limited_paths: Iterable[str],
+        open_paths: Iterable[str] = (),
+        open_prefixes: Sequence[str] = (),
+        counters: Optional["GuardCounters"] = None,
+    ):
+        self.app = app
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrency = max_concurrency
+        self.retry_after_s = retry_after_s
+        self.timeout_s = timeout_s
+        self.limited_paths = frozenset(limited_paths)
+        self.open_paths = frozenset(open_paths)
+        self.open_prefixes = tuple(open_prefixes)
+        self.counters = counters if counters is not None else GuardCounters()
+
+    def _is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
+
+    async def _refuse(self, send, err: ApiError) -> None:
+        self.counters.rejected[err.code] += 1
+        body = error_bytes(err.code, err.message)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
+        await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token and not self._is_open(path):
+            err = check_bearer(headers.get("authorization"), self.token)
+            if err is not None:
+                await self._refuse(send, err)
+                return
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body_bytes
+            except ValueError:
+                await self._refuse(send, ApiError(400, "bad_content_length", f"Content-Length {declared!r} is not a number"))
+                return
+            if too_big:
+                await self._refuse(send, BodyTooLarge(self.max_body_bytes))
+                return
+        receive = self._counting(receive)
+        if path not in self.limited_paths:
+            await self.app(scope, receive, send)
+            return
+        counters = self.counters
+        if counters.in_flight >= self.max_concurrency:
+            await self._refuse(
+                send,
+                ApiError(
+                    429,
+                    "too_many_requests",
+                    f"the server is at its limit of {self.max_concurrency} concurrent requests; retry after {self.retry_after_s} s",
+                    {"Retry-After": str(self.retry_after_s)},
+                ),
+            )
+            return
+        counters.in_flight += 1
+        counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.timeout_s)
+        except asyncio.TimeoutError:
+            if started:
+                raise
+            await self._refuse(
+                send, ApiError(504, "timeout", f"the request was not answered within {self.timeout_s:g} s")
+            )
+        finally:
+            counters.in_flight -= 1
+
+    def _counting(self, receive) -> Callable[[], Awaitable[dict]]:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return counted
+
+
+# --------------------------------------------------------------------------- request fields
+
+
+def decode_base64_image(data: str) -> bytes:
+    """Base64 (optionally a ``data:image/...;base64,`` URL) to bytes; 422 when it is not base64."""
+    text = data.strip()
+    if text.startswith("data:"):
+        header, sep, rest = text.partition(",")
+        if not sep or ";base64" not in header:
+            raise ApiError(422, "bad_image_encoding", "a data URL image must be base64 encoded (data:image/png;base64,...)")
+        text = rest
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "bad_image_encoding", "field 'image' is not valid base64") from None
+    if not raw:
+        raise ApiError(422, "missing_image", "field 'image' is empty")
+    return raw
+
+
+def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]):
+    """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
+    before decoding, full decode). scenefit.images reads paths, so the bytes go through a
+    private temporary file; its path is replaced by 'uploaded image' in messages."""
+    with tempfile.NamedTemporaryFile(prefix="scenefit-upload-", suffix=".bin") as tmp:
+        tmp.write(raw)
+        tmp.flush()
+        try:
+            return load_image(tmp.name, max_pixels=max_pixels, allowed_formats=allowed_formats)
+        except ImageError as e:
+            message = e.message.replace(tmp.name, "uploaded image")
+            raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, message) from None
+
+
+def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
+    """``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"`` (None/empty: no box) -> 4 floats; 422 otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ApiError(422, "bad_box", f"box {value!r} is not 'x0,y0,x1,y1'") from None
+        else:
+            value = [p for p in text.split(",")]
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}") from None
+    if not all(map(_finite, (x0, y0, x1, y1))):
+        raise ApiError(422, "bad_box", f"box {value!r} has a non-finite number")
+    if x1 <= x0 or y1 <= y0:
+        raise ApiError(422, "bad_box", f"box {[x0, y0, x1, y1]} is empty or inverted (need x1 > x0 and y1 > y0)")
+    return (x0, y0, x1, y1)
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
+def check_box_inside(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box in whole pixels; 422 ``box_outside`` when any edge lies outside the image
+    (a box in the wrong coordinate scale is a client bug worth reporting, not clipping)."""
+    w, h = size
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        raise ApiError(
+            422, "box_outside", f"box {[x0, y0, x1, y1]} lies outside the {w}x{h} image (need 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})"
+        )
+    if x1 <= x0 or y1 <= y0:
+        raise ApiError(422, "bad_box", f"box {[x0, y0, x1, y1]} is empty after rounding to pixels")
+    return (x0, y0, x1, y1)
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    """JSON booleans, or the strings a form sends (true/false, 1/0, on/off, yes/no)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "on", "yes"):
+        return True
+    if text in ("false", "0", "off", "no", ""):
+        return False
+    raise ApiError(422, f"bad_{name}", f"field {name!r} must be true or false, got {value!r}")
+
+
+def parse_object(value: Any, max_chars: int) -> str:
+    if value is None or not isinstance(value, str) or not value.strip():
+        raise ApiError(422, "missing_object", "field 'object' (the name of the boxed object, e.g. 'dog') is required")
+    text = " ".join(value.split())
+    if len(text) > max_chars:
+        raise ApiError(422, "object_too_long", f"field 'object' has {len(text)} characters; the limit is {max_chars}")
+    return text
