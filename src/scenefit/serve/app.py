@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -183,7 +184,7 @@ class ChatDispatcher:
         await target(scope, replay, send)
 
 
-def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate, max_batch: int) -> dict[str, Any]:
+def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate) -> dict[str, Any]:
     from .openai_server import BatchingRunner, build_openai_app
 
     def generator(adapter: Optional[str]):
@@ -192,9 +193,29 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
     names: dict[str, Optional[str]] = {cfg.model_name(c): c for c in criteria}
     names[cfg.base_model_name] = None
     return {
-        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=max_batch), name)
+        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens)
         for name, adapter in names.items()
     }
+
+
+def predictor_chat(predictor: Any) -> Optional[ChatGenerate]:
+    """The chat generator of a :class:`scenefit.inference.Predictor` (its ``chat()`` runs the
+    named adapter, or the bare base, on the shared model); None for predictors without one."""
+    chat = getattr(predictor, "chat", None)
+    if chat is None:
+        return None
+    from .openai_server import ChatReply
+
+    def generate(adapter: Optional[str], reqs: list) -> list:
+        first = reqs[0]  # the batching runner only merges requests with equal decoding settings
+        images = [im for r in reqs for im in r.images]
+        texts, counts = chat([r.conversation for r in reqs], images or None, adapter=adapter,
+                             max_new_tokens=first.max_tokens, temperature=first.temperature,
+                             top_p=first.top_p if first.top_p is not None else 1.0)
+        return [ChatReply(text=t, finish_reason="length" if n >= first.max_tokens else "stop", completion_tokens=n)
+                for t, n in zip(texts, counts)]
+
+    return generate
 
 
 def create_app(
@@ -210,6 +231,8 @@ def create_app(
     (classify batches and chat generation share one base in memory)."""
     cfg = cfg or ServeConfig()
     lock = model_lock or threading.Lock()
+    if chat_generate is None:
+        chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
     started = time.time()
@@ -288,6 +311,9 @@ def create_app(
             raise ApiError(503, "shutting_down", str(e)) from None
         except Exception as e:  # the model failed on this item: say so, keep serving the others
             raise ApiError(500, "prediction_failed", f"the predictor failed on this request: {type(e).__name__}: {e}") from None
+        if "error" in payload:  # the predictor refused the item itself (its code names why)
+            err = payload["error"]
+            raise ApiError(422, str(err.get("code") or "bad_item"), str(err.get("message") or "the item cannot be judged"))
         if synthetic:
             from .. import SYNTHETIC_NOTICE
 
@@ -299,7 +325,7 @@ def create_app(
             with lock:
                 return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, cfg.max_batch), cfg.base_model_name)
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate), cfg.base_model_name)
         app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
 
     @app.get("/", include_in_schema=False)
@@ -309,3 +335,29 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app
+
+
+def demo_students_dir() -> Path:
+    """Where `make demo` leaves its students: $DEMO_DIR/students (default runs/demo/students)."""
+    return Path(os.environ.get("DEMO_DIR") or "runs/demo") / "students"
+
+
+def is_synthetic(predictor: Any) -> bool:
+    """True when any loaded student says it was trained on the synthetic world."""
+    return any(bool(getattr(info, "meta", {}).get("synthetic")) for info in getattr(predictor, "students", {}).values())
+
+
+def serve_students(
+    students: Any,
+    predict_cfg: Any,
+    cfg: ServeConfig,
+    token: Optional[str],
+    on_ready: Optional[Callable[[str], None]] = None,
+) -> None:
+    """Load the students once (one base + adapters) and serve them until interrupted."""
+    from ..inference import Predictor
+    from .openai_server import run_app
+
+    predictor = Predictor.from_students(students, config=predict_cfg)
+    app = create_app(predictor, cfg, token, synthetic=is_synthetic(predictor))
+    run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level)

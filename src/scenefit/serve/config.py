@@ -11,7 +11,7 @@ variable named by ``api_token_env``.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,17 +20,12 @@ from ..images import DEFAULT_FORMATS
 
 
 class ServeConfig(StageConfig):
-    """Where the students come from, where the server listens, and the limits it enforces."""
+    """Where the server listens, what it calls its models, and the limits it enforces.
 
-    students: Optional[str] = Field(
-        None,
-        description="Folder holding one student adapter per criterion (<dir>/location, <dir>/size, <dir>/co_occurrence).",
-    )
-    base: Optional[str] = Field(
-        None, description="Base model folder or id; default: the base recorded in the student adapters."
-    )
-    device: Optional[str] = Field(None, description="torch device (cpu, cuda, cuda:1); default: cuda when available.")
-    dtype: str = Field("auto", description="Weights dtype: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32.")
+    The model side (students, base, device, dtype, batch size, explanation length) is the
+    ``predict`` section (:class:`scenefit.inference.PredictConfig`), shared with
+    ``scenefit predict`` so both verbs judge alike."""
+
     model_prefix: str = Field(
         "scenefit",
         min_length=1,
@@ -65,8 +60,8 @@ class ServeConfig(StageConfig):
         default_factory=lambda: list(DEFAULT_FORMATS), description="Image formats accepted (Pillow names)."
     )
     max_object_chars: int = Field(100, ge=1, le=10_000, description="Longest object name accepted.")
-    batch_size: int = Field(
-        16, ge=1, description="Predictor's own batch size (a merged batch larger than this is split inside it)."
+    chat_max_tokens: int = Field(
+        256, ge=1, le=8192, description="Answer length of /v1/chat/completions when a request gives no max_tokens."
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
