@@ -1,0 +1,327 @@
+"""A small OpenAI-compatible chat-completions server around a model-runner callable.
+
+    scenefit serve --openai --model runs/demo/model --host 127.0.0.1 --port 8000
+    curl http://127.0.0.1:8000/v1/models
+
+    from scenefit.serve.openai_server import build_openai_router, ChatRequest, ChatReply
+    async def runner(req: ChatRequest) -> ChatReply: ...
+    app.include_router(build_openai_router(runner, model_name="tiny"))
+
+The router validates the request (messages with text and ``image_url`` parts — images only as
+``data:`` URLs, nothing is fetched), turns it into a :class:`ChatRequest` (the conversation in
+the transformers chat format plus decoded PIL images) and answers with what the runner
+returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
+:class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
+generate function (``scenefit serve --openai`` batches the model's ``generate()`` this way).
+Not supported: streaming, ``n`` > 1, tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterator, Optional
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+
+@dataclass
+class ChatRequest:
+    """A validated chat request. ``conversation`` uses the transformers chat format with one
+    ``{"type": "image"}`` part per entry of ``images`` (same order)."""
+
+    model: str
+    conversation: list[dict]
+    images: list[Any]
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
+    response_format: Optional[dict] = None
+    body: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # the HTTP request headers, lower-case names
+
+    def decoding_key(self) -> tuple:
+        """Requests with equal keys can share one batched generate() call."""
+        return (self.max_tokens, self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class ChatReply:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    batch_size: int = 1  # how many requests shared the generate() call (X-Scenefit-Batch header)
+
+
+ChatRunner = Callable[[ChatRequest], Awaitable[ChatReply]]
+
+
+class BadRequest(ValueError):
+    """A request the server refuses with 400 (message says which field and why)."""
+
+
+def decode_data_url(url: str):
+    """A PIL RGB image from a ``data:image/...;base64,`` URL; BadRequest otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise BadRequest("image_url must be a data: URL (base64); this server fetches nothing")
+    head, sep, payload = url.partition(",")
+    if not sep or ";base64" not in head:
+        raise BadRequest("image data URL must be base64 encoded (data:image/png;base64,...)")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"image data URL is not valid base64 ({e})") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise BadRequest(f"image data URL does not hold a readable image ({e})") from None
+    return img.convert("RGB")
+
+
+def parse_chat_body(body: Any, default_max_tokens: int = 512) -> ChatRequest:
+    """Validate an OpenAI chat-completions body into a :class:`ChatRequest`."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if body.get("stream"):
+        raise BadRequest("stream=true is not supported by this server")
+    if int(body.get("n") or 1) != 1:
+        raise BadRequest("only n=1 is supported")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list")
+    conversation: list[dict] = []
+    images: list[Any] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise BadRequest(f"messages[{i}] needs a role of system, user or assistant")
+        content = m.get("content")
+        parts: list[dict] = []
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            for j, p in enumerate(content):
+                kind = p.get("type") if isinstance(p, dict) else None
+                if kind == "text":
+                    parts.append({"type": "text", "text": str(p.get("text", ""))})
+                elif kind == "image_url":
+                    iu = p.get("image_url")
+                    url = iu.get("url") if isinstance(iu, dict) else iu
+                    try:
+                        images.append(decode_data_url(url))
+                    except BadRequest as e:
+                        raise BadRequest(f"messages[{i}].content[{j}]: {e}") from None
+                    parts.append({"type": "image"})
+                else:
+                    raise BadRequest(f"messages[{i}].content[{j}]: unsupported part type {kind!r} (text, image_url)")
+        else:
+            raise BadRequest(f"messages[{i}].content must be a string or a list of parts")
+        conversation.append({"role": m["role"], "content": parts})
+    try:
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens)
+        temperature = float(body.get("temperature") if body.get("temperature") is not None else 0.0)
+        top_p = float(body["top_p"]) if body.get("top_p") is not None else None
+        seed = int(body["seed"]) if body.get("seed") is not None else None
+    except (TypeError, ValueError) as e:
+        raise BadRequest(f"bad decoding parameter ({e})") from None
+    if max_tokens < 1 or temperature < 0:
+        raise BadRequest("max_tokens must be >= 1 and temperature >= 0")
+    return ChatRequest(
+        model=str(body.get("model") or ""), conversation=conversation, images=images, max_tokens=max_tokens,
+        temperature=temperature, top_p=top_p, seed=seed, response_format=body.get("response_format"), body=body,
+    )
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
+
+
+def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512) -> APIRouter:
+    """``POST /v1/chat/completions`` and ``GET /v1/models`` answering with ``runner``."""
+    router = APIRouter()
+    created = int(time.time())
+
+    @router.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "scenefit"}]}
+
+    @router.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            body = await request.json()
+        except Exception:
+            return _error(400, "request body is not valid JSON")
+        try:
+            req = parse_chat_body(body, default_max_tokens)
+        except BadRequest as e:
+            return _error(400, str(e))
+        req.headers = {k.lower(): v for k, v in request.headers.items()}
+        if req.model and req.model != model_name:
+            return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error")
+        try:
+            reply = await runner(req)
+        except HTTPException:
+            raise
+        except Exception as e:  # the model failed: a server error the client may retry
+            return _error(500, f"{type(e).__name__}: {e}", "server_error")
+        payload = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}],
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            },
+        }
+        return JSONResponse(payload, headers={"X-Scenefit-Batch": str(reply.batch_size)})
+
+    return router
+
+
+def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: int = 512) -> FastAPI:
+    app = FastAPI(title="scenefit OpenAI-compatible server", docs_url=None, redoc_url=None)
+    app.include_router(build_openai_router(runner, model_name, default_max_tokens))
+    return app
+
+
+class BatchingRunner:
+    """Turn a synchronous ``generate(list[ChatRequest]) -> list[ChatReply]`` into a runner that
+    batches concurrent requests: up to ``max_batch`` with equal decoding settings per call,
+    waiting at most ``max_wait_s`` for companions. Calls run one at a time in a worker thread;
+    requests that arrive meanwhile form the next batch."""
+
+    def __init__(self, generate: Callable[[list[ChatRequest]], list[ChatReply]], max_batch: int = 8, max_wait_s: float = 0.005):
+        self.generate = generate
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max_wait_s
+        self._queue: Optional[asyncio.Queue] = None
+        self._task: Optional[asyncio.Task] = None
+
+    async def __call__(self, req: ChatRequest) -> ChatReply:
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((req, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            groups: dict[tuple, list] = defaultdict(list)
+            for item in batch:
+                groups[item[0].decoding_key()].append(item)
+            for items in groups.values():
+                live = [(r, f) for r, f in items if not f.done()]  # a client that hung up
+                if not live:
+                    continue
+                try:
+                    replies = await asyncio.to_thread(self.generate, [r for r, _ in live])
+                except Exception as e:
+                    for _, f in live:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                for (_, f), rep in zip(live, replies):
+                    rep.batch_size = len(live)
+                    if not f.done():
+                        f.set_result(rep)
+
+
+def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = None, dtype: str = "auto",
+                 max_pixels: Optional[int] = None) -> BatchingRunner:
+    """A batching runner over a local model folder (loaded once, here)."""
+    from ..modeling import load_model, load_processor
+    from ..teachers.transformers_backend import generate_chat
+
+    processor = load_processor(model_dir, max_pixels=max_pixels, padding_side="left")
+    model = load_model(model_dir, dtype=dtype, device=device)
+
+    def generate(reqs: list[ChatRequest]) -> list[ChatReply]:
+        first = reqs[0]
+        outs = generate_chat(model, processor, [r.conversation for r in reqs], [r.images for r in reqs],
+                             max_new_tokens=first.max_tokens, temperature=first.temperature, top_p=first.top_p, seed=first.seed)
+        return [ChatReply(o["text"], o["finish_reason"], o["prompt_tokens"], o["completion_tokens"]) for o in outs]
+
+    return BatchingRunner(generate, max_batch=max_batch)
+
+
+# --- running an app on loopback -----------------------------------------------------------
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening-ready TCP socket (port 0 = a free port, read back from the socket)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _uvicorn_server(app, log_level: str):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    return uvicorn.Server(config)
+
+
+def run_app(app, host: str = "127.0.0.1", port: int = 0, on_ready: Optional[Callable[[str], None]] = None,
+            log_level: str = "warning") -> None:
+    """Serve ``app`` until interrupted; ``on_ready(base_url)`` runs once the port is bound."""
+    sock = bind_socket(host, port)
+    base = f"http://{host}:{sock.getsockname()[1]}"
+    server = _uvicorn_server(app, log_level)
+    if on_ready:
+        on_ready(base)
+    server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> Iterator[str]:
+    """Run ``app`` in a background thread for the ``with`` block; yields its base URL
+    (``http://127.0.0.1:PORT``). Used by tests and benchmarks."""
+    sock = bind_socket(host, port)
+    server = _uvicorn_server(app, log_level)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("loopback server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

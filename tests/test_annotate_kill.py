@@ -1,0 +1,81 @@
+"""`scenefit annotate` killed with SIGKILL mid-run, several times, then rerun to the end:
+every (sample, teacher) ends up stored exactly once, and each rerun only asks what is missing.
+
+    .venv/bin/python -m pytest tests/test_annotate_kill.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
+N = 40
+
+
+def stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+
+
+def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
+    from scenefit.synth.world import WorldConfig, generate_world
+
+    world = tmp_path / "world"
+    generate_world(WorldConfig(n=N, seed=5, originals=False), world)
+    config = tmp_path / "annotate.yaml"
+    # An artificial delay per answer makes the run long enough to be killed in the middle.
+    teachers = [{"name": p, "backend": "simulated", "persona": p, "concurrency": 2, "delay_s": 0.05} for p in PERSONAS]
+    config.write_text(yaml.safe_dump({"annotate": {"teachers": teachers, "commit_every": 3, "commit_interval_s": 0.2}}))
+    db = tmp_path / "ann.sqlite"
+    cmd = [str(Path(sys.executable).with_name("scenefit")), "annotate", str(world / "manifest.parquet"), "--db", str(db),
+           "--config", str(config), "--no-progress", "--json"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    total = N * len(PERSONAS)
+    kills = 0
+    seen_counts = []
+    for target in (10, 45, 80):  # kill after at least this many rows are committed
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while stored(db) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        finally:
+            proc.wait(timeout=30)
+        seen_counts.append(stored(db))
+    assert kills >= 2, f"the run finished before it could be killed: {seen_counts}"
+    assert seen_counts == sorted(seen_counts)  # committed rows survive every kill
+    before_final = stored(db)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    # The last run asked exactly what was missing and skipped what was stored.
+    assert sum(t["stored"] for t in summary["teachers"].values()) == total - before_final
+    assert sum(t["skipped"] for t in summary["teachers"].values()) == before_final
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT sample_id, teacher, COUNT(*) FROM annotations GROUP BY sample_id, teacher").fetchall()
+    assert len(rows) == total and all(n == 1 for _, _, n in rows)
+    assert con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == total
+    assert con.execute("SELECT COUNT(*) FROM annotations WHERE status = 'failed' OR raw IS NULL").fetchone()[0] == 0
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()

@@ -1,0 +1,137 @@
+"""`scenefit serve --openai --model <tiny>` as a real subprocess on 127.0.0.1, and the openai
+teacher backend annotating through it (real HTTP, the real tiny model, concurrency > 1).
+
+    .venv/bin/python -m pytest tests/test_openai_server.py -q
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from scenefit.records import Sample
+from scenefit.store import FAILED, AnnotationStore
+from scenefit.teachers.annotate import annotate
+from scenefit.teachers.config import AnnotateConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    """The server process; yields its base URL (read from its first stdout line)."""
+    exe = Path(sys.executable).with_name("scenefit")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--openai", "--model", str(tiny_model_dir), "--model-name", "tiny", "--port", "0",
+         "--max-batch", "4", "--max-new-tokens", "16", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=180)
+    if not line or not line[0].startswith("serving http://127.0.0.1:"):
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
+    base = line[0].split()[1].rstrip("/")
+    try:
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def data_url(color=(200, 30, 30), size=(80, 60)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def chat(base: str, **over) -> httpx.Response:
+    body = {"model": "tiny", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url()}},
+                                                      {"type": "text", "text": "Is the zebra in context?"}]}]}
+    body.update(over)
+    return httpx.post(base + "/chat/completions", json=body, timeout=60)
+
+
+def test_models_and_one_completion(server):
+    models = httpx.get(server + "/models", timeout=10).json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+    r = chat(server)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["object"] == "chat.completion" and out["model"] == "tiny"
+    msg = out["choices"][0]["message"]
+    assert msg["role"] == "assistant" and isinstance(msg["content"], str)
+    assert out["choices"][0]["finish_reason"] in ("stop", "length")
+    assert 0 < out["usage"]["completion_tokens"] <= 8 and out["usage"]["prompt_tokens"] > 10
+    again = chat(server).json()["choices"][0]["message"]["content"]
+    assert again == msg["content"]  # greedy decoding is deterministic
+
+
+@pytest.mark.parametrize("over, status, words", [
+    ({"messages": []}, 400, "messages"),
+    ({"stream": True}, 400, "stream"),
+    ({"model": "other"}, 404, "not served"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/x.png"}}]}]}, 400, "data: URL"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400, "image"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+])
+def test_bad_requests_get_4xx_with_a_message(server, over, status, words):
+    r = chat(server, **over)
+    assert r.status_code == status
+    assert words in r.json()["error"]["message"]
+
+
+def test_openai_teacher_annotates_through_the_server(server, tmp_path):
+    samples = []
+    for i in range(8):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (150, 100), (20 * i, 120, 60)).save(p)
+        samples.append(Sample(id=f"s{i}", image=str(p), object="zebra", box=(10, 10, 70, 70)))
+    cfg = AnnotateConfig(teachers=[{"name": "tiny-teacher", "backend": "openai", "model": "tiny", "base_urls": [server],
+                                    "concurrency": 4, "max_tokens": 12, "timeout_s": 120, "max_pixels": 112 * 112}],
+                         progress=False, commit_every=3)
+    summary = annotate(samples, cfg, tmp_path / "a.sqlite")
+    t = summary.teachers["tiny-teacher"]
+    assert t.stored == 8 and not t.failed_by_reason
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        df = store.to_frame()
+    assert len(df) == 8 and (df["status"] != FAILED).all()
+    assert df["raw"].map(lambda x: isinstance(x, str)).all()
+    # a random tiny model writes no labels: its answers are kept as unparseable, with a reason
+    assert df["reason"].notna().all()
+    assert (df["model_id"] == "tiny").all() and (df["backend"] == "openai").all()
+
+
+def test_concurrent_requests_share_batches(server):
+    """Requests sent at once are batched by the server (the X-Scenefit-Batch header)."""
+    import asyncio
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            body = {"model": "tiny", "max_tokens": 6, "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": data_url()}}, {"type": "text", "text": "Where is the zebra?"}]}]}
+            rs = await asyncio.gather(*(client.post(server + "/chat/completions", json=body) for _ in range(8)))
+        return rs
+
+    rs = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in rs)
+    assert max(int(r.headers["x-scenefit-batch"]) for r in rs) > 1
+    texts = {r.json()["choices"][0]["message"]["content"] for r in rs}
+    assert len(texts) == 1  # the same request gives the same answer, batched or not
