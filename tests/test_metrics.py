@@ -126,10 +126,28 @@ def test_error_breakdown_and_top_confusions():
     ("It is far too large next to the chair.", O),
     ("The car does not float; it rests on the road.", I),
     ("Here is a car.", None),
-    ("The kite flies in the sky, as expected.", None),  # one cue each side: neutral
+    ("The kite flies in the sky, as expected.", I),  # "flies in the sky" is one in-context cue
+    ("The cow stands, but it looks odd.", None),  # one cue each side: neutral
 ])
 def test_stance_rule(sentence, expected):
     assert stance(sentence) is expected
+
+
+def test_rule_reads_the_simulated_teachers_sentences():
+    """Every sentence the simulated teachers write (any belief) argues for its own label."""
+    from scenefit.parse import parse_teacher_answer
+    from scenefit.synth import WorldConfig, iter_layouts, layout_sample
+    from scenefit.synth.teachers import PERSONAS, SimulatedTeacher
+
+    teacher = SimulatedTeacher(PERSONAS["molmo72b-sim"])  # the noisiest writer
+    verdicts = []
+    for layout, _ in iter_layouts(WorldConfig(n=120, seed=5)):
+        parsed = parse_teacher_answer(teacher.answer(layout_sample(layout, "x.png"), layout))
+        verdicts += [consistency(parsed.labels[c], parsed.analyses[c]) for c in parsed.labels
+                     if parsed.labels[c] is not None and parsed.analyses[c]]
+    assert len(verdicts) > 300
+    assert verdicts.count("inconsistent") == 0
+    assert verdicts.count("consistent") / len(verdicts) > 0.97
 
 
 def test_consistency_verdicts_and_rouge():

@@ -1,1 +1,102 @@
-"""Verb module 'evaluate' (commands registered on scenefit.cli.app)."""
+"""`scenefit evaluate` — students (and the untrained base) on a dataset split: metrics.json and report.html.
+
+    scenefit evaluate --students runs/demo/students --data runs/demo/datasets --split test \
+        --out runs/demo/report --config configs/demo.yaml
+    scenefit evaluate --students runs/s --data runs/d --out runs/r --originals originals.jsonl --no-baseline
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    students: Annotated[Path, typer.Option("--students", help="Folder of trained students: <criterion>/ adapters "
+                                           "with scenefit_student.json (output of `scenefit train`).")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of student datasets: <criterion>/{train,val,test}.parquet "
+                                       "(output of `scenefit datasets`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, report.html, answers.parquet, "
+                                      "errors.jsonl.")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    split: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "split"))] = None,
+    originals: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "originals"))] = None,
+    base: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "base"))] = None,
+    limit: Annotated[Optional[int], typer.Option(help=fhelp("evaluate", "limit"))] = None,
+    criteria: Annotated[Optional[str], typer.Option(
+        help="Comma-separated criteria (default: all three; the fused decision needs all three).")] = None,
+    baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help=fhelp("evaluate", "baseline"))] = None,
+    explain: Annotated[Optional[bool], typer.Option("--explain/--no-explain", help=fhelp("evaluate", "explain"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=fhelp("evaluate", "batch_size"))] = None,
+    device: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "device"))] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Also print the headline rows as JSON on stdout.")] = False,
+) -> None:
+    """Evaluate the students against the teacher labels (and the truth when the data has it).
+
+    Per criterion and fused: accuracy, F1 with out-of-context positive, macro-F1, kappa,
+    unparseable answers (counted on their own and counted wrong); the untrained base as
+    baseline; reasoning consistency and ROUGE-L; errors per object and scene; the shortcut
+    test on unmodified images. Writes OUT/metrics.json and a self-contained OUT/report.html.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..evaluate.runner import EvaluateError, evaluate_dirs
+
+    crit_list = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
+    cfg = load_config("evaluate", config, sets, split=split, originals=originals, base=base, limit=limit,
+                      criteria=crit_list, baseline=baseline, explain=explain, batch_size=batch_size, device=device)
+    for label, path in (("--students", students), ("--data", data)):
+        if not path.is_dir():
+            fail(f"{label} {path}: not a folder")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console)
+
+    def bar(description: str, total: int):
+        task = progress.add_task(description, total=total)
+        return lambda k: progress.advance(task, k)
+
+    try:
+        with progress:
+            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bar)
+    except (EvaluateError, FileNotFoundError) as e:
+        fail(str(e))
+        return
+    synthetic_banner(metrics.get("synthetic", False))
+    print_headline(metrics)
+    if metrics.get("failed"):
+        console.print(f"[yellow]{metrics['failed']} sample(s) could not be evaluated; see {Path(out) / 'errors.jsonl'}[/]")
+    console.print(f"report: [bold]{html_path}[/]\nmetrics: {json_path}")
+    if json_out:
+        from ..evaluate.report import headline_rows
+
+        print_json(headline_rows(metrics))
+
+
+def print_headline(metrics: dict) -> None:
+    """The headline table on stderr: criterion x student acc / vs truth / baseline / F1 / unparseable."""
+    from rich.table import Table
+
+    from ..evaluate.report import headline_rows
+
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    t = Table(title="evaluation (" + str(metrics.get("split")) + (", SYNTHETIC)" if metrics.get("synthetic") else ")"))
+    for col in ("criterion", "n", "student acc", "vs truth", "baseline acc", "F1 (out)", "macro-F1", "unparseable"):
+        t.add_column(col, justify="left" if col == "criterion" else "right")
+    for r in headline_rows(metrics):
+        t.add_row(r["criterion"], str(r["n"]), pct(r["accuracy"]), pct(r["accuracy_vs_truth"]),
+                  pct(r["baseline_accuracy"]), "–" if r["f1_out"] is None else f"{r['f1_out']:.3f}",
+                  "–" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}", str(r["unparseable"]))
+    console.print(t)
+    sc = metrics.get("shortcut") or {}
+    if sc.get("available"):
+        shares = ", ".join(f"{k} {pct(v)}" for k, v in sc["in_context_share"].items())
+        console.print(f"shortcut test (in-context on {sc['n']} unmodified images; robust ≥ {pct(sc['threshold'])}): {shares}")

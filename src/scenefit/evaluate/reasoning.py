@@ -6,14 +6,15 @@ The consistency rule (documented here and in the report)
 A sentence's *stance* is read from cue phrases:
 
 - out-of-context cues: floats / hangs / hovers, in the sky / in the air / mid-air, embedded,
-  too large / too small / too big / too tiny / oversized / undersized / out of proportion /
-  far larger / much smaller…, unusual, unlikely, implausible, out of place, odd, strange,
-  unexpected, impossible, would not / cannot / can't, unsupported;
-- in-context cues: stands / rests / sits / lies / parked, on the (ground, floor, …), fits,
-  typical, normal, usual, common, plausible, natural, expected, belongs, appropriate,
-  consistent, matches, realistic, reasonable, in proportion, supported.
+  pasted, nothing holding, too large / too small / too big / oversized / undersized / out of
+  proportion / far larger / much smaller…, unusual, unlikely, implausible, out of place, odd,
+  strange, unexpected, impossible, would not / cannot / can't, unsupported;
+- in-context cues: stands / rests / sits / lies / parked / held up, on the (ground, floor, sand,
+  grass, …), flies (and flies in the sky, one cue), fits, typical, normal, usual, common, plausible, natural, expected,
+  belongs, found, appropriate, consistent, matches, realistic, reasonable, in proportion,
+  supported, about right.
 
-A cue preceded (within three words) by a negator (not, n't, no, never, hardly) counts for the
+A cue preceded (within four words, same clause) by a negator (not, n't, no, never, hardly) counts for the
 other side: "does not belong" is an out-of-context cue, "not unusual" an in-context one. The
 stance is the side with more cues; equal counts (including none) are *neutral*. An answer is
 *consistent* when its label equals the stance, *inconsistent* when it is the opposite, and
@@ -36,18 +37,19 @@ from .metrics import as_label
 
 _OUT_CUES = [
     r"float(?:s|ing)?", r"hang(?:s|ing)?", r"hover(?:s|ing)?", r"in (?:the )?(?:sky|air)", r"mid-?air",
-    r"embedded", r"(?:too|overly|far too) (?:large|small|big|tiny|huge|little)", r"oversized", r"undersized",
-    r"out of (?:proportion|scale|place)", r"(?:far|much|way) (?:larger|smaller|bigger)", r"disproportionate(?:ly)?",
-    r"unusual(?:ly)?", r"unlikely", r"implausible", r"odd", r"strange(?:ly)?", r"unexpected(?:ly)?",
-    r"impossible", r"would not", r"wouldn't", r"cannot", r"can't", r"unsupported", r"unnatural(?:ly)?",
-    r"unrealistic(?:ally)?", r"misplaced",
+    r"embedded", r"pasted", r"nothing holding", r"(?:too|overly) (?:large|small|big|tiny|huge|little)",
+    r"oversized", r"undersized", r"out of (?:proportion|scale|place)", r"(?:far|much|way) (?:larger|smaller|bigger)",
+    r"disproportionate(?:ly)?", r"unusual(?:ly)?", r"unlikely", r"implausibl[ey]", r"odd", r"strange(?:ly)?",
+    r"unexpected(?:ly)?", r"impossible", r"would not", r"wouldn't", r"cannot", r"can't", r"unsupported",
+    r"unnatural(?:ly)?", r"unrealistic(?:ally)?", r"misplaced",
 ]
 _IN_CUES = [
-    r"stand(?:s|ing)?", r"rest(?:s|ing)?", r"sit(?:s|ting)?", r"lies", r"lying", r"parked",
-    r"on the (?:ground|floor|road|street|grass|sand|field|table|counter|shelf|water|snow|track|beach)",
-    r"fit(?:s|ting)?", r"typical(?:ly)?", r"normal(?:ly)?", r"usual(?:ly)?", r"common(?:ly)?", r"plausible",
-    r"natural(?:ly)?", r"expected", r"belong(?:s|ing)?", r"appropriate(?:ly)?", r"consistent", r"match(?:es|ing)?",
-    r"realistic(?:ally)?", r"reasonable", r"in proportion", r"supported", r"proportionate",
+    r"stand(?:s|ing)?", r"rest(?:s|ing)?", r"sit(?:s|ting)?", r"lies", r"lying", r"parked", r"held up",
+    r"on the (?:ground|floor|road|street|grass|sand|snow|asphalt|carpet|table|counter|shelf|track)",
+    r"fl(?:y|ies|ying) (?:\w+ )?in the (?:sky|air)", r"fl(?:y|ies|ying)", r"fit(?:s|ting)?", r"typical(?:ly)?", r"normal(?:ly)?", r"usual(?:ly)?",
+    r"common(?:ly)?", r"plausibl[ey]", r"natural(?:ly)?", r"expected", r"belong(?:s|ing)?", r"found",
+    r"appropriate(?:ly)?", r"consistent", r"match(?:es|ing)?", r"realistic(?:ally)?", r"reasonable",
+    r"in proportion", r"supported", r"proportionate", r"about right",
 ]
 _NEGATOR = re.compile(r"\b(?:not|no|never|hardly|nor)\b|n't\b", re.IGNORECASE)
 
@@ -60,7 +62,7 @@ def _cue_regex() -> re.Pattern:
 
 def _negated(text: str, start: int) -> bool:
     clause = re.split(r"[;,.:!?]|\bbut\b", text[:start])[-1]  # a negation does not cross a clause
-    window = clause.split()[-3:]
+    window = clause.split()[-4:]
     return bool(window) and bool(_NEGATOR.search(" ".join(window)))
 
 
@@ -79,6 +81,15 @@ def cue_counts(sentence: Optional[str]) -> tuple[int, int]:
         else:
             n_in += 1
     return n_out, n_in
+
+
+#: One line on the rule, written into metrics.json and the report.
+RULE_SUMMARY = (
+    "out-of-context cues (floats, hangs, in the sky, too large, unusual, out of place, would not, ...) vs "
+    "in-context cues (stands, rests, on the ground, flies in the sky, fits, typical, normal, plausible, ...); a "
+    "negator (not, n't, no, never) within four words of the same clause flips a cue; the side with more cues is "
+    "the stance, a tie is neutral"
+)
 
 
 def stance(sentence: Optional[str]) -> Optional[Label]:

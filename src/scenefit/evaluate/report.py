@@ -73,10 +73,12 @@ def plot_confusions(metrics: dict[str, Any]) -> str:
         conf = metrics[name]["student"]["confusion"]
         labels = conf["labels"]
         grid = [row + [conf["unparseable"][lab]] for row, lab in zip(conf["matrix"], labels)]
-        ax.imshow([[float(v) for v in row[:2]] + [0.0] for row in grid], cmap="Blues")
+        top = max([v for row in grid for v in row[:2]] + [1])
+        ax.imshow([[float(v) for v in row[:2]] + [0.0] for row in grid], cmap="Blues", vmin=0, vmax=top)
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", color="#111", fontsize=11)
+                dark = j < 2 and v > 0.6 * top  # white digits on dark cells
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if dark else "#111", fontsize=11)
         ax.set_xticks(range(3), ["In", "Out", "unparse-\nable"])
         ax.set_yticks(range(2), ["In", "Out"])
         ax.set_xlabel("student answer")
@@ -106,10 +108,11 @@ def plot_comparison(metrics: dict[str, Any]) -> str:
             for x, v in zip(xs, vals):
                 ax.text(x, (v or 0.0) + 0.01, "–" if v is None else f"{100 * v:.0f}", ha="center", fontsize=7)
         ax.set_xticks(range(len(names)), [metrics[n].get("display", n) for n in names])
-        ax.set_ylim(0, 1.1)
+        ax.set_ylim(0, 1.3)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.set_ylabel("accuracy")
         ax.set_title(title)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     fig.tight_layout()
     return _figure_data_url(fig)
 
@@ -118,18 +121,24 @@ def plot_agreement(metrics: dict[str, Any]) -> str:
     """Cohen's kappa with the teacher labels: student and baseline per criterion."""
     plt = _pyplot()
     names = columns(metrics)
-    fig, ax = plt.subplots(figsize=(6.0, 3.2))
-    for k, who in enumerate(("student", "baseline")):
-        vals = [(metrics[n].get(who) or {}).get("kappa") for n in names]
-        xs = [i + (k - 0.5) * 0.35 for i in range(len(names))]
-        ax.bar(xs, [v or 0.0 for v in vals], 0.35, label=who, color=_COLOURS[who])
+    series = [("student vs teacher", _COLOURS["student"], lambda m: (m.get("student") or {}).get("kappa")),
+              ("baseline vs teacher", _COLOURS["baseline"], lambda m: (m.get("baseline") or {}).get("kappa"))]
+    if any(metrics[n].get("vs_truth") for n in names):
+        series.append(("teacher vs truth", _COLOURS["teacher"],
+                       lambda m: ((m.get("vs_truth") or {}).get("teacher") or {}).get("kappa")))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for k, (who, colour, get) in enumerate(series):
+        vals = [get(metrics[n]) for n in names]
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [v or 0.0 for v in vals], width, label=who, color=colour)
         for x, v in zip(xs, vals):
             ax.text(x, max(v or 0.0, 0.0) + 0.02, "–" if v is None else f"{v:.2f}", ha="center", fontsize=7)
     ax.axhline(0, color="#444", lw=0.8)
     ax.set_xticks(range(len(names)), [metrics[n].get("display", n) for n in names])
-    ax.set_ylim(-1, 1.1)
-    ax.set_ylabel("Cohen's kappa vs teacher")
-    ax.legend(fontsize=8)
+    ax.set_ylim(-1, 1.35)
+    ax.set_ylabel("Cohen's kappa")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(series), frameon=False)
     fig.tight_layout()
     return _figure_data_url(fig)
 
@@ -168,7 +177,7 @@ def plot_shortcut(shortcut: dict[str, Any]) -> Optional[str]:
     for i, v in enumerate(vals):
         ax.text(i, v + 0.01, f"{100 * v:.0f} %", ha="center", fontsize=8)
     ax.axhline(thr, ls="--", color="#333", lw=1)
-    ax.text(len(names) - 0.5, thr + 0.02, f"robust ≥ {100 * thr:.0f} %", ha="right", fontsize=8)
+    ax.text(-0.45, thr + 0.06, f"robust ≥ {100 * thr:.0f} %", ha="left", fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("in-context share on unmodified images")
     fig.tight_layout()
@@ -224,14 +233,15 @@ def _errors_html(metrics: dict[str, Any]) -> str:
     for name in columns(metrics):
         m = metrics[name]
         for key, title in (("errors_by_object", "object category"), ("errors_by_scene", "scene")):
-            groups = m.get(key) or []
+            groups = [g for g in m.get(key) or [] if g["errors"]]  # metrics.json keeps the error-free ones too
             if not groups:
                 continue
             rows = [[_esc(g["key"]), g["n"], g["errors"], _pct(g["error_rate"]), g["unparseable"],
                      _esc("; ".join(f"{k}: {v}" for k, v in g["confusions"].items()))] for g in groups]
-            parts.append(f"<h3>{_esc(m.get('display', name))} — by {title}</h3>"
-                         + _table([title, "n", "errors", "error rate", "unparseable", "confusions"], rows))
-    return "".join(parts) or '<p class="muted">No errors.</p>'
+            parts.append(f'<div class="block"><h3>{_esc(m.get("display", name))} — by {title}</h3>'
+                         + _table([title, "n", "errors", "error rate", "unparseable", "confusions"], rows, "errors")
+                         + "</div>")
+    return ('<div class="blocks">' + "".join(parts) + "</div>") if parts else '<p class="muted">No errors.</p>'
 
 
 def _shortcut_html(shortcut: dict[str, Any]) -> str:
@@ -276,7 +286,8 @@ h1{margin-bottom:.2em} section{margin:2em 0} .muted{color:#777}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f2f2f2} td:first-child{text-align:left} img.plot{max-width:100%;display:block;margin:.5em 0}
 .gallery{display:flex;flex-wrap:wrap;gap:1em} .card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em}
-.card img{max-width:100%} .bad{color:#b03030;font-weight:bold} .good{color:#2a7a3b;font-weight:bold}
+.card img{width:100%;image-rendering:pixelated}
+.blocks{display:flex;flex-wrap:wrap;gap:0 2em} table.errors td:last-child{text-align:left} .bad{color:#b03030;font-weight:bold} .good{color:#2a7a3b;font-weight:bold}
 """
 
 
@@ -288,7 +299,7 @@ def render_html(metrics: dict[str, Any], gallery: Sequence[dict[str, Any]] = ())
     sections = {
         "summary": ("Headline", _summary_html(metrics)
                     + f'<p class="muted">Split {_esc(metrics.get("split"))}; students {_esc(metrics.get("students"))}; '
-                    f'base {_esc(metrics.get("base_model"))}; teacher = the dataset labels (100 % against itself).</p>'),
+                    f'base {_esc(metrics.get("base_model") or "–")}; teacher = the dataset labels (100 % against itself).</p>'),
         "confusion": ("Confusion matrices", _img(plot_confusions(metrics), "confusion matrices", "")),
         "comparison": ("Student vs baseline vs teacher", _img(plot_comparison(metrics), "accuracy comparison", "")),
         "agreement": ("Agreement with the teacher", _img(plot_agreement(metrics), "kappa", "")),

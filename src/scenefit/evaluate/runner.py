@@ -28,7 +28,7 @@ from .config import EvaluateConfig
 from .metrics import (
     CONVENTIONS, as_label, criteria_order, error_breakdown, fuse_by_id, label_metrics, reliability, top_confusions,
 )
-from .reasoning import reasoning_metrics
+from .reasoning import RULE_SUMMARY, reasoning_metrics
 from .shortcut import shortcut_metrics
 
 ProgressFn = Optional[Callable[[int], None]]
@@ -281,9 +281,7 @@ def evaluate_answers(
         "synthetic": synthetic, **({"notice": SYNTHETIC_NOTICE} if synthetic else {}),
         "split": cfg.split, "criteria": list(frames), **(info or {}),
         "conventions": CONVENTIONS,
-        "reasoning_rule": "out-of-context cues (floats, in the sky, too large, unusual, would not, ...) vs "
-        "in-context cues (stands, rests, on the ground, fits, typical, normal, ...), a negation within three "
-        "words flipping a cue; more cues of one side = its stance, a tie = neutral",
+        "reasoning_rule": RULE_SUMMARY,
     }
     for name, df in frames.items():
         metrics[name] = criterion_metrics(df, student[name], baseline[name] if baseline else None, cfg)

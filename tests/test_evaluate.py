@@ -1,0 +1,206 @@
+"""The evaluate runner end to end on a small synthetic world with stub predictors (answers
+known in advance, so every number can be checked), the shortcut test on the world's
+originals, the metrics.json contract and the CLI.
+
+    .venv/bin/python -m pytest tests/test_evaluate.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.evaluate.config import EvaluateConfig
+from scenefit.evaluate.runner import evaluate_dirs
+from scenefit.formats import parse_student_answer, render_student_answer
+
+I, O = Label.IN, Label.OUT
+CONTRACT_KEYS = ("accuracy", "f1_out", "macro_f1", "unparseable", "baseline_accuracy", "accuracy_vs_truth")
+
+
+def _flip(lab: Label) -> Label:
+    return I if lab is O else O
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from scenefit.synth import WorldConfig, generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    generate_world(WorldConfig(n=36, seed=11, samples_per_group=3), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets(world, tmp_path_factory) -> Path:
+    """DATA/<criterion>/test.parquet from the world: teacher label = truth except every 7th sample."""
+    from scenefit.manifest import read_manifest
+    from scenefit.parquet_io import write_table
+    from scenefit.sft_data import DATASET_COLUMNS
+
+    samples, errors = read_manifest(world / "manifest.parquet")
+    assert not errors
+    out = tmp_path_factory.mktemp("datasets")
+    for c in CRITERIA:
+        rows = []
+        for k, s in enumerate(samples):
+            truth = s.truth[c]
+            teacher = _flip(truth) if k % 7 == 3 else truth
+            final = fuse(_flip(s.truth[x]) if k % 7 == 3 else s.truth[x] for x in CRITERIA)
+            sentence = f"The {s.object} floats in the sky." if teacher is O else f"The {s.object} stands on the ground."
+            rows.append({
+                "id": s.id, "group": s.group, "image": s.image, "object": s.object, "box": list(s.box),
+                "criterion": c.value, "label": teacher.value, "analysis": sentence, "prompt": "p", "system": "s",
+                "target": render_student_answer(c, teacher, sentence), "prompt_version": "v",
+                "truth": truth.value, "final": final.value, "scene": s.scene, "synthetic": True,
+            })
+        write_table(pd.DataFrame(rows, columns=DATASET_COLUMNS), out / c.value / "test.parquet")
+    return out
+
+
+class StubPredictor:
+    """Answers from the dataset rows it was told about: the teacher's label, wrong on chosen ids,
+    unparseable on others; on originals (unknown ids) in-context except for one object category."""
+
+    def __init__(self, teacher: dict, wrong=frozenset(), garbled=frozenset(), out_object=None, fail_ids=frozenset()):
+        self.teacher, self.wrong, self.garbled, self.out_object, self.fail_ids = teacher, wrong, garbled, out_object, fail_ids
+        self.calls = []
+
+    def predict(self, items, explain=False, criteria=None):
+        self.calls.append((len(items), explain, tuple(criteria)))
+        if any(s.id in self.fail_ids for s in items):
+            raise OSError(f"cannot read image of {[s.id for s in items if s.id in self.fail_ids]}")
+        preds = []
+        for s in items:
+            per = {}
+            for c in criteria:
+                lab = self.teacher.get((c.value, s.id))
+                if lab is None:  # an original: in-context unless it is the shortcut category
+                    lab = O if s.object == self.out_object else I
+                if (c.value, s.id) in self.wrong:
+                    lab = _flip(lab)
+                text = render_student_answer(c, lab, "It floats in the sky." if lab is O else "It stands on the ground.")
+                if (c.value, s.id) in self.garbled:
+                    text = "I am not sure what to say."
+                ans = parse_student_answer(text, c)
+                per[c] = SimpleNamespace(label=ans.label, probability=0.8 if ans.label else None,
+                                         analysis=ans.analysis, raw=text, status=ans.status)
+            preds.append(SimpleNamespace(id=s.id, criteria=per, final=fuse(p.label for p in per.values())))
+        return preds
+
+
+def _teacher_map(datasets: Path) -> dict:
+    out = {}
+    for c in CRITERIA:
+        df = pd.read_parquet(datasets / c.value / "test.parquet")
+        out.update({(c.value, i): Label(lab) for i, lab in zip(df["id"], df["label"])})
+    return out
+
+
+def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
+    teacher = _teacher_map(datasets)
+    ids = list(pd.read_parquet(datasets / "location" / "test.parquet")["id"])
+    wrong = {("location", ids[0]), ("location", ids[1]), ("size", ids[2])}
+    garbled = {("co_occurrence", ids[4])}
+    originals = pd.read_parquet(world / "originals" / "manifest.parquet")
+    out_object = originals["object"].value_counts().index[0]  # the shortcut category
+    student = StubPredictor(teacher, wrong=wrong, garbled=garbled, out_object=out_object)
+    # the "untrained base" says in-context for everything
+    base = StubPredictor({k: I for k in teacher})
+    cfg = EvaluateConfig(originals=str(world / "originals" / "manifest.parquet"), gallery_size=5, batch_size=4)
+    metrics, json_path, html_path = evaluate_dirs("unused", datasets, tmp_path / "report", cfg,
+                                                  student_predictor=student, baseline_predictor=base)
+    saved = json.loads(json_path.read_text())
+    assert saved["synthetic"] is True and saved["notice"] == SYNTHETIC_NOTICE
+    n = len(ids)
+    for c in ("location", "size", "co_occurrence", "fused"):
+        for key in CONTRACT_KEYS:
+            assert key in saved[c], (c, key)
+    assert saved["location"]["accuracy"] == pytest.approx((n - 2) / n)
+    assert saved["size"]["accuracy"] == pytest.approx((n - 1) / n)
+    assert saved["co_occurrence"]["unparseable"] == 1
+    assert saved["co_occurrence"]["accuracy"] == pytest.approx((n - 1) / n)  # counted wrong
+    assert saved["co_occurrence"]["accuracy_parseable"] == pytest.approx(1.0)
+    # baseline answers In everywhere: its accuracy is the teacher's In share
+    df = pd.read_parquet(datasets / "size" / "test.parquet")
+    assert saved["size"]["baseline_accuracy"] == pytest.approx((df["label"] == I.value).mean())
+    # vs truth: the teacher is wrong on every 7th sample, so is the faithful student there
+    truth_acc = (df["label"] == df["truth"]).mean()
+    assert saved["size"]["teacher_accuracy_vs_truth"] == pytest.approx(truth_acc)
+    assert saved["size"]["accuracy_vs_truth"] < truth_acc + 1e-9
+    # fused against the teacher's final decision, over the ids all three criteria share
+    assert saved["fused"]["n"] == n and saved["fused"]["baseline_accuracy"] is not None
+    # shortcut: in-context share = 1 - share of the chosen category among the originals
+    expected = 1 - (originals["object"] == out_object).mean()
+    sc = saved["shortcut"]
+    assert sc["available"] and sc["n"] == len(originals)
+    for c in ("location", "size", "co_occurrence", "fused"):
+        assert sc["in_context_share"][c] == pytest.approx(expected)
+    assert sc["robust"]["location"] is bool(expected >= 0.95)
+    assert all(truth == I.value for col in ("truth_location", "truth_size", "truth_co_occurrence")
+               for truth in originals[col])
+    # reasoning: the stub's sentences agree with its labels
+    assert saved["location"]["reasoning"]["consistent_share"] == pytest.approx(1.0)
+    assert saved["location"]["calibration"]["n"] == n
+    # every answer kept; explain on; one criterion per call on the test split
+    answers = pd.read_parquet(tmp_path / "report" / "answers.parquet")
+    assert set(answers["model"]) == {"student", "baseline", "shortcut"}
+    assert (answers["model"] == "student").sum() == 3 * n
+    assert all(call[1] is True for call in student.calls)
+    # the gallery shows the most confident errors, with thumbnails
+    html = html_path.read_text()
+    assert html.count('class="card"') == 4  # 3 wrong + 1 unparseable (< gallery_size)
+    assert SYNTHETIC_NOTICE in html and "data:image/png;base64," in html
+
+
+def test_failing_samples_are_left_out_and_reported(datasets, tmp_path):
+    teacher = _teacher_map(datasets)
+    ids = list(pd.read_parquet(datasets / "size" / "test.parquet")["id"])
+    student = StubPredictor(teacher, fail_ids={ids[3]})
+    cfg = EvaluateConfig(baseline=False, criteria=["size"], batch_size=2)
+    metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, cfg, student_predictor=student)
+    assert metrics["size"]["n"] == len(ids) - 1 and metrics["size"]["accuracy"] == 1.0
+    assert metrics["failed"] == 1 and "fused" not in metrics  # one criterion: no fused decision
+    errors = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert errors[0]["id"] == ids[3] and "cannot read image" in errors[0]["reason"]
+    assert metrics["size"]["baseline_accuracy"] is None
+    assert metrics["shortcut"]["available"] is False
+
+
+def test_limit_and_missing_dataset(datasets, tmp_path):
+    from scenefit.evaluate.runner import EvaluateError
+
+    teacher = _teacher_map(datasets)
+    metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, EvaluateConfig(limit=5, baseline=False),
+                                  student_predictor=StubPredictor(teacher))
+    assert all(metrics[c.value]["n"] == 5 for c in CRITERIA)
+    with pytest.raises(EvaluateError, match="val.parquet"):
+        evaluate_dirs("unused", datasets, tmp_path, EvaluateConfig(split="val"), student_predictor=StubPredictor(teacher))
+
+
+def test_config_section_validates():
+    cfg = EvaluateConfig(criteria=["Co-occurrence", "size"])
+    assert cfg.criteria == ["co_occurrence", "size"]
+    with pytest.raises(ValueError):
+        EvaluateConfig(criteria=["colour"])
+    with pytest.raises(ValueError):
+        EvaluateConfig(shortcut_threshold=1.5)
+    for name, field in EvaluateConfig.model_fields.items():
+        assert field.description, name
+
+
+def test_cli_reports_bad_folders(tmp_path):
+    from typer.testing import CliRunner
+
+    from scenefit.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "--students", str(tmp_path / "nope"), "--data", str(tmp_path),
+                                   "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "--students" in res.output and "not a folder" in res.output
