@@ -2,6 +2,14 @@
 
     scenefit serve --openai --model runs/demo/model --host 127.0.0.1 --port 8000
     scenefit serve --openai --model runs/demo/model --port 0     # a free port; the URL is printed
+    scenefit serve --demo                                        # the students `make demo` trained
+    scenefit serve --students runs/x/students --api-token "$TOKEN" --port 8100
+
+Without ``--openai`` it serves the three students (one base + three adapters): the classify API
+(``POST /v1/classify``), a web page at ``/``, ``/v1/models``, ``/v1/metrics`` and the OpenAI
+chat route addressed by model name (``scenefit-location``, …, ``scenefit-base``); see
+:mod:`scenefit.serve.app`. Server limits come from the ``serve`` config section, the model
+settings from the ``predict`` section. The first line on stdout is ``serving <base URL>``.
 
 With ``--openai`` the model answers the OpenAI chat-completions protocol (``/v1/chat/completions``
 with text and base64 image parts, ``/v1/models``), so ``scenefit annotate`` with an ``openai``
@@ -16,7 +24,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import console, fail
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config
 
 
 @app.command("serve")
@@ -24,24 +32,41 @@ def serve_cmd(
     openai: Annotated[bool, typer.Option("--openai", help="Serve the OpenAI chat-completions protocol.")] = False,
     model: Annotated[Optional[Path], typer.Option("--model", help="Model folder to serve (e.g. runs/demo/model).", file_okay=False)] = None,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model id clients send (default: the folder name).")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 = any free port; the URL is printed).")] = 8000,
-    max_batch: Annotated[int, typer.Option(help="Most concurrent requests generated in one batch.")] = 8,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (0 = any free port; the URL is printed); default 8000.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(help="Most concurrent requests in one batch (default: 8 with --openai, else serve.max_batch).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length when a request gives no max_tokens.")] = 512,
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when available, else cpu).")] = None,
-    dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32 (default: auto).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student per criterion (default: predict.students).", file_okay=False)] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model under the adapters (default: the one the students name).")] = None,
+    api_token: Annotated[Optional[str], typer.Option("--api-token", help="Bearer token clients must send (default: $SCENEFIT_API_TOKEN; unset = no auth).")] = None,
+    max_wait_ms: Annotated[Optional[float], typer.Option(help=fhelp("serve", "max_wait_ms"))] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(help=fhelp("serve", "max_concurrency"))] = None,
+    request_timeout: Annotated[Optional[float], typer.Option(help=fhelp("serve", "request_timeout_s"))] = None,
+    max_body_bytes: Annotated[Optional[int], typer.Option(help=fhelp("serve", "max_body_bytes"))] = None,
+    max_image_pixels: Annotated[Optional[int], typer.Option(help=fhelp("serve", "max_image_pixels"))] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
 ) -> None:
-    """Serve a local model over HTTP until interrupted (Ctrl-C)."""
+    """Serve the students (classify API, web page, chat by model name), or with --openai a local
+    model, over HTTP until interrupted (Ctrl-C)."""
     import sys
 
     if not openai:
-        fail("choose what to serve: --openai (OpenAI-compatible chat completions)")
+        _serve_students(demo, students, base, device, dtype, api_token, config, sets, host=host, port=port,
+                        max_batch=max_batch, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
+                        request_timeout_s=request_timeout, max_body_bytes=max_body_bytes,
+                        max_image_pixels=max_image_pixels)
+        return
+    host, port = host or "127.0.0.1", 8000 if port is None else port
     if model is None or not model.is_dir():
         fail(f"--model must be a model folder, got {model}")
     from ..serve.openai_server import build_openai_app, model_runner, run_app
 
     name = model_name or model.name
-    runner = model_runner(str(model), max_batch=max_batch, device=device, dtype=dtype)
+    runner = model_runner(str(model), max_batch=max_batch or 8, device=device, dtype=dtype or "auto")
     api = build_openai_app(runner, name, default_max_tokens=max_new_tokens)
 
     def ready(base: str) -> None:
@@ -53,3 +78,46 @@ def serve_cmd(
         run_app(api, host=host, port=port, on_ready=ready)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e}")
+
+
+def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], device: Optional[str],
+                    dtype: Optional[str], api_token: Optional[str], config: Optional[Path],
+                    sets: Optional[list[str]], **server_flags) -> None:
+    """The student server: students from --demo / --students / predict.students, limits from
+    the serve section (--set applies to it), bearer token from --api-token or the environment."""
+    import sys
+
+    from ..serve.app import demo_students_dir, serve_students
+    from ..serve.security import resolve_token
+
+    if demo and students is not None:
+        fail("give either --demo or --students, not both")
+    cfg = load_config("serve", config, sets, **server_flags)
+    pcfg = load_config("predict", config, None, base=base, device=device, dtype=dtype)
+    folder = demo_students_dir() if demo else students or (Path(pcfg.students) if pcfg.students else None)
+    if folder is None:
+        fail("say which students to serve: --demo, --students DIR, or predict.students in --config "
+             "(or --openai --model DIR for a plain model)")
+    if not folder.is_dir():
+        hint = " (run `make demo` first)" if demo else ""
+        fail(f"no students folder at {folder}{hint}")
+    token = resolve_token(api_token, cfg.api_token_env)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        console.print(f"[yellow]warning:[/] listening on {cfg.host} without an API token")
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"serving {url}\n")
+        sys.stdout.flush()
+        console.print(f"scenefit students from {folder} at {url}/ (web page), {url}/v1/classify; "
+                      f"auth {'on' if token else 'off'} (Ctrl-C stops it)")
+
+    try:
+        serve_students(folder, pcfg, cfg, token, on_ready=ready)
+    except OSError as e:
+        fail(f"cannot listen on {cfg.host}:{cfg.port}: {e}")
+    except Exception as e:  # students that cannot be loaded: say which and why, no traceback
+        from ..inference import StudentError
+
+        if isinstance(e, StudentError):
+            fail(str(e))
+        raise

@@ -1,8 +1,15 @@
 """HTTP serving.
 
     scenefit serve --openai --model runs/demo/model --port 8000     # OpenAI chat-completions
+    scenefit serve --demo                                            # the students + web page
 
 - :mod:`.openai_server` — a small OpenAI-compatible ``/v1/chat/completions`` and
   ``/v1/models`` router around any model-runner callable, plus helpers to run an app on
   loopback (a pre-bound socket, so port 0 works and the real port is known).
+- :mod:`.app` — the student server: ``POST /v1/classify`` (JSON or multipart), ``/v1/models``,
+  ``/v1/metrics``, the web page at ``/`` (files in ``static/``) and the OpenAI chat route
+  dispatched to a student adapter by model name.
+- :mod:`.batching` — the micro-batcher merging concurrent requests into predictor calls.
+- :mod:`.security` — bearer auth, body/image caps, concurrency cap (429), timeouts (504).
+- :mod:`.config` — ``ServeConfig``, the ``serve`` config section.
 """
