@@ -100,22 +100,33 @@ class AnswerMatrix:
     codes: dict[str, np.ndarray]  # field -> (n, t) int8; -1 = no label or unusable answer
     status: np.ndarray  # (n, t) object; None = no row for this (sample, teacher)
     usable: np.ndarray  # (n, t) bool
+    answered: np.ndarray  # (n, t) bool: a response came back (any parse status), not a request failure
     analysis: dict[str, np.ndarray]  # criterion -> (n,) object, the designated teacher's sentences
-
-    @property
-    def answered(self) -> np.ndarray:
-        """A response came back (any parse status); request failures and absent rows are False."""
-        return np.isin(self.status, list(ANSWER_STATUSES))
+    unmatched: int = 0  # answer rows (of the selected teachers) naming samples outside sample_ids
 
 
 def label_codes(values: pd.Series) -> np.ndarray:
     """Label strings (loosely written ones too) → int8 codes; anything unreadable → -1."""
-    codes = values.map(_CODE_OF)
-    odd = codes.isna() & values.notna()
+    values = pd.Series(values)
+    is_in = (values == Label.IN.value).fillna(False).to_numpy(dtype=bool)
+    is_out = (values == Label.OUT.value).fillna(False).to_numpy(dtype=bool)
+    codes = np.full(len(values), MISSING, dtype=np.int8)
+    codes[is_in], codes[is_out] = 0, 1
+    odd = ~(is_in | is_out) & values.notna().to_numpy(dtype=bool)
     if odd.any():  # rare: text other than the canonical label strings
-        parsed = {v: Label.parse(str(v)) for v in values[odd].unique()}
-        codes[odd] = values[odd].map(lambda v: _CODE_OF[parsed[v].value] if parsed[v] else MISSING)
-    return codes.fillna(MISSING).to_numpy(dtype=np.int8)
+        rest = values[odd].astype(str)
+        parsed = {v: Label.parse(v) for v in rest.unique()}
+        codes[odd] = [_CODE_OF[parsed[v].value] if parsed[v] else MISSING for v in rest]
+    return codes
+
+
+def positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """Position of each value in ``keys`` (-1 when absent): one hash join in Arrow's C++ kernel."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(values.astype(str)), value_set=pa.array(keys.astype(str)))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def label_strings(codes: np.ndarray) -> np.ndarray:
@@ -162,26 +173,32 @@ def answer_matrix(
     absent = [c for c in ANSWER_COLUMNS if c not in answers.columns]
     if absent:
         raise ValueError(f"answer table lacks column(s) {absent}")
-    ids = pd.Index(pd.Series(sample_ids, dtype=str))
-    tix = pd.Index(list(teachers))
-    a = answers[answers["teacher"].isin(tix)]
-    dup = a.duplicated(["sample_id", "teacher"], keep=False)
-    if dup.any():
-        first = a[dup].iloc[0]
-        raise ValueError(
-            f"{int(dup.sum())} answer rows repeat a (sample, teacher) pair, e.g. "
-            f"({first['sample_id']!r}, {first['teacher']!r}); select one prompt hash"
-        )
-    rows = ids.get_indexer(a["sample_id"].astype(str))
+    ids = (sample_ids if isinstance(sample_ids, pd.Series) else pd.Series(list(sample_ids), dtype=object)).astype(str)
+    ids = ids.reset_index(drop=True)
+    teachers = list(teachers)
+    a = answers[answers["teacher"].isin(teachers)]
+    rows = positions(a["sample_id"], ids)
+    cols = positions(a["teacher"], pd.Series(teachers))
     on = rows >= 0
-    a, rows = a[on], rows[on]
-    cols = tix.get_indexer(a["teacher"])
-    n, t = len(ids), len(tix)
+    unmatched = int((~on).sum())
+    a, rows, cols = a[on], rows[on], cols[on]
+    n, t = len(ids), len(teachers)
+    seen = np.bincount(rows * t + cols, minlength=n * t)
+    if (seen > 1).any():
+        flat = int(np.flatnonzero(seen > 1)[0])
+        raise ValueError(
+            f"{int((seen > 1).sum())} (sample, teacher) pairs have several answer rows, e.g. "
+            f"({ids.iloc[flat // t]!r}, {teachers[flat % t]!r}); select one prompt hash"
+        )
 
+    status_col = a["status"]
     status = np.full((n, t), None, dtype=object)
-    status[rows, cols] = a["status"].astype(object).to_numpy()
-    usable_statuses = {"ok", "partial"} | ({"contradiction"} if contradiction_usable else set())
-    usable = np.isin(status, list(usable_statuses))
+    status[rows, cols] = status_col.to_numpy(dtype=object)
+    usable_statuses = ["ok", "partial"] + (["contradiction"] if contradiction_usable else [])
+    usable = np.zeros((n, t), dtype=bool)
+    usable[rows, cols] = status_col.isin(usable_statuses).to_numpy(dtype=bool)
+    answered = np.zeros((n, t), dtype=bool)
+    answered[rows, cols] = status_col.isin(sorted(ANSWER_STATUSES)).to_numpy(dtype=bool)
 
     codes: dict[str, np.ndarray] = {}
     for field in FIELDS:
@@ -190,15 +207,15 @@ def answer_matrix(
         m[~usable] = MISSING
         codes[field] = m
 
-    d = tix.get_loc(designated)
+    d = teachers.index(designated)
     mine = cols == d
     analysis = {}
     for c in CRITERIA:
         col = np.full(n, None, dtype=object)
-        col[rows[mine]] = a[f"analysis_{c.value}"].to_numpy(dtype=object)[mine]
+        col[rows[mine]] = a.loc[mine, f"analysis_{c.value}"].to_numpy(dtype=object)
         col[~usable[:, d]] = None
         analysis[c.value] = col
-    return AnswerMatrix(ids.to_numpy(dtype=object), list(tix), d, codes, status, usable, analysis)
+    return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched)
 
 
 # --------------------------------------------------------------------------- rules
@@ -349,8 +366,7 @@ def build_consensus(
     manifest_ids = manifest["id"].astype(str)
     matrix = answer_matrix(answers, manifest_ids, teachers, designated, cfg.contradiction_usable)
 
-    chosen = answers[answers["teacher"].isin(teachers)]
-    not_in_manifest = int((~chosen["sample_id"].astype(str).isin(set(manifest_ids))).sum())
+    not_in_manifest = matrix.unmatched
     synthetic = bool(manifest["synthetic"].fillna(False).astype(bool).any()) if "synthetic" in manifest else False
     truth = truth_codes(manifest)
     everyone = np.ones(len(manifest), dtype=bool)
