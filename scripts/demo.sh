@@ -23,3 +23,49 @@ $SF synth --config "$C" --out "$D/world"
 
 stage "3/10 ingest (validate images and boxes, normalised manifest, errors.jsonl)"
 $SF ingest "$D/world/manifest.parquet" --out "$D/ingest" --config "$C"
+
+# --- keep this block last: serve the students on loopback and classify one test image over HTTP ---
+stage "10/10 serve the students on 127.0.0.1, classify one test image over HTTP"
+mkdir -p "$D/serve"
+SERVE_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')
+SERVE_PID=""
+stop_server() { if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=""; fi; }
+trap stop_server EXIT INT TERM   # the server never outlives this script
+# --port 0: the OS picks a free port; the server's first stdout line is "serving http://127.0.0.1:PORT".
+DEMO_DIR="$D" SCENEFIT_API_TOKEN="$SERVE_TOKEN" $SF serve --demo --port 0 --config "$C" \
+  > "$D/serve/stdout.txt" 2> "$D/serve/server.log" &
+SERVE_PID=$!
+URL=""
+for _ in $(seq 1 240); do
+  URL=$(sed -n 's/^serving \(http:\/\/127\.0\.0\.1:[0-9]*\)$/\1/p' "$D/serve/stdout.txt" 2>/dev/null | head -n1)
+  if [ -n "$URL" ] && curl -fsS "$URL/health" > /dev/null 2>&1; then break; fi
+  kill -0 "$SERVE_PID" 2>/dev/null || { echo "server exited early; log:"; cat "$D/serve/server.log"; exit 1; }
+  URL=""; sleep 0.5
+done
+[ -n "$URL" ] || { echo "server not healthy after 120 s; log:"; cat "$D/serve/server.log"; exit 1; }
+echo "server up at $URL (web page: $URL/)"
+.venv/bin/python - "$URL" "$SERVE_TOKEN" "$D" <<'PY'
+"""Send the first test sample to POST /v1/classify and print the three verdicts."""
+import base64, json, sys, urllib.request
+from pathlib import Path
+import pyarrow.parquet as pq
+
+url, token, d = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+table = next(p for p in (d / "split/test.parquet", d / "ingest/manifest.parquet") if p.is_file())
+row = pq.read_table(table).slice(0, 1).to_pylist()[0]
+body = {"image": base64.b64encode(Path(row["image"]).read_bytes()).decode(), "object": row["object"],
+        "box": row["box"], "boxed": bool(row.get("boxed")), "explain": True}
+req = urllib.request.Request(url + "/v1/classify", data=json.dumps(body).encode(), method="POST",
+                             headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+with urllib.request.urlopen(req, timeout=300) as r:
+    out = json.load(r)
+print(f"sample {row['id']} from {table}: object {row['object']!r}, box {row['box']}")
+for name, v in out["criteria"].items():
+    truth = row.get(f"truth_{name}")
+    print(f"  {name:<14} {v['label']:<15} p={v['probability']:.3f}" + (f"  (truth: {truth})" if truth else "")
+          + (f"\n  {'':<14} {v['analysis']}" if v.get("analysis") else ""))
+print(f"  {'final':<14} {out['final']}")
+if out.get("notice"):
+    print(out["notice"])
+PY
+stop_server
