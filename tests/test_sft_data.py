@@ -24,7 +24,6 @@ from scenefit.sft_data import (
     DatasetsConfig,
     build_rows,
     build_student_datasets,
-    chat_messages,
     write_student_datasets,
 )
 
@@ -115,7 +114,7 @@ def test_written_datasets_load_with_datasets_and_carry_a_card(tmp_path):
 
 
 def test_rows_render_through_the_tiny_models_chat_template(tmp_path, tiny_model_dir):
-    from scenefit.modeling import load_processor
+    from scenefit.modeling import chat_messages, load_processor
 
     img_path = tmp_path / "scene.png"
     Image.new("RGB", (112, 112), (40, 120, 200)).save(img_path)
@@ -125,10 +124,10 @@ def test_rows_render_through_the_tiny_models_chat_template(tmp_path, tiny_model_
     )
     row = res.frames["size"]["train"].iloc[0].to_dict()
     processor = load_processor(tiny_model_dir)
-    text = processor.apply_chat_template(chat_messages(row), tokenize=False)
+    text = processor.apply_chat_template(chat_messages(row["prompt"], row["system"], row["target"]), tokenize=False)
     assert row["prompt"] in text and row["target"] in text and row["system"] in text
     assert "<|image_pad|>" in text
-    prompt_only = processor.apply_chat_template(chat_messages(row, with_target=False), tokenize=False,
+    prompt_only = processor.apply_chat_template(chat_messages(row["prompt"], row["system"]), tokenize=False,
                                                 add_generation_prompt=True)
     assert row["target"] not in prompt_only and prompt_only.rstrip().endswith("assistant")
     batch = processor(text=[text], images=[Image.open(img_path)], return_tensors="pt")

@@ -182,20 +182,6 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
     return StudentDatasets(frames, manifest)
 
 
-def chat_messages(row: dict, with_target: bool = True) -> list[dict]:
-    """One dataset row as chat messages (system, user: image + prompt, assistant: target).
-
-    The format ``processor.apply_chat_template`` takes; the image entry carries its path.
-    """
-    messages = [
-        {"role": "system", "content": [{"type": "text", "text": row["system"]}]},
-        {"role": "user", "content": [{"type": "image", "image": row["image"]}, {"type": "text", "text": row["prompt"]}]},
-    ]
-    if with_target:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": row["target"]}]})
-    return messages
-
-
 def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
     """README.md with YAML front matter (configs/data_files, license, task, tags) and a summary."""
     import yaml
