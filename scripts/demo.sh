@@ -24,6 +24,15 @@ $SF synth --config "$C" --out "$D/world"
 stage "3/10 ingest (validate images and boxes, normalised manifest, errors.jsonl)"
 $SF ingest "$D/world/manifest.parquet" --out "$D/ingest" --config "$C"
 
+stage "5/10 consensus (teachers' agreement: rules, Cohen's and Fleiss' kappa, accuracy vs truth)"
+$SF consensus --db "$D/annotate/annotations.sqlite" --manifest "$D/ingest/manifest.parquet" --out "$D/consensus" --config "$C"
+
+stage "6/10 split (balanced 1:1 on the final decision, group-aware, seeded)"
+$SF split "$D/consensus/consensus.parquet" --out "$D/split" --config "$C"
+
+stage "7/10 student datasets (one chat-format dataset per criterion, with a dataset card)"
+$SF datasets "$D/split" --out "$D/datasets" --config "$C"
+
 # --- keep this block last: serve the students on loopback and classify one test image over HTTP ---
 stage "10/10 serve the students on 127.0.0.1, classify one test image over HTTP"
 mkdir -p "$D/serve"
