@@ -65,19 +65,28 @@ def datasets(world, tmp_path_factory) -> Path:
 
 
 class StubPredictor:
-    """Answers from the dataset rows it was told about: the teacher's label, wrong on chosen ids,
-    unparseable on others; on originals (unknown ids) in-context except for one object category."""
+    """Answers (real Prediction objects, as scenefit.inference returns them) from the dataset rows
+    it was told about: the teacher's label, wrong on chosen ids, unreadable text on others; on
+    originals (unknown ids) in-context except for one object category. ``fail_ids`` raise like
+    a crashing batch, ``error_ids`` come back as Predictions with an error, as the real one does."""
 
-    def __init__(self, teacher: dict, wrong=frozenset(), garbled=frozenset(), out_object=None, fail_ids=frozenset()):
-        self.teacher, self.wrong, self.garbled, self.out_object, self.fail_ids = teacher, wrong, garbled, out_object, fail_ids
+    def __init__(self, teacher: dict, wrong=frozenset(), garbled=frozenset(), out_object=None,
+                 fail_ids=frozenset(), error_ids=frozenset()):
+        self.teacher, self.wrong, self.garbled, self.out_object = teacher, wrong, garbled, out_object
+        self.fail_ids, self.error_ids = fail_ids, error_ids
         self.calls = []
 
     def predict(self, items, explain=False, criteria=None):
+        from scenefit.inference import CriterionResult, Prediction
+
         self.calls.append((len(items), explain, tuple(criteria)))
         if any(s.id in self.fail_ids for s in items):
             raise OSError(f"cannot read image of {[s.id for s in items if s.id in self.fail_ids]}")
         preds = []
         for s in items:
+            if s.id in self.error_ids:
+                preds.append(Prediction(id=s.id, error={"code": "missing_image", "message": f"{s.image}: not found"}))
+                continue
             per = {}
             for c in criteria:
                 lab = self.teacher.get((c.value, s.id))
@@ -85,13 +94,17 @@ class StubPredictor:
                     lab = O if s.object == self.out_object else I
                 if (c.value, s.id) in self.wrong:
                     lab = _flip(lab)
+                p_out = 0.8 if lab is O else 0.2
+                if not explain:
+                    per[c] = CriterionResult(c, lab, max(p_out, 1 - p_out), p_out, lab)
+                    continue
                 text = render_student_answer(c, lab, "It floats in the sky." if lab is O else "It stands on the ground.")
                 if (c.value, s.id) in self.garbled:
                     text = "I am not sure what to say."
                 ans = parse_student_answer(text, c)
-                per[c] = SimpleNamespace(label=ans.label, probability=0.8 if ans.label else None,
-                                         analysis=ans.analysis, raw=text, status=ans.status)
-            preds.append(SimpleNamespace(id=s.id, criteria=per, final=fuse(p.label for p in per.values())))
+                # like the real predictor: an unreadable answer falls back to the logits' label
+                per[c] = CriterionResult(c, ans.label or lab, 0.8, p_out, lab, ans.analysis, text, ans.label, ans.status)
+            preds.append(Prediction(id=s.id, criteria=per))
         return preds
 
 
@@ -153,6 +166,9 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     assert set(answers["model"]) == {"student", "baseline", "shortcut"}
     assert (answers["model"] == "student").sum() == 3 * n
     assert all(call[1] is True for call in student.calls)
+    # the garbled answer came back with the logits' label, but evaluation saw it unparseable
+    garbled_row = answers[(answers["criterion"] == "co_occurrence") & (answers["id"] == ids[4]) & (answers["model"] == "student")]
+    assert garbled_row["label"].isna().all() and (garbled_row["status"] == "no_decision").all()
     # the gallery shows the most confident errors, with thumbnails
     html = html_path.read_text()
     assert html.count('class="card"') == 4  # 3 wrong + 1 unparseable (< gallery_size)
@@ -162,24 +178,27 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
 def test_failing_samples_are_left_out_and_reported(datasets, tmp_path):
     teacher = _teacher_map(datasets)
     ids = list(pd.read_parquet(datasets / "size" / "test.parquet")["id"])
-    student = StubPredictor(teacher, fail_ids={ids[3]})
+    student = StubPredictor(teacher, fail_ids={ids[3]}, error_ids={ids[8]})
     cfg = EvaluateConfig(baseline=False, criteria=["size"], batch_size=2)
     metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, cfg, student_predictor=student)
-    assert metrics["size"]["n"] == len(ids) - 1 and metrics["size"]["accuracy"] == 1.0
-    assert metrics["failed"] == 1 and "fused" not in metrics  # one criterion: no fused decision
-    errors = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
-    assert errors[0]["id"] == ids[3] and "cannot read image" in errors[0]["reason"]
+    assert metrics["size"]["n"] == len(ids) - 2 and metrics["size"]["accuracy"] == 1.0
+    assert metrics["failed"] == 2 and "fused" not in metrics  # one criterion: no fused decision
+    errors = {e["id"]: e for e in map(json.loads, (tmp_path / "errors.jsonl").read_text().splitlines())}
+    assert "cannot read image" in errors[ids[3]]["reason"]
+    assert errors[ids[8]]["reason"].startswith("missing_image")
     assert metrics["size"]["baseline_accuracy"] is None
     assert metrics["shortcut"]["available"] is False
 
 
-def test_limit_and_missing_dataset(datasets, tmp_path):
+def test_limit_fast_path_and_missing_dataset(datasets, tmp_path):
     from scenefit.evaluate.runner import EvaluateError
 
     teacher = _teacher_map(datasets)
-    metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, EvaluateConfig(limit=5, baseline=False),
-                                  student_predictor=StubPredictor(teacher))
-    assert all(metrics[c.value]["n"] == 5 for c in CRITERIA)
+    cfg = EvaluateConfig(limit=5, baseline=False, explain=False)
+    metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, cfg, student_predictor=StubPredictor(teacher))
+    assert all(metrics[c.value]["n"] == 5 and metrics[c.value]["accuracy"] == 1.0 for c in CRITERIA)
+    # decision only: no sentences, so every answer is "no_analysis" for the reasoning rule
+    assert metrics["size"]["reasoning"]["no_analysis"] == 5
     with pytest.raises(EvaluateError, match="val.parquet"):
         evaluate_dirs("unused", datasets, tmp_path, EvaluateConfig(split="val"), student_predictor=StubPredictor(teacher))
 

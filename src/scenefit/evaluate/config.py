@@ -40,6 +40,9 @@ class EvaluateConfig(StageConfig):
         description="Generate the analysis sentence (needed for the reasoning metrics); false scores the "
         "decision only (fast path).",
     )
+    max_new_tokens: int = Field(
+        default=96, ge=4, le=4096, description="Upper bound on generated tokens per explanation (stops at EOS)."
+    )
     batch_size: int = Field(default=16, ge=1, description="Images per forward pass.")
     device: Optional[str] = Field(default=None, description="Torch device (cpu, cuda, cuda:1); default: best available.")
     dtype: str = Field(default="auto", description="Model dtype (auto, float32, bfloat16, float16).")

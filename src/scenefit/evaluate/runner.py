@@ -99,27 +99,42 @@ def _field(obj: Any, *names: str) -> Any:
 
 
 def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
-    """Read one criterion's answer out of a predictor's prediction object.
+    """Read one criterion's answer out of a :class:`scenefit.inference.Prediction`.
 
-    The prediction holds per-criterion results under ``criteria`` (keyed by Criterion or its
-    value); each result has ``label`` (Label or None), ``probability`` (of its label; or
-    ``p_out``), ``analysis`` and ``raw``.
+    With an explanation (``raw`` set) the label is the one parsed from the generated text
+    (``generated_label``): the predictor falls back to the decision logits when that text is
+    unreadable, but evaluation must count such an answer as unparseable. Without one (fast
+    path) the label is the logits' decision. ``p_out`` is the decision softmax's probability
+    of out-of-context (else derived from ``probability``, which is that of ``label``).
     """
-    per = _field(prediction, "criteria", "per_criterion", "results")
+    per = _field(prediction, "criteria")
     res = None
     if isinstance(per, dict):
         res = per.get(criterion, per.get(criterion.value))
     if res is None:
         return Answer(sample_id, None, status="missing")
-    label = as_label(_field(res, "label"))
+    raw = _field(res, "raw")
+    explained = raw is not None and (hasattr(res, "generated_label") or (isinstance(res, dict) and "generated_label" in res))
+    label = as_label(_field(res, "generated_label") if explained else _field(res, "label"))
     p_out = _field(res, "p_out")
     if p_out is None:
         prob = _field(res, "probability")
         if prob is not None and label is not None:
             p_out = float(prob) if label is Label.OUT else 1.0 - float(prob)
     status = _field(res, "status") or ("ok" if label is not None else "unparseable")
-    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"),
-                  _field(res, "raw", "text"), str(status))
+    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status))
+
+
+class BaseOnly:
+    """The students' predictor with its adapters switched off: the untrained base as baseline,
+    without loading the base model a second time."""
+
+    def __init__(self, predictor: Any):
+        self.predictor = predictor
+        self.base = getattr(predictor, "base", None)
+
+    def predict(self, items, explain: bool = False, criteria=None):
+        return self.predictor.predict(items, explain=explain, criteria=criteria, use_adapters=False)
 
 
 def collect_answers(
@@ -136,7 +151,14 @@ def collect_answers(
     errors: list[dict] = []
 
     def _take(part: Sequence[Sample], preds: Sequence[Any]) -> None:
+        if len(preds) != len(part):
+            raise RuntimeError(f"the predictor returned {len(preds)} predictions for {len(part)} items")
         for smp, pred in zip(part, preds):
+            err = _field(pred, "error")
+            if err:  # the predictor could not judge this item (missing image, bad box, ...)
+                reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
+                errors.append({"id": smp.id, "image": smp.image, "reason": reason})
+                continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
 
@@ -369,7 +391,7 @@ def evaluate_dirs(
                                          chunk=cfg.batch_size * 2, progress=bar("shortcut test", len(originals)))
         failures.extend({"stage": "shortcut", **e} for e in errs)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
-            "base_model": getattr(student_predictor, "base_name", None) or cfg.base, "failed": len(failures)}
+            "base_model": getattr(student_predictor, "base", None) or cfg.base, "failed": len(failures)}
     metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
     gallery = worst_errors(frames, student, cfg.gallery_size)
     for g in gallery:
@@ -390,13 +412,11 @@ def evaluate_dirs(
 
 
 def build_predictors(students_dir: Path | str, cfg: EvaluateConfig) -> tuple[Any, Any]:
-    """The students' predictor and, when ``cfg.baseline``, the untrained base's."""
-    from ..inference import Predictor
+    """The students' predictor (one base + one adapter per criterion) and, when
+    ``cfg.baseline``, the same model with its adapters switched off."""
+    from ..inference import PredictConfig, Predictor
 
-    student = Predictor.from_students(students_dir, base=cfg.base, device=cfg.device, dtype=cfg.dtype,
-                                      batch_size=cfg.batch_size)
-    baseline = None
-    if cfg.baseline:
-        baseline = Predictor.baseline(getattr(student, "base_name", None) or cfg.base, device=cfg.device,
-                                      dtype=cfg.dtype, batch_size=cfg.batch_size)
-    return student, baseline
+    pcfg = PredictConfig(base=cfg.base, criteria=cfg.criteria, device=cfg.device, dtype=cfg.dtype,
+                         batch_size=cfg.batch_size, explain=cfg.explain, max_new_tokens=cfg.max_new_tokens)
+    student = Predictor.from_students(students_dir, base=cfg.base, config=pcfg)
+    return student, (BaseOnly(student) if cfg.baseline else None)
