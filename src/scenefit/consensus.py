@@ -65,8 +65,9 @@ class ConsensusConfig(StageConfig):
 
     rule: Rule = Field(
         default="unanimous_final",
-        description="Consensus rule applied to the output: unanimous_final, unanimous_all, designated or majority "
-        "(all four are computed for the report).",
+        description="Consensus rule applied to the output: unanimous_final (all final decisions agree), "
+        "unanimous_all (every criterion too), designated (that teacher's labels; the others must have answered) "
+        "or majority (more than half of the teachers; ties dropped). All four are computed for the report.",
     )
     teachers: Optional[list[str]] = Field(
         default=None, description="Teacher names whose answers count (default: every teacher in the store)."
