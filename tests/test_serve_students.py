@@ -122,7 +122,7 @@ def test_classify_json_and_multipart_equal_the_predictor(live, predictor, items)
         # The real predictor behind the same guards: a box off the image is refused, not judged.
         image, obj, _ = items[0]
         r = c.post("/v1/classify", headers=auth(),
-                   json={"image": base64.b64encode(png(image)).decode(), "object": obj, "box": [100, 100, 200, 200]})
+                   json={"image": base64.b64encode(png(image)).decode(), "object": obj, "box": [120, 120, 200, 200]})
         assert r.status_code == 422 and r.json()["error"]["code"] == "box_outside"
 
 

@@ -44,7 +44,6 @@ from .security import (
     ApiError,
     GuardCounters,
     GuardMiddleware,
-    check_box_inside,
     decode_base64_image,
     error_bytes,
     error_payload,
@@ -52,6 +51,7 @@ from .security import (
     parse_box,
     parse_flag,
     parse_object,
+    place_box,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -142,7 +142,7 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig) -> tuple[tuple, bool]:
     explain = parse_flag(fields.get("explain"), "explain")
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
     image = load_image_bytes(fields["image"], cfg.max_image_pixels, cfg.allowed_formats)
-    pixel_box = check_box_inside(box, image.size) if box is not None else None
+    pixel_box = place_box(box, image.size) if box is not None else None
     return (image, obj, pixel_box, boxed), explain
 
 

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from fastapi import HTTPException
 
-from ..images import ImageError, load_image
+from ..images import ImageError, clip_box, load_image
 
 #: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
 IMAGE_ERROR_STATUS: dict[str, int] = {
@@ -290,18 +290,15 @@ def _finite(v: float) -> bool:
     return v == v and v not in (float("inf"), float("-inf"))
 
 
-def check_box_inside(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box in whole pixels; 422 ``box_outside`` when any edge lies outside the image
-    (a box in the wrong coordinate scale is a client bug worth reporting, not clipping)."""
-    w, h = size
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise ApiError(
-            422, "box_outside", f"box {[x0, y0, x1, y1]} lies outside the {w}x{h} image (need 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})"
-        )
-    if x1 <= x0 or y1 <= y0:
-        raise ApiError(422, "bad_box", f"box {[x0, y0, x1, y1]} is empty after rounding to pixels")
-    return (x0, y0, x1, y1)
+def place_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box in whole pixels on an image of ``size``. As everywhere in scenefit (ingest, the
+    predictor), a box reaching past an edge is clipped to the image; a box with nothing on the
+    image is refused: 422 ``box_outside``, naming the box and the image size."""
+    try:
+        return clip_box(box, size)
+    except ImageError as e:
+        w, h = size
+        raise ApiError(422, e.code, f"{e.message} (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)") from None
 
 
 def parse_flag(value: Any, name: str) -> bool:
