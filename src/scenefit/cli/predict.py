@@ -1,1 +1,276 @@
-"""Verb module 'predict' (commands registered on scenefit.cli.app)."""
+"""`scenefit predict` and `scenefit export-vllm` — use the trained students.
+
+    scenefit predict --demo --image photo.jpg --object zebra --box 10,20,200,220
+    scenefit predict --students runs/x/students --manifest samples.csv --out preds.parquet --explain
+    scenefit predict --demo --image boxed.png --object cow --boxed --json
+    scenefit export-vllm --students runs/x/students --out runs/x/vllm.json
+
+``predict`` loads one base model with the three criterion adapters (see
+:mod:`scenefit.inference`) and prints, per criterion, the label, its probability and (with
+``--explain``) the explanation, plus the fused decision. On a terminal it prints a table; when
+stdout is not a terminal, or with ``--json``, it prints JSON. Items that cannot be judged get an
+error line naming the item; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+
+OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def demo_students() -> Path:
+    """$DEMO_DIR/students (default runs/demo/students): what `make demo` trains."""
+    return Path(os.environ.get("DEMO_DIR", "runs/demo")) / "students"
+
+
+def _criteria_arg(value: Optional[str]) -> Optional[list[str]]:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+@app.command("predict")
+def predict_cmd(
+    image: Annotated[Optional[Path], typer.Option("--image", help="One image to judge (with --object and --box or --boxed).")] = None,
+    object_name: Annotated[Optional[str], typer.Option("--object", help="Name of the boxed object, e.g. zebra.")] = None,
+    box: Annotated[Optional[str], typer.Option("--box", help="Box in pixels: x0,y0,x1,y1 (drawn in red unless --boxed).")] = None,
+    boxed: Annotated[bool, typer.Option("--boxed", help="The image already carries the red box.")] = False,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Many items: .jsonl, .csv or .parquet (see `scenefit ingest --help` for columns).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Manifest format when the suffix does not say: jsonl, csv, parquet.")] = None,
+    images_dir: Annotated[Optional[Path], typer.Option("--images-dir", help="Folder that the manifest's relative image paths resolve against.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write one row per item to FILE.jsonl, FILE.csv or FILE.parquet.")] = None,
+    explain: Annotated[Optional[bool], typer.Option("--explain/--no-explain", help=fhelp("predict", "explain"))] = None,
+    students: Annotated[Optional[Path], typer.Option("--students", help=fhelp("predict", "students"))] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Use the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    baseline: Annotated[bool, typer.Option("--baseline", help="Judge with the untrained base model (--base, or the students' base) and no adapters.")] = False,
+    base: Annotated[Optional[str], typer.Option("--base", help=fhelp("predict", "base"))] = None,
+    criteria: Annotated[Optional[str], typer.Option("--criteria", help="Comma-separated criteria to judge (default: all three).")] = None,
+    device: Annotated[Optional[str], typer.Option(help=fhelp("predict", "device"))] = None,
+    dtype: Annotated[Optional[str], typer.Option(help=fhelp("predict", "dtype"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=fhelp("predict", "batch_size"))] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help=fhelp("predict", "max_new_tokens"))] = None,
+    box_width: Annotated[Optional[int], typer.Option(help=fhelp("predict", "box_width"))] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Judge images on location, size and co-occurrence with the trained students.
+
+    Exit status: 0 when every item was judged, 1 when some (or all) could not be, 2 on a usage error.
+    """
+    if (image is None) == (manifest is None):
+        fail("give either --image (with --object and --box or --boxed) or --manifest")
+    if image is not None and not object_name:
+        fail("--image needs --object NAME")
+    if image is not None and box is None and not boxed:
+        fail("--image needs --box x0,y0,x1,y1, or --boxed when the image already carries the red box")
+    if out is not None and out.suffix.lower() not in OUT_FORMATS:
+        fail(f"--out {out}: use a .jsonl, .csv or .parquet file")
+    if demo:
+        students = demo_students()
+        if not students.is_dir():
+            fail(f"no demo students at {students}: run `make demo` first (or set DEMO_DIR)")
+    cfg = load_config("predict", config, sets, explain=explain, students=str(students) if students else None,
+                      base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
+                      batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
+
+    from ..inference import PredictItem, Predictor, StudentError
+    from ..inference.items import ItemError, parse_box
+    from ..manifest import ManifestError, read_manifest
+
+    items: list = []
+    read_errors: list[dict] = []
+    synthetic = False
+    if image is not None:
+        try:
+            parsed_box = parse_box(box)
+        except ItemError as e:
+            fail(f"--box: {e.message}")
+            return
+        items = [PredictItem(str(image), object_name or "", parsed_box, boxed, id=str(image))]
+    else:
+        try:
+            samples, read_errors = read_manifest(manifest, fmt=fmt, images_dir=images_dir)
+        except ManifestError as e:
+            fail(str(e))
+            return
+        items = samples
+        synthetic = any(s.synthetic for s in samples)
+    for err in read_errors:
+        console.print(f"[red]error:[/] {err['id']}: {err['reason']} ({err['code']})")
+
+    try:
+        if baseline:
+            base_ref = cfg.base
+            if not base_ref and cfg.students:
+                from ..inference.students import choose_base, find_students
+
+                base_ref = choose_base(find_students(cfg.students, [c for c in _crits(cfg)]), None)
+            if not base_ref:
+                fail("--baseline needs --base MODEL or --students DIR (whose base is used)")
+            predictor = Predictor.baseline(base_ref, config=cfg)
+        else:
+            if not cfg.students:
+                fail("no students: pass --students DIR, --demo, or --baseline --base MODEL")
+            predictor = Predictor.from_students(cfg.students, config=cfg)
+    except (StudentError, OSError, ValueError) as e:
+        fail(str(e))
+        return
+    if any(s.meta.get("toy") or s.meta.get("synthetic") for s in predictor.students.values()):
+        synthetic = True
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=len(items) <= 1)
+    with progress:
+        task = progress.add_task("predict", total=len(items))
+        predictions = predictor.predict(items, on_progress=lambda n: progress.advance(task, n))
+
+    for p in predictions:
+        if not p.ok:
+            console.print(f"[red]error:[/] {p.error['message']} ({p.error['code']})")
+    n_bad = sum(not p.ok for p in predictions) + len(read_errors)
+    rows = _rows(items, predictions, synthetic)
+    rows += [_error_row(e) for e in read_errors]
+    if out is not None:
+        _write_rows(rows, out, synthetic)
+        console.print(f"wrote {len(rows)} rows to {out}")
+    synthetic_banner(synthetic)
+    disagree = sum(len(p.disagreements) for p in predictions)
+    if disagree:
+        console.print(f"[yellow]note:[/] {disagree} explanation(s) name another label than the decision logits "
+                      "(the explanation's label is reported; see *_agrees_with_fast in --out)")
+    if len(items) + len(read_errors) > 1:
+        console.print(f"judged {sum(p.ok for p in predictions)} item(s), {n_bad} could not be judged")
+
+    if json_out or not sys.stdout.isatty():
+        docs = [{"id": p.id, **p.to_json()} for p in predictions] + [
+            {"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors]
+        if image is not None:
+            print_json(predictions[0].to_json())
+        elif out is None:
+            print_json(docs)
+        else:
+            print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
+    elif out is None:
+        _print_tables(predictions)
+    if n_bad:
+        raise typer.Exit(1)
+
+
+def _crits(cfg):
+    from ..criteria import Criterion
+
+    return [Criterion.parse(c) for c in cfg.criteria]
+
+
+def _rows(items, predictions, synthetic: bool) -> list[dict]:
+    from .. import SYNTHETIC_NOTICE
+    from ..inference import to_item
+
+    rows = []
+    for i, (item, p) in enumerate(zip(items, predictions)):
+        it = to_item(item, i)
+        row = {"image": str(it.image), "object": it.object, **p.to_record()}
+        if synthetic:
+            row["notice"] = SYNTHETIC_NOTICE
+        rows.append(row)
+    return rows
+
+
+def _error_row(err: dict) -> dict:
+    return {"id": err["id"], "error_code": err["code"], "error": err["reason"]}
+
+
+def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
+    import pandas as pd
+
+    from .. import SYNTHETIC_NOTICE
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kind = OUT_FORMATS[out.suffix.lower()]
+    tmp = out.with_name(out.name + ".tmp")
+    if kind == "jsonl":
+        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    else:
+        frame = pd.DataFrame(rows)
+        if kind == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = {"notice": SYNTHETIC_NOTICE} if synthetic else {}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"scenefit": json.dumps(meta).encode()})
+            pq.write_table(table, tmp)
+    os.replace(tmp, out)
+
+
+def _print_tables(predictions) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..criteria import CRITERIA
+
+    stdout = Console()
+    for p in predictions:
+        if not p.ok:
+            continue
+        table = Table(title=f"{p.id}: final {p.final.value if p.final else 'unknown'}", title_justify="left")
+        table.add_column("criterion")
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        table.add_column("explanation")
+        for c in CRITERIA:
+            r = p.criteria.get(c)
+            if r is None:
+                continue
+            colour = "red" if r.label and r.label.is_out else "green"
+            note = "" if r.agrees_with_fast is not False else f" [yellow](logits say {r.fast_label.value})[/]"
+            table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", f"{r.probability:.3f}",
+                          (r.analysis or "") + note)
+        stdout.print(table)
+
+
+@app.command("export-vllm")
+def export_vllm_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the serving spec (JSON: names, absolute paths, ranks, command) here.")],
+    students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student adapter per criterion.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Use $DEMO_DIR/students (default runs/demo/students).")] = False,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model vLLM serves (default: the students' base_model).")] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="Served adapter names are PREFIX<criterion>.")] = "scenefit-",
+    force: Annotated[bool, typer.Option("--force", help="Write the spec even for adapters vLLM cannot serve (with a warning).")] = False,
+) -> None:
+    """Write what `vllm serve --enable-lora --lora-modules` needs for the three student adapters and print the command.
+
+    Refuses adapters vLLM cannot serve: modules_to_save (e.g. a trained lm_head), vision-tower or
+    other unsupported target modules, DoRA, biases, rank above 512.
+    """
+    from ..vllm_export import VllmExportError, export_vllm
+
+    if demo:
+        students = demo_students()
+    if students is None:
+        fail("pass --students DIR (or --demo)")
+    try:
+        export = export_vllm(students, out, base=base, force=force, prefix=prefix)
+    except VllmExportError as e:
+        fail(str(e))
+        return
+    if export.forced:
+        for a in export.adapters:
+            for problem in a.problems:
+                console.print(f"[yellow]warning:[/] {a.name}: {problem}")
+        console.print("[yellow]warning:[/] written with --force: vLLM will refuse the adapters listed above")
+    console.print(f"wrote {out}")
+    print(json.loads(out.read_text())["command_line"])

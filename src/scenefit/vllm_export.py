@@ -1,0 +1,169 @@
+"""What ``vllm serve`` needs to serve the three students as LoRA adapters on one base.
+
+    scenefit export-vllm --students runs/demo/students --out runs/demo/vllm.json
+
+vLLM's multi-LoRA serving (``vllm serve BASE --enable-lora --lora-modules name=path …
+--max-lora-rank R --max-loras 3``) applies LoRA A/B matrices to the language model's linear
+layers only. An adapter is refused (unless forced) when it:
+
+- carries ``modules_to_save`` (e.g. a trained ``lm_head`` copy): vLLM only serves adapters
+  whose ``modules_to_save`` is empty ("vLLM only supports modules_to_save being None");
+- targets the vision tower (``visual.*``), or a module that is not one of the language model's
+  attention/MLP projections vLLM packs for LoRA on Qwen2.5-VL (q/k/v → ``qkv_proj``, ``o_proj``,
+  gate/up → ``gate_up_proj``, ``down_proj``);
+- uses DoRA, a LoRA bias, or a rank above vLLM's largest ``--max-lora-rank``.
+
+``--max-lora-rank`` only accepts the values in :data:`VLLM_MAX_LORA_RANKS` (vLLM's
+``MaxLoRARanks``, vllm/config/lora.py, v0.14 and later), so the largest adapter rank is rounded
+up to the next of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .criteria import CRITERIA, Criterion
+from .inference.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
+
+#: vLLM's accepted --max-lora-rank values (vllm.config.lora.MaxLoRARanks).
+VLLM_MAX_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: Language-model linear layers vLLM applies LoRA to on Qwen2-family decoders (it packs
+#: q/k/v into qkv_proj and gate/up into gate_up_proj; the adapter names the unpacked ones).
+VLLM_LORA_LEAVES: frozenset[str] = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:A|B|magnitude_vector)(?:\.[^.]+)?\.weight$")
+_VISION = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
+_LM_LAYER = re.compile(r"(^|\.)(language_model\.)?layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
+
+
+class VllmExportError(ValueError):
+    """Adapters vLLM cannot serve (the message lists every problem, per adapter)."""
+
+
+@dataclass
+class AdapterCheck:
+    """One adapter as vLLM would see it."""
+
+    name: str
+    path: Path
+    rank: int
+    modules: list[str] = field(default_factory=list)  # LoRA-wrapped module paths, from the weights
+    modules_to_save: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def round_rank(rank: int) -> int:
+    """The smallest vLLM --max-lora-rank value >= rank."""
+    for r in VLLM_MAX_LORA_RANKS:
+        if r >= rank:
+            return r
+    raise VllmExportError(f"LoRA rank {rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
+
+
+def _weight_keys(folder: Path) -> list[str]:
+    st = folder / "adapter_model.safetensors"
+    if st.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            return list(f.keys())
+    binf = folder / "adapter_model.bin"
+    if binf.is_file():
+        import torch
+
+        return list(torch.load(str(binf), map_location="cpu", weights_only=True).keys())
+    raise VllmExportError(f"{folder}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def check_adapter(name: str, folder: Path) -> AdapterCheck:
+    """Read an adapter folder (config and weight names, not the weights) and list what vLLM refuses."""
+    cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
+    ranks = [int(cfg.get("r") or 0)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+    check = AdapterCheck(name=name, path=folder.resolve(), rank=max(ranks))
+    keys = _weight_keys(folder)
+    modules = sorted({m.group("module") for k in keys if (m := _LORA_KEY.match(k))})
+    check.modules = modules
+    saved = list(cfg.get("modules_to_save") or [])
+    full_weights = sorted({k.removeprefix("base_model.model.") for k in keys if not _LORA_KEY.match(k)})
+    check.modules_to_save = saved or full_weights
+    p = check.problems
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        p.append(f"is a {cfg.get('peft_type')} adapter; vLLM serves LoRA only")
+    if check.modules_to_save:
+        p.append(f"carries modules_to_save {check.modules_to_save} (full weights, e.g. a trained lm_head); "
+                 "vLLM only serves LoRA A/B matrices — retrain without modules_to_save")
+    if cfg.get("use_dora"):
+        p.append("uses DoRA, which vLLM does not serve")
+    if str(cfg.get("bias", "none")) != "none":
+        p.append(f"trains biases (bias={cfg.get('bias')!r}); vLLM serves LoRA A/B only")
+    if not modules:
+        p.append("holds no LoRA weights")
+    vision = [m for m in modules if _VISION.search(m)]
+    if vision:
+        p.append(f"targets vision modules ({len(vision)}, e.g. {vision[0]}); vLLM applies LoRA to the language model only")
+    other = [m for m in modules if m not in vision and not (_LM_LAYER.search(m) and m.rsplit(".", 1)[-1] in VLLM_LORA_LEAVES)]
+    if other:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in other})
+        p.append(f"targets modules vLLM cannot serve with LoRA ({', '.join(leaves)}; e.g. {other[0]}); "
+                 f"supported: the language model's {', '.join(sorted(VLLM_LORA_LEAVES))}")
+    if check.rank > VLLM_MAX_LORA_RANKS[-1]:
+        p.append(f"rank {check.rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
+    return check
+
+
+@dataclass
+class VllmExport:
+    base: str
+    adapters: list[AdapterCheck]
+    max_lora_rank: int
+    forced: bool
+
+    @property
+    def command(self) -> list[str]:
+        argv = ["vllm", "serve", self.base, "--enable-lora", "--lora-modules"]
+        argv += [f"{a.name}={a.path}" for a in self.adapters]
+        argv += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(len(self.adapters))]
+        return argv
+
+    def to_json(self) -> dict:
+        return {
+            "base_model": self.base,
+            "enable_lora": True,
+            "lora_modules": [{"name": a.name, "path": str(a.path), "base_model_name": self.base} for a in self.adapters],
+            "max_lora_rank": self.max_lora_rank,
+            "max_loras": len(self.adapters),
+            "adapter_ranks": {a.name: a.rank for a in self.adapters},
+            "command": self.command,
+            "command_line": shlex.join(self.command),
+            "forced": self.forced,
+            "problems": {a.name: a.problems for a in self.adapters if a.problems},
+        }
+
+
+def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] = None, force: bool = False,
+                prefix: str = "scenefit-", criteria: Optional[list[Criterion]] = None) -> VllmExport:
+    """Check every student adapter against vLLM's limits and write the serving spec (JSON) to ``out``.
+
+    Raises VllmExportError listing every problem unless ``force`` (then the problems are kept
+    in the file and the caller warns)."""
+    try:
+        infos = find_students(students, criteria or list(CRITERIA))
+        base_ref = choose_base(infos, base)
+    except StudentError as e:
+        raise VllmExportError(str(e)) from None
+    checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
+    bad = [c for c in checks if c.problems]
+    if bad and not force:
+        lines = [f"{c.name} ({c.path}): {problem}" for c in bad for problem in c.problems]
+        raise VllmExportError("vLLM cannot serve these adapters as they are (--force writes anyway):\n  " + "\n  ".join(lines))
+    rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
+    export = VllmExport(base_ref, checks, rank, forced=bool(bad))
+    if out is not None:
+        o = Path(out)
+        o.parent.mkdir(parents=True, exist_ok=True)
+        o.write_text(json.dumps(export.to_json(), indent=2) + "\n")
+    return export
