@@ -3,8 +3,12 @@ hosted APIs, ``scenefit serve --openai``).
 
     scenefit annotate MANIFEST --db annotations.sqlite --config configs/paper.yaml
 
-Async over one pooled httpx client: at most ``concurrency`` requests in flight per teacher,
-spread over ``base_urls`` (the endpoint with the fewest requests in flight goes first).
+Async over pooled httpx clients: at most ``concurrency`` requests in flight per teacher,
+spread over ``base_urls`` (the endpoint with the fewest requests in flight goes first). The
+connections are split over several clients of ``connections_per_client`` each: one httpx
+client's pool costs more per request the more connections it holds (encode/httpx#3215), so
+at concurrency 32-128 a single client falls well below what the same client does at 8
+(``benchmarks/annotate_client.py`` measures both).
 Connection errors, timeouts and HTTP 408/429/5xx are retried with exponential backoff and
 jitter (a server's ``Retry-After`` is honoured, capped); any other 4xx is final, since asking
 again cannot help. The image travels as a base64 data URL, downscaled to a pixel budget.
@@ -17,6 +21,7 @@ import base64
 import io
 import os
 import random
+import ssl
 import time
 from typing import Any, Optional
 
@@ -101,7 +106,8 @@ class OpenAITeacher(Teacher):
     def __init__(self, cfg: TeacherConfig, json_answer: bool = False):
         super().__init__(cfg)
         self.json_answer = json_answer
-        self._client = None
+        self._clients: list = []
+        self._client_busy: list[int] = []
         self._sem: Optional[asyncio.Semaphore] = None
         self._in_flight = [0] * len(cfg.base_urls)
         self._next = 0  # round-robin among equally busy endpoints
@@ -122,18 +128,28 @@ class OpenAITeacher(Teacher):
 
             self._schema = teacher_json_schema()
         self._sem = asyncio.Semaphore(cfg.concurrency)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
-            limits=httpx.Limits(max_connections=cfg.concurrency + 4, max_keepalive_connections=cfg.concurrency + 4),
-            headers=self._headers,
-        )
+        per = min(cfg.connections_per_client, cfg.concurrency)
+        n_clients = -(-cfg.concurrency // per)
+        # One TLS context for all clients (loading the CA bundle costs ~0.1 s each); none for plain http.
+        verify = _tls_context() if any(u.startswith("https") for u in cfg.base_urls) else False
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
+                limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
+                headers=self._headers,
+                verify=verify,
+            )
+            for _ in range(n_clients)
+        ]
+        self._client_busy = [0] * n_clients
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for c in clients:
+            await c.aclose()
 
     def _pick_endpoint(self) -> int:
+        """The endpoint with the fewest requests in flight (round-robin among equals)."""
         n = len(self._in_flight)
         least = min(self._in_flight)
         for k in range(n):
@@ -144,7 +160,7 @@ class OpenAITeacher(Teacher):
         return 0  # unreachable
 
     async def answer_one(self, request: TeacherRequest) -> TeacherResult:
-        assert self._sem is not None and self._client is not None, "start() the teacher first"
+        assert self._sem is not None and self._clients, "start() the teacher first"
         cfg = self.cfg
         t0 = time.perf_counter()
         async with self._sem:
@@ -165,10 +181,12 @@ class OpenAITeacher(Teacher):
         kind, detail = "error", "no attempt made"
         for attempt in range(1, cfg.max_attempts + 1):
             i = self._pick_endpoint()
+            k = self._client_busy.index(min(self._client_busy))  # the least busy pooled client
             self._in_flight[i] += 1
+            self._client_busy[k] += 1
             retry_after = None
             try:
-                resp = await self._client.post(cfg.base_urls[i].rstrip("/") + "/chat/completions", json=body)
+                resp = await self._clients[k].post(cfg.base_urls[i].rstrip("/") + "/chat/completions", json=body)
             except httpx.TimeoutException as e:
                 kind, detail = "timeout", f"{type(e).__name__} after {cfg.timeout_s:g}s at {cfg.base_urls[i]}"
             except httpx.TransportError as e:
@@ -186,10 +204,21 @@ class OpenAITeacher(Teacher):
                 retry_after = _retry_after(resp.headers)
             finally:
                 self._in_flight[i] -= 1
+                self._client_busy[k] -= 1
             if attempt < cfg.max_attempts:
                 await asyncio.sleep(backoff_delay(attempt, cfg.backoff_s, cfg.backoff_max_s, retry_after))
         return TeacherResult.failure(kind, f"{detail} (gave up after {cfg.max_attempts} attempts)",
                                      time.perf_counter() - t0, cfg.max_attempts)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certifi's CA bundle, as httpx uses by default (system CAs when certifi is missing)."""
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
 
 
 def _content(resp) -> tuple[Optional[str], Optional[str]]:
