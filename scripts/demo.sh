@@ -24,6 +24,9 @@ $SF synth --config "$C" --out "$D/world"
 stage "3/10 ingest (validate images and boxes, normalised manifest, errors.jsonl)"
 $SF ingest "$D/world/manifest.parquet" --out "$D/ingest" --config "$C"
 
+stage "4/10 annotate (three simulated teachers answer every sample; resumable SQLite store)"
+$SF annotate "$D/ingest/manifest.parquet" --db "$D/annotate/annotations.sqlite" --config "$C"
+
 stage "5/10 consensus (teachers' agreement: rules, Cohen's and Fleiss' kappa, accuracy vs truth)"
 $SF consensus --db "$D/annotate/annotations.sqlite" --manifest "$D/ingest/manifest.parquet" --out "$D/consensus" --config "$C"
 

@@ -71,19 +71,26 @@ def annotate_cmd(
         except (RuntimeError, ValueError, FileNotFoundError, ImportError) as e:
             fail(f"annotate: {e}")
             return
-    rows: dict[str, object] = {"prompt": f"{summary.prompt_name} ({summary.prompt_hash})", "samples": summary.samples}
-    for name, t in summary.teachers.items():
-        failed = sum(t.failed_by_reason.values())
-        rows[name] = f"{t.stored} stored, {t.skipped} skipped (done before), {failed} failed  [{t.backend}: {t.model_id}]"
-        for kind, n in sorted(t.failed_by_reason.items()):
-            rows[f"  failed: {kind}"] = n
-        if t.by_status:
-            rows["  parse"] = ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()))
-    rows["elapsed"] = f"{summary.elapsed_s:.1f} s"
-    summary_table(f"annotate -> {db}", rows)
+    _print_summary(summary, db)
     synthetic_banner(synthetic)
     if json_out:
         print_json(summary.to_json() | ({"notice": SYNTHETIC_NOTICE} if synthetic else {}))
+
+
+def _print_summary(summary, db: Path) -> None:
+    """One line per teacher: stored, skipped, failed by reason, parse statuses."""
+    from rich.table import Table
+
+    table = Table(title=f"annotate -> {db}  (prompt {summary.prompt_name} {summary.prompt_hash}, "
+                        f"{summary.samples} samples, {summary.elapsed_s:.1f} s)")
+    for col in ("teacher", "backend", "stored", "skipped", "failed", "parse"):
+        table.add_column(col)
+    for name, t in summary.teachers.items():
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(t.failed_by_reason.items())) or "0"
+        parse = ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()) if k != "failed") or "-"
+        table.add_row(name, t.backend, str(t.stored), str(t.skipped), failed, parse)
+    table.caption = "skipped: stored by an earlier run (--redo-failed retries failures)"
+    console.print(table)
 
 
 @app.command("parse")

@@ -218,4 +218,5 @@ def _progress_bar(total: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="annotate", unit="ans", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, desc="annotate", unit="ans", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                mininterval=0.5)
