@@ -4,9 +4,10 @@ predictor call, on the same server code, the same students and the same requests
     .venv/bin/python benchmarks/serve_load.py                      # tiny students, built here
     .venv/bin/python benchmarks/serve_load.py --students runs/demo/students --concurrency 1 8 32
     .venv/bin/python benchmarks/serve_load.py --fake-cost 0.05 0.004   # cost model, no torch
+    python3 benchmarks/serve_load.py --device cuda --concurrency 1 8 32 64 --requests 64 --max-batch 32
 
 Baseline: the server with ``max_batch=1`` (every request is its own predictor call).
-Project path: the server with ``max_batch=16`` (requests merged across clients). For each
+Project path: the server with ``max_batch=16`` (``--max-batch``) (requests merged across clients). For each
 concurrency level both answer the same ``--requests`` requests from an httpx AsyncClient on
 127.0.0.1; the table shows the median of ``--repeats`` runs (one warm-up excluded) in requests
 per second, the ratio batched / baseline, and each path's ratio to its own concurrency 1.
@@ -48,7 +49,7 @@ class CostModelPredictor:
                 for _ in items]
 
 
-def real_predictor(students: str | None, workdir: Path):
+def real_predictor(students: str | None, workdir: Path, device: str | None, batch_size: int):
     from scenefit.inference import PredictConfig, Predictor
 
     if students is None:
@@ -57,7 +58,7 @@ def real_predictor(students: str | None, workdir: Path):
 
         base = build_tiny_model(workdir / "model", TinyModelConfig(seed=0))
         students = str(build_toy_students(base, workdir / "students", steps=0))
-    return Predictor.from_students(students, config=PredictConfig(batch_size=16, device="cpu"))
+    return Predictor.from_students(students, config=PredictConfig(batch_size=batch_size, device=device))
 
 
 def request_bodies(n: int) -> list[dict]:
@@ -89,7 +90,7 @@ async def run_load(base: str, bodies: list[dict], concurrency: int) -> float:
 
 
 def measure(predictor, max_batch: int, bodies: list[dict], levels: list[int], repeats: int) -> dict[int, float]:
-    cfg = ServeConfig(max_batch=max_batch, max_wait_ms=5, max_concurrency=max(levels), request_timeout_s=600,
+    cfg = ServeConfig(max_batch=max_batch, max_wait_ms=5, max_concurrency=max(*levels, max_batch), request_timeout_s=600,
                       log_level="warning")
     out = {}
     with serve_in_thread(create_app(predictor, cfg)) as base:
@@ -107,12 +108,13 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=16, help="requests per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--device", default=None, help="torch device of the students (default: cuda when available, else cpu)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.fake_cost:
             predictor, what = CostModelPredictor(*args.fake_cost), f"cost model {args.fake_cost[0]}+{args.fake_cost[1]}*n s"
         else:
-            predictor, what = real_predictor(args.students, Path(tmp)), f"students {args.students or '(tiny, untrained)'}"
+            predictor, what = real_predictor(args.students, Path(tmp), args.device, args.max_batch), f"students {args.students or '(tiny, untrained)'}"
         bodies = request_bodies(args.requests)
         baseline = measure(predictor, 1, bodies, args.concurrency, args.repeats)
         batched = measure(predictor, args.max_batch, bodies, args.concurrency, args.repeats)
