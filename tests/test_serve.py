@@ -373,4 +373,8 @@ def test_chat_completions_route_by_model_name():
         assert_error(r, 404, "model_not_found", "gpt-9", "scenefit-location")
         r = c.post("/v1/chat/completions", headers=auth(), json={"model": "scenefit-size", "messages": []})
         assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+        # Chat images pass the same checks as classify: a bomb never reaches the decoder.
+        bomb = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(bomb_png(9000, 9000))}}]}]
+        r = c.post("/v1/chat/completions", headers=auth(), json={"model": "scenefit-size", "messages": bomb})
+        assert_error(r, 413, "bomb", "messages[0].content[0]", "decompression bomb")
     assert [a for a, _ in calls] == ["location", "co_occurrence", None, None]

@@ -151,9 +151,10 @@ class ChatDispatcher:
     app serving the model it names (one per student adapter, one for the base), so the
     protocol code of :mod:`.openai_server` is used as is. No ``model`` -> ``default``."""
 
-    def __init__(self, apps: dict[str, Any], default: str):
+    def __init__(self, apps: dict[str, Any], default: str, cfg: ServeConfig):
         self.apps = apps
         self.default = default
+        self.cfg = cfg
 
     async def __call__(self, scope, receive, send) -> None:
         chunks, more = [], True
@@ -163,13 +164,23 @@ class ChatDispatcher:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            name = json.loads(body).get("model") or self.default
+            parsed = json.loads(body)
+            name = parsed.get("model") or self.default
         except Exception:  # let the OpenAI app answer the malformed body in its own words
-            name = self.default
+            parsed, name = None, self.default
         target = self.apps.get(name)
+        refusal = None
         if target is None:
-            payload = error_bytes("model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
-            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+            refusal = ApiError(404, "model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
+        else:
+            try:  # the same image checks as /v1/classify (pixel cap before decoding, formats)
+                await run_in_threadpool(_check_chat_images, parsed, self.cfg)
+            except ApiError as e:
+                refusal = e
+        if refusal is not None:
+            payload = error_bytes(refusal.code, refusal.message)
+            await send({"type": "http.response.start", "status": refusal.status_code,
+                        "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": payload})
             return
         replayed = False
@@ -182,6 +193,24 @@ class ChatDispatcher:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await target(scope, replay, send)
+
+
+def _check_chat_images(body: Any, cfg: ServeConfig) -> None:
+    """Every ``image_url`` data URL of a chat body through the classify image checks."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return
+    for i, message in enumerate(body["messages"]):
+        parts = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(parts if isinstance(parts, list) else []):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if isinstance(url, str) and url.startswith("data:"):
+                try:
+                    load_image_bytes(decode_base64_image(url), cfg.max_image_pixels, cfg.allowed_formats)
+                except ApiError as e:
+                    raise ApiError(e.status_code, e.code, f"messages[{i}].content[{j}]: {e.message}") from None
 
 
 def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate) -> dict[str, Any]:
@@ -325,7 +354,7 @@ def create_app(
             with lock:
                 return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate), cfg.base_model_name)
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate), cfg.base_model_name, cfg)
         app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
 
     @app.get("/", include_in_schema=False)
