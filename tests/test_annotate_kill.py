@@ -79,3 +79,33 @@ def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
     assert con.execute("SELECT COUNT(*) FROM annotations WHERE status = 'failed' OR raw IS NULL").fetchone()[0] == 0
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
+
+
+def test_ctrl_c_keeps_received_answers_and_says_how_to_continue(tmp_path):
+    from scenefit.synth.world import WorldConfig, generate_world
+
+    world = tmp_path / "world"
+    generate_world(WorldConfig(n=20, seed=6, originals=False), world)
+    config = tmp_path / "annotate.yaml"
+    teachers = [{"name": "q", "backend": "simulated", "persona": "qwen72b-sim", "concurrency": 1, "delay_s": 0.2}]
+    config.write_text(yaml.safe_dump({"annotate": {"teachers": teachers, "commit_every": 1000, "commit_interval_s": 0.5}}))
+    db = tmp_path / "ann.sqlite"
+    cmd = [str(Path(sys.executable).with_name("scenefit")), "annotate", str(world / "manifest.parquet"), "--db", str(db),
+           "--config", str(config), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while stored(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    seen = stored(db)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before the interrupt arrived")
+    assert proc.returncode == 130
+    kept = stored(db)
+    assert seen <= kept < 20
+    assert "run the same command again" in " ".join(err.split())
+    res = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["teachers"]["q"]["skipped"] == kept
+    assert stored(db) == 20

@@ -71,6 +71,10 @@ def annotate_cmd(
         except (RuntimeError, ValueError, FileNotFoundError, ImportError) as e:
             fail(f"annotate: {e}")
             return
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: {store.count()} answers are in {db}; "
+                          "run the same command again to continue where it stopped")
+            raise typer.Exit(130) from None
     _print_summary(summary, db)
     synthetic_banner(synthetic)
     if json_out:
