@@ -25,7 +25,8 @@ import pytest
 pytest.importorskip("fastapi")
 
 from scenefit.criteria import Label, fuse  # noqa: E402
-from scenefit.serve.app import create_app, demo_students_dir, is_synthetic  # noqa: E402
+from scenefit.cli.predict import demo_students  # noqa: E402
+from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
 
@@ -38,7 +39,7 @@ P_TOL = 2e-3 if DEVICE == "cpu" else 3e-2
 
 
 def _demo_students() -> Path | None:
-    d = demo_students_dir()
+    d = demo_students()
     if all((d / c / "adapter_config.json").is_file() for c in CRITERIA):
         return d
     return None

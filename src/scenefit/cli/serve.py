@@ -87,14 +87,15 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     the serve section (--set applies to it), bearer token from --api-token or the environment."""
     import sys
 
-    from ..serve.app import demo_students_dir, serve_students
+    from ..serve.app import serve_students
+    from .predict import demo_students
     from ..serve.security import resolve_token
 
     if demo and students is not None:
         fail("give either --demo or --students, not both")
     cfg = load_config("serve", config, sets, **server_flags)
     pcfg = load_config("predict", config, None, base=base, device=device, dtype=dtype)
-    folder = demo_students_dir() if demo else students or (Path(pcfg.students) if pcfg.students else None)
+    folder = demo_students() if demo else students or (Path(pcfg.students) if pcfg.students else None)
     if folder is None:
         fail("say which students to serve: --demo, --students DIR, or predict.students in --config "
              "(or --openai --model DIR for a plain model)")

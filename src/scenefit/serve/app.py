@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -364,11 +363,6 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app
-
-
-def demo_students_dir() -> Path:
-    """Where `make demo` leaves its students: $DEMO_DIR/students (default runs/demo/students)."""
-    return Path(os.environ.get("DEMO_DIR") or "runs/demo") / "students"
 
 
 def is_synthetic(predictor: Any) -> bool:
