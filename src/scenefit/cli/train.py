@@ -1,1 +1,94 @@
-"""Verb module 'train' (commands registered on scenefit.cli.app)."""
+"""Verb ``train``: LoRA SFT of one student per criterion.
+
+    scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
+        --out runs/demo/students --config configs/demo.yaml
+
+Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m scenefit.cli train …``
+(see the README's Training section). A rerun skips students that finished and resumes
+interrupted ones from their latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+
+
+@app.command("train")
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Folder of per-criterion datasets: DATA/<criterion>/{train,val,test}.parquet.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder; each student goes to OUT/<criterion>/.")],
+    criterion: Annotated[str, typer.Option("--criterion", help="location, size, co_occurrence, or all (the config's criteria).")] = "all",
+    model: Annotated[Optional[str], typer.Option("--model", help=fhelp("train", "base_model"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help=fhelp("train", "max_steps"))] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=fhelp("train", "seed"))] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help=fhelp("train", "resume"))] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain students whose output folder is complete (default: skip them).")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Train the students (LoRA on the language model, loss on the answer only, early stopping)."""
+    from ..criteria import Criterion
+    from ..train.data import DatasetError
+
+    cfg = load_config("train", config, sets, base_model=model, max_steps=max_steps, seed=seed, resume=resume)
+    if not cfg.base_model:
+        fail("no base model: pass --model or set train.base_model in the config")
+    if criterion == "all":
+        criteria = list(cfg.criteria)
+    else:
+        try:
+            criteria = [Criterion.parse(criterion).value]
+        except ValueError as e:
+            fail(str(e))
+    if not data.is_dir():
+        fail(f"--data {data} is not a folder")
+
+    from ..train.trainer import train_student
+
+    summary: dict = {}
+    failed = 0
+    for name in criteria:
+        console.rule(f"student: {name}")
+        try:
+            result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
+        except (DatasetError, FileNotFoundError, ValueError) as e:
+            console.print(f"[bold red]error:[/] {name}: {e}")
+            summary[name] = {"error": str(e)}
+            failed += 1
+            continue
+        m = result.metrics
+        if result.skipped:
+            console.print(f"{name}: already trained in {result.out_dir} (use --overwrite to retrain)")
+        synthetic_banner(bool(m.get("synthetic")))
+        summary[name] = {"out": str(result.out_dir), "skipped": result.skipped, "global_step": m.get("global_step"),
+                         "wall_seconds": m.get("wall_seconds"), "best_metric": m.get("best_metric"), "test": m.get("test")}
+    _print_table(summary)
+    print_json(summary)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_table(summary: dict) -> None:
+    from rich.table import Table
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    t = Table(title="students: decision accuracy on the test split (fast path)")
+    for col in ("criterion", "steps", "time", "student vs labels", "student vs truth", "base vs labels", "base vs truth"):
+        t.add_column(col)
+    for name, s in summary.items():
+        if "error" in s:
+            t.add_row(name, "-", "-", "[red]failed[/]", "", "", "")
+            continue
+        test = s.get("test") or {}
+        st, ba = test.get("student", {}), test.get("base", {})
+        t.add_row(name, str(s.get("global_step")), f"{s.get('wall_seconds') or 0:.0f} s",
+                  pct(st.get("accuracy")), pct(st.get("accuracy_vs_truth")), pct(ba.get("accuracy")), pct(ba.get("accuracy_vs_truth")))
+    console.print(t)

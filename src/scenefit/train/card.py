@@ -1,0 +1,101 @@
+"""The model card (README.md with YAML front matter) written beside each student adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .. import SYNTHETIC_NOTICE
+from ..criteria import Criterion
+from .config import TrainConfig
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) -> str:
+    crit = Criterion(info["criterion"])
+    tags = ["scenefit", "lora", "peft", "vision-language", "out-of-context", crit.value]
+    if info["synthetic"]:
+        tags.append("synthetic")
+    test = metrics.get("test") or {}
+    model_index_metrics = []
+    if test.get("student", {}).get("accuracy") is not None:
+        model_index_metrics.append({"type": "accuracy", "name": "decision accuracy vs dataset labels (test)",
+                                    "value": round(test["student"]["accuracy"], 4)})
+    if test.get("student", {}).get("accuracy_vs_truth") is not None:
+        model_index_metrics.append({"type": "accuracy", "name": "decision accuracy vs truth (test)",
+                                    "value": round(test["student"]["accuracy_vs_truth"], 4)})
+    front: dict[str, Any] = {
+        "base_model": info["base_model"],
+        "library_name": "peft",
+        "pipeline_tag": "image-text-to-text",
+        "tags": tags,
+        "metrics": ["accuracy"],
+    }
+    if model_index_metrics:
+        front["model-index"] = [{
+            "name": f"scenefit-{crit.value}",
+            "results": [{"task": {"type": "image-text-to-text"}, "metrics": model_index_metrics}],
+        }]
+    lo = info["lora"]
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+             f"# scenefit student: {crit.display}", ""]
+    if info["synthetic"]:
+        lines += [f"> **{SYNTHETIC_NOTICE}**", ""]
+    lines += [
+        f"Question: {crit.question}",
+        "",
+        f"A LoRA adapter on `{info['base_model']}` that answers one criterion for an image whose object is marked "
+        f"with a red box: first `{info['decision_prefix']} In-context|Out-of-context`, then one "
+        f"`{crit.display}: …` sentence. Prompt version `{info['prompt_version']}`.",
+        "",
+        "## Adapter",
+        "",
+        f"- LoRA r={lo['r']}, alpha={lo['alpha']}, dropout={lo['dropout']} on {len(lo['targets'])} language-model "
+        f"projections (regex `{lo['target_regex']}`); the vision tower is frozen and not adapted.",
+    ]
+    if lo["modules_to_save"]:
+        lines.append(f"- Fully trained modules saved with the adapter: {lo['modules_to_save']}. {info['vllm_note']}")
+    else:
+        lines.append("- Language-model LoRA only: servable with vLLM `--enable-lora --lora-modules`.")
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- lr {cfg.learning_rate}, warm-up {cfg.warmup_ratio}, schedule {cfg.lr_scheduler}, optimizer {cfg.optimizer}, "
+        f"effective batch {metrics.get('effective_batch_size')}, precision {cfg.precision}, seed {cfg.seed}.",
+        f"- {metrics.get('global_step')} optimizer steps ({metrics.get('epoch') or 0:.2f} epochs) on "
+        f"{metrics.get('train_rows')} rows; best checkpoint by `{cfg.metric_for_best_model}` = "
+        f"{metrics.get('best_metric', {}).get('value')}.",
+        "- Loss on the assistant answer only; images never truncated.",
+        "",
+    ]
+    if test:
+        s, b = test.get("student", {}), test.get("base", {})
+        lines += [
+            "## Test split (decision scored from the logits after the forced prefix)",
+            "",
+            "| model | accuracy vs labels | accuracy vs truth |",
+            "|---|---:|---:|",
+            f"| student | {_pct(s.get('accuracy'))} | {_pct(s.get('accuracy_vs_truth'))} |",
+            f"| untrained base | {_pct(b.get('accuracy'))} | {_pct(b.get('accuracy_vs_truth'))} |",
+            "",
+            f"{test.get('n')} test rows.",
+            "",
+        ]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from scenefit.modeling import load_model, load_processor",
+        f"base = load_model({info['base_model']!r})",
+        "student = PeftModel.from_pretrained(base, 'THIS_FOLDER')",
+        "processor = load_processor('THIS_FOLDER')",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Student dataset rows -> model inputs, and the collator that pads them.
+
+Each row of ``DATA/<criterion>/{train,val,test}.parquet`` (written by ``scenefit datasets``)
+becomes one chat: system prompt, user turn (the boxed image, then the criterion's prompt) and
+the assistant's answer (``target``). The chat template marks the assistant's content with
+``{% generation %}``; only those tokens (the answer and its ``<|im_end|>``) carry labels, every
+other position is ``-100``. Nothing is truncated: a sample longer than ``max_seq_length`` is an
+error naming it, so no image is ever cut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+
+from ..images import load_image
+from ..modeling import chat_messages
+
+IGNORE_INDEX = -100
+SPLIT_FILES = ("train", "val", "test")
+#: Columns the trainer reads; the rest of the dataset's columns travel along untouched.
+REQUIRED_COLUMNS = ("id", "image", "prompt", "system", "target", "label", "criterion")
+
+
+class DatasetError(ValueError):
+    """A dataset file or row the trainer cannot use; the message names it."""
+
+
+def split_path(data_dir: Path | str, criterion: str, split: str) -> Path:
+    return Path(data_dir) / criterion / f"{split}.parquet"
+
+
+def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame:
+    """One split of one criterion's dataset, checked for the columns the trainer needs."""
+    path = split_path(data_dir, criterion, split)
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path} (run `scenefit datasets` first)")
+    df = pd.read_parquet(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}")
+    wrong = sorted(set(df["criterion"].astype(str)) - {criterion})
+    if wrong:
+        raise DatasetError(f"{path}: rows for criterion {wrong}, expected only {criterion!r}")
+    if df["id"].duplicated().any():
+        raise DatasetError(f"{path}: duplicate ids, e.g. {df.loc[df['id'].duplicated(), 'id'].iloc[0]!r}")
+    return df.reset_index(drop=True)
+
+
+def row_messages(row: dict, image, with_answer: bool = True) -> list[dict]:
+    """The chat of one row, the image object placed in the user turn."""
+    msgs = chat_messages(row["prompt"], row.get("system") or None, row["target"] if with_answer else None)
+    for m in msgs:
+        if m["role"] == "user":
+            for part in m["content"]:
+                if part["type"] == "image":
+                    part["image"] = image
+    return msgs
+
+
+def open_image(row: dict):
+    try:
+        return load_image(row["image"])
+    except Exception as e:  # ImageError or a missing file: say which sample
+        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
+
+
+def encode_example(processor, row: dict, max_seq_length: int) -> dict[str, Any]:
+    """Token ids, answer-only labels and pixel values of one row (1-D tensors, no batch dim)."""
+    out = processor.apply_chat_template(
+        row_messages(row, open_image(row)),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        return_tensors="pt",
+    )
+    input_ids = out["input_ids"][0]
+    mask = out["assistant_masks"][0].bool()
+    if not bool(mask.any()):
+        raise DatasetError(f"sample {row['id']!r}: the chat template marked no answer tokens (no generation block?)")
+    if len(input_ids) > max_seq_length:
+        raise DatasetError(
+            f"sample {row['id']!r}: {len(input_ids)} tokens exceed max_seq_length {max_seq_length} "
+            "(lower max_pixels or raise max_seq_length; samples are never truncated)"
+        )
+    labels = input_ids.masked_fill(~mask, IGNORE_INDEX)
+    enc = {
+        "input_ids": input_ids,
+        "attention_mask": out["attention_mask"][0],
+        "labels": labels,
+        "pixel_values": out["pixel_values"],
+        "image_grid_thw": out["image_grid_thw"],
+    }
+    if "mm_token_type_ids" in out:
+        enc["mm_token_type_ids"] = out["mm_token_type_ids"][0]
+    return enc
+
+
+class StudentExamples:
+    """Map-style dataset of encoded rows; encodes lazily, optionally keeping what it encoded."""
+
+    def __init__(self, frame: pd.DataFrame, processor, max_seq_length: int, cache: bool = False):
+        self.rows = frame.to_dict("records")
+        self.processor = processor
+        self.max_seq_length = max_seq_length
+        self._cache: Optional[dict[int, dict]] = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        enc = encode_example(self.processor, self.rows[i], self.max_seq_length)
+        if self._cache is not None:
+            self._cache[i] = enc
+        return enc
+
+
+def pad_right(seqs: Sequence, value: int):
+    import torch
+
+    longest = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), longest), value, dtype=seqs[0].dtype)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+class AnswerOnlyCollator:
+    """Pads a list of encoded examples (right padding; pads are masked and never labelled)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = {
+            "input_ids": pad_right([e["input_ids"] for e in examples], self.pad_token_id),
+            "attention_mask": pad_right([e["attention_mask"] for e in examples], 0),
+            "labels": pad_right([e["labels"] for e in examples], IGNORE_INDEX),
+            "pixel_values": torch.cat([e["pixel_values"] for e in examples]),
+            "image_grid_thw": torch.cat([e["image_grid_thw"] for e in examples]),
+        }
+        if "mm_token_type_ids" in examples[0]:
+            batch["mm_token_type_ids"] = pad_right([e["mm_token_type_ids"] for e in examples], 0)
+        return batch

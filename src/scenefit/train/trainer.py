@@ -1,0 +1,333 @@
+"""The training loop: a transformers ``Trainer`` with the project's collator, a LoRA adapter on
+the language model, decision accuracy added to every evaluation, a JSONL log and early stopping.
+
+    from scenefit.train.trainer import train_student
+    result = train_student("location", "runs/demo/datasets", "runs/demo/model", "runs/demo/students", cfg)
+
+Why a plain ``Trainer`` rather than TRL's ``SFTTrainer``: the collator (answer-only labels from
+the chat template's generation marks, no truncation) is the project's own either way, and the
+plain Trainer encodes each sample once instead of re-rendering chats per batch
+(``benchmarks/train_step.py`` compares the two).
+
+Output folder ``OUT/<criterion>/``: the adapter (``adapter_config.json``, weights) with the
+processor beside it, ``README.md`` (model card), ``config.yaml`` (resolved), ``metrics.json``,
+``dataset_manifest.json``, ``scenefit_student.json``, ``log.jsonl``; checkpoints and the
+tensorboard events under ``trainer/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import SYNTHETIC_NOTICE
+from ..config import dump_yaml
+from ..criteria import Criterion
+from ..formats import DECISION_PREFIX, decision_continuations
+from ..parquet_io import file_sha256, write_json
+from ..prompts import student_prompt_version
+from .config import TrainConfig
+from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
+from .decision import accuracy, score_rows
+
+CHECKPOINTS_DIR = "trainer"
+STUDENT_FILE = "scenefit_student.json"
+
+
+@dataclass
+class TrainResult:
+    criterion: str
+    out_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+
+def _trainer_classes():
+    """Callback and Trainer subclasses, built on first use (transformers is heavy to import)."""
+    from transformers import Trainer, TrainerCallback
+
+    class JsonlLogCallback(TrainerCallback):
+        """Every log line (train loss, eval metrics) appended to a JSONL file by the main process."""
+
+        def __init__(self, path: Path):
+            self.path = path
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                rec = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+                with self.path.open("a") as f:
+                    f.write(json.dumps(rec, default=float) + "\n")
+
+    class StudentTrainer(Trainer):
+        """A Trainer whose evaluations also report decision accuracy on the validation rows."""
+
+        def __init__(self, *args, decision_rows: list[dict], scoring_processor, scoring_batch_size: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.decision_rows = decision_rows
+            self.scoring_processor = scoring_processor
+            self.scoring_batch_size = scoring_batch_size
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+            out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            if self.decision_rows:
+                out.metrics[f"{metric_key_prefix}_decision_accuracy"] = self._decision_accuracy()
+            return out
+
+        def _decision_accuracy(self) -> float:
+            import torch
+
+            # Each process scores an equal share (ZeRO-3 needs every rank in every forward pass);
+            # counts are summed across processes so every rank sees the same metric.
+            world, rank = self.accelerator.num_processes, self.accelerator.process_index
+            share = math.ceil(len(self.decision_rows) / world)
+            mine = self.decision_rows[rank * share : (rank + 1) * share]
+            pad = share - len(mine)
+            rows = mine + self.decision_rows[:pad]
+            preds = score_rows(self.model, self.scoring_processor, rows, self.scoring_batch_size)
+            correct = sum(p["label"] == r["label"] for p, r in zip(preds[: len(mine)], mine))
+            counts = torch.tensor([correct, len(mine)], dtype=torch.float64, device=self.args.device)
+            counts = self.accelerator.reduce(counts, reduction="sum") if world > 1 else counts
+            return float(counts[0] / counts[1]) if counts[1] else float("nan")
+
+    return JsonlLogCallback, StudentTrainer
+
+
+def _precision(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
+    from transformers import TrainingArguments
+
+    precision = _precision(cfg)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        optim=cfg.optimizer,
+        max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=accumulation,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps or cfg.eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=cfg.metric_for_best_model,
+        greater_is_better=cfg.greater_is_better,
+        logging_steps=cfg.logging_steps,
+        report_to=list(cfg.report_to) or "none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def dataset_manifest(data_dir: Path, criterion: str) -> dict[str, Any]:
+    """What the student trained on: the split files with hashes and the datasets stage's manifest."""
+    files = {}
+    for split in SPLIT_FILES:
+        p = split_path(data_dir, criterion, split)
+        if p.is_file():
+            files[split] = {"path": str(p), "sha256": file_sha256(p)}
+    stage = data_dir / "manifest.json"
+    return {
+        "criterion": criterion,
+        "files": files,
+        "datasets_manifest": json.loads(stage.read_text()) if stage.is_file() else None,
+    }
+
+
+def _is_synthetic(*frames) -> bool:
+    return any("synthetic" in f and bool(f["synthetic"].fillna(False).astype(bool).any()) for f in frames)
+
+
+def _subset(frame, n: Optional[int], seed: int):
+    if n is None or len(frame) <= n:
+        return frame
+    return frame.sample(n=n, random_state=seed).sort_index()
+
+
+def score_split(model, processor, frame, batch_size: int, with_base: bool) -> dict[str, Any]:
+    """Decision accuracy of the student (and of the bare base, adapter disabled) on a split,
+    against the dataset's labels and, where present, the world's truth."""
+    rows = frame.to_dict("records")
+    result: dict[str, Any] = {"n": len(rows)}
+    runs = [("student", None)]
+    if with_base:
+        runs.append(("base", "disable"))
+    for name, mode in runs:
+        if mode == "disable":
+            with model.disable_adapter():
+                preds = score_rows(model, processor, rows, batch_size)
+        else:
+            preds = score_rows(model, processor, rows, batch_size)
+        result[name] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
+    return result
+
+
+def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str]) -> dict[str, Any]:
+    """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter."""
+    vllm_ok = not cfg.lora.modules_to_save
+    return {
+        "criterion": criterion,
+        "base_model": base_model,
+        "prompt_version": student_prompt_version(),
+        "decision_prefix": DECISION_PREFIX,
+        "label_continuations": {lab.value: text for lab, text in decision_continuations().items()},
+        "lora": {
+            "r": cfg.lora.r,
+            "alpha": cfg.lora.alpha,
+            "dropout": cfg.lora.dropout,
+            "target_regex": cfg.lora.target_regex,
+            "targets": targets,
+            "modules_to_save": list(cfg.lora.modules_to_save),
+        },
+        "min_pixels": cfg.min_pixels,
+        "max_pixels": cfg.max_pixels,
+        "vllm_servable": vllm_ok,
+        "vllm_note": None if vllm_ok else (
+            f"modules_to_save={list(cfg.lora.modules_to_save)} are fully trained copies; vLLM's --lora-modules "
+            "cannot serve this adapter (load it with PEFT instead)."
+        ),
+        "synthetic": synthetic,
+        "notice": SYNTHETIC_NOTICE if synthetic else None,
+    }
+
+
+def is_trained(out_dir: Path) -> bool:
+    return (out_dir / "adapter_config.json").is_file() and (out_dir / "metrics.json").is_file()
+
+
+def train_student(
+    criterion: str,
+    data_dir: Path | str,
+    base_model: str,
+    out_root: Path | str,
+    cfg: TrainConfig,
+    overwrite: bool = False,
+    extra_callbacks: Optional[list] = None,
+) -> TrainResult:
+    """Train (or resume) the student of one criterion; returns its metrics."""
+    import torch
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..modeling import load_model, load_processor, save_processor
+    from .card import model_card
+    from .lora import adapted_modules, apply_lora
+
+    crit = Criterion.parse(criterion).value
+    data_dir = Path(data_dir)
+    out = Path(out_root) / crit
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if is_trained(out):
+        return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / CHECKPOINTS_DIR
+
+    frames = {s: read_split(data_dir, crit, s) for s in SPLIT_FILES if split_path(data_dir, crit, s).is_file()}
+    for need in ("train", "val"):
+        if need not in frames or frames[need].empty:
+            raise FileNotFoundError(f"{split_path(data_dir, crit, need)}: missing or empty; the student needs it")
+    synthetic = _is_synthetic(*frames.values())
+
+    processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
+    precision = _precision(cfg)
+    model = load_model(base_model, dtype={"bf16": "bf16", "fp16": "fp32", "fp32": "fp32"}[precision], device="cpu")
+    torch.manual_seed(cfg.seed)  # LoRA init
+    model = apply_lora(model, cfg.lora)
+    targets = adapted_modules(model)
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()
+
+    val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
+    train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
+    val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
+    accumulation = cfg.accumulation_for(_world_size())
+    args = training_arguments(cfg, run_dir, accumulation)
+    JsonlLogCallback, StudentTrainer = _trainer_classes()
+    callbacks = [JsonlLogCallback(out / "log.jsonl")]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    trainer = StudentTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=AnswerOnlyCollator(processor.tokenizer.pad_token_id),
+        callbacks=callbacks + list(extra_callbacks or []),
+        decision_rows=val_rows.to_dict("records"),
+        scoring_processor=processor,
+        scoring_batch_size=cfg.per_device_eval_batch_size,
+    )
+    resume_from = get_last_checkpoint(str(run_dir)) if cfg.resume and run_dir.is_dir() else None
+    started = time.time()
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - started
+
+    metrics: dict[str, Any] = {
+        "criterion": crit,
+        "base_model": base_model,
+        "resumed_from": resume_from,
+        "global_step": trainer.state.global_step,
+        "epoch": trainer.state.epoch,
+        "train": dict(train_output.metrics),
+        "wall_seconds": seconds,
+        "train_rows": len(frames["train"]),
+        "val_rows_used": len(val_rows),
+        "effective_batch_size": cfg.per_device_batch_size * accumulation * _world_size(),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
+        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
+        "synthetic": synthetic,
+    }
+    if cfg.score_test and "test" in frames and trainer.is_world_process_zero():
+        metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size, with_base=True)
+
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(out))
+        save_processor(processor, out)
+        dump_yaml(cfg, out / "config.yaml")
+        write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
+        info = student_info(cfg, crit, base_model, synthetic, targets)
+        write_json(info, out / STUDENT_FILE)
+        (out / "README.md").write_text(model_card(info, metrics, cfg))
+        write_json(metrics, out / "metrics.json")  # last: its presence marks the student as complete
+        if not cfg.keep_checkpoints:
+            for ckpt in run_dir.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(crit, out, metrics)
