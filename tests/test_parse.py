@@ -253,3 +253,21 @@ def test_packaged_prompts_describe_the_parsed_format():
     for key in ("analysis", "summary", "final_decision", "co_occurrence"):
         assert f'"{key}"' in jtext
     assert teacher_prompt(variant="json").hash != teacher_prompt().hash
+
+
+def test_echoed_template_is_not_an_answer():
+    """A model that repeats the prompt's answer template has answered nothing."""
+    from scenefit.prompts import teacher_prompt
+
+    template = teacher_prompt().render("zebra").split("Write your answer exactly in this format")[1]
+    p = parse_teacher_answer(template)
+    assert all(v is None for v in p.labels.values()) and p.final is None
+    assert p.status == "unparseable"
+    inline = parse_teacher_answer("Summary: Location: In-context or Out-of-context, Size: In-context or Out-of-context")
+    assert all(v is None for v in inline.labels.values())
+
+
+def test_negated_label_is_not_read_as_its_opposite():
+    text = CANONICAL.replace("Size: In-context", "Size: not in context")
+    p = parse_teacher_answer(text)
+    assert p.labels[S] is None and "size summary" in p.reason and p.status == "partial"

@@ -112,7 +112,9 @@ _INLINE_LABEL = re.compile(
 )
 _HEADER_RE = re.compile(r"^(analysis|analyses|reasoning|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE)
 _BULLET_RE = re.compile(r"^\s*(?:[-*+•·>]+|\d+[.)]|[a-z][.)](?=\s))\s*", re.IGNORECASE)
-_MD_RE = re.compile(r"(\*\*|__|`|^#+\s*)")
+# "In-context or Out-of-context": the prompt's choice echoed back, not an answer.
+_CHOICE_ECHO = re.compile(r"^\W*(?:or|/|\|)\s*\W*(?:out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b", re.IGNORECASE)
+_NEGATED = re.compile(r"\bnot\b|\bn't\b", re.IGNORECASE)
 
 
 def _clean_line(line: str) -> str:
@@ -130,9 +132,18 @@ def _clean_line(line: str) -> str:
 def _label_prefix(text: str) -> tuple[Optional[Label], str]:
     """(label, rest) when text starts with a label phrase, else (None, text)."""
     m = _LABEL_AT_START.match(text)
-    if not m:
+    if not m or _CHOICE_ECHO.match(text[m.end(1):]):
         return None, text
     return Label.parse(m.group(1)), text[m.end():].strip()
+
+
+def _inline_labels(line: str) -> list[tuple[Criterion, Label]]:
+    """Every "<criterion>: <label>" inside a line, except an echoed "X or Y" choice."""
+    out = []
+    for m in _INLINE_LABEL.finditer(line):
+        if not _CHOICE_ECHO.match(line[m.end():]):
+            out.append((_NAME_TO_CRITERION[m.group("name").lower()], Label.parse(m.group("label"))))
+    return out
 
 
 def _tidy_sentence(text: str) -> Optional[str]:
@@ -157,7 +168,7 @@ class _Reading:
         text = text.strip()
         if kind in ("summary", "auto"):
             lab, rest = _label_prefix(text)
-            if lab is None and kind == "summary":
+            if lab is None and kind == "summary" and not _NEGATED.search(text):
                 lab, rest = Label.parse(text), ""
             if lab is not None:
                 self.label(c, lab)
@@ -166,6 +177,7 @@ class _Reading:
                 return
             if kind == "summary":
                 self.issues.append(f"{c.value} summary {text[:60]!r} names no label")
+                self.analysis(c, text)  # kept as the analysis when there is none yet
                 return
         self.analysis(c, text)
 
@@ -276,21 +288,23 @@ def _parse_text(text: str, r: _Reading) -> None:
             section = joined.group(1).lower()
             line = joined.group(2).strip()
         m_final = _FINAL_RE.search(line)
+        if m_final and _CHOICE_ECHO.match(line[m_final.end():]):
+            m_final = None  # "Final decision: In-context. or Out-of-context." echoes the template
         m = _CRIT_LINE.match(line)
         if m is None:
             if m_final:
                 finals.append(Label.parse(m_final.group(1)))
             else:
-                for im in _INLINE_LABEL.finditer(line):  # labels inside prose lines
-                    r.label(_NAME_TO_CRITERION[im.group("name").lower()], Label.parse(im.group("label")))
+                for c, lab in _inline_labels(line):  # labels inside prose lines
+                    r.label(c, lab)
             continue
         c = _NAME_TO_CRITERION[m.group("name").lower()]
         rest = m.group("rest").strip()
         paren = (m.group("paren") or "").strip()
-        inline = list(_INLINE_LABEL.finditer(line))
+        inline = _inline_labels(line)
         if len(inline) > 1:  # "Location: In-context, Size: Out-of-context, ..."
-            for im in inline:
-                r.label(_NAME_TO_CRITERION[im.group("name").lower()], Label.parse(im.group("label")))
+            for ci, lab in inline:
+                r.label(ci, lab)
         elif paren and Label.parse(paren) is not None:  # "Location (Out-of-context): sentence"
             r.label(c, Label.parse(paren))
             r.analysis(c, rest)
@@ -304,7 +318,7 @@ def _parse_text(text: str, r: _Reading) -> None:
             else:
                 r.analysis(c, rest)
         else:
-            r.record(c, rest, "summary" if section == "summary" and _label_prefix(rest)[0] else "auto")
+            r.record(c, rest, "summary" if section == "summary" else "auto")
         if m_final and m_final.start() > 0:
             finals.append(Label.parse(m_final.group(1)))
     distinct = {f for f in finals if f is not None}
