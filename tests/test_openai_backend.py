@@ -14,15 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fastapi import HTTPException
 from PIL import Image
 
-from scenefit.records import Sample
-from scenefit.serve.openai_server import ChatReply, ChatRequest, bind_socket, build_openai_app, serve_in_thread
-from scenefit.store import FAILED, AnnotationStore
-from scenefit.teachers.annotate import annotate
-from scenefit.teachers.config import AnnotateConfig
-from scenefit.teachers.openai_backend import backoff_delay, chat_body, is_retryable_status
+pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
+
+from fastapi import HTTPException  # noqa: E402
+
+from scenefit.records import Sample  # noqa: E402
+from scenefit.serve.openai_server import ChatReply, ChatRequest, bind_socket, build_openai_app, serve_in_thread  # noqa: E402
+from scenefit.store import FAILED, AnnotationStore  # noqa: E402
+from scenefit.teachers.annotate import annotate  # noqa: E402
+from scenefit.teachers.config import AnnotateConfig  # noqa: E402
+from scenefit.teachers.openai_backend import backoff_delay, chat_body, is_retryable_status  # noqa: E402
 
 ANSWER = ("Analysis:\nLocation: It stands on the floor.\nCo-occurrence: It fits the room.\nSize: Normal size.\n"
           "Summary:\nLocation: In-context\nCo-occurrence: In-context\nSize: In-context\nFinal decision: In-context.")

@@ -25,6 +25,7 @@ from scenefit.teachers.annotate import annotate
 from scenefit.teachers.config import AnnotateConfig
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
 
 
 @pytest.fixture(scope="module")
