@@ -291,3 +291,30 @@ def test_import_answers_jsonl_and_bad_columns(tmp_path):
     g.write_text("foo,bar\n1,2\n")
     res = runner.invoke(app, ["import-answers", str(g), "--teacher", "t", "--db", str(db)])
     assert res.exit_code == 2 and "no sample id column" in " ".join(res.output.split())
+
+
+def test_waiting_answers_are_committed_without_a_next_answer(samples, tmp_path):
+    """A slow teacher: answers received are committed on time, not when the next one arrives."""
+    from scenefit.teachers.base import Teacher, TeacherResult
+    from scenefit.teachers.config import TeacherConfig
+
+    db = tmp_path / "a.sqlite"
+    seen_while_blocked: list[int] = []
+
+    class SlowSecond(Teacher):
+        async def answer_one(self, request):
+            if request.sample.id == samples[1].id:  # the first answer is in; wait for its commit
+                with AnnotationStore(db) as other:
+                    for _ in range(200):
+                        if other.count():
+                            break
+                        await asyncio.sleep(0.02)
+                    seen_while_blocked.append(other.count())
+            return TeacherResult(raw="Final decision: In-context")
+
+    cfg = AnnotateConfig(teachers=[], progress=False, commit_every=100, commit_interval_s=0.1)
+    t = SlowSecond(TeacherConfig(name="slow", backend="simulated", concurrency=1))
+    with AnnotationStore(db) as store:
+        asyncio.run(annotate_async(samples[:2], cfg, store, teachers=[t]))
+        assert store.count() == 2
+    assert seen_while_blocked == [1]

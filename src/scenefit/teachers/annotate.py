@@ -107,8 +107,21 @@ class _Writer:
         self.pending.append(row)
         if self.bar is not None:
             self.bar.update(1)
-        if len(self.pending) >= self.cfg.commit_every or time.monotonic() - self.last_flush >= self.cfg.commit_interval_s:
+        if len(self.pending) >= self.cfg.commit_every:
             self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if self.pending and time.monotonic() - self.last_flush >= self.cfg.commit_interval_s:
+            self.flush()
+
+    async def tick(self) -> None:
+        """Commit waiting answers every ``commit_interval_s`` even when no new one arrives
+        (slow teachers), so a kill loses only what is in flight."""
+        while True:
+            await asyncio.sleep(self.cfg.commit_interval_s / 2)
+            self.flush_if_due()
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
@@ -180,6 +193,7 @@ async def annotate_async(
     bar = _progress_bar(total, cfg.progress)
     writer = _Writer(store, cfg, tallies, bar)
     started: list[Teacher] = []
+    ticker = asyncio.get_running_loop().create_task(writer.tick())
     try:
         for t, todo in work:
             if todo:
@@ -190,6 +204,7 @@ async def annotate_async(
         summary.interrupted = True
         raise
     finally:
+        ticker.cancel()
         writer.flush()  # answers already received are kept, even on Ctrl-C
         if bar is not None:
             bar.close()
