@@ -138,7 +138,7 @@ def test_refused_connection_is_retried_then_recorded(images, tmp_path):
     port = sock.getsockname()[1]
     try:
         db = tmp_path / "a.sqlite"
-        summary = annotate(make_samples(images, ["ok"]), openai_config([f"http://127.0.0.1:{port}/v1"]), db)
+        summary = annotate(make_samples(images, ["ok"]), openai_config([f"http://127.0.0.1:{port}/v1"], check_endpoints=False), db)
     finally:
         sock.close()
     assert summary.teachers["remote"].failed_by_reason == {"connect": 1}
@@ -206,3 +206,20 @@ def test_retry_policy_units():
     body = chat_body("m", "q", "data:image/png;base64,AA", {"temperature": 0, "max_tokens": 9, "seed": None})
     assert "seed" not in body and "response_format" not in body
     assert body["messages"][0]["content"][0]["type"] == "image_url" and body["messages"][0]["content"][1]["text"] == "q"
+
+
+def test_endpoint_check_stops_early_with_a_clear_error(images, tmp_path):
+    sock = bind_socket()
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(RuntimeError, match=f"cannot reach http://127.0.0.1:{port}/v1"):
+            annotate(make_samples(images, ["ok"]), openai_config([f"http://127.0.0.1:{port}/v1"]), tmp_path / "a.sqlite")
+    finally:
+        sock.close()
+    server = FaultServer()
+    with serve_in_thread(build_openai_app(server, "tiny")) as base:
+        with pytest.raises(RuntimeError, match="serves \\['tiny'\\], not 'other'"):
+            annotate(make_samples(images, ["ok"]), openai_config([base + "/v1"], model="other"), tmp_path / "a.sqlite")
+    assert not server.requests
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        assert store.count() == 0

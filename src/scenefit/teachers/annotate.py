@@ -197,8 +197,8 @@ async def annotate_async(
     try:
         for t, todo in work:
             if todo:
+                started.append(t)  # closed below even when start() fails half-way
                 await t.start()
-                started.append(t)
         await asyncio.gather(*(_run_teacher(t, todo, prompt, writer) for t, todo in work if todo))
     except (asyncio.CancelledError, KeyboardInterrupt):
         summary.interrupted = True

@@ -47,6 +47,10 @@ class TeacherConfig(StageConfig):
         default=8, ge=1,
         description="openai: HTTP connections per pooled client; concurrency is spread over several clients because one httpx client slows down as it holds more connections.",
     )
+    check_endpoints: bool = Field(
+        default=True,
+        description="openai: before the run, ask every base URL's /models and stop with a clear error when one is unreachable or does not serve `model`.",
+    )
     api_key_env: Optional[str] = Field(default=None, description="openai: name of the environment variable holding the API key (none sent when unset).")
     timeout_s: float = Field(default=300.0, gt=0, description="openai: seconds one request may take before it is retried.")
     max_attempts: int = Field(default=5, ge=1, description="openai: attempts per request (connection errors, timeouts, 408/429/5xx are retried; other 4xx are not).")

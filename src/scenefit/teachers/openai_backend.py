@@ -142,6 +142,30 @@ class OpenAITeacher(Teacher):
             for _ in range(n_clients)
         ]
         self._client_busy = [0] * n_clients
+        if cfg.check_endpoints:
+            await self._check_endpoints()
+
+    async def _check_endpoints(self) -> None:
+        """Fail early, naming the URL, when an endpoint is down or serves another model (rather
+        than recording every sample as failed). Servers without /models are let through."""
+        import httpx
+
+        for url in self.cfg.base_urls:
+            try:
+                resp = await self._clients[0].get(url.rstrip("/") + "/models", timeout=min(10.0, self.cfg.timeout_s))
+            except httpx.HTTPError as e:
+                raise RuntimeError(
+                    f"teacher {self.name!r}: cannot reach {url} ({type(e).__name__}: {e}); start the server "
+                    "(docs/teachers.md) or set check_endpoints: false to record the failures instead"
+                ) from None
+            if resp.status_code != 200:
+                continue
+            try:
+                served = [m.get("id") for m in resp.json().get("data", [])]
+            except Exception:
+                continue
+            if served and self.cfg.model not in served:
+                raise RuntimeError(f"teacher {self.name!r}: {url} serves {served}, not {self.cfg.model!r} (the teacher's `model`)")
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, []
