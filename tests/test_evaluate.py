@@ -165,7 +165,11 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     answers = pd.read_parquet(tmp_path / "report" / "answers.parquet")
     assert set(answers["model"]) == {"student", "baseline", "shortcut"}
     assert (answers["model"] == "student").sum() == 3 * n
-    assert all(call[1] is True for call in student.calls)
+    split_calls = [call for call in student.calls if len(call[2]) == 1]
+    shortcut_calls = [call for call in student.calls if len(call[2]) == 3]
+    assert split_calls and all(call[1] is True for call in split_calls)  # explanations for the reasoning metrics
+    assert shortcut_calls and all(call[1] is False for call in shortcut_calls)  # decisions only
+    assert saved["explain"] == {"student": True, "baseline": True, "shortcut": False}
     # the garbled answer came back with the logits' label, but evaluation saw it unparseable
     garbled_row = answers[(answers["criterion"] == "co_occurrence") & (answers["id"] == ids[4]) & (answers["model"] == "student")]
     assert garbled_row["label"].isna().all() and (garbled_row["status"] == "no_decision").all()

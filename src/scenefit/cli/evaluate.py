@@ -88,15 +88,17 @@ def print_headline(metrics: dict) -> None:
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"
 
-    t = Table(title="evaluation (" + str(metrics.get("split")) + (", SYNTHETIC)" if metrics.get("synthetic") else ")"))
-    for col in ("criterion", "n", "student acc", "vs truth", "baseline acc", "F1 (out)", "macro-F1", "unparseable"):
-        t.add_column(col, justify="left" if col == "criterion" else "right")
+    t = Table(title=f"accuracy on {metrics.get('split')} vs the teacher labels"
+              + (" (SYNTHETIC)" if metrics.get("synthetic") else ""))
+    for col in ("criterion", "n", "student", "vs truth", "baseline", "F1 out", "unparseable"):
+        t.add_column(col, justify="left" if col == "criterion" else "right", no_wrap=True)
     for r in headline_rows(metrics):
         t.add_row(r["criterion"], str(r["n"]), pct(r["accuracy"]), pct(r["accuracy_vs_truth"]),
                   pct(r["baseline_accuracy"]), "–" if r["f1_out"] is None else f"{r['f1_out']:.3f}",
-                  "–" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}", str(r["unparseable"]))
+                  str(r["unparseable"]))
     console.print(t)
     sc = metrics.get("shortcut") or {}
     if sc.get("available"):
-        shares = ", ".join(f"{k} {pct(v)}" for k, v in sc["in_context_share"].items())
+        order = [*metrics.get("criteria", []), "fused"]
+        shares = ", ".join(f"{k} {pct(sc['in_context_share'][k])}" for k in order if k in sc["in_context_share"])
         console.print(f"shortcut test (in-context on {sc['n']} unmodified images; robust ≥ {pct(sc['threshold'])}): {shares}")

@@ -40,6 +40,16 @@ class EvaluateConfig(StageConfig):
         description="Generate the analysis sentence (needed for the reasoning metrics); false scores the "
         "decision only (fast path).",
     )
+    baseline_explain: Optional[bool] = Field(
+        default=None,
+        description="Generate the baseline's sentences too (null = as explain); false scores the untrained base's "
+        "decision logits only — on CPU a random base rambles to max_new_tokens.",
+    )
+    shortcut_explain: bool = Field(
+        default=False,
+        description="Generate sentences in the shortcut test too; by default it scores decisions only, which is "
+        "all the test reads.",
+    )
     max_new_tokens: int = Field(
         default=96, ge=4, le=4096, description="Upper bound on generated tokens per explanation (stops at EOS)."
     )

@@ -58,6 +58,12 @@ def _pyplot():
     return plt
 
 
+def _canonical(name: str) -> int:
+    """Sort key: the three criteria in canonical order, then ``fused`` (JSON files sort keys)."""
+    order = ["location", "size", "co_occurrence", "fused"]
+    return order.index(name) if name in order else len(order)
+
+
 def columns(metrics: dict[str, Any]) -> list[str]:
     """Criterion names present in the metrics, then ``fused`` when present."""
     names = [c for c in metrics.get("criteria", []) if c in metrics]
@@ -169,7 +175,7 @@ def plot_shortcut(shortcut: dict[str, Any]) -> Optional[str]:
     if not shares:
         return None
     plt = _pyplot()
-    names = list(shares)
+    names = sorted(shares, key=_canonical)
     fig, ax = plt.subplots(figsize=(5.6, 3.0))
     vals = [shares[n] or 0.0 for n in names]
     thr = shortcut.get("threshold", 0.95)
@@ -249,7 +255,9 @@ def _shortcut_html(shortcut: dict[str, Any]) -> str:
         return f'<p class="muted">Not run: {_esc(shortcut.get("reason", "no unmodified images given"))}.</p>'
     thr = shortcut.get("threshold", 0.95)
     rows = []
-    for name, share in (shortcut.get("in_context_share") or {}).items():
+    shares = shortcut.get("in_context_share") or {}
+    for name in sorted(shares, key=_canonical):
+        share = shares[name]
         d = (shortcut.get("details") or {}).get(name, {})
         verdict = "robust" if share is not None and share >= thr else "shortcut suspected"
         rows.append([_esc(name), d.get("n", "–"), _pct(share), d.get("unparseable", "–"), _esc(verdict)])
@@ -257,6 +265,13 @@ def _shortcut_html(shortcut: dict[str, Any]) -> str:
             f"belongs there: every answer should be in-context. Reference: ≥ {100 * thr:.0f} % in-context is robust.</p>"
             + _table(["criterion", "n", "in-context share", "unparseable", "verdict"], rows)
             + _img(plot_shortcut(shortcut), "shortcut test", ""))
+
+
+def _clip(text: Optional[str], n: int = 240) -> Optional[str]:
+    """A long (e.g. rambling, unparseable) answer cut for the gallery card."""
+    if text is None or len(text) <= n:
+        return text
+    return text[:n] + " …"
 
 
 def _gallery_html(gallery: Sequence[dict[str, Any]]) -> str:
@@ -271,7 +286,7 @@ def _gallery_html(gallery: Sequence[dict[str, Any]]) -> str:
             f'<figure class="card">{thumb}<figcaption>'
             f'<b>{_esc(g["criterion"])}</b> · {_esc(g["id"])} · {_esc(g.get("object"))} in {_esc(g.get("scene"))}<br>'
             f'<span class="bad">student: {_esc(g.get("student_label") or "unparseable")}{conf}</span> — '
-            f'{_esc(g.get("student_analysis") or g.get("student_raw"))}<br>'
+            f'{_esc(_clip(g.get("student_analysis") or g.get("student_raw")))}<br>'
             f'<span class="good">teacher: {_esc(g.get("teacher_label"))}</span> — {_esc(g.get("teacher_analysis"))}'
             + (f'<br>truth: {_esc(g["truth"])}' if g.get("truth") else "")
             + "</figcaption></figure>"
@@ -285,7 +300,8 @@ h1{margin-bottom:.2em} section{margin:2em 0} .muted{color:#777}
 .synthetic{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;font-size:1.1em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f2f2f2} td:first-child{text-align:left} img.plot{max-width:100%;display:block;margin:.5em 0}
-.gallery{display:flex;flex-wrap:wrap;gap:1em} .card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em}
+.gallery{display:flex;flex-wrap:wrap;gap:1em}
+.card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em;overflow-wrap:anywhere}
 .card img{width:100%;image-rendering:pixelated}
 .blocks{display:flex;flex-wrap:wrap;gap:0 2em} table.errors td:last-child{text-align:left} .bad{color:#b03030;font-weight:bold} .good{color:#2a7a3b;font-weight:bold}
 """

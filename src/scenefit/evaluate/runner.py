@@ -365,11 +365,11 @@ def evaluate_dirs(
 
     failures: list[dict] = [{"stage": "originals", **e} for e in originals_errors]
 
-    def run(predictor: Any, tag: str) -> dict[str, list[Answer]]:
+    def run(predictor: Any, tag: str, explain: bool) -> dict[str, list[Answer]]:
         out: dict[str, list[Answer]] = {}
         for name, df in frames.items():
             samples = [row_sample(r) for r in df.to_dict("records")]
-            got, errs = collect_answers(predictor, samples, [name], cfg.explain, chunk=cfg.batch_size * 2,
+            got, errs = collect_answers(predictor, samples, [name], explain, chunk=cfg.batch_size * 2,
                                         progress=bar(f"{tag} · {name}", len(samples)))
             failures.extend({"stage": f"{tag}/{name}", **e} for e in errs)
             failed = {e["id"] for e in errs}
@@ -379,19 +379,23 @@ def evaluate_dirs(
             out[name] = got[name]
         return out
 
-    student = run(student_predictor, "student")
-    baseline = run(baseline_predictor, "baseline") if baseline_predictor is not None and cfg.baseline else None
+    student = run(student_predictor, "student", cfg.explain)
+    baseline_explain = cfg.explain if cfg.baseline_explain is None else cfg.baseline_explain
+    baseline = (run(baseline_predictor, "baseline", baseline_explain)
+                if baseline_predictor is not None and cfg.baseline else None)
     if baseline is not None:  # rows dropped during the baseline run leave the student's answers too
         for name, df in frames.items():
             keep = set(df["id"].astype(str))
             student[name] = [a for a in student[name] if a.id in keep]
     shortcut = None
     if originals:
-        shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.explain,
+        shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
                                          chunk=cfg.batch_size * 2, progress=bar("shortcut test", len(originals)))
         failures.extend({"stage": "shortcut", **e} for e in errs)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
-            "base_model": getattr(student_predictor, "base", None) or cfg.base, "failed": len(failures)}
+            "base_model": getattr(student_predictor, "base", None) or cfg.base, "failed": len(failures),
+            "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
+                        "shortcut": cfg.shortcut_explain if originals else None}}
     metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
     gallery = worst_errors(frames, student, cfg.gallery_size)
     for g in gallery:
