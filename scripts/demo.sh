@@ -36,6 +36,10 @@ $SF split "$D/consensus/consensus.parquet" --out "$D/split" --config "$C"
 stage "7/10 student datasets (one chat-format dataset per criterion, with a dataset card)"
 $SF datasets "$D/split" --out "$D/datasets" --config "$C"
 
+stage "9/10 evaluate (students vs teacher and truth, untrained base as baseline, shortcut test, report)"
+$SF evaluate --students "$D/students" --data "$D/datasets" --split test --out "$D/report" \
+  --originals "$D/world/originals/manifest.parquet" --config "$C"
+
 # --- keep this block last: serve the students on loopback and classify one test image over HTTP ---
 stage "10/10 serve the students on 127.0.0.1, classify one test image over HTTP"
 mkdir -p "$D/serve"
@@ -81,3 +85,8 @@ if out.get("notice"):
     print(out["notice"])
 PY
 stop_server
+
+# --- the demo's result: the evaluation report of stage 9 (headline again, after the server's output) ---
+printf '\n\033[1m== result ==\033[0m  (%ss)\n' "$(( $(date +%s) - start ))"
+.venv/bin/python -c 'import json, sys; from scenefit.cli.evaluate import print_headline; print_headline(json.load(open(sys.argv[1])))' "$D/report/metrics.json"
+echo "report: $D/report/report.html  (metrics: $D/report/metrics.json)"
