@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,6 +99,30 @@ def test_fast_path_agrees_with_full_generation(trained_dir, trained):
     assert agree >= 0.99 * len(pairs), f"fast path agrees with generation on {agree}/300"
     # free generation wrote the whole answer itself, prefix included
     assert all(g.criteria[c].raw.startswith(DECISION_PREFIX) for g in generated for c in CRITERIA)
+
+
+@pytest.mark.slow
+def test_demo_students_agree_on_the_demo_test_set(repo_root):
+    """The same check on the students `make demo` trained and its test split, when present."""
+    import os
+
+    import pandas as pd
+
+    demo = Path(os.environ.get("DEMO_DIR", repo_root / "runs" / "demo"))
+    tests = {c: demo / "datasets" / c.value / "test.parquet" for c in CRITERIA}
+    if not all((demo / "students" / c.value / "adapter_config.json").is_file() and tests[c].is_file() for c in CRITERIA):
+        pytest.skip("no trained demo students / test split (run `make demo`)")
+    pred = Predictor.from_students(demo / "students", device="cpu",
+                                   config=PredictConfig(force_decision_prefix=False, max_new_tokens=64))
+    agree = total = 0
+    for c in CRITERIA:
+        items = [(row.image, row.object, None, True) for row in pd.read_parquet(tests[c]).itertuples()]
+        fast = pred.predict(items, criteria=[c])
+        generated = pred.predict(items, criteria=[c], explain=True)
+        assert all(p.ok for p in fast), [p.error for p in fast if not p.ok][:3]
+        agree += sum(f.criteria[c].label is g.criteria[c].generated_label for f, g in zip(fast, generated))
+        total += len(items)
+    assert total > 0 and agree >= 0.99 * total, f"fast path agrees with generation on {agree}/{total}"
 
 
 @pytest.mark.slow
