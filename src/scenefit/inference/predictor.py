@@ -311,7 +311,7 @@ class Predictor:
     def generate(self, texts: list[str], images: list, max_new_tokens: int, first_logits: bool = False,
                  temperature: float = 0.0, top_p: float = 1.0):
         """Batched generation (left padding; greedy unless temperature > 0) for already
-        templated ``texts``, one image each. Returns (decoded new text, new-token counts,
+        templated ``texts`` and their images (flat, in order; None for text only). Returns (decoded new text, new-token counts,
         first-step logits or None). Call inside :meth:`use` to pick the adapter."""
         inputs = self._encode(texts, images)
         gen_cfg = self.model.generation_config
@@ -364,8 +364,9 @@ class Predictor:
     def chat(self, messages: list[list[dict]], images: list, adapter: Optional[str | Criterion] = None,
              max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> tuple[list[str], list[int]]:
         """Free generation for chat requests (e.g. the OpenAI-compatible route): ``messages`` in the
-        processor's chat format (one list per request, one image each), answered by the adapter
-        named ``adapter`` (a criterion) or by the base when None. Returns (texts, new-token counts)."""
+        processor's chat format, one conversation per request; ``images`` all their images, flat, in
+        the order their image parts appear (None for text only). Answered by the adapter named
+        ``adapter`` (a criterion) or by the base when None. Returns (texts, new-token counts)."""
         crit = None if adapter is None else (adapter if isinstance(adapter, Criterion) else Criterion.parse(str(adapter)))
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
         with self._lock, self._torch.inference_mode(), self._adapters_enabled(crit is not None):
