@@ -97,7 +97,6 @@ def main() -> int:
     from _students import bench_items, demo_students, toy_students
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.criteria import CRITERIA
     from scenefit.inference import PredictConfig, Predictor
 
     t0 = time.perf_counter()

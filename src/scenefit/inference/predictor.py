@@ -29,11 +29,11 @@ import contextlib
 import inspect
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..criteria import CRITERIA, Criterion, Label
+from ..criteria import Criterion, Label
 from ..formats import DECISION_PREFIX, decision_continuations, parse_student_answer
-from ..modeling import chat_messages, default_device, load_model, load_processor, resolve_dtype
+from ..modeling import chat_messages, default_device, load_model, load_processor
 from ..prompts import student_prompt, student_system_prompt
 from .config import PredictConfig
 from .items import ItemError, PredictItem, prepare_image, to_item
