@@ -23,6 +23,7 @@ from scenefit.synth.render import render_scene
 from scenefit.synth.world import WorldConfig, WorldExistsError, generate_world, iter_layouts, load_layouts
 
 N = 400
+GAP = WorldConfig().sky_gap
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +100,14 @@ def test_location_truth_against_pixels(world, layouts):
         if truth is Label.OUT:
             seen["out"] += 1
             assert not CATEGORIES[t["category"]].flying
-            assert y1 <= h - 0.1 * lay["image_size"] + 1, lay["id"]  # bottom well above the horizon
+            assert y1 <= h - GAP * lay["image_size"] + 1, lay["id"]  # bottom well above the horizon
             img = pixels(world, lay)
             # Between the box bottom and the horizon under the box's centre: nothing but sky.
             col = img[y1:h, (x0 + x1) // 2]
             assert np.all(col == lay["sky_color"]), lay["id"]
         elif y1 > h:
             seen["in_ground"] += 1
-            assert y1 >= h + 0.1 * lay["image_size"] - 1, lay["id"]  # clearly standing, not grazing the horizon
+            assert y1 >= h + GAP * lay["image_size"] - 1, lay["id"]  # clearly standing, not grazing the horizon
         else:
             seen["in_sky"] += 1
             assert CATEGORIES[t["category"]].flying, lay["id"]  # only things that fly may be up there

@@ -75,19 +75,23 @@ class WorldConfig(StageConfig):
         "drawn in the sky rather than on the ground (both are in-context).",
     )
     person_height: float = Field(
-        default=0.2, gt=0.05, le=0.5, description="Height of the reference person as a fraction of the image side."
+        default=0.16, gt=0.05, le=0.5, description="Height of the reference person as a fraction of the image side."
     )
     normal_factor: Range = Field(
         default=(0.85, 1.15), description="Size factor range (times the category's normal height) of an in-context size."
     )
-    small_factor: Range = Field(default=(0.28, 0.38), description="Size factor range of a too-small target.")
-    big_factor: Range = Field(default=(2.2, 2.8), description="Size factor range of a too-big target.")
+    small_factor: Range = Field(default=(0.25, 0.35), description="Size factor range of a too-small target.")
+    big_factor: Range = Field(default=(2.4, 3.0), description="Size factor range of a too-big target.")
     horizon: Range = Field(
-        default=(0.57, 0.63), description="Range of the horizon row as a fraction of the image height (sky above)."
+        default=(0.48, 0.52),
+        description="Range of the horizon row as a fraction of the image height (sky above). Around 0.5 the "
+        "horizon lies on the border of the image-token cells (28 px at 112), so a floating target's box "
+        "lies in the upper cells and a standing target's bottom in the lower ones.",
     )
     sky_gap: float = Field(
-        default=0.1, gt=0.0, lt=0.5,
-        description="Least gap between a floating target's bottom and the horizon, as a fraction of the image side.",
+        default=0.06, gt=0.0, lt=0.5,
+        description="Least gap between the horizon and a floating target's bottom (above) or a standing target's "
+        "bottom (below), as a fraction of the image side.",
     )
     palette_jitter: int = Field(
         default=8, ge=0, le=30, description="Per-channel random shift of a scene instance's sky and ground colours."
