@@ -215,13 +215,13 @@ def _headline(
 
 
 def criterion_metrics(
-    df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]], cfg: EvaluateConfig,
+    name: str, df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]],
+    cfg: EvaluateConfig,
 ) -> dict[str, Any]:
     """All numbers of one criterion: headline keys first, full blocks below."""
-    name = str(df["criterion"].iloc[0]) if "criterion" in df and len(df) else ""
     teacher = list(df["label"])
     truth = list(df["truth"]) if "truth" in df else [None] * len(df)
-    m = _headline(Criterion(name).display if name else name, teacher, truth, _labels(student),
+    m = _headline(Criterion.parse(name).display, teacher, truth, _labels(student),
                   _labels(baseline) if baseline is not None else None)
     m["reasoning"] = reasoning_metrics(_labels(student), [a.analysis for a in student], teacher,
                                        list(df["analysis"]) if "analysis" in df else [None] * len(df))
@@ -306,7 +306,7 @@ def evaluate_answers(
         "reasoning_rule": RULE_SUMMARY,
     }
     for name, df in frames.items():
-        metrics[name] = criterion_metrics(df, student[name], baseline[name] if baseline else None, cfg)
+        metrics[name] = criterion_metrics(name, df, student[name], baseline[name] if baseline else None, cfg)
     fused = fused_metrics(frames, student, baseline)
     if fused is not None:
         metrics["fused"] = fused
