@@ -25,6 +25,19 @@ and seed → byte-identical images, manifest and layouts. Outputs (``OUT/``): ``
 ``world.json`` (config, counts, rates, the SYNTHETIC notice) and ``originals/`` (per scene
 instance, the unmodified background with one of its own context objects boxed — every
 criterion in-context — for the shortcut test; same files inside).
+
+One line of ``layout.jsonl`` (boxes ``[x0, y0, x1, y1]`` in pixels, x1/y1 exclusive)::
+
+    id, group, scene, indoor, image_size, horizon (first ground row), sky_color, ground_color,
+    box_color, box_width, original (bool), synthetic (true),
+    truth: {location, size, co_occurrence: "In-context" | "Out-of-context"},
+    references: [{category ("person" first, then context objects), role ("reference" |
+                  "context"), box, placement ("ground"), flying}],
+    target: {category, role ("target"), box, placement ("ground" | "sky"), flying,
+             home_scenes, size_class ("normal" | "small" | "big"), size_factor,
+             normal_height (px), height_ratio (target height / person height)}
+
+Location violations are drawn as floating only (never as "embedded" in another object).
 """
 
 from __future__ import annotations
