@@ -40,10 +40,14 @@ def synth_cmd(
     from rich.table import Table
 
     from ..criteria import CRITERIA
-    from ..synth.world import WorldExistsError, generate_world
+    from ..synth.world import WorldExistsError, check_output, generate_world
 
     cfg = load_config("world", config, sets, n=n, seed=seed, image_size=image_size,
                       samples_per_group=samples_per_group, originals=originals)
+    try:
+        check_output(out, cfg, overwrite)  # before the progress bar: a refusal prints only the error
+    except WorldExistsError as e:
+        fail(str(e))
     synthetic_banner(True)
     progress = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console)

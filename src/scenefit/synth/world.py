@@ -364,15 +364,24 @@ class WorldExistsError(RuntimeError):
 _OUTPUTS = ("images", "originals", "manifest.parquet", "layout.jsonl", "world.json")
 
 
-def _prepare(out: Path, cfg: WorldConfig, overwrite: bool) -> None:
+def check_output(out: Path | str, cfg: WorldConfig, overwrite: bool = False) -> None:
+    """Raise WorldExistsError when ``out`` holds another world or foreign files (reads only)."""
+    out = Path(out)
     marker = out / "world.json"
     if marker.is_file():
-        old = json.loads(marker.read_text()).get("config")
+        try:
+            old = json.loads(marker.read_text()).get("config")
+        except (json.JSONDecodeError, AttributeError):
+            old = None  # unreadable: treat as another world
         if old != cfg.model_dump(mode="json") and not overwrite:
             raise WorldExistsError(f"{out} holds a world made with another config; pass overwrite "
                                    "(--overwrite) to replace it, or choose another --out")
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise WorldExistsError(f"{out} is not empty and holds no world.json; choose an empty --out or --overwrite")
+
+
+def _prepare(out: Path, cfg: WorldConfig, overwrite: bool) -> None:
+    check_output(out, cfg, overwrite)
     for name in _OUTPUTS:  # only what this stage writes: a rerun never leaves stale images behind
         p = out / name
         if p.is_dir():
