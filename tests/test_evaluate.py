@@ -227,3 +227,14 @@ def test_cli_reports_bad_folders(tmp_path):
                                    "--out", str(tmp_path / "r")])
     assert res.exit_code == 2
     assert "--students" in res.output and "not a folder" in res.output
+
+
+def test_default_originals_is_the_world_beside_the_datasets(tmp_path):
+    from scenefit.evaluate.runner import default_originals
+
+    (tmp_path / "datasets").mkdir()
+    assert default_originals(tmp_path / "datasets") is None
+    target = tmp_path / "world" / "originals" / "manifest.parquet"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"")
+    assert default_originals(tmp_path / "datasets") == target.resolve()

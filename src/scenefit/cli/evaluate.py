@@ -40,10 +40,11 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate the students against the teacher labels (and the truth when the data has it).
 
-    Per criterion and fused: accuracy, F1 with out-of-context positive, macro-F1, kappa,
-    unparseable answers (counted on their own and counted wrong); the untrained base as
-    baseline; reasoning consistency and ROUGE-L; errors per object and scene; the shortcut
-    test on unmodified images. Writes OUT/metrics.json and a self-contained OUT/report.html.
+    Per criterion and fused: accuracy, F1 (out-of-context positive), macro-F1,
+    kappa; unparseable answers counted apart and counted wrong; the untrained
+    base as baseline; reasoning consistency and ROUGE-L; errors per object and
+    scene; the shortcut test on unmodified images. Writes OUT/metrics.json and
+    a self-contained OUT/report.html.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
