@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.criteria import CRITERIA, Label, fuse
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.runner import evaluate_dirs
 from scenefit.formats import parse_student_answer, render_student_answer
