@@ -36,6 +36,11 @@ $SF split "$D/consensus/consensus.parquet" --out "$D/split" --config "$C"
 stage "7/10 student datasets (one chat-format dataset per criterion, with a dataset card)"
 $SF datasets "$D/split" --out "$D/datasets" --config "$C"
 
+stage "8/10 train the three students (LoRA on the tiny model's language layers, answer-only loss)"
+# Prints each student's decision accuracy on the test split (vs consensus labels and vs truth)
+# next to the untrained base; a rerun skips finished students and resumes interrupted ones.
+$SF train --criterion all --data "$D/datasets" --model "$D/model" --out "$D/students" --config "$C" > "$D/students.json"
+
 stage "9/10 evaluate (students vs teacher and truth, untrained base as baseline, shortcut test, report)"
 $SF evaluate --students "$D/students" --data "$D/datasets" --split test --out "$D/report" \
   --originals "$D/world/originals/manifest.parquet" --config "$C"

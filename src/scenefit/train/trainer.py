@@ -17,9 +17,11 @@ tensorboard events under ``trainer/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,7 +297,9 @@ def train_student(
     )
     resume_from = get_last_checkpoint(str(run_dir)) if cfg.resume and run_dir.is_dir() else None
     started = time.time()
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        train_output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - started
 
     metrics: dict[str, Any] = {
