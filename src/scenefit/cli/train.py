@@ -3,7 +3,7 @@
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
         --out runs/demo/students --config configs/demo.yaml
 
-Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m scenefit.cli train …``
+Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml "$(command -v scenefit)" train …``
 (see the README's Training section). A rerun skips students that finished and resumes
 interrupted ones from their latest checkpoint.
 """

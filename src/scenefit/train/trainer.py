@@ -318,11 +318,13 @@ def train_student(
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
         "synthetic": synthetic,
     }
-    if cfg.score_test and "test" in frames and trainer.is_world_process_zero():
+    if cfg.score_test and "test" in frames:
+        # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size, with_base=True)
 
+    trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(str(out))
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml is the readable record
         save_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
         write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
