@@ -109,9 +109,18 @@ def _corpus() -> list[str]:
         "chair cup bottle banana zebra elephant giraffe sheep bus truck bicycle tree house lamp sofa bed "
         "beach street kitchen farm field park office room bathroom forest desert snow city indoor outdoor "
         "normal scale size location place spot surface support horizon line because so yes no not "
-        "answer decision analysis summary final context judge only assistant system user helpful you"
+        "answer decision analysis summary final context judge only assistant system user helpful you "
+        "nothing holding up The It A An This"
     ).split()
     lines.extend(" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
+    # The synthetic world's object and place names, so each is one token (a 2-layer model
+    # links a name to the pixels far more easily than a string of byte pieces).
+    from .synth.catalog import CATEGORIES, SCENES, article, plural
+
+    for name in CATEGORIES:
+        lines.append(f"The {name} is {article(name)}; {plural(name)}. a {name} the {name}")
+    for scene in SCENES.values():
+        lines.append(f"{scene.place} the {scene.name} {scene.sky_word} {scene.ground_word} of the {scene.name}")
     lines.extend(str(i) for i in range(100))
     return lines
 
