@@ -108,3 +108,16 @@ def fuse(labels: Iterable[Optional[Label]]) -> Optional[Label]:
     if seen_unknown or not any_label:
         return None
     return Label.IN
+
+
+def criteria_list(values: Iterable[str | Criterion]) -> list[str]:
+    """Validate a config's criteria list: at least one, each a known criterion, no repeats.
+
+    Returns machine names in the given order (config fields keep plain strings)."""
+    raw = list(values or [])
+    if not raw:
+        raise ValueError("at least one criterion is needed")
+    out = [Criterion.parse(str(c.value if isinstance(c, Criterion) else c)).value for c in raw]
+    if len(set(out)) != len(out):
+        raise ValueError(f"criteria repeat: {raw}")
+    return out

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from . import SYNTHETIC_NOTICE
 from .config import StageConfig
-from .criteria import CRITERIA, Criterion, Label
+from .criteria import CRITERIA, Criterion, Label, criteria_list
 from .formats import render_student_answer
 from .prompts import student_prompt, student_prompt_version, student_system_prompt
 from .split import SPLITS, stable_hash
@@ -65,9 +65,7 @@ class DatasetsConfig(StageConfig):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one criterion is needed")
-        return [Criterion.parse(str(c)).value for c in v]
+        return criteria_list(v)
 
 
 @dataclass

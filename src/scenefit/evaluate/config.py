@@ -11,7 +11,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from ..config import StageConfig
-from ..criteria import CRITERIA, Criterion
+from ..criteria import CRITERIA, criteria_list
 
 
 class EvaluateConfig(StageConfig):
@@ -81,9 +81,4 @@ class EvaluateConfig(StageConfig):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one criterion is needed")
-        out = [Criterion.parse(str(c)).value for c in v]
-        if len(set(out)) != len(out):
-            raise ValueError(f"criteria repeat: {v}")
-        return out
+        return criteria_list(v)

@@ -8,7 +8,7 @@ from typing import Optional
 from pydantic import Field, field_validator
 
 from ..config import StageConfig
-from ..criteria import CRITERIA, Criterion
+from ..criteria import CRITERIA, criteria_list
 from ..images import DEFAULT_MAX_PIXELS
 
 
@@ -53,11 +53,4 @@ class PredictConfig(StageConfig):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
-        out = []
-        for name in v:
-            c = Criterion.parse(name).value
-            if c not in out:
-                out.append(c)
-        if not out:
-            raise ValueError("judge at least one criterion")
-        return out
+        return criteria_list(v)

@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..config import StageConfig
-from ..criteria import CRITERIA, Criterion
+from ..criteria import CRITERIA, criteria_list
 
 #: Metrics the trainer can pick the best checkpoint by (names as the Trainer logs them).
 BEST_METRICS = {"eval_loss": False, "eval_decision_accuracy": True}  # name -> greater is better
@@ -148,9 +148,7 @@ class TrainConfig(StageConfig):
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one criterion is needed")
-        return [Criterion.parse(str(c)).value for c in v]
+        return criteria_list(v)
 
     @field_validator("metric_for_best_model")
     @classmethod
