@@ -27,3 +27,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module: on 2 shared cores torch's default 2 threads spin against
+    other processes (measured ~6x slower). Modules opt in with pytestmark usefixtures."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def random_head_students(tiny_model_dir, tmp_path_factory) -> Path:
+    """Three untrained toy students (random LoRA rank 8 + an lm_head copy each), built once
+    per session and shared read-only by the predict, CLI and export tests."""
+    from scenefit.inference.toy_students import build_toy_students
+
+    return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("random_head_students"), steps=0, rank=8)

@@ -14,7 +14,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from scenefit.cli import app
@@ -27,12 +26,7 @@ from scenefit.vllm_export import (
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +35,8 @@ def lora_students(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def head_students(tiny_model_dir, tmp_path_factory):
-    return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("vllm_head"), steps=0, rank=8)
+def head_students(random_head_students):
+    return random_head_students
 
 
 def _assert_servable(check):

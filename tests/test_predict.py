@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from scenefit.criteria import CRITERIA, Criterion, Label, fuse
@@ -27,13 +26,7 @@ from scenefit.inference import (
 from scenefit.inference.toy_students import build_toy_students, toy_items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: torch's default 2 threads spin against other processes (measured ~6x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +35,8 @@ def trained_dir(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def random_head_dir(tiny_model_dir, tmp_path_factory):
-    return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("random_head"), steps=0, rank=8)
+def random_head_dir(random_head_students):
+    return random_head_students
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,20 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.inference.toy_students import build_toy_students
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def students(tiny_model_dir, tmp_path_factory):
-    return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("cli_students"), steps=0, rank=8)
+def students(random_head_students):
+    return random_head_students
 
 
 @pytest.fixture()

@@ -189,7 +189,8 @@ def test_unreadable_image_is_an_error_naming_the_sample(processor, tmp_path):
 def test_decision_prefix_tokenizes_as_in_training(processor, image_path):
     """The fast path's prompt + 'Decision:' must equal the training sequence up to the label."""
     from scenefit.train.data import IGNORE_INDEX, encode_example
-    from scenefit.train.decision import decision_token_ids, scoring_batch
+    from scenefit.inference import decision_token_ids
+    from scenefit.train.decision import scoring_batch
 
     for label in Label:
         row = _row(image_path, label)
@@ -199,7 +200,7 @@ def test_decision_prefix_tokenizes_as_in_training(processor, image_path):
         n_prefix = len(processor.tokenizer(DECISION_PREFIX, add_special_tokens=False)["input_ids"])
         scored = scoring_batch(processor, [row])["input_ids"][0].tolist()
         assert scored == ids[: start + n_prefix]
-        assert ids[start + n_prefix] == decision_token_ids(processor.tokenizer)[label]
+        assert ids[start + n_prefix] == decision_token_ids(processor)[1][label]
 
 
 def test_collator_pads_right_and_never_labels_padding(processor, image_path):

@@ -18,7 +18,6 @@ Not supported: streaming, ``n`` > 1, tools.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -27,7 +26,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
@@ -203,61 +201,24 @@ def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: in
 class BatchingRunner:
     """Turn a synchronous ``generate(list[ChatRequest]) -> list[ChatReply]`` into a runner that
     batches concurrent requests: up to ``max_batch`` with equal decoding settings per call,
-    waiting at most ``max_wait_s`` for companions. Calls run one at a time in a worker thread;
-    requests that arrive meanwhile form the next batch."""
+    waiting at most ``max_wait_s`` for companions. The batching itself is the student server's
+    :class:`~scenefit.serve.batching.MicroBatcher` (one worker thread, requests of clients that
+    hung up skipped, a failing merged call retried item by item)."""
 
     def __init__(self, generate: Callable[[list[ChatRequest]], list[ChatReply]], max_batch: int = 8, max_wait_s: float = 0.005):
+        from .batching import MicroBatcher
+
         self.generate = generate
-        self.max_batch = max(1, max_batch)
-        self.max_wait_s = max_wait_s
-        self._queue: Optional[asyncio.Queue] = None
-        self._task: Optional[asyncio.Task] = None
+        self._batcher = MicroBatcher(self._generate_batch, max_batch=max(1, max_batch), max_wait_ms=max_wait_s * 1000)
+
+    def _generate_batch(self, requests, _decoding_key) -> list[ChatReply]:
+        replies = self.generate(list(requests))
+        for rep in replies:
+            rep.batch_size = len(requests)
+        return replies
 
     async def __call__(self, req: ChatRequest) -> ChatReply:
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-        fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((req, fut))
-        return await fut
-
-    async def _loop(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            groups: dict[tuple, list] = defaultdict(list)
-            for item in batch:
-                groups[item[0].decoding_key()].append(item)
-            for items in groups.values():
-                live = [(r, f) for r, f in items if not f.done()]  # a client that hung up
-                if not live:
-                    continue
-                try:
-                    replies = await asyncio.to_thread(self.generate, [r for r, _ in live])
-                except Exception as e:
-                    for _, f in live:
-                        if not f.done():
-                            f.set_exception(e)
-                    continue
-                for (_, f), rep in zip(live, replies):
-                    rep.batch_size = len(live)
-                    if not f.done():
-                        f.set_result(rep)
+        return await self._batcher.submit(req, req.decoding_key())
 
 
 def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = None, dtype: str = "auto",

@@ -3,8 +3,9 @@
 The prompt is rendered exactly as in training, the assistant turn is opened and the forced
 answer prefix ``Decision:`` (:data:`scenefit.formats.DECISION_PREFIX`) appended; the label is
 the alternative (:func:`scenefit.formats.decision_continuations`) whose first token has the
-larger logit at the last position. The alternatives' first tokens must differ (checked), and
-the prefix must tokenize as it does inside the training sequence (a test checks it against
+larger logit at the last position. The alternatives' first tokens must differ and the prefix must
+tokenize as it does after the prompt — both checked once, for training and prediction alike, by
+:func:`scenefit.inference.predictor.decision_token_ids` (a test also checks the prefix against
 :func:`scenefit.train.data.encode_example`). Training-time eval and the demo's test scores use
 this path; generation + :func:`scenefit.formats.parse_student_answer` is the slow equivalent.
 """
@@ -14,22 +15,8 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 from ..criteria import Label
-from ..formats import DECISION_PREFIX, decision_continuations
+from ..formats import DECISION_PREFIX
 from .data import open_image, row_messages
-
-
-def decision_token_ids(tokenizer) -> dict[Label, int]:
-    """First token id of each label's continuation after the prefix (must be distinct)."""
-    ids: dict[Label, int] = {}
-    for label, text in decision_continuations().items():
-        prefixed = tokenizer(DECISION_PREFIX + text, add_special_tokens=False)["input_ids"]
-        bare = tokenizer(DECISION_PREFIX, add_special_tokens=False)["input_ids"]
-        if prefixed[: len(bare)] != bare:
-            raise ValueError(f"the tokenizer merges {DECISION_PREFIX!r} with {text!r}; the fast path cannot score it")
-        ids[label] = prefixed[len(bare)]
-    if len(set(ids.values())) != len(ids):
-        raise ValueError(f"label continuations share their first token ({ids}); the fast path cannot tell them apart")
-    return ids
 
 
 def prompt_text(processor, row: dict) -> str:
@@ -49,7 +36,9 @@ def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, prog
     """Per row: predicted label and P(Out-of-context) from the two first-token logits."""
     import torch
 
-    ids = decision_token_ids(processor.tokenizer)
+    from ..inference.predictor import decision_token_ids
+
+    _, ids = decision_token_ids(processor)
     order = [ids[Label.IN], ids[Label.OUT]]
     device = next(model.parameters()).device
     was_training = model.training
