@@ -136,3 +136,21 @@ def test_concurrent_requests_share_batches(server):
     assert max(int(r.headers["x-scenefit-batch"]) for r in rs) > 1
     texts = {r.json()["choices"][0]["message"]["content"] for r in rs}
     assert len(texts) == 1  # the same request gives the same answer, batched or not
+
+
+def test_data_url_images_pass_the_image_checks():
+    """The standalone chat server decodes images with scenefit.images' checks: a header that
+    claims a huge image is refused before decoding, naming the data URL and the reason."""
+    from test_images import png_claiming
+
+    from scenefit.serve.openai_server import BadRequest, decode_data_url
+
+    bomb = "data:image/png;base64," + base64.b64encode(png_claiming(60_000, 60_000)).decode()
+    with pytest.raises(BadRequest, match=r"image data URL refused \(bomb\)"):
+        decode_data_url(bomb)
+    gif = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(BadRequest, match="format_not_allowed"):
+        decode_data_url("data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode())

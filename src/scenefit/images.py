@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -178,6 +179,24 @@ def load_image(
         if out is im:  # detach from the file handle closed by `with`
             out = im.copy()
     return out
+
+
+def load_image_bytes(
+    raw: bytes,
+    name: str = "uploaded image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allowed_formats: Optional[Iterable[str]] = None,
+) -> Image.Image:
+    """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks.
+
+    The bytes pass through a private temporary file; messages name ``name``, not that file."""
+    with tempfile.NamedTemporaryFile(prefix="scenefit-upload-", suffix=".bin") as tmp:
+        tmp.write(raw)
+        tmp.flush()
+        try:
+            return load_image(tmp.name, max_pixels=max_pixels, allowed_formats=allowed_formats)
+        except ImageError as e:
+            raise ImageError(e.code, e.message.replace(tmp.name, name)) from None
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -17,14 +17,14 @@ import binascii
 import hmac
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from fastapi import HTTPException
 
-from ..images import ImageError, clip_box, load_image
+from .. import images
+from ..images import ImageError, clip_box
 
 #: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
 IMAGE_ERROR_STATUS: dict[str, int] = {
@@ -248,16 +248,11 @@ def decode_base64_image(data: str) -> bytes:
 
 def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]):
     """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
-    before decoding, full decode). scenefit.images reads paths, so the bytes go through a
-    private temporary file; its path is replaced by 'uploaded image' in messages."""
-    with tempfile.NamedTemporaryFile(prefix="scenefit-upload-", suffix=".bin") as tmp:
-        tmp.write(raw)
-        tmp.flush()
-        try:
-            return load_image(tmp.name, max_pixels=max_pixels, allowed_formats=allowed_formats)
-        except ImageError as e:
-            message = e.message.replace(tmp.name, "uploaded image")
-            raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, message) from None
+    before decoding, full decode); an ImageError becomes the API error of its code."""
+    try:
+        return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats)
+    except ImageError as e:
+        raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, e.message) from None
 
 
 def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
