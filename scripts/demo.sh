@@ -15,7 +15,7 @@ mkdir -p "$D"
 start=$(date +%s)
 stage() { printf '\n\033[1m== %s ==\033[0m  (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
-stage "1/10 tiny Qwen2.5-VL (random weights, local tokenizer)"
+stage "1/10 tiny Qwen2.5-VL (random language model, local tokenizer, ~1 min of vision-tower perception pretraining)"
 $SF tiny-model "$D/model" --config "$C"
 
 stage "2/10 synthetic world (scenes with one boxed object, known truth)"

@@ -6,9 +6,9 @@
 A probe of the world, not of the training stage: it draws a world with every violation rate at
 0.5, labels each sample with its *truth*, trains the tiny Qwen2.5-VL of configs/demo.yaml on the
 bare decision ("Decision: In-context|Out-of-context", no analysis sentence) with a plain AdamW
-loop (batch 16), and prints held-out decision accuracy (the fast scoring path) every few steps.
+loop (--batch, default 16), and prints held-out decision accuracy (the fast scoring path) every few steps.
 ``--mode lora`` trains the demo recipe's parts (LoRA on the language model + lm_head),
-``--mode full`` every weight, the random vision tower included. SYNTHETIC: a test bed only.
+``--mode full`` every weight, the vision tower included. SYNTHETIC: a test bed only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n", type=int, default=1400, help="world samples (160 are held out)")
+    ap.add_argument("--batch", type=int, default=16, help="samples per step")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="world config field=value")
     args = ap.parse_args()
 
@@ -83,7 +84,7 @@ def main() -> int:
     rng, started, history = random.Random(0), time.time(), []
     model.train()
     for step in range(1, args.steps + 1):
-        loss = model(**collate(rng.sample(encoded, 16))).loss
+        loss = model(**collate(rng.sample(encoded, args.batch))).loss
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -182,22 +182,33 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[s
     return model
 
 
-def user_message(text: str, with_image: bool = True) -> dict:
-    """One user turn: the image first, then the question (the order the students train on)."""
-    content: list[dict] = [{"type": "image"}] if with_image else []
-    content.append({"type": "text", "text": text})
+def user_message(text: str, with_image: bool = True, image_after_text: bool = False) -> dict:
+    """One user turn: the image and the question, the image first unless ``image_after_text``
+    (the students' layout, see prompts.student_image_after_text)."""
+    content: list[dict] = [{"type": "text", "text": text}]
+    if with_image:
+        content.insert(len(content) if image_after_text else 0, {"type": "image"})
     return {"role": "user", "content": content}
 
 
-def chat_messages(prompt: str, system: Optional[str] = None, answer: Optional[str] = None) -> list[dict]:
+def chat_messages(
+    prompt: str, system: Optional[str] = None, answer: Optional[str] = None, image_after_text: bool = False
+) -> list[dict]:
     """System (optional) + user(image, prompt) + assistant answer (optional)."""
     msgs: list[dict] = []
     if system:
         msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    msgs.append(user_message(prompt))
+    msgs.append(user_message(prompt, image_after_text=image_after_text))
     if answer is not None:
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return msgs
+
+
+def student_messages(prompt: str, system: Optional[str] = None, answer: Optional[str] = None) -> list[dict]:
+    """A student's chat, in the layout of the student prompt file (image before or after the text)."""
+    from .prompts import student_image_after_text
+
+    return chat_messages(prompt, system, answer, image_after_text=student_image_after_text())
 
 
 def offline() -> bool:

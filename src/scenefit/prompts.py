@@ -70,9 +70,20 @@ def teacher_prompt(path: Optional[Path | str] = None, variant: str = "text") -> 
     return PromptTemplate.from_text(filename.removesuffix(".txt"), _package_text(filename))
 
 
+#: The student prompt file. v2 keeps v1's words and moves the image after the question: with
+#: the image last, the decision token sits a fixed number of positions after every image row
+#: (the object's name, whose token count varies, comes before the image), which is what lets a
+#: small student read rows through RoPE. A real Qwen2.5-VL reads either order.
+STUDENT_PROMPT_FILE = "student_v2.json"
+IMAGE_POSITIONS = ("before_text", "after_text")
+
+
 @lru_cache(maxsize=None)
 def _student_spec() -> dict:
-    return json.loads(_package_text("student_v1.json"))
+    spec = json.loads(_package_text(STUDENT_PROMPT_FILE))
+    if spec.get("image_position", "before_text") not in IMAGE_POSITIONS:
+        raise ValueError(f"{STUDENT_PROMPT_FILE}: image_position must be one of {IMAGE_POSITIONS}")
+    return spec
 
 
 def student_prompt(criterion: Criterion | str) -> PromptTemplate:
@@ -86,6 +97,11 @@ def student_system_prompt() -> str:
     return _student_spec()["system"]
 
 
+def student_image_after_text() -> bool:
+    """Whether the student's user turn puts the image after the question (else before)."""
+    return _student_spec().get("image_position", "before_text") == "after_text"
+
+
 def student_prompt_version() -> str:
     """Version tag plus hash of the whole student prompt file."""
-    return f"{_student_spec()['version']}-{text_hash(_package_text('student_v1.json'))}"
+    return f"{_student_spec()['version']}-{text_hash(_package_text(STUDENT_PROMPT_FILE))}"

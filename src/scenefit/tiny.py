@@ -55,6 +55,21 @@ class TinyModelConfig(StageConfig):
     min_pixels: int = Field(56 * 56, ge=28 * 28, description="Image processor min pixels (size.shortest_edge).")
     max_pixels: int = Field(112 * 112, ge=28 * 28, description="Image processor max pixels (size.longest_edge); 112x112 -> 16 image tokens.")
     max_position_embeddings: int = Field(4096, ge=256, description="Longest sequence the text model accepts.")
+    vision_pretrain_steps: int = Field(
+        0, ge=0, le=100_000,
+        description="Steps of perception pretraining for the vision tower (0 = leave it random). A random tower "
+        "does not see the thin red box; see scenefit.tiny_vision.",
+    )
+    vision_pretrain_images: int = Field(
+        1600, ge=16, le=100_000, description="Synthetic images drawn for the vision pretraining (1/8, at most 200, held out)."
+    )
+    vision_pretrain_seed: int = Field(
+        7, description="World seed of those images; keep it apart from the demo world's seed so no demo sample is seen."
+    )
+    vision_pretrain_lr: float = Field(1e-3, gt=0, lt=1, description="AdamW learning rate of the vision pretraining.")
+    vision_pretrain_image_size: int = Field(
+        112, ge=56, le=1024, description="Side of the pretraining images (the demo world's image_size)."
+    )
 
     @field_validator("num_heads")
     @classmethod
@@ -170,8 +185,9 @@ def build_tokenizer(cfg: TinyModelConfig):
     return qt
 
 
-def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None) -> Path:
-    """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU)."""
+def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None, progress: bool = False) -> Path:
+    """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
+    minute more with ``vision_pretrain_steps``, whose progress bar ``progress`` shows)."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -224,9 +240,18 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None)
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = False
-    model.save_pretrained(str(out))
 
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+    vision_record = None
+    if cfg.vision_pretrain_steps:
+        from .tiny_vision import pretrain_vision
+
+        vision_record = pretrain_vision(
+            model, image_processor, cfg.vision_pretrain_steps, images=cfg.vision_pretrain_images,
+            seed=cfg.vision_pretrain_seed, lr=cfg.vision_pretrain_lr, image_size=cfg.vision_pretrain_image_size,
+            progress=progress,
+        )
+    model.save_pretrained(str(out))
     if torchvision_available():
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -242,7 +267,13 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None)
             image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
         )
     save_processor(processor, out)
+    note = "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model"
+    if vision_record:
+        note = (
+            "tiny Qwen2.5-VL built by scenefit: random language model; vision tower pretrained on synthetic images "
+            "to see the box colour and each cell's colour (SYNTHETIC; no labels, prompts or demo samples)"
+        )
     (out / "scenefit_tiny.json").write_text(
-        json.dumps({"note": "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model", **cfg.model_dump()}, indent=2)
+        json.dumps({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record}, indent=2)
     )
     return out

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..criteria import Criterion, Label
 from ..formats import DECISION_PREFIX, decision_continuations, parse_student_answer
-from ..modeling import chat_messages, default_device, load_model, load_processor
+from ..modeling import default_device, load_model, load_processor, student_messages
 from ..prompts import student_prompt, student_system_prompt
 from .config import PredictConfig
 from .items import ItemError, PredictItem, prepare_image, to_item
@@ -54,7 +54,7 @@ def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
     """
     tok = processor.tokenizer
     prompt = processor.apply_chat_template(
-        chat_messages("x", system=student_system_prompt()), tokenize=False, add_generation_prompt=True
+        student_messages("x", system=student_system_prompt()), tokenize=False, add_generation_prompt=True
     )
 
     def ids(text: str) -> list[int]:
@@ -273,7 +273,7 @@ class Predictor:
         key = (criterion, object_name)
         text = self._prompt_cache.get(key)
         if text is None:
-            msgs = chat_messages(student_prompt(criterion).render(object_name), system=student_system_prompt())
+            msgs = student_messages(student_prompt(criterion).render(object_name), system=student_system_prompt())
             text = self.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             if len(self._prompt_cache) < 4096:
                 self._prompt_cache[key] = text

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from ..criteria import CRITERIA, Criterion, Label
 from ..formats import DECISION_PREFIX, render_student_answer
 from ..images import draw_box
-from ..modeling import chat_messages, load_model, load_processor, save_processor
+from ..modeling import load_model, load_processor, save_processor, student_messages
 from ..prompts import student_prompt, student_prompt_version, student_system_prompt
 from .students import STUDENT_META
 
@@ -148,7 +148,7 @@ def _train(model, processor, crits: Sequence[Criterion], steps: int, lr: float, 
             obj = rng.choice(OBJECTS)
             crit = rng.choice(list(crits))
             prompt = processor.apply_chat_template(
-                chat_messages(student_prompt(crit).render(obj), system=system), tokenize=False,
+                student_messages(student_prompt(crit).render(obj), system=system), tokenize=False,
                 add_generation_prompt=True)
             answer = toy_answer(crit, truth[crit], obj) + "<|im_end|>"
             texts.append(prompt + answer)

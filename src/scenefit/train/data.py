@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from ..images import load_image
-from ..modeling import chat_messages
+from ..modeling import student_messages
 
 IGNORE_INDEX = -100
 SPLIT_FILES = ("train", "val", "test")
@@ -51,7 +51,7 @@ def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame
 
 def row_messages(row: dict, image, with_answer: bool = True) -> list[dict]:
     """The chat of one row, the image object placed in the user turn."""
-    msgs = chat_messages(row["prompt"], row.get("system") or None, row["target"] if with_answer else None)
+    msgs = student_messages(row["prompt"], row.get("system") or None, row["target"] if with_answer else None)
     for m in msgs:
         if m["role"] == "user":
             for part in m["content"]:

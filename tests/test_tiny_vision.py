@@ -1,0 +1,80 @@
+"""The tiny model's vision pretraining (the demo's stand-in for a pretrained ViT) and the
+students' chat layout that lets a small student read image rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from scenefit.modeling import student_messages
+from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
+from scenefit.synth.catalog import BOX_RED
+from scenefit.tiny_vision import (
+    _BOTTOM, _HEIGHT, _SCENE, BITS, HEIGHT_EDGES, SCENE_TYPES, TARGETS_PER_TOKEN, token_targets,
+)
+
+
+def scene_with_box(box, size=112):
+    img = Image.new("RGB", (size, size), (120, 200, 255))
+    ImageDraw.Draw(img).rectangle(box, outline=BOX_RED, width=2)
+    return img
+
+
+def test_token_targets_locate_the_box_patch_by_patch():
+    # A box inside the patch at row 5, col 2 (14 px patches): x 30..39, y 72..81.
+    t = token_targets(scene_with_box([30, 72, 39, 81]), (8, 8), "farm")
+    assert t.shape == (16, TARGETS_PER_TOKEN)
+    # patch (5, 2) -> merged token (2, 1) = index 9, its bottom-left patch (sub-index 2)
+    hit = np.argwhere(t[:, :BITS] > 0.5).tolist()
+    assert hit == [[9, 2]]
+    # the image-level one-hots are the same on every token
+    assert (t[:, _HEIGHT] == t[0, _HEIGHT]).all() and t[:, _HEIGHT].sum(1).tolist() == [1.0] * 16
+    assert int(t[0, _HEIGHT].argmax()) == int(np.searchsorted(HEIGHT_EDGES, 10 / 112))
+    assert int(t[0, _BOTTOM].argmax()) == 81 * 8 // 112
+    assert SCENE_TYPES[int(t[0, _SCENE].argmax())] == "farm"
+    # mean colours are in [0, 1]; the sky colour dominates every cell
+    assert np.allclose(t[0, BITS + 1 : BITS + 4], np.array([120, 200, 255]) / 255.0)
+
+
+def test_token_targets_tall_and_low_boxes_land_in_other_bins():
+    short_high = token_targets(scene_with_box([10, 5, 20, 15]), (8, 8), "beach")
+    tall_low = token_targets(scene_with_box([10, 50, 40, 108]), (8, 8), "beach")
+    assert tall_low[0, _HEIGHT].argmax() > short_high[0, _HEIGHT].argmax()
+    assert tall_low[0, _BOTTOM].argmax() == 7 and short_high[0, _BOTTOM].argmax() == 1
+    with pytest.raises(ValueError, match="merge size"):
+        token_targets(scene_with_box([1, 1, 5, 5]), (7, 8), "beach")
+
+
+def test_vision_pretraining_teaches_the_tower_to_see_the_box(tmp_path, torch_one_thread):
+    """A short pretraining beats both the random tower and the majority class on held-out
+    images, and the saved folder records it."""
+    from scenefit.tiny import TinyModelConfig, build_tiny_model
+
+    cfg = TinyModelConfig(vision_pretrain_steps=120, vision_pretrain_images=240)
+    out = build_tiny_model(tmp_path / "m", cfg)
+    record = json.loads((out / "scenefit_tiny.json").read_text())
+    vp = record["vision_pretraining"]
+    assert vp["box_patch_accuracy_after"] > vp["box_patch_accuracy_before"] + 0.1
+    assert vp["box_patch_accuracy_after"] > vp["box_patch_majority"]
+    assert "vision tower pretrained" in record["note"]
+
+
+def test_student_chat_puts_the_image_right_before_the_answer(tiny_model_dir):
+    """The decision token sits at the same distance from the image whatever the object's
+    name (whose token count varies) — the point of the after-text layout."""
+    from scenefit.modeling import load_processor
+
+    assert student_image_after_text()
+    proc = load_processor(tiny_model_dir)
+    tok = proc.tokenizer
+    gaps = set()
+    for name in ("cow", "fire hydrant", "refrigerator"):
+        msgs = student_messages(student_prompt("location").render(name), student_system_prompt())
+        text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        assert text.index("<|vision_start|>") > text.index(f"marks a {name}")
+        ids = tok(text)["input_ids"]
+        gaps.add(len(ids) - ids.index(tok.convert_tokens_to_ids("<|vision_end|>")))
+    assert len(gaps) == 1
