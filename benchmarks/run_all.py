@@ -24,7 +24,7 @@ SCRIPTS = ("student_inference", "memory", "annotate_client", "data_stages", "tra
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="run only these scripts (names without .py)")
-    ap.add_argument("--timeout", type=float, default=240, help="seconds allowed per script")
+    ap.add_argument("--timeout", type=float, default=360, help="seconds allowed per script")
     args = ap.parse_args()
     names = args.only or SCRIPTS
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

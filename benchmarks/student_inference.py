@@ -50,7 +50,7 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
 
     from scenefit.formats import parse_student_answer
     from scenefit.inference import prepare_image, to_item
-    from scenefit.modeling import chat_messages
+    from scenefit.modeling import student_messages
     from scenefit.prompts import student_prompt, student_system_prompt
 
     labels, counts = [], []
@@ -59,7 +59,7 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
             item = to_item(raw, i)
             image = prepare_image(item, box_width)
             for crit, (model, processor) in models.items():
-                msgs = chat_messages(student_prompt(crit).render(item.object), system=student_system_prompt())
+                msgs = student_messages(student_prompt(crit).render(item.object), system=student_system_prompt())
                 text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
                 inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,

@@ -52,15 +52,13 @@ def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int) -> f
     from PIL import Image
     from trl import SFTConfig, SFTTrainer
 
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.modeling import load_model, load_processor, student_messages
 
     rows = pd.read_parquet(data / "location" / "train.parquet").to_dict("records")
     ds = Dataset.from_list([
         {
-            "prompt": [
-                {"role": "system", "content": [{"type": "text", "text": r["system"]}]},
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}]},
-            ],
+            # the same chat as the project's (student_messages: the students' image position)
+            "prompt": student_messages(r["prompt"], r["system"]),
             "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["target"]}]}],
             "images": [Image.open(r["image"]).convert("RGB")],
         }

@@ -8,6 +8,7 @@ import yaml
 
 from .. import SYNTHETIC_NOTICE
 from ..criteria import Criterion
+from ..prompts import student_image_after_text
 from .config import TrainConfig
 
 
@@ -50,7 +51,9 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) 
         "",
         f"A LoRA adapter on `{info['base_model']}` that answers one criterion for an image whose object is marked "
         f"with a red box: first `{info['decision_prefix']} In-context|Out-of-context`, then one "
-        f"`{crit.display}: …` sentence. Prompt version `{info['prompt_version']}`.",
+        f"`{crit.display}: …` sentence. Prompt version `{info['prompt_version']}`; the user turn is "
+        f"{'the question, then the image' if student_image_after_text() else 'the image, then the question'} "
+        "(send it in that order, e.g. to vLLM).",
         "",
         "## Adapter",
         "",
