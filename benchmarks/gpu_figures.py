@@ -54,19 +54,14 @@ CRITERIA = ("location", "size", "co_occurrence")
 def build_model(preset: dict, tokenizer, device: str, dtype):
     """A random-weight Qwen2.5-VL of ``preset``'s dimensions, built directly on ``device``."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
-                                                           "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
-    text = {k: v for k, v in preset.items() if k not in ("vision", "mrope_section")}
-    text.update(max_position_embeddings=128000, tie_word_embeddings=True,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": preset["mrope_section"]},
-                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    vision = dict(preset["vision"], out_hidden_size=preset["hidden_size"], window_size=112, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2)
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-                              video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                              vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+    from scenefit.tiny import qwen_vl_config, set_generation_defaults
+
+    text = {k: v for k, v in preset.items() if k not in ("vision", "mrope_section", "vocab_size")}
+    config = qwen_vl_config(tokenizer, dict(text, max_position_embeddings=128000), preset["vision"], rope_theta=1e6,
+                            mrope_section=preset["mrope_section"], vocab_size=preset["vocab_size"],
+                            tie_word_embeddings=True)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -74,8 +69,7 @@ def build_model(preset: dict, tokenizer, device: str, dtype):
             model = Qwen2_5_VLForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    set_generation_defaults(model, tokenizer)
     return model.eval()
 
 
@@ -119,17 +113,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def timed_on(device: str, fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call, waiting for the
+    device's queued work inside each timing (student_inference.timed does the median)."""
+    from student_inference import timed
+
+    def call() -> None:
         fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+
+    call()
+    return timed(call, repeats)[0]
 
 
 def main() -> int:
@@ -183,8 +177,8 @@ def main() -> int:
     for b in args.batch_sizes:
         predictor.config = cfg.model_copy(update={"batch_size": b})
         batch_items = items[: b * args.batches]
-        t_fast = timed(lambda: predictor.predict(batch_items), args.device, args.repeats)
-        t_exp = timed(lambda: predictor.predict(batch_items, explain=True), args.device, max(1, args.repeats // 2))
+        t_fast = timed_on(args.device, lambda: predictor.predict(batch_items), args.repeats)
+        t_exp = timed_on(args.device, lambda: predictor.predict(batch_items, explain=True), max(1, args.repeats // 2))
         rows[f"fast@{b}"] = {"images_per_s": len(batch_items) / t_fast, "seconds": t_fast, "images": len(batch_items)}
         rows[f"explain@{b}"] = {"images_per_s": len(batch_items) / t_exp, "seconds": t_exp, "images": len(batch_items),
                                 "new_tokens": statistics.mean(predictor.generated_tokens)}
@@ -219,7 +213,7 @@ def main() -> int:
         last["labels"], last["counts"] = run_reference(references, ref_items, cfg.box_width,
                                                        max_new_tokens=args.new_tokens)
 
-    t_ref = timed(reference, args.device, 1)
+    t_ref = timed_on(args.device, reference, 1)
     rows["reference@1"] = {"images_per_s": len(ref_items) / t_ref, "seconds": t_ref, "images": len(ref_items),
                            "new_tokens": statistics.mean(last["counts"])}
     ref_rate = rows["reference@1"]["images_per_s"]

@@ -185,11 +185,53 @@ def build_tokenizer(cfg: TinyModelConfig):
     return qt
 
 
+def qwen_vl_config(tokenizer, text: dict, vision: dict, rope_theta: float, mrope_section: list[int],
+                   vocab_size: Optional[int] = None, tie_word_embeddings: bool = False):
+    """A Qwen2.5-VL config of the given dimensions whose special-token ids are ``tokenizer``'s.
+
+    ``text``: hidden/intermediate sizes, layers, heads, KV heads (and optionally
+    max_position_embeddings); ``vision``: depth, hidden/intermediate sizes, heads,
+    fullatt_block_indexes. Patch 14, 2×2 merge, 112 px windows as in Qwen2.5-VL. ``vocab_size``
+    defaults to the tokenizer's (a real checkpoint's larger table just leaves ids unused).
+    """
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text_config = dict(
+        text,
+        vocab_size=vocab_size or len(tokenizer),
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    vision_config = dict(vision, out_hidden_size=text["hidden_size"], window_size=112, patch_size=14,
+                         spatial_merge_size=2, temporal_patch_size=2)
+    return Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+
+
+def set_generation_defaults(model, tokenizer) -> None:
+    """Greedy, stop on <|im_end|> or <|endoftext|>, pad with <|endoftext|> (Qwen's chat usage)."""
+    end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.eos_token_id = [end, pad]
+    model.generation_config.pad_token_id = pad
+    model.generation_config.do_sample = False
+
+
 def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None, progress: bool = False) -> Path:
     """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
     minute more with ``vision_pretrain_steps``, whose progress bar ``progress`` shows)."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from .modeling import _images_only_processor_class, save_processor, torchvision_available
@@ -198,48 +240,18 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(cfg)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-
-    text_config = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": cfg.mrope_section},
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
-    vision_config = dict(
-        depth=cfg.vision_depth,
-        hidden_size=cfg.vision_hidden_size,
-        intermediate_size=cfg.vision_intermediate_size,
-        num_heads=cfg.vision_heads,
-        out_hidden_size=cfg.hidden_size,
-        fullatt_block_indexes=[cfg.vision_depth - 1],
-        window_size=112,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+    config = qwen_vl_config(
+        tokenizer,
+        dict(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+             num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+             max_position_embeddings=cfg.max_position_embeddings),
+        dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden_size, intermediate_size=cfg.vision_intermediate_size,
+             num_heads=cfg.vision_heads, fullatt_block_indexes=[cfg.vision_depth - 1]),
+        rope_theta=cfg.rope_theta, mrope_section=cfg.mrope_section,
     )
     torch.manual_seed(cfg.seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.do_sample = False
+    set_generation_defaults(model, tokenizer)
 
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
     vision_record = None

@@ -26,10 +26,10 @@ import json
 import random
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from .progress import progress_bar
 from .synth.catalog import BOX_RED, SCENES
 
 #: Box height bins, as fractions of the image side (log-spaced; bin 0 also means "no box").
@@ -43,7 +43,8 @@ SCENE_TYPES = tuple(SCENES)
 #: R, G, B, then the image's box height bin, box bottom bin and scene type (one-hots, the same
 #: on every token).
 TARGETS_PER_TOKEN = BITS + 1 + 3 + HEIGHT_BINS + BOTTOM_BINS + len(SCENE_TYPES)
-_HEIGHT = slice(BITS + 4, BITS + 4 + HEIGHT_BINS)
+_AMOUNTS = slice(BITS, BITS + 4)  # box-colour fraction of the cell, mean R, G, B
+_HEIGHT = slice(_AMOUNTS.stop, _AMOUNTS.stop + HEIGHT_BINS)
 _BOTTOM = slice(_HEIGHT.stop, _HEIGHT.stop + BOTTOM_BINS)
 _SCENE = slice(_BOTTOM.stop, TARGETS_PER_TOKEN)
 #: A 2 px outline fills little of a cell; scaled so the fraction spans a useful part of [0, 1].
@@ -129,8 +130,7 @@ def pretrain_vision(
     visual = model.model.visual
     head = torch.nn.Linear(model.config.text_config.hidden_size, TARGETS_PER_TOKEN)
     opt = torch.optim.AdamW(list(visual.parameters()) + list(head.parameters()), lr=lr)
-    order = list(range(len(pixels)))
-    val, train = order[-held_out:], order[:-held_out]
+    train, val = list(range(len(pixels) - held_out)), list(range(len(pixels) - held_out, len(pixels)))
 
     def forward(idx):
         feats = _vision_features(visual, torch.cat([pixels[i] for i in idx]), torch.cat([grids[i] for i in idx]))
@@ -138,8 +138,7 @@ def pretrain_vision(
         target = torch.cat([targets[i] for i in idx])
         F = torch.nn.functional
         bits = F.binary_cross_entropy_with_logits(pred[:, :BITS], target[:, :BITS])
-        amounts = F.mse_loss(torch.sigmoid(pred[:, BITS : BITS + 4]), target[:, BITS : BITS + 4])
-        height = F.cross_entropy(pred[:, _HEIGHT], target[:, _HEIGHT].argmax(-1))
+        amounts = F.mse_loss(torch.sigmoid(pred[:, _AMOUNTS]), target[:, _AMOUNTS])
         one_hots = sum(F.cross_entropy(pred[:, part], target[:, part].argmax(-1)) for part in (_HEIGHT, _BOTTOM, _SCENE))
         return bits + 10.0 * amounts + one_hots, pred, target
 
@@ -153,7 +152,7 @@ def pretrain_vision(
     visual.train()
     before = box_accuracy()
     rng = random.Random(seed)
-    bar = _progress(steps, progress)
+    bar = progress_bar(steps, progress, "vision pretraining", "step")
     for _ in range(steps):
         loss, _, _ = forward(rng.sample(train, min(batch_size, len(train))))
         loss.backward()
@@ -170,11 +169,3 @@ def pretrain_vision(
     return {"box_patch_accuracy_before": round(before[0], 4), "box_patch_accuracy_after": round(after[0], 4),
             "box_patch_majority": round(majority, 4), "box_height_bin_accuracy_before": round(before[1], 4),
             "box_height_bin_accuracy_after": round(after[1], 4), "steps": steps, "images": images, "seed": seed}
-
-
-def _progress(total: int, enabled: bool) -> Optional[object]:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="vision pretraining", unit="step")

@@ -15,7 +15,6 @@ stored request failures, unless ``redo_failed``.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from ..parse import parse_teacher_answer
+from ..progress import progress_bar
 from ..prompts import PromptTemplate, teacher_prompt
 from ..records import Sample
 from ..store import FAILED, AnnotationStore, failure_kind, parsed_fields
@@ -190,7 +190,7 @@ async def annotate_async(
         work.append((t, todo))
     summary = AnnotateSummary(prompt.name, prompt.hash, len(samples), tallies)
     total = sum(len(todo) for _, todo in work)
-    bar = _progress_bar(total, cfg.progress)
+    bar = progress_bar(total, cfg.progress, "annotate", "ans")
     writer = _Writer(store, cfg, tallies, bar)
     started: list[Teacher] = []
     ticker = asyncio.get_running_loop().create_task(writer.tick())
@@ -226,12 +226,3 @@ def annotate(
     """Synchronous entry point: open the store, run, close."""
     with AnnotationStore(db_path) as store:
         return asyncio.run(annotate_async(samples, cfg, store, manifest_path=manifest_path))
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="annotate", unit="ans", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                mininterval=0.5)
