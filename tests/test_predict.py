@@ -162,6 +162,28 @@ def test_batch_size_and_vision_sharing_do_not_change_results(random_head_dir, ra
             assert a.criteria[c].label is b.criteria[c].label
 
 
+def test_images_preprocessed_once_give_the_processors_own_inputs(random_head):
+    """Later criteria of a batch reuse the first criterion's image tensors; what they feed the
+    model must be exactly what the processor itself would give (placeholders, padding, types)."""
+    import torch
+
+    sizes = [(112, 84), (200, 140), (56, 56)]  # different image-token counts in one batch
+    images = [Image.new("RGB", s, (40 * i, 90, 160)) for i, s in enumerate(sizes)]
+    objects = ["cow", "fire hydrant", "a very long object name here"]
+    pixels: dict = {}
+    for n, crit in enumerate(CRITERIA):
+        texts = [random_head.prompt_text(crit, o) + DECISION_PREFIX for o in objects]
+        reused = random_head._encode(texts, images, pixels)
+        direct = random_head.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        assert set(reused) == set(direct), crit
+        for key, value in direct.items():
+            assert torch.equal(reused[key].cpu(), value), (crit, key)
+        if n:  # the very tensors kept from the first criterion, not a second preprocessing
+            assert reused["pixel_values"] is pixels["tensors"]["pixel_values"]
+    with pytest.raises(ValueError, match="one image per text"):
+        random_head._encode(texts[:2], images[:2], pixels)
+
+
 def test_each_criterion_uses_its_own_adapter(random_head_dir, random_head):
     items, _ = toy_items(6, seed=4)
     all_three = random_head.predict(items)

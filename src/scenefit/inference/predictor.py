@@ -256,12 +256,13 @@ class Predictor:
         out: list[dict[Criterion, CriterionResult]] = [{} for _ in images]
         with self._lock, self._torch.inference_mode(), self._adapters_enabled(use_adapters):
             vision = None
+            pixels: dict = {}  # the batch's preprocessed images, filled by the first criterion
             for crit in crits:
                 with self._adapter(crit, use_adapters):
                     if explain:
-                        rows, _ = self._explain(crit, images, objects)
+                        rows, _ = self._explain(crit, images, objects, pixels)
                     else:
-                        rows, vision = self._decide(crit, images, objects, vision)
+                        rows, vision = self._decide(crit, images, objects, vision, pixels)
                 for per_item, row in zip(out, rows):
                     per_item[crit] = row
         return out
@@ -279,9 +280,37 @@ class Predictor:
                 self._prompt_cache[key] = text
         return text
 
-    def _encode(self, texts: list[str], images: list) -> dict:
+    def _encode(self, texts: list[str], images: list, pixels: Optional[dict] = None) -> dict:
+        """Processor inputs on the model's device, one image per text.
+
+        ``pixels`` (one dict per batch, shared by its criteria) makes the image work happen once:
+        the first call runs the processor and keeps its image tensors there; later calls only
+        tokenise their texts (image placeholders expanded as the processor does) and reuse them.
+        Image preprocessing is CPU work that would otherwise be repeated for every criterion.
+        """
+        if pixels:
+            return self._encode_texts(texts, pixels)
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in inputs.items()}
+        if pixels is not None:
+            merge = self.processor.image_processor.merge_size ** 2
+            pixels.update(keys=tuple(inputs), tokens=[int(g.prod()) // merge for g in inputs["image_grid_thw"]])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if pixels is not None:
+            pixels.update(tensors={k: inputs[k] for k in ("pixel_values", "image_grid_thw")})
+        return inputs
+
+    def _encode_texts(self, texts: list[str], pixels: dict) -> dict:
+        """Tokenised ``texts`` beside the batch's already preprocessed images (see :meth:`_encode`)."""
+        token = self.processor.image_token
+        if len(texts) != len(pixels["tokens"]) or any(t.count(token) != 1 for t in texts):
+            raise ValueError("reused image tensors need exactly one image per text, in the same order")
+        expanded = [t.replace(token, token * n) for t, n in zip(texts, pixels["tokens"])]
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask")}
+        if "mm_token_type_ids" in pixels["keys"]:
+            inputs["mm_token_type_ids"] = self._torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"]))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return {**inputs, **pixels["tensors"]}
 
     def _two_way(self, logits) -> tuple[list[float], list[Label]]:
         """p(out) from the first-token logits of the two alternatives, and the argmax label."""
@@ -289,10 +318,10 @@ class Predictor:
         p_out = self._torch.softmax(pair, dim=-1)[:, 1].tolist()
         return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
 
-    def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None):
+    def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None, pixels: Optional[dict] = None):
         """Fast path: one forward pass over prompt + 'Decision:'; returns rows and the vision
         features (reusable by the next criterion when shared)."""
-        inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images)
+        inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images, pixels)
         n = len(self.prefix_ids)
         tail = inputs["input_ids"][:, -n:]
         expected = self._torch.tensor(self.prefix_ids, device=tail.device).expand_as(tail)
@@ -309,11 +338,12 @@ class Predictor:
         return rows, vision
 
     def generate(self, texts: list[str], images: list, max_new_tokens: int, first_logits: bool = False,
-                 temperature: float = 0.0, top_p: float = 1.0):
+                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[dict] = None):
         """Batched generation (left padding; greedy unless temperature > 0) for already
         templated ``texts`` and their images (flat, in order; None for text only). Returns (decoded new text, new-token counts,
-        first-step logits or None). Call inside :meth:`use` to pick the adapter."""
-        inputs = self._encode(texts, images)
+        first-step logits or None). Call inside :meth:`use` to pick the adapter. ``pixels``: see
+        :meth:`_encode`."""
+        inputs = self._encode(texts, images, pixels)
         gen_cfg = self.model.generation_config
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, return_dict_in_generate=True,
@@ -337,18 +367,18 @@ class Predictor:
         texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts_out, counts, (out.logits[0] if first_logits else None)
 
-    def _explain(self, crit: Criterion, images: list, objects: list[str]):
+    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[dict] = None):
         force = self.config.force_decision_prefix
         prompts = [self.prompt_text(crit, o) for o in objects]
         if force:
             texts, counts, first = self.generate([p + DECISION_PREFIX for p in prompts], images,
-                                                 self.config.max_new_tokens, first_logits=True)
+                                                 self.config.max_new_tokens, first_logits=True, pixels=pixels)
             answers = [DECISION_PREFIX + t for t in texts]
             p_out, fast = self._two_way(first)
         else:
-            fast_rows, _ = self._decide(crit, images, objects)
+            fast_rows, _ = self._decide(crit, images, objects, pixels=pixels)
             p_out, fast = [r.p_out for r in fast_rows], [r.fast_label for r in fast_rows]
-            answers, counts, _ = self.generate(prompts, images, self.config.max_new_tokens)
+            answers, counts, _ = self.generate(prompts, images, self.config.max_new_tokens, pixels=pixels)
         self.generated_tokens.extend(counts)
         rows = []
         for answer, p, fast_label in zip(answers, p_out, fast):
