@@ -184,6 +184,19 @@ def test_images_preprocessed_once_give_the_processors_own_inputs(random_head):
         random_head._encode(texts[:2], images[:2], pixels)
 
 
+def test_attention_kernels_are_chosen_by_the_config(random_head_dir, random_head):
+    items, _ = toy_items(4, seed=8)
+    eager = Predictor.from_students(random_head_dir, device="cpu", config=PredictConfig(attn_implementation="eager"))
+    assert eager.model.config._attn_implementation == "eager"
+    assert eager.model.config.vision_config._attn_implementation == "eager"
+    assert random_head.model.config._attn_implementation != "eager"
+    for a, b in zip(random_head.predict(items), eager.predict(items)):
+        for c in CRITERIA:
+            assert a.criteria[c].p_out == pytest.approx(b.criteria[c].p_out, abs=1e-4)
+    with pytest.raises(ValueError, match="attn_implementation"):
+        PredictConfig(attn_implementation="fastest")
+
+
 def test_each_criterion_uses_its_own_adapter(random_head_dir, random_head):
     items, _ = toy_items(6, seed=4)
     all_three = random_head.predict(items)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -48,6 +48,13 @@ class PredictConfig(StageConfig):
         True,
         description="Encode each image once and reuse the vision features for all criteria (only when no adapter "
         "touches the vision tower).",
+    )
+
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = Field(
+        None,
+        description="Attention kernels of the loaded model; null = transformers' default (sdpa). Without flash "
+        "attention, Qwen2.5-VL's vision tower runs its window attention as a loop of small calls (on an H200 it took "
+        "most of the fast path's time, benchmarks/RESULTS.md); flash_attention_2 needs the flash-attn package and a GPU.",
     )
 
     @field_validator("criteria")

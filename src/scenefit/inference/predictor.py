@@ -141,7 +141,7 @@ class Predictor:
         infos = find_students(students, wanted)
         base_ref = choose_base(infos, base or cfg.base)
         dev = cfg.device or default_device()
-        model = load_model(base_ref, dtype=cfg.dtype, device=dev)
+        model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
         first, *rest = infos.values()
         # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
         model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
@@ -161,7 +161,7 @@ class Predictor:
         """The untrained base model asked the student prompts (the evaluation baseline)."""
         cfg = _merge_config(config, device, dtype, batch_size, criteria)
         dev = cfg.device or default_device()
-        model = load_model(base, dtype=cfg.dtype, device=dev)
+        model = load_model(base, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
         return cls(model, load_processor(base), None, cfg, str(base))
 
     @classmethod
