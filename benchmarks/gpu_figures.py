@@ -126,6 +126,43 @@ def timed_on(device: str, fn, repeats: int) -> float:
     return timed(call, repeats)[0]
 
 
+def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
+    """Where one batch's fast-path time goes (median seconds): the box drawing, the processor
+    (images + text, done once per batch), tokenising alone (each later criterion), the vision
+    tower, and one criterion's decoder pass with the vision features given."""
+    import torch
+
+    from scenefit.criteria import Criterion
+    from scenefit.formats import DECISION_PREFIX
+    from scenefit.inference.items import prepare_image, to_item
+
+    cfg = predictor.config
+    prepared = [to_item(it, i) for i, it in enumerate(items)]
+    draw = lambda: [prepare_image(it, cfg.box_width, cfg.box_color, cfg.max_image_pixels) for it in prepared]
+    images = draw()
+    texts = [predictor.prompt_text(Criterion.LOCATION, it.object) + DECISION_PREFIX for it in prepared]
+    pixels: dict = {}
+    inputs = predictor._encode(texts, images, pixels)
+    model = predictor.model
+    vision = {}
+
+    def tower() -> None:
+        vision["image"] = model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
+
+    def decoder() -> None:
+        rest = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        model(**rest, mm_encoder_outputs=vision, logits_to_keep=1, use_cache=False)
+
+    with torch.inference_mode(), predictor.use(Criterion.LOCATION):
+        return {
+            "draw_boxes": timed_on(args.device, draw, args.repeats),
+            "processor": timed_on(args.device, lambda: predictor._encode(texts, images), args.repeats),
+            "tokenise_only": timed_on(args.device, lambda: predictor._encode(texts, images, pixels), args.repeats),
+            "vision_tower": timed_on(args.device, tower, args.repeats),
+            "decoder_one_criterion": timed_on(args.device, decoder, args.repeats),
+        }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="3b")
@@ -142,6 +179,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
+    import transformers
 
     from scenefit import SYNTHETIC_NOTICE
     from scenefit.criteria import Criterion
@@ -173,7 +211,21 @@ def main() -> int:
           f"setup {time.perf_counter() - started:.0f} s", flush=True)
 
     rows: dict[str, dict] = {}
-    tokens_per_image = None
+    # Written after every stage, so a failure late in a device session keeps what was measured.
+    result = {
+        "preset": args.preset, "device": args.device,
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu", "dtype": args.dtype,
+        "parameters": params, "vision_parameters": vision_params, "rank": args.rank, "new_tokens": args.new_tokens,
+        "paths": rows, "gpu_memory_loaded_bytes": loaded_bytes, "torch": torch.__version__,
+        "transformers": transformers.__version__, "command": " ".join(sys.argv), "notice": SYNTHETIC_NOTICE,
+    }
+
+    def save() -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2))
+
+    save()
     for b in args.batch_sizes:
         predictor.config = cfg.model_copy(update={"batch_size": b})
         batch_items = items[: b * args.batches]
@@ -184,6 +236,7 @@ def main() -> int:
                                 "new_tokens": statistics.mean(predictor.generated_tokens)}
         print(f"batch {b:>3}: fast {rows[f'fast@{b}']['images_per_s']:8.2f} images/s   "
               f"explain {rows[f'explain@{b}']['images_per_s']:8.2f} images/s", flush=True)
+        save()
     peak_bytes = torch.cuda.max_memory_allocated() if cuda else None
 
     # Prefill throughput of the fast path at the largest batch: three criteria per image.
@@ -199,6 +252,13 @@ def main() -> int:
     flops = 3 * fast["images"] * (2 * (params - vision_params - embed) * tokens_per_image)
     flops += fast["images"] * 2 * vision_params * patches  # the vision tower runs once per image (shared)
     tflops = flops / fast["seconds"] / 1e12
+    result.update(tokens_per_prompt=tokens_per_image, prefill_tflops=tflops, peak_tflops=args.peak_tflops,
+                  prefill_fraction_of_peak=tflops / args.peak_tflops, gpu_memory_peak_bytes=peak_bytes,
+                  fast_path_breakdown=fast_path_breakdown(predictor, items[:b], args))
+    print("fast path at batch %d, seconds per stage: %s" % (b, ", ".join(
+        f"{k} {v:.3f}" for k, v in result["fast_path_breakdown"].items())), flush=True)
+    save()
+    print(f"prefill measured; building the three reference models", flush=True)
 
     # Reference: three separately built students, batch 1, one criterion at a time.
     ref_items = items[: args.reference_images]
@@ -227,19 +287,9 @@ def main() -> int:
         print(f"GPU memory, one base + three adapters: {loaded_bytes / 2**30:.2f} GiB loaded, "
               f"{peak_bytes / 2**30:.2f} GiB peak while serving (before the reference models were built)")
     print(SYNTHETIC_NOTICE)
-    result = {
-        "preset": args.preset, "device": args.device,
-        "device_name": torch.cuda.get_device_name() if cuda else "cpu", "dtype": args.dtype,
-        "parameters": params, "vision_parameters": vision_params, "rank": args.rank, "new_tokens": args.new_tokens,
-        "tokens_per_prompt": tokens_per_image, "paths": rows, "ratios_vs_reference":
-            {k: r["images_per_s"] / ref_rate for k, r in rows.items()},
-        "prefill_tflops": tflops, "prefill_fraction_of_peak": tflops / args.peak_tflops, "peak_tflops": args.peak_tflops,
-        "gpu_memory_loaded_bytes": loaded_bytes, "gpu_memory_peak_bytes": peak_bytes,
-        "torch": torch.__version__, "command": " ".join(sys.argv), "notice": SYNTHETIC_NOTICE,
-    }
+    result["ratios_vs_reference"] = {k: r["images_per_s"] / ref_rate for k, r in rows.items()}
+    save()
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
         print(f"figures written to {args.out}")
     return 0
 
