@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scenefit.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, png_base64
+from scenefit.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, png_base64
 
 RED = (255, 0, 0)
 
@@ -113,6 +114,23 @@ def test_each_bad_kind_has_its_reason_code(bad_images, kind):
     assert e.value.code == code, str(e.value)
     assert code in REASON_CODES
     assert str(path) in e.value.message  # the message names the file
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["empty", "text", "gif", "gif_named_png", "bomb", "huge_bomb", "strip", "truncated_png", "truncated_jpg", "corrupt"],
+)
+def test_bytes_in_memory_get_the_same_verdict_as_files(bad_images, kind, tmp_path, monkeypatch):
+    """Uploads are checked in memory, never written to disk, with the same reason codes."""
+    path, code = bad_images[kind]
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "no-temp-dir"))  # no file may be made
+    with pytest.raises(ImageError) as e:
+        load_image_bytes(path.read_bytes(), name="upload #3")
+    assert e.value.code == code, str(e.value)
+    assert e.value.message.startswith("upload #3: ")
+    good = io.BytesIO()
+    noise_image(40, 30).save(good, format="PNG")
+    assert np.array_equal(np.asarray(load_image_bytes(good.getvalue())), np.asarray(noise_image(40, 30)))
 
 
 def test_size_is_refused_before_any_decoding(bad_images, tmp_path, monkeypatch):

@@ -17,9 +17,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
@@ -70,7 +69,7 @@ class ImageError(Exception):
 def _open_checked(
     path: Path, max_pixels: int, allowed: Sequence[str], max_side: int
 ) -> Image.Image:
-    """Open lazily (header only) and refuse by format and declared size before any decode."""
+    """Open a file lazily (header only) and refuse by format and declared size before any decode."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -79,48 +78,60 @@ def _open_checked(
         raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
     if not path.is_file():
         raise ImageError("not_found", f"{path}: not a regular file")
-    if st.st_size == 0:
-        raise ImageError("empty", f"{path}: file is empty (0 bytes)")
-    try:
-        im = Image.open(path)
-    except UnidentifiedImageError:
+
+    def head() -> bytes:
         with open(path, "rb") as f:
-            head = f.read(16)
-        if head.startswith(_SIGNATURES):
-            raise ImageError("corrupt", f"{path}: starts like an image but its header cannot be read") from None
-        raise ImageError("not_image", f"{path}: not an image file (unrecognised content)") from None
+            return f.read(16)
+
+    return _open_source(path, path, st.st_size, head, max_pixels, allowed, max_side)
+
+
+def _open_source(
+    source: Path | io.BytesIO, label: str | Path, n_bytes: int, head: Callable[[], bytes],
+    max_pixels: int, allowed: Sequence[str], max_side: int,
+) -> Image.Image:
+    """The checks of :func:`_open_checked` on a file or on bytes in memory (``label`` names it in
+    messages; ``n_bytes`` is its size; ``head()`` its first bytes)."""
+    if n_bytes == 0:
+        raise ImageError("empty", f"{label}: file is empty (0 bytes)")
+    try:
+        im = Image.open(source)
+    except UnidentifiedImageError:
+        if head().startswith(_SIGNATURES):
+            raise ImageError("corrupt", f"{label}: starts like an image but its header cannot be read") from None
+        raise ImageError("not_image", f"{label}: not an image file (unrecognised content)") from None
     except Image.DecompressionBombError as e:
-        raise ImageError("bomb", f"{path}: {e}") from None
+        raise ImageError("bomb", f"{label}: {e}") from None
     except PermissionError as e:
-        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+        raise ImageError("unreadable", f"{label}: {e.strerror or e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise _decode_error(path, e, "header") from None
+        raise _decode_error(label, e, "header") from None
     try:
         fmt = (im.format or "").upper()
         if fmt not in allowed:
             raise ImageError(
                 "format_not_allowed",
-                f"{path}: format {fmt or 'unknown'} is not allowed (allowed: {', '.join(allowed)})",
+                f"{label}: format {fmt or 'unknown'} is not allowed (allowed: {', '.join(allowed)})",
             )
         w, h = im.size
         if w <= 0 or h <= 0 or max(w, h) > max_side:
-            raise ImageError("bad_dimensions", f"{path}: declared size {w}x{h} is not plausible")
+            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
         pixels = w * h
         if pixels > max_pixels:
-            if pixels > BOMB_PIXELS_PER_BYTE * st.st_size:
+            if pixels > BOMB_PIXELS_PER_BYTE * n_bytes:
                 raise ImageError(
                     "bomb",
-                    f"{path}: declares {w}x{h} = {pixels:,} pixels in a {st.st_size:,}-byte file "
+                    f"{label}: declares {w}x{h} = {pixels:,} pixels in a {n_bytes:,}-byte file "
                     f"(cap {max_pixels:,}); refused as a decompression bomb",
                 )
-            raise ImageError("too_large", f"{path}: {w}x{h} = {pixels:,} pixels exceeds the cap of {max_pixels:,}")
+            raise ImageError("too_large", f"{label}: {w}x{h} = {pixels:,} pixels exceeds the cap of {max_pixels:,}")
     except ImageError:
         im.close()
         raise
     return im
 
 
-def _decode(im: Image.Image, path: Path) -> None:
+def _decode(im: Image.Image, path: str | Path) -> None:
     """Full decode; Pillow reports truncation as OSError('... truncated ...')."""
     try:
         im.load()
@@ -130,7 +141,7 @@ def _decode(im: Image.Image, path: Path) -> None:
         raise _decode_error(path, e, "image data") from None
 
 
-def _decode_error(path: Path, exc: BaseException, part: str) -> ImageError:
+def _decode_error(path: str | Path, exc: BaseException, part: str) -> ImageError:
     """Pillow says 'truncated' (OSError) or raises EOFError when a file ends early."""
     text = str(exc) or type(exc).__name__
     if "truncat" in text.lower() or isinstance(exc, EOFError):
@@ -168,13 +179,17 @@ def load_image(
     EXIF orientation applied, RGB out. Raises :class:`ImageError` with a reason code."""
     p = Path(path)
     allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
-    im = _open_checked(p, max_pixels, allowed, max_side)
+    return _finish(_open_checked(p, max_pixels, allowed, max_side), p)
+
+
+def _finish(im: Image.Image, label: str | Path) -> Image.Image:
+    """Full decode, EXIF orientation, RGB; closes ``im``."""
     with im:
-        _decode(im, p)
+        _decode(im, label)
         try:
             upright = ImageOps.exif_transpose(im)
         except Exception as e:  # a malformed EXIF block must not pass as a good image
-            raise ImageError("corrupt", f"{p}: EXIF orientation cannot be applied ({e})") from None
+            raise ImageError("corrupt", f"{label}: EXIF orientation cannot be applied ({e})") from None
         out = to_rgb(upright)
         if out is im:  # detach from the file handle closed by `with`
             out = im.copy()
@@ -187,16 +202,11 @@ def load_image_bytes(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allowed_formats: Optional[Iterable[str]] = None,
 ) -> Image.Image:
-    """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks.
-
-    The bytes pass through a private temporary file; messages name ``name``, not that file."""
-    with tempfile.NamedTemporaryFile(prefix="scenefit-upload-", suffix=".bin") as tmp:
-        tmp.write(raw)
-        tmp.flush()
-        try:
-            return load_image(tmp.name, max_pixels=max_pixels, allowed_formats=allowed_formats)
-        except ImageError as e:
-            raise ImageError(e.code, e.message.replace(tmp.name, name)) from None
+    """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks, in
+    memory; messages name ``name``."""
+    allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
+    im = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:16], max_pixels, allowed, DEFAULT_MAX_SIDE)
+    return _finish(im, name)
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
