@@ -11,6 +11,7 @@ adapters), `lora_only` (the paper's recipe shape: LoRA on q/k/v/o only).
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -195,6 +196,9 @@ def test_attention_kernels_are_chosen_by_the_config(random_head_dir, random_head
             assert a.criteria[c].p_out == pytest.approx(b.criteria[c].p_out, abs=1e-4)
     with pytest.raises(ValueError, match="attn_implementation"):
         PredictConfig(attn_implementation="fastest")
+    if importlib.util.find_spec("flash_attn") is None:  # a clear error, not transformers' ImportError
+        with pytest.raises(ValueError, match="attn_implementation=flash_attention_2 cannot be used here"):
+            Predictor.from_students(random_head_dir, device="cpu", config=PredictConfig(attn_implementation="flash_attention_2"))
 
 
 def test_each_criterion_uses_its_own_adapter(random_head_dir, random_head):

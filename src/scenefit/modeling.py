@@ -176,7 +176,14 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[s
         cls = Qwen2_5_VLForConditionalGeneration if cfg.model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
     else:
         from transformers import AutoModelForImageTextToText as cls  # type: ignore[no-redef]
-    model = cls.from_pretrained(str(name_or_path), **kwargs)
+    try:
+        model = cls.from_pretrained(str(name_or_path), **kwargs)
+    except ImportError as e:
+        if not attn_implementation:
+            raise
+        # e.g. flash_attention_2 without the flash-attn package: say which setting asked for it
+        raise ValueError(f"attn_implementation={attn_implementation} cannot be used here ({e}); "
+                         "leave it unset for transformers' default (sdpa)") from None
     model.to(device)
     model.eval()
     return model
