@@ -66,8 +66,10 @@ def test_precedence_defaults_yaml_flags(tmp_path):
 def test_config_errors_name_file_section_and_field(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("tiny_model:\n  hiden_size: 64\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml.*tiny_model.*hiden_size"):
+    with pytest.raises(ConfigError, match=r"bad.yaml.*tiny_model.*hiden_size: not a setting.*known: .*hidden_size"):
         resolve("tiny_model", cfg)
+    with pytest.raises(ConfigError, match=r"predict: not a setting of this section \(known: students, base"):
+        resolve("predict", overrides={"predict.batch_size": 4})  # --set with the section's name in front
     cfg.write_text("nonsense: {}\n")
     with pytest.raises(ConfigError, match="unknown section"):
         resolve("tiny_model", cfg)

@@ -72,11 +72,15 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def _format_validation(err: ValidationError) -> str:
+def _format_validation(err: ValidationError, model: type[BaseModel]) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(section)"
-        parts.append(f"{loc}: {e['msg']}")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+            # the usual slip: a key spelt wrong, or prefixed with its section in --set
+            msg = f"not a setting of this section (known: {', '.join(model.model_fields)})"
+        parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
 
@@ -105,7 +109,7 @@ def resolve(
         return model.model_validate(data)
     except ValidationError as e:
         where = f"{config_path}: " if config_path else ""
-        raise ConfigError(f"{where}[{section}] {_format_validation(e)}") from None
+        raise ConfigError(f"{where}[{section}] {_format_validation(e, model)}") from None
 
 
 def load_project(config_path: Path | str) -> dict[str, StageConfig]:
