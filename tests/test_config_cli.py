@@ -85,6 +85,14 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     assert "num_layers" in res.output and "Traceback" not in res.output
 
 
+def test_brackets_in_help_and_errors_are_printed_not_read_as_markup(tmp_path):
+    help_text = " ".join(runner.invoke(app, ["split", "--help"]).output.split())
+    assert "[default: 0]" in help_text  # a config-backed flag shows its default
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "w"), "--set", "bogus=1"])
+    assert res.exit_code == 2
+    assert "[world] bogus: not a setting" in " ".join(res.output.split())
+
+
 def test_bare_command_prints_help():
     res = runner.invoke(app, [])
     assert "Usage" in res.output and "tiny-model" in res.output
@@ -99,6 +107,8 @@ def test_every_verb_has_help(verb):
     res = runner.invoke(app, [verb, "--help"])
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output and len(res.output) > 200
+    # at least one worked example, taken from the verb's entry-file docstring
+    assert "Examples:" in res.output and f"scenefit {verb} " in " ".join(res.output.split())
 
 
 def test_env_reports_stack(tmp_path):
@@ -108,3 +118,41 @@ def test_env_reports_stack(tmp_path):
     assert res.exit_code == 0
     info = json.loads(res.stdout)
     assert info["packages"]["torch"].startswith("2.13.0") and info["device"]["type"] in ("cpu", "cuda")
+
+
+def test_serve_refuses_flags_its_mode_would_ignore(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    res = runner.invoke(app, ["serve", "--openai", "--model", str(model), "--api-token", "secret"])
+    assert res.exit_code == 2
+    assert "--api-token does not apply with --openai" in " ".join(res.output.split())  # never an open server by surprise
+    res = runner.invoke(app, ["serve", "--students", str(tmp_path), "--max-new-tokens", "5", "--model-name", "x"])
+    assert res.exit_code == 2
+    assert "--model-name, --max-new-tokens do not apply without --openai" in " ".join(res.output.split())
+
+
+def test_serve_names_the_missing_extra(monkeypatch):
+    import scenefit.cli.serve as serve_cli
+
+    monkeypatch.setattr(serve_cli, "SERVE_EXTRA", (*serve_cli.SERVE_EXTRA, "scenefit-no-such-dist"))
+    res = runner.invoke(app, ["serve", "--demo"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())
+    assert "missing: scenefit-no-such-dist" in out and "pip install 'scenefit[serve]'" in out
+
+
+def test_wrong_files_get_clear_errors_and_are_left_alone(tmp_path):
+    import pandas as pd
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n")
+    res = runner.invoke(app, ["parse", "--db", str(text)])
+    assert res.exit_code == 2 and "not a scenefit answer store" in " ".join(res.output.split())
+    assert text.read_text() == "not a database\n"  # never overwritten
+    table = tmp_path / "manifest.parquet"
+    pd.DataFrame({"id": ["a", "b"], "object": ["cow", "dog"]}).to_parquet(table)
+    res = runner.invoke(app, ["split", str(table), "--out", str(tmp_path / "split")])
+    assert res.exit_code == 2 and "lacks column(s) final" in " ".join(res.output.split())
+    for argv in (["synth", "--n", "2", "--out", str(text)], ["tiny-model", str(text)]):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 2 and "is a file" in res.output, argv

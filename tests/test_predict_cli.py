@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -115,8 +116,17 @@ def test_usage_errors_exit_2(students, images, tmp_path):
         ["predict", "--students", str(students), "--image", str(images / "ok.png"), "--object", "cow"],  # no box
         ["predict", "--students", str(students), "--image", str(images / "ok.png"), "--object", "cow", "--box", "1,2"],
         ["predict", "--students", str(tmp_path / "none"), "--image", str(images / "ok.png"), "--object", "c", "--boxed"],
+        ["predict", "--demo", "--students", str(students), "--image", str(images / "ok.png"), "--object", "c", "--boxed"],
+        ["export-vllm", "--demo", "--students", str(students), "--out", str(tmp_path / "v.json")],
     ]
     for argv in cases:
         r = runner.invoke(app, argv)
         assert r.exit_code == 2, (argv, r.output)
         assert "error" in r.stderr
+    # a device this machine lacks is named before any weights load, not a torch traceback
+    for device, said in [("bogus", "is not a torch device"), ("cuda:7", "cuda:7")]:
+        r = runner.invoke(app, ["predict", "--students", str(students), "--image", str(images / "ok.png"),
+                                "--object", "cow", "--boxed", "--device", device])
+        if device.startswith("cuda") and torch.cuda.device_count() > 7:
+            continue
+        assert r.exit_code == 2 and said in r.stderr and "Traceback" not in r.output, (device, r.output)

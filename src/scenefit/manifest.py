@@ -89,7 +89,7 @@ def detect_format(path: Path, fmt: Optional[str] = None) -> str:
     except KeyError:
         raise ManifestError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-            f"use one of {', '.join(sorted(_SUFFIX_FORMAT))} or pass fmt= ({', '.join(FORMATS)})"
+            f"use one of {', '.join(sorted(_SUFFIX_FORMAT))} or say the format (--format {'|'.join(FORMATS)})"
         ) from None
 
 

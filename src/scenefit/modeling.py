@@ -145,6 +145,28 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class DeviceError(ValueError):
+    """A device setting this machine cannot honour (said before any weights are loaded)."""
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else :class:`DeviceError` naming the setting."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device {device!r} is not a torch device (expected cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__}; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r}: MPS is not available here; use cpu")
+    return device
+
+
 def resolve_dtype(dtype: str, device: str):
     """'auto' -> bf16 on a CUDA device with bf16, else fp32 (CPU training/eval stay in fp32)."""
     import torch
@@ -164,7 +186,7 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[s
     """A Qwen2.5-VL (or any image-text-to-text model through the Auto class) in eval mode."""
     from transformers import AutoConfig
 
-    device = device or default_device()
+    device = check_device(device or default_device())
     torch_dtype = resolve_dtype(dtype, device)
     cfg = AutoConfig.from_pretrained(str(name_or_path))
     kwargs: dict[str, Any] = {"dtype": torch_dtype}

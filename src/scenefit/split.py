@@ -130,6 +130,9 @@ def _assign_groups(g_in: np.ndarray, g_out: np.ndarray, pref: np.ndarray, need: 
 def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[dict] = None) -> SplitResult:
     """Split consensus rows (needs columns id, final; group optional) into balanced splits."""
     input_meta = input_meta or {}
+    missing = [c for c in ("id", "final") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the consensus table lacks column(s) {', '.join(missing)} (is it `scenefit consensus` output?)")
     y_all = label_codes(frame["final"]) if len(frame) else np.zeros(0, np.int8)
     usable = y_all != MISSING
     pool = frame.loc[usable].reset_index(drop=True)

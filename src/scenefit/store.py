@@ -94,6 +94,10 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class StoreError(OSError):
+    """The answer store cannot be opened (a folder, or a file that is not SQLite)."""
+
+
 class AnnotationStore:
     """SQLite annotation store. Use as a context manager or call :meth:`close`."""
 
@@ -101,10 +105,16 @@ class AnnotationStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE per batch).
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder; --db names the SQLite file of answers")
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable at each commit in WAL mode but for power loss
-        self._conn.executescript(_SCHEMA)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # durable at each commit in WAL mode but for power loss
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:  # e.g. "file is not a database": never overwrite it
+            self._conn.close()
+            raise StoreError(f"{self.path}: not a scenefit answer store ({e})") from None
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

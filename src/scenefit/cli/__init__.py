@@ -19,7 +19,7 @@ app = typer.Typer(
         "Distil the context reasoning of large VLMs into three small students "
         "(location, size, co-occurrence).\n\n"
         "Pipeline: synth/ingest -> annotate -> parse -> consensus -> split -> datasets -> "
-        "train -> evaluate -> predict/serve. Every verb takes --config FILE.yaml; flags override it."
+        "train -> evaluate -> predict/serve. Every stage verb takes --config FILE.yaml and --set key=value; flags override both."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -14,12 +14,12 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner, escape, open_store, examples
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The annotation store (SQLite); created when missing.", dir_okay=False)]
 
 
-@app.command("annotate")
+@app.command("annotate", epilog=examples(__doc__, "annotate"))
 def annotate_cmd(
     manifest: Annotated[Path, typer.Argument(help="Normalised manifest from `scenefit ingest` (or any .parquet/.jsonl/.csv manifest).")],
     db: DbOpt,
@@ -37,13 +37,12 @@ def annotate_cmd(
 
     Resumable: a rerun skips every (sample, teacher, prompt hash) already stored — also request
     failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
-    most the answers in flight. Failures are stored with their reason, never dropped.
+    most the answers not yet committed (Ctrl-C commits them). Failures are stored with their reason, never dropped.
     """
     import asyncio
 
     from .. import SYNTHETIC_NOTICE
     from ..manifest import ManifestError, read_manifest
-    from ..store import AnnotationStore
     from ..teachers.annotate import annotate_async
 
     cfg = load_config(
@@ -58,12 +57,12 @@ def annotate_cmd(
         fail(str(e))
         return
     if errors:
-        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {errors[0]['reason']})")
+        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['reason'])})")
     if not samples:
         fail(f"{manifest}: no usable samples")
     synthetic = any(s.synthetic for s in samples)
     synthetic_banner(synthetic)
-    with AnnotationStore(db) as store:
+    with open_store(db) as store:
         if synthetic:
             store.set_meta("notice", SYNTHETIC_NOTICE)
         try:
@@ -97,7 +96,7 @@ def _print_summary(summary, db: Path) -> None:
     console.print(table)
 
 
-@app.command("parse")
+@app.command("parse", epilog=examples(__doc__, "parse"))
 def parse_cmd(
     text_file: Annotated[Optional[Path], typer.Option("--text-file", help="Parse one answer from this file ('-' = stdin).", dir_okay=False)] = None,
     db: Annotated[Optional[Path], typer.Option("--db", help="Re-parse every stored raw answer in this store.", dir_okay=False)] = None,
@@ -128,11 +127,10 @@ def parse_cmd(
             rows.update({f"analysis {k}": v for k, v in result["analyses"].items()})
             summary_table("parse", rows)
         return
-    from ..store import AnnotationStore
 
     if not db.is_file():
         fail(f"store not found: {db}")
-    with AnnotationStore(db) as store:
+    with open_store(db) as store:
         counts = store.reparse(parse_teacher_answer, teacher=teacher)
     summary_table(f"re-parse {db}", {
         "answers": counts["rows"], "changed": counts["changed"],
@@ -142,23 +140,22 @@ def parse_cmd(
         print_json(counts)
 
 
-@app.command("import-answers")
+@app.command("import-answers", epilog=examples(__doc__, "import-answers"))
 def import_answers_cmd(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL of (sample id, raw answer), e.g. the paper's coco_index,response files.")],
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher name to store the answers under.")],
     db: DbOpt,
-    prompt_hash: Annotated[Optional[str], typer.Option("--prompt-hash", help="Prompt hash to store them under (same for every imported teacher, so consensus can compare them). [default: imported]")] = None,
+    prompt_hash: Annotated[Optional[str], typer.Option("--prompt-hash", help="Prompt hash to store them under (same for every imported teacher, so consensus can compare them). \\[default: imported]")] = None,
     model_id: Annotated[Optional[str], typer.Option("--model-id", help="Model id to record (default: the teacher name).")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column of the sample id (default: sample_id, id or coco_index).")] = None,
     answer_column: Annotated[Optional[str], typer.Option(help="Column of the answer (default: response, raw, answer, text or output).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the counts as JSON on stdout.")] = False,
 ) -> None:
     """Load existing answers into the store, parsed like any other (reruns skip stored keys)."""
-    from ..store import AnnotationStore
     from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
     try:
-        with AnnotationStore(db) as store:
+        with open_store(db) as store:
             res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column, answer_column)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Mapping, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import ConfigError, StageConfig, flag_help, parse_set, resolve, section_class
 
@@ -26,18 +27,30 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override any config field: --set key=value (dotted keys reach nested fields). Repeatable."),
+    typer.Option("--set", help="Override a field of this verb's config section: --set key=value (keys as in the "
+                 "YAML section, without its name; dotted keys reach nested fields). Repeatable."),
 ]
 
 
+def examples(module_doc: Optional[str], verb: str) -> Optional[str]:
+    """The ``scenefit VERB …`` lines of a CLI module's docstring, as the verb's --help epilog
+    (the examples are written once, at the top of each entry file)."""
+    lines = [" ".join(line.split()) for line in (module_doc or "").splitlines()]
+    found = [line for line in lines if line == f"scenefit {verb}" or line.startswith(f"scenefit {verb} ")]
+    if not found:
+        return None
+    return "Examples:\n\n" + "\n\n".join(escape(line) for line in found)
+
+
 def fhelp(section: str, field: str) -> str:
-    """Help text of the flag that overrides ``field`` of ``section`` (from its description)."""
-    return flag_help(section_class(section), field)
+    """Help text of the flag that overrides ``field`` of ``section`` (from its description);
+    escaped, since help is rich markup and would swallow "[default: …]"."""
+    return escape(flag_help(section_class(section), field))
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a clear error and exit non-zero (no traceback for user errors)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # messages quote user data: no markup
     raise typer.Exit(code)
 
 
@@ -71,3 +84,14 @@ def summary_table(title: str, rows: Mapping[str, Any]) -> None:
     for k, v in rows.items():
         t.add_row(str(k), str(v))
     console.print(t)
+
+
+def open_store(db: Path):
+    """The answer store at ``db``, or a clear error (a folder, a file that is not SQLite)."""
+    from ..store import AnnotationStore, StoreError
+
+    try:
+        return AnnotationStore(db)
+    except StoreError as e:
+        fail(str(e))
+        raise  # unreachable

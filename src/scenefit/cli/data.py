@@ -14,16 +14,16 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, escape, open_store, examples
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the report / manifest as JSON on stdout.")]
 
 
-@app.command("consensus")
+@app.command("consensus", epilog=examples(__doc__, "consensus"))
 def consensus_cmd(
     db: Annotated[Path, typer.Option("--db", help="Annotation store (SQLite) written by `scenefit annotate`.")],
     manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Normalised manifest (Parquet) of the samples.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: consensus.parquet, report.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: consensus.parquet, report.json.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
     rule: Annotated[Optional[str], typer.Option(help=fhelp("consensus", "rule"))] = None,
@@ -44,7 +44,6 @@ def consensus_cmd(
     """
     from ..consensus import build_consensus, report_tables, write_consensus
     from ..parquet_io import file_sha256
-    from ..store import AnnotationStore
 
     cfg = load_config(
         "consensus", config, sets, rule=rule, designated=designated, prompt_hash=prompt_hash,
@@ -54,7 +53,7 @@ def consensus_cmd(
     if not db.is_file():
         fail(f"annotation store not found: {db}")
     frame_manifest = _read_manifest(manifest)
-    with AnnotationStore(db) as store:
+    with open_store(db) as store:
         answers = store.to_frame(prompt_hash=cfg.prompt_hash)
     if answers.empty:
         fail(f"{db} holds no answers" + (f" for prompt hash {cfg.prompt_hash}" if cfg.prompt_hash else ""))
@@ -79,10 +78,10 @@ def consensus_cmd(
         print_json(result.report)
 
 
-@app.command("split")
+@app.command("split", epilog=examples(__doc__, "split"))
 def split_cmd(
     consensus: Annotated[Path, typer.Argument(help="consensus.parquet written by `scenefit consensus`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: train/val/test.parquet, manifest.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: train/val/test.parquet, manifest.json.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help=fhelp("split", "seed"))] = None,
@@ -118,16 +117,16 @@ def split_cmd(
     synthetic_banner(m["synthetic"])
     _split_table(m)
     if m["shortfall"]:
-        console.print(f"[yellow]{m['message']}[/]")
+        console.print(f"[yellow]{escape(m['message'])}[/]")
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if json_out:
         print_json(m)
 
 
-@app.command("datasets")
+@app.command("datasets", epilog=examples(__doc__, "datasets"))
 def datasets_cmd(
     split_dir: Annotated[Path, typer.Argument(help="Folder written by `scenefit split` (train/val/test.parquet).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <criterion>/{train,val,test}.parquet + README.md.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: <criterion>/{train,val,test}.parquet + README.md.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
     criteria: Annotated[Optional[str], typer.Option(help=fhelp("datasets", "criteria") + " Comma-separated.")] = None,

@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import console, print_json
+from .common import console, print_json, examples
 
 STACK = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets", "pillow",
-         "pydantic", "typer", "pyarrow", "scikit-learn", "matplotlib", "fastapi", "uvicorn", "openai",
+         "pydantic", "typer", "pyarrow", "scikit-learn", "matplotlib", "fastapi", "uvicorn", "httpx",
          "torchvision", "vllm", "deepspeed", "ray")
 
 
@@ -41,7 +41,7 @@ def environment() -> dict:
             "packages": versions, "device": device}
 
 
-@app.command("env")
+@app.command("env", epilog=examples(__doc__, "env"))
 def env_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """Print versions of the stack (torch, transformers, trl, peft, …) and the device."""
     info = environment()

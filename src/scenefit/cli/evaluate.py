@@ -13,16 +13,16 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, examples
 
 
-@app.command("evaluate")
+@app.command("evaluate", epilog=examples(__doc__, "evaluate"))
 def evaluate_cmd(
     students: Annotated[Path, typer.Option("--students", help="Folder of trained students: <criterion>/ adapters "
                                            "with scenefit_student.json (output of `scenefit train`).")],
     data: Annotated[Path, typer.Option("--data", help="Folder of student datasets: <criterion>/{train,val,test}.parquet "
                                        "(output of `scenefit datasets`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, report.html, answers.parquet, "
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Report folder: metrics.json, report.html, answers.parquet, "
                                       "errors.jsonl.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -49,6 +49,8 @@ def evaluate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..evaluate.runner import EvaluateError, evaluate_dirs
+    from ..inference import StudentError
+    from ..modeling import DeviceError
 
     crit_list = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
     cfg = load_config("evaluate", config, sets, split=split, originals=originals, base=base, limit=limit,
@@ -66,7 +68,7 @@ def evaluate_cmd(
     try:
         with progress:
             metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bar)
-    except (EvaluateError, FileNotFoundError) as e:
+    except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))
         return
     synthetic_banner(metrics.get("synthetic", False))

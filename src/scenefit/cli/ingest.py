@@ -12,13 +12,13 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner, examples
 
 
-@app.command("ingest")
+@app.command("ingest", epilog=examples(__doc__, "ingest"))
 def ingest_cmd(
     manifest: Annotated[Path, typer.Argument(help="Manifest of samples: .jsonl, .csv or .parquet.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: manifest.parquet, errors.jsonl, images/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: manifest.parquet, errors.jsonl, images/.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
     layout: Annotated[Optional[str], typer.Option(help=fhelp("ingest", "layout"))] = None,

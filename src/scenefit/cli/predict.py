@@ -23,7 +23,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, escape, examples
 
 OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -37,7 +37,7 @@ def _criteria_arg(value: Optional[str]) -> Optional[list[str]]:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
 
-@app.command("predict")
+@app.command("predict", epilog=examples(__doc__, "predict"))
 def predict_cmd(
     image: Annotated[Optional[Path], typer.Option("--image", help="One image to judge (with --object and --box or --boxed).")] = None,
     object_name: Annotated[Optional[str], typer.Option("--object", help="Name of the boxed object, e.g. zebra.")] = None,
@@ -74,6 +74,8 @@ def predict_cmd(
         fail("--image needs --box x0,y0,x1,y1, or --boxed when the image already carries the red box")
     if out is not None and out.suffix.lower() not in OUT_FORMATS:
         fail(f"--out {out}: use a .jsonl, .csv or .parquet file")
+    if demo and students is not None:
+        fail("give either --demo or --students, not both")
     if demo:
         students = demo_students()
         if not students.is_dir():
@@ -105,7 +107,7 @@ def predict_cmd(
         items = samples
         synthetic = any(s.synthetic for s in samples)
     for err in read_errors:
-        console.print(f"[red]error:[/] {err['id']}: {err['reason']} ({err['code']})")
+        console.print(f"[red]error:[/] {escape(str(err['id']))}: {escape(err['reason'])} ({err['code']})")
 
     try:
         if baseline:
@@ -137,7 +139,7 @@ def predict_cmd(
 
     for p in predictions:
         if not p.ok:
-            console.print(f"[red]error:[/] {p.error['message']} ({p.error['code']})")
+            console.print(f"[red]error:[/] {escape(p.error['message'])} ({p.error['code']})")
     n_bad = sum(not p.ok for p in predictions) + len(read_errors)
     rows = _rows(items, predictions, synthetic)
     rows += [_error_row(e) for e in read_errors]
@@ -242,7 +244,7 @@ def _print_tables(predictions) -> None:
         stdout.print(table)
 
 
-@app.command("export-vllm")
+@app.command("export-vllm", epilog=examples(__doc__, "export-vllm"))
 def export_vllm_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Write the serving spec (JSON: names, absolute paths, ranks, command) here.")],
     students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student adapter per criterion.")] = None,
@@ -258,6 +260,8 @@ def export_vllm_cmd(
     """
     from ..vllm_export import VllmExportError, export_vllm
 
+    if demo and students is not None:
+        fail("give either --demo or --students, not both")
     if demo:
         students = demo_students()
     if students is None:
@@ -270,7 +274,7 @@ def export_vllm_cmd(
     if export.forced:
         for a in export.adapters:
             for problem in a.problems:
-                console.print(f"[yellow]warning:[/] {a.name}: {problem}")
+                console.print(f"[yellow]warning:[/] {escape(a.name)}: {escape(problem)}")
         console.print("[yellow]warning:[/] written with --force: vLLM will refuse the adapters listed above")
     console.print(f"wrote {out}")
     print(json.loads(out.read_text())["command_line"])

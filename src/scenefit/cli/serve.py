@@ -24,10 +24,28 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, examples
 
 
-@app.command("serve")
+#: Distributions of the ``serve`` extra (pyproject.toml), checked before the server modules load.
+SERVE_EXTRA = ("fastapi", "uvicorn", "python-multipart")
+
+
+def require_serve_extra() -> None:
+    """Fail with the install command, not an import traceback, when the serve extra is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for dist in SERVE_EXTRA:
+        try:
+            version(dist)
+        except PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
+
+
+@app.command("serve", epilog=examples(__doc__, "serve"))
 def serve_cmd(
     openai: Annotated[bool, typer.Option("--openai", help="Serve the OpenAI chat-completions protocol.")] = False,
     model: Annotated[Optional[Path], typer.Option("--model", help="Model folder to serve (e.g. runs/demo/model).", file_okay=False)] = None,
@@ -35,7 +53,7 @@ def serve_cmd(
     host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (0 = any free port; the URL is printed); default 8000.")] = None,
     max_batch: Annotated[Optional[int], typer.Option(help="Most concurrent requests in one batch (default: 8 with --openai, else serve.max_batch).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length when a request gives no max_tokens.")] = 512,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="With --openai: answer length when a request gives no max_tokens (default 512).")] = None,
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when available, else cpu).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32 (default: auto).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
@@ -54,6 +72,18 @@ def serve_cmd(
     model, over HTTP until interrupted (Ctrl-C)."""
     import sys
 
+    require_serve_extra()
+    students_only = {"--demo": demo, "--students": students, "--base": base, "--api-token": api_token,
+                     "--max-wait-ms": max_wait_ms, "--max-concurrency": max_concurrency,
+                     "--request-timeout": request_timeout, "--max-body-bytes": max_body_bytes,
+                     "--max-image-pixels": max_image_pixels, "--config": config, "--set": sets}
+    openai_only = {"--model": model, "--model-name": model_name, "--max-new-tokens": max_new_tokens}
+    misplaced = [k for k, v in (students_only if openai else openai_only).items() if v not in (None, False, [])]
+    if misplaced:
+        # a flag that would be ignored (an --api-token above all) must not pass silently
+        fail(f"{', '.join(misplaced)} {'do' if len(misplaced) > 1 else 'does'} not apply "
+             + ("with --openai (a plain model over the chat protocol, no authentication, no student limits)"
+                if openai else "without --openai (they configure the plain-model chat server)"))
     if not openai:
         _serve_students(demo, students, base, device, dtype, api_token, config, sets, host=host, port=port,
                         max_batch=max_batch, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
@@ -61,13 +91,17 @@ def serve_cmd(
                         max_image_pixels=max_image_pixels)
         return
     host, port = host or "127.0.0.1", 8000 if port is None else port
-    if model is None or not model.is_dir():
-        fail(f"--model must be a model folder, got {model}")
+    if model is None:
+        fail("--openai needs --model DIR (a model folder, e.g. runs/demo/model)")
+    if not model.is_dir():
+        fail(f"--model {model}: not a model folder")
     from ..serve.openai_server import build_openai_app, model_runner, run_app
 
     name = model_name or model.name
     runner = model_runner(str(model), max_batch=max_batch or 8, device=device, dtype=dtype or "auto")
-    api = build_openai_app(runner, name, default_max_tokens=max_new_tokens)
+    api = build_openai_app(runner, name, default_max_tokens=512 if max_new_tokens is None else max_new_tokens)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] listening on {host}; the --openai server has no authentication")
 
     def ready(base: str) -> None:
         sys.stdout.write(f"serving {base}/v1\n")

@@ -12,12 +12,12 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, examples
 
 
-@app.command("synth")
+@app.command("synth", epilog=examples(__doc__, "synth"))
 def synth_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, manifest.parquet, layout.jsonl, "
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: images/, manifest.parquet, layout.jsonl, "
                                       "world.json, originals/.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,

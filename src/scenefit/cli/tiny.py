@@ -12,12 +12,12 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fhelp, load_config
+from .common import ConfigOpt, SetOpt, console, fhelp, load_config, examples
 
 
-@app.command("tiny-model")
+@app.command("tiny-model", epilog=examples(__doc__, "tiny-model"))
 def tiny_model_cmd(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the model, tokenizer and processor to.")],
+    out_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the model, tokenizer and processor to.")],
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option(help=fhelp("tiny_model", "seed"))] = None,

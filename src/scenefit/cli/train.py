@@ -16,13 +16,13 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner
+from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, examples
 
 
-@app.command("train")
+@app.command("train", epilog=examples(__doc__, "train"))
 def train(
     data: Annotated[Path, typer.Option("--data", help="Folder of per-criterion datasets: DATA/<criterion>/{train,val,test}.parquet.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder; each student goes to OUT/<criterion>/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder; each student goes to OUT/<criterion>/.")],
     criterion: Annotated[str, typer.Option("--criterion", help="location, size, co_occurrence, or all (the config's criteria).")] = "all",
     model: Annotated[Optional[str], typer.Option("--model", help=fhelp("train", "base_model"))] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help=fhelp("train", "max_steps"))] = None,

@@ -118,7 +118,7 @@ class AnnotateConfig(StageConfig):
             raise ValueError(f"teacher names must be unique; repeated: {dup}")
         unknown = sorted(set(self.only) - set(names))
         if unknown:
-            raise ValueError(f"`only` names unknown teacher(s) {unknown}; configured: {names}")
+            raise ValueError(f"--teacher (annotate.only) names unknown teacher(s) {unknown}; configured: {names}")
         return self
 
     def selected(self) -> list[TeacherConfig]:
