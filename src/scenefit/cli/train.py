@@ -24,7 +24,7 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Folder of per-criterion datasets: DATA/<criterion>/{train,val,test}.parquet.")],
     out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder; each student goes to OUT/<criterion>/.")],
     criterion: Annotated[str, typer.Option("--criterion", help="location, size, co_occurrence, or all (the config's criteria).")] = "all",
-    model: Annotated[Optional[str], typer.Option("--model", help=fhelp("train", "base_model"))] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "--base", help=fhelp("train", "base_model"))] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help=fhelp("train", "max_steps"))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=fhelp("train", "seed"))] = None,
     resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help=fhelp("train", "resume"))] = None,

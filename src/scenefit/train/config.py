@@ -72,7 +72,7 @@ class TrainConfig(StageConfig):
     """Section ``train``: LoRA SFT of one student per criterion."""
 
     base_model: Optional[str] = Field(
-        None, description="Base model: a local folder or a hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct); --model overrides."
+        None, description="Base model: a local folder or a hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct) (flag: --model or --base)."
     )
     criteria: list[str] = Field(
         default_factory=lambda: [c.value for c in CRITERIA],
