@@ -34,6 +34,9 @@ from scenefit.criteria import CRITERIA
 from scenefit.sft_data import DatasetsConfig, build_student_datasets, write_student_datasets
 from scenefit.split import SplitConfig, balanced_split, write_split
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import timed  # noqa: E402
+
 LABELS = np.array(["In-context", "Out-of-context"], dtype=object)
 TEACHERS = (("qwen", 0.05), ("molmo", 0.10), ("internvl", 0.20))
 
@@ -133,15 +136,6 @@ def project_path(answers: pd.DataFrame, manifest: pd.DataFrame, out: Path) -> di
     t3 = time.perf_counter()
     return {"consensus": t1 - t0, "split": t2 - t1, "datasets": t3 - t2, "total": t3 - t0,
             "kept": len(cons.frame), "split_counts": split.manifest["counts"]}
-
-
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def main() -> None:

@@ -115,8 +115,8 @@ def sync(device: str) -> None:
 
 def timed_on(device: str, fn, repeats: int) -> float:
     """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call, waiting for the
-    device's queued work inside each timing (student_inference.timed does the median)."""
-    from student_inference import timed
+    device's queued work inside each timing (_timing.timed does the median)."""
+    from _timing import timed
 
     def call() -> None:
         fn()
@@ -258,7 +258,7 @@ def main() -> int:
     print("fast path at batch %d, seconds per stage: %s" % (b, ", ".join(
         f"{k} {v:.3f}" for k, v in result["fast_path_breakdown"].items())), flush=True)
     save()
-    print(f"prefill measured; building the three reference models", flush=True)
+    print("prefill measured; building the three reference models", flush=True)
 
     # Reference: three separately built students, batch 1, one criterion at a time.
     ref_items = items[: args.reference_images]

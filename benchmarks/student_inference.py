@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import timed  # noqa: E402
+
 
 def reference_models(predictor):
     """Three (base + adapter) models loaded separately, as a per-criterion script would."""
@@ -69,15 +71,6 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
                 answer = processor.tokenizer.decode(new, skip_special_tokens=True)
                 labels.append(parse_student_answer(answer, crit).label)
     return labels, counts
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def main() -> int:
