@@ -7,7 +7,8 @@ A probe of the world, not of the training stage: it draws a world with every vio
 0.5, labels each sample with its *truth*, trains the tiny Qwen2.5-VL of configs/demo.yaml on the
 bare decision ("Decision: In-context|Out-of-context", no analysis sentence) with a plain AdamW
 loop (--batch, default 16), and prints held-out decision accuracy (the fast scoring path) every few steps.
-``--mode lora`` trains the demo recipe's parts (LoRA on the language model + lm_head),
+``--mode lora`` trains the demo's adapters (configs/demo.yaml train.lora: LoRA on the language
+model's attention and MLP + lm_head),
 ``--mode full`` every weight, the vision tower included. SYNTHETIC: a test bed only.
 """
 
@@ -44,7 +45,6 @@ def main() -> int:
     from scenefit.prompts import student_prompt, student_system_prompt
     from scenefit.synth.world import WorldConfig, generate_world
     from scenefit.tiny import build_tiny_model
-    from scenefit.train.config import LoraSettings
     from scenefit.train.data import AnswerOnlyCollator, encode_example
     from scenefit.train.decision import accuracy, score_rows
     from scenefit.train.lora import apply_lora
@@ -77,7 +77,7 @@ def main() -> int:
     processor = load_processor(model_dir, None, None)
     model = load_model(model_dir, dtype="fp32", device="cpu")
     if args.mode == "lora":
-        model = apply_lora(model, LoraSettings(modules_to_save=["lm_head"]))
+        model = apply_lora(model, resolve("train", "configs/demo.yaml").lora)  # the demo's adapters
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     encoded = [encode_example(processor, r, 4096) for r in train]
     collate = AnswerOnlyCollator(processor.tokenizer.pad_token_id)
