@@ -52,16 +52,19 @@ def ingest_cmd(
         console=console, transient=False,
     )
     task = progress.add_task("ingest", total=None)
+
+    def start(n: int) -> None:  # the bar appears once the manifest is read (not before its error)
+        progress.update(task, total=n)
+        progress.start()
+
     try:
-        with progress:
-            result = ingest(
-                manifest, out, cfg, fmt=fmt,
-                on_start=lambda n: progress.update(task, total=n),
-                on_progress=lambda n: progress.advance(task, n),
-            )
+        result = ingest(manifest, out, cfg, fmt=fmt, on_start=start, on_progress=lambda n: progress.advance(task, n))
     except ManifestError as e:
+        progress.stop()
         fail(str(e))
         return
+    finally:
+        progress.stop()
     summary = result.summary()
     synthetic_banner(result.synthetic)
     rows = {"input rows": summary["input_rows"], "ok": summary["ok"], "rejected": summary["rejected"]}
