@@ -11,7 +11,8 @@ import pytest
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.agreement import cohen_kappa, fleiss_from_codes, fleiss_kappa, pairwise_cohen
-from scenefit.consensus import ConsensusConfig, apply_rule, answer_matrix, build_consensus, report_tables
+from scenefit.consensus import ConsensusConfig, apply_rule, answer_matrix, build_consensus
+from scenefit.consensus_tables import report_tables
 
 I, O = "In-context", "Out-of-context"
 SHORT = {"I": I, "O": O, None: None, "-": None}

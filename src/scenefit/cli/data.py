@@ -42,7 +42,8 @@ def consensus_cmd(
 
     All four rules are computed for the report; the configured one decides what is kept.
     """
-    from ..consensus import build_consensus, report_tables, write_consensus
+    from ..consensus import build_consensus, write_consensus
+    from ..consensus_tables import report_tables
     from ..parquet_io import file_sha256
 
     cfg = load_config(
