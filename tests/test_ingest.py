@@ -122,6 +122,20 @@ def test_cli_counts_strict_and_idempotent_rerun(batch, tmp_path):
     assert "rejected" in strict.stderr
 
 
+def test_rerun_removes_boxed_copies_the_new_manifest_no_longer_uses(batch, tmp_path):
+    out = tmp_path / "out"
+    ingest(batch["manifest"], out, IngestConfig())
+    copies = {p.name for p in (out / "images").iterdir()}
+    assert {image_name("good1"), image_name("good2")} <= copies
+    (out / "images" / "keep_me.png").write_bytes(b"not ingest's")  # a file no sample of the manifest names
+    (batch["data"] / "good2.jpg").write_bytes(b"broken now")  # good2 is rejected on the rerun
+    rerun = ingest(batch["manifest"], out, IngestConfig())
+    assert "good2" not in {s.id for s in rerun.samples}
+    left = {p.name for p in (out / "images").iterdir()}
+    assert image_name("good2") not in left  # no stale copy of a rejected sample
+    assert image_name("good1") in left and "keep_me.png" in left
+
+
 def test_cli_strict_passes_a_clean_batch_and_flags_synthetic(tmp_path):
     grey_image(tmp_path / "s1.png")
     rows = [{"id": "s1", "image": "s1.png", "object": "cow", "box": "1,1,20,20", "synthetic": True}]

@@ -13,7 +13,8 @@ Outputs in DIR:
 - ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every image path
   absolute, every sample ``boxed=True``;
 - ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
-  (already-boxed images are validated and referenced where they are, never copied);
+  (already-boxed images are validated and referenced where they are, never copied; a rerun
+  removes the copies of this manifest's samples that it no longer uses);
 - ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``reason`` (and ``row``
   when the manifest row itself was bad);
 - ``summary.json`` — counts, rejection counts by code, the config used, and the
@@ -156,6 +157,17 @@ def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[
     return sample.model_copy(update={"image": image_path, "box": box, "boxed": True}), clipped
 
 
+def _remove_stale_copies(images_out: Path, samples: list[Sample], accepted: list[Sample]) -> None:
+    """A rerun must not leave boxed copies that the new manifest no longer uses (a sample now
+    rejected, or now already boxed): remove images/<id>.png of this manifest's samples unless an
+    accepted sample points at it. Files of ids not in this manifest are never touched."""
+    used = {Path(s.image).name for s in accepted if Path(s.image).parent == images_out.resolve()}
+    for sample in samples:
+        name = image_name(sample.id)
+        if name not in used:
+            (images_out / name).unlink(missing_ok=True)
+
+
 def ingest(
     manifest: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -196,6 +208,7 @@ def ingest(
             accepted.append(new)
             drawn += not sample.boxed
             clipped += was_clipped
+    _remove_stale_copies(images_out, samples, accepted)
     result = IngestResult(
         samples=accepted,
         errors=errors,
