@@ -135,13 +135,14 @@ def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
     from scenefit.criteria import Criterion
     from scenefit.formats import DECISION_PREFIX
     from scenefit.inference.items import prepare_image, to_item
+    from scenefit.inference.predictor import BatchPixels
 
     cfg = predictor.config
     prepared = [to_item(it, i) for i, it in enumerate(items)]
     draw = lambda: [prepare_image(it, cfg.box_width, cfg.box_color, cfg.max_image_pixels) for it in prepared]
     images = draw()
     texts = [predictor.prompt_text(Criterion.LOCATION, it.object) + DECISION_PREFIX for it in prepared]
-    pixels: dict = {}
+    pixels = BatchPixels()
     inputs = predictor._encode(texts, images, pixels)
     model = predictor.model
     vision = {}

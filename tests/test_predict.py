@@ -24,6 +24,7 @@ from scenefit.formats import DECISION_PREFIX
 from scenefit.inference import (
     CriterionResult, DecisionTokenError, PredictConfig, Prediction, Predictor, StudentError, decision_token_ids,
 )
+from scenefit.inference.predictor import BatchPixels
 from scenefit.inference.toy_students import build_toy_students, toy_items
 
 
@@ -171,7 +172,7 @@ def test_images_preprocessed_once_give_the_processors_own_inputs(random_head):
     sizes = [(112, 84), (200, 140), (56, 56)]  # different image-token counts in one batch
     images = [Image.new("RGB", s, (40 * i, 90, 160)) for i, s in enumerate(sizes)]
     objects = ["cow", "fire hydrant", "a very long object name here"]
-    pixels: dict = {}
+    pixels = BatchPixels()
     for n, crit in enumerate(CRITERIA):
         texts = [random_head.prompt_text(crit, o) + DECISION_PREFIX for o in objects]
         reused = random_head._encode(texts, images, pixels)
@@ -180,8 +181,8 @@ def test_images_preprocessed_once_give_the_processors_own_inputs(random_head):
         for key, value in direct.items():
             assert torch.equal(reused[key].cpu(), value), (crit, key)
         if n:  # the very tensors kept from the first criterion, not a second preprocessing
-            assert reused["pixel_values"] is pixels["tensors"]["pixel_values"]
-    with pytest.raises(ValueError, match="one image per text"):
+            assert reused["pixel_values"] is pixels.tensors["pixel_values"]
+    with pytest.raises(ValueError, match="2 prompts for the 3 images"):
         random_head._encode(texts[:2], images[:2], pixels)
 
 

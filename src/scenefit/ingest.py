@@ -161,7 +161,8 @@ def _remove_stale_copies(images_out: Path, samples: list[Sample], accepted: list
     """A rerun must not leave boxed copies that the new manifest no longer uses (a sample now
     rejected, or now already boxed): remove images/<id>.png of this manifest's samples unless an
     accepted sample points at it. Files of ids not in this manifest are never touched."""
-    used = {Path(s.image).name for s in accepted if Path(s.image).parent == images_out.resolve()}
+    folder = images_out.resolve()
+    used = {Path(s.image).name for s in accepted if Path(s.image).parent == folder}
     for sample in samples:
         name = image_name(sample.id)
         if name not in used:

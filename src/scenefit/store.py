@@ -103,10 +103,10 @@ class AnnotationStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder; the answer store is one SQLite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE per batch).
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a folder; --db names the SQLite file of answers")
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")

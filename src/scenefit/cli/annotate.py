@@ -14,7 +14,10 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner, escape, open_store, examples
+from .common import (
+    ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, summary_table,
+    synthetic_banner,
+)
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The annotation store (SQLite); created when missing.", dir_okay=False)]
 

@@ -48,9 +48,14 @@ def fhelp(section: str, field: str) -> str:
     return escape(flag_help(section_class(section), field))
 
 
+def error_line(message: str, style: str = "red") -> None:
+    """Print ``error: message``; the message quotes user data, so it is never read as markup."""
+    console.print(f"[{style}]error:[/] {escape(message)}")
+
+
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a clear error and exit non-zero (no traceback for user errors)."""
-    console.print(f"[bold red]error:[/] {escape(message)}")  # messages quote user data: no markup
+    error_line(message, "bold red")
     raise typer.Exit(code)
 
 

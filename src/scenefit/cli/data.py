@@ -14,7 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, escape, open_store, examples
+from .common import (
+    ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, synthetic_banner,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the report / manifest as JSON on stdout.")]
 

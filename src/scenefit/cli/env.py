@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import console, print_json, examples
+from .common import console, examples, print_json
 
 STACK = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets", "pillow",
          "pydantic", "typer", "pyarrow", "scikit-learn", "matplotlib", "fastapi", "uvicorn", "httpx",

@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, summary_table, synthetic_banner, examples
+from .common import (
+    ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
+)
 
 
 @app.command("ingest", epilog=examples(__doc__, "ingest"))
@@ -58,13 +60,13 @@ def ingest_cmd(
         progress.start()
 
     try:
-        result = ingest(manifest, out, cfg, fmt=fmt, on_start=start, on_progress=lambda n: progress.advance(task, n))
+        try:
+            result = ingest(manifest, out, cfg, fmt=fmt, on_start=start, on_progress=lambda n: progress.advance(task, n))
+        finally:
+            progress.stop()  # before any error line below the bar
     except ManifestError as e:
-        progress.stop()
         fail(str(e))
         return
-    finally:
-        progress.stop()
     summary = result.summary()
     synthetic_banner(result.synthetic)
     rows = {"input rows": summary["input_rows"], "ok": summary["ok"], "rejected": summary["rejected"]}

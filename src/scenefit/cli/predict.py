@@ -23,7 +23,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, escape, examples
+from .common import (
+    ConfigOpt, SetOpt, console, error_line, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
 
 OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -107,7 +109,7 @@ def predict_cmd(
         items = samples
         synthetic = any(s.synthetic for s in samples)
     for err in read_errors:
-        console.print(f"[red]error:[/] {escape(str(err['id']))}: {escape(err['reason'])} ({err['code']})")
+        error_line(f"{err['id']}: {err['reason']} ({err['code']})")
 
     try:
         if baseline:
@@ -139,7 +141,7 @@ def predict_cmd(
 
     for p in predictions:
         if not p.ok:
-            console.print(f"[red]error:[/] {escape(p.error['message'])} ({p.error['code']})")
+            error_line(f"{p.error['message']} ({p.error['code']})")
     n_bad = sum(not p.ok for p in predictions) + len(read_errors)
     rows = _rows(items, predictions, synthetic)
     rows += [_error_row(e) for e in read_errors]

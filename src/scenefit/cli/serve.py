@@ -24,8 +24,11 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, examples
+from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
 
+
+#: Addresses that only this machine can reach: binding anything else without a token warns.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 #: Distributions of the ``serve`` extra (pyproject.toml), checked before the server modules load.
 SERVE_EXTRA = ("fastapi", "uvicorn", "python-multipart")
@@ -100,7 +103,7 @@ def serve_cmd(
     name = model_name or model.name
     runner = model_runner(str(model), max_batch=max_batch or 8, device=device, dtype=dtype or "auto")
     api = build_openai_app(runner, name, default_max_tokens=512 if max_new_tokens is None else max_new_tokens)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         console.print(f"[yellow]warning:[/] listening on {host}; the --openai server has no authentication")
 
     def ready(base: str) -> None:
@@ -137,7 +140,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         hint = " (run `make demo` first)" if demo else ""
         fail(f"no students folder at {folder}{hint}")
     token = resolve_token(api_token, cfg.api_token_env)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+    if cfg.host not in LOOPBACK and token is None:
         console.print(f"[yellow]warning:[/] listening on {cfg.host} without an API token")
 
     def ready(url: str) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fail, fhelp, load_config, print_json, synthetic_banner, examples
+from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
 
 @app.command("synth", epilog=examples(__doc__, "synth"))

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ConfigOpt, SetOpt, console, fhelp, load_config, examples
+from .common import ConfigOpt, SetOpt, console, examples, fhelp, load_config
 
 
 @app.command("tiny-model", epilog=examples(__doc__, "tiny-model"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -83,6 +84,15 @@ def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
             f"both decision alternatives start with the same token {token!r}; the fast path cannot tell them apart"
         )
     return prefix_ids, first
+
+
+@dataclass
+class BatchPixels:
+    """One batch's images as the processor prepared them, kept for the batch's other criteria."""
+
+    tensors: dict = field(default_factory=dict)  # pixel_values, image_grid_thw, on the model's device
+    tokens: list[int] = field(default_factory=list)  # image placeholder tokens per image
+    type_ids: bool = False  # the processor also gives mm_token_type_ids
 
 
 class Predictor:
@@ -256,7 +266,7 @@ class Predictor:
         out: list[dict[Criterion, CriterionResult]] = [{} for _ in images]
         with self._lock, self._torch.inference_mode(), self._adapters_enabled(use_adapters):
             vision = None
-            pixels: dict = {}  # the batch's preprocessed images, filled by the first criterion
+            pixels = BatchPixels()  # the batch's preprocessed images, filled by the first criterion
             for crit in crits:
                 with self._adapter(crit, use_adapters):
                     if explain:
@@ -280,37 +290,39 @@ class Predictor:
                 self._prompt_cache[key] = text
         return text
 
-    def _encode(self, texts: list[str], images: list, pixels: Optional[dict] = None) -> dict:
+    def _encode(self, texts: list[str], images: list, pixels: Optional[BatchPixels] = None) -> dict:
         """Processor inputs on the model's device, one image per text.
 
-        ``pixels`` (one dict per batch, shared by its criteria) makes the image work happen once:
-        the first call runs the processor and keeps its image tensors there; later calls only
+        ``pixels`` (one per batch, shared by its criteria) makes the image work happen once: the
+        first call runs the processor and keeps its image tensors there; later calls only
         tokenise their texts (image placeholders expanded as the processor does) and reuse them.
         Image preprocessing is CPU work that would otherwise be repeated for every criterion.
         """
-        if pixels:
+        if pixels is not None and pixels.tensors:
             return self._encode_texts(texts, pixels)
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if pixels is not None:
             merge = self.processor.image_processor.merge_size ** 2
-            pixels.update(keys=tuple(inputs), tokens=[int(g.prod()) // merge for g in inputs["image_grid_thw"]])
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if pixels is not None:
-            pixels.update(tensors={k: inputs[k] for k in ("pixel_values", "image_grid_thw")})
+            pixels.tokens = [n // merge for n in inputs["image_grid_thw"].prod(-1).tolist()]
+            pixels.type_ids = "mm_token_type_ids" in inputs
+            pixels.tensors = {k: inputs[k] for k in ("pixel_values", "image_grid_thw")}
         return inputs
 
-    def _encode_texts(self, texts: list[str], pixels: dict) -> dict:
+    def _encode_texts(self, texts: list[str], pixels: BatchPixels) -> dict:
         """Tokenised ``texts`` beside the batch's already preprocessed images (see :meth:`_encode`)."""
         token = self.processor.image_token
-        if len(texts) != len(pixels["tokens"]) or any(t.count(token) != 1 for t in texts):
-            raise ValueError("reused image tensors need exactly one image per text, in the same order")
-        expanded = [t.replace(token, token * n) for t, n in zip(texts, pixels["tokens"])]
+        if len(texts) != len(pixels.tokens):
+            raise ValueError(f"{len(texts)} prompts for the {len(pixels.tokens)} images preprocessed for this batch")
+        for i, t in enumerate(texts):
+            if t.count(token) != 1:
+                raise ValueError(f"prompt {i} holds {t.count(token)} image placeholders; reused images need exactly one")
+        expanded = [t.replace(token, token * n) for t, n in zip(texts, pixels.tokens)]
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
         inputs = {k: enc[k] for k in ("input_ids", "attention_mask")}
-        if "mm_token_type_ids" in pixels["keys"]:
+        if pixels.type_ids:
             inputs["mm_token_type_ids"] = self._torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"]))
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return {**inputs, **pixels["tensors"]}
+        return {**{k: v.to(self.device) for k, v in inputs.items()}, **pixels.tensors}
 
     def _two_way(self, logits) -> tuple[list[float], list[Label]]:
         """p(out) from the first-token logits of the two alternatives, and the argmax label."""
@@ -318,7 +330,8 @@ class Predictor:
         p_out = self._torch.softmax(pair, dim=-1)[:, 1].tolist()
         return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
 
-    def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None, pixels: Optional[dict] = None):
+    def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None,
+                pixels: Optional[BatchPixels] = None):
         """Fast path: one forward pass over prompt + 'Decision:'; returns rows and the vision
         features (reusable by the next criterion when shared)."""
         inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images, pixels)
@@ -338,7 +351,7 @@ class Predictor:
         return rows, vision
 
     def generate(self, texts: list[str], images: list, max_new_tokens: int, first_logits: bool = False,
-                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[dict] = None):
+                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[BatchPixels] = None):
         """Batched generation (left padding; greedy unless temperature > 0) for already
         templated ``texts`` and their images (flat, in order; None for text only). Returns (decoded new text, new-token counts,
         first-step logits or None). Call inside :meth:`use` to pick the adapter. ``pixels``: see
@@ -367,7 +380,7 @@ class Predictor:
         texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts_out, counts, (out.logits[0] if first_logits else None)
 
-    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[dict] = None):
+    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None):
         force = self.config.force_decision_prefix
         prompts = [self.prompt_text(crit, o) for o in objects]
         if force:
