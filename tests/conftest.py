@@ -24,6 +24,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), TinyModelConfig(seed=0))
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    """A wide terminal for every CLI a test runs (in-process or as a subprocess): rich wraps text
+    to the terminal width (80 when there is none), so a long temporary path inside an error line
+    or typer's error box would be split across lines and a substring check would miss it. Set per
+    test, so pytest's own report keeps the real width."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -18,21 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scenefit.store import stored_answers as stored
+
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
 N = 40
 
 
-def stored(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
+def default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default action (an ignored one survives exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
@@ -99,8 +93,11 @@ def test_ctrl_c_keeps_received_answers_and_says_how_to_continue(tmp_path):
            "--no-progress"]
     # 60 answers at 0.2 s each: the interrupt, sent after the second stored answer, always lands
     # mid-run, even on a loaded machine (a 4 s run once finished first and hid the check).
+    # The child gets the default SIGINT action: a suite started in the background (`make test &`,
+    # nohup, some CI runners) inherits an *ignored* SIGINT, which Python keeps ignored — the run
+    # then never sees the interrupt and ends 0 with every answer stored.
     proc = subprocess.Popen(cmd + ["--config", str(config("slow.yaml", 0.2))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while stored(db) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -111,9 +108,44 @@ def test_ctrl_c_keeps_received_answers_and_says_how_to_continue(tmp_path):
     kept = stored(db)
     assert 2 <= seen <= kept < n
     assert "run the same command again" in " ".join(err.split())
+    assert f"{kept} answers are in" in " ".join(err.split())
     # The rerun (same teacher and prompt; no artificial delay) asks only what is missing.
     res = subprocess.run(cmd + ["--config", str(config("fast.yaml", 0.0)), "--json"], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)["teachers"]["q"]["skipped"] == kept
     assert stored(db) == n
+
+
+@pytest.mark.parametrize("where", ["manifest", "summary"])
+def test_ctrl_c_before_the_run_or_after_the_last_commit_still_ends_130(tmp_path, monkeypatch, where):
+    """An interrupt outside the teachers' loop — while the manifest is read (before any handler
+    of asyncio is installed) or while the summary prints (after the last commit) — ends the same
+    way as one mid-run: exit 130, the stored count, and how to continue."""
+    from typer.testing import CliRunner
+
+    import scenefit.cli.annotate as annotate_cli
+    import scenefit.manifest
+    from scenefit.cli import app
+    from scenefit.synth.world import WorldConfig, generate_world
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "manifest":
+        monkeypatch.setattr(scenefit.manifest, "read_manifest", interrupt)
+    else:
+        monkeypatch.setattr(annotate_cli, "_print_summary", interrupt)
+    world = tmp_path / "world"
+    generate_world(WorldConfig(n=4, seed=7, originals=False), world)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"annotate": {"teachers": [
+        {"name": "q", "backend": "simulated", "persona": "qwen72b-sim"}]}}))
+    db = tmp_path / "ann.sqlite"
+    res = CliRunner().invoke(app, ["annotate", str(world / "manifest.parquet"), "--db", str(db), "--config",
+                                   str(config), "--no-progress"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 130, res.output
+    assert f"{0 if where == 'manifest' else 4} answers are in" in said
+    assert "run the same command again" in said
+    assert stored(db) == (0 if where == "manifest" else 4)

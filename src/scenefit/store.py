@@ -90,6 +90,21 @@ def failure_kind(reason: Optional[str]) -> str:
     return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
 
 
+def stored_answers(path: Path | str) -> int:
+    """How many answers the store at ``path`` holds, read without writing (0 when it or its
+    table does not exist yet) — safe while another process writes it."""
+    if not Path(path).is_file():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:  # no table yet (or not a store: nothing of ours in it)
+        return 0
+
+
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -42,6 +42,21 @@ def annotate_cmd(
     failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
     most the answers not yet committed (Ctrl-C commits them). Failures are stored with their reason, never dropped.
     """
+    try:
+        _annotate(manifest, db, config, sets, teacher, prompt_file, prompt_variant, redo_failed, limit, progress,
+                  json_out)
+    except KeyboardInterrupt:
+        from ..store import stored_answers
+
+        # Ctrl-C at any moment — before the teachers start, mid-run, during the last commit or
+        # the summary — ends the same way: 130, what is stored, and how to continue.
+        console.print(f"[yellow]interrupted[/]: {stored_answers(db)} answers are in {escape(str(db))}; "
+                      "run the same command again to continue where it stopped")
+        raise typer.Exit(130) from None
+
+
+def _annotate(manifest: Path, db: Path, config, sets, teacher, prompt_file, prompt_variant, redo_failed, limit,
+              progress, json_out: bool) -> None:
     import asyncio
 
     from .. import SYNTHETIC_NOTICE
@@ -73,10 +88,6 @@ def annotate_cmd(
         except (RuntimeError, ValueError, FileNotFoundError, ImportError) as e:
             fail(f"annotate: {e}")
             return
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: {store.count()} answers are in {db}; "
-                          "run the same command again to continue where it stopped")
-            raise typer.Exit(130) from None
     _print_summary(summary, db)
     synthetic_banner(synthetic)
     if json_out:
