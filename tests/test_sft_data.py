@@ -85,11 +85,27 @@ def test_rebalance_downsamples_the_majority_label_in_train_only():
     assert (loc_train["label"] == I).sum() == (loc_train["label"] == O).sum() == n_min
     assert len(bal.frames["location"]["val"]) == len(plain.frames["location"]["val"]) == 10
     info = bal.manifest["criteria"]["location"]
-    assert info["before_rebalance"]["rows"] == 40 and info["splits"]["train"]["out_share"] == 0.5
+    assert info["before_rebalance"]["train"]["rows"] == 40 and info["splits"]["train"]["out_share"] == 0.5
     # a criterion with one label only cannot be balanced: left as is, and its balance reported
     assert bal.manifest["criteria"]["size"]["splits"]["train"] == {"rows": 40, I: 40, O: 0, "out_share": 0.0}
     again = build_student_datasets(splits, DatasetsConfig(rebalance=True, seed=1))
     assert again.frames["location"]["train"]["id"].tolist() == loc_train["id"].tolist()
+
+
+def test_rebalance_every_split_gives_balanced_val_and_test_and_keeps_train_draw():
+    splits = _splits()
+    every = build_student_datasets(splits, DatasetsConfig(rebalance=["test", "train", "val"], seed=1))
+    assert every.manifest["rebalance"] == ["train", "val", "test"]  # split order, whatever the order given
+    for split in ("train", "val", "test"):
+        rows = every.frames["location"][split]
+        n_in, n_out = (rows["label"] == I).sum(), (rows["label"] == O).sum()
+        raw = splits[split]["label_location"].value_counts()
+        assert n_in == n_out == raw.min(), split  # 1:1 at the minority's count: majority class 50 %
+    # balancing val/test does not change which train rows an existing seed keeps
+    train_only = build_student_datasets(splits, DatasetsConfig(rebalance=True, seed=1))
+    assert every.frames["location"]["train"]["id"].tolist() == train_only.frames["location"]["train"]["id"].tolist()
+    with pytest.raises(ValueError, match="unknown split"):
+        DatasetsConfig(rebalance=["train", "dev"])
 
 
 def test_written_datasets_load_with_datasets_and_carry_a_card(tmp_path):
@@ -189,8 +205,9 @@ def test_consensus_split_datasets_verbs_end_to_end(tmp_path):
     assert m["rule"] == "majority" and m["seed"] == 2 and m["counts"] == {"train": 20, "val": 4, "test": 4}
     assert m["inputs"]["consensus.parquet"]
 
-    r = runner.invoke(app, ["datasets", str(tmp_path / "s"), "--out", str(tmp_path / "d"), "--rebalance"])
+    r = runner.invoke(app, ["datasets", str(tmp_path / "s"), "--out", str(tmp_path / "d"), "--rebalance", "train,val"])
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["rebalance"] == ["train", "val"]
     for c in CRITERIA:
         for s in ("train", "val", "test"):
             df = pd.read_parquet(tmp_path / "d" / c.value / f"{s}.parquet")

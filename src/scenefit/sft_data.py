@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -49,10 +49,11 @@ class DatasetsConfig(StageConfig):
         default_factory=lambda: [c.value for c in CRITERIA],
         description="Criteria to build datasets for (location, size, co_occurrence).",
     )
-    rebalance: bool = Field(
-        default=False,
-        description="Per criterion, down-sample the majority label of the train split to the minority's count "
-        "(seeded); val/test stay as split.",
+    rebalance: list[str] = Field(
+        default_factory=list,
+        description="Splits to balance 1:1 per criterion (down-sample the majority label to the minority's "
+        "count, seeded): e.g. [train, val, test] (balanced checkpoint pick and test, majority class 50 %), "
+        "[train], or [] (as split). true/false mean [train]/[] (older configs).",
     )
     seed: int = Field(default=0, description="Seed of the re-balancing draw.")
     drop_conflicts: bool = Field(
@@ -66,6 +67,18 @@ class DatasetsConfig(StageConfig):
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
         return criteria_list(v)
+
+    @field_validator("rebalance", mode="before")
+    @classmethod
+    def _rebalance(cls, v: Any) -> list[str]:
+        if isinstance(v, bool):
+            return ["train"] if v else []
+        if isinstance(v, str):
+            v = [] if v.strip().lower() in ("", "none") else [p.strip() for p in v.split(",") if p.strip()]
+        unknown = [p for p in v if p not in CARD_SPLIT_NAMES]
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(CARD_SPLIT_NAMES)}")
+        return [p for p in CARD_SPLIT_NAMES if p in v]  # split order, no repeats
 
 
 @dataclass
@@ -153,13 +166,14 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
     for cname in cfg.criteria:
         crit = Criterion(cname)
         frames[cname] = {}
-        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance}
+        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}}
         for split_name, df in splits.items():
             rows, drops = build_rows(df, crit, cfg.drop_conflicts)
-            if cfg.rebalance and split_name == "train":
-                before = label_balance(rows)
-                rows = rebalance_labels(rows, cfg.seed, f"rebalance:{cname}")
-                info["before_rebalance"] = before
+            if split_name in cfg.rebalance:
+                info["before_rebalance"][split_name] = label_balance(rows)
+                # train keeps its historical tag, so existing seeds draw the same rows
+                tag = f"rebalance:{cname}" if split_name == "train" else f"rebalance:{cname}:{split_name}"
+                rows = rebalance_labels(rows, cfg.seed, tag)
             frames[cname][split_name] = rows
             info["splits"][split_name] = label_balance(rows)
             info["dropped"][split_name] = drops
@@ -221,7 +235,7 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "analysis sentence for this criterion.",
         "",
         f"Labels: consensus rule `{manifest.get('rule')}`, designated teacher `{manifest.get('designated')}`. "
-        f"Split seed {manifest.get('split_seed')}; train re-balanced per label: {manifest['rebalance']}.",
+        f"Split seed {manifest.get('split_seed')}; balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}.",
         "",
         "| split | rows | In-context | Out-of-context | dropped (no label / no analysis / conflict) |",
         "|---|---:|---:|---:|---|",

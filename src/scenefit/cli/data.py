@@ -134,7 +134,8 @@ def datasets_cmd(
     sets: SetOpt = None,
     criteria: Annotated[Optional[str], typer.Option(help=fhelp("datasets", "criteria") + " Comma-separated.")] = None,
     rebalance: Annotated[
-        Optional[bool], typer.Option("--rebalance/--no-rebalance", help=fhelp("datasets", "rebalance"))
+        Optional[str], typer.Option("--rebalance", help=fhelp("datasets", "rebalance") + " On the command line: "
+                                    "comma-separated (train,val,test) or none.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=fhelp("datasets", "seed"))] = None,
     json_out: JsonOpt = False,
@@ -209,7 +210,7 @@ def _split_table(m: dict) -> None:
 def _datasets_table(m: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"student datasets (prompt {m['prompt_version']}, train re-balanced: {m['rebalance']})")
+    t = Table(title=f"student datasets (prompt {m['prompt_version']}, balanced 1:1: {', '.join(m['rebalance']) or 'none'})")
     for col in ("criterion", "split", "rows", "In-context", "Out-of-context", "dropped"):
         t.add_column(col, justify="left" if col in ("criterion", "split", "dropped") else "right")
     for c, info in m["criteria"].items():
