@@ -152,6 +152,10 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     expected = 1 - (originals["object"] == out_object).mean()
     sc = saved["shortcut"]
     assert sc["available"] and sc["n"] == len(originals)
+    # every scene of this world is in the evaluated split, so every original is used
+    assert sc["selection"] == {"unseen_scenes_only": True, "given": len(originals), "used": len(originals),
+                               "rule": sc["selection"]["rule"]}
+    assert f"of {len(originals)} originals, the {len(originals)} whose scene is in the evaluated split" in html_path.read_text()
     for c in ("location", "size", "co_occurrence", "fused"):
         assert sc["in_context_share"][c] == pytest.approx(expected)
     assert sc["robust"]["location"] is bool(expected >= 0.95)
@@ -237,3 +241,19 @@ def test_default_originals_is_the_world_beside_the_datasets(tmp_path):
     target.parent.mkdir(parents=True)
     target.write_bytes(b"")
     assert default_originals(tmp_path / "datasets") == target.resolve()
+
+
+def test_shortcut_uses_only_originals_of_scenes_in_the_evaluated_split():
+    from scenefit.evaluate.shortcut import originals_in_split
+    from scenefit.records import Sample
+
+    def original(group):
+        return Sample(id=f"{group}-orig", image="x.png", object="cow", box=(1, 1, 5, 5), group=group)
+
+    given = [original(g) for g in ("scene1", "scene2", "scene3", "scene4")]
+    kept, how = originals_in_split(given, ["scene3", "scene1", None, "scene9"])
+    assert [s.group for s in kept] == ["scene1", "scene3"]  # scenes 2 and 4 were training scenes
+    assert how["unseen_scenes_only"] and (how["given"], how["used"]) == (4, 2)
+    # no groups to match (real originals without them): all are used, and the metrics say why
+    kept, how = originals_in_split([Sample(id="o", image="x.png", object="cow", box=(1, 1, 5, 5))], ["scene1"])
+    assert len(kept) == 1 and how["unseen_scenes_only"] is False and "all originals used" in how["reason"]

@@ -261,8 +261,12 @@ def _shortcut_html(shortcut: dict[str, Any]) -> str:
         d = (shortcut.get("details") or {}).get(name, {})
         verdict = "robust" if share is not None and share >= thr else "shortcut suspected"
         rows.append([_esc(name), d.get("n", "–"), _pct(share), d.get("unparseable", "–"), _esc(verdict)])
-    return (f"<p>{shortcut.get('n', 0)} unmodified images ({_esc(shortcut.get('source', ''))}), each boxing an object that "
-            f"belongs there: every answer should be in-context. Reference: ≥ {100 * thr:.0f} % in-context is robust.</p>"
+    sel = shortcut.get("selection") or {}
+    chosen = (f" — of {sel['given']} originals, the {sel['used']} whose scene is in the evaluated split (unseen in training)"
+              if sel.get("unseen_scenes_only") else (f" — {_esc(sel['reason'])}" if sel.get("reason") else ""))
+    return (f"<p>{shortcut.get('n', 0)} unmodified images ({_esc(shortcut.get('source', ''))}){chosen}, each boxing an "
+            f"object that belongs there: every answer should be in-context. Reference: ≥ {100 * thr:.0f} % in-context "
+            "is robust.</p>"
             + _table(["criterion", "n", "in-context share", "unparseable", "verdict"], rows)
             + _img(plot_shortcut(shortcut), "shortcut test", ""))
 

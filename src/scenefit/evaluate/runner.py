@@ -29,7 +29,7 @@ from .metrics import (
     CONVENTIONS, as_label, criteria_order, error_breakdown, fuse_by_id, label_metrics, reliability, top_confusions,
 )
 from .reasoning import RULE_SUMMARY, reasoning_metrics
-from .shortcut import shortcut_metrics
+from .shortcut import originals_in_split, shortcut_metrics
 
 ProgressFn = Optional[Callable[[int], None]]
 
@@ -328,11 +328,10 @@ def default_originals(data_dir: Path | str) -> Optional[Path]:
     return cand if cand.is_file() else None
 
 
-def load_originals(path: Path | str, limit: Optional[int]) -> tuple[list[Sample], list[dict]]:
+def load_originals(path: Path | str) -> tuple[list[Sample], list[dict]]:
     from ..manifest import read_manifest
 
-    samples, errors = read_manifest(path)
-    return (samples[:limit] if limit else samples), errors
+    return read_manifest(path)
 
 
 def answers_table(answers: dict[str, list[Answer]], model: str) -> pd.DataFrame:
@@ -358,7 +357,10 @@ def evaluate_dirs(
     if student_predictor is None:
         student_predictor, baseline_predictor = build_predictors(students_dir, cfg)
     originals_path = cfg.originals or default_originals(data_dir)
-    originals, originals_errors = (load_originals(originals_path, cfg.originals_limit) if originals_path else ([], []))
+    originals, originals_errors = (load_originals(originals_path) if originals_path else ([], []))
+    originals, originals_selection = originals_in_split(
+        originals, (g for df in frames.values() if "group" in df for g in df["group"].unique()))
+    originals = originals[: cfg.originals_limit] if cfg.originals_limit else originals  # the limit after the choice
 
     def bar(desc: str, total: int) -> ProgressFn:
         return progress_factory(desc, total) if progress_factory else None
@@ -397,6 +399,8 @@ def evaluate_dirs(
             "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
                         "shortcut": cfg.shortcut_explain if originals else None}}
     metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
+    if originals_path:
+        metrics["shortcut"]["selection"] = originals_selection
     gallery = worst_errors(frames, student, cfg.gallery_size)
     for g in gallery:
         try:
