@@ -69,7 +69,10 @@ def test_paper_config_is_the_papers_recipe():
     assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps * cfg.num_devices == 64 == cfg.effective_batch_size
     assert cfg.num_devices == 4
     assert cfg.eval_steps == 125 and cfg.metric_for_best_model == "eval_loss" and cfg.early_stopping_patience == 3
+    assert cfg.early_stopping_threshold == 0.001  # the authors' code
     assert cfg.precision == "bf16"
+    # the authors balance each criterion's labels 1:1
+    assert resolve("datasets", REPO / "configs" / "paper.yaml").rebalance == ["train", "val", "test"]
 
 
 def test_demo_and_paper_configs_validate():
