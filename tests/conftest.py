@@ -9,11 +9,32 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address):
+    """No test reaches beyond this machine (no hub, no dataset host, no stray address): a
+    connection to anything but loopback fails at once, naming the address."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = str(address[0]).split("%")[0]
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise OSError(f"test network guard: {host} is not loopback; tests stay on this machine")
+    return _connect(sock, address)
+
+
+socket.socket.connect = _loopback_only
 
 
 @pytest.fixture(scope="session")
