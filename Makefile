@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
+VERBOSE ?= 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -23,7 +24,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 demo: venv
-	DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+	DEMO_DIR=$(DEMO_DIR) VERBOSE=$(VERBOSE) bash scripts/demo.sh
 
 # Debian's chromium + chromedriver for the browser tests (report rendering, web page).
 browser:
