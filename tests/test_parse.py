@@ -244,23 +244,26 @@ def test_json_schema_accepts_a_schema_conforming_answer():
     assert schema["properties"]["final_decision"]["enum"] == ["In-context", "Out-of-context"]
 
 
-def test_packaged_prompts_describe_the_parsed_format():
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_packaged_prompts_describe_the_parsed_format(version):
     """The text prompt's answer template and the JSON prompt's keys are what the parser reads."""
     from scenefit.prompts import teacher_prompt
 
-    text = teacher_prompt().render("zebra")
-    assert "Final decision:" in text and "Summary:" in text and "zebra" in text
-    jtext = teacher_prompt(variant="json").render("zebra")
+    text = teacher_prompt(version=version).render("zebra")
+    assert "Final decision:" in text and "Summary:" in text and "zebra" in text and "{object}" not in text
+    jtext = teacher_prompt(variant="json", version=version).render("zebra")
     for key in ("analysis", "summary", "final_decision", "co_occurrence"):
         assert f'"{key}"' in jtext
-    assert teacher_prompt(variant="json").hash != teacher_prompt().hash
+    assert teacher_prompt(variant="json", version=version).hash != teacher_prompt(version=version).hash
 
 
-def test_echoed_template_is_not_an_answer():
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_echoed_template_is_not_an_answer(version):
     """A model that repeats the prompt's answer template has answered nothing."""
     from scenefit.prompts import teacher_prompt
 
-    template = teacher_prompt().render("zebra").split("Write your answer exactly in this format")[1]
+    text = teacher_prompt(version=version).render("zebra")
+    template = text.split("Write your answer exactly in this format")[1].split("Two worked examples")[0]
     p = parse_teacher_answer(template)
     assert all(v is None for v in p.labels.values()) and p.final is None
     assert p.status == "unparseable"

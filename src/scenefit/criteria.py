@@ -57,6 +57,9 @@ _QUESTION = {
 #: Criteria in their canonical order (files, tables, reports).
 CRITERIA: tuple[Criterion, ...] = tuple(Criterion)
 
+#: Criteria in the order the teacher prompt asks for them (the authors' order, design §2).
+TEACHER_ORDER: tuple[Criterion, ...] = (Criterion.LOCATION, Criterion.CO_OCCURRENCE, Criterion.SIZE)
+
 
 class Label(str, Enum):
     """The two decisions. Anything unreadable is ``None`` — never a third class."""
