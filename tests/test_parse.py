@@ -376,3 +376,24 @@ def test_student_parser_reads_negated_decision_as_no_label(decision):
     assert ans.analysis == "The cow floats in the sky."
     ok = parse_student_answer("Decision: Out-of-context\nLocation: The cow is not in a field.", L)
     assert ok.label is OUT and ok.status == "ok"
+
+
+@pytest.mark.parametrize("line", ["Final decision: Out, since the horse is in a bathroom.",
+                                  "Final decision: OUT - co-occurrence fails."])
+def test_bare_out_followed_by_punctuation_and_reasons_is_a_label(line):
+    p = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0] + line)
+    assert p.final is OUT and not p.final_derived
+
+
+def test_bare_labels_without_any_header_are_labels():
+    text = ("Location: The horse stands on the tiled floor.\nCo-occurrence: Horses are not found in bathrooms.\n"
+            "Size: About as tall as the stall doors.\nLocation: In\nCo-occurrence: Out\nSize: In\nFinal decision: Out")
+    p = parse_teacher_answer(text)
+    check_full(p)
+    assert p.status == "ok", p.reason
+
+
+def test_explanation_after_the_summary_is_analysis_not_a_second_label():
+    text = CANONICAL + "\nExplanation:\nLocation: Out of context as the floor of a bathroom is no place for a horse."
+    p = parse_teacher_answer(text)
+    assert p.labels == EXPECTED_LABELS and p.status == "ok", p.reason

@@ -139,11 +139,12 @@ _LABEL_AT_START = re.compile(
     re.IGNORECASE,
 )
 # "Final decision: X", "Final answer is X", "Overall: X", "Decision - X" (anywhere in a line);
-# X may be a bare "In"/"Out" when nothing but punctuation follows it ("Final decision: Out.").
+# X may be a bare "In"/"Out" when the line ends or punctuation follows it ("Final decision: Out.",
+# "Final decision: Out, since ..."), but not when a sentence goes on ("Final decision: In the end ...").
 _FINAL_RE = re.compile(
     r"\b(?:final\s+(?:decision|answer|verdict|label|judg(?:e)?ment)|overall(?:\s+decision)?|decision|verdict)"
     r"\s*(?:is|=|:|-|–|—)?\s*[:\-–—]?\s*\W*"
-    r"(out[\s_-]*of[\s_-]*context\b|in[\s_-]*context\b|(?:in|out)\b(?=[\s.!*_`]*$))",
+    r"(out[\s_-]*of[\s_-]*context\b|in[\s_-]*context\b|(?:in|out)\b(?=[\s*_`]*(?:$|[.,;:!()\[\]]|\s[-–—]\s)))",
     re.IGNORECASE,
 )
 # "<Criterion>: rest" with optional markdown around the name; ':' or a dash as separator.
@@ -153,7 +154,10 @@ _INLINE_LABEL = re.compile(
     rf"(?P<name>{_CRIT_ALT})\s*(?::|\s[-–—]\s|=)\s*\W*(?P<label>out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b",
     re.IGNORECASE,
 )
-_HEADER_RE = re.compile(r"^(analysis|analyses|reasoning|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE)
+_ANALYSIS_HEADERS = ("analysis", "analyses", "reasoning", "explanation", "explanations", "rationale", "justification")
+_HEADER_RE = re.compile(
+    rf"^({'|'.join(_ANALYSIS_HEADERS)}|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE
+)
 _BULLET_RE = re.compile(r"^\s*(?:[-*+•·>]+|\d+[.)]|[a-z][.)](?=\s))\s*", re.IGNORECASE)
 # "In-context or Out-of-context": the prompt's choice echoed back, not an answer.
 _CHOICE_ECHO = re.compile(r"^\W*(?:or|/|\|)\s*\W*(?:out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b", re.IGNORECASE)
@@ -220,7 +224,10 @@ class _Reading:
         text = text.strip()
         if kind in ("summary", "auto"):
             lab, rest = _label_prefix(text)
-            if lab is None and kind == "summary" and not _NEGATED.search(text):
+            # a Summary line may say more than the label; outside a Summary only a bare label
+            # ("Size: Out") is one, a sentence is an analysis
+            bare = kind == "auto" and len(text.split()) <= 2
+            if lab is None and (kind == "summary" or bare) and not _NEGATED.search(text):
                 lab, rest = Label.parse(text), ""
             if lab is not None:
                 sentence = bool(rest) and len(rest.split()) >= 3
@@ -335,7 +342,7 @@ def _parse_text(text: str, r: _Reading) -> None:
             continue
         h = _HEADER_RE.match(line)
         if h:
-            section = "analysis" if h.group(1).lower() in ("analysis", "analyses", "reasoning") else "summary"
+            section = "analysis" if h.group(1).lower() in _ANALYSIS_HEADERS else "summary"
             continue
         # "Analysis: Location: ..." (header and first line joined)
         joined = re.match(r"^(analysis|summary)\s*:\s*(.+)$", line, re.IGNORECASE)
