@@ -265,3 +265,6 @@ def test_derived_final_is_no_vote_by_default():
     assert [res.report["teacher_status"][t]["derived_final"] for t in "abc"] == [0, 0, 1]
     assert res.report["agreement"]["location"]["rate"] == 1.0  # criterion labels still agree
     assert res.report["count_derived_final"] is False
+    per_teacher = next(t for t in report_tables(res.report) if t.title == "Answers per teacher")
+    column = next(c for c in per_teacher.columns if c.header == "derived finals")
+    assert list(column.cells) == ["0", "0", "1"] and "no vote" in per_teacher.caption
