@@ -345,6 +345,7 @@ h1{margin-bottom:.2em} section{margin:2em 0} .muted{color:#777}
 .synthetic{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;font-size:1.1em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f2f2f2} td:first-child{text-align:left} img.plot{max-width:100%;display:block;margin:.5em 0}
+table.headline{display:block;overflow-x:auto} table.headline td{white-space:nowrap}
 .gallery{display:flex;flex-wrap:wrap;gap:1em}
 .card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em;overflow-wrap:anywhere}
 .card img{width:100%;image-rendering:pixelated}
