@@ -107,6 +107,22 @@ def test_rerun_skips_done_and_new_prompt_makes_new_rows(world, samples, tmp_path
         assert len(store.prompt_hashes()) == 2
 
 
+def test_prompt_versions_v2_default_and_v1_selectable(world, samples, tmp_path):
+    """The default packaged prompt is v2; v1 stays selectable and its answers are kept apart
+    (another hash); the simulated teachers' answers parse alike under both."""
+    db = tmp_path / "ann.sqlite"
+    annotate(samples[:6], sim_config(), db, manifest_path=world / "manifest.parquet")
+    annotate(samples[:6], sim_config(prompt_version="v1"), db, manifest_path=world / "manifest.parquet")
+    with AnnotationStore(db) as store:
+        df = store.to_frame()
+    v1, v2 = teacher_prompt(version="v1").hash, teacher_prompt(version="v2").hash
+    assert teacher_prompt().hash == v2 != v1
+    assert set(df["prompt_hash"]) == {v1, v2}
+    by_prompt = {h: g.set_index(["sample_id", "teacher"])["status"].sort_index() for h, g in df.groupby("prompt_hash")}
+    assert len(by_prompt[v2]) == 6 * len(PERSONAS)
+    assert by_prompt[v1].equals(by_prompt[v2])
+
+
 def test_limit_and_only(samples, tmp_path):
     db = tmp_path / "ann.sqlite"
     s = annotate(samples, sim_config(limit=5, only=["molmo72b-sim"]), db)
@@ -223,7 +239,7 @@ def test_cli_parse_text_file_json(tmp_path):
     res = runner.invoke(app, ["parse", "--text-file", str(f), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert set(out) == {"labels", "analyses", "final", "status", "reason"}
+    assert set(out) == {"labels", "analyses", "final", "final_derived", "status", "reason"}
     assert out["labels"] == {"location": "In-context", "size": "Out-of-context", "co_occurrence": "In-context"}
     assert out["final"] == "Out-of-context" and out["status"] == "partial" and "no analysis" in out["reason"]
 

@@ -239,3 +239,32 @@ def test_output_rows_carry_the_manifest_and_resolve_image_paths(tmp_path):
     assert list(row["box"]) == [1, 2, 30, 40] and row["group"] == "g-s1" and row["n_usable"] == 2
     assert res.report["samples"]["manifest"] == 2 and res.report["samples"]["answered_by_any"] == 1
     assert res.report["accuracy"] is None and res.report["notice"] is None
+
+
+def test_derived_final_is_no_vote_by_default():
+    """A teacher that wrote no final decision (the parser fused one from its three labels) does
+    not make the final decision unanimous; its criterion labels still count."""
+    from scenefit.parse import parse_teacher_answer
+    from scenefit.store import parsed_fields
+
+    written = ("Analysis:\nLocation: The cow floats in the sky.\nCo-occurrence: Cows are not found here.\n"
+               "Size: The cow is as tall as the person.\nSummary:\nLocation: Out-of-context\n"
+               "Co-occurrence: Out-of-context\nSize: In-context\nFinal decision: Out-of-context.")
+    no_final = written.rsplit("Final", 1)[0]
+    rows = []
+    for teacher, raw in (("a", written), ("b", written), ("c", no_final)):
+        row = answer("s1", teacher)
+        row.update(parsed_fields(parse_teacher_answer(raw)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    assert table.loc[2, "final"] == O  # the parser did derive it ...
+    assert kept(table, ["s1"]) == {}  # ... but it is no vote: not unanimous
+    assert kept(table, ["s1"], rule="majority")["s1"]["final"] == O  # two written votes of three
+    assert kept(table, ["s1"], count_derived_final=True)["s1"]["final"] == O
+    res = build_consensus(table, manifest(["s1"]), ConsensusConfig())
+    assert [res.report["teacher_status"][t]["derived_final"] for t in "abc"] == [0, 0, 1]
+    assert res.report["agreement"]["location"]["rate"] == 1.0  # criterion labels still agree
+    assert res.report["count_derived_final"] is False
+    per_teacher = next(t for t in report_tables(res.report) if t.title == "Answers per teacher")
+    column = next(c for c in per_teacher.columns if c.header == "derived finals")
+    assert list(column.cells) == ["0", "0", "1"] and "no vote" in per_teacher.caption

@@ -16,6 +16,7 @@ import pytest
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.criteria import CRITERIA, Label, fuse
 from scenefit.evaluate.config import EvaluateConfig
+from scenefit.evaluate.metrics import wilson_interval
 from scenefit.evaluate.runner import evaluate_dirs
 from scenefit.formats import parse_student_answer, render_student_answer
 
@@ -145,6 +146,18 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     # vs truth: the teacher is wrong on every 7th sample, so is the faithful student there
     truth_acc = (df["label"] == df["truth"]).mean()
     assert saved["size"]["teacher_accuracy_vs_truth"] == pytest.approx(truth_acc)
+    # every headline accuracy has its Wilson interval and the majority-class rate beside it
+    in_share = (df["label"] == I.value).mean()
+    assert saved["size"]["majority_rate"] == pytest.approx(max(in_share, 1 - in_share))
+    assert saved["size"]["baseline_balanced_accuracy"] == pytest.approx(0.5)  # a constant answer
+    assert saved["size"]["baseline_accuracy_ci95"] == pytest.approx(wilson_interval(int((df["label"] == I.value).sum()), n))
+    truth_in = (df["truth"] == I.value).mean()
+    assert saved["size"]["majority_rate_vs_truth"] == pytest.approx(max(truth_in, 1 - truth_in))
+    n_truth_right = int((df["label"] == df["truth"]).sum())
+    assert saved["size"]["teacher_accuracy_vs_truth_ci95"] == pytest.approx(wilson_interval(n_truth_right, n))
+    for key in ("accuracy_ci95", "balanced_accuracy", "balanced_accuracy_ci95", "accuracy_vs_truth_ci95",
+                "balanced_accuracy_vs_truth", "macro_f1_vs_truth"):
+        assert saved["fused"][key] is not None, key
     assert saved["size"]["accuracy_vs_truth"] < truth_acc + 1e-9
     # fused against the teacher's final decision, over the ids all three criteria share
     assert saved["fused"]["n"] == n and saved["fused"]["baseline_accuracy"] is not None

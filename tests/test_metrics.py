@@ -12,7 +12,8 @@ import pytest
 
 from scenefit.criteria import Label
 from scenefit.evaluate.metrics import (
-    error_breakdown, fuse_by_id, in_context_share, label_metrics, reliability, top_confusions,
+    balanced_accuracy, error_breakdown, fuse_by_id, headline_key, in_context_share, label_metrics, reliability,
+    top_confusions, wilson_interval,
 )
 from scenefit.evaluate.reasoning import consistency, cue_counts, reasoning_metrics, rouge_l, stance
 from scenefit.evaluate.shortcut import shortcut_metrics
@@ -194,3 +195,58 @@ def test_in_context_share_and_shortcut_block():
     assert s["in_context_share"]["fused"] == pytest.approx(0.9)
     assert s["robust"] == {"location": True, "size": True, "co_occurrence": False, "fused": False}
     assert not math.isnan(s["details"]["fused"]["n"])
+
+
+# --- headline numbers: Wilson intervals, majority-class rate, balanced accuracy -------------------
+
+@pytest.mark.parametrize("k, n, low, high", [
+    # published Wilson score intervals (z = 1.96)
+    (8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (1, 2, 0.0945, 0.9055),
+])
+def test_wilson_interval_matches_published_values(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+    assert lo <= k / n <= hi
+
+
+def test_wilson_interval_of_nothing_is_none():
+    assert wilson_interval(0, 0) is None
+
+
+def test_balanced_accuracy_and_its_interval_by_hand():
+    # recalls 8/10 (In) and 9/10 (Out): balanced accuracy 0.85. Interval: each recall shifted to
+    # (k + 1.9207) / 13.8415 = 0.71675 and 0.78899, centre 0.75287; variances 0.71675*0.28325/13.8415
+    # = 0.014668 and 0.78899*0.21101/13.8415 = 0.012028; half = 1.96 * sqrt(0.026696) / 2 = 0.16012.
+    value, (lo, hi) = balanced_accuracy([[8, 2], [1, 9]])
+    assert value == pytest.approx(0.85)
+    assert lo == pytest.approx(0.75287 - 0.16012, abs=2e-4) and hi == pytest.approx(0.75287 + 0.16012, abs=2e-4)
+    # a label absent from the references does not enter the mean
+    assert balanced_accuracy([[3, 1], [0, 0]])[0] == pytest.approx(0.75)
+    assert balanced_accuracy([[0, 0], [0, 0]]) == (None, None)
+
+
+def test_constant_answer_on_a_skewed_set_is_exposed():
+    """8 In / 2 Out references, every answer In: 80 % accuracy is exactly the majority rate,
+    balanced accuracy is 0.5 and macro-F1 is (16/18 + 0) / 2."""
+    m = label_metrics([I] * 8 + [O] * 2, [I] * 10)
+    assert m["accuracy"] == pytest.approx(0.8) and m["majority_rate"] == pytest.approx(0.8)
+    assert m["majority_label"] == "In-context"
+    assert m["accuracy_ci95"] == pytest.approx([0.4902, 0.9433], abs=1e-4)
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((16 / 18 + 0.0) / 2)
+
+
+def test_balanced_accuracy_counts_unparseable_answers_wrong():
+    # In refs: 7 right + 1 unparseable -> recall 7/8; Out refs: 1 right + 1 unparseable -> 1/2
+    m = label_metrics([I] * 8 + [O] * 2, [I] * 7 + [None] + [O, None])
+    assert m["balanced_accuracy"] == pytest.approx((7 / 8 + 1 / 2) / 2)
+    assert m["accuracy"] == pytest.approx(0.8) and m["accuracy_ci95"] == pytest.approx(wilson_interval(8, 10))
+    assert m["parseable_only"]["balanced_accuracy"] == pytest.approx(1.0)
+    lo, hi = m["balanced_accuracy_ci95"]
+    assert lo < m["balanced_accuracy"] < hi
+
+
+def test_headline_key_names():
+    assert headline_key("accuracy") == "accuracy"
+    assert headline_key("accuracy_ci95", "baseline_", "_vs_truth") == "baseline_accuracy_vs_truth_ci95"
+    assert headline_key("balanced_accuracy", suffix="_vs_truth") == "balanced_accuracy_vs_truth"

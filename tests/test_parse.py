@@ -229,7 +229,8 @@ def test_broken_json_falls_back_to_text():
 
 def test_to_json_shape_and_roundtrip():
     d = parse_teacher_answer(CANONICAL).to_json()
-    assert set(d) == {"labels", "analyses", "final", "status", "reason"}
+    assert set(d) == {"labels", "analyses", "final", "final_derived", "status", "reason"}
+    assert d["final_derived"] is False
     assert d["labels"] == {"location": "In-context", "size": "In-context", "co_occurrence": "Out-of-context"}
     assert set(d["analyses"]) == {"location", "size", "co_occurrence"}
     assert d["final"] == "Out-of-context" and d["status"] == "ok"
@@ -243,23 +244,26 @@ def test_json_schema_accepts_a_schema_conforming_answer():
     assert schema["properties"]["final_decision"]["enum"] == ["In-context", "Out-of-context"]
 
 
-def test_packaged_prompts_describe_the_parsed_format():
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_packaged_prompts_describe_the_parsed_format(version):
     """The text prompt's answer template and the JSON prompt's keys are what the parser reads."""
     from scenefit.prompts import teacher_prompt
 
-    text = teacher_prompt().render("zebra")
-    assert "Final decision:" in text and "Summary:" in text and "zebra" in text
-    jtext = teacher_prompt(variant="json").render("zebra")
+    text = teacher_prompt(version=version).render("zebra")
+    assert "Final decision:" in text and "Summary:" in text and "zebra" in text and "{object}" not in text
+    jtext = teacher_prompt(variant="json", version=version).render("zebra")
     for key in ("analysis", "summary", "final_decision", "co_occurrence"):
         assert f'"{key}"' in jtext
-    assert teacher_prompt(variant="json").hash != teacher_prompt().hash
+    assert teacher_prompt(variant="json", version=version).hash != teacher_prompt(version=version).hash
 
 
-def test_echoed_template_is_not_an_answer():
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_echoed_template_is_not_an_answer(version):
     """A model that repeats the prompt's answer template has answered nothing."""
     from scenefit.prompts import teacher_prompt
 
-    template = teacher_prompt().render("zebra").split("Write your answer exactly in this format")[1]
+    text = teacher_prompt(version=version).render("zebra")
+    template = text.split("Write your answer exactly in this format")[1].split("Two worked examples")[0]
     p = parse_teacher_answer(template)
     assert all(v is None for v in p.labels.values()) and p.final is None
     assert p.status == "unparseable"
@@ -271,3 +275,125 @@ def test_negated_label_is_not_read_as_its_opposite():
     text = CANONICAL.replace("Size: In-context", "Size: not in context")
     p = parse_teacher_answer(text)
     assert p.labels[S] is None and "size summary" in p.reason and p.status == "partial"
+
+
+# --- issue 16 item 6: answers a hidden corpus of real-looking teacher answers tripped on ---------
+
+@pytest.mark.parametrize("line, final", [
+    ("Final decision: Out", OUT), ("Final decision: out.", OUT), ("**Final decision:** In", IN),
+    ("Final decision - IN!", IN), ("final answer: out", OUT),
+])
+def test_bare_in_or_out_after_final_decision_is_a_label(line, final):
+    p = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0] + line)
+    assert p.final is final and not p.final_derived
+    assert "derived" not in (p.reason or "")
+
+
+def test_bare_in_opening_a_sentence_after_final_decision_is_not_a_label():
+    p = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0] + "Final decision: In the end I cannot tell.")
+    assert "final decision line names no label" in p.reason
+    assert p.final is OUT and p.final_derived  # derived from the labels, and marked so
+
+
+def test_label_opening_an_analysis_line_never_overrides_the_summary():
+    text = CANONICAL.replace("Location: The horse stands", "Location: Out-of-context - the horse stands")
+    p = parse_teacher_answer(text)
+    assert p.labels == EXPECTED_LABELS  # the Summary's In-context stands
+    assert p.status == "ok" and p.reason is None
+    assert p.analyses[L] == "the horse stands on the tiled floor between two urinals."
+
+
+def test_label_words_opening_an_analysis_sentence_are_read_as_the_sentence():
+    sentence = "In context of a bathroom, a horse is a strange sight."
+    p = parse_teacher_answer(CANONICAL.replace("Horses are not found in public bathrooms.", sentence))
+    assert p.labels == EXPECTED_LABELS and p.status == "ok"
+    assert p.analyses[C] == sentence
+
+
+def test_label_inside_a_prose_analysis_line_never_conflicts_with_the_summary():
+    text = CANONICAL.replace("Summary:", "Overall the horse's size: out of context, I first thought.\nSummary:")
+    p = parse_teacher_answer(text)
+    assert p.labels[S] is IN and p.status == "ok"
+    assert "conflict" not in (p.reason or "")
+
+
+def test_analysis_labels_count_when_no_summary_states_one():
+    text = ("Analysis:\nLocation: In-context - the horse stands on the floor.\n"
+            "Co-occurrence: Out-of-context - horses do not belong in bathrooms.\n"
+            "Size: In-context - it is as tall as the stall doors.\nFinal decision: Out-of-context.")
+    p = parse_teacher_answer(text)
+    check_full(p)
+    assert p.status == "ok"
+
+
+def test_two_stated_labels_still_conflict():
+    text = CANONICAL.replace("Location: In-context", "Location: In-context\nLocation: Out-of-context")
+    p = parse_teacher_answer(text)
+    assert p.labels[L] is None and "conflicting labels for location" in p.reason
+
+
+def test_derived_final_is_marked_and_written_final_is_not():
+    derived = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0])
+    assert derived.final is OUT and derived.final_derived and derived.to_json()["final_derived"] is True
+    from scenefit.parse import final_was_derived
+
+    assert final_was_derived(derived.reason)
+    written = parse_teacher_answer(CANONICAL)
+    assert not written.final_derived and not final_was_derived(written.reason)
+
+
+@pytest.mark.parametrize("word", ["Yes", "no", "YES.", "No"])
+def test_bare_yes_or_no_is_never_a_label(word):
+    text = ("Analysis:\nLocation: The horse stands on the floor.\nCo-occurrence: Horses are rare here.\n"
+            f"Size: Normal.\nSummary:\nLocation: {word}\nCo-occurrence: {word}\nSize: {word}\nFinal decision: {word}")
+    p = parse_teacher_answer(text)
+    assert all(v is None for v in p.labels.values()) and p.final is None
+    assert p.status == "unparseable"
+    j = parse_teacher_answer(json.dumps({"summary": {"location": word, "size": word, "co_occurrence": word},
+                                         "final_decision": word}))
+    assert all(v is None for v in j.labels.values()) and j.final is None
+
+
+@pytest.mark.parametrize("text", ["not in-context", "Not in context.", "isn't out of context", "never in-context"])
+def test_negated_label_is_no_label(text):
+    assert Label.parse(text) is None
+
+
+@pytest.mark.parametrize("text, label", [
+    ("In-context", IN), ("out of context", OUT), ("Out", OUT), ("in.", IN),
+    ("Out-of-context: it is not in a plausible spot", OUT),  # a later "not in a ..." negates no label
+])
+def test_loose_labels_still_read(text, label):
+    assert Label.parse(text) is label
+
+
+@pytest.mark.parametrize("decision", ["not in-context", "Not in context", "not out-of-context"])
+def test_student_parser_reads_negated_decision_as_no_label(decision):
+    from scenefit.formats import parse_student_answer
+
+    ans = parse_student_answer(f"Decision: {decision}\nLocation: The cow floats in the sky.", L)
+    assert ans.label is None and ans.status == "ambiguous_decision"
+    assert ans.analysis == "The cow floats in the sky."
+    ok = parse_student_answer("Decision: Out-of-context\nLocation: The cow is not in a field.", L)
+    assert ok.label is OUT and ok.status == "ok"
+
+
+@pytest.mark.parametrize("line", ["Final decision: Out, since the horse is in a bathroom.",
+                                  "Final decision: OUT - co-occurrence fails."])
+def test_bare_out_followed_by_punctuation_and_reasons_is_a_label(line):
+    p = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0] + line)
+    assert p.final is OUT and not p.final_derived
+
+
+def test_bare_labels_without_any_header_are_labels():
+    text = ("Location: The horse stands on the tiled floor.\nCo-occurrence: Horses are not found in bathrooms.\n"
+            "Size: About as tall as the stall doors.\nLocation: In\nCo-occurrence: Out\nSize: In\nFinal decision: Out")
+    p = parse_teacher_answer(text)
+    check_full(p)
+    assert p.status == "ok", p.reason
+
+
+def test_explanation_after_the_summary_is_analysis_not_a_second_label():
+    text = CANONICAL + "\nExplanation:\nLocation: Out of context as the floor of a bathroom is no place for a horse."
+    p = parse_teacher_answer(text)
+    assert p.labels == EXPECTED_LABELS and p.status == "ok", p.reason

@@ -146,6 +146,12 @@ def test_report_files_and_contract(tmp_path):
     html = html_path.read_text()
     assert html.count(SYNTHETIC_NOTICE) >= 1
     assert all(f'id="{sid}"' in html for sid in SECTION_IDS)
+    # the headline table shows each accuracy with its interval, the majority rate and balanced accuracy
+    loc = metrics["location"]
+    lo, hi = loc["accuracy_vs_truth_ci95"]
+    assert f"{100 * loc['accuracy_vs_truth']:.1f} % [{100 * lo:.1f}–{100 * hi:.1f}]" in html
+    assert "majority rate (vs truth)" in html and "balanced acc [95 % CI] (vs teacher)" in html
+    assert f"{100 * loc['majority_rate']:.1f} %" in html
     assert "src=\"http" not in html and "<script" not in html
 
 

@@ -20,6 +20,11 @@ Rules (``ConsensusConfig.rule``):
 - ``majority``: the label given by more than half of the selected teachers (a missing or
   unusable answer is a vote for neither); ties and samples without such a label are dropped.
 
+A final decision the parser derived from the three criteria (the teacher wrote none; its
+``reason`` says so) is not that teacher's vote on the final decision unless
+``count_derived_final``: a teacher that never stated a verdict does not make a consensus
+unanimous. Its criterion labels still count.
+
 A usable answer has status ``ok`` or ``partial`` (its missing criteria count as missing), or
 ``contradiction`` when ``contradiction_usable`` (default: its labels are taken as written).
 Per-criterion consensus labels follow the same rule as the final decision, criterion by
@@ -41,6 +46,7 @@ from . import SYNTHETIC_NOTICE
 from .agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohen
 from .config import StageConfig
 from .criteria import CRITERIA, Label
+from .parse import final_was_derived
 
 RULES = ("unanimous_final", "unanimous_all", "designated", "majority")
 Rule = Literal["unanimous_final", "unanimous_all", "designated", "majority"]
@@ -86,6 +92,11 @@ class ConsensusConfig(StageConfig):
         description="Count answers whose final decision contradicts their own criteria (status 'contradiction') "
         "as usable, with their labels as written.",
     )
+    count_derived_final: bool = Field(
+        default=False,
+        description="Count a final decision the parser derived from the three criteria (the teacher wrote none) "
+        "as that teacher's final vote; by default it is no vote, so it never makes a final decision unanimous.",
+    )
 
 
 # --------------------------------------------------------------------------- answer matrix
@@ -104,6 +115,7 @@ class AnswerMatrix:
     answered: np.ndarray  # (n, t) bool: a response came back (any parse status), not a request failure
     analysis: dict[str, np.ndarray]  # criterion -> (n,) object, the designated teacher's sentences
     unmatched: int = 0  # answer rows (of the selected teachers) naming samples outside sample_ids
+    derived_final: Optional[np.ndarray] = None  # (n, t) bool: the parser derived this final decision
 
 
 def label_codes(values: pd.Series) -> np.ndarray:
@@ -169,8 +181,12 @@ def answer_matrix(
     teachers: Sequence[str],
     designated: str,
     contradiction_usable: bool = True,
+    count_derived_final: bool = False,
 ) -> AnswerMatrix:
-    """Align answers on ``sample_ids`` × ``teachers``; rows of other samples/teachers are ignored."""
+    """Align answers on ``sample_ids`` × ``teachers``; rows of other samples/teachers are ignored.
+
+    A derived final decision (told by the ``reason`` column, when there is one) becomes no
+    final vote unless ``count_derived_final``."""
     absent = [c for c in ANSWER_COLUMNS if c not in answers.columns]
     if absent:
         raise ValueError(f"answer table lacks column(s) {absent}")
@@ -201,11 +217,16 @@ def answer_matrix(
     answered = np.zeros((n, t), dtype=bool)
     answered[rows, cols] = status_col.isin(sorted(ANSWER_STATUSES)).to_numpy(dtype=bool)
 
+    derived = np.zeros((n, t), dtype=bool)
+    if "reason" in a.columns:
+        derived[rows, cols] = a["reason"].map(final_was_derived).to_numpy(dtype=bool)
     codes: dict[str, np.ndarray] = {}
     for field in FIELDS:
         m = np.full((n, t), MISSING, dtype=np.int8)
         m[rows, cols] = label_codes(a["final" if field == "final" else f"label_{field}"])
         m[~usable] = MISSING
+        if field == "final" and not count_derived_final:
+            m[derived] = MISSING
         codes[field] = m
 
     d = teachers.index(designated)
@@ -216,7 +237,8 @@ def answer_matrix(
         col[rows[mine]] = a.loc[mine, f"analysis_{c.value}"].to_numpy(dtype=object)
         col[~usable[:, d]] = None
         analysis[c.value] = col
-    return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched)
+    return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched,
+                        derived)
 
 
 # --------------------------------------------------------------------------- rules
@@ -297,6 +319,7 @@ def teacher_status(matrix: AnswerMatrix) -> dict[str, dict]:
             "parse_failures": int(sum(counts.get(k, 0) for k in PARSE_FAILURES)),
             "request_failures": int(sum(v for k, v in counts.items() if k not in ANSWER_STATUSES | {"missing"})),
             "missing": counts.get("missing", 0),
+            "derived_final": int(matrix.derived_final[:, j].sum()) if matrix.derived_final is not None else 0,
             "status": counts,
         }
     return out
@@ -365,7 +388,7 @@ def build_consensus(
     teachers, designated = resolve_teachers(answers, cfg.teachers, cfg.designated)
     manifest = manifest.reset_index(drop=True)
     manifest_ids = manifest["id"].astype(str)
-    matrix = answer_matrix(answers, manifest_ids, teachers, designated, cfg.contradiction_usable)
+    matrix = answer_matrix(answers, manifest_ids, teachers, designated, cfg.contradiction_usable, cfg.count_derived_final)
 
     not_in_manifest = matrix.unmatched
     synthetic = bool(manifest["synthetic"].fillna(False).astype(bool).any()) if "synthetic" in manifest else False
@@ -414,6 +437,7 @@ def build_consensus(
         "designated": designated,
         "prompt_hash": str(answers["prompt_hash"].iloc[0]) if len(answers) else cfg.prompt_hash,
         "contradiction_usable": cfg.contradiction_usable,
+        "count_derived_final": cfg.count_derived_final,
         "samples": {
             "manifest": int(len(manifest)),
             "answered_by_any": int(matrix.answered.any(axis=1).sum()),

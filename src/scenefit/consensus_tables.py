@@ -42,11 +42,14 @@ def report_tables(report: dict) -> list:
     tables.append(t)
 
     t = Table(title="Answers per teacher")
-    for col in ("teacher", "answers", "usable", "parse failures", "request failures", "missing", "statuses"):
+    t.caption = ("derived finals: no final decision written, fused from the three labels; "
+                 + ("counted as votes" if report.get("count_derived_final") else "no vote (count_derived_final: false)"))
+    for col in ("teacher", "answers", "usable", "parse failures", "request failures", "missing", "derived finals",
+                "statuses"):
         t.add_column(col, justify="left" if col in ("teacher", "statuses") else "right")
     for name, s in report["teacher_status"].items():
         t.add_row(name, str(s["answers"]), str(s["usable"]), str(s["parse_failures"]),
-                  str(s["request_failures"]), str(s["missing"]),
+                  str(s["request_failures"]), str(s["missing"]), str(s.get("derived_final", 0)),
                   ", ".join(f"{k} {v}" for k, v in s["status"].items()))
     tables.append(t)
 

@@ -6,6 +6,7 @@ take a :class:`Criterion` value.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Iterable, Optional
 
@@ -56,6 +57,9 @@ _QUESTION = {
 #: Criteria in their canonical order (files, tables, reports).
 CRITERIA: tuple[Criterion, ...] = tuple(Criterion)
 
+#: Criteria in the order the teacher prompt asks for them (the authors' order, design §2).
+TEACHER_ORDER: tuple[Criterion, ...] = (Criterion.LOCATION, Criterion.CO_OCCURRENCE, Criterion.SIZE)
+
 
 class Label(str, Enum):
     """The two decisions. Anything unreadable is ``None`` — never a third class."""
@@ -67,12 +71,16 @@ class Label(str, Enum):
     def parse(cls, text: str) -> Optional["Label"]:
         """Read a label written loosely ("in context", "OUT-OF-CONTEXT.", "**In-context**").
 
-        Returns None when the text names neither label or names both.
+        Returns None when the text names neither label, names both, or negates one ("not
+        in-context" is no label, never its opposite). A bare "in"/"out" is a label; a bare
+        "yes"/"no" is not: which label it affirms depends on a question the text does not carry.
         """
+        if _NEGATED_LABEL.search(text):
+            return None
         t = text.strip().strip("*_`.:;!\"' ").lower().replace("_", "-").replace(" ", "-")
         t = "-".join(p for p in t.split("-") if p)
-        has_out = "out-of-context" in t or t in ("out", "ooc", "no")
-        has_in = "in-context" in t.replace("out-of-context", "") or t in ("in", "yes")
+        has_out = "out-of-context" in t or t in ("out", "ooc")
+        has_in = "in-context" in t.replace("out-of-context", "") or t == "in"
         if has_out and not has_in:
             return cls.OUT
         if has_in and not has_out:
@@ -88,6 +96,13 @@ class Label(str, Enum):
 
 
 LABELS: tuple[Label, ...] = (Label.IN, Label.OUT)
+
+# "not in-context", "isn't out of context", "never in context": a negated label phrase.
+# A bare "not in" counts only at the end of the text ("not in a bathroom" negates no label).
+_NEGATED_LABEL = re.compile(
+    r"(?:\b(?:not|never|no)|n't)[\s*_`]+(?:in[\s_-]*context\b|out[\s_-]*of[\s_-]*context\b|(?:in|out)\W*$)",
+    re.IGNORECASE,
+)
 
 
 def fuse(labels: Iterable[Optional[Label]]) -> Optional[Label]:

@@ -22,9 +22,16 @@ The parser reads all of these; what it cannot read is never dropped: every parse
 
 Statuses: ``ok`` (three labels, three analyses, a final decision that agrees with them — a
 final decision derived from the three labels because the answer lacked one is still ``ok``,
-with the reason saying so), ``partial`` (something missing or ambiguous; what was read is
+with ``final_derived`` set and the reason saying so; consensus does not count it as the
+teacher's own vote unless told to), ``partial`` (something missing or ambiguous; what was read is
 kept), ``contradiction`` (the final decision disagrees with the criteria; labels kept),
 ``unparseable`` (no label and no final decision found), ``empty`` (no text).
+
+Which line a label comes from matters. A Summary line (or a line that is only a label) states
+the label; a label phrase met inside the analysis (an analysis line that opens with one, or a
+prose sentence) is read only when the answer states none for that criterion, so it never
+overrides or conflicts with the Summary. A bare "In"/"Out" after "Final decision" is a label; a
+bare "yes"/"no" never is; a negated label ("not in-context") is no label.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .criteria import CRITERIA, Criterion, Label, fuse
+from .criteria import CRITERIA, TEACHER_ORDER, Criterion, Label, fuse
 
 STATUSES = ("ok", "partial", "contradiction", "unparseable", "empty")
 
@@ -48,6 +55,7 @@ class TeacherParse:
     final: Optional[Label] = None
     status: str = "ok"
     reason: Optional[str] = None
+    final_derived: bool = False  # the answer had no final decision; ``final`` was fused from the labels
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: ``labels`` and ``analyses`` keyed by criterion value, labels as strings."""
@@ -55,6 +63,7 @@ class TeacherParse:
             "labels": {c.value: (self.labels.get(c).value if self.labels.get(c) else None) for c in CRITERIA},
             "analyses": {c.value: self.analyses.get(c) for c in CRITERIA},
             "final": self.final.value if self.final else None,
+            "final_derived": self.final_derived,
             "status": self.status,
             "reason": self.reason,
         }
@@ -82,8 +91,34 @@ def teacher_json_schema() -> dict[str, Any]:
     }
 
 
+def render_teacher_answer(analyses: dict[Criterion, str], labels: dict[Criterion, Label], variant: str = "text") -> str:
+    """A well-formed teacher answer (the prompt's worked examples): ``text`` (Analysis / Summary /
+    Final decision, criteria in the prompt's order) or ``json`` (the JSON variant's object)."""
+    final = fuse(labels[c] for c in CRITERIA)
+    if variant == "json":
+        return json.dumps({
+            "analysis": {c.value: analyses[c] for c in TEACHER_ORDER},
+            "summary": {c.value: Label(labels[c]).value for c in TEACHER_ORDER},
+            "final_decision": final.value,
+        })
+    if variant != "text":
+        raise ValueError(f"unknown answer variant {variant!r}; expected 'text' or 'json'")
+    lines = ["Analysis:", *(f"{c.display}: {analyses[c]}" for c in TEACHER_ORDER), "Summary:",
+             *(f"{c.display}: {Label(labels[c]).value}" for c in TEACHER_ORDER), f"Final decision: {final.value}."]
+    return "\n".join(lines)
+
+
 #: What a re-parse takes: raw text in, a parse out (``AnnotationStore.reparse`` accepts any such).
 Parser = Callable[[str], TeacherParse]
+
+#: The reason note of a final decision the parser derived (the store keeps the reason, so a
+#: stored answer says whether its final decision was written or derived).
+DERIVED_FINAL_NOTE = "final decision missing; derived from the three criteria"
+
+
+def final_was_derived(reason: Optional[str]) -> bool:
+    """Whether a stored parse reason says the final decision was derived, not written."""
+    return isinstance(reason, str) and DERIVED_FINAL_NOTE in reason
 
 # --- text normalisation ----------------------------------------------------------------
 
@@ -96,11 +131,20 @@ _NAME_TO_CRITERION = {w: c for c, words in _CRITERION_WORDS.items() for w in wor
 _CRIT_ALT = "|".join(sorted((re.escape(w) for w in _NAME_TO_CRITERION), key=len, reverse=True))
 
 # A label phrase at the start of a text: "In-context", "out of context", "OUT-OF-CONTEXT." ...
-_LABEL_AT_START = re.compile(r"^\W*(out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b\W*", re.IGNORECASE)
-# "Final decision: X", "Final answer is X", "Overall: X", "Decision - X" (anywhere in a line).
+# It must end the text or be followed by punctuation or a connective: "In context of a
+# bathroom, ..." opens a sentence, not a label.
+_LABEL_AT_START = re.compile(
+    r"^\W*(out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b"
+    r"(?=\W*$|\s*[-–—:;,.!()\[\]*_]|\s+(?:because|since|as|given|for)\b)\W*",
+    re.IGNORECASE,
+)
+# "Final decision: X", "Final answer is X", "Overall: X", "Decision - X" (anywhere in a line);
+# X may be a bare "In"/"Out" when the line ends or punctuation follows it ("Final decision: Out.",
+# "Final decision: Out, since ..."), but not when a sentence goes on ("Final decision: In the end ...").
 _FINAL_RE = re.compile(
     r"\b(?:final\s+(?:decision|answer|verdict|label|judg(?:e)?ment)|overall(?:\s+decision)?|decision|verdict)"
-    r"\s*(?:is|=|:|-|–|—)?\s*[:\-–—]?\s*\W*(out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b",
+    r"\s*(?:is|=|:|-|–|—)?\s*[:\-–—]?\s*\W*"
+    r"(out[\s_-]*of[\s_-]*context\b|in[\s_-]*context\b|(?:in|out)\b(?=[\s*_`]*(?:$|[.,;:!()\[\]]|\s[-–—]\s)))",
     re.IGNORECASE,
 )
 # "<Criterion>: rest" with optional markdown around the name; ':' or a dash as separator.
@@ -110,7 +154,10 @@ _INLINE_LABEL = re.compile(
     rf"(?P<name>{_CRIT_ALT})\s*(?::|\s[-–—]\s|=)\s*\W*(?P<label>out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b",
     re.IGNORECASE,
 )
-_HEADER_RE = re.compile(r"^(analysis|analyses|reasoning|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE)
+_ANALYSIS_HEADERS = ("analysis", "analyses", "reasoning", "explanation", "explanations", "rationale", "justification")
+_HEADER_RE = re.compile(
+    rf"^({'|'.join(_ANALYSIS_HEADERS)}|summary|labels|verdicts?|conclusion)\s*:?\s*$", re.IGNORECASE
+)
 _BULLET_RE = re.compile(r"^\s*(?:[-*+•·>]+|\d+[.)]|[a-z][.)](?=\s))\s*", re.IGNORECASE)
 # "In-context or Out-of-context": the prompt's choice echoed back, not an answer.
 _CHOICE_ECHO = re.compile(r"^\W*(?:or|/|\|)\s*\W*(?:out[\s_-]*of[\s_-]*context|in[\s_-]*context)\b", re.IGNORECASE)
@@ -155,24 +202,37 @@ def _tidy_sentence(text: str) -> Optional[str]:
 # --- recording values, with conflicts made visible -------------------------------------
 
 class _Reading:
-    """What one parse has read so far, plus the issues met (they become the reason)."""
+    """What one parse has read so far, plus the issues met (they become the reason).
+
+    Labels are gathered per criterion in two tiers: *stated* (a Summary line, a line that is
+    only a label, a JSON summary) and *mentioned* (a label phrase inside analysis text).
+    :meth:`settle` keeps the stated ones when there are any, so a mention never overrides or
+    conflicts with a Summary line; two different labels within the deciding tier leave the
+    criterion unknown.
+    """
 
     def __init__(self) -> None:
         self.out = TeacherParse()
         self.issues: list[str] = []
-        self.conflicted: set[Criterion] = set()
+        self.stated: dict[Criterion, list[Label]] = {c: [] for c in CRITERIA}
+        self.mentioned: dict[Criterion, list[Label]] = {c: [] for c in CRITERIA}
         self.final_conflict = False  # final lines that disagree: not missing, so never derived
 
     def record(self, c: Criterion, text: str, kind: str) -> None:
-        """Store a label ('summary'), an analysis ('analysis') or decide by shape ('auto')."""
+        """Store a label ('summary'), an analysis ('analysis') or decide by shape ('auto': a
+        label with a sentence after it is a mention, a label alone is stated)."""
         text = text.strip()
         if kind in ("summary", "auto"):
             lab, rest = _label_prefix(text)
-            if lab is None and kind == "summary" and not _NEGATED.search(text):
+            # a Summary line may say more than the label; outside a Summary only a bare label
+            # ("Size: Out") is one, a sentence is an analysis
+            bare = kind == "auto" and len(text.split()) <= 2
+            if lab is None and (kind == "summary" or bare) and not _NEGATED.search(text):
                 lab, rest = Label.parse(text), ""
             if lab is not None:
-                self.label(c, lab)
-                if rest and len(rest.split()) >= 3:
+                sentence = bool(rest) and len(rest.split()) >= 3
+                self.label(c, lab, mention=kind == "auto" and sentence)
+                if sentence:
                     self.analysis(c, rest)
                 return
             if kind == "summary":
@@ -181,17 +241,19 @@ class _Reading:
                 return
         self.analysis(c, text)
 
-    def label(self, c: Criterion, lab: Optional[Label]) -> None:
-        """Two different labels for one criterion leave it unknown, with the reason said."""
-        if lab is None or c in self.conflicted:
-            return
-        cur = self.out.labels.get(c)
-        if cur is None:
-            self.out.labels[c] = lab
-        elif cur is not lab:
-            self.out.labels[c] = None
-            self.conflicted.add(c)
-            self.issues.append(f"conflicting labels for {c.value}")
+    def label(self, c: Criterion, lab: Optional[Label], mention: bool = False) -> None:
+        """Note a label for ``c``: stated, or only mentioned inside analysis text."""
+        if lab is not None:
+            (self.mentioned if mention else self.stated)[c].append(lab)
+
+    def settle(self) -> None:
+        """Each criterion's label from its deciding tier; a split tier leaves it unknown."""
+        for c in CRITERIA:
+            found = set(self.stated[c] or self.mentioned[c])
+            if len(found) == 1:
+                self.out.labels[c] = found.pop()
+            elif found:
+                self.issues.append(f"conflicting labels for {c.value}")
 
     def analysis(self, c: Criterion, text: str) -> None:
         s = _tidy_sentence(text)
@@ -280,7 +342,7 @@ def _parse_text(text: str, r: _Reading) -> None:
             continue
         h = _HEADER_RE.match(line)
         if h:
-            section = "analysis" if h.group(1).lower() in ("analysis", "analyses", "reasoning") else "summary"
+            section = "analysis" if h.group(1).lower() in _ANALYSIS_HEADERS else "summary"
             continue
         # "Analysis: Location: ..." (header and first line joined)
         joined = re.match(r"^(analysis|summary)\s*:\s*(.+)$", line, re.IGNORECASE)
@@ -295,8 +357,8 @@ def _parse_text(text: str, r: _Reading) -> None:
             if m_final:
                 finals.append(Label.parse(m_final.group(1)))
             else:
-                for c, lab in _inline_labels(line):  # labels inside prose lines
-                    r.label(c, lab)
+                for c, lab in _inline_labels(line):  # labels inside prose lines: mentions outside a Summary
+                    r.label(c, lab, mention=section != "summary")
             continue
         c = _NAME_TO_CRITERION[m.group("name").lower()]
         rest = m.group("rest").strip()
@@ -304,15 +366,16 @@ def _parse_text(text: str, r: _Reading) -> None:
         inline = _inline_labels(line)
         if len(inline) > 1:  # "Location: In-context, Size: Out-of-context, ..."
             for ci, lab in inline:
-                r.label(ci, lab)
+                r.label(ci, lab, mention=section == "analysis")
         elif paren and Label.parse(paren) is not None:  # "Location (Out-of-context): sentence"
-            r.label(c, Label.parse(paren))
+            r.label(c, Label.parse(paren), mention=section == "analysis")
             r.analysis(c, rest)
         elif section == "analysis":
-            # An analysis line that opens with a bare label carries that criterion's label too.
+            # An analysis line that opens with a label mentions it: used only when no Summary
+            # line states one for this criterion.
             lab, after = _label_prefix(rest)
             if lab is not None and (not after or len(after.split()) >= 3):
-                r.label(c, lab)
+                r.label(c, lab, mention=True)
                 if after:
                     r.analysis(c, after)
             else:
@@ -342,10 +405,11 @@ def parse_teacher_answer(text: Optional[str]) -> TeacherParse:
     obj = _json_object(text) if "{" in text else None
     if obj is not None:
         _parse_json(obj, r)
-        if all(v is None for v in r.out.labels.values()) and r.out.final is None:
+        if not any(r.stated[c] or r.mentioned[c] for c in CRITERIA) and r.out.final is None:
             obj, r = None, _Reading()  # a JSON object holding none of the answer: read as text
     if obj is None:
         _parse_text(text, r)
+    r.settle()
     _judge(r.out, r.issues, derive_final=not r.final_conflict)
     return r.out
 
@@ -362,7 +426,8 @@ def _judge(out: TeacherParse, issues: list[str], derive_final: bool = True) -> N
         return
     if out.final is None and not missing_labels and derive_final:
         out.final = fuse(out.labels[c] for c in CRITERIA)
-        issues.append("final decision missing; derived from the three criteria")
+        out.final_derived = True
+        issues.append(DERIVED_FINAL_NOTE)
     contradiction = False
     if out.final is Label.IN and any(lab is Label.OUT for lab in known):
         outs = [c.value for c in CRITERIA if out.labels[c] is Label.OUT]

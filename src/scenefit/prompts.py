@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from .criteria import Criterion
+from .criteria import Criterion, Label
 
 _PACKAGE_FILES = resources.files("scenefit") / "prompts"
 
@@ -42,7 +42,8 @@ class PromptTemplate:
 
     @classmethod
     def from_text(cls, name: str, text: str) -> "PromptTemplate":
-        fields = {f for _, f, _, _ in string.Formatter().parse(text.replace("{{", "").replace("}}", "")) if f}
+        # a placeholder is a bare name in braces; JSON in a prompt ({"analysis": ...}) is not one
+        fields = set(re.findall(r"\{([A-Za-z_]\w*)\}", text.replace("{{", "").replace("}}", "")))
         if "object" not in fields:
             raise ValueError(f"prompt {name!r} has no {{object}} placeholder")
         unknown = fields - {"object"}
@@ -56,18 +57,51 @@ def _package_text(filename: str) -> str:
     return (_PACKAGE_FILES / filename).read_text(encoding="utf-8")
 
 
-def teacher_prompt(path: Optional[Path | str] = None, variant: str = "text") -> PromptTemplate:
-    """The teacher question. ``path`` is a user's own template file; ``variant`` 'json' asks
-    for the JSON answer variant used with structured output."""
+#: Packaged teacher prompt versions. v1: the criteria and the answer format. v2 (default): v1's
+#: content plus what the authors' prompt instructs and v1 lacked (design, "The authors' prompts,
+#: as facts"): take the object as really there whatever its rendering; the bar is "unusual",
+#: not "impossible"; each criterion on its own; each summary label agrees with its own
+#: analysis; never judge another category; analysis first, decision last; two worked examples.
+#: Users who need the authors' exact wording pass it as their own file (``--prompt-file``).
+TEACHER_PROMPT_VERSIONS = ("v1", "v2")
+DEFAULT_TEACHER_PROMPT = "v2"
+TEACHER_VARIANTS = ("text", "json")
+
+
+def teacher_prompt(path: Optional[Path | str] = None, variant: str = "text",
+                   version: str = DEFAULT_TEACHER_PROMPT) -> PromptTemplate:
+    """The teacher question. ``path`` is a user's own template file (it wins over ``version``);
+    ``variant`` 'json' asks for the JSON answer variant used with structured output;
+    ``version`` picks a packaged prompt (:data:`TEACHER_PROMPT_VERSIONS`)."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"prompt file not found: {p}")
         return PromptTemplate.from_text(p.stem, p.read_text(encoding="utf-8"))
-    filename = {"text": "teacher_v1.txt", "json": "teacher_json_v1.txt"}.get(variant)
-    if filename is None:
+    if variant not in TEACHER_VARIANTS:
         raise ValueError(f"unknown teacher prompt variant {variant!r}; expected 'text' or 'json'")
-    return PromptTemplate.from_text(filename.removesuffix(".txt"), _package_text(filename))
+    if version == "v1":
+        filename = {"text": "teacher_v1.txt", "json": "teacher_json_v1.txt"}[variant]
+        return PromptTemplate.from_text(filename.removesuffix(".txt"), _package_text(filename))
+    if version == "v2":
+        return PromptTemplate.from_text(f"teacher_{'json_' if variant == 'json' else ''}v2", _teacher_v2_text(variant))
+    raise ValueError(f"unknown teacher prompt version {version!r}; expected one of {', '.join(TEACHER_PROMPT_VERSIONS)}")
+
+
+def _teacher_v2_text(variant: str) -> str:
+    """v2 = the shared rules + the variant's answer format + the worked examples written in that
+    variant, so the text and JSON prompts never drift apart and every example is a well-formed
+    answer (a test parses them back)."""
+    from .criteria import Criterion, Label
+    from .parse import render_teacher_answer
+
+    examples = []
+    for i, ex in enumerate(json.loads(_package_text("teacher_v2_examples.json")), start=1):
+        analyses = {Criterion(k): v for k, v in ex["analysis"].items()}
+        labels = {Criterion(k): Label(v) for k, v in ex["summary"].items()}
+        examples.append(f"Example {i}, {ex['image']}:\n{render_teacher_answer(analyses, labels, variant)}")
+    answer = _package_text(f"teacher_v2_answer_{variant}.txt").replace("{examples}", "\n\n".join(examples))
+    return _package_text("teacher_v2_rules.txt").rstrip("\n") + "\n\n" + answer
 
 
 #: The student prompt file. v2 keeps v1's words and moves the image after the question: with

@@ -1,6 +1,8 @@
 """`scenefit annotate`, `scenefit parse`, `scenefit import-answers` — teacher answers in the store.
 
     scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate M --db DB --config configs/paper.yaml --prompt-file authors_prompt.txt
+    scenefit annotate M --db DB --config configs/paper.yaml --prompt-version v1
     scenefit parse --text-file answer.txt --json
     scenefit parse --db runs/demo/annotate/annotations.sqlite
     scenefit import-answers qwen72b.csv --teacher qwen72b --db annotations.sqlite
@@ -31,6 +33,7 @@ def annotate_cmd(
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help=fhelp("annotate", "only") + " Repeatable.")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help=fhelp("annotate", "prompt_file"), dir_okay=False)] = None,
     prompt_variant: Annotated[Optional[str], typer.Option(help=fhelp("annotate", "prompt_variant"))] = None,
+    prompt_version: Annotated[Optional[str], typer.Option(help=fhelp("annotate", "prompt_version"))] = None,
     redo_failed: Annotated[Optional[bool], typer.Option("--redo-failed/--no-redo-failed", help=fhelp("annotate", "redo_failed"))] = None,
     limit: Annotated[Optional[int], typer.Option(help=fhelp("annotate", "limit"))] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=fhelp("annotate", "progress"))] = None,
@@ -65,7 +68,7 @@ def _annotate(manifest: Path, db: Path, config, sets, teacher, prompt_file, prom
 
     cfg = load_config(
         "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
-        prompt_variant=prompt_variant, redo_failed=redo_failed, limit=limit, progress=progress,
+        prompt_variant=prompt_variant, prompt_version=prompt_version, redo_failed=redo_failed, limit=limit, progress=progress,
     )
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")

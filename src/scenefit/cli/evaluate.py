@@ -40,7 +40,8 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate the students against the teacher labels (and the truth when the data has it).
 
-    Per criterion and fused: accuracy, F1 (out-of-context positive), macro-F1,
+    Per criterion and fused: accuracy with its 95 % interval and the majority-class rate,
+    balanced accuracy, F1 (out-of-context positive), macro-F1,
     kappa; unparseable answers counted apart and counted wrong; the untrained
     base as baseline; reasoning consistency and ROUGE-L; errors per object and
     scene; the shortcut test on unmodified images. Writes OUT/metrics.json and
@@ -83,22 +84,24 @@ def evaluate_cmd(
 
 
 def print_headline(metrics: dict) -> None:
-    """The headline table on stderr: criterion x student acc / vs truth / baseline / F1 / unparseable."""
+    """The headline table on stderr: per criterion and reference (teacher labels, truth when
+    known), accuracy with its 95 % interval, the majority-class rate, balanced accuracy,
+    macro-F1, the untrained baseline's, and the unparseable count."""
     from rich.table import Table
 
-    from ..evaluate.report import headline_rows
+    from ..evaluate.report import HEADLINE_HEADER, headline_cells, headline_rows
 
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"
 
-    t = Table(title=f"accuracy on {metrics.get('split')} vs the teacher labels"
-              + (" (SYNTHETIC)" if metrics.get("synthetic") else ""))
-    for col in ("criterion", "n", "student", "vs truth", "baseline", "F1 out", "unparseable"):
-        t.add_column(col, justify="left" if col == "criterion" else "right", no_wrap=True)
-    for r in headline_rows(metrics):
-        t.add_row(r["criterion"], str(r["n"]), pct(r["accuracy"]), pct(r["accuracy_vs_truth"]),
-                  pct(r["baseline_accuracy"]), "–" if r["f1_out"] is None else f"{r['f1_out']:.3f}",
-                  str(r["unparseable"]))
+    rows = headline_rows(metrics)
+    refs = [("", "teacher")] + ([("_vs_truth", "truth")] if any(r["accuracy_vs_truth"] is not None for r in rows) else [])
+    t = Table(title=f"students on {metrics.get('split')}" + (" (SYNTHETIC)" if metrics.get("synthetic") else ""))
+    for col in ("criterion", "vs", "n", *HEADLINE_HEADER, "unparseable"):
+        t.add_column(col, justify="left" if col in ("criterion", "vs") else "right")
+    for r in rows:
+        for suffix, ref in refs:
+            t.add_row(r["criterion"], ref, str(r["n"]), *headline_cells(r, suffix), str(r["unparseable"]))
     console.print(t)
     sc = metrics.get("shortcut") or {}
     if sc.get("available"):

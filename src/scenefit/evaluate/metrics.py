@@ -13,6 +13,11 @@ Conventions (also written into ``metrics.json`` under ``conventions``):
   the references nor the answers, kappa when both sides use one and the same label.
   ``macro_f1`` averages the F1 of the classes that are defined (present on either side).
 - Rows whose reference is missing (e.g. no truth) are left out and counted in ``no_reference``.
+- Headline numbers come with what is needed to read them: ``accuracy_ci95`` (Wilson score
+  interval, 95 %), ``majority_rate`` (the accuracy of always answering the reference's most
+  frequent label, the floor a skewed set gives for free), ``balanced_accuracy`` (mean recall of
+  the labels present in the references: 0.5 for any constant answer) with
+  ``balanced_accuracy_ci95``, and ``macro_f1``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ CONVENTIONS = {
     "undefined_ratio": "null when the denominator is zero (e.g. F1 of a class absent from references and answers)",
     "macro_f1": "mean F1 of the two labels, over the labels whose F1 is defined",
     "fused": "out-of-context when any criterion is; unknown when none is out and one is unparseable",
+    "accuracy_ci95": "Wilson score interval, z = 1.96",
+    "majority_rate": "share of the most frequent reference label (accuracy of always answering it)",
+    "balanced_accuracy": "mean recall of the labels present in the references (unparseable counted wrong)",
+    "balanced_accuracy_ci95": "mean of the per-label recalls, each shifted as in Wilson's interval "
+    "((k + z^2/2) / (n + z^2)), +- z times the standard error of that mean; z = 1.96, clipped to [0, 1] "
+    "and widened to hold the value itself",
 }
+
+#: Two-sided 95 % normal quantile.
+Z95 = 1.959963984540054
 
 
 def as_label(value: Any) -> Optional[Label]:
@@ -54,6 +68,52 @@ def _nan_to_none(x: float) -> Optional[float]:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+def wilson_interval(successes: int, n: int, z: float = Z95) -> Optional[list[float]]:
+    """Wilson score interval [low, high] of a proportion ``successes / n``; None when n = 0.
+
+    Unlike the plain normal interval it stays inside [0, 1] and is not empty at 0 or n
+    successes, which the small test splits here hit."""
+    if n <= 0:
+        return None
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))]  # p inside despite rounding
+
+
+def balanced_accuracy(matrix: Sequence[Sequence[int]], z: float = Z95) -> tuple[Optional[float], Optional[list[float]]]:
+    """(balanced accuracy, its 95 % interval) from a confusion matrix (rows = references).
+
+    The value is the mean recall over the labels that occur in the references. The interval
+    shifts each recall as Wilson's does, (k + z²/2) / (n + z²), and spans ± z standard errors
+    of their mean (the recalls come from disjoint rows, so their variances add)."""
+    rows = [(int(r[i]), int(sum(r))) for i, r in enumerate(matrix) if sum(r) > 0]
+    if not rows:
+        return None, None
+    value = sum(k / n for k, n in rows) / len(rows)
+    z2 = z * z
+    shifted = [((k + z2 / 2) / (n + z2), n + z2) for k, n in rows]
+    centre = sum(p for p, _ in shifted) / len(rows)
+    half = z * math.sqrt(sum(p * (1 - p) / m for p, m in shifted)) / len(rows)
+    # the shifted centre can sit a rounding error away from a perfect score: keep the value inside
+    return value, [max(0.0, min(centre - half, value)), min(1.0, max(centre + half, value))]
+
+
+#: Headline numbers of every (model, reference) pair in metrics.json: each accuracy with its
+#: 95 % interval and the majority-class rate of its references; balanced accuracy and macro-F1
+#: beside it, because on a skewed set plain accuracy flatters a constant answer.
+HEADLINE_KEYS = ("accuracy", "accuracy_ci95", "majority_rate", "balanced_accuracy", "balanced_accuracy_ci95",
+                 "macro_f1")
+
+
+def headline_key(key: str, prefix: str = "", suffix: str = "") -> str:
+    """metrics.json name of a headline number: ``baseline_`` + ``accuracy`` + ``_vs_truth`` +
+    ``_ci95`` (an interval's name is its value's name plus ``_ci95``)."""
+    base, ci = (key[: -len("_ci95")], "_ci95") if key.endswith("_ci95") else (key, "")
+    return f"{prefix}{base}{suffix}{ci}"
+
+
 def _opposite(lab: Label) -> Label:
     return Label.IN if lab is Label.OUT else Label.OUT
 
@@ -64,8 +124,10 @@ def _scores(ref: list[str], pred: list[str]) -> dict[str, Any]:
 
     names = [lab.value for lab in LABELS]
     if not ref:
-        return {"n": 0, "accuracy": None, "precision_out": None, "recall_out": None, "f1_out": None,
-                "f1_in": None, "macro_f1": None, "kappa": None, "matrix": [[0, 0], [0, 0]]}
+        return {"n": 0, "accuracy": None, "accuracy_ci95": None, "majority_rate": None, "majority_label": None,
+                "balanced_accuracy": None, "balanced_accuracy_ci95": None, "precision_out": None,
+                "recall_out": None, "f1_out": None, "f1_in": None, "macro_f1": None, "kappa": None,
+                "matrix": [[0, 0], [0, 0]]}
     with warnings.catch_warnings():  # undefined ratios are reported as None, not warned about
         warnings.simplefilter("ignore")
         p, r, f, _ = precision_recall_fscore_support(ref, pred, labels=names, average=None, zero_division=np.nan)
@@ -74,9 +136,17 @@ def _scores(ref: list[str], pred: list[str]) -> dict[str, Any]:
     i_out = names.index(Label.OUT.value)
     i_in = names.index(Label.IN.value)
     defined = [x for x in f if not math.isnan(x)]
+    support = Counter(ref)
+    majority_label, majority_n = max(((name, support[name]) for name in names), key=lambda kv: kv[1])
+    balanced, balanced_ci = balanced_accuracy(matrix.tolist())
     return {
         "n": len(ref),
         "accuracy": float(np.trace(matrix)) / len(ref),
+        "accuracy_ci95": wilson_interval(int(np.trace(matrix)), len(ref)),
+        "majority_rate": majority_n / len(ref),
+        "majority_label": majority_label,
+        "balanced_accuracy": balanced,
+        "balanced_accuracy_ci95": balanced_ci,
         "precision_out": _nan_to_none(float(p[i_out])),
         "recall_out": _nan_to_none(float(r[i_out])),
         "f1_out": _nan_to_none(float(f[i_out])),
@@ -112,6 +182,11 @@ def label_metrics(reference: Sequence[Any], predicted: Sequence[Any]) -> dict[st
         "unparseable": n_unparseable,
         "unparseable_share": _ratio(n_unparseable, n),
         "accuracy": wrong["accuracy"],
+        "accuracy_ci95": wrong["accuracy_ci95"],
+        "majority_rate": wrong["majority_rate"],
+        "majority_label": wrong["majority_label"],
+        "balanced_accuracy": wrong["balanced_accuracy"],
+        "balanced_accuracy_ci95": wrong["balanced_accuracy_ci95"],
         "accuracy_parseable": only["accuracy"],
         "precision_out": wrong["precision_out"],
         "recall_out": wrong["recall_out"],
@@ -126,7 +201,8 @@ def label_metrics(reference: Sequence[Any], predicted: Sequence[Any]) -> dict[st
             "matrix": only["matrix"],  # parseable answers only
             "unparseable": {lab.value: int(unparseable_by_ref.get(lab.value, 0)) for lab in LABELS},
         },
-        "parseable_only": {k: only[k] for k in ("accuracy", "precision_out", "recall_out", "f1_out", "macro_f1", "kappa")},
+        "parseable_only": {k: only[k] for k in ("accuracy", "balanced_accuracy", "precision_out", "recall_out", "f1_out",
+                                                "macro_f1", "kappa")},
     }
 
 

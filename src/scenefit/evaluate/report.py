@@ -32,6 +32,13 @@ def _pct(x: Optional[float]) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
+def pct_ci(x: Optional[float], ci: Optional[Sequence[float]], unit: str = " %") -> str:
+    """A share with its 95 % interval: "91.2 % [88.0–93.6]"."""
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}{unit}" + (f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else "")
+
+
 def _num(x: Optional[float], digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -95,30 +102,42 @@ def plot_confusions(metrics: dict[str, Any]) -> str:
 
 
 def plot_comparison(metrics: dict[str, Any]) -> str:
-    """Accuracy bars per criterion: student, baseline, teacher — vs the teacher, and vs truth if known."""
+    """Accuracy bars per criterion: student, baseline, teacher — vs the teacher, and vs truth if
+    known — with their 95 % intervals and the majority-class rate as a dashed mark."""
     plt = _pyplot()
     names = columns(metrics)
     has_truth = any(metrics[n].get("accuracy_vs_truth") is not None for n in names)
-    panels = [("vs teacher labels", "accuracy", "baseline_accuracy", lambda m: 1.0)]
+    panels = [("vs teacher labels", "", ("", "baseline_"))]
     if has_truth:
-        panels.append(("vs ground truth (synthetic)", "accuracy_vs_truth", "baseline_accuracy_vs_truth",
-                       lambda m: m.get("teacher_accuracy_vs_truth")))
+        panels.append(("vs ground truth (synthetic)", "_vs_truth", ("", "baseline_", "teacher_")))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.4), squeeze=False)
     width = 0.27
-    for ax, (title, s_key, b_key, teacher) in zip(axes[0], panels):
-        for k, (who, get) in enumerate((("student", lambda m: m.get(s_key)), ("baseline", lambda m: m.get(b_key)),
-                                        ("teacher", teacher))):
-            vals = [get(metrics[n]) for n in names]
+    whos = {"": "student", "baseline_": "baseline", "teacher_": "teacher"}
+    for ax, (title, suffix, prefixes) in zip(axes[0], panels):
+        for k, prefix in enumerate(("", "baseline_", "teacher_")):
+            if prefix in prefixes:
+                vals = [metrics[n].get(f"{prefix}accuracy{suffix}") for n in names]
+                cis = [metrics[n].get(f"{prefix}accuracy{suffix}_ci95") for n in names]
+            else:  # the teacher's labels are the reference: 100 % by definition
+                vals, cis = [1.0] * len(names), [None] * len(names)
             xs = [i + (k - 1) * width for i in range(len(names))]
-            ax.bar(xs, [v or 0.0 for v in vals], width, label=who, color=_COLOURS[who])
+            errs = [[max(0.0, v - c[0]) if v is not None and c else 0.0 for v, c in zip(vals, cis)],
+                    [max(0.0, c[1] - v) if v is not None and c else 0.0 for v, c in zip(vals, cis)]]
+            ax.bar(xs, [v or 0.0 for v in vals], width, label=whos[prefix], color=_COLOURS[whos[prefix]],
+                   yerr=errs, error_kw={"elinewidth": 0.8, "capsize": 2})
             for x, v in zip(xs, vals):
                 ax.text(x, (v or 0.0) + 0.01, "–" if v is None else f"{100 * v:.0f}", ha="center", fontsize=7)
+        for i, n in enumerate(names):
+            rate = metrics[n].get(f"majority_rate{suffix}")
+            if rate is not None:
+                ax.hlines(rate, i - 1.5 * width, i + 1.5 * width, colors="#333", linestyles="dashed", lw=1,
+                          label="majority rate" if i == 0 else None)
         ax.set_xticks(range(len(names)), [metrics[n].get("display", n) for n in names])
         ax.set_ylim(0, 1.3)
         ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.set_ylabel("accuracy")
         ax.set_title(title)
-        ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
+        ax.legend(fontsize=8, loc="upper center", ncol=4, frameon=False)
     fig.tight_layout()
     return _figure_data_url(fig)
 
@@ -191,16 +210,39 @@ def plot_shortcut(shortcut: dict[str, Any]) -> Optional[str]:
 
 
 def headline_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the headline table: criterion x student acc / vs truth / baseline / F1 / unparseable."""
+    """Rows of the headline table, one per criterion (and fused): student accuracy with its 95 %
+    interval and the majority-class rate, balanced accuracy, macro-F1 — vs the teacher labels
+    and vs the truth — then the untrained baseline's, F1 (out) and the unparseable count."""
+    from .metrics import HEADLINE_KEYS, headline_key
+
     rows = []
     for name in columns(metrics):
         m = metrics[name]
-        rows.append({
-            "criterion": name, "accuracy": m.get("accuracy"), "accuracy_vs_truth": m.get("accuracy_vs_truth"),
-            "baseline_accuracy": m.get("baseline_accuracy"), "f1_out": m.get("f1_out"), "macro_f1": m.get("macro_f1"),
-            "unparseable": m.get("unparseable"), "n": m.get("n"),
-        })
+        row: dict[str, Any] = {"criterion": name, "n": m.get("n")}
+        for suffix in ("", "_vs_truth"):
+            for prefix in ("", "baseline_"):
+                row.update({(k := headline_key(key, prefix, suffix)): m.get(k) for key in HEADLINE_KEYS})
+        row.update({"f1_out": m.get("f1_out"), "unparseable": m.get("unparseable")})
+        rows.append(row)
     return rows
+
+
+def headline_cells(row: dict[str, Any], suffix: str = "") -> list[str]:
+    """Formatted cells of one reference (``suffix`` "" or "_vs_truth"): accuracy [95 % CI],
+    majority rate, balanced accuracy [95 % CI], macro-F1, baseline accuracy [95 % CI], baseline
+    balanced accuracy (the CLI and the page print the same)."""
+    from .metrics import headline_key
+
+    g = lambda key, prefix="": row.get(headline_key(key, prefix, suffix))  # noqa: E731
+    return [pct_ci(g("accuracy"), g("accuracy_ci95")), _pct(g("majority_rate")),
+            pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95")), _num(g("macro_f1")),
+            pct_ci(g("accuracy", "baseline_"), g("accuracy_ci95", "baseline_")),
+            _pct(g("balanced_accuracy", "baseline_"))]
+
+
+#: Header of :func:`headline_cells`.
+HEADLINE_HEADER = ("accuracy [95 % CI]", "majority rate", "balanced acc [95 % CI]", "macro-F1",
+                   "baseline acc [95 % CI]", "baseline balanced acc")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -216,11 +258,14 @@ def _img(url: Optional[str], alt: str, missing: str) -> str:
 
 
 def _summary_html(metrics: dict[str, Any]) -> str:
-    rows = [[_esc(r["criterion"]), r["n"], _pct(r["accuracy"]), _pct(r["accuracy_vs_truth"]),
-             _pct(r["baseline_accuracy"]), _num(r["f1_out"]), _num(r["macro_f1"]), r["unparseable"]]
-            for r in headline_rows(metrics)]
-    return _table(["criterion", "n", "student acc (vs teacher)", "student acc vs truth", "baseline acc",
-                   "F1 (out)", "macro-F1", "unparseable"], rows, "headline")
+    """One row per criterion: every number vs the teacher labels, then vs the truth when known."""
+    rows = headline_rows(metrics)
+    has_truth = any(r.get("accuracy_vs_truth") is not None for r in rows)
+    refs = [("", "vs teacher")] + ([("_vs_truth", "vs truth")] if has_truth else [])
+    body = [[_esc(r["criterion"]), r["n"], *(_esc(c) for suffix, _ in refs for c in headline_cells(r, suffix)),
+             _num(r["f1_out"]), r["unparseable"]] for r in rows]
+    header = ["criterion", "n", *(f"{h} ({ref})" for _, ref in refs for h in HEADLINE_HEADER), "F1 (out)", "unparseable"]
+    return _table(header, body, "headline")
 
 
 def _reasoning_html(metrics: dict[str, Any]) -> str:
@@ -304,6 +349,7 @@ h1{margin-bottom:.2em} section{margin:2em 0} .muted{color:#777}
 .synthetic{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-weight:bold;font-size:1.1em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f2f2f2} td:first-child{text-align:left} img.plot{max-width:100%;display:block;margin:.5em 0}
+table.headline{display:block;overflow-x:auto} table.headline td{white-space:nowrap}
 .gallery{display:flex;flex-wrap:wrap;gap:1em}
 .card{width:280px;margin:0;border:1px solid #ddd;padding:.5em;font-size:.85em;overflow-wrap:anywhere}
 .card img{width:100%;image-rendering:pixelated}

@@ -26,7 +26,8 @@ from ..criteria import Criterion, Label
 from ..records import Sample
 from .config import EvaluateConfig
 from .metrics import (
-    CONVENTIONS, as_label, criteria_order, error_breakdown, fuse_by_id, label_metrics, reliability, top_confusions,
+    CONVENTIONS, HEADLINE_KEYS, as_label, criteria_order, error_breakdown, fuse_by_id, headline_key, label_metrics,
+    reliability, top_confusions,
 )
 from .reasoning import RULE_SUMMARY, reasoning_metrics
 from .shortcut import originals_in_split, shortcut_metrics
@@ -187,6 +188,11 @@ def _truth_known(values: Sequence[Any]) -> bool:
     return any(as_label(v) is not None for v in values)
 
 
+def _headline_keys(block: Optional[dict[str, Any]], prefix: str = "", suffix: str = "") -> dict[str, Any]:
+    """HEADLINE_KEYS of one label_metrics block under their metrics.json names (None without a block)."""
+    return {headline_key(k, prefix, suffix): (block[k] if block else None) for k in HEADLINE_KEYS}
+
+
 def _headline(
     display: str, teacher: Sequence[Any], truth: Sequence[Any], student: Sequence[Optional[Label]],
     baseline: Optional[Sequence[Optional[Label]]],
@@ -198,19 +204,22 @@ def _headline(
     b = label_metrics(teacher, baseline) if baseline is not None else None
     m: dict[str, Any] = {
         "display": display, "n": s["n"],
-        **{k: s[k] for k in ("accuracy", "accuracy_parseable", "precision_out", "recall_out", "f1_out", "macro_f1",
-                             "kappa", "unparseable", "unparseable_share")},
-        **{f"baseline_{k}": (b[k] if b else None) for k in ("accuracy", "f1_out", "macro_f1", "unparseable")},
-        "accuracy_vs_truth": None, "baseline_accuracy_vs_truth": None, "teacher_accuracy_vs_truth": None,
+        **_headline_keys(s),
+        **{k: s[k] for k in ("accuracy_parseable", "precision_out", "recall_out", "f1_out", "kappa", "unparseable",
+                             "unparseable_share")},
+        **_headline_keys(b, "baseline_"),
+        **{f"baseline_{k}": (b[k] if b else None) for k in ("f1_out", "unparseable")},
+        **_headline_keys(None, suffix="_vs_truth"), **_headline_keys(None, "baseline_", "_vs_truth"),
+        **_headline_keys(None, "teacher_", "_vs_truth"),
         "student": s, "baseline": b, "vs_truth": None,
     }
     if _truth_known(truth):
         vs = {"student": label_metrics(truth, student), "teacher": label_metrics(truth, teacher),
               "baseline": label_metrics(truth, baseline) if baseline is not None else None}
         m["vs_truth"] = vs
-        m["accuracy_vs_truth"] = vs["student"]["accuracy"]
-        m["teacher_accuracy_vs_truth"] = vs["teacher"]["accuracy"]
-        m["baseline_accuracy_vs_truth"] = vs["baseline"]["accuracy"] if vs["baseline"] else None
+        m.update(_headline_keys(vs["student"], suffix="_vs_truth"))
+        m.update(_headline_keys(vs["teacher"], "teacher_", "_vs_truth"))
+        m.update(_headline_keys(vs["baseline"], "baseline_", "_vs_truth"))
     return m
 
 

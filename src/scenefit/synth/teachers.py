@@ -27,7 +27,7 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..criteria import CRITERIA, Criterion, Label, fuse
+from ..criteria import CRITERIA, TEACHER_ORDER, Criterion, Label, fuse
 from ..records import Sample
 from .catalog import CATEGORIES, SCENES, article, plural
 from .world import load_layouts
@@ -111,9 +111,6 @@ PERSONAS: dict[str, PersonaConfig] = {
 }
 
 STYLE_FLAGS = tuple(StyleNoise.model_fields)
-
-#: Criteria in the order the teacher prompt asks for them (design §2), not CRITERIA's order.
-TEACHER_ORDER = (Criterion.LOCATION, Criterion.CO_OCCURRENCE, Criterion.SIZE)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ async def annotate_async(
 ) -> AnnotateSummary:
     """Annotate ``samples`` with the configured teachers (or the given ``teachers``)."""
     t_start = time.perf_counter()
-    prompt = teacher_prompt(cfg.prompt_file, cfg.prompt_variant)
+    prompt = teacher_prompt(cfg.prompt_file, cfg.prompt_variant, cfg.prompt_version)
     if cfg.limit:
         samples = list(samples)[: cfg.limit]
     if teachers is None:

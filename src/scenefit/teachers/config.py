@@ -103,6 +103,12 @@ class AnnotateConfig(StageConfig):
     prompt_variant: Literal["text", "json"] = Field(
         default="text", description="Packaged prompt: text (Analysis/Summary/Final decision) or json (the same answer as a JSON object)."
     )
+    prompt_version: Literal["v1", "v2"] = Field(
+        default="v2",
+        description="Packaged prompt version: v2 (default) carries v1 plus the authors' instructions (object taken as "
+        "really there, 'unusual' not 'impossible', summaries agree with their analysis, no other category, "
+        "two worked examples); v1 is the earlier, shorter prompt. Ignored with prompt_file.",
+    )
     only: list[str] = Field(default_factory=list, description="Run only these teacher names (default: all).")
     commit_every: int = Field(default=32, ge=1, description="Answers per database transaction (a killed run loses at most this many plus those in flight).")
     commit_interval_s: float = Field(default=2.0, gt=0, description="Longest time an answer waits before it is committed.")
