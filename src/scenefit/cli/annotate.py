@@ -45,9 +45,13 @@ def annotate_cmd(
     failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
     most the answers not yet committed (Ctrl-C commits them). Failures are stored with their reason, never dropped.
     """
+    cfg = load_config(
+        "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
+        prompt_variant=prompt_variant, prompt_version=prompt_version, redo_failed=redo_failed, limit=limit,
+        progress=progress,
+    )
     try:
-        _annotate(manifest, db, config, sets, teacher, prompt_file, prompt_variant, redo_failed, limit, progress,
-                  json_out)
+        _annotate(manifest, db, cfg, json_out)
     except KeyboardInterrupt:
         from ..store import stored_answers
 
@@ -58,18 +62,13 @@ def annotate_cmd(
         raise typer.Exit(130) from None
 
 
-def _annotate(manifest: Path, db: Path, config, sets, teacher, prompt_file, prompt_variant, redo_failed, limit,
-              progress, json_out: bool) -> None:
+def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     import asyncio
 
     from .. import SYNTHETIC_NOTICE
     from ..manifest import ManifestError, read_manifest
     from ..teachers.annotate import annotate_async
 
-    cfg = load_config(
-        "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
-        prompt_variant=prompt_variant, prompt_version=prompt_version, redo_failed=redo_failed, limit=limit, progress=progress,
-    )
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
     try:
