@@ -136,3 +136,23 @@ def test_no_test_reaches_beyond_this_machine():
     connection to an address that is not loopback (conftest.py)."""
     with pytest.raises(OSError, match="not loopback"):
         socket.create_connection(("192.0.2.1", 443), timeout=5)  # TEST-NET-1: never routed
+
+
+def test_paper_config_matches_the_readme_table_of_departures(repo_root):
+    """README, "The paper's setup, and where scenefit departs": the values the table states."""
+    from scenefit.config import resolve
+
+    paper = repo_root / "configs" / "paper.yaml"
+    annotate = resolve("annotate", paper)
+    assert annotate.prompt_version == "v2"
+    assert [t.model for t in annotate.teachers] == ["Qwen/Qwen2.5-VL-72B-Instruct", "allenai/Molmo-72B-0924",
+                                                     "OpenGVLab/InternVL3_5-38B"]
+    assert all((t.temperature, t.seed, t.max_tokens, t.max_pixels) == (0.0, 0, 512, 1003520) for t in annotate.teachers)
+    consensus = resolve("consensus", paper)
+    assert consensus.rule == "unanimous_final" and consensus.count_derived_final is False
+    counts = resolve("split", paper).counts
+    assert (counts.train, counts.val, counts.test) == (20000, 2000, 2000)
+    train = resolve("train", paper)
+    assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (200704, 1003520, "linear")
+    evaluate = resolve("evaluate", paper)
+    assert train.precision == evaluate.dtype == "bf16"
