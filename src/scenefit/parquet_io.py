@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -100,4 +100,15 @@ def write_json(obj: Any, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: Path | str) -> Path:
+    """One JSON object per line (sorted keys), written atomically: a rerun replaces the file
+    whole and a killed run never leaves half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    tmp.replace(path)
     return path
