@@ -152,22 +152,38 @@ def import_answers_cmd(
     model_id: Annotated[Optional[str], typer.Option("--model-id", help="Model id to record (default: the teacher name).")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column of the sample id (default: sample_id, id or coco_index).")] = None,
     answer_column: Annotated[Optional[str], typer.Option(help="Column of the answer (default: response, raw, answer, text or output).")] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", dir_okay=False, help="Where the rejected rows go, one JSON line each (default: import-errors-TEACHER.jsonl beside the store).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the counts as JSON on stdout.")] = False,
 ) -> None:
-    """Load existing answers into the store, parsed like any other (reruns skip stored keys)."""
+    """Load existing answers into the store, parsed like any other (reruns skip stored keys).
+
+    The whole file is checked first and its good rows are stored in one transaction; each bad
+    row (no id, a repeated id, an unclosed quote, bytes that are not UTF-8, a huge cell) is one
+    error line naming the file and its line, and the rest goes on.
+    """
+    import re
+
     from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
+    errors = errors or db.parent / f"import-errors-{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)}.jsonl"
     try:
         with open_store(db) as store:
-            res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column, answer_column)
+            res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column,
+                                 answer_column, errors_path=errors)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
         return
     rows = {k: res[k] for k in ("rows", "accepted", "stored", "already_stored")}
+    if res["lines"] is not None:
+        rows = {"lines": res["lines"], **rows}
     rows["rejected rows"] = len(res["errors"])
     rows["parse"] = ", ".join(f"{k} {v}" for k, v in sorted(res["by_status"].items()))
     summary_table(f"import {file} as {teacher} -> {db}", rows)
+    if res["line_note"]:
+        console.print(f"[dim]{escape(res['line_note'])}[/]")
     for e in res["errors"][:5]:
-        console.print(f"  [yellow]rejected[/] {e['reason']}")
+        console.print(f"  [yellow]rejected[/] {escape(e['reason'])}")
+    if res["errors"]:
+        console.print(f"rejected rows and reasons: {errors}")
     if json_out:
         print_json(res)
