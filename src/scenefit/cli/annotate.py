@@ -34,6 +34,7 @@ def annotate_cmd(
     redo_failed: Annotated[Optional[bool], typer.Option("--redo-failed/--no-redo-failed", help=fhelp("annotate", "redo_failed"))] = None,
     limit: Annotated[Optional[int], typer.Option(help=fhelp("annotate", "limit"))] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=fhelp("annotate", "progress"))] = None,
+    lock_wait: Annotated[Optional[float], typer.Option("--lock-wait", help=fhelp("annotate", "lock_wait_s"))] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Ask every configured teacher about every sample; store raw answers, parses and provenance.
@@ -41,6 +42,7 @@ def annotate_cmd(
     Resumable: a rerun skips every (sample, teacher, prompt hash) already stored — also request
     failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
     most the answers not yet committed (Ctrl-C commits them). Failures are stored with their reason, never dropped.
+    One run at a time works on a store: a second one refuses, or waits with --lock-wait.
     """
     import asyncio
 
@@ -50,7 +52,7 @@ def annotate_cmd(
 
     cfg = load_config(
         "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
-        prompt_variant=prompt_variant, redo_failed=redo_failed, limit=limit, progress=progress,
+        prompt_variant=prompt_variant, redo_failed=redo_failed, limit=limit, progress=progress, lock_wait_s=lock_wait,
     )
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
