@@ -10,8 +10,9 @@ or from Python::
 
 Outputs in DIR:
 
-- ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every image path
-  absolute, every sample ``boxed=True``;
+- ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every sample
+  ``boxed=True``; image paths relative to DIR when the image lies in the same run folder
+  (see :mod:`scenefit.parquet_io`), so the run can be moved;
 - ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
   (already-boxed images are validated and referenced where they are, never copied; a rerun
   removes the copies of this manifest's samples that it no longer uses);
