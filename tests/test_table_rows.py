@@ -105,6 +105,17 @@ def test_a_quote_that_swallows_lines_and_leaves_the_wrong_cells_is_reread(tmp_pa
     assert [r.data["id"] for r in out if r.data] == ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]
 
 
+def test_the_readme_lists_exactly_the_codes_ingest_gives():
+    import re
+
+    from scenefit.images import REASON_CODES
+    from scenefit.manifest import ROW_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = readme.split("with a stable `code`:", 1)[1].split("(manifest rows)", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == set(REASON_CODES) | set(ROW_CODES)
+
+
 def test_ingest_accounts_for_every_input_row(tmp_path):
     Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / "img.png")
     lines = csv_lines(40)

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Literal, Optional
 from pydantic import ValidationError
 
 from .records import MANIFEST_COLUMNS, Sample
-from .table_rows import ManifestError, RowReader
+from .table_rows import BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader
 
 Layout = Literal["auto", "scenefit", "paper"]
 FORMATS = ("jsonl", "csv", "parquet")
@@ -69,6 +69,16 @@ BOX_QUADS: tuple[tuple[tuple[str, str, str, str], bool], ...] = (
     (("x", "y", "w", "h"), True),
 )
 PAPER_ID, PAPER_OBJECT = "coco_index", "replacement_object"
+#: code -> what it means, for manifest rows (image problems: scenefit.images.REASON_CODES).
+ROW_CODES: dict[str, str] = {
+    BAD_ROW: "the row cannot be read as a row (CSV quoting, e.g. an unclosed quote; not JSON; extra cells)",
+    BAD_ENCODING: "the row holds bytes that are not UTF-8",
+    CELL_TOO_LARGE: f"a cell holds more than {MAX_CELL_CHARS:,} characters",
+    "missing_field": "no id, image or object",
+    "bad_box": "the box is not four numbers, or is empty, inverted or negative",
+    "bad_value": "a flag or a truth label that cannot be read",
+    "duplicate_id": "the id is already used by an earlier row",
+}
 
 
 class RowError(ValueError):

@@ -168,7 +168,8 @@ class RowReader:
                 yield RawRow(i, line_no, None, BAD_ROW, f"line {line_no}: not valid JSON ({e.msg})")
                 continue
             if not isinstance(row, dict):
-                yield RawRow(i, line_no, None, BAD_ROW, f"line {line_no}: expected a JSON object, got {type(row).__name__}")
+                yield RawRow(i, line_no, None, BAD_ROW,
+                             f"line {line_no}: expected a JSON object, got {type(row).__name__}")
                 continue
             too_long = _too_long(row, self.max_cell_chars)
             if too_long:

@@ -70,27 +70,28 @@ def import_answers(
     id_col = ans_col = None
     reader = RowReader(p, fmt)
 
-    def reject(raw, reason: str, sid: Optional[str] = None) -> None:
-        err = {"file": str(p), "line": raw.line, "row": raw.row, "reason": f"{p.name} line {raw.line}: {reason}"}
+    def reject(raw, code: str, reason: str, sid: Optional[str] = None) -> None:
+        err = {"file": str(p), "line": raw.line, "row": raw.row, "code": code,
+               "reason": f"{p.name} line {raw.line}: {reason}"}
         errors.append(err if sid is None else {**err, "id": sid})
 
     for raw in reader:
         row = raw.data
         if row is None:
-            reject(raw, raw.problem.removeprefix(f"line {raw.line}: "))
+            reject(raw, raw.code, raw.problem.removeprefix(f"line {raw.line}: "))
             continue
         if id_col is None:  # the columns are chosen from the first readable row
             id_col = _pick(set(row), id_column, ID_COLUMNS, "sample id", p)
             ans_col = _pick(set(row), answer_column, ANSWER_COLUMNS, "answer", p)
         if fmt == "jsonl" and (id_col not in row or ans_col not in row):
-            reject(raw, f"no {id_col!r} or no {ans_col!r} key (the first row has both)")
+            reject(raw, "missing_field", f"no {id_col!r} or no {ans_col!r} key (the first row has both)")
             continue
         sid = _text(row.get(id_col))
         if sid is None:
-            reject(raw, f"empty {id_col}")
+            reject(raw, "missing_field", f"empty {id_col}")
             continue
         if sid in seen:
-            reject(raw, f"id {sid!r} already given in row {seen[sid]}; first kept", sid)
+            reject(raw, "duplicate_id", f"id {sid!r} already given in row {seen[sid]}; first kept", sid)
             continue
         seen[sid] = raw.row
         answer = row.get(ans_col)
