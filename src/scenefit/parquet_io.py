@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -54,23 +55,38 @@ def portable_path(path: Any, folder: Path) -> Any:
     :data:`MAX_RELATIVE_UP` folders of it, else unchanged (absolute, or not a path)."""
     if not isinstance(path, str) or not os.path.isabs(path):
         return path
-    try:
-        rel = os.path.relpath(path, folder)
-    except ValueError:  # another drive (Windows): only an absolute path reaches it
+    head, name = os.path.split(path)
+    rel_dir = _relative_dir(head, str(folder))
+    if rel_dir is None:
         return path
-    ups = 0
-    for part in Path(rel).parts:
-        if part != "..":
-            break
-        ups += 1
-    return path if ups > MAX_RELATIVE_UP else Path(rel).as_posix()
+    return name if rel_dir == "." else f"{rel_dir}/{name}"
+
+
+@lru_cache(maxsize=4096)
+def _relative_dir(directory: str, folder: str) -> Optional[str]:
+    """``directory`` relative to ``folder`` (POSIX separators), or None when it climbs more than
+    MAX_RELATIVE_UP folders or cannot be reached relatively. Cached: a table's images share a
+    few folders, and relpath per row would cost seconds per 100k rows."""
+    try:
+        rel = os.path.relpath(directory, folder)
+    except ValueError:  # another drive (Windows): only an absolute path reaches it
+        return None
+    parts = Path(rel).parts
+    ups = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    return None if ups > MAX_RELATIVE_UP else Path(rel).as_posix()
 
 
 def resolved_path(path: Any, folder: Path) -> Any:
     """The inverse of :func:`portable_path` for a table read from ``folder``."""
     if not isinstance(path, str) or not path or os.path.isabs(path):
         return path
-    return os.path.normpath(os.path.join(folder, path))
+    head, name = os.path.split(path)
+    return os.path.join(_absolute_dir(head, str(folder)), name)
+
+
+@lru_cache(maxsize=4096)
+def _absolute_dir(relative: str, folder: str) -> str:
+    return os.path.normpath(os.path.join(folder, relative))
 
 
 def _arrow_type(column: str, series: pd.Series) -> pa.DataType:
