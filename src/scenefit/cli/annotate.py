@@ -97,7 +97,8 @@ def _print_summary(summary, db: Path) -> None:
         failed = ", ".join(f"{k} {v}" for k, v in sorted(t.failed_by_reason.items())) or "0"
         parse = ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()) if k != "failed") or "-"
         table.add_row(name, t.backend, str(t.stored), str(t.skipped), failed, parse)
-    table.caption = "skipped: stored by an earlier run (--redo-failed retries failures)"
+    table.caption = ("stored: rows this run wrote; skipped: stored by an earlier run or meanwhile by another "
+                     "writer (--redo-failed retries failures)")
     console.print(table)
 
 
