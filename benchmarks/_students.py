@@ -39,9 +39,9 @@ def bench_items(n: int, students: Path, seed: int = 0) -> tuple[list, str]:
     demo's, else toy scenes."""
     demo_test = students.parent / "datasets" / "location" / "test.parquet"
     if demo_test.is_file():
-        import pandas as pd
+        from scenefit.parquet_io import read_table
 
-        frame = pd.read_parquet(demo_test).head(n)
+        frame = read_table(demo_test)[0].head(n)  # image paths resolved against the file's folder
         if len(frame) == n:
             items = [(row.image, row.object, None, True) for row in frame.itertuples()]
             return items, f"demo test split ({demo_test})"

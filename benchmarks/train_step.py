@@ -46,15 +46,15 @@ def project_run(data: Path, model: Path, out: Path, steps: int, batch: int) -> f
 
 
 def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int) -> float:
-    import pandas as pd
     from datasets import Dataset
     from peft import LoraConfig
     from PIL import Image
     from trl import SFTConfig, SFTTrainer
 
     from scenefit.modeling import load_model, load_processor, student_messages
+    from scenefit.parquet_io import read_table
 
-    rows = pd.read_parquet(data / "location" / "train.parquet").to_dict("records")
+    rows = read_table(data / "location" / "train.parquet")[0].to_dict("records")  # images resolved
     ds = Dataset.from_list([
         {
             # the same chat as the project's (student_messages: the students' image position)

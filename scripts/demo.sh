@@ -115,10 +115,12 @@ echo "        server up at $URL (web page: $URL/; log $D/serve/server.log)"
 import base64, json, sys, urllib.request
 from pathlib import Path
 import pyarrow.parquet as pq
+from scenefit.parquet_io import resolved_path
 
 url, token, d = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 table = next(p for p in (d / "split/test.parquet", d / "ingest/manifest.parquet") if p.is_file())
 row = pq.read_table(table).slice(0, 1).to_pylist()[0]
+row["image"] = resolved_path(row["image"], table.parent.resolve())  # stored relative to the table
 body = {"image": base64.b64encode(Path(row["image"]).read_bytes()).decode(), "object": row["object"],
         "box": row["box"], "boxed": bool(row.get("boxed")), "explain": True}
 req = urllib.request.Request(url + "/v1/classify", data=json.dumps(body).encode(), method="POST",

@@ -29,18 +29,28 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
+def simulated_run(tmp_path: Path, n: int, seed: int, concurrency: int, commit_every: int,
+                  commit_interval_s: float) -> tuple[list[str], Path]:
+    """A world of ``n`` samples and the `scenefit annotate` command line (with --json) that asks
+    the three simulated teachers about it; returns (command, store path)."""
     from scenefit.synth.world import WorldConfig, generate_world
 
     world = tmp_path / "world"
-    generate_world(WorldConfig(n=N, seed=5, originals=False), world)
+    generate_world(WorldConfig(n=n, seed=seed, originals=False), world)
     config = tmp_path / "annotate.yaml"
     # An artificial delay per answer makes the run long enough to be killed in the middle.
-    teachers = [{"name": p, "backend": "simulated", "persona": p, "concurrency": 2, "delay_s": 0.05} for p in PERSONAS]
-    config.write_text(yaml.safe_dump({"annotate": {"teachers": teachers, "commit_every": 3, "commit_interval_s": 0.2}}))
+    teachers = [{"name": p, "backend": "simulated", "persona": p, "concurrency": concurrency, "delay_s": 0.05}
+                for p in PERSONAS]
+    config.write_text(yaml.safe_dump({"annotate": {
+        "teachers": teachers, "commit_every": commit_every, "commit_interval_s": commit_interval_s}}))
     db = tmp_path / "ann.sqlite"
     cmd = [str(Path(sys.executable).with_name("scenefit")), "annotate", str(world / "manifest.parquet"), "--db", str(db),
            "--config", str(config), "--no-progress", "--json"]
+    return cmd, db
+
+
+def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
+    cmd, db = simulated_run(tmp_path, N, seed=5, concurrency=2, commit_every=3, commit_interval_s=0.2)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     total = N * len(PERSONAS)
     kills = 0

@@ -101,7 +101,7 @@ def test_demo_students_agree_on_the_demo_test_set(repo_root):
     """The same check on the students `make demo` trained and its test split, when present."""
     import os
 
-    import pandas as pd
+    from scenefit.parquet_io import read_table
 
     demo = Path(os.environ.get("DEMO_DIR", repo_root / "runs" / "demo"))
     tests = {c: demo / "datasets" / c.value / "test.parquet" for c in CRITERIA}
@@ -111,7 +111,7 @@ def test_demo_students_agree_on_the_demo_test_set(repo_root):
                                    config=PredictConfig(force_decision_prefix=False, max_new_tokens=64))
     agree = total = 0
     for c in CRITERIA:
-        items = [(row.image, row.object, None, True) for row in pd.read_parquet(tests[c]).itertuples()]
+        items = [(row.image, row.object, None, True) for row in read_table(tests[c])[0].itertuples()]
         fast = pred.predict(items, criteria=[c])
         generated = pred.predict(items, criteria=[c], explain=True)
         assert all(p.ok for p in fast), [p.error for p in fast if not p.ok][:3]

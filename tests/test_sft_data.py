@@ -18,6 +18,7 @@ from scenefit import SYNTHETIC_NOTICE
 from scenefit.consensus import output_columns
 from scenefit.criteria import CRITERIA, Criterion, Label
 from scenefit.formats import parse_student_answer, render_student_answer
+from scenefit.parquet_io import read_table
 from scenefit.prompts import student_prompt, student_system_prompt
 from scenefit.sft_data import (
     DATASET_COLUMNS,
@@ -212,7 +213,9 @@ def test_consensus_split_datasets_verbs_end_to_end(tmp_path):
         for s in ("train", "val", "test"):
             df = pd.read_parquet(tmp_path / "d" / c.value / f"{s}.parquet")
             assert (df["criterion"] == c.value).all()
-            assert df["image"].map(lambda p: p.startswith(str(tmp_path.resolve()))).all()  # made absolute
+            assert df["image"].str.startswith("../../images/").all()  # stored relative to the file
+            resolved, _ = read_table(tmp_path / "d" / c.value / f"{s}.parquet")
+            assert resolved["image"].map(lambda p: p.startswith(str(tmp_path.resolve() / "images"))).all()
 
     r = runner.invoke(app, ["split", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not found" in r.output

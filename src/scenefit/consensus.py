@@ -378,8 +378,9 @@ def build_consensus(
 ) -> ConsensusResult:
     """Apply ``cfg.rule`` and compute the agreement report (all four rules, for comparison).
 
-    ``image_root``: folder that relative image paths in the manifest are relative to (they are
-    written absolute, so later stages can open them from anywhere).
+    ``image_root``: folder that relative image paths in the manifest are relative to (the frame
+    carries them absolute; :func:`scenefit.parquet_io.write_table` stores them relative to the
+    output folder again, so the run folder stays portable).
     """
     if manifest["id"].duplicated().any():
         dup = manifest.loc[manifest["id"].duplicated(), "id"].iloc[0]

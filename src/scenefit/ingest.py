@@ -10,15 +10,18 @@ or from Python::
 
 Outputs in DIR:
 
-- ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every image path
-  absolute, every sample ``boxed=True``;
+- ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every sample
+  ``boxed=True``; image paths relative to DIR when the image lies in the same run folder
+  (see :mod:`scenefit.parquet_io`), so the run can be moved;
 - ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
   (already-boxed images are validated and referenced where they are, never copied; a rerun
   removes the copies of this manifest's samples that it no longer uses);
 - ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``reason`` (and ``row``
   when the manifest row itself was bad);
-- ``summary.json`` — counts, rejection counts by code, the config used, and the
-  synthetic-world notice when the samples come from it.
+- ``summary.json`` — counts (``input_rows``: every one ends as a sample or an error line;
+  ``input_lines``: the manifest's non-blank data lines, with a ``line_note`` when the two
+  differ), rejection counts by code, the config used, and the synthetic-world notice when
+  the samples come from it.
 
 A rerun into the same DIR rewrites the same files with the same content (nothing appended).
 """
@@ -26,7 +29,6 @@ A rerun into the same DIR rewrites the same files with the same content (nothing
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections import Counter
@@ -40,7 +42,7 @@ from pydantic import Field, field_validator
 from .config import StageConfig
 from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, clip_box, draw_box, load_image
 from .manifest import read_manifest, write_manifest
-from .parquet_io import write_json
+from .parquet_io import write_json, write_jsonl
 from .records import Sample
 
 
@@ -86,6 +88,8 @@ class IngestResult:
     samples: list[Sample]
     errors: list[dict]
     n_input: int
+    n_lines: Optional[int] = None  # non-blank data lines of a CSV/JSONL manifest
+    line_note: Optional[str] = None  # why lines and rows differ, when they do
     drawn: int = 0
     clipped: int = 0
     synthetic: bool = False
@@ -97,6 +101,7 @@ class IngestResult:
 
         out = {
             "input_rows": self.n_input,
+            "input_lines": self.n_lines,
             "ok": len(self.samples),
             "rejected": len(self.errors),
             "rejected_by_code": dict(sorted(self.rejected_by_code.items())),
@@ -105,6 +110,8 @@ class IngestResult:
             "boxes_clipped": self.clipped,
             "synthetic": self.synthetic,
         }
+        if self.line_note:
+            out["line_note"] = self.line_note
         if self.synthetic:
             out["notice"] = SYNTHETIC_NOTICE
         return out
@@ -121,12 +128,6 @@ def image_name(sample_id: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", sample_id)[:60].lstrip(".") or "sample"
     digest = hashlib.sha1(sample_id.encode()).hexdigest()[:10]
     return f"{stem}-{digest}.png"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _save_png(image, path: Path) -> None:
@@ -183,8 +184,8 @@ def ingest(
     out = Path(out_dir)
     images_out = out / "images"
     images_out.mkdir(parents=True, exist_ok=True)
-    samples, errors = read_manifest(manifest, fmt=fmt, layout=cfg.layout, images_dir=cfg.images_dir)
-    n_input = len(samples) + len(errors)
+    read = read_manifest(manifest, fmt=fmt, layout=cfg.layout, images_dir=cfg.images_dir)
+    samples, errors = read
     if on_start:
         on_start(len(samples))
 
@@ -213,7 +214,9 @@ def ingest(
     result = IngestResult(
         samples=accepted,
         errors=errors,
-        n_input=n_input,
+        n_input=read.rows,
+        n_lines=read.lines,
+        line_note=read.line_note,
         drawn=drawn,
         clipped=clipped,
         synthetic=any(s.synthetic for s in samples),
@@ -223,6 +226,6 @@ def ingest(
     summary = result.summary()
     write_manifest(accepted, out / "manifest.parquet",
                    meta={"stage": "ingest", "source": str(Path(manifest).resolve()), **summary})
-    _atomic_write_text(out / "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
+    write_jsonl(errors, out / "errors.jsonl")
     write_json({**summary, "config": cfg.model_dump(mode="json")}, out / "summary.json")
     return result

@@ -6,8 +6,11 @@ normalised Parquet manifest.
     samples, errors = read_manifest("paper.parquet", layout="paper", images_dir="images/")
     write_manifest(samples, "out/manifest.parquet")              # exactly MANIFEST_COLUMNS
 
-A bad row never stops the read: it becomes an error ``{"id", "row", "code", "reason"}``
-(``row`` is 1-based among the data rows) and the other rows go on.
+A bad row never stops the read: it becomes an error ``{"id", "row", "line", "code", "reason"}``
+(``row`` is 1-based among the data rows, ``line`` the physical line where it starts in a CSV
+or JSONL file) and the other rows go on — also after an unclosed quote, bytes that are not
+UTF-8 or a huge cell (see :mod:`scenefit.table_rows`). The result also says how many rows
+and non-blank data lines the file had, and a note when they differ.
 
 Columns of the ``scenefit`` layout (aliases in brackets; the first non-empty one wins):
 
@@ -27,16 +30,16 @@ the samples carry absolute paths.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterator, Literal, Optional
 
 from pydantic import ValidationError
 
 from .records import MANIFEST_COLUMNS, Sample
+from .table_rows import BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader
 
 Layout = Literal["auto", "scenefit", "paper"]
 FORMATS = ("jsonl", "csv", "parquet")
@@ -66,10 +69,16 @@ BOX_QUADS: tuple[tuple[tuple[str, str, str, str], bool], ...] = (
     (("x", "y", "w", "h"), True),
 )
 PAPER_ID, PAPER_OBJECT = "coco_index", "replacement_object"
-
-
-class ManifestError(ValueError):
-    """The manifest as a whole cannot be read (missing file, unknown format, no rows parse)."""
+#: code -> what it means, for manifest rows (image problems: scenefit.images.REASON_CODES).
+ROW_CODES: dict[str, str] = {
+    BAD_ROW: "the row cannot be read as a row (CSV quoting, e.g. an unclosed quote; not JSON; extra cells)",
+    BAD_ENCODING: "the row holds bytes that are not UTF-8",
+    CELL_TOO_LARGE: f"a cell holds more than {MAX_CELL_CHARS:,} characters",
+    "missing_field": "no id, image or object",
+    "bad_box": "the box is not four numbers, or is empty, inverted or negative",
+    "bad_value": "a flag or a truth label that cannot be read",
+    "duplicate_id": "the id is already used by an earlier row",
+}
 
 
 class RowError(ValueError):
@@ -91,44 +100,6 @@ def detect_format(path: Path, fmt: Optional[str] = None) -> str:
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
             f"use one of {', '.join(sorted(_SUFFIX_FORMAT))} or say the format (--format {'|'.join(FORMATS)})"
         ) from None
-
-
-def _iter_rows(path: Path, fmt: str) -> Iterator[tuple[int, Optional[dict], Optional[str]]]:
-    """(row number, row dict or None, parse problem or None) for every data row."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as e:  # pyarrow raises several types for a damaged file
-            raise ManifestError(f"{path}: not a readable Parquet file ({e})") from None
-        for i, row in enumerate(rows, 1):
-            yield i, row, None
-    elif fmt == "csv":
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            for i, row in enumerate(reader, 1):
-                if None in row:  # DictReader puts surplus cells under the key None
-                    yield i, None, f"line {reader.line_num}: more cells than header columns"
-                    continue
-                yield i, row, None
-    else:
-        with open(path, encoding="utf-8-sig") as f:
-            i = 0
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                i += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield i, None, f"line {line_no}: not valid JSON ({e.msg})"
-                    continue
-                if not isinstance(row, dict):
-                    yield i, None, f"line {line_no}: expected a JSON object, got {type(row).__name__}"
-                    continue
-                yield i, row, None
 
 
 def _blank(v: Any) -> bool:
@@ -262,12 +233,31 @@ def row_to_sample(row: dict, layout: str, image_base: Path) -> Sample:
         raise RowError("bad_value", str(e)) from None
 
 
+@dataclass
+class ManifestRead:
+    """What :func:`read_manifest` read. Unpacks as ``samples, errors``."""
+
+    samples: list[Sample]
+    errors: list[dict]
+    rows: int  # data rows read: each is one sample or one error
+    lines: Optional[int]  # non-blank physical data lines (CSV/JSONL; None for Parquet)
+    line_note: Optional[str]  # says so when lines and rows differ (see scenefit.table_rows)
+
+    def __iter__(self) -> Iterator[list]:
+        yield self.samples
+        yield self.errors
+
+
+def _where(raw) -> str:
+    return f"row {raw.row}" + (f" (line {raw.line})" if raw.line is not None else "")
+
+
 def read_manifest(
     path: str | os.PathLike,
     fmt: Optional[str] = None,
     layout: Layout = "auto",
     images_dir: Optional[str | os.PathLike] = None,
-) -> tuple[list[Sample], list[dict]]:
+) -> ManifestRead:
     """Samples of a manifest and one error dict per rejected row (see module docstring)."""
     p = Path(path)
     if not p.is_file():
@@ -280,32 +270,30 @@ def read_manifest(
     errors: list[dict] = []
     seen: dict[str, int] = {}
     chosen = None if layout == "auto" else layout
-    try:
-        for i, row, problem in _iter_rows(p, fmt):
-            if problem is not None:
-                errors.append({"id": f"row {i}", "row": i, "code": "bad_row", "reason": problem})
-                continue
-            if chosen is None:
-                chosen = detect_layout(set(row))
-            try:
-                s = row_to_sample(row, chosen, base)
-            except RowError as e:
-                rid = _text(row.get(PAPER_ID) if chosen == "paper" else _first(row, ALIASES["id"]))
-                errors.append({"id": rid or f"row {i}", "row": i, "code": e.code, "reason": f"row {i}: {e}"})
-                continue
-            if s.id in seen:
-                errors.append({
-                    "id": s.id, "row": i, "code": "duplicate_id",
-                    "reason": f"row {i}: id {s.id!r} already used by row {seen[s.id]}",
-                })
-                continue
-            seen[s.id] = i
-            samples.append(s)
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise ManifestError(f"{p}: not readable as CSV ({e})") from None
-    return samples, errors
+    reader = RowReader(p, fmt)
+    for raw in reader:
+        i, row = raw.row, raw.data
+        where = {"row": i} if raw.line is None else {"row": i, "line": raw.line}
+        if row is None:
+            errors.append({"id": f"row {i}", **where, "code": raw.code, "reason": f"row {i}: {raw.problem}"})
+            continue
+        if chosen is None:
+            chosen = detect_layout(set(row))
+        try:
+            s = row_to_sample(row, chosen, base)
+        except RowError as e:
+            rid = _text(row.get(PAPER_ID) if chosen == "paper" else _first(row, ALIASES["id"]))
+            errors.append({"id": rid or f"row {i}", **where, "code": e.code, "reason": f"{_where(raw)}: {e}"})
+            continue
+        if s.id in seen:
+            errors.append({
+                "id": s.id, **where, "code": "duplicate_id",
+                "reason": f"{_where(raw)}: id {s.id!r} already used by row {seen[s.id]}",
+            })
+            continue
+        seen[s.id] = i
+        samples.append(s)
+    return ManifestRead(samples, errors, reader.rows, reader.lines, reader.line_note())
 
 
 def write_manifest(samples: list[Sample], path: str | os.PathLike, meta: Optional[dict] = None) -> Path:

@@ -5,14 +5,21 @@ The same input and seed must give byte-identical files, so every table is writte
 train/val/test files of one dataset always share a schema), no pandas index, fixed
 compression and row-group size, and the stage's provenance as one JSON value under the
 schema metadata key ``scenefit`` (sorted keys, no timestamps).
+
+Image paths (:data:`PATH_COLUMNS`) are stored relative to the table's folder when the image
+lies in the same run folder, and :func:`read_table` resolves them against the file's folder
+again: a finished run folder can be moved or shared and every later stage still finds its
+images. (Read with plain pandas/pyarrow/``datasets``, they are relative to the file's folder.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -35,6 +42,53 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
 }
 
 
+#: Columns holding image paths: stored relative to the table's folder, resolved on read.
+PATH_COLUMNS = ("image",)
+#: How many folders up a stored relative path may climb. run/<stage>/table.parquet and
+#: run/datasets/<criterion>/table.parquet reach every folder of their run in two; an image
+#: further off (a shared dataset folder) keeps its absolute path, which survives moving the run.
+MAX_RELATIVE_UP = 2
+
+
+def portable_path(path: Any, folder: Path) -> Any:
+    """``path`` as stored in a table in ``folder``: relative when it lies within
+    :data:`MAX_RELATIVE_UP` folders of it, else unchanged (absolute, or not a path)."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    head, name = os.path.split(path)
+    rel_dir = _relative_dir(head, str(folder))
+    if rel_dir is None:
+        return path
+    return name if rel_dir == "." else f"{rel_dir}/{name}"
+
+
+@lru_cache(maxsize=4096)
+def _relative_dir(directory: str, folder: str) -> Optional[str]:
+    """``directory`` relative to ``folder`` (POSIX separators), or None when it climbs more than
+    MAX_RELATIVE_UP folders or cannot be reached relatively. Cached: a table's images share a
+    few folders, and relpath per row would cost seconds per 100k rows."""
+    try:
+        rel = os.path.relpath(directory, folder)
+    except ValueError:  # another drive (Windows): only an absolute path reaches it
+        return None
+    parts = Path(rel).parts
+    ups = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    return None if ups > MAX_RELATIVE_UP else Path(rel).as_posix()
+
+
+def resolved_path(path: Any, folder: Path) -> Any:
+    """The inverse of :func:`portable_path` for a table read from ``folder``."""
+    if not isinstance(path, str) or not path or os.path.isabs(path):
+        return path
+    head, name = os.path.split(path)
+    return os.path.join(_absolute_dir(head, str(folder)), name)
+
+
+@lru_cache(maxsize=4096)
+def _absolute_dir(relative: str, folder: str) -> str:
+    return os.path.normpath(os.path.join(folder, relative))
+
+
 def _arrow_type(column: str, series: pd.Series) -> pa.DataType:
     if column in COLUMN_TYPES:
         return COLUMN_TYPES[column]
@@ -51,6 +105,8 @@ def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, 
     """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent.resolve()
+    df = df.assign(**{c: df[c].map(lambda p: portable_path(p, folder)) for c in PATH_COLUMNS if c in df.columns})
     schema = pa.schema([pa.field(c, _arrow_type(c, df[c])) for c in df.columns])
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
@@ -77,7 +133,12 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"Parquet file not found: {path}")
     table = pq.read_table(path)
-    return table.to_pandas(), read_meta(table.schema)
+    df = table.to_pandas()
+    folder = path.parent.resolve()
+    for c in PATH_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].map(lambda p: resolved_path(p, folder))
+    return df, read_meta(table.schema)
 
 
 def read_meta(schema_or_path: pa.Schema | Path | str) -> dict[str, Any]:
@@ -100,4 +161,15 @@ def write_json(obj: Any, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: Path | str) -> Path:
+    """One JSON object per line (sorted keys), written atomically: a rerun replaces the file
+    whole and a killed run never leaves half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+    tmp.replace(path)
     return path

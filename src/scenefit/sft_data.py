@@ -229,7 +229,8 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
     lines += [
         f"Question: {crit.question}",
         "",
-        "Each row is one image with one object in a red box (`image` is a file path, `box` its pixels), "
+        "Each row is one image with one object in a red box (`image` is a file path, relative to this "
+        "file's folder when the image lies in the run, `box` its pixels), "
         "the student prompt for this criterion (`system`, `prompt`; version "
         f"`{manifest['prompt_version']}`) and the `target`: `Decision: <label>` then the designated teacher's "
         "analysis sentence for this criterion.",

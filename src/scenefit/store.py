@@ -19,12 +19,20 @@ decoding (JSON: temperature, max_tokens, seed, ...), latency_s, attempts, create
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
+import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked against each other
+    fcntl = None
 
 from .criteria import CRITERIA
 from .parse import Parser, TeacherParse
@@ -111,6 +119,67 @@ def now_utc() -> str:
 
 class StoreError(OSError):
     """The answer store cannot be opened (a folder, or a file that is not SQLite)."""
+
+
+class StoreBusy(RuntimeError):
+    """Another run holds the store's run lock."""
+
+
+class RunLock:
+    """An exclusive OS lock on ``<store>.lock`` held by the one run that asks teachers.
+
+    Two annotate runs on one store would each see the same samples as missing and ask every
+    teacher twice; the second run therefore waits for this lock or refuses. The kernel frees
+    the lock when its process ends, so a killed run never blocks the next one (the file itself
+    stays, holding the last holder's description). POSIX only: without ``fcntl`` it is a no-op.
+    """
+
+    def __init__(self, store_path: Path | str, what: str):
+        self.path = Path(store_path).with_name(Path(store_path).name + ".lock")
+        self.what = what
+        self._fd: Optional[int] = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> None:
+        """Take the lock, waiting up to ``wait_s`` seconds; StoreBusy when it stays taken."""
+        if fcntl is None or self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait_s and not said:  # say why this run sits idle
+                    print(f"waiting up to {wait_s:g} s for {self.holder()} to finish with "
+                          f"{self.path.with_suffix('')}", file=sys.stderr, flush=True)
+                    said = True
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    waited = f" after waiting {wait_s:g} s" if wait_s else ""
+                    raise StoreBusy(
+                        f"{self.path.with_suffix('')}: another run is writing this store "
+                        f"({self.holder()}){waited}. Wait for it to finish and run again (the rerun asks only "
+                        "what it did not store), or let this run wait for it with --lock-wait SECONDS."
+                    ) from None
+                time.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{self.what}, pid {os.getpid()}, since {now_utc()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 class AnnotationStore:
@@ -211,9 +280,14 @@ class AnnotationStore:
         A key that is already stored is left as it is — except, with ``redo_failed``, a stored
         request failure, which the new row replaces. Rows never duplicate.
         """
+        return sum(self.put_rows(rows, redo_failed))
+
+    def put_rows(self, rows: Iterable[Mapping[str, Any]], redo_failed: bool = False) -> list[bool]:
+        """:meth:`put_many`, saying for each row whether the store wrote it (False: its key was
+        already stored), so that a run counts what it really added."""
         prepared = [_prepare(r) for r in rows]
         if not prepared:
-            return 0
+            return []
         cols = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
         if redo_failed:
@@ -223,9 +297,7 @@ class AnnotationStore:
             conflict = f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING"
         sql = f"INSERT INTO annotations ({cols}) VALUES ({marks}) {conflict}"
         with self._transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(sql, [tuple(r[c] for c in COLUMNS) for r in prepared])
-            return conn.total_changes - before
+            return [conn.execute(sql, tuple(r[c] for c in COLUMNS)).rowcount == 1 for r in prepared]
 
     def reparse(self, parser: Parser, teacher: Optional[str] = None, batch_size: int = 500) -> dict[str, Any]:
         """Re-run ``parser`` over every stored raw answer and update the parsed columns.

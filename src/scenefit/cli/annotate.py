@@ -37,6 +37,7 @@ def annotate_cmd(
     redo_failed: Annotated[Optional[bool], typer.Option("--redo-failed/--no-redo-failed", help=fhelp("annotate", "redo_failed"))] = None,
     limit: Annotated[Optional[int], typer.Option(help=fhelp("annotate", "limit"))] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=fhelp("annotate", "progress"))] = None,
+    lock_wait: Annotated[Optional[float], typer.Option("--lock-wait", help=fhelp("annotate", "lock_wait_s"))] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Ask every configured teacher about every sample; store raw answers, parses and provenance.
@@ -44,11 +45,12 @@ def annotate_cmd(
     Resumable: a rerun skips every (sample, teacher, prompt hash) already stored — also request
     failures, unless --redo-failed. Answers are committed in batches, so a killed run loses at
     most the answers not yet committed (Ctrl-C commits them). Failures are stored with their reason, never dropped.
+    One run at a time works on a store: a second one refuses, or waits with --lock-wait.
     """
     cfg = load_config(
         "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
         prompt_variant=prompt_variant, prompt_version=prompt_version, redo_failed=redo_failed, limit=limit,
-        progress=progress,
+        progress=progress, lock_wait_s=lock_wait,
     )
     try:
         _annotate(manifest, db, cfg, json_out)
@@ -108,7 +110,8 @@ def _print_summary(summary, db: Path) -> None:
         failed = ", ".join(f"{k} {v}" for k, v in sorted(t.failed_by_reason.items())) or "0"
         parse = ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()) if k != "failed") or "-"
         table.add_row(name, t.backend, str(t.stored), str(t.skipped), failed, parse)
-    table.caption = "skipped: stored by an earlier run (--redo-failed retries failures)"
+    table.caption = ("stored: rows this run wrote; skipped: stored by an earlier run or meanwhile by another "
+                     "writer (--redo-failed retries failures)")
     console.print(table)
 
 
@@ -165,22 +168,38 @@ def import_answers_cmd(
     model_id: Annotated[Optional[str], typer.Option("--model-id", help="Model id to record (default: the teacher name).")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Column of the sample id (default: sample_id, id or coco_index).")] = None,
     answer_column: Annotated[Optional[str], typer.Option(help="Column of the answer (default: response, raw, answer, text or output).")] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", dir_okay=False, help="Where the rejected rows go, one JSON line each (default: import-errors-TEACHER.jsonl beside the store).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the counts as JSON on stdout.")] = False,
 ) -> None:
-    """Load existing answers into the store, parsed like any other (reruns skip stored keys)."""
+    """Load existing answers into the store, parsed like any other (reruns skip stored keys).
+
+    The whole file is checked first and its good rows are stored in one transaction; each bad
+    row (no id, a repeated id, an unclosed quote, bytes that are not UTF-8, a huge cell) is one
+    error line naming the file and its line, and the rest goes on.
+    """
+    import re
+
     from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
+    errors = errors or db.parent / f"import-errors-{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)}.jsonl"
     try:
         with open_store(db) as store:
-            res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column, answer_column)
+            res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column,
+                                 answer_column, errors_path=errors)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
         return
     rows = {k: res[k] for k in ("rows", "accepted", "stored", "already_stored")}
+    if res["lines"] is not None:
+        rows = {"lines": res["lines"], **rows}
     rows["rejected rows"] = len(res["errors"])
     rows["parse"] = ", ".join(f"{k} {v}" for k, v in sorted(res["by_status"].items()))
     summary_table(f"import {file} as {teacher} -> {db}", rows)
+    if res["line_note"]:
+        console.print(f"[dim]{escape(res['line_note'])}[/]")
     for e in res["errors"][:5]:
-        console.print(f"  [yellow]rejected[/] {e['reason']}")
+        console.print(f"  [yellow]rejected[/] {escape(e['reason'])}")
+    if res["errors"]:
+        console.print(f"rejected rows and reasons: {errors}")
     if json_out:
         print_json(res)

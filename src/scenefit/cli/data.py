@@ -168,12 +168,12 @@ def datasets_cmd(
 
 
 def _read_manifest(path: Path):
-    import pyarrow.parquet as pq
+    from ..parquet_io import read_table
 
     if not path.is_file():
         fail(f"manifest not found: {path}")
     try:
-        frame = pq.read_table(path).to_pandas()
+        frame, _ = read_table(path)  # relative image paths resolved against the manifest's folder
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
         fail(f"{path}: not a readable Parquet manifest ({e}); run `scenefit ingest` first")
     missing = [c for c in ("id", "image", "object") if c not in frame.columns]

@@ -13,7 +13,7 @@ import typer
 
 from . import app
 from .common import (
-    ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
+    ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
 )
 
 
@@ -70,10 +70,14 @@ def ingest_cmd(
     summary = result.summary()
     synthetic_banner(result.synthetic)
     rows = {"input rows": summary["input_rows"], "ok": summary["ok"], "rejected": summary["rejected"]}
+    if summary["input_lines"] is not None:
+        rows = {"input lines": summary["input_lines"], **rows}
     rows.update({f"  rejected: {code}": n for code, n in summary["rejected_by_code"].items()})
     rows.update({"boxes drawn": summary["boxes_drawn"], "already boxed": summary["already_boxed"],
                  "boxes clipped to the image": summary["boxes_clipped"]})
     summary_table(f"ingest -> {out}", rows)
+    if result.line_note:
+        console.print(f"[yellow]{escape(result.line_note)}[/]")
     if result.errors:
         console.print(f"rejected samples and reasons: {out / 'errors.jsonl'}")
     if json_out:

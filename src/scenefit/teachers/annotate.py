@@ -9,7 +9,10 @@ Per teacher, ``concurrency`` workers take ``batch_size`` pending samples at a ti
 shared list and hand answers to one writer, which commits them in batches of
 ``commit_every`` (or after ``commit_interval_s``). A killed run therefore loses at most the
 answers not yet committed; a rerun skips every stored (sample, teacher, prompt hash) — also
-stored request failures, unless ``redo_failed``.
+stored request failures, unless ``redo_failed``. A run holds the store's :class:`RunLock`
+while it works, so a second run on the same store waits for it (``lock_wait_s``) or refuses
+with :class:`~scenefit.store.StoreBusy`, and never asks a teacher what the first one asks; the
+summary's ``stored`` counts the rows the store really wrote.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..parse import parse_teacher_answer
 from ..progress import progress_bar
 from ..prompts import PromptTemplate, teacher_prompt
 from ..records import Sample
-from ..store import FAILED, AnnotationStore, failure_kind, parsed_fields
+from ..store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
 from .base import Teacher, TeacherRequest, TeacherResult, make_teacher
 from .config import AnnotateConfig
 
@@ -128,9 +131,12 @@ class _Writer:
         if not self.pending:
             return
         rows, self.pending = self.pending, []
-        self.store.put_many(rows, redo_failed=self.cfg.redo_failed)
-        for r in rows:
+        written = self.store.put_rows(rows, redo_failed=self.cfg.redo_failed)
+        for r, was_written in zip(rows, written):
             t = self.tallies[r["teacher"]]
+            if not was_written:  # another writer stored this key meanwhile: the summary counts what we added
+                t.skipped += 1
+                continue
             t.stored += 1
             t.by_status[r["status"]] += 1
             if r["status"] == FAILED:
@@ -181,6 +187,24 @@ async def annotate_async(
         if not cfg.selected():
             raise ValueError("no teachers configured (annotate.teachers is empty)")
         teachers = [make_teacher(t, json_answer=cfg.prompt_variant == "json", manifest_path=manifest_path) for t in cfg.selected()]
+    # One run at a time asks the teachers: a second run on this store would see the same samples
+    # missing and ask for them again. It waits (lock_wait_s), then reads what is done.
+    lock = RunLock(store.path, f"scenefit annotate on {store.path.name}")
+    await asyncio.to_thread(lock.acquire, cfg.lock_wait_s)
+    try:
+        return await _annotate_locked(samples, cfg, store, prompt, teachers, t_start)
+    finally:
+        lock.release()
+
+
+async def _annotate_locked(
+    samples: Sequence[Sample],
+    cfg: AnnotateConfig,
+    store: AnnotationStore,
+    prompt: PromptTemplate,
+    teachers: list[Teacher],
+    t_start: float,
+) -> AnnotateSummary:
     tallies: dict[str, TeacherTally] = {}
     work: list[tuple[Teacher, list[Sample]]] = []
     for t in teachers:

@@ -115,6 +115,12 @@ class AnnotateConfig(StageConfig):
     redo_failed: bool = Field(default=False, description="Retry samples whose earlier request failed (otherwise a rerun skips them).")
     limit: Optional[int] = Field(default=None, ge=1, description="Annotate only the first N samples of the manifest.")
     progress: bool = Field(default=True, description="Show a progress bar on stderr.")
+    lock_wait_s: float = Field(
+        default=0.0, ge=0,
+        description="A run holds the store's lock (DB.lock) while it asks teachers; a second run on the same "
+        "store waits this many seconds for it, then refuses (0: refuse at once). After waiting it asks only "
+        "what the first run did not store.",
+    )
 
     @model_validator(mode="after")
     def _unique(self):

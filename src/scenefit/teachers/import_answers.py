@@ -6,8 +6,11 @@ The paper's published per-teacher files have the columns ``coco_index,response``
 may name the id ``sample_id`` or ``id`` and the answer ``raw``, ``answer`` or ``text``. So that
 consensus can compare teachers, every import uses the same prompt hash
 (:data:`IMPORTED_PROMPT_HASH` unless ``--prompt-hash`` says otherwise). A row without an id or
-an answer is reported with its row number; an empty answer is stored (status ``empty``), never
-skipped. Re-importing skips keys already stored.
+an answer, an unreadable row (an unclosed quote, bytes that are not UTF-8, a cell over
+:data:`scenefit.table_rows.MAX_CELL_CHARS`) is one error naming the file and its line; the
+rest goes on. The file is checked whole before anything is written, and its good rows are
+stored in one transaction: an import is never half done. An empty answer is stored (status
+``empty``), never skipped. Re-importing skips keys already stored.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..manifest import _iter_rows, _text, detect_format
+from ..manifest import _text, detect_format
+from ..parquet_io import write_jsonl
 from ..parse import parse_teacher_answer
 from ..store import AnnotationStore, parsed_fields
+from ..table_rows import RowReader
 
 IMPORTED_PROMPT_HASH = "imported"
 ID_COLUMNS = ("sample_id", "id", "coco_index")
@@ -43,9 +48,15 @@ def import_answers(
     model_id: Optional[str] = None,
     id_column: Optional[str] = None,
     answer_column: Optional[str] = None,
-    batch_size: int = 1000,
+    errors_path: Optional[Path | str] = None,
 ) -> dict[str, Any]:
-    """Import one file of one teacher's answers; returns counts and per-row errors."""
+    """Import one file of one teacher's answers; returns counts and per-row errors.
+
+    The whole file is read and checked first; the good rows then go into the store in one
+    transaction, so a bad row, a crash or a kill never leaves half a file imported. Each bad
+    row is one error naming the file and its line (also written to ``errors_path`` as JSONL
+    when given), and the other rows go on.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"answers file not found: {p}")
@@ -54,50 +65,55 @@ def import_answers(
         raise ValueError(f"{p}: import answers from CSV or JSONL")
     errors: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    batch: list[dict[str, Any]] = []
-    read = stored = 0
+    to_store: list[dict[str, Any]] = []
     by_status: dict[str, int] = {}
     id_col = ans_col = None
+    reader = RowReader(p, fmt)
 
-    def flush() -> None:
-        nonlocal stored, batch
-        stored += store.put_many(batch)
-        batch = []
+    def reject(raw, code: str, reason: str, sid: Optional[str] = None) -> None:
+        err = {"file": str(p), "line": raw.line, "row": raw.row, "code": code,
+               "reason": f"{p.name} line {raw.line}: {reason}"}
+        errors.append(err if sid is None else {**err, "id": sid})
 
-    for i, row, problem in _iter_rows(p, fmt):
-        read += 1
-        if problem is not None:
-            errors.append({"row": i, "reason": problem})
+    for raw in reader:
+        row = raw.data
+        if row is None:
+            reject(raw, raw.code, raw.problem.removeprefix(f"line {raw.line}: "))
             continue
-        if id_col is None or (fmt == "jsonl" and (id_col not in row or ans_col not in row)):
+        if id_col is None:  # the columns are chosen from the first readable row
             id_col = _pick(set(row), id_column, ID_COLUMNS, "sample id", p)
             ans_col = _pick(set(row), answer_column, ANSWER_COLUMNS, "answer", p)
+        if fmt == "jsonl" and (id_col not in row or ans_col not in row):
+            reject(raw, "missing_field", f"no {id_col!r} or no {ans_col!r} key (the first row has both)")
+            continue
         sid = _text(row.get(id_col))
         if sid is None:
-            errors.append({"row": i, "reason": f"row {i}: empty {id_col}"})
+            reject(raw, "missing_field", f"empty {id_col}")
             continue
         if sid in seen:
-            errors.append({"row": i, "id": sid, "reason": f"row {i}: id {sid!r} already given in row {seen[sid]}; first kept"})
+            reject(raw, "duplicate_id", f"id {sid!r} already given in row {seen[sid]}; first kept", sid)
             continue
-        seen[sid] = i
-        raw = row.get(ans_col)
-        raw = "" if raw is None else str(raw)
-        fields = parsed_fields(parse_teacher_answer(raw))
+        seen[sid] = raw.row
+        answer = row.get(ans_col)
+        answer = "" if answer is None else str(answer)
+        fields = parsed_fields(parse_teacher_answer(answer))
         by_status[fields["status"]] = by_status.get(fields["status"], 0) + 1
-        batch.append({
+        to_store.append({
             "sample_id": sid, "teacher": teacher, "prompt_hash": prompt_hash,
-            "model_id": model_id or teacher, "backend": "import", "raw": raw, **fields,
+            "model_id": model_id or teacher, "backend": "import", "raw": answer, **fields,
             "decoding": {"source": p.name},
         })
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    stored = store.put_many(to_store)  # one transaction: all of the file's good rows or none
+    if errors_path is not None:
+        write_jsonl(errors, errors_path)
     accepted = len(seen)
     return {
         "file": str(p),
         "teacher": teacher,
         "prompt_hash": prompt_hash,
-        "rows": read,
+        "rows": reader.rows,
+        "lines": reader.lines,
+        "line_note": reader.line_note(),
         "accepted": accepted,
         "stored": stored,
         "already_stored": accepted - stored,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..images import load_image
 from ..modeling import student_messages
+from ..parquet_io import read_table
 
 IGNORE_INDEX = -100
 SPLIT_FILES = ("train", "val", "test")
@@ -37,7 +38,7 @@ def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame
     path = split_path(data_dir, criterion, split)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path} (run `scenefit datasets` first)")
-    df = pd.read_parquet(path)
+    df, _ = read_table(path)  # image paths are stored relative to the file: resolved here
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}")
