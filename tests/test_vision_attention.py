@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import scenefit.vision_attention as va
-from scenefit.vision_attention import PACKED_ATTENTION, set_vision_attention
+from scenefit.vision_attention import PACKED_ATTENTION, counting_sdpa_calls, set_vision_attention
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -69,17 +69,9 @@ def strategy(request, monkeypatch):
 
 
 @pytest.fixture
-def sdpa_calls(monkeypatch):
-    """Counts torch's SDPA calls (transformers' sdpa function looks it up at each call)."""
-    calls = []
-    original = torch.nn.functional.scaled_dot_product_attention
-
-    def counting(q, *args, **kwargs):
-        calls.append(tuple(q.shape))
-        return original(q, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
-    return calls
+def sdpa_calls():
+    with counting_sdpa_calls() as calls:
+        yield calls
 
 
 def assert_same_tower_output(reference, packed, grids):

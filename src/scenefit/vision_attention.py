@@ -28,7 +28,8 @@ the speed is measured by benchmarks/vision_tower.py.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 #: Name registered in transformers' AttentionInterface ("flash" in it: see the module docstring).
 PACKED_ATTENTION = "scenefit_packed_sdpa_flash_api"
@@ -182,3 +183,23 @@ def set_vision_attention(model, mode: str) -> int:
             continue
         switched += 1
     return switched
+
+
+@contextmanager
+def counting_sdpa_calls() -> Iterator[list]:
+    """Inside the block, record the query shape of every torch SDPA call (transformers' sdpa
+    function looks the torch function up at each call); for tests and benchmarks."""
+    import torch
+
+    calls: list = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(query, *args, **kwargs):
+        calls.append(tuple(query.shape))
+        return original(query, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = counting
+    try:
+        yield calls
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
