@@ -144,7 +144,8 @@ def packed_attention(module, query, key, value, attention_mask=None, scaling: Op
     return torch.cat(outs).unsqueeze(0), None
 
 
-def _vision_towers(model) -> list:
+def vision_towers(model) -> list:
+    """The Qwen2.5-VL vision towers inside ``model`` (one for a Qwen2.5-VL, with or without PEFT)."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
     return [m for m in model.modules() if isinstance(m, Qwen2_5_VisionTransformerPretrainedModel)]
@@ -170,7 +171,7 @@ def set_vision_attention(model, mode: str) -> int:
     if mode == "packed":
         AttentionInterface.register(PACKED_ATTENTION, packed_attention)
     switched = 0
-    for tower in _vision_towers(model):
+    for tower in vision_towers(model):
         current = tower.config._attn_implementation
         if mode == "packed" and current in _REPLACEABLE:
             # Set on the tower's own config (the parent's vision_config, not the text model's),
