@@ -135,6 +135,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per mode (median), alternating")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-fast-path", action="store_true", help="measure the tower only")
+    ap.add_argument("--pad-on-cpu", action="store_true",
+                    help="packed mode pads ragged blocks into one call as on a GPU (the CPU default: runs of equal length)")
     args = ap.parse_args()
     if args.hidden % 80:
         ap.error("--hidden must be a multiple of 80 (the 3B's head dim)")
@@ -144,8 +146,13 @@ def main() -> int:
     from scenefit import SYNTHETIC_NOTICE
 
     torch.set_num_threads(args.threads)
+    if args.pad_on_cpu:
+        import scenefit.vision_attention
+
+        scenefit.vision_attention.PADDED_DEVICES = ("cuda", "cpu")
     print(f"reduced tower: depth {args.depth}, width {args.hidden} ({args.hidden // 80} heads of 80), "
-          f"fp32, torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+          f"fp32, torch {torch.__version__}, {torch.get_num_threads()} thread(s); ragged blocks "
+          f"{'padded into one call' if args.pad_on_cpu else 'in runs of equal length'}", flush=True)
     head = f"{'per window':>16s} {'packed':>16s} {'speed-up':>15s}"
     unit = f"{'wall / CPU s':>16s} {'wall / CPU s':>16s} {'wall / CPU':>15s}"
     print(f"\n{'tower batch':28s} {'patches':>8s} {'SDPA calls':>12s} {head} {'max |diff|':>10s}")
