@@ -18,6 +18,13 @@ each). Three paths, images/s at each batch size:
 
 A random model does not stop on its own, so both generating paths produce exactly
 ``--new-tokens`` tokens (EOS suppressed): the comparison is per token, not per answer length.
+The tower's attention is ``--vision-attention`` (default "packed", what ``load_model`` installs;
+"transformers" = one SDPA call per window), and a last section compares the two at the largest
+batch (issue 20): tower seconds, fast-path images/s, the tower's share of the fast path, SDPA
+calls per tower forward, prefill share of peak, and the tower outputs' largest difference.
+``--vision-attention-only`` measures just that (fast path at the largest batch, no explanations,
+no reference models: about 2 minutes of device time).
+
 Also: prefill TFLOP/s of the fast path at the largest batch (2 × decoder parameters × tokens
 plus 2 × vision parameters × patches; attention scores not counted — an underestimate) against ``--peak-tflops`` (H200
 bf16 dense: ~790), and peak GPU memory of one base + three adapters while serving. Prints a
@@ -164,6 +171,41 @@ def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
         }
 
 
+def vision_attention_figures(predictor, items: list, args, flops_per_image: float) -> dict:
+    """Issue 20, item 2: the tower's attention per window (transformers) vs packed
+    (scenefit.vision_attention) on the same batch; the mode set by --vision-attention is restored."""
+    import torch
+
+    from scenefit.vision_attention import counting_sdpa_calls, set_vision_attention, vision_towers
+
+    model = predictor.model
+    tower = vision_towers(model)[0]
+    pix = predictor.processor.image_processor(images=[it["image"] for it in items], return_tensors="pt")
+    pixels = pix["pixel_values"].to(args.device, tower.dtype)
+    grid = pix["image_grid_thw"].to(args.device)
+    figures: dict = {"images": len(items), "patches": int(grid.prod(-1).sum())}
+    outputs = {}
+    with torch.inference_mode():
+        for mode in ("transformers", "packed"):
+            set_vision_attention(model, mode)
+            forward = lambda: tower(pixels, grid_thw=grid).pooler_output  # noqa: E731
+            with counting_sdpa_calls() as calls:
+                outputs[mode] = forward().float()
+            t_tower = timed_on(args.device, forward, args.repeats)
+            t_fast = timed_on(args.device, lambda: predictor.predict(items), args.repeats)
+            figures[mode] = {"sdpa_calls_per_tower_forward": len(calls), "tower_seconds": t_tower,
+                             "fast_images_per_s": len(items) / t_fast, "fast_seconds": t_fast,
+                             "tower_share_of_fast_path": t_tower / t_fast,
+                             "prefill_fraction_of_peak": flops_per_image * len(items) / t_fast / 1e12 / args.peak_tflops}
+    set_vision_attention(model, args.vision_attention)
+    before, after = figures["transformers"], figures["packed"]
+    figures["tower_speedup"] = before["tower_seconds"] / after["tower_seconds"]
+    figures["fast_path_speedup"] = after["fast_images_per_s"] / before["fast_images_per_s"]
+    figures["max_abs_difference"] = (outputs["packed"] - outputs["transformers"]).abs().max().item()
+    figures["max_abs_output"] = outputs["transformers"].abs().max().item()
+    return figures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="3b")
@@ -177,6 +219,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="the device's dense bf16 peak")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    ap.add_argument("--vision-attention", choices=("packed", "transformers"), default="packed",
+                    help="the tower's attention for every path (scenefit.vision_attention)")
+    ap.add_argument("--vision-attention-only", action="store_true",
+                    help="only the fast path at the largest batch and the per-window vs packed comparison")
     args = ap.parse_args()
 
     import torch
@@ -187,6 +233,7 @@ def main() -> int:
     from scenefit.inference import PredictConfig, Predictor
     from scenefit.modeling import load_processor
     from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.vision_attention import set_vision_attention
     from student_inference import run_reference
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
@@ -198,6 +245,9 @@ def main() -> int:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = add_students(build_model(preset, processor.tokenizer, args.device, dtype), args.rank)
+    set_vision_attention(model, args.vision_attention)
+    if args.vision_attention_only:
+        args.batch_sizes = [max(args.batch_sizes)]
     loaded_bytes = torch.cuda.memory_allocated() if cuda else None
     params = sum(p.numel() for p in model.get_base_model().parameters())
     vision_params = sum(p.numel() for p in model.get_base_model().model.visual.parameters())
@@ -218,7 +268,7 @@ def main() -> int:
         "device_name": torch.cuda.get_device_name() if cuda else "cpu", "dtype": args.dtype,
         "parameters": params, "vision_parameters": vision_params, "rank": args.rank, "new_tokens": args.new_tokens,
         "paths": rows, "gpu_memory_loaded_bytes": loaded_bytes, "torch": torch.__version__,
-        "transformers": transformers.__version__, "command": " ".join(sys.argv), "notice": SYNTHETIC_NOTICE,
+        "transformers": transformers.__version__, "vision_attention": args.vision_attention, "command": " ".join(sys.argv), "notice": SYNTHETIC_NOTICE,
     }
 
     def save() -> None:
@@ -231,12 +281,13 @@ def main() -> int:
         predictor.config = cfg.model_copy(update={"batch_size": b})
         batch_items = items[: b * args.batches]
         t_fast = timed_on(args.device, lambda: predictor.predict(batch_items), args.repeats)
-        t_exp = timed_on(args.device, lambda: predictor.predict(batch_items, explain=True), max(1, args.repeats // 2))
         rows[f"fast@{b}"] = {"images_per_s": len(batch_items) / t_fast, "seconds": t_fast, "images": len(batch_items)}
-        rows[f"explain@{b}"] = {"images_per_s": len(batch_items) / t_exp, "seconds": t_exp, "images": len(batch_items),
-                                "new_tokens": statistics.mean(predictor.generated_tokens)}
-        print(f"batch {b:>3}: fast {rows[f'fast@{b}']['images_per_s']:8.2f} images/s   "
-              f"explain {rows[f'explain@{b}']['images_per_s']:8.2f} images/s", flush=True)
+        print(f"batch {b:>3}: fast {rows[f'fast@{b}']['images_per_s']:8.2f} images/s", flush=True)
+        if not args.vision_attention_only:
+            t_exp = timed_on(args.device, lambda: predictor.predict(batch_items, explain=True), max(1, args.repeats // 2))
+            rows[f"explain@{b}"] = {"images_per_s": len(batch_items) / t_exp, "seconds": t_exp,
+                                    "images": len(batch_items), "new_tokens": statistics.mean(predictor.generated_tokens)}
+            print(f"batch {b:>3}: explain {rows[f'explain@{b}']['images_per_s']:8.2f} images/s", flush=True)
         save()
     peak_bytes = torch.cuda.max_memory_allocated() if cuda else None
 
@@ -259,6 +310,18 @@ def main() -> int:
     print("fast path at batch %d, seconds per stage: %s" % (b, ", ".join(
         f"{k} {v:.3f}" for k, v in result["fast_path_breakdown"].items())), flush=True)
     save()
+    va = result["vision_attention"] = vision_attention_figures(predictor, items[:b], args, flops / fast["images"])
+    for mode in ("transformers", "packed"):
+        f = va[mode]
+        print(f"tower attention {mode:12s}: {f['sdpa_calls_per_tower_forward']:6d} SDPA calls, tower "
+              f"{f['tower_seconds']:.3f} s = {f['tower_share_of_fast_path']:.0%} of the fast path, fast path "
+              f"{f['fast_images_per_s']:.2f} images/s, prefill {f['prefill_fraction_of_peak']:.1%} of peak", flush=True)
+    print(f"packed vs per window: tower {va['tower_speedup']:.2f}x, fast path {va['fast_path_speedup']:.2f}x, "
+          f"largest output difference {va['max_abs_difference']:.2e} (outputs up to {va['max_abs_output']:.2f})", flush=True)
+    save()
+    if args.vision_attention_only:
+        print(SYNTHETIC_NOTICE)
+        return 0
     print("prefill measured; building the three reference models", flush=True)
 
     # Reference: three separately built students, batch 1, one criterion at a time.
@@ -266,6 +329,7 @@ def main() -> int:
     references = {}
     for c in CRITERIA:
         m = add_students(build_model(preset, processor.tokenizer, args.device, dtype), args.rank, names=(c,))
+        set_vision_attention(m, args.vision_attention)
         m.get_base_model().generation_config.min_new_tokens = args.new_tokens
         references[c] = (m, processor)
     last: dict = {}

@@ -182,10 +182,17 @@ def resolve_dtype(dtype: str, device: str):
         raise ValueError(f"unknown dtype {dtype!r}; expected auto, bf16, fp16 or fp32") from None
 
 
-def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[str] = None, attn_implementation: Optional[str] = None):
-    """A Qwen2.5-VL (or any image-text-to-text model through the Auto class) in eval mode."""
+def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[str] = None, attn_implementation: Optional[str] = None,
+               vision_attention: str = "packed"):
+    """A Qwen2.5-VL (or any image-text-to-text model through the Auto class) in eval mode.
+
+    ``vision_attention``: "packed" runs each vision block's windows in one attention call,
+    "transformers" keeps transformers' call per window (see scenefit.vision_attention)."""
     from transformers import AutoConfig
 
+    from .vision_attention import check_vision_attention, set_vision_attention
+
+    check_vision_attention(vision_attention)
     device = check_device(device or default_device())
     torch_dtype = resolve_dtype(dtype, device)
     cfg = AutoConfig.from_pretrained(str(name_or_path))
@@ -206,6 +213,7 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[s
         # e.g. flash_attention_2 without the flash-attn package: say which setting asked for it
         raise ValueError(f"attn_implementation={attn_implementation} cannot be used here ({e}); "
                          "leave it unset for transformers' default (sdpa)") from None
+    set_vision_attention(model, vision_attention)
     model.to(device)
     model.eval()
     return model
