@@ -1,5 +1,5 @@
 """A tiny Qwen2.5-VL built locally: same architecture, random weights, a locally trained
-byte-level BPE tokenizer with Qwen's special tokens, a Qwen-style chat template and a real
+byte-level BPE tokenizer with Qwen's special tokens, the stock Qwen2.5-VL chat template and a real
 image processor. Saved as an ordinary model folder that ``AutoProcessor`` and
 ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load offline.
 
@@ -101,6 +101,8 @@ class TinyModelConfig(StageConfig):
 
 
 def chat_template() -> str:
+    """The stock Qwen2.5-VL-Instruct chat template (what every hub copy of the model carries; it
+    has no ``{% generation %}`` block, so training finds the answer by token structure)."""
     return (resources.files("scenefit") / "chat_template.jinja").read_text()
 
 
