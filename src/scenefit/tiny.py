@@ -93,11 +93,16 @@ class TinyModelConfig(StageConfig):
 
     @property
     def mrope_section(self) -> list[int]:
-        """Temporal/height/width split of head_dim/2 in Qwen's 1:1.5:1.5 proportion."""
-        half = self.hidden_size // self.num_heads // 2
-        t = half // 4
-        h = (half - t) // 2
-        return [t, h, half - t - h]
+        return mrope_section(self.hidden_size // self.num_heads)
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Temporal/height/width split of head_dim/2 in Qwen's 1:1.5:1.5 proportion ([16, 24, 24]
+    for the 3B's head_dim 128)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
 
 
 def chat_template() -> str:
