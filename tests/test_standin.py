@@ -182,3 +182,32 @@ def test_cli_refuses_a_bad_size(tmp_path):
     r = CliRunner().invoke(app, ["standin-model", str(tmp_path / "m"), "--hidden", "100", "--heads", "16"])
     assert r.exit_code == 2 and "head_dim" in r.output
     assert not (tmp_path / "m").exists()
+
+
+def test_greedy_explanations_ignore_the_stock_repetition_penalty(standin_model_dir):
+    """The published generation config carries repetition_penalty 1.05; the students' greedy
+    explanation must be plain argmax decoding all the same (as in training and the fast path)."""
+    import torch
+
+    from scenefit.formats import DECISION_PREFIX
+    from scenefit.inference import PredictConfig, Predictor
+
+    pred = Predictor.baseline(str(standin_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))
+    assert pred.model.generation_config.repetition_penalty == 1.05
+    # a random model rarely repeats within a few tokens, so make any penalty visible
+    pred.model.generation_config.repetition_penalty = 50.0
+    text = pred.prompt_text(Criterion.LOCATION, "cow") + DECISION_PREFIX
+    image, steps = _boxed(56), 16
+    _, counts, _ = pred.generate([text], [image], steps)
+    got = pred.generate([text], [image], steps)[0][0]
+    inputs = pred.processor(text=[text], images=[image], return_tensors="pt")
+    ids = inputs["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(counts[0]):
+            logits = pred.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"],
+                                image_grid_thw=inputs["image_grid_thw"]).logits[0, -1]
+            nxt = int(logits.argmax())
+            new.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    assert got == pred.tokenizer.decode(new, skip_special_tokens=True)

@@ -35,6 +35,19 @@ VLLM_MAX_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: Language-model linear layers vLLM applies LoRA to on Qwen2-family decoders (it packs
 #: q/k/v into qkv_proj and gate/up into gate_up_proj; the adapter names the unpacked ones).
 VLLM_LORA_LEAVES: frozenset[str] = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+#: How vLLM's Qwen2.5-VL loader renames checkpoint (and LoRA) module paths:
+#: ``Qwen2_5_VLForConditionalGeneration.hf_to_vllm_mapper`` in vllm/model_executor/models/qwen2_5_vl.py
+#: (checked at vLLM main 002d181a, the 0.11/0.12 line), applied by ``WeightsMapper._map_name`` in order,
+#: every matching prefix in turn; LoRA names pass through it after ``base_model.model.`` is removed
+#: (vllm/lora/utils.py ``parse_fine_tuned_lora_name``).
+VLLM_QWEN25VL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.language_model.", "language_model.model."),
+    ("model.visual.", "visual."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.", "language_model.model."),
+)
+#: Where vLLM's Qwen2.5-VL keeps the decoder layers LoRA can adapt.
+VLLM_LM_LAYERS = re.compile(r"^language_model\.model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:A|B|magnitude_vector)(?:\.[^.]+)?\.weight$")
 _VISION = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
 _LM_LAYER = re.compile(r"(^|\.)(language_model\.)?layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
@@ -62,6 +75,16 @@ def round_rank(rank: int) -> int:
         if r >= rank:
             return r
     raise VllmExportError(f"LoRA rank {rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
+
+
+def vllm_module_name(module: str) -> str:
+    """The module path vLLM's Qwen2.5-VL gives an adapter's module path (PEFT's ``base_model.model.``
+    removed, then :data:`VLLM_QWEN25VL_PREFIXES`)."""
+    name = module.removeprefix("base_model.model.")
+    for old, new in VLLM_QWEN25VL_PREFIXES:
+        if name.startswith(old):
+            name = new + name[len(old):]
+    return name
 
 
 def _weight_keys(folder: Path) -> list[str]:
@@ -110,6 +133,11 @@ def check_adapter(name: str, folder: Path) -> AdapterCheck:
         leaves = sorted({m.rsplit(".", 1)[-1] for m in other})
         p.append(f"targets modules vLLM cannot serve with LoRA ({', '.join(leaves)}; e.g. {other[0]}); "
                  f"supported: the language model's {', '.join(sorted(VLLM_LORA_LEAVES))}")
+    # A name vLLM maps to no module of its model loads as a silent no-op: refuse it here.
+    unmapped = [m for m in modules if m not in vision and m not in other and not VLLM_LM_LAYERS.match(vllm_module_name(m))]
+    if unmapped:
+        p.append(f"{len(unmapped)} module name(s) match no vLLM Qwen2.5-VL module (e.g. {unmapped[0]} -> "
+                 f"{vllm_module_name(unmapped[0])}); vLLM would load the adapter as a no-op")
     if check.rank > VLLM_MAX_LORA_RANKS[-1]:
         p.append(f"rank {check.rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
     return check
