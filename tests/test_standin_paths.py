@@ -114,47 +114,42 @@ def test_paper_recipe_trains_on_the_stock_base(students, standin_model_dir):
         assert (folder / "chat_template.jinja").read_text() == (standin_model_dir / "chat_template.jinja").read_text()
 
 
-def _decision_logits(model, processor, images) -> "list[list[float]]":
-    """The ' In' / ' Out' logits after the forced prefix, on each probe image (the fast path's)."""
-    import torch
+def _renamed_copy(src: Path, dst: Path) -> Path:
+    """The adapter with its weights saved under names one level too short (no ``model.``): PEFT and
+    vLLM both load such a file without error, as a no-op."""
+    from safetensors.torch import load_file, save_file
 
-    from scenefit.inference.predictor import decision_token_ids
-    from scenefit.train.decision import scoring_batch
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name != "adapter_model.safetensors":
+            (dst / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    save_file({k.replace("base_model.model.model.", "base_model.model."): v for k, v in tensors.items()},
+              str(dst / "adapter_model.safetensors"))
+    return dst
 
-    _, ids = decision_token_ids(processor)
-    rows = [{"id": str(i), "prompt": student_prompt(CRITERIA[0]).render("cow"), "system": student_system_prompt(),
-             "target": ""} for i in range(len(images))]
-    with torch.no_grad():
-        logits = model(**scoring_batch(processor, rows, images), logits_to_keep=1).logits[:, -1, :]
-    return logits[:, [ids[Label.IN], ids[Label.OUT]]].tolist()
 
-
-def test_adapters_load_on_the_untouched_base_and_move_the_decision(students, standin_model_dir):
+def test_adapters_load_on_the_untouched_base_and_move_the_decision(students, standin_model_dir, tmp_path):
     """Loaded as a server would (PEFT on the stock base folder), each adapter changes the base's
-    decision logits: an adapter whose names matched nothing would load as a silent no-op."""
-    from peft import PeftModel
+    ' In'/' Out' logits on probe images; the same weights under unmatched names change nothing."""
+    from scenefit.vllm_export import decision_logit_shifts
 
-    from scenefit.modeling import load_model, load_processor
-
-    processor = load_processor(students / "location", padding_side="left")
-    probes = [_image(True, 3), _image(False, 5)]
-    base = load_model(standin_model_dir, dtype="fp32", device="cpu")
-    before = _decision_logits(base, processor, probes)
-    for crit in CRITERIA:
-        model = PeftModel.from_pretrained(load_model(standin_model_dir, dtype="fp32", device="cpu"),
-                                          str(students / crit.value))
-        after = _decision_logits(model, processor, probes)
-        shift = max(abs(a - b) for ra, rb in zip(after, before) for a, b in zip(ra, rb))
-        assert shift > 1e-4, (crit, shift)
+    shifts = decision_logit_shifts(str(standin_model_dir), {c: students / c.value for c in CRITERIA}, images=2)
+    assert all(s > 1e-4 for s in shifts.values()), shifts
+    renamed = _renamed_copy(students / "size", tmp_path / "renamed")
+    noop = decision_logit_shifts(str(standin_model_dir), {CRITERIA[1]: renamed}, images=2)
+    assert noop[CRITERIA[1]] == 0.0
 
 
 def test_export_vllm_names_map_onto_vllms_qwen25vl_modules(students, standin_model_dir, tmp_path):
     from scenefit.vllm_export import check_adapter, vllm_module_name
 
-    r = CliRunner().invoke(app, ["export-vllm", "--students", str(students), "--out", str(tmp_path / "vllm.json")])
+    r = CliRunner().invoke(app, ["export-vllm", "--students", str(students), "--out", str(tmp_path / "vllm.json"),
+                                 "--probe", "2"])
     assert r.exit_code == 0, r.output
     spec = json.loads((tmp_path / "vllm.json").read_text())
     assert spec["base_model"] == str(standin_model_dir) and not spec["problems"] and spec["max_lora_rank"] == 8
+    assert len(spec["decision_shifts"]) == 3 and min(spec["decision_shifts"].values()) > 1e-4
     n_layers = 2
     for crit in CRITERIA:
         check = check_adapter(crit.value, students / crit.value)
@@ -163,17 +158,20 @@ def test_export_vllm_names_map_onto_vllms_qwen25vl_modules(students, standin_mod
                     for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
         assert mapped == expected, sorted(mapped ^ expected)[:4]
     # the same weights saved under names vLLM maps to nothing are refused, never exported as a no-op
-    from safetensors.torch import load_file, save_file
+    renamed = _renamed_copy(students / "size", tmp_path / "renamed")
+    assert any("no-op" in p for p in check_adapter("renamed", renamed).problems)
+    # and --probe sees it: loaded on the base, the renamed adapter moves no decision logit
+    import shutil
 
-    bad = tmp_path / "renamed"
-    bad.mkdir()
-    for f in (students / "size").iterdir():
-        if f.is_file() and f.name != "adapter_model.safetensors":
-            (bad / f.name).write_bytes(f.read_bytes())
-    tensors = load_file(str(students / "size" / "adapter_model.safetensors"))
-    save_file({k.replace("base_model.model.model.", "base_model.model."): v for k, v in tensors.items()},
-              str(bad / "adapter_model.safetensors"))
-    assert any("no-op" in p for p in check_adapter("renamed", bad).problems)
+    from scenefit.vllm_export import VllmExportError, export_vllm
+
+    broken = tmp_path / "broken"
+    shutil.copytree(students, broken, ignore=shutil.ignore_patterns("trainer"))
+    shutil.copy(renamed / "adapter_model.safetensors", broken / "size" / "adapter_model.safetensors")
+    with pytest.raises(VllmExportError) as err:
+        export_vllm(broken, tmp_path / "x.json", probe=2)
+    assert "scenefit-size" in str(err.value) and "changes no decision logit" in str(err.value)
+    assert "scenefit-location" not in str(err.value) and not (tmp_path / "x.json").exists()
 
 
 def test_evaluate_with_the_paper_section(students, data_dir, tmp_path):

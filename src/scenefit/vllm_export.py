@@ -67,6 +67,7 @@ class AdapterCheck:
     modules: list[str] = field(default_factory=list)  # LoRA-wrapped module paths, from the weights
     modules_to_save: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    decision_shift: Optional[float] = None  # largest ' In'/' Out' logit change on probe images, when probed
 
 
 def round_rank(rank: int) -> int:
@@ -165,6 +166,7 @@ class VllmExport:
             "max_lora_rank": self.max_lora_rank,
             "max_loras": len(self.adapters),
             "adapter_ranks": {a.name: a.rank for a in self.adapters},
+            "decision_shifts": {a.name: a.decision_shift for a in self.adapters if a.decision_shift is not None},
             "command": self.command,
             "command_line": shlex.join(self.command),
             "forced": self.forced,
@@ -172,18 +174,74 @@ class VllmExport:
         }
 
 
+#: A probe shift at or below this share of (1 + the largest base logit) is no change at all: fp32
+#: rounding through the PEFT wrapper stays far below it, any trained update far above.
+NO_OP_RELATIVE = 1e-6
+
+
+def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: int = 4, device: str = "cpu",
+                          seed: int = 0) -> dict[Criterion, float]:
+    """Per adapter, the largest change it makes to the base's ' In'/' Out' decision logits on
+    ``images`` synthetic boxed probe scenes, each adapter loaded with PEFT on the untouched base as
+    a server loads it. 0 means it changes nothing beyond rounding (:data:`NO_OP_RELATIVE`): its names
+    matched no module (a silent no-op) or its weights are zero."""
+    import torch
+    from peft import PeftModel
+
+    from .images import draw_box
+    from .inference.predictor import decision_token_ids
+    from .inference.toy_students import toy_items
+    from .modeling import load_model, load_processor
+    from .prompts import student_prompt, student_system_prompt
+    from .train.decision import scoring_batch
+
+    first = next(iter(adapters.values()))
+    processor = load_processor(first, padding_side="left")
+    _, ids = decision_token_ids(processor)
+    items, _ = toy_items(images, seed=seed)
+    probes = [draw_box(im, box, width=3) for im, _, box in items]
+
+    def logits(model, crit: Criterion):
+        rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}
+                for i, (_, obj, _) in enumerate(items)]
+        with torch.no_grad():
+            out = model(**scoring_batch(processor, rows, probes).to(device), logits_to_keep=1).logits[:, -1, :]
+        return out[:, [ids[label] for label in ids]].float()
+
+    model = load_model(base, dtype="fp32", device=device)
+    before = {c: logits(model, c) for c in adapters}
+    shifts: dict[Criterion, float] = {}
+    for crit, path in adapters.items():
+        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=crit.value)
+        shift = float((logits(peft_model, crit) - before[crit]).abs().max())
+        floor = NO_OP_RELATIVE * (1.0 + float(before[crit].abs().max()))
+        shifts[crit] = shift if shift > floor else 0.0
+        model = peft_model.unload()  # the untouched base again for the next adapter
+    return shifts
+
+
 def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] = None, force: bool = False,
-                prefix: str = "scenefit-", criteria: Optional[list[Criterion]] = None) -> VllmExport:
+                prefix: str = "scenefit-", criteria: Optional[list[Criterion]] = None, probe: int = 0,
+                device: str = "cpu") -> VllmExport:
     """Check every student adapter against vLLM's limits and write the serving spec (JSON) to ``out``.
 
-    Raises VllmExportError listing every problem unless ``force`` (then the problems are kept
-    in the file and the caller warns)."""
+    With ``probe`` > 0, also load each adapter on the base and refuse one that leaves the decision
+    logits of ``probe`` synthetic scenes unchanged (:func:`decision_logit_shifts`). Raises
+    VllmExportError listing every problem unless ``force`` (then the problems are kept in the file
+    and the caller warns)."""
     try:
         infos = find_students(students, criteria or list(CRITERIA))
         base_ref = choose_base(infos, base)
     except StudentError as e:
         raise VllmExportError(str(e)) from None
     checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
+    if probe:
+        shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
+        for check, crit in zip(checks, infos):
+            check.decision_shift = shifts[crit]
+            if shifts[crit] == 0.0:
+                check.problems.append(f"changes no decision logit on {probe} probe images: its weights "
+                                      f"load as a no-op on {base_ref}")
     bad = [c for c in checks if c.problems]
     if bad and not force:
         lines = [f"{c.name} ({c.path}): {problem}" for c in bad for problem in c.problems]
