@@ -19,7 +19,8 @@ def _flag(field: str):
     from ..standin import StandinSize
 
     info = StandinSize.model_fields[field]
-    return typer.Option(help=f"{info.description} [3B: {info.default}]")
+    source = "" if field == "seed" else ", as in the 3B"
+    return typer.Option(help=f"{info.description} (default {info.default}{source})")
 
 
 @app.command("standin-model", epilog=examples(__doc__, "standin-model"))
