@@ -78,3 +78,14 @@ def random_head_students(tiny_model_dir, tmp_path_factory) -> Path:
     from scenefit.inference.toy_students import build_toy_students
 
     return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("random_head_students"), steps=0, rank=8)
+
+
+@pytest.fixture(scope="session")
+def standin_model_dir(tmp_path_factory) -> Path:
+    """A shrunk Qwen2.5-VL-3B-Instruct stand-in (real vocabulary, ids, stock template and processor;
+    2 layers, hidden 64, random weights), built once per session."""
+    from scenefit.standin import StandinSize, build_standin_model
+
+    size = StandinSize(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vision_depth=2, vision_hidden=32,
+                       vision_intermediate=64, vision_heads=2)
+    return build_standin_model(tmp_path_factory.mktemp("standin_model"), size)

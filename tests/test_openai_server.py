@@ -7,6 +7,7 @@ teacher backend annotating through it (real HTTP, the real tiny model, concurren
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -28,13 +29,14 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    """The server process; yields its base URL (read from its first stdout line)."""
+@contextlib.contextmanager
+def openai_server(model_dir: Path, name: str, *flags: str):
+    """`scenefit serve --openai` on ``model_dir`` as a subprocess; yields its base URL (read from
+    its first stdout line) and stops it with Ctrl-C."""
     exe = Path(sys.executable).with_name("scenefit")
     proc = subprocess.Popen(
-        [str(exe), "serve", "--openai", "--model", str(tiny_model_dir), "--model-name", "tiny", "--port", "0",
-         "--max-batch", "4", "--max-new-tokens", "16", "--device", "cpu"],
+        [str(exe), "serve", "--openai", "--model", str(model_dir), "--model-name", name, "--port", "0", "--device", "cpu",
+         *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     line: list[str] = []
@@ -54,6 +56,12 @@ def server(tiny_model_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    with openai_server(tiny_model_dir, "tiny", "--max-batch", "4", "--max-new-tokens", "16") as base:
+        yield base
 
 
 def data_url(color=(200, 30, 30), size=(80, 60)) -> str:

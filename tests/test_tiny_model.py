@@ -54,16 +54,26 @@ def test_special_tokens_and_ids(tiny_model_dir):
         assert tok(t, add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(t)]
 
 
-def test_assistant_mask_covers_only_answer(tiny_model_dir):
+def test_answer_span_covers_only_answer(tiny_model_dir):
+    from scenefit.train.data import answer_span
+
     proc = load_processor(tiny_model_dir)
     answer = "Decision: Out-of-context\nSize: The cup is three times taller than the person."
     msgs = chat_messages("How big?", answer=answer)
-    out = proc.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
-                                   images=[boxed_image()])
+    out = proc.apply_chat_template(msgs, tokenize=True, return_dict=True, images=[boxed_image()])
     ids = out["input_ids"][0] if isinstance(out["input_ids"][0], list) else out["input_ids"]
-    mask = out["assistant_masks"][0] if isinstance(out["assistant_masks"][0], list) else out["assistant_masks"]
-    kept = [i for i, m in zip(ids, mask) if m]
-    assert proc.tokenizer.decode(kept) == answer + "<|im_end|>"
+    start, end = answer_span(proc.tokenizer, ids)
+    assert proc.tokenizer.decode(ids[start:end]) == answer + "<|im_end|>"
+
+
+def test_tiny_model_carries_the_stock_template(tiny_model_dir):
+    """The demo model renders chats with the stock Qwen2.5-VL-Instruct template, so the demo and a
+    real base run the same labelling code."""
+    from scenefit.tiny import chat_template
+
+    proc = load_processor(tiny_model_dir)
+    assert proc.chat_template == chat_template()
+    assert "{% generation" not in chat_template() and "add_vision_id" in chat_template()
 
 
 def test_min_max_pixels_override(tiny_model_dir):

@@ -1,5 +1,5 @@
 """A tiny Qwen2.5-VL built locally: same architecture, random weights, a locally trained
-byte-level BPE tokenizer with Qwen's special tokens, a Qwen-style chat template and a real
+byte-level BPE tokenizer with Qwen's special tokens, the stock Qwen2.5-VL chat template and a real
 image processor. Saved as an ordinary model folder that ``AutoProcessor`` and
 ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load offline.
 
@@ -93,14 +93,21 @@ class TinyModelConfig(StageConfig):
 
     @property
     def mrope_section(self) -> list[int]:
-        """Temporal/height/width split of head_dim/2 in Qwen's 1:1.5:1.5 proportion."""
-        half = self.hidden_size // self.num_heads // 2
-        t = half // 4
-        h = (half - t) // 2
-        return [t, h, half - t - h]
+        return mrope_section(self.hidden_size // self.num_heads)
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Temporal/height/width split of head_dim/2 in Qwen's 1:1.5:1.5 proportion ([16, 24, 24]
+    for the 3B's head_dim 128)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
 
 
 def chat_template() -> str:
+    """The stock Qwen2.5-VL-Instruct chat template (what every hub copy of the model carries; it
+    has no ``{% generation %}`` block, so training finds the answer by token structure)."""
     return (resources.files("scenefit") / "chat_template.jinja").read_text()
 
 

@@ -4,6 +4,7 @@
     scenefit predict --students runs/x/students --manifest samples.csv --out preds.parquet --explain
     scenefit predict --demo --image boxed.png --object cow --boxed --json
     scenefit export-vllm --students runs/x/students --out runs/x/vllm.json
+    scenefit export-vllm --students runs/x/students --out runs/x/vllm.json --probe 4
 
 ``predict`` loads one base model with the three criterion adapters (see
 :mod:`scenefit.inference`) and prints, per criterion, the label, its probability and (with
@@ -254,6 +255,9 @@ def export_vllm_cmd(
     base: Annotated[Optional[str], typer.Option("--base", help="Base model vLLM serves (default: the students' base_model).")] = None,
     prefix: Annotated[str, typer.Option("--prefix", help="Served adapter names are PREFIX<criterion>.")] = "scenefit-",
     force: Annotated[bool, typer.Option("--force", help="Write the spec even for adapters vLLM cannot serve (with a warning).")] = False,
+    probe: Annotated[int, typer.Option("--probe", min=0, help="Load each adapter on the base and refuse one that leaves the "
+                                       "decision logits of N synthetic scenes unchanged (0 = skip; loads the model).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="torch device for --probe.")] = "cpu",
 ) -> None:
     """Write what `vllm serve --enable-lora --lora-modules` needs for the three student adapters and print the command.
 
@@ -269,7 +273,7 @@ def export_vllm_cmd(
     if students is None:
         fail("pass --students DIR (or --demo)")
     try:
-        export = export_vllm(students, out, base=base, force=force, prefix=prefix)
+        export = export_vllm(students, out, base=base, force=force, prefix=prefix, probe=probe, device=device)
     except VllmExportError as e:
         fail(str(e))
         return

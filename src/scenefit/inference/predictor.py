@@ -365,7 +365,9 @@ class Predictor:
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            # plain argmax, as in training and the fast path: the stock Qwen2.5-VL generation
+            # config would otherwise add its repetition_penalty (1.05) to greedy decoding
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
         out = self.model.generate(**inputs, **kwargs)
         new = out.sequences[:, inputs["input_ids"].shape[1]:]
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.pad_token_id}

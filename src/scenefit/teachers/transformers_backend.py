@@ -49,7 +49,8 @@ def generate_chat(
         if top_p is not None:
             gen["top_p"] = float(top_p)
     else:
-        gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        # greedy is plain argmax (the stock Qwen2.5-VL config's repetition_penalty 1.05 left out)
+        gen.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
     if seed is not None:
         torch.manual_seed(int(seed))
     with torch.inference_mode():

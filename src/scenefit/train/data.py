@@ -2,9 +2,10 @@
 
 Each row of ``DATA/<criterion>/{train,val,test}.parquet`` (written by ``scenefit datasets``)
 becomes one chat: system prompt, user turn (the boxed image, then the criterion's prompt) and
-the assistant's answer (``target``). The chat template marks the assistant's content with
-``{% generation %}``; only those tokens (the answer and its ``<|im_end|>``) carry labels, every
-other position is ``-100``. Nothing is truncated: a sample longer than ``max_seq_length`` is an
+the assistant's answer (``target``). Only the answer's tokens and its closing ``<|im_end|>`` carry
+labels, every other position is ``-100``. The answer is found by token structure — the tokens after
+the last ``<|im_start|>assistant\n`` up to the next ``<|im_end|>`` — so the stock Qwen2.5-VL
+template, which has no ``{% generation %}`` block, trains as it is. Nothing is truncated: a sample longer than ``max_seq_length`` is an
 error naming it, so no image is ever cut.
 """
 
@@ -20,6 +21,8 @@ from ..modeling import student_messages
 from ..parquet_io import read_table
 
 IGNORE_INDEX = -100
+#: ChatML turn markers of every Qwen2.5-VL chat template (the stock one and the tiny model's).
+ASSISTANT_START, ASSISTANT_END = "<|im_start|>", "<|im_end|>"
 SPLIT_FILES = ("train", "val", "test")
 #: Columns the trainer reads; the rest of the dataset's columns travel along untouched.
 REQUIRED_COLUMNS = ("id", "image", "prompt", "system", "target", "label", "criterion")
@@ -68,25 +71,44 @@ def open_image(row: dict):
         raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
 
 
+def answer_span(tokenizer, ids: Sequence[int], sample_id: Any = "?") -> tuple[int, int]:
+    """``(start, end)`` of the last assistant turn's content plus its ``<|im_end|>`` in ``ids``
+    (``ids[start:end]``), found by token structure, not by a template feature."""
+    header = tokenizer(f"{ASSISTANT_START}assistant\n", add_special_tokens=False)["input_ids"]
+    im_end = tokenizer.convert_tokens_to_ids(ASSISTANT_END)
+    n = len(header)
+    starts = [i + n for i in range(len(ids) - n + 1) if list(ids[i : i + n]) == header]
+    if not starts:
+        raise DatasetError(
+            f"sample {sample_id!r}: no {ASSISTANT_START!r}assistant turn found in the rendered chat "
+            "(does the answer begin with whitespace, or is the template not ChatML?)"
+        )
+    start = starts[-1]
+    try:
+        end = list(ids).index(im_end, start) + 1
+    except ValueError:
+        raise DatasetError(f"sample {sample_id!r}: the assistant turn has no closing {ASSISTANT_END}") from None
+    if end - start < 2:
+        raise DatasetError(f"sample {sample_id!r}: the assistant answer is empty")
+    return start, end
+
+
 def encode_example(processor, row: dict, max_seq_length: int) -> dict[str, Any]:
     """Token ids, answer-only labels and pixel values of one row (1-D tensors, no batch dim)."""
+    import torch
+
     out = processor.apply_chat_template(
-        row_messages(row, open_image(row)),
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-        return_tensors="pt",
+        row_messages(row, open_image(row)), tokenize=True, return_dict=True, return_tensors="pt"
     )
     input_ids = out["input_ids"][0]
-    mask = out["assistant_masks"][0].bool()
-    if not bool(mask.any()):
-        raise DatasetError(f"sample {row['id']!r}: the chat template marked no answer tokens (no generation block?)")
+    start, end = answer_span(processor.tokenizer, input_ids.tolist(), row["id"])
     if len(input_ids) > max_seq_length:
         raise DatasetError(
             f"sample {row['id']!r}: {len(input_ids)} tokens exceed max_seq_length {max_seq_length} "
             "(lower max_pixels or raise max_seq_length; samples are never truncated)"
         )
-    labels = input_ids.masked_fill(~mask, IGNORE_INDEX)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[start:end] = input_ids[start:end]
     enc = {
         "input_ids": input_ids,
         "attention_mask": out["attention_mask"][0],
