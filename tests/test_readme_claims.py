@@ -25,7 +25,14 @@ runner = CliRunner()
 #: README, "The pipeline": the verbs that take --config and --set, and the helpers that take flags only.
 STAGE_VERBS = ("tiny-model", "synth", "ingest", "annotate", "consensus", "split", "datasets", "train", "evaluate",
                "predict", "serve")
-FLAG_ONLY_VERBS = ("parse", "import-answers", "export-vllm", "env")
+FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "env")
+
+
+def test_every_verb_is_classed_as_a_stage_or_a_helper():
+    """A new verb must be sorted into one list above (and so into the README's sentence)."""
+    import typer
+
+    assert set(typer.main.get_command(app).commands) == set(STAGE_VERBS) | set(FLAG_ONLY_VERBS)
 
 
 @pytest.mark.parametrize("verb", STAGE_VERBS + FLAG_ONLY_VERBS)
