@@ -95,9 +95,17 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def write_json(obj: Any, path: Path | str) -> Path:
-    """Stable JSON (sorted keys, trailing newline): same content → same bytes."""
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a kill
+    leaves either the old file or the new one, never half of one (the rename is atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
+
+
+def write_json(obj: Any, path: Path | str) -> Path:
+    """Stable JSON (sorted keys, trailing newline): same content → same bytes; written atomically."""
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)

@@ -31,11 +31,21 @@ from .. import SYNTHETIC_NOTICE
 from ..config import dump_yaml
 from ..criteria import Criterion
 from ..formats import DECISION_PREFIX, decision_continuations
-from ..parquet_io import file_sha256, write_json
+from ..parquet_io import atomic_write_text, file_sha256, write_json
 from ..prompts import student_prompt_version
+from .checkpoints import (
+    STATE_FILE,
+    CheckpointScan,
+    checkpoint_problem,
+    scan_checkpoints,
+    training_finished,
+    trim_jsonl_log,
+    whole_run_train_loss,
+)
 from .config import TrainConfig
 from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
 from .decision import accuracy, score_rows
+from .launch import world_size
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -107,18 +117,18 @@ def _precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
     from transformers import TrainingArguments
+
+    import torch
 
     precision = _precision(cfg)
     return TrainingArguments(
         output_dir=str(output_dir),
+        # Without use_cpu a CPU-only machine launched by torchrun gets WORLD_SIZE processes that each
+        # train alone (parallel_mode NOT_PARALLEL, every rank writing every output); with it
+        # accelerate sets up DDP over gloo.
+        use_cpu=not torch.cuda.is_available(),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -144,8 +154,8 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
         data_seed=cfg.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=False,
         remove_unused_columns=False,
@@ -228,6 +238,30 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
     }
 
 
+def _finish_from_checkpoint(trainer, scan: CheckpointScan) -> dict[str, Any]:
+    """Finish a run whose last checkpoint is its end: restore the Trainer's state and the best
+    checkpoint's adapter (what ``load_best_model_at_end`` would have loaded), train nothing."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(scan.resume_from / STATE_FILE))
+    trainer.state = state
+    best = scan.resume_from
+    if state.best_global_step:
+        candidate = scan.resume_from.parent / f"checkpoint-{state.best_global_step}"
+        if candidate.is_dir() and checkpoint_problem(candidate) is None:
+            best = candidate
+    set_peft_model_state_dict(trainer.model, load_peft_weights(str(best), device="cpu"))
+    state.best_model_checkpoint = str(best)
+    return {
+        "train_loss": whole_run_train_loss(state.log_history, state.global_step, None, 0),
+        "finished_from_checkpoint": str(scan.resume_from),
+        "loaded_adapter_from": str(best),
+        "epoch": state.epoch,
+    }
+
+
 def is_trained(out_dir: Path) -> bool:
     return (out_dir / "adapter_config.json").is_file() and (out_dir / "metrics.json").is_file()
 
@@ -244,7 +278,6 @@ def train_student(
     """Train (or resume) the student of one criterion; returns its metrics."""
     import torch
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..modeling import load_model, load_processor, save_processor
     from .card import model_card
@@ -278,7 +311,7 @@ def train_student(
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
     val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
-    accumulation = cfg.accumulation_for(_world_size())
+    accumulation = cfg.accumulation_for(world_size())
     args = training_arguments(cfg, run_dir, accumulation)
     JsonlLogCallback, StudentTrainer = _trainer_classes()
     callbacks = [JsonlLogCallback(out / "log.jsonl")]
@@ -295,24 +328,47 @@ def train_student(
         scoring_processor=processor,
         scoring_batch_size=cfg.per_device_eval_batch_size,
     )
-    resume_from = get_last_checkpoint(str(run_dir)) if cfg.resume and run_dir.is_dir() else None
+    scan = scan_checkpoints(run_dir) if cfg.resume else CheckpointScan()
+    trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one removes anything
+    if trainer.is_world_process_zero():
+        for path, problem in scan.skipped:
+            print(f"warning: {crit}: skipping incomplete checkpoint {path}: {problem}; removed it", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+        if scan.resume_from is not None:
+            print(f"{crit}: resuming from {scan.resume_from} (step {scan.resumed_step})", file=sys.stderr)
+        trim_jsonl_log(out / "log.jsonl", scan.resumed_step)  # the resumed steps are logged again
+    trainer.accelerator.wait_for_everyone()
+    resume_from = str(scan.resume_from) if scan.resume_from is not None else None
     started = time.time()
-    # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
-    with contextlib.redirect_stdout(sys.stderr):
-        train_output = trainer.train(resume_from_checkpoint=resume_from)
+    if scan.resume_from is not None and training_finished(scan.state, cfg.max_steps):
+        # The kill came after the last checkpoint: Trainer.train would run one step past the end.
+        train_metrics = _finish_from_checkpoint(trainer, scan)
+    else:
+        # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
+        with contextlib.redirect_stdout(sys.stderr):
+            train_output = trainer.train(resume_from_checkpoint=resume_from)
+        train_metrics = dict(train_output.metrics)
+        if scan.resume_from is not None:
+            # The Trainer's train_loss averages only the steps of this call.
+            train_metrics["train_loss"] = whole_run_train_loss(
+                trainer.state.log_history, scan.resumed_step, train_metrics.get("train_loss"),
+                trainer.state.global_step - scan.resumed_step)
     seconds = time.time() - started
 
     metrics: dict[str, Any] = {
         "criterion": crit,
         "base_model": base_model,
         "resumed_from": resume_from,
+        "skipped_checkpoints": [{"path": str(p), "problem": why} for p, why in scan.skipped],
         "global_step": trainer.state.global_step,
         "epoch": trainer.state.epoch,
-        "train": dict(train_output.metrics),
+        "train": train_metrics,
         "wall_seconds": seconds,
         "train_rows": len(frames["train"]),
         "val_rows_used": len(val_rows),
-        "effective_batch_size": cfg.per_device_batch_size * accumulation * _world_size(),
+        "world_size": trainer.args.world_size,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": cfg.per_device_batch_size * accumulation * trainer.args.world_size,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
@@ -330,7 +386,7 @@ def train_student(
         write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
         info = student_info(cfg, crit, base_model, synthetic, targets)
         write_json(info, out / STUDENT_FILE)
-        (out / "README.md").write_text(model_card(info, metrics, cfg))
+        atomic_write_text(model_card(info, metrics, cfg), out / "README.md")
         write_json(metrics, out / "metrics.json")  # last: its presence marks the student as complete
         if not cfg.keep_checkpoints:
             for ckpt in run_dir.glob("checkpoint-*"):
