@@ -63,3 +63,21 @@ def single_process_warning(world: Optional[int] = None, argv: Optional[Sequence[
         f"the launcher was asked for {asked} processes but this run has world size 1{hint}; training goes on "
         f"in ONE process. On CPU use `torchrun --nproc_per_node {asked} \"$(command -v scenefit)\" train …`."
     )
+
+
+#: accelerate's environment flags for the sharded strategies, and the distributed type each gives.
+_SHARDING_FLAGS = (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED"))
+
+
+def sharding_fallback_warning(distributed_type) -> Optional[str]:
+    """A warning when the launcher asked for FSDP or DeepSpeed and accelerate set up something
+    else: accelerate 1.15 turns them on only for accelerator devices, so on CPU an FSDP config
+    silently runs plain DDP (every process holds the whole model)."""
+    running = str(getattr(distributed_type, "value", distributed_type))
+    for env, name in _SHARDING_FLAGS:
+        if os.environ.get(env, "").lower() == "true" and running != name:
+            return (
+                f"the launcher asked for {name} but accelerate runs {running} here ({name} is enabled only on "
+                "accelerator devices, not on CPU): the model is replicated in every process, not sharded."
+            )
+    return None

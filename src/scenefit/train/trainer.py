@@ -45,7 +45,7 @@ from .checkpoints import (
 from .config import TrainConfig
 from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
 from .decision import accuracy, score_rows
-from .launch import world_size
+from .launch import sharding_fallback_warning, world_size
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -120,9 +120,15 @@ def _precision(cfg: TrainConfig) -> str:
 def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
     from transformers import TrainingArguments
 
+    import os
+
     import torch
 
     precision = _precision(cfg)
+    # `accelerate launch --config_file …` exports the file's mixed_precision (bf16 in the shipped
+    # GPU configs), and accelerate would autocast to it even where the config chose fp32 (CPU):
+    # train.precision is the one setting that decides.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
     return TrainingArguments(
         output_dir=str(output_dir),
         # Without use_cpu a CPU-only machine launched by torchrun gets WORLD_SIZE processes that each
@@ -286,12 +292,16 @@ def train_student(
     crit = Criterion.parse(criterion).value
     data_dir = Path(data_dir)
     out = Path(out_root) / crit
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if is_trained(out):
-        return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
-    out.mkdir(parents=True, exist_ok=True)
     run_dir = out / CHECKPOINTS_DIR
+    accumulation = cfg.accumulation_for(world_size())
+    args = training_arguments(cfg, run_dir, accumulation)  # sets up the process group when launched in several
+    # The main process clears or checks the folder first; the others wait, then see what it left.
+    with args.main_process_first(desc=f"{crit}: output folder"):
+        if overwrite and out.exists() and args.process_index == 0:
+            shutil.rmtree(out)
+        if is_trained(out):
+            return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
+        out.mkdir(parents=True, exist_ok=True)
 
     frames = {s: read_split(data_dir, crit, s) for s in SPLIT_FILES if split_path(data_dir, crit, s).is_file()}
     for need in ("train", "val"):
@@ -311,8 +321,6 @@ def train_student(
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
     val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
-    accumulation = cfg.accumulation_for(world_size())
-    args = training_arguments(cfg, run_dir, accumulation)
     JsonlLogCallback, StudentTrainer = _trainer_classes()
     callbacks = [JsonlLogCallback(out / "log.jsonl")]
     if cfg.early_stopping_patience:
@@ -328,6 +336,10 @@ def train_student(
         scoring_processor=processor,
         scoring_batch_size=cfg.per_device_eval_batch_size,
     )
+    if trainer.is_world_process_zero():
+        sharding = sharding_fallback_warning(trainer.accelerator.distributed_type)
+        if sharding:
+            print(f"warning: {sharding}", file=sys.stderr)
     scan = scan_checkpoints(run_dir) if cfg.resume else CheckpointScan()
     trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one removes anything
     if trainer.is_world_process_zero():
