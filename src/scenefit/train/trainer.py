@@ -46,6 +46,7 @@ from .config import TrainConfig
 from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
 from .decision import accuracy, score_rows
 from .launch import sharding_fallback_warning, world_size
+from .packing import PackedCollator
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -330,7 +331,7 @@ def train_student(
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=AnswerOnlyCollator(processor.tokenizer.pad_token_id),
+        data_collator=PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id),
         callbacks=callbacks + list(extra_callbacks or []),
         decision_rows=val_rows.to_dict("records"),
         scoring_processor=processor,
