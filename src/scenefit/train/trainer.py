@@ -119,11 +119,10 @@ def _precision(cfg: TrainConfig) -> str:
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
-    from transformers import TrainingArguments
-
     import os
 
     import torch
+    from transformers import TrainingArguments
 
     precision = _precision(cfg)
     # `accelerate launch --config_file …` exports the file's mixed_precision (bf16 in the shipped
