@@ -140,7 +140,8 @@ def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path
     audit.mkdir()
     (audit / "sitecustomize.py").write_text(AUDIT_HOOK)
     out2 = tmp_path / "two"
-    env = _env(PYTHONPATH=str(audit), SCENEFIT_WRITE_AUDIT=str(audit), SCENEFIT_WRITE_AUDIT_ROOT=str(out2))
+    pythonpath = os.pathsep.join(p for p in (str(audit), os.environ.get("PYTHONPATH", "")) if p)
+    env = _env(PYTHONPATH=pythonpath, SCENEFIT_WRITE_AUDIT=str(audit), SCENEFIT_WRITE_AUDIT_ROOT=str(out2))
     res = subprocess.run(torchrun(*_train_args(data, model, out2, conf)), env=env, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
