@@ -60,12 +60,19 @@ def _padded_and_packed(model, processor, examples):
     return padded, packed
 
 
-def test_packed_forward_equals_padded_per_sample(model_and_examples):
+@pytest.mark.parametrize("attention", ["block_mask", "per_sample_sdpa"])
+def test_packed_forward_equals_padded_per_sample(model_and_examples, tiny_model_dir, attention):
+    """Both ways of keeping samples apart: transformers' block-diagonal mask over the row, and the
+    project's attention that runs sdpa per sample (``use_packed_attention``, what training uses)."""
     import torch
 
-    from scenefit.train.packing import per_sample_loss, sample_spans
+    from scenefit.modeling import load_model
+    from scenefit.train.packing import per_sample_loss, sample_spans, use_packed_attention
 
     model, processor, examples = model_and_examples
+    if attention == "per_sample_sdpa":
+        model = load_model(tiny_model_dir, "fp32", "cpu").eval()  # a copy: the fixture's keeps plain sdpa
+        use_packed_attention(model)
     padded, packed = _padded_and_packed(model, processor, examples)
     assert packed.logits.shape[:2] == (1, sum(len(e["input_ids"]) for e in examples))
     for i, (start, end) in enumerate(sample_spans(examples)):
@@ -118,3 +125,12 @@ def test_training_with_packing_follows_the_padded_run(tiny_model_dir, tmp_path):
         losses[packing] = [r["loss"] for r in log if "loss" in r] + [r["eval_loss"] for r in log if "eval_loss" in r]
     assert len(losses[True]) == 5
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_packing_is_on_only_where_it_was_measured_to_win(repo_root):
+    """benchmarks/packing.py: a win at the paper recipe's image budget, none on the demo's shape."""
+    from scenefit.config import resolve
+
+    assert resolve("train", repo_root / "configs" / "paper.yaml").packing is True
+    assert resolve("train", repo_root / "configs" / "demo.yaml").packing is False
+    assert resolve("train").packing is False

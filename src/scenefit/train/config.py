@@ -131,8 +131,9 @@ class TrainConfig(StageConfig):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (saves memory).")
     packing: bool = Field(
         False, description="Pack each batch's samples into one row without padding, each with its own mRoPE "
-        "positions and no attention across samples (scenefit.train.packing). Off by default: measured slower on CPU "
-        "(0.65-0.70x, benchmarks/packing.py), where attention without a variable-length kernel spans the whole row.",
+        "positions and no attention across samples (scenefit.train.packing). Off by default (the demo's samples are all "
+        "one length: 0.94x); on in configs/paper.yaml, whose image budget gives varied lengths (1.14x on CPU, "
+        "benchmarks/packing.py).",
     )
     seed: int = Field(42, description="Seed of weights init (LoRA), data order and dropout.")
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes that encode samples.")

@@ -15,6 +15,12 @@ things must then hold for the result to equal the padded batch:
   over a whole packed row, the second sample's positions would continue from the first sample's; here
   they are computed per sample with the model's own ``get_rope_index`` and concatenated.
 
+Attention over a packed row: transformers' sdpa path masks the whole row block-diagonally, so it
+still computes attention over the row's full length squared (slower than the padded batch on CPU).
+:func:`use_packed_attention` switches the model to ``scenefit_packed_sdpa``, which runs sdpa once per
+sample of a packed row (what flash-attention's variable-length kernels do on GPU) and plain sdpa
+everywhere else (padded batches, generation, the vision tower).
+
 The loss needs nothing special: the token after a sample's last labelled token is the next sample's
 ``<|im_start|>``, whose label is -100. ``tests/test_packing.py`` checks logits and per-sample loss
 against the padded forward; ``benchmarks/packing.py`` measures the speed of both.
@@ -69,6 +75,54 @@ class PackedCollator:
         # transformers builds the block-diagonal mask from position ids only when no KV cache is made
         batch["use_cache"] = False
         return batch
+
+
+PACKED_ATTENTION = "scenefit_packed_sdpa"
+
+
+def _sample_starts(position_ids) -> list[int]:
+    return [int(i) for i in (position_ids == 0).nonzero().flatten()]
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, position_ids=None, **kwargs):
+    """sdpa per sample where a row is packed (no mask, text positions restarting at 0), else plain sdpa.
+
+    Shapes as transformers' attention functions: query/key/value ``[batch, heads, length, dim]``,
+    output ``[batch, length, heads, dim]``."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    rows = [] if attention_mask is not None or position_ids is None or key.shape[2] != query.shape[2] else \
+        [_sample_starts(position_ids[b]) for b in range(query.shape[0])]
+    if not rows or all(len(starts) <= 1 for starts in rows):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outputs = []
+    for b, starts in enumerate(rows):
+        bounds = starts + [query.shape[2]]
+        parts = [
+            sdpa_attention_forward(module, query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
+                                   None, is_causal=True, **kwargs)[0]
+            for s, e in zip(bounds, bounds[1:])
+        ]
+        outputs.append(torch.cat(parts, dim=1))
+    return torch.cat(outputs, dim=0), None
+
+
+def _packed_mask(*args, attention_mask=None, **kwargs):
+    """No 4-D mask for rows without a padding mask (packed rows: the attention splits them by sample)."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def use_packed_attention(model) -> None:
+    """Register ``scenefit_packed_sdpa`` with transformers and switch ``model``'s text attention to it."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
+    model.set_attn_implementation(PACKED_ATTENTION)
 
 
 def sample_spans(examples: list[dict[str, Any]]) -> list[tuple[int, int]]:

@@ -46,7 +46,7 @@ from .config import TrainConfig
 from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
 from .decision import accuracy, score_rows
 from .launch import sharding_fallback_warning, world_size
-from .packing import PackedCollator
+from .packing import PackedCollator, use_packed_attention
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -312,6 +312,8 @@ def train_student(
     processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
     precision = _precision(cfg)
     model = load_model(base_model, dtype={"bf16": "bf16", "fp16": "fp32", "fp32": "fp32"}[precision], device="cpu")
+    if cfg.packing:
+        use_packed_attention(model)  # sdpa per sample of a packed row, not over the whole row
     torch.manual_seed(cfg.seed)  # LoRA init
     model = apply_lora(model, cfg.lora)
     targets = adapted_modules(model)
