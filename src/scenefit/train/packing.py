@@ -1,7 +1,8 @@
 """Padding-free packing for Qwen2.5-VL: several samples in one row, each with its own mRoPE.
 
-    from scenefit.train.packing import PackedCollator
-    collator = PackedCollator(model)          # instead of AnswerOnlyCollator (train.packing: true)
+    from scenefit.train.packing import PackedCollator, use_packed_attention
+    use_packed_attention(model)               # what `scenefit train` does with train.packing: true
+    collator = PackedCollator(model)          # instead of AnswerOnlyCollator
 
 A padded batch spends compute on pad tokens; a packed row holds the samples back to back. Two
 things must then hold for the result to equal the padded batch:
