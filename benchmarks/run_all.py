@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: In the order the README's performance section quotes them.
-SCRIPTS = ("student_inference", "memory", "annotate_client", "data_stages", "train_step", "serve_load")
+SCRIPTS = ("student_inference", "memory", "annotate_client", "data_stages", "train_step", "serve_load", "packing")
 
 
 def main() -> int:

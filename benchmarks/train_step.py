@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / "tests"))
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def project_run(data: Path, model: Path, out: Path, steps: int, batch: int) -> float:
+def project_run(data: Path, model: Path, out: Path, steps: int, batch: int, **settings) -> float:
+    """samples/s of `scenefit train` with the recipe below; ``settings`` adds train-config fields."""
     from scenefit.train.config import TrainConfig
     from scenefit.train.trainer import train_student
 
@@ -39,7 +40,7 @@ def project_run(data: Path, model: Path, out: Path, steps: int, batch: int) -> f
         max_steps=steps, learning_rate=1e-3, warmup_ratio=0.0, per_device_batch_size=batch,
         gradient_accumulation_steps=1, num_devices=1, effective_batch_size=batch, eval_steps=10 * steps,
         early_stopping_patience=None, precision="fp32", cache_examples=True, report_to=[], score_test=False,
-        keep_checkpoints=False, logging_steps=steps, seed=0,
+        keep_checkpoints=False, logging_steps=steps, seed=0, **settings,
     )
     res = train_student("location", data, str(model), out, cfg, overwrite=True)
     return float(res.metrics["train"]["train_samples_per_second"])

@@ -156,20 +156,23 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def write_json(obj: Any, path: Path | str) -> Path:
-    """Stable JSON (sorted keys, trailing newline): same content → same bytes."""
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a kill
+    leaves either the old file or the new one, never half of one (the rename is atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
+
+
+def write_json(obj: Any, path: Path | str) -> Path:
+    """Stable JSON (sorted keys, trailing newline): same content → same bytes; written atomically."""
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
 def write_jsonl(rows: Iterable[Mapping[str, Any]], path: Path | str) -> Path:
     """One JSON object per line (sorted keys), written atomically: a rerun replaces the file
     whole and a killed run never leaves half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-    tmp.replace(path)
-    return path
+    return atomic_write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows), path)

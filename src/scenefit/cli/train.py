@@ -3,9 +3,10 @@
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
         --out runs/demo/students --config configs/demo.yaml
 
-Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml "$(command -v scenefit)" train …``
-(see the README's Training section). A rerun skips students that finished and resumes
-interrupted ones from their latest checkpoint.
+Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml "$(command -v scenefit)" train …``;
+several CPU processes: ``torchrun --nproc_per_node 2 "$(command -v scenefit)" train …`` (see the
+README's Training section). Only the main process prints the summary. A rerun skips students
+that finished and resumes interrupted ones from their latest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -49,12 +50,18 @@ def train(
     if not data.is_dir():
         fail(f"--data {data} is not a folder")
 
+    from ..train.launch import is_main_process, single_process_warning
     from ..train.trainer import train_student
 
+    main = is_main_process()
+    warning = single_process_warning()
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     summary: dict = {}
     failed = 0
     for name in criteria:
-        console.rule(f"student: {name}")
+        if main:
+            console.rule(f"student: {name}")
         try:
             result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
         except (DatasetError, FileNotFoundError, ValueError) as e:
@@ -63,13 +70,15 @@ def train(
             failed += 1
             continue
         m = result.metrics
-        if result.skipped:
+        if result.skipped and main:
             console.print(f"{name}: already trained in {result.out_dir} (use --overwrite to retrain)")
-        synthetic_banner(bool(m.get("synthetic")))
+        if main:
+            synthetic_banner(bool(m.get("synthetic")))
         summary[name] = {"out": str(result.out_dir), "skipped": result.skipped, "global_step": m.get("global_step"),
                          "wall_seconds": m.get("wall_seconds"), "best_metric": m.get("best_metric"), "test": m.get("test")}
-    _print_table(summary)
-    print_json(summary)
+    if main:  # one summary, not one per process
+        _print_table(summary)
+        print_json(summary)
     if failed:
         raise typer.Exit(1)
 

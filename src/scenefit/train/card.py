@@ -39,7 +39,14 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) 
     if model_index_metrics:
         front["model-index"] = [{
             "name": f"scenefit-{crit.value}",
-            "results": [{"task": {"type": "image-text-to-text"}, "metrics": model_index_metrics}],
+            # The hub's model-index schema requires a dataset per result (huggingface_hub refuses to
+            # load a card without one, and PEFT loads the card when it saves an adapter beside it).
+            "results": [{
+                "task": {"type": "image-text-to-text"},
+                "dataset": {"type": f"scenefit-{crit.value}", "name": f"scenefit {crit.display} student dataset",
+                            "split": "test"},
+                "metrics": model_index_metrics,
+            }],
         }]
     lo = info["lora"]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",

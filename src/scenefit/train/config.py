@@ -129,6 +129,12 @@ class TrainConfig(StageConfig):
         "auto", description="Training precision; auto = bf16 on a CUDA device that has it, else fp32."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (saves memory).")
+    packing: bool = Field(
+        False, description="Pack each batch's samples into one row without padding, each with its own mRoPE "
+        "positions and no attention across samples (scenefit.train.packing). Off by default (the demo's samples are all "
+        "one length: 0.94x); on in configs/paper.yaml, whose image budget gives varied lengths (1.14x on CPU, "
+        "benchmarks/packing.py).",
+    )
     seed: int = Field(42, description="Seed of weights init (LoRA), data order and dropout.")
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes that encode samples.")
     cache_examples: bool = Field(

@@ -31,11 +31,22 @@ from .. import SYNTHETIC_NOTICE
 from ..config import dump_yaml
 from ..criteria import Criterion
 from ..formats import DECISION_PREFIX, decision_continuations
-from ..parquet_io import file_sha256, write_json
+from ..parquet_io import atomic_write_text, file_sha256, write_json
 from ..prompts import student_prompt_version
+from .checkpoints import (
+    STATE_FILE,
+    CheckpointScan,
+    checkpoint_problem,
+    scan_checkpoints,
+    training_finished,
+    trim_jsonl_log,
+    whole_run_train_loss,
+)
 from .config import TrainConfig
 from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
 from .decision import accuracy, score_rows
+from .launch import sharding_fallback_warning, world_size
+from .packing import PackedCollator, use_packed_attention
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -107,18 +118,23 @@ def _precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def _world_size() -> int:
+def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
     import os
 
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
+    import torch
     from transformers import TrainingArguments
 
     precision = _precision(cfg)
+    # `accelerate launch --config_file …` exports the file's mixed_precision (bf16 in the shipped
+    # GPU configs), and accelerate would autocast to it even where the config chose fp32 (CPU):
+    # train.precision is the one setting that decides.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
     return TrainingArguments(
         output_dir=str(output_dir),
+        # Without use_cpu a CPU-only machine launched by torchrun gets WORLD_SIZE processes that each
+        # train alone (parallel_mode NOT_PARALLEL, every rank writing every output); with it
+        # accelerate sets up DDP over gloo.
+        use_cpu=not torch.cuda.is_available(),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -144,8 +160,8 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, accumulation: int):
         data_seed=cfg.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=False,
         remove_unused_columns=False,
@@ -228,6 +244,30 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
     }
 
 
+def _finish_from_checkpoint(trainer, scan: CheckpointScan) -> dict[str, Any]:
+    """Finish a run whose last checkpoint is its end: restore the Trainer's state and the best
+    checkpoint's adapter (what ``load_best_model_at_end`` would have loaded), train nothing."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(scan.resume_from / STATE_FILE))
+    trainer.state = state
+    best = scan.resume_from
+    if state.best_global_step:
+        candidate = scan.resume_from.parent / f"checkpoint-{state.best_global_step}"
+        if candidate.is_dir() and checkpoint_problem(candidate) is None:
+            best = candidate
+    set_peft_model_state_dict(trainer.model, load_peft_weights(str(best), device="cpu"))
+    state.best_model_checkpoint = str(best)
+    return {
+        "train_loss": whole_run_train_loss(state.log_history, state.global_step, None, 0),
+        "finished_from_checkpoint": str(scan.resume_from),
+        "loaded_adapter_from": str(best),
+        "epoch": state.epoch,
+    }
+
+
 def is_trained(out_dir: Path) -> bool:
     return (out_dir / "adapter_config.json").is_file() and (out_dir / "metrics.json").is_file()
 
@@ -244,7 +284,6 @@ def train_student(
     """Train (or resume) the student of one criterion; returns its metrics."""
     import torch
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..modeling import load_model, load_processor, save_processor
     from .card import model_card
@@ -253,12 +292,16 @@ def train_student(
     crit = Criterion.parse(criterion).value
     data_dir = Path(data_dir)
     out = Path(out_root) / crit
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if is_trained(out):
-        return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
-    out.mkdir(parents=True, exist_ok=True)
     run_dir = out / CHECKPOINTS_DIR
+    accumulation = cfg.accumulation_for(world_size())
+    args = training_arguments(cfg, run_dir, accumulation)  # sets up the process group when launched in several
+    # The main process clears or checks the folder first; the others wait, then see what it left.
+    with args.main_process_first(desc=f"{crit}: output folder"):
+        if overwrite and out.exists() and args.process_index == 0:
+            shutil.rmtree(out)
+        if is_trained(out):
+            return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
+        out.mkdir(parents=True, exist_ok=True)
 
     frames = {s: read_split(data_dir, crit, s) for s in SPLIT_FILES if split_path(data_dir, crit, s).is_file()}
     for need in ("train", "val"):
@@ -269,6 +312,8 @@ def train_student(
     processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
     precision = _precision(cfg)
     model = load_model(base_model, dtype={"bf16": "bf16", "fp16": "fp32", "fp32": "fp32"}[precision], device="cpu")
+    if cfg.packing:
+        use_packed_attention(model)  # sdpa per sample of a packed row, not over the whole row
     torch.manual_seed(cfg.seed)  # LoRA init
     model = apply_lora(model, cfg.lora)
     targets = adapted_modules(model)
@@ -278,8 +323,6 @@ def train_student(
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
     val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
-    accumulation = cfg.accumulation_for(_world_size())
-    args = training_arguments(cfg, run_dir, accumulation)
     JsonlLogCallback, StudentTrainer = _trainer_classes()
     callbacks = [JsonlLogCallback(out / "log.jsonl")]
     if cfg.early_stopping_patience:
@@ -289,30 +332,57 @@ def train_student(
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=AnswerOnlyCollator(processor.tokenizer.pad_token_id),
+        data_collator=PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id),
         callbacks=callbacks + list(extra_callbacks or []),
         decision_rows=val_rows.to_dict("records"),
         scoring_processor=processor,
         scoring_batch_size=cfg.per_device_eval_batch_size,
     )
-    resume_from = get_last_checkpoint(str(run_dir)) if cfg.resume and run_dir.is_dir() else None
+    if trainer.is_world_process_zero():
+        sharding = sharding_fallback_warning(trainer.accelerator.distributed_type)
+        if sharding:
+            print(f"warning: {sharding}", file=sys.stderr)
+    scan = scan_checkpoints(run_dir) if cfg.resume else CheckpointScan()
+    trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one removes anything
+    if trainer.is_world_process_zero():
+        for path, problem in scan.skipped:
+            print(f"warning: {crit}: skipping incomplete checkpoint {path}: {problem}; removed it", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+        if scan.resume_from is not None:
+            print(f"{crit}: resuming from {scan.resume_from} (step {scan.resumed_step})", file=sys.stderr)
+        trim_jsonl_log(out / "log.jsonl", scan.resumed_step)  # the resumed steps are logged again
+    trainer.accelerator.wait_for_everyone()
+    resume_from = str(scan.resume_from) if scan.resume_from is not None else None
     started = time.time()
-    # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
-    with contextlib.redirect_stdout(sys.stderr):
-        train_output = trainer.train(resume_from_checkpoint=resume_from)
+    if scan.resume_from is not None and training_finished(scan.state, cfg.max_steps):
+        # The kill came after the last checkpoint: Trainer.train would run one step past the end.
+        train_metrics = _finish_from_checkpoint(trainer, scan)
+    else:
+        # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
+        with contextlib.redirect_stdout(sys.stderr):
+            train_output = trainer.train(resume_from_checkpoint=resume_from)
+        train_metrics = dict(train_output.metrics)
+        if scan.resume_from is not None:
+            # The Trainer's train_loss averages only the steps of this call.
+            train_metrics["train_loss"] = whole_run_train_loss(
+                trainer.state.log_history, scan.resumed_step, train_metrics.get("train_loss"),
+                trainer.state.global_step - scan.resumed_step)
     seconds = time.time() - started
 
     metrics: dict[str, Any] = {
         "criterion": crit,
         "base_model": base_model,
         "resumed_from": resume_from,
+        "skipped_checkpoints": [{"path": str(p), "problem": why} for p, why in scan.skipped],
         "global_step": trainer.state.global_step,
         "epoch": trainer.state.epoch,
-        "train": dict(train_output.metrics),
+        "train": train_metrics,
         "wall_seconds": seconds,
         "train_rows": len(frames["train"]),
         "val_rows_used": len(val_rows),
-        "effective_batch_size": cfg.per_device_batch_size * accumulation * _world_size(),
+        "world_size": trainer.args.world_size,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": cfg.per_device_batch_size * accumulation * trainer.args.world_size,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
@@ -330,7 +400,7 @@ def train_student(
         write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
         info = student_info(cfg, crit, base_model, synthetic, targets)
         write_json(info, out / STUDENT_FILE)
-        (out / "README.md").write_text(model_card(info, metrics, cfg))
+        atomic_write_text(model_card(info, metrics, cfg), out / "README.md")
         write_json(metrics, out / "metrics.json")  # last: its presence marks the student as complete
         if not cfg.keep_checkpoints:
             for ckpt in run_dir.glob("checkpoint-*"):

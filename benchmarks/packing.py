@@ -1,0 +1,108 @@
+"""Training throughput with padding-free packing vs padded batches (`train.packing`).
+
+    .venv/bin/python benchmarks/packing.py                    # 3 repeats x 12 steps, both cases
+    .venv/bin/python benchmarks/packing.py --repeats 5 --steps 20 --cases demo
+
+Same data, tiny model, LoRA and batch on both sides (`benchmarks/train_step.py`'s recipe); only
+the collator differs. Two cases:
+
+* ``demo``: the demo's shape — 112x112 images (16 image tokens), one short answer sentence, so
+  every sample is about as long as the others and there is little padding to save;
+* ``paper-lengths``: the sequence lengths a Qwen2.5-VL-3B base sees with the paper recipe's image
+  budget (``train.min_pixels`` 256 and ``max_pixels`` 1280 visual tokens, COCO-like photo sizes)
+  and answers of 5 to 40 words. The tiny model is used for speed; the lengths come from the image
+  processor's rule (one token per 28x28 pixels), which the stand-in base shares.
+
+Prints samples/s (median of interleaved repeats), the padding share of the padded batches and
+the ratio packed/padded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import project_run  # noqa: E402  (also puts tests/ on sys.path)
+
+PAPER_PIXELS = {"min_pixels": 256 * 28 * 28, "max_pixels": 1280 * 28 * 28}
+PHOTO_SIZES = [(640, 480), (480, 640), (640, 427), (427, 640), (500, 375), (640, 360), (612, 612), (640, 512)]
+
+
+def paper_length_data(data: Path, seed: int = 0) -> None:
+    """Turn make_datasets' rows into COCO-sized photos with answers of varied length, in place."""
+    import pandas as pd
+    from PIL import Image
+
+    from scenefit.criteria import Criterion, Label
+    from scenefit.formats import render_student_answer
+
+    rng = random.Random(seed)
+    for split in ("train", "val", "test"):
+        path = data / "location" / f"{split}.parquet"
+        frame = pd.read_parquet(path)
+        for i, row in frame.iterrows():
+            Image.open(row["image"]).resize(rng.choice(PHOTO_SIZES)).save(row["image"])
+            sentence = " ".join(["the cow stands on grass"] * rng.randint(1, 8))
+            frame.at[i, "target"] = render_student_answer(Criterion.LOCATION, Label.parse(row["label"]), sentence)
+        frame.to_parquet(path)
+
+
+def padding_share(data: Path, model: Path, batch: int, settings: dict) -> tuple[float, list[int]]:
+    """Share of pad tokens in the padded batches (sequential batches of the train split)."""
+    import pandas as pd
+
+    from scenefit.modeling import load_processor
+    from scenefit.train.data import encode_example
+
+    processor = load_processor(model, settings.get("min_pixels"), settings.get("max_pixels"))
+    rows = pd.read_parquet(data / "location" / "train.parquet").to_dict("records")
+    lengths = [len(encode_example(processor, r, 1 << 16)["input_ids"]) for r in rows]
+    padded = sum(max(lengths[i : i + batch]) * len(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
+    return 1 - sum(lengths) / padded, lengths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--cases", nargs="*", default=["demo", "paper-lengths"])
+    args = ap.parse_args()
+
+    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from test_train_run import make_datasets
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = build_tiny_model(root / "model", TinyModelConfig(seed=0))
+        for case in args.cases:
+            data = make_datasets(root / case, sizes=(("train", 32), ("val", 8), ("test", 8)))
+            settings = {}
+            if case == "paper-lengths":
+                paper_length_data(data)
+                settings = dict(PAPER_PIXELS)
+            share, lengths = padding_share(data, model, args.batch, settings)
+            print(f"{case}: tokens per sample {min(lengths)}..{max(lengths)} (median {statistics.median(lengths):.0f}), "
+                  f"padding {100 * share:.1f} % of the padded batches", flush=True)
+            padded, packed = [], []
+            for i in range(args.repeats):  # interleaved, so machine load hits both sides alike
+                padded.append(project_run(data, model, root / f"{case}-pad{i}", args.steps, args.batch, **settings))
+                packed.append(project_run(data, model, root / f"{case}-pack{i}", args.steps, args.batch, packing=True,
+                                          **settings))
+                print(f"  repeat {i + 1}: padded {padded[-1]:.2f} samples/s, packed {packed[-1]:.2f} samples/s", flush=True)
+            results.append((case, statistics.median(padded), statistics.median(packed), share))
+
+    print(f"\n{'case':<15}{'padding':>9}{'padded/s':>10}{'packed/s':>10}{'packed/padded':>15}")
+    for case, pad, pack, share in results:
+        print(f"{case:<15}{100 * share:>8.1f}%{pad:>10.2f}{pack:>10.2f}{pack / pad:>14.2f}x")
+    print(f"({args.repeats} repeats x {args.steps} steps, batch {args.batch}, fp32 CPU)")
+
+
+if __name__ == "__main__":
+    main()
