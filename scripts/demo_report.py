@@ -25,11 +25,14 @@ def _pct(x) -> str:
 
 def model(d: Path) -> str:
     info = _json(d / "model" / "scenefit_tiny.json")
-    vp = info.get("vision_pretraining") or {}
-    line = f"{info['num_layers']}-layer language model (hidden {info['hidden_size']}, random)"
+    vp, kp = info.get("vision_pretraining") or {}, info.get("knowledge_pretraining") or {}
+    line = f"{info['num_layers']}-layer language model (hidden {info['hidden_size']})"
     if vp:
-        line += (f"; vision tower pretrained: box patches {_pct(vp['box_patch_accuracy_after'])} held-out "
+        line += (f"; vision tower: box patches {_pct(vp['box_patch_accuracy_after'])} held-out "
                  f"(majority {_pct(vp['box_patch_majority'])})")
+    if kp:
+        line += (f"; catalog knowledge: scene named {_pct(kp['scene_accuracy_after'])}, 'at home here' "
+                 f"{_pct(kp['at_home_accuracy_after'])} on held-out pictures")
     return line
 
 

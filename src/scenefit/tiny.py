@@ -70,6 +70,19 @@ class TinyModelConfig(StageConfig):
     vision_pretrain_image_size: int = Field(
         112, ge=56, le=1024, description="Side of the pretraining images (the demo world's image_size)."
     )
+    knowledge_pretrain_steps: int = Field(
+        0, ge=0, le=100_000,
+        description="Steps of knowledge pretraining for the language model (0 = leave it random): the catalog's "
+        "facts and captions of pictures of its own seed, so the base knows where things belong, as a real base "
+        "does; see scenefit.tiny_knowledge.",
+    )
+    knowledge_pretrain_images: int = Field(
+        600, ge=16, le=100_000, description="Synthetic pictures drawn for the knowledge captions (1/8 held out)."
+    )
+    knowledge_pretrain_seed: int = Field(
+        11, description="World seed of those pictures; keep it apart from the demo world's seed so no demo sample is seen."
+    )
+    knowledge_pretrain_lr: float = Field(1e-3, gt=0, lt=1, description="AdamW learning rate of the knowledge pretraining.")
 
     @field_validator("num_heads")
     @classmethod
@@ -236,7 +249,8 @@ def set_generation_defaults(model, tokenizer) -> None:
 
 def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None, progress: bool = False) -> Path:
     """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
-    minute more with ``vision_pretrain_steps``, whose progress bar ``progress`` shows)."""
+    minute more with ``vision_pretrain_steps`` and half a minute with ``knowledge_pretrain_steps``,
+    whose progress bars ``progress`` shows)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -270,7 +284,6 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
             seed=cfg.vision_pretrain_seed, lr=cfg.vision_pretrain_lr, image_size=cfg.vision_pretrain_image_size,
             progress=progress,
         )
-    model.save_pretrained(str(out))
     if torchvision_available():
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -285,14 +298,26 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
         processor = _images_only_processor_class()(
             image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
         )
-    save_processor(processor, out)
-    note = "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model"
-    if vision_record:
-        note = (
-            "tiny Qwen2.5-VL built by scenefit: random language model; vision tower pretrained on synthetic images "
-            "to see the box colour and each cell's colour (SYNTHETIC; no labels, prompts or demo samples)"
+    knowledge_record = None
+    if cfg.knowledge_pretrain_steps:
+        from .tiny_knowledge import pretrain_language
+
+        knowledge_record = pretrain_language(
+            model, processor, cfg.knowledge_pretrain_steps, images=cfg.knowledge_pretrain_images,
+            seed=cfg.knowledge_pretrain_seed, lr=cfg.knowledge_pretrain_lr, image_size=cfg.vision_pretrain_image_size,
+            progress=progress,
         )
+    model.save_pretrained(str(out))
+    save_processor(processor, out)
+    language = ("language model pretrained on the synthetic world's catalog facts and captions of its own pictures"
+                if knowledge_record else "random language model")
+    vision = ("vision tower pretrained on synthetic images to see the box colour and each cell's colour"
+              if vision_record else "random vision tower")
+    note = (f"tiny Qwen2.5-VL built by scenefit: {language}; {vision} (SYNTHETIC; no in/out labels, student prompts "
+            "or demo samples)" if vision_record or knowledge_record
+            else "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model")
     (out / "scenefit_tiny.json").write_text(
-        json.dumps({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record}, indent=2)
+        json.dumps({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
+                    "knowledge_pretraining": knowledge_record}, indent=2)
     )
     return out

@@ -22,10 +22,7 @@ the model folder's ``scenefit_tiny.json``.
 
 from __future__ import annotations
 
-import json
 import random
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -105,27 +102,20 @@ def pretrain_vision(
     box-patch accuracy before and after (and the majority-class rate) for the record."""
     import torch
 
-    from .synth.world import WorldConfig, generate_world
+    from .synth.world import WorldConfig, draw_pictures
 
     if steps <= 0:
         raise ValueError("pretrain_vision: steps must be positive")
     held_out = min(200, max(1, images // 8))
-    with tempfile.TemporaryDirectory(prefix="scenefit-vision-") as tmp:
-        world = Path(tmp) / "world"
-        cfg = WorldConfig(n=images, seed=seed, image_size=image_size, originals=False,
-                          violation_rates={"location": 0.5, "size": 0.5, "co_occurrence": 0.5})
-        generate_world(cfg, world)
-        from PIL import Image
-
-        pixels, grids, targets = [], [], []
-        for line in (world / "layout.jsonl").read_text().splitlines():
-            layout = json.loads(line)
-            with Image.open(world / "images" / f"{layout['id']}.png") as im:
-                enc = image_processor(images=[im.convert("RGB")], return_tensors="pt")
-                _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
-                pixels.append(enc["pixel_values"])
-                grids.append(enc["image_grid_thw"])
-                targets.append(torch.from_numpy(token_targets(im, (gh, gw), layout["scene"])))
+    cfg = WorldConfig(n=images, seed=seed, image_size=image_size, originals=False,
+                      violation_rates={"location": 0.5, "size": 0.5, "co_occurrence": 0.5})
+    pixels, grids, targets = [], [], []
+    for im, layout in draw_pictures(cfg):
+        enc = image_processor(images=[im], return_tensors="pt")
+        _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
+        pixels.append(enc["pixel_values"])
+        grids.append(enc["image_grid_thw"])
+        targets.append(torch.from_numpy(token_targets(im, (gh, gw), layout["scene"])))
 
     visual = model.model.visual
     head = torch.nn.Linear(model.config.text_config.hidden_size, TARGETS_PER_TOKEN)

@@ -1,0 +1,74 @@
+"""Knowledge pretraining of the tiny language model: what it is taught (the catalog only, never a
+demo sample, label, student prompt or answer), and that it learns it on held-out pictures.
+
+    .venv/bin/python -m pytest tests/test_tiny_knowledge.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scenefit.synth.catalog import CATEGORIES, SCENES
+from scenefit.tiny_knowledge import caption, home_of, text_facts
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_the_facts_are_the_catalog_s():
+    facts = text_facts()
+    for c in CATEGORIES.values():
+        belongs = next(f for f in facts if f.lower().startswith(("a " + c.name, "an " + c.name)) and " belongs " in f)
+        for s in SCENES.values():
+            assert (s.place in belongs) == (s.name in c.home), (c.name, s.name, belongs)
+        assert any(c.name in f and ("can be up" if c.flying else "cannot be up") in f for f in facts)
+        assert any(c.name in f and f"{c.height:.1f} times as tall as a person" in f for f in facts)
+    import random
+
+    cap = caption("kitchen", random.Random(0))
+    assert cap.startswith("This picture shows a kitchen.") and set(home_of("kitchen")) == {"refrigerator", "oven", "chair"}
+    assert all(name in cap for name in home_of("kitchen"))
+
+
+def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, monkeypatch):
+    """The pictures come from a world of the pretraining's own seed; no text it trains on holds a
+    decision, a label or a chat turn (the students' LoRA must still learn every decision)."""
+    import scenefit.synth.world as world
+    from scenefit.modeling import load_model, load_processor
+    from scenefit.tiny_knowledge import pretrain_language
+
+    drawn, texts = [], []
+    real_generate = world.generate_world
+
+    def spy_generate(cfg, out):
+        drawn.append(cfg)
+        return real_generate(cfg, out)
+
+    monkeypatch.setattr(world, "generate_world", spy_generate)
+    processor = load_processor(tiny_model_dir)
+    real_call = type(processor).__call__
+
+    def spy_call(self, *args, **kwargs):
+        texts.extend(kwargs.get("text") or [])
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(processor), "__call__", spy_call)
+    model = load_model(tiny_model_dir, dtype="fp32", device="cpu")
+    pretrain_language(model, processor, steps=2, images=24, seed=123, batch_size=4, progress=False)
+    assert [c.seed for c in drawn] == [123] and not drawn[0].originals
+    assert texts and not any(w in t for t in texts for w in ("Decision", "In-context", "Out-of-context", "<|im_start|>"))
+
+
+def test_knowledge_pretraining_is_learned_on_held_out_pictures_and_recorded(tmp_path):
+    from scenefit.tiny import TinyModelConfig, build_tiny_model
+
+    out = build_tiny_model(tmp_path / "m", TinyModelConfig(seed=0, knowledge_pretrain_steps=120,
+                                                           knowledge_pretrain_images=160))
+    record = json.loads((out / "scenefit_tiny.json").read_text())
+    k = record["knowledge_pretraining"]
+    assert k["steps"] == 120 and k["held_out_pictures"] == 20
+    # the scene is read off held-out pictures far better than before and than the commonest scene
+    assert k["scene_accuracy_after"] > max(k["scene_accuracy_before"], k["scene_majority"]) + 0.2
+    assert k["at_home_accuracy_after"] > k["at_home_accuracy_before"]
+    assert "pretrained on the synthetic world's catalog" in record["note"]
