@@ -46,6 +46,8 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="metric_for_best_model"):
         TrainConfig(metric_for_best_model="f1")
     assert TrainConfig(metric_for_best_model="decision_accuracy").metric_for_best_model == "eval_decision_accuracy"
+    balanced = TrainConfig(metric_for_best_model="decision_balanced_accuracy")
+    assert balanced.metric_for_best_model == "eval_decision_balanced_accuracy" and balanced.greater_is_better
     assert TrainConfig(metric_for_best_model="decision_accuracy").greater_is_better
     assert not TrainConfig().greater_is_better
     with pytest.raises(ValueError):

@@ -118,6 +118,7 @@ def test_train_writes_a_complete_student(datasets_dir, tiny_model_dir, tmp_path)
     evals = metrics["eval_history"]
     assert [e["step"] for e in evals] == [2, 4, 6]
     assert all(0.0 <= e["eval_decision_accuracy"] <= 1.0 for e in evals)
+    assert all(0.0 <= e["eval_decision_balanced_accuracy"] <= 1.0 for e in evals)
     assert metrics["best_metric"]["name"] == "eval_loss"
     assert metrics["best_metric"]["value"] == min(e["eval_loss"] for e in evals)
     assert metrics["test"]["n"] == 8 and metrics["test"]["base"]["accuracy"] is not None

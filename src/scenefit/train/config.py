@@ -19,7 +19,8 @@ from ..config import StageConfig
 from ..criteria import CRITERIA, criteria_list
 
 #: Metrics the trainer can pick the best checkpoint by (names as the Trainer logs them).
-BEST_METRICS = {"eval_loss": False, "eval_decision_accuracy": True}  # name -> greater is better
+# name -> greater is better
+BEST_METRICS = {"eval_loss": False, "eval_decision_accuracy": True, "eval_decision_balanced_accuracy": True}
 
 
 class LoraSettings(StageConfig):
@@ -118,7 +119,8 @@ class TrainConfig(StageConfig):
         None, ge=1, description="Validation rows used per evaluation (loss and decision accuracy); null = all."
     )
     metric_for_best_model: str = Field(
-        "eval_loss", description="Best checkpoint by: eval_loss (lower is better) or eval_decision_accuracy."
+        "eval_loss", description="Best checkpoint by: eval_loss (lower is better), eval_decision_accuracy or "
+        "eval_decision_balanced_accuracy (the mean of the two labels' recalls: the majority class scores 50 %)."
     )
     early_stopping_patience: Optional[int] = Field(
         3, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping."

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from .. import SYNTHETIC_NOTICE
 from ..config import dump_yaml
-from ..criteria import Criterion
+from ..criteria import Criterion, Label
 from ..formats import DECISION_PREFIX, decision_continuations
 from ..parquet_io import atomic_write_text, file_sha256, write_json
 from ..prompts import student_prompt_version
@@ -88,10 +88,14 @@ def _trainer_classes():
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
             out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
             if self.decision_rows:
-                out.metrics[f"{metric_key_prefix}_decision_accuracy"] = self._decision_accuracy()
+                accuracy, balanced = self._decision_accuracy()
+                out.metrics[f"{metric_key_prefix}_decision_accuracy"] = accuracy
+                out.metrics[f"{metric_key_prefix}_decision_balanced_accuracy"] = balanced
             return out
 
-        def _decision_accuracy(self) -> float:
+        def _decision_accuracy(self) -> tuple[float, float]:
+            """Decision accuracy and balanced accuracy (the mean of the two labels' recalls, so the
+            majority class scores 50 % on any label mix) of the validation rows."""
             import torch
 
             # Each process scores an equal share (ZeRO-3 needs every rank in every forward pass);
@@ -102,10 +106,18 @@ def _trainer_classes():
             pad = share - len(mine)
             rows = mine + self.decision_rows[:pad]
             preds = score_rows(self.model, self.scoring_processor, rows, self.scoring_batch_size)
-            correct = sum(p["label"] == r["label"] for p, r in zip(preds[: len(mine)], mine))
-            counts = torch.tensor([correct, len(mine)], dtype=torch.float64, device=self.args.device)
-            counts = self.accelerator.reduce(counts, reduction="sum") if world > 1 else counts
-            return float(counts[0] / counts[1]) if counts[1] else float("nan")
+            from ..evaluate.metrics import balanced_accuracy
+
+            labels = (Label.IN.value, Label.OUT.value)
+            # confusion matrix (rows: the validation label, columns: the prediction), summed over processes
+            matrix = torch.zeros(2, 2, dtype=torch.float64, device=self.args.device)
+            for p, r in zip(preds[: len(mine)], mine):
+                matrix[labels.index(r["label"]), labels.index(p["label"])] += 1
+            matrix = self.accelerator.reduce(matrix, reduction="sum") if world > 1 else matrix
+            total = float(matrix.sum())
+            accuracy = float(matrix.trace()) / total if total else float("nan")
+            balanced = balanced_accuracy(matrix.long().tolist())[0]
+            return accuracy, (float("nan") if balanced is None else balanced)
 
     return JsonlLogCallback, StudentTrainer
 
