@@ -9,11 +9,12 @@ Without ``--openai`` it serves the three students (one base + three adapters): t
 (``POST /v1/classify``), a web page at ``/``, ``/v1/models``, ``/v1/metrics`` and the OpenAI
 chat route addressed by model name (``scenefit-location``, …, ``scenefit-base``); see
 :mod:`scenefit.serve.app`. Server limits come from the ``serve`` config section, the model
-settings from the ``predict`` section. The first line on stdout is ``serving <base URL>``.
+settings from the ``predict`` section. The first line on stdout is ``serving <base URL>``, printed
+only once the socket accepts connections.
 
 With ``--openai`` the model answers the OpenAI chat-completions protocol (``/v1/chat/completions``
 with text and base64 image parts, ``/v1/models``), so ``scenefit annotate`` with an ``openai``
-teacher can use it. The first line on stdout is ``serving <base URL>/v1``.
+teacher can use it. The first line on stdout is ``serving <base URL>/v1`` (also once it listens).
 """
 
 from __future__ import annotations

@@ -248,21 +248,28 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def _uvicorn_server(app, log_level: str):
+def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]] = None):
+    """A uvicorn server that calls ``on_started()`` once its sockets accept connections (its
+    startup complete), so whoever waits for the announcement never meets a refused connection."""
     import uvicorn
 
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if on_started is not None and self.started and not self.should_exit:
+                on_started()
+
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-    return uvicorn.Server(config)
+    return AnnouncingServer(config)
 
 
 def run_app(app, host: str = "127.0.0.1", port: int = 0, on_ready: Optional[Callable[[str], None]] = None,
             log_level: str = "warning") -> None:
-    """Serve ``app`` until interrupted; ``on_ready(base_url)`` runs once the port is bound."""
+    """Serve ``app`` until interrupted; ``on_ready(base_url)`` runs once the server listens
+    (port 0: the port the system picked), never before."""
     sock = bind_socket(host, port)
     base = f"http://{host}:{sock.getsockname()[1]}"
-    server = _uvicorn_server(app, log_level)
-    if on_ready:
-        on_ready(base)
+    server = _uvicorn_server(app, log_level, (lambda: on_ready(base)) if on_ready else None)
     server.run(sockets=[sock])
 
 
@@ -271,14 +278,14 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str 
     """Run ``app`` in a background thread for the ``with`` block; yields its base URL
     (``http://127.0.0.1:PORT``). Used by tests and benchmarks."""
     sock = bind_socket(host, port)
-    server = _uvicorn_server(app, log_level)
+    listening = threading.Event()
+    server = _uvicorn_server(app, log_level, listening.set)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
+    deadline = time.monotonic() + 120  # generous: a busy machine starts slowly, but it starts
+    while not listening.wait(0.05):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("loopback server did not start")
-        time.sleep(0.01)
+            raise RuntimeError("loopback server did not start listening")
     try:
         yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
