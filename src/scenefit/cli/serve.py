@@ -58,6 +58,7 @@ def serve_cmd(
     port: Annotated[Optional[int], typer.Option(help="Port (0 = any free port; the URL is printed); default 8000.")] = None,
     max_batch: Annotated[Optional[int], typer.Option(help="Most concurrent requests in one batch (default: 8 with --openai, else serve.max_batch).")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="With --openai: answer length when a request gives no max_tokens (default 512).")] = None,
+    max_tokens_limit: Annotated[Optional[int], typer.Option(help="With --openai: largest max_tokens a request may ask for (default 4096; 400 beyond it).")] = None,
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when available, else cpu).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32 (default: auto).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
@@ -81,7 +82,8 @@ def serve_cmd(
                      "--max-wait-ms": max_wait_ms, "--max-concurrency": max_concurrency,
                      "--request-timeout": request_timeout, "--max-body-bytes": max_body_bytes,
                      "--max-image-pixels": max_image_pixels, "--config": config, "--set": sets}
-    openai_only = {"--model": model, "--model-name": model_name, "--max-new-tokens": max_new_tokens}
+    openai_only = {"--model": model, "--model-name": model_name, "--max-new-tokens": max_new_tokens,
+                   "--max-tokens-limit": max_tokens_limit}
     misplaced = [k for k, v in (students_only if openai else openai_only).items() if v not in (None, False, [])]
     if misplaced:
         # a flag that would be ignored (an --api-token above all) must not pass silently
@@ -103,7 +105,11 @@ def serve_cmd(
 
     name = model_name or model.name
     runner = model_runner(str(model), max_batch=max_batch or 8, device=device, dtype=dtype or "auto")
-    api = build_openai_app(runner, name, default_max_tokens=512 if max_new_tokens is None else max_new_tokens)
+    default_tokens = 512 if max_new_tokens is None else max_new_tokens
+    limit = max(4096, default_tokens) if max_tokens_limit is None else max_tokens_limit
+    if default_tokens > limit:
+        fail(f"--max-new-tokens {default_tokens} exceeds --max-tokens-limit {limit}")
+    api = build_openai_app(runner, name, default_max_tokens=default_tokens, max_tokens_limit=limit)
     if host not in LOOPBACK:
         console.print(f"[yellow]warning:[/] listening on {host}; the --openai server has no authentication")
 

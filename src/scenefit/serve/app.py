@@ -221,7 +221,8 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
     names: dict[str, Optional[str]] = {cfg.model_name(c): c for c in criteria}
     names[cfg.base_model_name] = None
     return {
-        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens)
+        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens,
+                               max_tokens_limit=cfg.chat_max_tokens_limit)
         for name, adapter in names.items()
     }
 
@@ -233,15 +234,18 @@ def predictor_chat(predictor: Any) -> Optional[ChatGenerate]:
     if chat is None:
         return None
     from .openai_server import ChatReply
+    from .streaming import RequestWatch
 
     def generate(adapter: Optional[str], reqs: list) -> list:
         first = reqs[0]  # the batching runner only merges requests with equal decoding settings
         images = [im for r in reqs for im in r.images]
-        texts, counts = chat([r.conversation for r in reqs], images or None, adapter=adapter,
-                             max_new_tokens=first.max_tokens, temperature=first.temperature,
-                             top_p=first.top_p if first.top_p is not None else 1.0)
-        return [ChatReply(text=t, finish_reason="length" if n >= first.max_tokens else "stop", completion_tokens=n)
-                for t, n in zip(texts, counts)]
+        texts, counts, prompt_counts = chat([r.conversation for r in reqs], images or None, adapter=adapter,
+                                            max_new_tokens=first.max_tokens, temperature=first.temperature,
+                                            top_p=first.top_p if first.top_p is not None else 1.0,
+                                            stopping_criteria=[RequestWatch(reqs, predictor.tokenizer)])
+        return [ChatReply(text=t, finish_reason="length" if n >= first.max_tokens else "stop", prompt_tokens=p,
+                          completion_tokens=n)
+                for t, n, p in zip(texts, counts, prompt_counts)]
 
     return generate
 
@@ -288,6 +292,7 @@ def create_app(
         max_concurrency=cfg.max_concurrency,
         retry_after_s=cfg.retry_after_s,
         timeout_s=cfg.request_timeout_s,
+        body_timeout_s=cfg.body_timeout_s,
         limited_paths=(CLASSIFY_PATH, CHAT_PATH),
         open_paths=("/", "/health", "/favicon.ico"),
         open_prefixes=("/static/",),

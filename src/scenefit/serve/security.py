@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from fastapi import HTTPException
 
 from .. import images
 from ..images import ImageError, clip_box
+
+log = logging.getLogger("uvicorn.error")  # the server's own log, configured by uvicorn at its log level
 
 #: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
 IMAGE_ERROR_STATUS: dict[str, int] = {
@@ -111,9 +115,11 @@ class GuardMiddleware:
     * ``open_paths`` / ``open_prefixes`` need no token (health check, the web page's files).
     * A declared ``Content-Length`` over the cap is refused before reading; a body streamed
       without one is counted as it arrives and refused the moment it passes the cap.
-    * ``limited_paths`` (the model routes) are admitted up to ``max_concurrency`` at once; the
-      next one gets 429 with ``Retry-After`` instead of queueing without bound.
-    * A limited request unanswered after ``timeout_s`` gets 504 (its queued work is cancelled).
+    * ``limited_paths`` (the model routes) are read whole first (408 after ``body_timeout_s``),
+      then admitted up to ``max_concurrency`` at once; the next one gets 429 with
+      ``Retry-After`` instead of queueing without bound. A slow body never holds a slot.
+    * An admitted request unanswered after ``timeout_s`` gets 504 (its work is cancelled).
+    * A client that leaves costs one log line, not a traceback.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class GuardMiddleware:
         max_concurrency: int,
         retry_after_s: int,
         timeout_s: float,
+        body_timeout_s: float = 30.0,
         limited_paths: Iterable[str],
         open_paths: Iterable[str] = (),
         open_prefixes: Sequence[str] = (),
@@ -136,6 +143,7 @@ class GuardMiddleware:
         self.max_concurrency = max_concurrency
         self.retry_after_s = retry_after_s
         self.timeout_s = timeout_s
+        self.body_timeout_s = body_timeout_s
         self.limited_paths = frozenset(limited_paths)
         self.open_paths = frozenset(open_paths)
         self.open_prefixes = tuple(open_prefixes)
@@ -173,9 +181,22 @@ class GuardMiddleware:
             if too_big:
                 await self._refuse(send, BodyTooLarge(self.max_body_bytes))
                 return
-        receive = self._counting(receive)
         if path not in self.limited_paths:
-            await self.app(scope, receive, send)
+            await self.app(scope, self._counting(receive), send)
+            return
+        # A request counts against max_concurrency only once its whole body is here, so slow
+        # senders wait in the body-read timeout, not in the model's slots.
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            await self._refuse(send, ApiError(
+                408, "body_timeout", f"the request body did not arrive within {self.body_timeout_s:g} s"))
+            return
+        except BodyTooLarge as e:
+            await self._refuse(send, e)
+            return
+        if body is None:
+            log.info("%s %s: the client left while sending its body", scope.get("method"), path)
             return
         counters = self.counters
         if counters.in_flight >= self.max_concurrency:
@@ -200,15 +221,33 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.timeout_s)
+            await asyncio.wait_for(self.app(scope, _replay(body, receive), tracking_send), self.timeout_s)
         except asyncio.TimeoutError:
-            if started:
-                raise
-            await self._refuse(
-                send, ApiError(504, "timeout", f"the request was not answered within {self.timeout_s:g} s")
-            )
+            if not started:
+                await self._refuse(
+                    send, ApiError(504, "timeout", f"the request was not answered within {self.timeout_s:g} s")
+                )
+            else:  # a stream cut by the timeout: end it cleanly, say so in one line
+                log.info("%s %s: answer cut after %g s (request_timeout_s)", scope.get("method"), path, self.timeout_s)
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             counters.in_flight -= 1
+
+    async def _read_body(self, receive) -> Optional[bytes]:
+        """The whole body (BodyTooLarge past the cap); None when the client disconnected."""
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                raise BodyTooLarge(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _counting(self, receive) -> Callable[[], Awaitable[dict]]:
         seen = 0
@@ -224,6 +263,21 @@ class GuardMiddleware:
             return message
 
         return counted
+
+
+def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
+    """A receive() that gives the already read ``body`` once, then the connection's own
+    messages (so the app still hears of a disconnect)."""
+    given = False
+
+    async def replay() -> dict:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 # --------------------------------------------------------------------------- request fields
