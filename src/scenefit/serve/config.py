@@ -11,7 +11,7 @@ variable named by ``api_token_env``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -59,6 +59,13 @@ class ServeConfig(StageConfig):
     )
     max_image_pixels: int = Field(
         25_000_000, ge=1, description="Images declaring more pixels are refused before decoding (413)."
+    )
+    decode_max_pixels: Optional[int] = Field(
+        None, ge=1, description="Images over this many pixels are scaled down while decoding (JPEG in draft mode); "
+        "null = the model's own max_pixels (its processor would scale them down anyway).",
+    )
+    decode_pixels_in_flight: int = Field(
+        100_000_000, ge=1, description="Most image pixels being decoded at once across all requests (bounds memory).",
     )
     allowed_formats: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FORMATS), description="Image formats accepted (Pillow names)."

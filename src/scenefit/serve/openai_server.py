@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ from typing import Any, Awaitable, Callable, Iterator, Optional
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from .security import log
 
@@ -78,9 +80,10 @@ class BadRequest(ValueError):
     """A request the server refuses with 400 (message says which field and why)."""
 
 
-def decode_data_url(url: str):
+def decode_data_url(url: str, **image_options):
     """A PIL RGB image from a ``data:image/...;base64,`` URL, decoded with scenefit.images'
-    checks (format allow-list, pixel cap before decoding, full decode); BadRequest otherwise."""
+    checks (format allow-list, pixel cap before decoding, full decode; ``image_options`` are
+    :func:`scenefit.images.load_image_bytes` keywords); BadRequest otherwise."""
     from ..images import ImageError, load_image_bytes
 
     if not isinstance(url, str) or not url.startswith("data:"):
@@ -93,12 +96,13 @@ def decode_data_url(url: str):
     except (binascii.Error, ValueError) as e:
         raise BadRequest(f"image data URL is not valid base64 ({e})") from None
     try:
-        return load_image_bytes(raw, name="image data URL")
+        return load_image_bytes(raw, name="image data URL", **image_options)
     except ImageError as e:
         raise BadRequest(f"image data URL refused ({e.code}): {e.message}") from None
 
 
-def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: Optional[int] = None) -> ChatRequest:
+def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: Optional[int] = None,
+                    image_options: Optional[dict] = None) -> ChatRequest:
     """Validate an OpenAI chat-completions body into a :class:`ChatRequest` (``max_tokens``
     above ``max_tokens_limit`` is refused, naming the limit)."""
     if not isinstance(body, dict):
@@ -134,7 +138,7 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
                     iu = p.get("image_url")
                     url = iu.get("url") if isinstance(iu, dict) else iu
                     try:
-                        images.append(decode_data_url(url))
+                        images.append(decode_data_url(url, **(image_options or {})))
                     except BadRequest as e:
                         raise BadRequest(f"messages[{i}].content[{j}]: {e}") from None
                     parts.append({"type": "image"})
@@ -166,7 +170,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 
 
 def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
-                        max_tokens_limit: Optional[int] = None) -> APIRouter:
+                        max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None) -> APIRouter:
     """``POST /v1/chat/completions`` (plain or streamed) and ``GET /v1/models`` answering with
     ``runner``. A request whose client disconnects is cancelled (its generation stops)."""
     from .streaming import ClientGone, sse_chunks, unless_client_leaves, usage
@@ -185,7 +189,7 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except Exception:
             return _error(400, "request body is not valid JSON")
         try:
-            req = parse_chat_body(body, default_max_tokens, max_tokens_limit)
+            req = await run_in_threadpool(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
         except BadRequest as e:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
@@ -217,9 +221,9 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
 
 
 def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
-                     max_tokens_limit: Optional[int] = None) -> FastAPI:
+                     max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None) -> FastAPI:
     app = FastAPI(title="scenefit OpenAI-compatible server", docs_url=None, redoc_url=None)
-    app.include_router(build_openai_router(runner, model_name, default_max_tokens, max_tokens_limit))
+    app.include_router(build_openai_router(runner, model_name, default_max_tokens, max_tokens_limit, image_options))
     return app
 
 
@@ -285,6 +289,7 @@ def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]
     """A uvicorn server that calls ``on_started()`` once its sockets accept connections (its
     startup complete), so whoever waits for the announcement never meets a refused connection."""
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class AnnouncingServer(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -292,7 +297,23 @@ def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]
             if on_started is not None and self.started and not self.should_exit:
                 on_started()
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    class JsonErrorH11Protocol(H11Protocol):
+        """Requests the HTTP parser itself refuses (``Content-Length: abc``, broken headers)
+        get the JSON error shape of every other refusal, not uvicorn's plain text."""
+
+        def send_400_response(self, msg: str) -> None:
+            import h11
+
+            body = json.dumps({"error": {"code": "bad_http_request", "message": msg}}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+                            http=JsonErrorH11Protocol)
     return AnnouncingServer(config)
 
 

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
@@ -26,7 +27,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 from fastapi import HTTPException
 
 from .. import images
-from ..images import ImageError, clip_box
+from ..images import ImageError, check_box
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, configured by uvicorn at its log level
 
@@ -41,6 +42,7 @@ IMAGE_ERROR_STATUS: dict[str, int] = {
     "truncated": 422,
     "corrupt": 422,
     "box_outside": 422,
+    "bad_box": 422,
     "not_found": 422,
     "unreadable": 422,
 }
@@ -300,13 +302,42 @@ def decode_base64_image(data: str) -> bytes:
     return raw
 
 
-def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]):
+def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str],
+                     fit_pixels: Optional[int] = None, decode_budget: Optional["PixelBudget"] = None):
     """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
-    before decoding, full decode); an ImageError becomes the API error of its code."""
+    before decoding, full decode, scaled down to ``fit_pixels`` while decoding, decoded pixels
+    held in ``decode_budget``); an ImageError becomes the API error of its code."""
     try:
-        return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats)
+        return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats,
+                                       fit_pixels=fit_pixels, decode_budget=decode_budget)
     except ImageError as e:
         raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, e.message) from None
+
+
+class PixelBudget:
+    """Bounds the pixels being decoded at once across all requests (decoding runs in worker
+    threads): :meth:`hold` waits until ``limit`` has room. An image larger than the whole budget
+    waits until it decodes alone. ``peak`` is what /v1/metrics reports."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        need = min(pixels, self.limit)
+        with self._room:
+            self._room.wait_for(lambda: self.in_use + need <= self.limit)
+            self.in_use += need
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._room:
+                self.in_use -= need
+                self._room.notify_all()
 
 
 def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
@@ -339,15 +370,24 @@ def _finite(v: float) -> bool:
     return v == v and v not in (float("inf"), float("-inf"))
 
 
-def place_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box in whole pixels on an image of ``size``. As everywhere in scenefit (ingest, the
-    predictor), a box reaching past an edge is clipped to the image; a box with nothing on the
-    image is refused: 422 ``box_outside``, naming the box and the image size."""
+def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
+              image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
+    """The box in whole pixels on an image of ``size``, by scenefit's one box rule
+    (:func:`scenefit.images.check_box`, as in ingest): past the right/bottom
+    edge clipped, negative or sub-pixel refused (``bad_box``), nothing on the image refused
+    (``box_outside``, naming the box and the image size). ``image_size``: the size the image was
+    scaled down to while decoding; the box is scaled with it."""
     try:
-        return clip_box(box, size)
+        x0, y0, x1, y1 = check_box(box, size)
     except ImageError as e:
         w, h = size
-        raise ApiError(422, e.code, f"{e.message} (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)") from None
+        hint = f" (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)" if e.code == "box_outside" else ""
+        raise ApiError(422, e.code, e.message + hint) from None
+    if image_size is None or tuple(image_size) == tuple(size):
+        return x0, y0, x1, y1
+    sx, sy = image_size[0] / size[0], image_size[1] / size[1]
+    nx0, ny0 = int(x0 * sx), int(y0 * sy)  # a box never shrinks below one pixel when scaled
+    return nx0, ny0, max(nx0 + 1, min(image_size[0], round(x1 * sx))), max(ny0 + 1, min(image_size[1], round(y1 * sy)))
 
 
 def parse_flag(value: Any, name: str) -> bool:
