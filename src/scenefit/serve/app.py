@@ -22,10 +22,13 @@ is configured):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
@@ -33,7 +36,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..criteria import CRITERIA, Criterion
@@ -152,12 +154,20 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecodi
 
 class ImageDecoding:
     """How this server decodes uploads: the serve section's caps and formats, scaled down to
-    ``fit_pixels`` while decoding, at most ``cfg.decode_pixels_in_flight`` pixels at once."""
+    ``fit_pixels`` while decoding, at most ``cfg.decode_pixels_in_flight`` pixels at once, in
+    ``cfg.decode_workers`` threads of its own. Few threads matter as much as the budget: the C
+    allocator keeps a heap per thread that decoded a large image, so decoding on the server's
+    general thread pool (up to 40 threads) left gigabytes resident after a burst."""
 
     def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int]):
         self.cfg = cfg
         self.fit_pixels = fit_pixels
         self.budget = PixelBudget(cfg.decode_pixels_in_flight)
+        self.executor = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="scenefit-decode")
+
+    async def run(self, fn: Callable, *args):
+        """``fn(*args)`` in the decoding threads (anything that decodes images goes through here)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
     def load(self, raw: bytes):
         return load_image_bytes(raw, **self.options())
@@ -206,7 +216,7 @@ class ChatDispatcher:
             refusal = ApiError(404, "model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
         else:
             try:  # the same image checks as /v1/classify (pixel cap before decoding, formats)
-                await run_in_threadpool(_check_chat_images, parsed, self.decoding)
+                await self.decoding.run(_check_chat_images, parsed, self.decoding)
             except ApiError as e:
                 refusal = e
         if refusal is not None:
@@ -256,7 +266,8 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
     names[cfg.base_model_name] = None
     return {
         name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens,
-                               max_tokens_limit=cfg.chat_max_tokens_limit, image_options=decoding.options())
+                               max_tokens_limit=cfg.chat_max_tokens_limit, image_options=decoding.options(),
+                               decode=decoding.run)
         for name, adapter in names.items()
     }
 
@@ -374,7 +385,7 @@ def create_app(
     @app.post(CLASSIFY_PATH)
     async def classify(request: Request):
         fields = await _read_fields(request, cfg)
-        item, explain = await run_in_threadpool(_build_item, fields, cfg, decoding)
+        item, explain = await decoding.run(_build_item, fields, cfg, decoding)
         try:
             payload = await batcher.submit(item, explain)
         except BatcherClosed as e:

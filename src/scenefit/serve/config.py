@@ -67,6 +67,9 @@ class ServeConfig(StageConfig):
     decode_pixels_in_flight: int = Field(
         100_000_000, ge=1, description="Most image pixels being decoded at once across all requests (bounds memory).",
     )
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="Threads that decode uploaded images (each keeps its own heap: few bound memory).",
+    )
     allowed_formats: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FORMATS), description="Image formats accepted (Pillow names)."
     )

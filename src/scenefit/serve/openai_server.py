@@ -170,9 +170,13 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 
 
 def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
-                        max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None) -> APIRouter:
+                        max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None,
+                        decode: Optional[Callable[..., Awaitable[Any]]] = None) -> APIRouter:
     """``POST /v1/chat/completions`` (plain or streamed) and ``GET /v1/models`` answering with
-    ``runner``. A request whose client disconnects is cancelled (its generation stops)."""
+    ``runner``. A request whose client disconnects is cancelled (its generation stops).
+    ``image_options``: :func:`scenefit.images.load_image_bytes` keywords for the data URLs;
+    ``decode(fn, *args)``: where to run the parsing that decodes them (default: the thread pool)."""
+    decode = decode or run_in_threadpool
     from .streaming import ClientGone, sse_chunks, unless_client_leaves, usage
 
     router = APIRouter()
@@ -189,7 +193,7 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except Exception:
             return _error(400, "request body is not valid JSON")
         try:
-            req = await run_in_threadpool(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
+            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
         except BadRequest as e:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
@@ -221,9 +225,10 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
 
 
 def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
-                     max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None) -> FastAPI:
+                     max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None,
+                     decode: Optional[Callable[..., Awaitable[Any]]] = None) -> FastAPI:
     app = FastAPI(title="scenefit OpenAI-compatible server", docs_url=None, redoc_url=None)
-    app.include_router(build_openai_router(runner, model_name, default_max_tokens, max_tokens_limit, image_options))
+    app.include_router(build_openai_router(runner, model_name, default_max_tokens, max_tokens_limit, image_options, decode))
     return app
 
 
