@@ -167,3 +167,25 @@ def test_max_tokens_is_capped_by_a_setting():
             assert r.status_code == 400 and "n must be an integer" in r.json()["error"]["message"], r.text
     with pytest.raises(ValueError, match="chat_max_tokens"):
         ServeConfig(chat_max_tokens=600, chat_max_tokens_limit=512)
+
+
+def test_the_model_is_handed_out_in_arrival_order():
+    """Classify and chat batches wait for the one model in a FairLock: whoever waits first is
+    served first, so a stream of chat batches cannot keep a classify batch waiting."""
+    import time
+
+    from scenefit.serve.batching import FairLock
+
+    lock, order, threads = FairLock(), [], []
+    with lock:  # a batch holds the model while three others arrive, one after the other
+        for name in ("classify", "chat-a", "chat-b"):
+            t = threading.Thread(target=lambda n=name: [lock.__enter__(), order.append(n), lock.__exit__()])
+            t.start()
+            threads.append(t)
+            deadline = time.monotonic() + 120
+            while lock.waiting < len(threads):  # wait until it queues (an event, not a speed)
+                assert time.monotonic() < deadline, "a thread never queued for the lock"
+                time.sleep(0.005)
+    for t in threads:
+        t.join(120)
+    assert order == ["classify", "chat-a", "chat-b"] and lock.waiting == 0

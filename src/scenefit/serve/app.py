@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..criteria import CRITERIA, Criterion
-from .batching import BatcherClosed, MicroBatcher
+from .batching import BatcherClosed, FairLock, MicroBatcher
 from .config import ServeConfig
 from .security import (
     ApiError,
@@ -302,12 +301,12 @@ def create_app(
     *,
     synthetic: bool = False,
     chat_generate: Optional[ChatGenerate] = None,
-    model_lock: Optional[threading.Lock] = None,
+    model_lock: Optional[Any] = None,
 ) -> FastAPI:
     """The FastAPI app around ``predictor``. ``model_lock`` serialises every use of the model
     (classify batches and chat generation share one base in memory)."""
     cfg = cfg or ServeConfig()
-    lock = model_lock or threading.Lock()
+    lock = model_lock or FairLock()  # classify and chat batches take turns, none starves
     if chat_generate is None:
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
