@@ -46,6 +46,8 @@ def server(tiny_model_dir):
         raise RuntimeError(f"server did not start: {line} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
     base = line[0].split()[1].rstrip("/")
     try:
+        # the line is printed only once the socket listens: a request made at once is answered
+        assert httpx.get(base + "/models", timeout=60).status_code == 200
         yield base
     finally:
         proc.send_signal(signal.SIGINT)
