@@ -117,6 +117,18 @@ def test_large_uploads_are_scaled_down_while_decoding_and_the_box_follows():
     assert metrics["fit_pixels"] == 10_000 and metrics["pixels_in_flight_peak"] == 500 * 375
 
 
+def test_a_scaled_down_photo_keeps_its_upright_original_size():
+    """Boxes are given on the upright image: a phone JPEG stored sideways (EXIF orientation 6)
+    reports its upright size, not the stored one, after being scaled down."""
+    from scenefit.images import load_image_bytes
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 400 x 200, shown rotated by 90 degrees
+    jpeg = encoded((400, 200), "JPEG", exif=exif.tobytes())
+    out = load_image_bytes(jpeg, fit_pixels=2000)
+    assert out.info["original_size"] == (200, 400) and out.size[0] < out.size[1] and out.size[0] * out.size[1] <= 2000
+
+
 def test_decoded_pixels_in_flight_are_bounded():
     fake = FakePredictor()
     cfg = ServeConfig(max_image_pixels=10_000_000, decode_max_pixels=10_000, decode_pixels_in_flight=10_000_000)

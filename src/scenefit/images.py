@@ -213,7 +213,8 @@ def _finish(im: Image.Image, label: str | Path, fit_pixels: Optional[int] = None
             if out is im:  # detach from the file handle closed by `with`
                 out = im.copy()
             if fit_pixels:
-                original = (h, w) if upright.size == (im.size[1], im.size[0]) != im.size else (w, h)
+                turned = upright.size == im.size[::-1] and im.size[0] != im.size[1]  # EXIF rotated by 90°
+                original = (h, w) if turned else (w, h)
                 out = _fit(out, fit_pixels)
                 out.info["original_size"] = original
     return out
