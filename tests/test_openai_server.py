@@ -48,6 +48,8 @@ def openai_server(model_dir: Path, name: str, *flags: str):
         raise RuntimeError(f"server did not start: {line} {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}")
     base = line[0].split()[1].rstrip("/")
     try:
+        # the line is printed only once the socket listens: a request made at once is answered
+        assert httpx.get(base + "/models", timeout=60).status_code == 200
         yield base
     finally:
         proc.send_signal(signal.SIGINT)
@@ -95,7 +97,9 @@ def test_models_and_one_completion(server):
 
 @pytest.mark.parametrize("over, status, words", [
     ({"messages": []}, 400, "messages"),
-    ({"stream": True}, 400, "stream"),
+    ({"stream": "yes"}, 400, "stream"),
+    ({"n": "two"}, 400, "n must be an integer"),
+    ({"max_tokens": 100_000}, 400, "limit of 4096"),
     ({"model": "other"}, 404, "not served"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/x.png"}}]}]}, 400, "data: URL"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400, "image"),
@@ -162,3 +166,56 @@ def test_data_url_images_pass_the_image_checks():
     Image.new("RGB", (8, 8)).save(gif, format="GIF")
     with pytest.raises(BadRequest, match="format_not_allowed"):
         decode_data_url("data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode())
+
+
+def test_openai_sdk_plain_and_streamed(server):
+    """The official SDK: a streamed answer is the plain answer, piece by piece, with usage."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url()}},
+                                             {"type": "text", "text": "Is the zebra in context?"}]}]
+    plain = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
+        [plain.choices[0].finish_reason]
+    assert chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens"}) == \
+        plain.usage.model_dump(include={"prompt_tokens", "completion_tokens"})
+    # A client that leaves mid-stream: the server goes on answering others.
+    with client.chat.completions.create(model="tiny", messages=messages, max_tokens=4000, stream=True) as stream:
+        next(iter(stream))
+    again = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    assert again.choices[0].message.content == plain.choices[0].message.content
+
+
+def test_a_cancelled_row_stops_while_its_batch_neighbour_goes_on(tiny_model_dir):
+    """RequestWatch with the real tiny model: the row whose client left (cancel set after its
+    first streamed piece) stops at once; the other row generates exactly what it does alone."""
+    from scenefit.modeling import load_model, load_processor
+    from scenefit.serve.openai_server import ChatRequest
+    from scenefit.serve.streaming import RequestWatch
+    from scenefit.teachers.transformers_backend import generate_chat
+
+    processor = load_processor(str(tiny_model_dir), padding_side="left")
+    model = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    image = Image.new("RGB", (80, 60), (200, 30, 30))
+    convs = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}]
+             for t in ("Is the zebra in context?", "Where is the zebra?")]
+    alone = generate_chat(model, processor, convs[1:], [[image]], max_new_tokens=24)[0]
+    reqs = [ChatRequest(model="tiny", conversation=c, images=[image]) for c in convs]
+    pieces: list[str] = []
+
+    def leave(text: str) -> None:
+        pieces.append(text)
+        reqs[0].cancel.set()
+
+    reqs[0].on_text = leave
+    both = generate_chat(model, processor, convs, [[image], [image]], max_new_tokens=24,
+                         stopping_criteria=[RequestWatch(reqs, processor.tokenizer)])
+    assert len(pieces) == 1
+    assert alone["completion_tokens"] > 3  # the tiny model rambles, so stopping early is visible
+    assert both[0]["completion_tokens"] <= 3 and both[0]["text"].startswith(pieces[0])
+    assert both[1]["text"] == alone["text"] and both[1]["completion_tokens"] == alone["completion_tokens"]

@@ -166,8 +166,10 @@ def test_chat_completions_route_to_the_named_adapter(live, predictor, items):
             r = c.post("/v1/chat/completions", json={"model": name, "messages": messages, "max_tokens": 6})
             assert r.status_code == 200, r.text
             served = r.json()["choices"][0]["message"]["content"]
-            texts, _ = predictor.chat([conversation], [image.convert("RGB")], adapter=adapter, max_new_tokens=6)
+            texts, _, prompt_tokens = predictor.chat([conversation], [image.convert("RGB")], adapter=adapter, max_new_tokens=6)
             assert served == texts[0], (name, served, texts[0])
+            # usage counts the real prompt (the image's tokens and the template), not 0
+            assert r.json()["usage"]["prompt_tokens"] == prompt_tokens[0] > 10
 
 
 def test_scenefit_serve_command_serves_students(students_dir, tmp_path, items):

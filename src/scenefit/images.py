@@ -15,6 +15,7 @@ corrupt data (``ImageFile.LOAD_TRUNCATED_IMAGES`` is deliberately left off).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -45,6 +46,7 @@ REASON_CODES: dict[str, str] = {
     "truncated": "the file ends before the image data does",
     "corrupt": "the image data cannot be decoded",
     "box_outside": "the box lies outside the image",
+    "bad_box": "the box has a negative coordinate or covers less than one whole pixel",
 }
 
 # Leading bytes of the formats we know: a file that starts like an image but that Pillow cannot
@@ -81,7 +83,7 @@ def _open_checked(
 
     def head() -> bytes:
         with open(path, "rb") as f:
-            return f.read(16)
+            return f.read(32)
 
     return _open_source(path, path, st.st_size, head, max_pixels, allowed, max_side)
 
@@ -97,7 +99,11 @@ def _open_source(
     try:
         im = Image.open(source)
     except UnidentifiedImageError:
-        if head().startswith(_SIGNATURES):
+        start = head()
+        if start.startswith(_SIGNATURES[0]) and start[12:16] == b"IHDR" and b"\0\0\0\0" in (start[16:20], start[20:24]):
+            w, h = int.from_bytes(start[16:20], "big"), int.from_bytes(start[20:24], "big")
+            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible") from None
+        if start.startswith(_SIGNATURES):
             raise ImageError("corrupt", f"{label}: starts like an image but its header cannot be read") from None
         raise ImageError("not_image", f"{label}: not an image file (unrecognised content)") from None
     except Image.DecompressionBombError as e:
@@ -108,6 +114,8 @@ def _open_source(
         raise _decode_error(label, e, "header") from None
     try:
         fmt = (im.format or "").upper()
+        if fmt == "MPO":  # a phone camera's JPEG with extra frames: read as JPEG (its first frame)
+            fmt = "JPEG"
         if fmt not in allowed:
             raise ImageError(
                 "format_not_allowed",
@@ -182,18 +190,43 @@ def load_image(
     return _finish(_open_checked(p, max_pixels, allowed, max_side), p)
 
 
-def _finish(im: Image.Image, label: str | Path) -> Image.Image:
-    """Full decode, EXIF orientation, RGB; closes ``im``."""
+def _finish(im: Image.Image, label: str | Path, fit_pixels: Optional[int] = None,
+            decode_budget=None) -> Image.Image:
+    """Full decode, EXIF orientation, RGB; closes ``im``. With ``fit_pixels`` an image over that
+    many pixels comes out scaled down (aspect kept) — a JPEG already while decoding (draft
+    mode), so its full size is never in memory — and ``out.info["original_size"]`` holds the
+    upright size before scaling (boxes are given in it). ``decode_budget.hold(n)``, when given,
+    is held around the decode of ``n`` pixels (bounds the decoded pixels in flight)."""
     with im:
-        _decode(im, label)
-        try:
-            upright = ImageOps.exif_transpose(im)
-        except Exception as e:  # a malformed EXIF block must not pass as a good image
-            raise ImageError("corrupt", f"{label}: EXIF orientation cannot be applied ({e})") from None
-        out = to_rgb(upright)
-        if out is im:  # detach from the file handle closed by `with`
-            out = im.copy()
+        w, h = im.size
+        if fit_pixels and w * h > fit_pixels and im.format in ("JPEG", "MPO"):
+            scale = (fit_pixels / (w * h)) ** 0.5
+            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # scale >= the request
+        hold = decode_budget.hold(im.size[0] * im.size[1]) if decode_budget is not None else contextlib.nullcontext()
+        with hold:
+            _decode(im, label)
+            try:
+                upright = ImageOps.exif_transpose(im)
+            except Exception as e:  # a malformed EXIF block must not pass as a good image
+                raise ImageError("corrupt", f"{label}: EXIF orientation cannot be applied ({e})") from None
+            out = to_rgb(upright)
+            if out is im:  # detach from the file handle closed by `with`
+                out = im.copy()
+            if fit_pixels:
+                turned = upright.size == im.size[::-1] and im.size[0] != im.size[1]  # EXIF rotated by 90°
+                original = (h, w) if turned else (w, h)
+                out = _fit(out, fit_pixels)
+                out.info["original_size"] = original
     return out
+
+
+def _fit(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` scaled down (aspect kept) to at most ``max_pixels`` pixels; as is when it fits."""
+    w, h = image.size
+    if w * h <= max_pixels:
+        return image
+    scale = (max_pixels / (w * h)) ** 0.5
+    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
 
 
 def load_image_bytes(
@@ -201,12 +234,28 @@ def load_image_bytes(
     name: str = "uploaded image",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allowed_formats: Optional[Iterable[str]] = None,
+    fit_pixels: Optional[int] = None,
+    decode_budget=None,
 ) -> Image.Image:
     """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks, in
-    memory; messages name ``name``."""
+    memory; messages name ``name``. ``fit_pixels``, ``decode_budget``: see :func:`_finish`."""
     allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
-    im = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:16], max_pixels, allowed, DEFAULT_MAX_SIDE)
-    return _finish(im, name)
+    im = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:32], max_pixels, allowed, DEFAULT_MAX_SIDE)
+    return _finish(im, name, fit_pixels, decode_budget)
+
+
+def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The one rule for a box given by a user (ingest's manifest rows, serve's requests):
+    (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h). A negative coordinate is refused
+    (``bad_box``), so is a box under one whole pixel once rounded; past the right or bottom
+    edge it is clipped (:func:`clip_box`); nothing left on the image is ``box_outside``."""
+    values = [float(v) for v in box]
+    if min(values) < 0:
+        raise ImageError("bad_box", f"box {tuple(box)} has a negative coordinate (boxes are in pixels from the top left)")
+    x0, y0, x1, y1 = (int(round(v)) for v in values)
+    if x1 <= x0 or y1 <= y0:
+        raise ImageError("bad_box", f"box {tuple(box)} covers less than one whole pixel")
+    return clip_box(box, size)
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -40,7 +40,7 @@ from typing import Callable, Literal, Optional
 from pydantic import Field, field_validator
 
 from .config import StageConfig
-from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, clip_box, draw_box, load_image
+from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from .manifest import read_manifest, write_manifest
 from .parquet_io import write_json, write_jsonl
 from .records import Sample
@@ -147,7 +147,7 @@ def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[
     box = sample.box
     clipped = False
     if box is not None:
-        inside = clip_box(box, image.size)
+        inside = check_box(box, image.size)  # the box rule serve applies too
         clipped = inside != tuple(box)
         box = inside
     image_path = str(Path(sample.image).resolve())

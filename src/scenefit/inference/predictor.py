@@ -351,17 +351,21 @@ class Predictor:
         return rows, vision
 
     def generate(self, texts: list[str], images: list, max_new_tokens: int, first_logits: bool = False,
-                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[BatchPixels] = None):
+                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[BatchPixels] = None,
+                 stopping_criteria: Optional[list] = None, inputs: Optional[dict] = None):
         """Batched generation (left padding; greedy unless temperature > 0) for already
         templated ``texts`` and their images (flat, in order; None for text only). Returns (decoded new text, new-token counts,
         first-step logits or None). Call inside :meth:`use` to pick the adapter. ``pixels``: see
-        :meth:`_encode`."""
-        inputs = self._encode(texts, images, pixels)
+        :meth:`_encode`; ``inputs``: ``texts`` already encoded; ``stopping_criteria``: extra
+        transformers stopping criteria (e.g. the server's, stopping rows whose client left)."""
+        inputs = inputs if inputs is not None else self._encode(texts, images, pixels)
         gen_cfg = self.model.generation_config
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, return_dict_in_generate=True,
                                       output_logits=first_logits, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=eos)
+        if stopping_criteria:
+            kwargs["stopping_criteria"] = list(stopping_criteria)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
@@ -407,17 +411,21 @@ class Predictor:
         return rows, None
 
     def chat(self, messages: list[list[dict]], images: list, adapter: Optional[str | Criterion] = None,
-             max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> tuple[list[str], list[int]]:
+             max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+             stopping_criteria: Optional[list] = None) -> tuple[list[str], list[int], list[int]]:
         """Free generation for chat requests (e.g. the OpenAI-compatible route): ``messages`` in the
         processor's chat format, one conversation per request; ``images`` all their images, flat, in
         the order their image parts appear (None for text only). Answered by the adapter named
-        ``adapter`` (a criterion) or by the base when None. Returns (texts, new-token counts)."""
+        ``adapter`` (a criterion) or by the base when None. Returns (texts, new-token counts,
+        prompt-token counts)."""
         crit = None if adapter is None else (adapter if isinstance(adapter, Criterion) else Criterion.parse(str(adapter)))
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
         with self._lock, self._torch.inference_mode(), self._adapters_enabled(crit is not None):
             with self._adapter(crit, crit is not None):
-                out, counts, _ = self.generate(texts, images, max_new_tokens, temperature=temperature, top_p=top_p)
-        return out, counts
+                inputs = self._encode(texts, images)
+                out, counts, _ = self.generate(texts, images, max_new_tokens, temperature=temperature, top_p=top_p,
+                                               stopping_criteria=stopping_criteria, inputs=inputs)
+        return out, counts, [int(n) for n in inputs["attention_mask"].sum(-1).tolist()]
 
     @contextlib.contextmanager
     def use(self, criterion: Optional[Criterion]):

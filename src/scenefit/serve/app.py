@@ -22,10 +22,12 @@ is configured):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
@@ -33,11 +35,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..criteria import CRITERIA, Criterion
-from .batching import BatcherClosed, MicroBatcher
+from .batching import BatcherClosed, FairLock, MicroBatcher
 from .config import ServeConfig
 from .security import (
     ApiError,
@@ -51,6 +52,7 @@ from .security import (
     parse_flag,
     parse_object,
     place_box,
+    PixelBudget,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -113,9 +115,12 @@ async def _read_fields(request: Request, cfg: ServeConfig) -> dict[str, Any]:
     if ctype == "multipart/form-data":
         await request.body()  # read through the body cap before parsing
         try:
-            form = await request.form(max_files=2, max_fields=16, max_part_size=cfg.max_body_bytes)
+            form = await request.form(max_files=4, max_fields=16, max_part_size=cfg.max_body_bytes)
         except StarletteHTTPException as e:
             raise ApiError(422, "bad_multipart", f"multipart body cannot be parsed ({e.detail})") from None
+        repeated = sorted({k for k in form.keys() if len(form.getlist(k)) > 1})
+        if repeated:  # which one would count? refuse instead of silently taking the last
+            raise ApiError(422, "bad_multipart", f"form field(s) {', '.join(map(repr, repeated))} sent more than once; send each once")
         fields = {k: v for k, v in form.items()}
         image = fields.get("image")
         if image is None or image == "":
@@ -134,15 +139,52 @@ async def _read_fields(request: Request, cfg: ServeConfig) -> dict[str, Any]:
     )
 
 
-def _build_item(fields: dict[str, Any], cfg: ServeConfig) -> tuple[tuple, bool]:
-    """Validate everything but the image first (cheap), then decode the image and place the box."""
+def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecoding") -> tuple[tuple, bool]:
+    """Validate everything but the image first (cheap), then decode the image (scaled down to
+    the model's size while decoding) and place the box (given in the original's pixels)."""
     obj = parse_object(fields.get("object"), cfg.max_object_chars)
     box = parse_box(fields.get("box"))
     explain = parse_flag(fields.get("explain"), "explain")
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
-    image = load_image_bytes(fields["image"], cfg.max_image_pixels, cfg.allowed_formats)
-    pixel_box = place_box(box, image.size) if box is not None else None
+    image = decoding.load(fields["image"])
+    pixel_box = place_box(box, image.info.get("original_size", image.size), image.size) if box is not None else None
     return (image, obj, pixel_box, boxed), explain
+
+
+class ImageDecoding:
+    """How this server decodes uploads: the serve section's caps and formats, scaled down to
+    ``fit_pixels`` while decoding, at most ``cfg.decode_pixels_in_flight`` pixels at once, in
+    ``cfg.decode_workers`` threads of its own. Few threads matter as much as the budget: the C
+    allocator keeps a heap per thread that decoded a large image, so decoding on the server's
+    general thread pool (up to 40 threads) left gigabytes resident after a burst."""
+
+    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int]):
+        self.cfg = cfg
+        self.fit_pixels = fit_pixels
+        self.budget = PixelBudget(cfg.decode_pixels_in_flight)
+        self.executor = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="scenefit-decode")
+
+    async def run(self, fn: Callable, *args):
+        """``fn(*args)`` in the decoding threads (anything that decodes images goes through here)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    def load(self, raw: bytes):
+        return load_image_bytes(raw, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of scenefit.images.load_image_bytes (the chat route decodes with them)."""
+        return {"max_pixels": self.cfg.max_image_pixels, "allowed_formats": self.cfg.allowed_formats,
+                "fit_pixels": self.fit_pixels, "decode_budget": self.budget}
+
+
+def model_max_pixels(predictor: Any) -> Optional[int]:
+    """The most pixels the predictor's processor passes to the model (it scales larger images
+    down to it), or None when the predictor does not say."""
+    size = getattr(getattr(getattr(predictor, "processor", None), "image_processor", None), "size", None)
+    value = getattr(size, "longest_edge", None) if size is not None else None
+    if value is None and isinstance(size, dict):
+        value = size.get("longest_edge")
+    return int(value) if value else None
 
 
 class ChatDispatcher:
@@ -150,10 +192,10 @@ class ChatDispatcher:
     app serving the model it names (one per student adapter, one for the base), so the
     protocol code of :mod:`.openai_server` is used as is. No ``model`` -> ``default``."""
 
-    def __init__(self, apps: dict[str, Any], default: str, cfg: ServeConfig):
+    def __init__(self, apps: dict[str, Any], default: str, decoding: ImageDecoding):
         self.apps = apps
         self.default = default
-        self.cfg = cfg
+        self.decoding = decoding
 
     async def __call__(self, scope, receive, send) -> None:
         chunks, more = [], True
@@ -173,7 +215,7 @@ class ChatDispatcher:
             refusal = ApiError(404, "model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
         else:
             try:  # the same image checks as /v1/classify (pixel cap before decoding, formats)
-                await run_in_threadpool(_check_chat_images, parsed, self.cfg)
+                await self.decoding.run(_check_chat_images, parsed, self.decoding)
             except ApiError as e:
                 refusal = e
         if refusal is not None:
@@ -194,7 +236,7 @@ class ChatDispatcher:
         await target(scope, replay, send)
 
 
-def _check_chat_images(body: Any, cfg: ServeConfig) -> None:
+def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
     """Every ``image_url`` data URL of a chat body through the classify image checks."""
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return
@@ -207,12 +249,13 @@ def _check_chat_images(body: Any, cfg: ServeConfig) -> None:
             url = ref.get("url") if isinstance(ref, dict) else ref
             if isinstance(url, str) and url.startswith("data:"):
                 try:
-                    load_image_bytes(decode_base64_image(url), cfg.max_image_pixels, cfg.allowed_formats)
+                    decoding.load(decode_base64_image(url))
                 except ApiError as e:
                     raise ApiError(e.status_code, e.code, f"messages[{i}].content[{j}]: {e.message}") from None
 
 
-def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate) -> dict[str, Any]:
+def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate,
+               decoding: ImageDecoding) -> dict[str, Any]:
     from .openai_server import BatchingRunner, build_openai_app
 
     def generator(adapter: Optional[str]):
@@ -221,7 +264,9 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
     names: dict[str, Optional[str]] = {cfg.model_name(c): c for c in criteria}
     names[cfg.base_model_name] = None
     return {
-        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens)
+        name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens,
+                               max_tokens_limit=cfg.chat_max_tokens_limit, image_options=decoding.options(),
+                               decode=decoding.run)
         for name, adapter in names.items()
     }
 
@@ -233,15 +278,18 @@ def predictor_chat(predictor: Any) -> Optional[ChatGenerate]:
     if chat is None:
         return None
     from .openai_server import ChatReply
+    from .streaming import RequestWatch
 
     def generate(adapter: Optional[str], reqs: list) -> list:
         first = reqs[0]  # the batching runner only merges requests with equal decoding settings
         images = [im for r in reqs for im in r.images]
-        texts, counts = chat([r.conversation for r in reqs], images or None, adapter=adapter,
-                             max_new_tokens=first.max_tokens, temperature=first.temperature,
-                             top_p=first.top_p if first.top_p is not None else 1.0)
-        return [ChatReply(text=t, finish_reason="length" if n >= first.max_tokens else "stop", completion_tokens=n)
-                for t, n in zip(texts, counts)]
+        texts, counts, prompt_counts = chat([r.conversation for r in reqs], images or None, adapter=adapter,
+                                            max_new_tokens=first.max_tokens, temperature=first.temperature,
+                                            top_p=first.top_p if first.top_p is not None else 1.0,
+                                            stopping_criteria=[RequestWatch(reqs, predictor.tokenizer)])
+        return [ChatReply(text=t, finish_reason="length" if n >= first.max_tokens else "stop", prompt_tokens=p,
+                          completion_tokens=n)
+                for t, n, p in zip(texts, counts, prompt_counts)]
 
     return generate
 
@@ -253,17 +301,18 @@ def create_app(
     *,
     synthetic: bool = False,
     chat_generate: Optional[ChatGenerate] = None,
-    model_lock: Optional[threading.Lock] = None,
+    model_lock: Optional[Any] = None,
 ) -> FastAPI:
     """The FastAPI app around ``predictor``. ``model_lock`` serialises every use of the model
     (classify batches and chat generation share one base in memory)."""
     cfg = cfg or ServeConfig()
-    lock = model_lock or threading.Lock()
+    lock = model_lock or FairLock()  # classify and chat batches take turns, none starves
     if chat_generate is None:
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
     started = time.time()
+    decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
         with lock:
@@ -288,6 +337,7 @@ def create_app(
         max_concurrency=cfg.max_concurrency,
         retry_after_s=cfg.retry_after_s,
         timeout_s=cfg.request_timeout_s,
+        body_timeout_s=cfg.body_timeout_s,
         limited_paths=(CLASSIFY_PATH, CHAT_PATH),
         open_paths=("/", "/health", "/favicon.ico"),
         open_prefixes=("/static/",),
@@ -327,12 +377,14 @@ def create_app(
     async def metrics() -> dict[str, Any]:
         return {"batching": batcher.stats.to_json(), "queued": batcher.queued, **counters.to_json(),
                 "limits": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                           "max_concurrency": cfg.max_concurrency, "request_timeout_s": cfg.request_timeout_s}}
+                           "max_concurrency": cfg.max_concurrency, "request_timeout_s": cfg.request_timeout_s},
+                "decoding": {"fit_pixels": decoding.fit_pixels, "pixels_in_flight_limit": decoding.budget.limit,
+                             "pixels_in_flight_peak": decoding.budget.peak}}
 
     @app.post(CLASSIFY_PATH)
     async def classify(request: Request):
         fields = await _read_fields(request, cfg)
-        item, explain = await run_in_threadpool(_build_item, fields, cfg)
+        item, explain = await decoding.run(_build_item, fields, cfg, decoding)
         try:
             payload = await batcher.submit(item, explain)
         except BatcherClosed as e:
@@ -353,7 +405,7 @@ def create_app(
             with lock:
                 return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate), cfg.base_model_name, cfg)
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
         app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
 
     @app.get("/", include_in_schema=False)

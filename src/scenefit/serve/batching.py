@@ -178,3 +178,33 @@ class MicroBatcher:
             if not p.future.done():
                 p.future.set_exception(BatcherClosed("the server is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class FairLock:
+    """A lock handed out in arrival order (a ticket lock). The classify batcher and the chat
+    batchers each run in their own thread and share one model: with a plain Lock one of them
+    could win it again and again while another waits; here each waiter is at most one turn per
+    earlier waiter away from the model. ``waiting`` counts the threads queued for it."""
+
+    def __init__(self):
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @property
+    def waiting(self) -> int:
+        with self._turn:
+            return max(0, self._next_ticket - self._serving - 1)
+
+    def __enter__(self) -> "FairLock":
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+

@@ -11,7 +11,7 @@ variable named by ``api_token_env``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -50,11 +50,25 @@ class ServeConfig(StageConfig):
     request_timeout_s: float = Field(
         120.0, gt=0, description="A classify request still unanswered after this many seconds gets 504."
     )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A model request whose body has not fully arrived after this many seconds gets 408; "
+        "requests count against max_concurrency only once their body is read.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond it), base64 included."
     )
     max_image_pixels: int = Field(
         25_000_000, ge=1, description="Images declaring more pixels are refused before decoding (413)."
+    )
+    decode_max_pixels: Optional[int] = Field(
+        None, ge=1, description="Images over this many pixels are scaled down while decoding (JPEG in draft mode); "
+        "null = the model's own max_pixels (its processor would scale them down anyway).",
+    )
+    decode_pixels_in_flight: int = Field(
+        100_000_000, ge=1, description="Most image pixels being decoded at once across all requests (bounds memory).",
+    )
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="Threads that decode uploaded images (each keeps its own heap: few bound memory).",
     )
     allowed_formats: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FORMATS), description="Image formats accepted (Pillow names)."
@@ -62,6 +76,10 @@ class ServeConfig(StageConfig):
     max_object_chars: int = Field(100, ge=1, le=10_000, description="Longest object name accepted.")
     chat_max_tokens: int = Field(
         256, ge=1, le=8192, description="Answer length of /v1/chat/completions when a request gives no max_tokens."
+    )
+    chat_max_tokens_limit: int = Field(
+        512, ge=1, le=8192,
+        description="Largest max_tokens a chat request may ask for (400 beyond it): bounds how long one request holds the model.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level."
@@ -82,6 +100,8 @@ class ServeConfig(StageConfig):
                 f"max_batch ({self.max_batch}) exceeds max_concurrency ({self.max_concurrency}); "
                 "a batch can only merge admitted requests"
             )
+        if self.chat_max_tokens > self.chat_max_tokens_limit:
+            raise ValueError(f"chat_max_tokens ({self.chat_max_tokens}) exceeds chat_max_tokens_limit ({self.chat_max_tokens_limit})")
         return self
 
     def model_name(self, criterion: str) -> str:

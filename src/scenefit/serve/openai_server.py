@@ -13,14 +13,17 @@ the transformers chat format plus decoded PIL images) and answers with what the 
 returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
 :class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
 generate function (``scenefit serve --openai`` batches the model's ``generate()`` this way).
-Not supported: streaming, ``n`` > 1, tools.
+Streaming (``stream: true``) answers server-sent events in the OpenAI chunk format
+(:mod:`.streaming`). Not supported: ``n`` > 1, tools.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -29,7 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .security import log
 
 
 @dataclass
@@ -47,6 +53,11 @@ class ChatRequest:
     response_format: Optional[dict] = None
     body: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # the HTTP request headers, lower-case names
+    stream: bool = False
+    #: Set when nobody waits for the answer any more (client gone, timeout): its row stops.
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: Streaming: called from the generation thread with each new piece of text.
+    on_text: Optional[Callable[[str], None]] = field(default=None, repr=False)
 
     def decoding_key(self) -> tuple:
         """Requests with equal keys can share one batched generate() call."""
@@ -69,9 +80,10 @@ class BadRequest(ValueError):
     """A request the server refuses with 400 (message says which field and why)."""
 
 
-def decode_data_url(url: str):
+def decode_data_url(url: str, **image_options):
     """A PIL RGB image from a ``data:image/...;base64,`` URL, decoded with scenefit.images'
-    checks (format allow-list, pixel cap before decoding, full decode); BadRequest otherwise."""
+    checks (format allow-list, pixel cap before decoding, full decode; ``image_options`` are
+    :func:`scenefit.images.load_image_bytes` keywords); BadRequest otherwise."""
     from ..images import ImageError, load_image_bytes
 
     if not isinstance(url, str) or not url.startswith("data:"):
@@ -84,19 +96,27 @@ def decode_data_url(url: str):
     except (binascii.Error, ValueError) as e:
         raise BadRequest(f"image data URL is not valid base64 ({e})") from None
     try:
-        return load_image_bytes(raw, name="image data URL")
+        return load_image_bytes(raw, name="image data URL", **image_options)
     except ImageError as e:
         raise BadRequest(f"image data URL refused ({e.code}): {e.message}") from None
 
 
-def parse_chat_body(body: Any, default_max_tokens: int = 512) -> ChatRequest:
-    """Validate an OpenAI chat-completions body into a :class:`ChatRequest`."""
+def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: Optional[int] = None,
+                    image_options: Optional[dict] = None) -> ChatRequest:
+    """Validate an OpenAI chat-completions body into a :class:`ChatRequest` (``max_tokens``
+    above ``max_tokens_limit`` is refused, naming the limit)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if body.get("stream"):
-        raise BadRequest("stream=true is not supported by this server")
-    if int(body.get("n") or 1) != 1:
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise BadRequest(f"n must be an integer, got {n!r}")
+    if n not in (None, 1):
         raise BadRequest("only n=1 is supported")
+    if not isinstance(body.get("stream", False), (bool, type(None))):
+        raise BadRequest(f"stream must be true or false, got {body['stream']!r}")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("stream_options must be an object such as {\"include_usage\": true}")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
@@ -118,7 +138,7 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512) -> ChatRequest:
                     iu = p.get("image_url")
                     url = iu.get("url") if isinstance(iu, dict) else iu
                     try:
-                        images.append(decode_data_url(url))
+                        images.append(decode_data_url(url, **(image_options or {})))
                     except BadRequest as e:
                         raise BadRequest(f"messages[{i}].content[{j}]: {e}") from None
                     parts.append({"type": "image"})
@@ -136,9 +156,12 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512) -> ChatRequest:
         raise BadRequest(f"bad decoding parameter ({e})") from None
     if max_tokens < 1 or temperature < 0:
         raise BadRequest("max_tokens must be >= 1 and temperature >= 0")
+    if max_tokens_limit is not None and max_tokens > max_tokens_limit:
+        raise BadRequest(f"max_tokens {max_tokens} exceeds this server's limit of {max_tokens_limit}")
     return ChatRequest(
         model=str(body.get("model") or ""), conversation=conversation, images=images, max_tokens=max_tokens,
         temperature=temperature, top_p=top_p, seed=seed, response_format=body.get("response_format"), body=body,
+        stream=bool(body.get("stream")),
     )
 
 
@@ -146,8 +169,16 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
 
 
-def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512) -> APIRouter:
-    """``POST /v1/chat/completions`` and ``GET /v1/models`` answering with ``runner``."""
+def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
+                        max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None,
+                        decode: Optional[Callable[..., Awaitable[Any]]] = None) -> APIRouter:
+    """``POST /v1/chat/completions`` (plain or streamed) and ``GET /v1/models`` answering with
+    ``runner``. A request whose client disconnects is cancelled (its generation stops).
+    ``image_options``: :func:`scenefit.images.load_image_bytes` keywords for the data URLs;
+    ``decode(fn, *args)``: where to run the parsing that decodes them (default: the thread pool)."""
+    decode = decode or run_in_threadpool
+    from .streaming import ClientGone, sse_chunks, unless_client_leaves, usage
+
     router = APIRouter()
     created = int(time.time())
 
@@ -162,14 +193,20 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except Exception:
             return _error(400, "request body is not valid JSON")
         try:
-            req = parse_chat_body(body, default_max_tokens)
+            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
         except BadRequest as e:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
         if req.model and req.model != model_name:
             return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error")
+        if req.stream:
+            return StreamingResponse(sse_chunks(req, runner, model_name), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         try:
-            reply = await runner(req)
+            reply = await unless_client_leaves(request.receive, runner(req))
+        except ClientGone:
+            log.info("client of a chat request for %s left before its answer; generation stopped", model_name)
+            return Response(status_code=499)  # nobody reads it; the connection is gone
         except HTTPException:
             raise
         except Exception as e:  # the model failed: a server error the client may retry
@@ -180,20 +217,18 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
             "created": int(time.time()),
             "model": model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}],
-            "usage": {
-                "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": reply.completion_tokens,
-                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-            },
+            "usage": usage(reply),
         }
         return JSONResponse(payload, headers={"X-Scenefit-Batch": str(reply.batch_size)})
 
     return router
 
 
-def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: int = 512) -> FastAPI:
+def build_openai_app(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
+                     max_tokens_limit: Optional[int] = None, image_options: Optional[dict] = None,
+                     decode: Optional[Callable[..., Awaitable[Any]]] = None) -> FastAPI:
     app = FastAPI(title="scenefit OpenAI-compatible server", docs_url=None, redoc_url=None)
-    app.include_router(build_openai_router(runner, model_name, default_max_tokens))
+    app.include_router(build_openai_router(runner, model_name, default_max_tokens, max_tokens_limit, image_options, decode))
     return app
 
 
@@ -217,7 +252,11 @@ class BatchingRunner:
         return replies
 
     async def __call__(self, req: ChatRequest) -> ChatReply:
-        return await self._batcher.submit(req, req.decoding_key())
+        try:
+            return await self._batcher.submit(req, req.decoding_key())
+        except asyncio.CancelledError:  # nobody waits any more: stop its row if it is generating
+            req.cancel.set()
+            raise
 
 
 def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = None, dtype: str = "auto",
@@ -226,13 +265,16 @@ def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = Non
     from ..modeling import load_model, load_processor
     from ..teachers.transformers_backend import generate_chat
 
+    from .streaming import RequestWatch
+
     processor = load_processor(model_dir, max_pixels=max_pixels, padding_side="left")
     model = load_model(model_dir, dtype=dtype, device=device)
 
     def generate(reqs: list[ChatRequest]) -> list[ChatReply]:
         first = reqs[0]
         outs = generate_chat(model, processor, [r.conversation for r in reqs], [r.images for r in reqs],
-                             max_new_tokens=first.max_tokens, temperature=first.temperature, top_p=first.top_p, seed=first.seed)
+                             max_new_tokens=first.max_tokens, temperature=first.temperature, top_p=first.top_p, seed=first.seed,
+                             stopping_criteria=[RequestWatch(reqs, processor.tokenizer)])
         return [ChatReply(o["text"], o["finish_reason"], o["prompt_tokens"], o["completion_tokens"]) for o in outs]
 
     return BatchingRunner(generate, max_batch=max_batch)
@@ -248,21 +290,45 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def _uvicorn_server(app, log_level: str):
+def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]] = None):
+    """A uvicorn server that calls ``on_started()`` once its sockets accept connections (its
+    startup complete), so whoever waits for the announcement never meets a refused connection."""
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-    return uvicorn.Server(config)
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if on_started is not None and self.started and not self.should_exit:
+                on_started()
+
+    class JsonErrorH11Protocol(H11Protocol):
+        """Requests the HTTP parser itself refuses (``Content-Length: abc``, broken headers)
+        get the JSON error shape of every other refusal, not uvicorn's plain text."""
+
+        def send_400_response(self, msg: str) -> None:
+            import h11
+
+            body = json.dumps({"error": {"code": "bad_http_request", "message": msg}}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+                            http=JsonErrorH11Protocol)
+    return AnnouncingServer(config)
 
 
 def run_app(app, host: str = "127.0.0.1", port: int = 0, on_ready: Optional[Callable[[str], None]] = None,
             log_level: str = "warning") -> None:
-    """Serve ``app`` until interrupted; ``on_ready(base_url)`` runs once the port is bound."""
+    """Serve ``app`` until interrupted; ``on_ready(base_url)`` runs once the server listens
+    (port 0: the port the system picked), never before."""
     sock = bind_socket(host, port)
     base = f"http://{host}:{sock.getsockname()[1]}"
-    server = _uvicorn_server(app, log_level)
-    if on_ready:
-        on_ready(base)
+    server = _uvicorn_server(app, log_level, (lambda: on_ready(base)) if on_ready else None)
     server.run(sockets=[sock])
 
 
@@ -271,14 +337,14 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str 
     """Run ``app`` in a background thread for the ``with`` block; yields its base URL
     (``http://127.0.0.1:PORT``). Used by tests and benchmarks."""
     sock = bind_socket(host, port)
-    server = _uvicorn_server(app, log_level)
+    listening = threading.Event()
+    server = _uvicorn_server(app, log_level, listening.set)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
+    deadline = time.monotonic() + 120  # generous: a busy machine starts slowly, but it starts
+    while not listening.wait(0.05):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("loopback server did not start")
-        time.sleep(0.01)
+            raise RuntimeError("loopback server did not start listening")
     try:
         yield f"http://{host}:{sock.getsockname()[1]}"
     finally:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
+import logging
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
@@ -24,7 +27,9 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 from fastapi import HTTPException
 
 from .. import images
-from ..images import ImageError, clip_box
+from ..images import ImageError, check_box
+
+log = logging.getLogger("uvicorn.error")  # the server's own log, configured by uvicorn at its log level
 
 #: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
 IMAGE_ERROR_STATUS: dict[str, int] = {
@@ -37,6 +42,7 @@ IMAGE_ERROR_STATUS: dict[str, int] = {
     "truncated": 422,
     "corrupt": 422,
     "box_outside": 422,
+    "bad_box": 422,
     "not_found": 422,
     "unreadable": 422,
 }
@@ -111,9 +117,11 @@ class GuardMiddleware:
     * ``open_paths`` / ``open_prefixes`` need no token (health check, the web page's files).
     * A declared ``Content-Length`` over the cap is refused before reading; a body streamed
       without one is counted as it arrives and refused the moment it passes the cap.
-    * ``limited_paths`` (the model routes) are admitted up to ``max_concurrency`` at once; the
-      next one gets 429 with ``Retry-After`` instead of queueing without bound.
-    * A limited request unanswered after ``timeout_s`` gets 504 (its queued work is cancelled).
+    * ``limited_paths`` (the model routes) are read whole first (408 after ``body_timeout_s``),
+      then admitted up to ``max_concurrency`` at once; the next one gets 429 with
+      ``Retry-After`` instead of queueing without bound. A slow body never holds a slot.
+    * An admitted request unanswered after ``timeout_s`` gets 504 (its work is cancelled).
+    * A client that leaves costs one log line, not a traceback.
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class GuardMiddleware:
         max_concurrency: int,
         retry_after_s: int,
         timeout_s: float,
+        body_timeout_s: float = 30.0,
         limited_paths: Iterable[str],
         open_paths: Iterable[str] = (),
         open_prefixes: Sequence[str] = (),
@@ -136,6 +145,7 @@ class GuardMiddleware:
         self.max_concurrency = max_concurrency
         self.retry_after_s = retry_after_s
         self.timeout_s = timeout_s
+        self.body_timeout_s = body_timeout_s
         self.limited_paths = frozenset(limited_paths)
         self.open_paths = frozenset(open_paths)
         self.open_prefixes = tuple(open_prefixes)
@@ -173,9 +183,22 @@ class GuardMiddleware:
             if too_big:
                 await self._refuse(send, BodyTooLarge(self.max_body_bytes))
                 return
-        receive = self._counting(receive)
         if path not in self.limited_paths:
-            await self.app(scope, receive, send)
+            await self.app(scope, self._counting(receive), send)
+            return
+        # A request counts against max_concurrency only once its whole body is here, so slow
+        # senders wait in the body-read timeout, not in the model's slots.
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            await self._refuse(send, ApiError(
+                408, "body_timeout", f"the request body did not arrive within {self.body_timeout_s:g} s"))
+            return
+        except BodyTooLarge as e:
+            await self._refuse(send, e)
+            return
+        if body is None:
+            log.info("%s %s: the client left while sending its body", scope.get("method"), path)
             return
         counters = self.counters
         if counters.in_flight >= self.max_concurrency:
@@ -200,15 +223,33 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.timeout_s)
+            await asyncio.wait_for(self.app(scope, _replay(body, receive), tracking_send), self.timeout_s)
         except asyncio.TimeoutError:
-            if started:
-                raise
-            await self._refuse(
-                send, ApiError(504, "timeout", f"the request was not answered within {self.timeout_s:g} s")
-            )
+            if not started:
+                await self._refuse(
+                    send, ApiError(504, "timeout", f"the request was not answered within {self.timeout_s:g} s")
+                )
+            else:  # a stream cut by the timeout: end it cleanly, say so in one line
+                log.info("%s %s: answer cut after %g s (request_timeout_s)", scope.get("method"), path, self.timeout_s)
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             counters.in_flight -= 1
+
+    async def _read_body(self, receive) -> Optional[bytes]:
+        """The whole body (BodyTooLarge past the cap); None when the client disconnected."""
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                raise BodyTooLarge(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _counting(self, receive) -> Callable[[], Awaitable[dict]]:
         seen = 0
@@ -224,6 +265,21 @@ class GuardMiddleware:
             return message
 
         return counted
+
+
+def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
+    """A receive() that gives the already read ``body`` once, then the connection's own
+    messages (so the app still hears of a disconnect)."""
+    given = False
+
+    async def replay() -> dict:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 # --------------------------------------------------------------------------- request fields
@@ -246,13 +302,42 @@ def decode_base64_image(data: str) -> bytes:
     return raw
 
 
-def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]):
+def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str],
+                     fit_pixels: Optional[int] = None, decode_budget: Optional["PixelBudget"] = None):
     """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
-    before decoding, full decode); an ImageError becomes the API error of its code."""
+    before decoding, full decode, scaled down to ``fit_pixels`` while decoding, decoded pixels
+    held in ``decode_budget``); an ImageError becomes the API error of its code."""
     try:
-        return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats)
+        return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats,
+                                       fit_pixels=fit_pixels, decode_budget=decode_budget)
     except ImageError as e:
         raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, e.message) from None
+
+
+class PixelBudget:
+    """Bounds the pixels being decoded at once across all requests (decoding runs in worker
+    threads): :meth:`hold` waits until ``limit`` has room. An image larger than the whole budget
+    waits until it decodes alone. ``peak`` is what /v1/metrics reports."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self._room = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        need = min(pixels, self.limit)
+        with self._room:
+            self._room.wait_for(lambda: self.in_use + need <= self.limit)
+            self.in_use += need
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._room:
+                self.in_use -= need
+                self._room.notify_all()
 
 
 def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
@@ -285,15 +370,24 @@ def _finite(v: float) -> bool:
     return v == v and v not in (float("inf"), float("-inf"))
 
 
-def place_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box in whole pixels on an image of ``size``. As everywhere in scenefit (ingest, the
-    predictor), a box reaching past an edge is clipped to the image; a box with nothing on the
-    image is refused: 422 ``box_outside``, naming the box and the image size."""
+def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
+              image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
+    """The box in whole pixels on an image of ``size``, by scenefit's one box rule
+    (:func:`scenefit.images.check_box`, as in ingest): past the right/bottom
+    edge clipped, negative or sub-pixel refused (``bad_box``), nothing on the image refused
+    (``box_outside``, naming the box and the image size). ``image_size``: the size the image was
+    scaled down to while decoding; the box is scaled with it."""
     try:
-        return clip_box(box, size)
+        x0, y0, x1, y1 = check_box(box, size)
     except ImageError as e:
         w, h = size
-        raise ApiError(422, e.code, f"{e.message} (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)") from None
+        hint = f" (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)" if e.code == "box_outside" else ""
+        raise ApiError(422, e.code, e.message + hint) from None
+    if image_size is None or tuple(image_size) == tuple(size):
+        return x0, y0, x1, y1
+    sx, sy = image_size[0] / size[0], image_size[1] / size[1]
+    nx0, ny0 = int(x0 * sx), int(y0 * sy)  # a box never shrinks below one pixel when scaled
+    return nx0, ny0, max(nx0 + 1, min(image_size[0], round(x1 * sx))), max(ny0 + 1, min(image_size[1], round(y1 * sy)))
 
 
 def parse_flag(value: Any, name: str) -> bool:

@@ -30,10 +30,12 @@ def generate_chat(
     temperature: float = 0.0,
     top_p: Optional[float] = None,
     seed: Optional[int] = None,
+    stopping_criteria: Optional[list] = None,
 ) -> list[dict[str, Any]]:
     """One batched ``generate()`` over chat conversations (HF message format, ``{"type":
     "image"}`` placeholders matched in order by ``images[i]``). Returns per conversation
-    ``text``, ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` (stop|length)."""
+    ``text``, ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` (stop|length).
+    ``stopping_criteria``: extra transformers stopping criteria (the server's, per row)."""
     import torch
 
     tok = processor.tokenizer
@@ -51,6 +53,8 @@ def generate_chat(
     else:
         # greedy is plain argmax (the stock Qwen2.5-VL config's repetition_penalty 1.05 left out)
         gen.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
+    if stopping_criteria:
+        gen["stopping_criteria"] = list(stopping_criteria)
     if seed is not None:
         torch.manual_seed(int(seed))
     with torch.inference_mode():
