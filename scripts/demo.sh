@@ -57,7 +57,7 @@ run_stage() {
 }
 
 echo "scenefit demo: the whole pipeline on the SYNTHETIC world (procedurally drawn scenes, simulated"
-echo "teachers, a tiny random Qwen2.5-VL) on CPU — a test bed, not a result on real data."
+echo "teachers, a tiny Qwen2.5-VL built here) on CPU — a test bed, not a result on real data."
 echo "Outputs: $D/   each stage's full log: $D/logs/"
 echo
 run_stage 1 model "tiny Qwen2.5-VL (local tokenizer; ~1 min of vision perception and ~30 s of catalog-knowledge pretraining)" \
