@@ -131,6 +131,7 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
                                                   student_predictor=student, baseline_predictor=base)
     saved = json.loads(json_path.read_text())
     assert saved["synthetic"] is True and saved["notice"] == SYNTHETIC_NOTICE
+    _headline_fits_80_columns(saved)
     n = len(ids)
     for c in ("location", "size", "co_occurrence", "fused"):
         for key in CONTRACT_KEYS:
@@ -270,3 +271,29 @@ def test_shortcut_uses_only_originals_of_scenes_in_the_evaluated_split():
     # no groups to match (real originals without them): all are used, and the metrics say why
     kept, how = originals_in_split([Sample(id="o", image="x.png", object="cow", box=(1, 1, 5, 5))], ["scene1"])
     assert len(kept) == 1 and how["unseen_scenes_only"] is False and "all originals used" in how["reason"]
+
+
+def _headline_fits_80_columns(metrics: dict) -> None:
+    """The CLI headline (also the demo's last lines) reads on an 80-column terminal: per
+    criterion and reference, balanced accuracy and accuracy each with an interval, the
+    majority-class rate beside them, nothing cut."""
+    import io
+
+    from rich.console import Console
+
+    import scenefit.cli.evaluate as evaluate_cli
+
+    out = io.StringIO()
+    real = evaluate_cli.console
+    evaluate_cli.console = Console(file=out, width=80, color_system=None)
+    try:
+        evaluate_cli.print_headline(metrics)
+    finally:
+        evaluate_cli.console = real
+    lines = out.getvalue().splitlines()
+    assert lines and max(len(line) for line in lines) <= 80 and "…" not in out.getvalue()
+    loc = metrics["location"]
+    row = next(line for line in lines if line.startswith("location") and " truth " in line)
+    lo, hi = loc["balanced_accuracy_vs_truth_ci95"]
+    assert f"{100 * loc['balanced_accuracy_vs_truth']:.1f}% [{100 * lo:.0f}–{100 * hi:.0f}]" in row
+    assert f"{100 * loc['majority_rate_vs_truth']:.1f}%" in row

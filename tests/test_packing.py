@@ -10,7 +10,6 @@ mask) is the control that shows the comparison can fail.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

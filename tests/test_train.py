@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scenefit.config import ConfigError, load_project, resolve
+from scenefit.config import load_project, resolve
 from scenefit.criteria import Criterion, Label
 from scenefit.formats import DECISION_PREFIX, render_student_answer
 from scenefit.train.config import LoraSettings, TrainConfig

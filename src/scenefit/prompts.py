@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from .criteria import Criterion, Label
+from .criteria import Criterion
 
 _PACKAGE_FILES = resources.files("scenefit") / "prompts"
 

@@ -84,25 +84,38 @@ def evaluate_cmd(
 
 
 def print_headline(metrics: dict) -> None:
-    """The headline table on stderr: per criterion and reference (teacher labels, truth when
-    known), accuracy with its 95 % interval, the majority-class rate, balanced accuracy,
-    macro-F1, the untrained baseline's, and the unparseable count."""
+    """The headline on stderr, narrow enough for an 80-column terminal: per criterion and
+    reference (teacher labels, truth when known), balanced accuracy and accuracy, each with its
+    95 % interval, the majority-class rate beside them, and the untrained base's balanced
+    accuracy; unparseable answers are counted below. metrics.json and the report hold the rest
+    (macro-F1, the baseline's accuracy with its interval, per-label scores)."""
+    from rich import box
     from rich.table import Table
 
-    from ..evaluate.report import HEADLINE_HEADER, headline_cells, headline_rows
+    from ..evaluate.metrics import headline_key
+    from ..evaluate.report import headline_rows, pct_ci
 
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"
 
     rows = headline_rows(metrics)
     refs = [("", "teacher")] + ([("_vs_truth", "truth")] if any(r["accuracy_vs_truth"] is not None for r in rows) else [])
-    t = Table(title=f"students on {metrics.get('split')}" + (" (SYNTHETIC)" if metrics.get("synthetic") else ""))
-    for col in ("criterion", "vs", "n", *HEADLINE_HEADER, "unparseable"):
-        t.add_column(col, justify="left" if col in ("criterion", "vs") else "right")
+    t = Table(title=f"students on {metrics.get('split')}" + (" (SYNTHETIC)" if metrics.get("synthetic") else ""),
+              box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    for col in ("criterion", "vs", "n", "balanced\n[95% CI]", "accuracy\n[95% CI]", "majority", "base"):
+        t.add_column(col, justify="left" if col in ("criterion", "vs") else "right", no_wrap=True)
     for r in rows:
         for suffix, ref in refs:
-            t.add_row(r["criterion"], ref, str(r["n"]), *headline_cells(r, suffix), str(r["unparseable"]))
+            g = lambda key, prefix="": r.get(headline_key(key, prefix, suffix))  # noqa: E731
+            t.add_row(r["criterion"], ref, str(r["n"]), pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95"), "%", 0),
+                      pct_ci(g("accuracy"), g("accuracy_ci95"), "%", 0), pct(g("majority_rate")),
+                      pct(g("balanced_accuracy", "baseline_")))
     console.print(t)
+    console.print("base: the untrained base model's balanced accuracy; majority: the share of the commonest label "
+                  "(what always answering it scores)")
+    unparseable = {r["criterion"]: r["unparseable"] for r in rows if r.get("unparseable")}
+    if unparseable:
+        console.print("unparseable answers (counted wrong): " + ", ".join(f"{k} {v}" for k, v in unparseable.items()))
     sc = metrics.get("shortcut") or {}
     if sc.get("available"):
         order = [*metrics.get("criteria", []), "fused"]

@@ -32,11 +32,11 @@ def _pct(x: Optional[float]) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def pct_ci(x: Optional[float], ci: Optional[Sequence[float]], unit: str = " %") -> str:
-    """A share with its 95 % interval: "91.2 % [88.0–93.6]"."""
+def pct_ci(x: Optional[float], ci: Optional[Sequence[float]], unit: str = " %", ci_digits: int = 1) -> str:
+    """A share with its 95 % interval: "91.2 % [88.0–93.6]" (``ci_digits`` 0: "91.2% [88–94]")."""
     if x is None:
         return "–"
-    return f"{100 * x:.1f}{unit}" + (f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else "")
+    return f"{100 * x:.1f}{unit}" + (f" [{100 * ci[0]:.{ci_digits}f}–{100 * ci[1]:.{ci_digits}f}]" if ci else "")
 
 
 def _num(x: Optional[float], digits: int = 3) -> str:

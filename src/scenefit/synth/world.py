@@ -46,7 +46,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,6 +55,9 @@ from ..config import StageConfig
 from ..criteria import CRITERIA, Criterion, Label, fuse
 from ..records import Sample
 from .catalog import BOX_RED, CATEGORIES, PERSON, PERSON_ASPECT, SCENES, home_categories
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 FORMAT_VERSION = 1
 Range = tuple[float, float]
@@ -466,7 +469,7 @@ def summarize(cfg: WorldConfig, samples: list[Sample], originals: list[Sample]) 
     }
 
 
-def draw_pictures(cfg: WorldConfig) -> list[tuple["Image.Image", dict]]:
+def draw_pictures(cfg: WorldConfig) -> list[tuple[Image.Image, dict]]:
     """A world's pictures in memory with their layouts, drawn in a temporary folder (the tiny
     model's pretraining draws worlds of its own seeds this way; nothing is left on disk)."""
     import tempfile
