@@ -43,7 +43,7 @@ def batch(tmp_path) -> dict:
     noise_image(40, 30).save(data / "boxed.png")
     rows = [
         {"id": "good1", "image": "good1.png", "object": "zebra", "box": [8, 6, 40, 30]},
-        {"id": "good2", "image": "good2.jpg", "object": "cow", "box": [50, 40, 90, 70]},  # overhangs: clipped
+        {"id": "good2", "image": "good2.jpg", "object": "cow", "box": [40, 30, 70, 52]},  # overhangs a little: clipped
         {"id": "pre", "image": "boxed.png", "object": "dog", "boxed": True},
         {"id": "outside", "image": "good1.png", "object": "cat", "box": [100, 100, 120, 120]},
     ]
@@ -89,7 +89,7 @@ def test_batch_keeps_good_samples_and_names_each_bad_one(batch, tmp_path):
     assert not red[9:27, 11:37].any() and not red[:5].any()  # interior and outside untouched
     assert by_id["good1"].box == (8, 6, 40, 30)
 
-    assert by_id["good2"].box == (50, 40, 64, 48)  # clipped to the 64x48 image, as drawn
+    assert by_id["good2"].box == (40, 30, 64, 48)  # clipped to the 64x48 image, as drawn
     assert result.clipped == 1 and result.drawn == 2
 
     # already-boxed image: validated, referenced in place, not copied

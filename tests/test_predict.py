@@ -300,12 +300,16 @@ def test_bad_items_are_reported_and_the_rest_goes_on(random_head, tmp_path):
         (boxed_path, "cow", None, True),
         "nonsense",
         {"image": good, "object": "dog", "box": [0, 0, 50, 50], "id": "pil"},
+        (good_path, "cow", "nan,0,10,10"),      # used to pass parsing and crash the whole batch
+        (good_path, "cow", (80, 60, 200, 160)),  # 9 % on the 100x80 image: refused, not clipped to a sliver
+        (good_path, "cow", (80, 60, 100, 95)),   # a small overshoot (57 % on the image): clipped and judged
     ]
     out = random_head.predict(items)
     assert len(out) == len(items)
     codes = [p.error["code"] if p.error else None for p in out]
     assert codes == [None, "not_found", "box_outside", "missing_object", "not_image", "missing_box", "bad_box", None,
-                     "bad_item", None]
+                     "bad_item", None, "bad_box", "box_outside", None]
+    assert "not a finite number" in out[10].error["message"] and "mostly outside" in out[11].error["message"]
     assert "missing.png" in out[1].error["message"] and out[9].id == "pil"
     assert out[1].to_json() == {"error": out[1].error}
     assert out[0].final is not None and out[7].final is not None

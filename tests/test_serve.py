@@ -238,6 +238,10 @@ def test_decompression_bomb_is_refused_before_decoding(server):
 def test_box_outside_the_image_is_422(server, fake):
     r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((64, 48))), "object": "dog", "box": [70, 10, 90, 40]})
     assert_error(r, 422, "box_outside", "64x48", "(70, 10, 90, 40)")
+    # mostly outside (a 300,200,900,700 box on a 320x240 photo): refused, never clipped to a sliver
+    r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((320, 240))), "object": "dog",
+                                                          "box": [300, 200, 900, 700]})
+    assert_error(r, 422, "box_outside", "mostly outside", "320x240")
     # One box rule with ingest (scenefit.images.clip_box): a negative coordinate is refused as the
     # manifest refuses it, so is a box under one pixel; past the right/bottom edge is clipped.
     for negative in ("-20,-9,-5,-1", "-10,-10,50,50"):
@@ -246,7 +250,7 @@ def test_box_outside_the_image_is_422(server, fake):
         assert_error(r, 422, "bad_box", "negative coordinate")
     r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes()), "object": "dog", "box": [10.2, 10.2, 10.4, 10.4]})
     assert_error(r, 422, "bad_box", "less than one whole pixel")
-    r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((64, 48))), "object": "dog", "box": [50, 3, 90, 60]})
+    r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((64, 48))), "object": "dog", "box": [50, 3, 70, 50]})
     assert r.status_code == 200, r.text
     assert fake.items[-1][2] == (50, 3, 64, 48)
     for bad in ([1, 2, 3], [10, 10, 5, 20], "a,b,c,d", [0, 0, float("nan"), 4]):

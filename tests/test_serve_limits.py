@@ -243,8 +243,10 @@ def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeyp
 @pytest.mark.parametrize("box, result", [
     ([-10, -10, 50, 50], "bad_box"),          # serve used to clip this; the manifest refuses it
     ([10.2, 10.2, 10.4, 10.4], "bad_box"),    # inside the image, but under one pixel
-    ([50, 3, 90, 60], (50, 3, 64, 48)),       # past the right/bottom edge: clipped
+    ([50, 3, 70, 50], (50, 3, 64, 48)),       # a small overshoot past the right/bottom edge: clipped
+    ([50, 3, 90, 60], "box_outside"),         # 28 % on the image: mostly outside, refused
     ([70, 10, 90, 40], "box_outside"),
+    ([float("nan"), 0, 10, 10], "bad_box"),   # not a number
 ])
 def test_one_box_rule_for_ingest_and_serve(box, result):
     from scenefit.images import ImageError, check_box

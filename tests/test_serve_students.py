@@ -26,6 +26,7 @@ pytest.importorskip("fastapi")
 
 from scenefit.criteria import Label, fuse  # noqa: E402
 from scenefit.cli.predict import demo_students  # noqa: E402
+from scenefit import SYNTHETIC_NOTICE  # noqa: E402
 from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
@@ -90,6 +91,7 @@ def auth() -> dict[str, str]:
 
 def assert_same(served: dict, direct: dict) -> None:
     assert set(served["criteria"]) == set(CRITERIA)
+    assert served["notice"] == SYNTHETIC_NOTICE  # toy students: the test bed says so
     for c in CRITERIA:
         s, d = served["criteria"][c], direct["criteria"][c]
         # Probabilities within P_TOL; labels only where the decision is not a coin toss.
@@ -105,7 +107,8 @@ def test_models_and_health(live, predictor):
     with httpx.Client(base_url=live, timeout=60) as c:
         health = c.get("/health").json()
         assert health["status"] == "ok" and health["auth"] is True
-        assert health["synthetic"] == is_synthetic(predictor)
+        # toy students are the test bed's: served with the SYNTHETIC notice, as predict shows them
+        assert health["synthetic"] is True and is_synthetic(predictor)
         ids = [m["id"] for m in c.get("/v1/models", headers=auth()).json()["data"]]
     assert ids == ["scenefit-location", "scenefit-size", "scenefit-co_occurrence", "scenefit-base"]
 

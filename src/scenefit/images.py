@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -244,18 +245,32 @@ def load_image_bytes(
     return _finish(im, name, fit_pixels, decode_budget)
 
 
+#: A user's box must have at least this share of its area on the image; a smaller overshoot past
+#: the right or bottom edge is clipped, a box mostly outside is refused (clipping it would judge a
+#: sliver of something else).
+MIN_BOX_INSIDE = 0.5
+
+
 def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The one rule for a box given by a user (ingest's manifest rows, serve's requests):
-    (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h). A negative coordinate is refused
-    (``bad_box``), so is a box under one whole pixel once rounded; past the right or bottom
-    edge it is clipped (:func:`clip_box`); nothing left on the image is ``box_outside``."""
+    """The one rule for a box given by a user (ingest's manifest rows, serve's requests,
+    predict's items): (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h). A coordinate that
+    is not a finite number or is negative is refused (``bad_box``), so is a box under one whole
+    pixel once rounded; a box with less than :data:`MIN_BOX_INSIDE` of its area on the image is
+    ``box_outside``; a smaller overshoot past the right or bottom edge is clipped."""
     values = [float(v) for v in box]
+    if not all(math.isfinite(v) for v in values):
+        raise ImageError("bad_box", f"box {tuple(box)} holds a value that is not a finite number")
     if min(values) < 0:
         raise ImageError("bad_box", f"box {tuple(box)} has a negative coordinate (boxes are in pixels from the top left)")
     x0, y0, x1, y1 = (int(round(v)) for v in values)
     if x1 <= x0 or y1 <= y0:
         raise ImageError("bad_box", f"box {tuple(box)} covers less than one whole pixel")
-    return clip_box(box, size)
+    cx0, cy0, cx1, cy1 = clip_box(box, size)
+    inside = (cx1 - cx0) * (cy1 - cy0) / ((x1 - x0) * (y1 - y0))
+    if inside < MIN_BOX_INSIDE:
+        raise ImageError("box_outside", f"box {(x0, y0, x1, y1)} lies mostly outside the {size[0]}x{size[1]} image "
+                                        f"(only {inside:.0%} of it is on the image)")
+    return cx0, cy0, cx1, cy1
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:

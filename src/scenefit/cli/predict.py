@@ -129,7 +129,7 @@ def predict_cmd(
     except (StudentError, OSError, ValueError) as e:
         fail(str(e))
         return
-    if any(s.meta.get("toy") or s.meta.get("synthetic") for s in predictor.students.values()):
+    if any(s.synthetic for s in predictor.students.values()):
         synthetic = True
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

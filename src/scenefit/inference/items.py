@@ -11,6 +11,7 @@ the image is refused (code ``box_outside``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 from PIL import Image
 
-from ..images import REASON_CODES, ImageError, clip_box, draw_box, load_image
+from ..images import REASON_CODES, ImageError, check_box, draw_box, load_image
 from ..records import Sample
 
 #: Reason codes of a refused item: the image codes of scenefit.images plus the item's own.
@@ -70,6 +71,8 @@ def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
         raise ItemError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1") from None
     if len(nums) != 4:
         raise ItemError("bad_box", f"box {value!r} needs 4 numbers (x0,y0,x1,y1), got {len(nums)}")
+    if not all(math.isfinite(v) for v in nums):
+        raise ItemError("bad_box", f"box {value!r} holds a value that is not a finite number")
     if nums[2] <= nums[0] or nums[3] <= nums[1]:
         raise ItemError("bad_box", f"box {value!r} is empty or inverted (need x1 > x0 and y1 > y0)")
     return nums  # type: ignore[return-value]
@@ -123,9 +126,9 @@ def prepare_image(item: PredictItem, box_width: int = 3, box_color: Sequence[int
             image = load_image(item.image, **kwargs)
         else:
             raise ItemError("bad_item", f"{where}: image must be a path or a PIL image, got {type(item.image).__name__}")
+        if box is not None:
+            box = check_box(box, image.size)  # ingest's and serve's rule: a known box must lie on the image
         if item.boxed:
-            if box is not None:
-                clip_box(box, image.size)  # a known box must still lie on the image
             return image.convert("RGB") if image.mode != "RGB" else image
         return draw_box(image, box, width=box_width, color=tuple(box_color))
     except ImageError as e:

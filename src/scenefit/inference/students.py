@@ -40,6 +40,12 @@ class StudentInfo:
     adapter_config: dict = field(default_factory=dict)
 
     @property
+    def synthetic(self) -> bool:
+        """Trained on the synthetic world, or a toy student of the test bed: what it says carries
+        the SYNTHETIC notice wherever it is shown (predict, serve)."""
+        return bool(self.meta.get("synthetic") or self.meta.get("toy"))
+
+    @property
     def rank(self) -> int:
         ranks = [int(self.adapter_config.get("r", 0) or 0)]
         ranks += [int(v) for v in (self.adapter_config.get("rank_pattern") or {}).values()]

@@ -419,7 +419,7 @@ def create_app(
 
 def is_synthetic(predictor: Any) -> bool:
     """True when any loaded student says it was trained on the synthetic world."""
-    return any(bool(getattr(info, "meta", {}).get("synthetic")) for info in getattr(predictor, "students", {}).values())
+    return any(getattr(info, "synthetic", False) for info in getattr(predictor, "students", {}).values())
 
 
 def serve_students(
