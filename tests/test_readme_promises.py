@@ -1,11 +1,8 @@
 """README promises about behaviour (not just shipped files) that no other test checked: each test
-names the README section it holds to, and fails if that sentence stopped being true.
+names the README section it holds to, and fails if that sentence stopped being true. Training
+and serving promises have files of their own (test_readme_promises_train/_serve.py).
 
     .venv/bin/python -m pytest tests/test_readme_promises.py -q
-
-Cheap by design: the training checks share one early-stopped 4-step run of the tiny model; the
-server checks use the fake predictor of tests/test_serve.py; predict and evaluate use the
-session's random-head students.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""README promises about behaviour (not just shipped files) that no other test checked: each test
-names the README section it holds to, and fails if that sentence stopped being true.
-This file: the servers (serve --demo, the web page, auth, refusals, settings they read).
+"""README promises about the servers — serve --demo's defaults, a web page with no CDN, the
+token check, refusals, the settings they read — each test naming the README sentence it holds to;
+the server checks use the fake predictor of tests/test_serve.py.
 
     .venv/bin/python -m pytest tests/test_readme_promises_serve.py -q
-
-Cheap by design: the training checks share one early-stopped 4-step run of the tiny model; the
-server checks use the fake predictor of tests/test_serve.py; predict and evaluate use the
-session's random-head students.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ runner = CliRunner()
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_serve_demo_defaults_to_demo_students_on_loopback_8000(tmp_path, monkeypatch, repo_root):

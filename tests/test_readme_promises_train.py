@@ -1,12 +1,8 @@
-"""README promises about behaviour (not just shipped files) that no other test checked: each test
-names the README section it holds to, and fails if that sentence stopped being true.
-This file: the training verb (criteria, early stopping, best checkpoint, reruns, world size).
+"""README promises about the training verb — criteria, early stopping, the saved best checkpoint,
+reruns with --overwrite and --no-resume, the world size — each test naming the README sentence it
+holds to. The checks share one early-stopped 4-step run of the tiny model.
 
     .venv/bin/python -m pytest tests/test_readme_promises_train.py -q
-
-Cheap by design: the training checks share one early-stopped 4-step run of the tiny model; the
-server checks use the fake predictor of tests/test_serve.py; predict and evaluate use the
-session's random-head students.
 """
 
 from __future__ import annotations
