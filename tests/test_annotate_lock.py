@@ -23,7 +23,7 @@ from scenefit.teachers.annotate import annotate_async
 from scenefit.teachers.base import Teacher, TeacherResult
 from scenefit.teachers.config import AnnotateConfig, TeacherConfig
 
-from test_annotate_kill import PERSONAS, simulated_run, stored  # tests/ is on sys.path under pytest
+from test_annotate_kill import PERSONAS, default_sigint, simulated_run, stored  # tests/ is on sys.path under pytest
 
 N = 12
 
@@ -119,3 +119,33 @@ def test_the_summary_counts_only_rows_the_store_wrote(tmp_path):
         assert store.count() == 4
     tally = summary.teachers["raced"]
     assert tally.stored == 3 and tally.skipped == 1 and sum(tally.by_status.values()) == 3
+
+
+def test_ctrl_c_while_waiting_for_the_lock_ends_130_at_once(run_setup):
+    """A run waiting (--lock-wait 300) for another's lock stops on Ctrl-C with 130 and how to
+    continue, without sitting out its wait (the wait used to sleep in a thread that held the exit)."""
+    cmd, db, env = run_setup["cmd"], run_setup["db"], run_setup["env"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    waiting = None
+    try:
+        deadline = time.monotonic() + 120
+        while stored(db) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, "the first run ended before it could be paused"
+        first.send_signal(signal.SIGSTOP)  # holds the lock for as long as the test likes
+        waiting = subprocess.Popen(cmd + ["--lock-wait", "300"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, preexec_fn=default_sigint)
+        deadline = time.monotonic() + 120
+        while waiting.poll() is None and time.monotonic() < deadline and not _said_waiting(waiting):
+            time.sleep(0.05)
+        assert _said_waiting(waiting)
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=120)  # a hang guard, far below the 300 s wait
+        said = " ".join((_STDERR_SEEN.get(waiting.pid, b"") + err).decode(errors="replace").split())
+        assert waiting.returncode == 130 and "run the same command again" in said
+    finally:
+        for proc in (first, waiting):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(timeout=30)

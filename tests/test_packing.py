@@ -71,7 +71,11 @@ def test_packed_forward_equals_padded_per_sample(model_and_examples, tiny_model_
     model, processor, examples = model_and_examples
     if attention == "per_sample_sdpa":
         model = load_model(tiny_model_dir, "fp32", "cpu").eval()  # a copy: the fixture's keeps plain sdpa
+        tower = model.config.vision_config._attn_implementation
         use_packed_attention(model)
+        # the text model switches; the vision tower keeps load_model's one-call window attention
+        assert model.config.text_config._attn_implementation == "scenefit_packed_sdpa"
+        assert model.config.vision_config._attn_implementation == tower != "scenefit_packed_sdpa"
     padded, packed = _padded_and_packed(model, processor, examples)
     assert packed.logits.shape[:2] == (1, sum(len(e["input_ids"]) for e in examples))
     for i, (start, end) in enumerate(sample_spans(examples)):

@@ -198,8 +198,8 @@ def test_greedy_explanations_ignore_the_stock_repetition_penalty(standin_model_d
     pred.model.generation_config.repetition_penalty = 50.0
     text = pred.prompt_text(Criterion.LOCATION, "cow") + DECISION_PREFIX
     image, steps = _boxed(56), 16
-    _, counts, _ = pred.generate([text], [image], steps)
-    got = pred.generate([text], [image], steps)[0][0]
+    texts, counts, _ = pred.generate([text], [image], steps)
+    got = texts[0]
     inputs = pred.processor(text=[text], images=[image], return_tensors="pt")
     ids = inputs["input_ids"]
     new: list[int] = []

@@ -22,8 +22,7 @@ from typer.testing import CliRunner
 
 from scenefit.cli import app
 from scenefit.criteria import CRITERIA, Label
-from scenefit.formats import render_student_answer
-from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
+from test_train_run import student_row  # tests/ is on sys.path under pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 REPO = Path(__file__).resolve().parents[1]
@@ -68,14 +67,7 @@ def data_dir(tmp_path_factory) -> Path:
                 path = root / "images" / f"{split}-{i}.png"
                 if not path.exists():
                     _image(label is Label.OUT, i).save(path)
-                sentence = "The cow hangs in the sky." if label is Label.OUT else "The cow stands on the grass."
-                rows.append({
-                    "id": f"{split}-{i}", "group": f"{split}{i}", "image": str(path), "object": "cow", "box": None,
-                    "criterion": crit.value, "label": label.value, "analysis": sentence,
-                    "prompt": student_prompt(crit).render("cow"), "system": student_system_prompt(),
-                    "target": render_student_answer(crit, label, sentence), "prompt_version": student_prompt_version(),
-                    "truth": label.value, "final": label.value, "scene": "farm", "synthetic": True,
-                })
+                rows.append(student_row(crit, f"{split}-{i}", f"{split}{i}", path, label))
             (root / "datasets" / crit.value).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_parquet(root / "datasets" / crit.value / f"{split}.parquet")
     (root / "datasets" / "manifest.json").write_text(json.dumps({"stage": "datasets", "synthetic": True}))

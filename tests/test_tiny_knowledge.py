@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from scenefit.synth.catalog import CATEGORIES, SCENES
-from scenefit.tiny_knowledge import caption, home_of, text_facts
+from scenefit.synth.catalog import CATEGORIES, SCENES, home_categories
+from scenefit.tiny_knowledge import caption, text_facts
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -27,8 +27,8 @@ def test_the_facts_are_the_catalog_s():
     import random
 
     cap = caption("kitchen", random.Random(0))
-    assert cap.startswith("This picture shows a kitchen.") and set(home_of("kitchen")) == {"refrigerator", "oven", "chair"}
-    assert all(name in cap for name in home_of("kitchen"))
+    assert cap.startswith("This picture shows a kitchen.") and set(home_categories("kitchen")) == {"refrigerator", "oven", "chair"}
+    assert all(name in cap for name in home_categories("kitchen"))
 
 
 def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, monkeypatch):
@@ -39,13 +39,13 @@ def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, 
     from scenefit.tiny_knowledge import pretrain_language
 
     drawn, texts = [], []
-    real_generate = world.generate_world
+    real_draw = world.draw_pictures
 
-    def spy_generate(cfg, out):
+    def spy_draw(cfg):
         drawn.append(cfg)
-        return real_generate(cfg, out)
+        return real_draw(cfg)
 
-    monkeypatch.setattr(world, "generate_world", spy_generate)
+    monkeypatch.setattr(world, "draw_pictures", spy_draw)
     processor = load_processor(tiny_model_dir)
     real_call = type(processor).__call__
 

@@ -235,6 +235,14 @@ def test_read_split_names_missing_columns_and_files(tmp_path):
     pd.DataFrame({"id": ["a"], "image": ["x.png"]}).to_parquet(tmp_path / "location" / "train.parquet")
     with pytest.raises(DatasetError, match=r"missing column\(s\).*prompt"):
         read_split(tmp_path, "location", "train")
+    from test_train_run import make_datasets
+
+    data = make_datasets(tmp_path / "ok", sizes=(("train", 4),))
+    rows = pd.read_parquet(data / "location" / "train.parquet")
+    rows.loc[2, "label"] = "in-context"  # not as `scenefit datasets` writes it
+    rows.to_parquet(data / "location" / "train.parquet")
+    with pytest.raises(DatasetError, match=r"sample 'train-2' has label 'in-context'"):
+        read_split(data, "location", "train")
 
 
 def test_accuracy_skips_rows_without_reference():

@@ -194,13 +194,15 @@ def test_readme_accelerate_command_resumes_after_a_kill(setup, tmp_path):
     cmd = accelerate_ddp(*_train_args(data, model, out, conf))
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = out / "location" / "trainer"
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # a hang guard; the loop leaves at the first complete checkpoint
     try:
         while time.time() < deadline and proc.poll() is None:
             if any((p / "trainer_state.json").is_file() for p in run.glob("checkpoint-*")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "training ended before it could be killed; make it longer"
+        assert any((p / "trainer_state.json").is_file() for p in run.glob("checkpoint-*")), \
+            "no complete checkpoint before the deadline: the kill would test a fresh start, not a resume"
     finally:
         # The launcher and both ranks, as a kill of the whole job would (torch's launcher starts
         # each rank in a session of its own, so killing its process group alone leaves them).

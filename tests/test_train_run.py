@@ -45,6 +45,18 @@ def _draw(path: Path, floating: bool, seed: int) -> None:
     im.save(path)
 
 
+def student_row(crit: Criterion, sample_id: str, group: str, image: Path, label: Label) -> dict:
+    """One row as `scenefit datasets` writes it: a cow in a boxed image, on the grass or in the sky."""
+    sentence = "The cow hangs in the sky." if label is Label.OUT else "The cow stands on the grass."
+    return {
+        "id": sample_id, "group": group, "image": str(image), "object": "cow", "box": None,
+        "criterion": crit.value, "label": label.value, "analysis": sentence,
+        "prompt": student_prompt(crit).render("cow"), "system": student_system_prompt(),
+        "target": render_student_answer(crit, label, sentence), "prompt_version": student_prompt_version(),
+        "truth": label.value, "final": label.value, "scene": "farm", "synthetic": True,
+    }
+
+
 def make_datasets(root: Path, sizes=(("train", 32), ("val", 8), ("test", 8))) -> Path:
     """DATA/location/{train,val,test}.parquet with the columns `scenefit datasets` writes."""
     img_dir = root / "images"
@@ -59,14 +71,7 @@ def make_datasets(root: Path, sizes=(("train", 32), ("val", 8), ("test", 8))) ->
             path = img_dir / f"{split}-{i}.png"
             _draw(path, floating, k)
             k += 1
-            sentence = "The cow hangs in the sky." if floating else "The cow stands on the grass."
-            rows.append({
-                "id": f"{split}-{i}", "group": f"g{k}", "image": str(path), "object": "cow", "box": None,
-                "criterion": CRIT.value, "label": label.value, "analysis": sentence,
-                "prompt": student_prompt(CRIT).render("cow"), "system": student_system_prompt(),
-                "target": render_student_answer(CRIT, label, sentence), "prompt_version": student_prompt_version(),
-                "truth": label.value, "final": label.value, "scene": "farm", "synthetic": True,
-            })
+            rows.append(student_row(CRIT, f"{split}-{i}", f"g{k}", path, label))
         (data / CRIT.value).mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_parquet(data / CRIT.value / f"{split}.parquet")
     (data / "manifest.json").write_text(json.dumps({"stage": "datasets", "synthetic": True}))

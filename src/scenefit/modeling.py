@@ -127,6 +127,20 @@ def _read_chat_template(folder: Path) -> Optional[str]:
     return None
 
 
+def build_processor(image_processor, tokenizer):
+    """A Qwen2.5-VL processor from an image processor (PIL) and a tokenizer carrying the chat
+    template: the full one with its video part where torchvision works, else the images-only one
+    (see :func:`_images_only_processor_class`)."""
+    if torchvision_available():
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=image_processor.size), tokenizer=tokenizer,
+                                   video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
+    return _images_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
+                                          chat_template=tokenizer.chat_template)
+
+
 def save_processor(processor, out_dir: str | Path) -> None:
     """Save a processor so it loads with and without torchvision."""
     out = Path(out_dir)

@@ -75,10 +75,10 @@ class DatasetsConfig(StageConfig):
             return ["train"] if v else []
         if isinstance(v, str):
             v = [] if v.strip().lower() in ("", "none") else [p.strip() for p in v.split(",") if p.strip()]
-        unknown = [p for p in v if p not in CARD_SPLIT_NAMES]
+        unknown = [p for p in v if p not in SPLITS]
         if unknown:
-            raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(CARD_SPLIT_NAMES)}")
-        return [p for p in CARD_SPLIT_NAMES if p in v]  # split order, no repeats
+            raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        return [p for p in SPLITS if p in v]  # split order, no repeats
 
 
 @dataclass

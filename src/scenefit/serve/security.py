@@ -373,16 +373,13 @@ def _finite(v: float) -> bool:
 def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
               image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
     """The box in whole pixels on an image of ``size``, by scenefit's one box rule
-    (:func:`scenefit.images.check_box`, as in ingest): past the right/bottom
-    edge clipped, negative or sub-pixel refused (``bad_box``), nothing on the image refused
-    (``box_outside``, naming the box and the image size). ``image_size``: the size the image was
-    scaled down to while decoding; the box is scaled with it."""
+    (:func:`scenefit.images.check_box`, as in ingest and predict; its message names the box, the
+    image size and how much of the box lies on it). ``image_size``: the size the image was scaled
+    down to while decoding; the box is scaled with it."""
     try:
         x0, y0, x1, y1 = check_box(box, size)
     except ImageError as e:
-        w, h = size
-        hint = f" (a box needs x0 < {w} and y0 < {h}, x1 > 0 and y1 > 0)" if e.code == "box_outside" else ""
-        raise ApiError(422, e.code, e.message + hint) from None
+        raise ApiError(422, e.code, e.message) from None
     if image_size is None or tuple(image_size) == tuple(size):
         return x0, y0, x1, y1
     sx, sy = image_size[0] / size[0], image_size[1] / size[1]

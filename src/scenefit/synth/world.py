@@ -470,18 +470,9 @@ def summarize(cfg: WorldConfig, samples: list[Sample], originals: list[Sample]) 
 
 
 def draw_pictures(cfg: WorldConfig) -> list[tuple[Image.Image, dict]]:
-    """A world's pictures in memory with their layouts, drawn in a temporary folder (the tiny
-    model's pretraining draws worlds of its own seeds this way; nothing is left on disk)."""
-    import tempfile
+    """A world's pictures in memory with their layouts, rendered straight from the layouts (the
+    pixels ``generate_world`` would save; nothing is written). The tiny model's pretraining
+    draws worlds of its own seeds this way."""
+    from .render import render_scene
 
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory(prefix="scenefit-pictures-") as tmp:
-        world = Path(tmp) / "world"
-        generate_world(cfg, world)
-        pictures = []
-        for line in (world / "layout.jsonl").read_text().splitlines():
-            layout = json.loads(line)
-            with Image.open(world / "images" / f"{layout['id']}.png") as im:
-                pictures.append((im.convert("RGB"), layout))
-    return pictures
+    return [(render_scene(layout), layout) for layout, _ in iter_layouts(cfg)]

@@ -190,7 +190,7 @@ async def annotate_async(
     # One run at a time asks the teachers: a second run on this store would see the same samples
     # missing and ask for them again. It waits (lock_wait_s), then reads what is done.
     lock = RunLock(store.path, f"scenefit annotate on {store.path.name}")
-    await asyncio.to_thread(lock.acquire, cfg.lock_wait_s)
+    await lock.acquire(cfg.lock_wait_s)
     try:
         return await _annotate_locked(samples, cfg, store, prompt, teachers, t_start)
     finally:

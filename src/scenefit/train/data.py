@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from ..criteria import LABELS
 from ..images import load_image
 from ..modeling import student_messages
 from ..parquet_io import read_table
@@ -50,6 +51,11 @@ def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame
         raise DatasetError(f"{path}: rows for criterion {wrong}, expected only {criterion!r}")
     if df["id"].duplicated().any():
         raise DatasetError(f"{path}: duplicate ids, e.g. {df.loc[df['id'].duplicated(), 'id'].iloc[0]!r}")
+    bad = ~df["label"].isin([lab.value for lab in LABELS])
+    if bad.any():  # the decision scores compare labels as written: say which row breaks that, before training
+        row = df.loc[bad].iloc[0]
+        raise DatasetError(f"{path}: sample {row['id']!r} has label {row['label']!r}; expected one of "
+                           f"{[lab.value for lab in LABELS]} ({int(bad.sum())} such rows)")
     return df.reset_index(drop=True)
 
 

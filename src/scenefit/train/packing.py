@@ -19,8 +19,8 @@ things must then hold for the result to equal the padded batch:
 Attention over a packed row: transformers' sdpa path masks the whole row block-diagonally, so it
 still computes attention over the row's full length squared (slower than the padded batch on CPU).
 :func:`use_packed_attention` switches the model to ``scenefit_packed_sdpa``, which runs sdpa once per
-sample of a packed row (what flash-attention's variable-length kernels do on GPU) and plain sdpa
-everywhere else (padded batches, generation, the vision tower).
+sample of a packed row (what flash-attention's variable-length kernels do on GPU) and plain sdpa for
+the text model's padded batches and generation; the vision tower keeps its own attention.
 
 The loss needs nothing special: the token after a sample's last labelled token is the next sample's
 ``<|im_start|>``, whose label is -100. ``tests/test_packing.py`` checks logits and per-sample loss
@@ -123,7 +123,9 @@ def use_packed_attention(model) -> None:
 
     AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
     AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
-    model.set_attn_implementation(PACKED_ATTENTION)
+    # the text model only: a plain string would reach every sub-config and undo the vision tower's
+    # one-call window attention (scenefit.vision_attention) that load_model installed
+    model.set_attn_implementation({"text_config": PACKED_ATTENTION})
 
 
 def sample_spans(examples: list[dict[str, Any]]) -> list[tuple[int, int]]:
