@@ -23,7 +23,8 @@ from scenefit.teachers.annotate import annotate_async
 from scenefit.teachers.base import Teacher, TeacherResult
 from scenefit.teachers.config import AnnotateConfig, TeacherConfig
 
-from test_annotate_kill import PERSONAS, default_sigint, simulated_run, stored  # tests/ is on sys.path under pytest
+from scenefit.store import stored_answers as stored
+from test_annotate_kill import PERSONAS, default_sigint, simulated_run  # tests/ is on sys.path under pytest
 
 N = 12
 

@@ -132,6 +132,7 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     saved = json.loads(json_path.read_text())
     assert saved["synthetic"] is True and saved["notice"] == SYNTHETIC_NOTICE
     _headline_fits_80_columns(saved)
+    _demo_line_reads_the_report(saved, tmp_path)
     n = len(ids)
     for c in ("location", "size", "co_occurrence", "fused"):
         for key in CONTRACT_KEYS:
@@ -297,3 +298,21 @@ def _headline_fits_80_columns(metrics: dict) -> None:
     lo, hi = loc["balanced_accuracy_vs_truth_ci95"]
     assert f"{100 * loc['balanced_accuracy_vs_truth']:.1f}% [{100 * lo:.0f}–{100 * hi:.0f}]" in row
     assert f"{100 * loc['majority_rate_vs_truth']:.1f}%" in row
+
+
+def _demo_line_reads_the_report(metrics: dict, tmp_path) -> None:
+    """make demo's one line for the evaluate stage (scripts/demo_report.py) reads metrics.json as
+    evaluate writes it: each criterion's accuracy vs truth, never its 'no summary' fallback."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("demo_report", repo / "scripts" / "demo_report.py")
+    demo_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_report)
+    run = tmp_path / "demo_run"
+    (run / "report").mkdir(parents=True)
+    (run / "report" / "metrics.json").write_text(json.dumps(metrics))
+    line = demo_report.evaluate(run)
+    assert "no summary" not in line
+    for c in ("location", "size", "co_occurrence", "fused"):
+        assert f"{c} {100 * metrics[c]['accuracy_vs_truth']:.1f} % (n {metrics[c]['n']})" in line

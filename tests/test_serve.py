@@ -235,6 +235,11 @@ def test_decompression_bomb_is_refused_before_decoding(server):
     assert_error(server.post("/v1/classify", headers=auth(), json={"image": b64(big), "object": "dog"}), 413, "too_large", "1,000,000")
 
 
+def test_a_wrong_method_is_405_in_the_error_shape(server):
+    """README, the error list: `method_not_allowed` 405."""
+    assert_error(server.get("/v1/classify", headers=auth()), 405, "method_not_allowed")
+
+
 def test_box_outside_the_image_is_422(server, fake):
     r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((64, 48))), "object": "dog", "box": [70, 10, 90, 40]})
     assert_error(r, 422, "box_outside", "64x48", "(70, 10, 90, 40)")

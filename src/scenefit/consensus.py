@@ -114,8 +114,8 @@ class AnswerMatrix:
     usable: np.ndarray  # (n, t) bool
     answered: np.ndarray  # (n, t) bool: a response came back (any parse status), not a request failure
     analysis: dict[str, np.ndarray]  # criterion -> (n,) object, the designated teacher's sentences
-    unmatched: int = 0  # answer rows (of the selected teachers) naming samples outside sample_ids
-    derived_final: Optional[np.ndarray] = None  # (n, t) bool: the parser derived this final decision
+    unmatched: int  # answer rows (of the selected teachers) naming samples outside sample_ids
+    derived_final: np.ndarray  # (n, t) bool: the parser derived this final decision
 
 
 def label_codes(values: pd.Series) -> np.ndarray:
@@ -319,7 +319,7 @@ def teacher_status(matrix: AnswerMatrix) -> dict[str, dict]:
             "parse_failures": int(sum(counts.get(k, 0) for k in PARSE_FAILURES)),
             "request_failures": int(sum(v for k, v in counts.items() if k not in ANSWER_STATUSES | {"missing"})),
             "missing": counts.get("missing", 0),
-            "derived_final": int(matrix.derived_final[:, j].sum()) if matrix.derived_final is not None else 0,
+            "derived_final": int(matrix.derived_final[:, j].sum()),
             "status": counts,
         }
     return out

@@ -92,7 +92,7 @@ def print_headline(metrics: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from ..evaluate.metrics import headline_key
+    from ..evaluate.metrics import headline_value
     from ..evaluate.report import headline_rows, pct_ci
 
     def pct(x):
@@ -106,7 +106,7 @@ def print_headline(metrics: dict) -> None:
         t.add_column(col, justify="left" if col in ("criterion", "vs") else "right", no_wrap=True)
     for r in rows:
         for suffix, ref in refs:
-            g = lambda key, prefix="": r.get(headline_key(key, prefix, suffix))  # noqa: E731
+            g = lambda key, prefix="": headline_value(r, key, prefix, suffix)  # noqa: E731
             t.add_row(r["criterion"], ref, str(r["n"]), pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95"), "%", 0),
                       pct_ci(g("accuracy"), g("accuracy_ci95"), "%", 0), pct(g("majority_rate")),
                       pct(g("balanced_accuracy", "baseline_")))

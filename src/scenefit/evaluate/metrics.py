@@ -114,6 +114,11 @@ def headline_key(key: str, prefix: str = "", suffix: str = "") -> str:
     return f"{prefix}{base}{suffix}{ci}"
 
 
+def headline_value(numbers: Mapping[str, Any], key: str, prefix: str = "", suffix: str = "") -> Any:
+    """A headline number of a metrics block (or a headline row) by :func:`headline_key`'s name."""
+    return numbers.get(headline_key(key, prefix, suffix))
+
+
 def _opposite(lab: Label) -> Label:
     return Label.IN if lab is Label.OUT else Label.OUT
 

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from .. import SYNTHETIC_NOTICE
 from ..parquet_io import write_json
+from .metrics import HEADLINE_KEYS, headline_key, headline_value
 
 #: Section ids of report.html, in page order.
 SECTION_IDS = (
@@ -116,8 +117,8 @@ def plot_comparison(metrics: dict[str, Any]) -> str:
     for ax, (title, suffix, prefixes) in zip(axes[0], panels):
         for k, prefix in enumerate(("", "baseline_", "teacher_")):
             if prefix in prefixes:
-                vals = [metrics[n].get(f"{prefix}accuracy{suffix}") for n in names]
-                cis = [metrics[n].get(f"{prefix}accuracy{suffix}_ci95") for n in names]
+                vals = [headline_value(metrics[n], "accuracy", prefix, suffix) for n in names]
+                cis = [headline_value(metrics[n], "accuracy_ci95", prefix, suffix) for n in names]
             else:  # the teacher's labels are the reference: 100 % by definition
                 vals, cis = [1.0] * len(names), [None] * len(names)
             xs = [i + (k - 1) * width for i in range(len(names))]
@@ -213,8 +214,6 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the headline table, one per criterion (and fused): student accuracy with its 95 %
     interval and the majority-class rate, balanced accuracy, macro-F1 — vs the teacher labels
     and vs the truth — then the untrained baseline's, F1 (out) and the unparseable count."""
-    from .metrics import HEADLINE_KEYS, headline_key
-
     rows = []
     for name in columns(metrics):
         m = metrics[name]
@@ -230,10 +229,8 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def headline_cells(row: dict[str, Any], suffix: str = "") -> list[str]:
     """Formatted cells of one reference (``suffix`` "" or "_vs_truth"): accuracy [95 % CI],
     majority rate, balanced accuracy [95 % CI], macro-F1, baseline accuracy [95 % CI], baseline
-    balanced accuracy (the CLI and the page print the same)."""
-    from .metrics import headline_key
-
-    g = lambda key, prefix="": row.get(headline_key(key, prefix, suffix))  # noqa: E731
+    balanced accuracy (the page's headline; the CLI prints a narrower set)."""
+    g = lambda key, prefix="": headline_value(row, key, prefix, suffix)  # noqa: E731
     return [pct_ci(g("accuracy"), g("accuracy_ci95")), _pct(g("majority_rate")),
             pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95")), _num(g("macro_f1")),
             pct_ci(g("accuracy", "baseline_"), g("accuracy_ci95", "baseline_")),

@@ -337,12 +337,6 @@ def default_originals(data_dir: Path | str) -> Optional[Path]:
     return cand if cand.is_file() else None
 
 
-def load_originals(path: Path | str) -> tuple[list[Sample], list[dict]]:
-    from ..manifest import read_manifest
-
-    return read_manifest(path)
-
-
 def answers_table(answers: dict[str, list[Answer]], model: str) -> pd.DataFrame:
     rows = [{"model": model, "criterion": c, "id": a.id, "label": a.label.value if a.label else None, "p_out": a.p_out,
              "analysis": a.analysis, "raw": a.raw, "status": a.status} for c, lst in answers.items() for a in lst]
@@ -366,7 +360,9 @@ def evaluate_dirs(
     if student_predictor is None:
         student_predictor, baseline_predictor = build_predictors(students_dir, cfg)
     originals_path = cfg.originals or default_originals(data_dir)
-    originals, originals_errors = (load_originals(originals_path) if originals_path else ([], []))
+    from ..manifest import read_manifest
+
+    originals, originals_errors = (read_manifest(originals_path) if originals_path else ([], []))
     originals, originals_selection = originals_in_split(
         originals, (g for df in frames.values() if "group" in df for g in df["group"].unique()))
     originals = originals[: cfg.originals_limit] if cfg.originals_limit else originals  # the limit after the choice

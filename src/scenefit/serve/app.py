@@ -52,6 +52,7 @@ from .security import (
     parse_flag,
     parse_object,
     place_box,
+    replay_body,
     PixelBudget,
 )
 
@@ -224,16 +225,7 @@ class ChatDispatcher:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": payload})
             return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await target(scope, replay, send)
+        await target(scope, replay_body(body, receive), send)
 
 
 def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:

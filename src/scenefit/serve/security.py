@@ -223,7 +223,7 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, _replay(body, receive), tracking_send), self.timeout_s)
+            await asyncio.wait_for(self.app(scope, replay_body(body, receive), tracking_send), self.timeout_s)
         except asyncio.TimeoutError:
             if not started:
                 await self._refuse(
@@ -267,7 +267,7 @@ class GuardMiddleware:
         return counted
 
 
-def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
+def replay_body(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
     """A receive() that gives the already read ``body`` once, then the connection's own
     messages (so the app still hears of a disconnect)."""
     given = False
