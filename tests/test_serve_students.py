@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 from scenefit.core.criteria import Label, fuse  # noqa: E402
-from scenefit.cli.predict import demo_students  # noqa: E402
+from scenefit.cli.common import demo_students  # noqa: E402
 from scenefit import SYNTHETIC_NOTICE  # noqa: E402
 from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Optional
@@ -100,3 +101,11 @@ def open_store(db: Path):
     except StoreError as e:
         fail(str(e))
         raise  # unreachable
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the report / manifest as JSON on stdout.")]
+
+
+def demo_students() -> Path:
+    """$DEMO_DIR/students (default runs/demo/students): what `make demo` trains."""
+    return Path(os.environ.get("DEMO_DIR", "runs/demo")) / "students"

@@ -1,10 +1,8 @@
-"""`scenefit predict` and `scenefit export-vllm` — use the trained students.
+"""`scenefit predict` — use the trained students on images.
 
     scenefit predict --demo --image photo.jpg --object zebra --box 10,20,200,220
     scenefit predict --students runs/x/students --manifest samples.csv --out preds.parquet --explain
     scenefit predict --demo --image boxed.png --object cow --boxed --json
-    scenefit export-vllm --students runs/x/students --out runs/x/vllm.json
-    scenefit export-vllm --students runs/x/students --out runs/x/vllm.json --probe 4
 
 ``predict`` loads one base model with the three criterion adapters (see
 :mod:`scenefit.predict`) and prints, per criterion, the label, its probability and (with
@@ -25,15 +23,10 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, error_line, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
 )
 
 OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def demo_students() -> Path:
-    """$DEMO_DIR/students (default runs/demo/students): what `make demo` trains."""
-    return Path(os.environ.get("DEMO_DIR", "runs/demo")) / "students"
 
 
 def _criteria_arg(value: Optional[str]) -> Optional[list[str]]:
@@ -245,42 +238,3 @@ def _print_tables(predictions) -> None:
             table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", f"{r.probability:.3f}",
                           (r.analysis or "") + note)
         stdout.print(table)
-
-
-@app.command("export-vllm", epilog=examples(__doc__, "export-vllm"))
-def export_vllm_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Write the serving spec (JSON: names, absolute paths, ranks, command) here.")],
-    students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student adapter per criterion.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use $DEMO_DIR/students (default runs/demo/students).")] = False,
-    base: Annotated[Optional[str], typer.Option("--base", help="Base model vLLM serves (default: the students' base_model).")] = None,
-    prefix: Annotated[str, typer.Option("--prefix", help="Served adapter names are PREFIX<criterion>.")] = "scenefit-",
-    force: Annotated[bool, typer.Option("--force", help="Write the spec even for adapters vLLM cannot serve (with a warning).")] = False,
-    probe: Annotated[int, typer.Option("--probe", min=0, help="Load each adapter on the base and refuse one that leaves the "
-                                       "decision logits of N synthetic scenes unchanged (0 = skip; loads the model).")] = 0,
-    device: Annotated[str, typer.Option("--device", help="torch device for --probe.")] = "cpu",
-) -> None:
-    """Write what `vllm serve --enable-lora --lora-modules` needs for the three student adapters and print the command.
-
-    Refuses adapters vLLM cannot serve: modules_to_save (e.g. a trained lm_head), vision-tower or
-    other unsupported target modules, DoRA, biases, rank above 512.
-    """
-    from scenefit.serve.vllm_export import VllmExportError, export_vllm
-
-    if demo and students is not None:
-        fail("give either --demo or --students, not both")
-    if demo:
-        students = demo_students()
-    if students is None:
-        fail("pass --students DIR (or --demo)")
-    try:
-        export = export_vllm(students, out, base=base, force=force, prefix=prefix, probe=probe, device=device)
-    except VllmExportError as e:
-        fail(str(e))
-        return
-    if export.forced:
-        for a in export.adapters:
-            for problem in a.problems:
-                console.print(f"[yellow]warning:[/] {escape(a.name)}: {escape(problem)}")
-        console.print("[yellow]warning:[/] written with --force: vLLM will refuse the adapters listed above")
-    console.print(f"wrote {out}")
-    print(json.loads(out.read_text())["command_line"])

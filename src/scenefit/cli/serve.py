@@ -147,7 +147,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     import sys
 
     from scenefit.serve.app import serve_students
-    from scenefit.cli.predict import demo_students
+    from scenefit.cli.common import demo_students
     from scenefit.serve.security import resolve_token
 
     if demo and students is not None:

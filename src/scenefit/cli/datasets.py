@@ -1,0 +1,67 @@
+"""`scenefit datasets` — per-criterion chat-format SFT datasets for the three students.
+
+    scenefit datasets runs/demo/split --out runs/demo/datasets --config configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from scenefit.cli import app
+from scenefit.cli.common import (
+    ConfigOpt, JsonOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
+
+
+@app.command("datasets", epilog=examples(__doc__, "datasets"))
+def datasets_cmd(
+    split_dir: Annotated[Path, typer.Argument(help="Folder written by `scenefit split` (train/val/test.parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder: <criterion>/{train,val,test}.parquet + README.md.")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    criteria: Annotated[Optional[str], typer.Option(help=fhelp("datasets", "criteria") + " Comma-separated.")] = None,
+    rebalance: Annotated[
+        Optional[str], typer.Option("--rebalance", help=fhelp("datasets", "rebalance") + " On the command line: "
+                                    "comma-separated (train,val,test) or none.")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help=fhelp("datasets", "seed"))] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
+    from scenefit.core.parquet_io import file_sha256
+    from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
+    from scenefit.data.split import SPLITS
+
+    cfg = load_config(
+        "datasets", config, sets, rebalance=rebalance, seed=seed,
+        criteria=[c.strip() for c in criteria.split(",") if c.strip()] if criteria else None,
+    )
+    try:
+        splits, split_manifest = read_splits(split_dir)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+        return
+    result = build_student_datasets(splits, cfg, split_manifest)
+    inputs = {f"{s}.parquet": file_sha256(split_dir / f"{s}.parquet") for s in SPLITS if s in splits}
+    write_student_datasets(result, out, inputs, cfg.license)
+    synthetic_banner(result.manifest["synthetic"])
+    _datasets_table(result.manifest)
+    console.print(f"wrote {out}/<criterion>/{{{','.join(splits)}}}.parquet, README.md and {out / 'manifest.json'}")
+    if json_out:
+        print_json(result.manifest)
+
+
+def _datasets_table(m: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"student datasets (prompt {m['prompt_version']}, balanced 1:1: {', '.join(m['rebalance']) or 'none'})")
+    for col in ("criterion", "split", "rows", "In-context", "Out-of-context", "dropped"):
+        t.add_column(col, justify="left" if col in ("criterion", "split", "dropped") else "right")
+    for c, info in m["criteria"].items():
+        for s, b in info["splits"].items():
+            drops = ", ".join(f"{k} {v}" for k, v in info["dropped"][s].items() if v)
+            t.add_row(c, s, str(b["rows"]), str(b["In-context"]), str(b["Out-of-context"]), drops or "–")
+    console.print(t)
