@@ -6,8 +6,8 @@
 
 Command line: ``scenefit predict --help``. Submodules: ``config`` (PredictConfig, section
 ``predict``), ``items`` (accepted inputs, red-box drawing), ``predictor`` (Predictor),
-``results`` (Prediction), ``students`` (student folders, base resolution, weight bytes),
-``toy_students`` (small trained students for tests and benchmarks).
+``results`` (Prediction), ``students`` (student folders, base resolution, weight bytes).
+Toy students for tests and benchmarks live in :mod:`scenefit.testbed.toy_students`.
 """
 
 from scenefit.predict.config import PredictConfig

@@ -4,6 +4,8 @@
 
 - :mod:`.config` — ``AnnotateConfig`` (YAML section ``annotate``) and ``TeacherConfig``
 - :mod:`.base` — the teacher interface and the image a teacher sees
-- :mod:`.openai_backend`, :mod:`.transformers_backend`, :mod:`.simulated_backend` — backends
+- :mod:`.openai_backend`, :mod:`.transformers_backend` — backends (the synthetic world's
+  ``simulated`` backend lives in the test bed: :mod:`scenefit.testbed.simulated_backend`)
 - :mod:`.annotate` — the resumable run; :mod:`.import_answers` — answers from files
+- :mod:`.store` — the annotation store (SQLite); :mod:`.parse` — the teacher-answer parser
 """
