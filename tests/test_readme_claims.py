@@ -146,7 +146,7 @@ def test_no_test_reaches_beyond_this_machine():
 
 
 def test_paper_config_matches_the_readme_table_of_departures(repo_root):
-    """README, "The paper's setup, and where scenefit departs": the values the table states."""
+    """docs/paper-setup.md (linked from the README): the values the table of departures states."""
     from scenefit.core.config import resolve
 
     paper = repo_root / "configs" / "paper.yaml"
