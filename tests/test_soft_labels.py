@@ -21,7 +21,7 @@ from scenefit.parse import render_teacher_answer
 from scenefit.records import Sample
 from scenefit.sft_data import DATASET_COLUMNS, build_rows
 from scenefit.store import COLUMNS, P_OUT_KEYS, AnnotationStore, p_out_values
-from scenefit.teachers.label_probs import TokenChoice, label_offsets, p_out_from_tokens
+from scenefit.teachers.label_probs import TokenChoice, p_out_from_tokens
 
 I, O = Label.IN.value, Label.OUT.value
 
@@ -152,20 +152,28 @@ def test_split_tables_without_probabilities_give_null_columns(tmp_path):
 
 
 def tokens_of(text: str, probs: dict[str, float], k: int = 5) -> list[TokenChoice]:
-    """A crude tokenizer (' Word', punctuation, newlines) with alternatives at every label token:
-    ``probs[field]`` is P(out) at that field's label; other tokens are certain."""
+    """A crude tokenizer (' Word', punctuation, newlines) with alternatives at every label token
+    (an In/Out word followed by '-', or a bare one ending its line): ``probs[field]`` is P(out) there, the field being named by
+    the words before it on its line (location, size, co-occurrence, final decision; JSON keys
+    too). Other tokens are certain. Independent of the library's own label locator."""
     import re
 
     pieces = re.findall(r" ?[A-Za-z]+|\n|[^A-Za-z\n]", text)
-    where = {pos: key for key, (pos, _) in label_offsets(text).items()}
     out, pos = [], 0
-    for piece in pieces:
-        start = pos + (1 if piece.startswith(" ") else 0)
-        key = where.get(start)
+    for n, piece in enumerate(pieces):
+        word = piece.strip()
+        key = None
+        after = pieces[n + 1] if n + 1 < len(pieces) else "\n"
+        if word.lower() in ("in", "out") and after in ("-", "\n", "."):  # a label, or a bare final one
+            before = text[: pos].rsplit("\n", 1)[-1].lower()
+            before = before.rsplit(",", 1)[-1]  # JSON on one line: the key just before
+            names = {"final": "final", "co-occurrence": "co_occurrence", "co_occurrence": "co_occurrence",
+                     "location": "location", "size": "size"}
+            hits = [(before.rfind(w), f) for w, f in names.items() if w in before]
+            key = max(hits)[1] if hits else None
         if key in probs:
             p = probs[key]
             lead = piece[: len(piece) - len(piece.lstrip())]
-            word = piece.strip()
             out_tok, in_tok = lead + ("out" if word.islower() else "Out"), lead + ("in" if word.islower() else "In")
             alts = sorted([(out_tok, math.log(p) if p > 0 else -math.inf), (in_tok, math.log(1 - p) if p < 1 else -math.inf),
                            (lead + "**", math.log(1e-3))], key=lambda a: -a[1])[:k]

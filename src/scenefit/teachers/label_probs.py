@@ -166,9 +166,15 @@ def tokens_from_openai(logprobs: Any) -> Optional[list[TokenChoice]]:
     return out
 
 
+#: What a log-probability of zero probability is sent as (JSON has no -Infinity; vLLM's value).
+NO_CHANCE_LOGPROB = -9999.0
+
+
 def openai_logprobs_content(tokens: Sequence[TokenChoice]) -> list[dict[str, Any]]:
-    """Tokens in the OpenAI ``logprobs.content`` shape (what ``scenefit serve --openai`` answers)."""
+    """Tokens in the OpenAI ``logprobs.content`` shape (what ``scenefit serve --openai`` answers);
+    a log-probability that is not finite is sent as :data:`NO_CHANCE_LOGPROB`."""
     def entry(token: str, lp: float) -> dict[str, Any]:
+        lp = float(lp) if math.isfinite(lp) else NO_CHANCE_LOGPROB
         return {"token": token, "logprob": lp, "bytes": list(token.encode("utf-8"))}
 
     return [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top]} for t in tokens]
