@@ -281,3 +281,57 @@ def test_confidence_leaves_the_answer_text_as_it_was():
     a, b = SimulatedTeacher("qwen72b-sim").respond(s), SimulatedTeacher("qwen72b-sim").respond(s)
     assert a.text == b.text and a.p_out == b.p_out
     assert a.p_out["final"] == pytest.approx(1 - np.prod([1 - a.p_out[c.value] for c in CRITERIA]), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- the real Qwen vocabulary
+
+
+@pytest.mark.parametrize("style", ["plain", "lower_bold", "json"])
+def test_p_out_from_generation_logits_with_the_qwen_vocabulary(standin_model_dir, style):
+    """The transformers path (token_choices + p_out_from_tokens) on Qwen's real tokenizer: an
+    answer tokenized as Qwen tokenizes it, logits that put P(out) = p at each label position
+    (and near-certainty elsewhere), and the probabilities read back are those p."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from scenefit.teachers.transformers_backend import label_probabilities, token_choices
+
+    tok = AutoTokenizer.from_pretrained(standin_model_dir)
+    labels = {Criterion.LOCATION: Label.OUT, Criterion.SIZE: Label.IN, Criterion.CO_OCCURRENCE: Label.OUT}
+    text = render_teacher_answer(ANALYSES, labels, "json" if style == "json" else "text")
+    if style == "lower_bold":
+        text = "\n".join(f"**{k}:**{v}" if v else line for line in text.lower().split("\n")
+                         for k, _, v in [line.partition(":")])
+    probs = {"location": 0.8, "size": 0.3, "co_occurrence": 0.65, "final": 0.9}
+    # where each label starts, from the text itself: the In/Out words after "Summary", in the
+    # prompt's order (Location, Co-occurrence, Size), then the final decision
+    import re
+
+    summary_at = text.lower().index("summary")
+    found = [m.start() for m in re.finditer(r"(?i)\b(in|out)-", text) if m.start() > summary_at]
+    offsets = dict(zip(["location", "co_occurrence", "size", "final"], found))
+    assert len(offsets) == 4
+    enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids, spans = enc["input_ids"], enc["offset_mapping"]
+    vocab = len(tok)
+    steps = []
+    for i, tid in enumerate(ids):
+        row = torch.zeros(vocab)
+        row[tid] = 25.0
+        key = next((k for k, off in offsets.items() if spans[i][0] <= off < spans[i][1]), None)
+        if key is not None:
+            piece = tok.decode([tid])
+            word = piece.strip().strip('"')
+            lead = piece[: piece.index(word)]
+            flip = {"out": "in", "in": "out", "Out": "In", "In": "Out"}[word]
+            other = tok.encode(lead + flip, add_special_tokens=False)
+            assert len(other) == 1, (lead + flip, other)  # " In" / " Out" / "\"In" are single Qwen tokens
+            p_chosen = probs[key] if word.lower() == "out" else 1 - probs[key]
+            row[tid] = 25.0 + math.log(p_chosen)
+            row[other[0]] = 25.0 + math.log(1 - p_chosen)
+        steps.append(row)
+    tokens = token_choices(tok, ids, steps, 3)
+    assert "".join(t.token for t in tokens) == text
+    p_out, note = label_probabilities(tokens, asked=True)
+    assert note is None, note
+    assert p_out == {k: pytest.approx(v, abs=1e-5) for k, v in probs.items()}
