@@ -335,3 +335,44 @@ def test_p_out_from_generation_logits_with_the_qwen_vocabulary(standin_model_dir
     p_out, note = label_probabilities(tokens, asked=True)
     assert note is None, note
     assert p_out == {k: pytest.approx(v, abs=1e-5) for k, v in probs.items()}
+
+
+# --------------------------------------------------------------------------- import-answers
+
+
+def test_import_answers_reads_probability_columns_and_rejects_bad_ones_by_line_and_column(tmp_path):
+    import csv
+
+    from scenefit.teachers.import_answers import import_answers
+
+    text = render_teacher_answer(ANALYSES, {c: Label.IN for c in CRITERIA})
+    f = tmp_path / "answers.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["coco_index", "response", "p_out_location", "p_out_size", "p_out_co_occurrence", "p_out_final"])
+        w.writerow(["1", text, "0.1", "0.2", "0.05", "0.3"])
+        w.writerow(["2", text, "0.1", "", "0.05", "0.3"])       # size unknown
+        w.writerow(["3", text, "1.5", "0.2", "0.05", "0.3"])    # not a probability
+        w.writerow(["4", text, "0.1", "high", "0.05", "0.3"])   # not a number
+        w.writerow(["5", text, "0", "1", "nan", "0.3"])         # NaN is no probability
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        res = import_answers(f, store, teacher="qwen72b")
+        rows = {r["sample_id"]: r for r in store.rows()}
+    assert res["stored"] == 2 and sorted(rows) == ["1", "2"]
+    reasons = {e["id"]: e["reason"] for e in res["errors"]}
+    assert set(reasons) == {"3", "4", "5"}
+    assert {e["id"]: e["row"] for e in res["errors"]} == {"3": 3, "4": 4, "5": 5}
+    # each answer spans 9 lines: row 3 starts on line 20, row 4 on line 29
+    assert "line 20" in reasons["3"] and "p_out_location is '1.5'" in reasons["3"]
+    assert "line 29" in reasons["4"] and "p_out_size is 'high'" in reasons["4"]
+    assert "p_out_co_occurrence is 'nan'" in reasons["5"]
+    assert p_out_values(rows["1"]["p_out"]) == {"location": 0.1, "size": 0.2, "co_occurrence": 0.05, "final": 0.3}
+    assert rows["1"]["p_out_note"] is None
+    assert p_out_values(rows["2"]["p_out"])["size"] is None and rows["2"]["p_out_note"] == "size: not in the imported file"
+
+    plain = tmp_path / "plain.jsonl"  # no probability columns: nothing known, and it says so
+    plain.write_text(json.dumps({"id": "9", "answer": text}) + "\n")
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        import_answers(plain, store, teacher="molmo")
+        row = store.rows(teacher="molmo")[0]
+    assert row["p_out"] is None and row["p_out_note"] == "not in the imported file"
