@@ -80,8 +80,11 @@ def _run_to_datasets(tmp_path: Path, db: Path, manifest: Path) -> dict[str, pd.D
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["datasets", str(tmp_path / "s"), "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     out = {}
     for c in CRITERIA:
+        soft = manifest["criteria"][c.value]["soft_labels"]["train"]
+        assert 0 < soft["teacher_p_out"] <= manifest["criteria"][c.value]["splits"]["train"]["rows"]
         out[c.value] = pd.concat([pd.read_parquet(tmp_path / "d" / c.value / f"{s}.parquet") for s in ("train", "val", "test")])
     return out
 

@@ -258,15 +258,22 @@ def answer_matrix(
 
 def _p_out_table(cells: np.ndarray) -> np.ndarray:
     """Stored ``p_out`` cells (JSON text, a mapping, or None) -> (rows, len(FIELDS)) floats, NaN
-    where unknown. Only non-empty cells are decoded (stores without probabilities cost nothing)."""
-    from .store import p_out_values
+    where unknown. Only non-empty cells are decoded (stores without probabilities cost nothing);
+    a value outside [0, 1] is a ValueError naming its row and field."""
+    import json
 
     out = np.full((len(cells), len(FIELDS)), np.nan)
-    for i, cell in enumerate(cells):
-        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
-            continue
-        values = p_out_values(cell)
-        out[i] = [np.nan if values[f] is None else values[f] for f in FIELDS]
+    present = np.array([c is not None and not (isinstance(c, float) and np.isnan(c)) for c in cells], dtype=bool)
+    if not present.any():
+        return out
+    parsed = [json.loads(c) if isinstance(c, str) else c for c in cells[present]]
+    for k, field in enumerate(FIELDS):
+        values = np.array([d.get(field) for d in parsed], dtype=float)  # None -> NaN
+        bad = ~np.isnan(values) & ((values < 0) | (values > 1))
+        if bad.any():
+            row = int(np.flatnonzero(present)[np.flatnonzero(bad)[0]])
+            raise ValueError(f"answer row {row}: p_out.{field} = {values[bad][0]} is not a probability in [0, 1]")
+        out[present, k] = values
     return out
 
 

@@ -179,7 +179,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
     for cname in cfg.criteria:
         crit = Criterion(cname)
         frames[cname] = {}
-        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}}
+        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}, "soft_labels": {}}
         for split_name, df in splits.items():
             rows, drops = build_rows(df, crit, cfg.drop_conflicts)
             if split_name in cfg.rebalance:
@@ -190,6 +190,9 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
             frames[cname][split_name] = rows
             info["splits"][split_name] = label_balance(rows)
             info["dropped"][split_name] = drops
+            info["soft_labels"][split_name] = {  # rows whose probabilities are known
+                col: int(rows[col].notna().sum()) for col in ("teacher_p_out", "teachers_mean_p_out")
+            }
         per_criterion[cname] = info
     manifest = {
         "stage": "datasets",
