@@ -30,6 +30,11 @@ A usable answer has status ``ok`` or ``partial`` (its missing criteria count as 
 Per-criterion consensus labels follow the same rule as the final decision, criterion by
 criterion (under ``unanimous_final`` a criterion the teachers split on stays empty and the
 dataset builder falls back to the designated teacher's label).
+
+Soft labels: when the store holds the teachers' probabilities (the ``p_out`` column), each kept
+sample carries, per criterion and for the final decision, ``designated_p_out_<field>`` (the
+designated teacher's P(Out-of-context)) and ``teachers_mean_p_out_<field>`` (the mean over the
+selected teachers whose usable answer gave one) — null where no teacher gave one.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from pydantic import Field
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.data.agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohen
+from scenefit.data.consensus_soft import mean_p_out, p_out_table
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Label
 from scenefit.teachers.parse import final_was_derived
@@ -116,6 +122,7 @@ class AnswerMatrix:
     analysis: dict[str, np.ndarray]  # criterion -> (n,) object, the designated teacher's sentences
     unmatched: int  # answer rows (of the selected teachers) naming samples outside sample_ids
     derived_final: np.ndarray  # (n, t) bool: the parser derived this final decision
+    p_out: dict[str, np.ndarray] = None  # field -> (n, t) float; NaN = no probability (or unusable answer)
 
 
 def label_codes(values: pd.Series) -> np.ndarray:
@@ -229,6 +236,15 @@ def answer_matrix(
             m[derived] = MISSING
         codes[field] = m
 
+    p_out = {}
+    cells = a["p_out"].to_numpy(dtype=object) if "p_out" in a.columns else np.full(len(a), None, dtype=object)
+    values = p_out_table(cells, FIELDS)
+    for k, field in enumerate(FIELDS):
+        m = np.full((n, t), np.nan)
+        m[rows, cols] = values[:, k]
+        m[~usable] = np.nan
+        p_out[field] = m
+
     d = teachers.index(designated)
     mine = cols == d
     analysis = {}
@@ -238,7 +254,7 @@ def answer_matrix(
         col[~usable[:, d]] = None
         analysis[c.value] = col
     return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched,
-                        derived)
+                        derived, p_out)
 
 
 # --------------------------------------------------------------------------- rules
@@ -320,6 +336,7 @@ def teacher_status(matrix: AnswerMatrix) -> dict[str, dict]:
             "request_failures": int(sum(v for k, v in counts.items() if k not in ANSWER_STATUSES | {"missing"})),
             "missing": counts.get("missing", 0),
             "derived_final": int(matrix.derived_final[:, j].sum()),
+            "with_p_out": int((~np.isnan(matrix.p_out["final"][:, j])).sum()) if matrix.p_out else 0,
             "status": counts,
         }
     return out
@@ -360,6 +377,8 @@ def output_columns() -> list[str]:
         + [f"designated_{c}" for c in crit]
         + ["designated_final", "n_usable"]
         + [f"truth_{c}" for c in crit]
+        + [f"designated_p_out_{f}" for f in FIELDS]
+        + [f"teachers_mean_p_out_{f}" for f in FIELDS]
     )
 
 
@@ -423,6 +442,9 @@ def build_consensus(
     for c in CRITERIA:
         kept[f"analysis_{c.value}"] = matrix.analysis[c.value][keep]
     kept["n_usable"] = matrix.usable[keep].sum(axis=1).astype(np.int64)
+    for f in FIELDS:  # soft labels: NaN (null in Parquet) where no teacher gave a probability
+        kept[f"designated_p_out_{f}"] = matrix.p_out[f][keep, d]
+        kept[f"teachers_mean_p_out_{f}"] = mean_p_out(matrix.p_out[f][keep])
     for col in ("group", "scene", *(f"truth_{c.value}" for c in CRITERIA)):
         if col not in kept:
             kept[col] = None

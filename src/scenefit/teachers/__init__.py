@@ -8,4 +8,5 @@
   ``simulated`` backend lives in the test bed: :mod:`scenefit.testbed.simulated_backend`)
 - :mod:`.annotate` — the resumable run; :mod:`.import_answers` — answers from files
 - :mod:`.store` — the annotation store (SQLite); :mod:`.parse` — the teacher-answer parser
+- :mod:`.label_probs` — the teacher's P(Out-of-context) at each label, from token log-probabilities
 """
