@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scenefit.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, png_base64
+from scenefit.images import (REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, parse_box,
+                             png_base64)
 
 RED = (255, 0, 0)
 
@@ -223,6 +224,31 @@ def test_draw_box_clips_and_refuses_outside():
     with pytest.raises(ImageError) as e:
         draw_box(base, (60, 10, 80, 30))
     assert e.value.code == "box_outside"
+
+
+@pytest.mark.parametrize("written", ["10,20,30,40", " 10; 20; 30; 40 ", "[10, 20, 30, 40]", "(10 20 30 40)",
+                                     [10, 20, 30, 40], (10.0, 20, 30, 40), np.array([10, 20, 30, 40])])
+def test_one_box_reader_for_every_spelling(written):
+    # manifest cells, --box, request fields and predict items all read boxes with this one function
+    assert parse_box(written) == (10.0, 20.0, 30.0, 40.0)
+
+
+@pytest.mark.parametrize("written", ["1,2,3", "a,b,c,d", [1, 2, 3, 4, 5], {"x0": 1}, 7, ["1", None, "3", "4"]])
+def test_box_that_is_not_four_numbers_is_bad_box(written):
+    with pytest.raises(ImageError) as e:
+        parse_box(written)
+    assert e.value.code == "bad_box" and "box" in e.value.message
+
+
+def test_blank_box_is_no_box_and_nan_is_left_to_the_box_rule():
+    assert parse_box(None) is None and parse_box("  ") is None
+    # a nan is four numbers to the reader; the box rule refuses it where the item is judged
+    box = parse_box("nan,0,10,10")
+    assert box is not None and box[1:] == (0.0, 10.0, 10.0)
+    from scenefit.images import check_box
+
+    with pytest.raises(ImageError, match="not a finite number"):
+        check_box(box, (64, 48))
 
 
 def test_png_base64_round_trips():

@@ -14,6 +14,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .criteria import CRITERIA, Criterion, Label
+from .images import ImageError, box_pixels, parse_box
 
 Box = tuple[int, int, int, int]
 
@@ -50,19 +51,11 @@ class Sample(BaseModel):
     @field_validator("box", mode="before")
     @classmethod
     def _box(cls, v):
-        if v is None:
-            return None
-        if isinstance(v, str):
-            v = [p for p in v.replace(";", ",").split(",") if p.strip()]
-        vals = [float(x) for x in v]
-        if len(vals) != 4:
-            raise ValueError(f"box needs 4 numbers (x0, y0, x1, y1), got {len(vals)}")
-        x0, y0, x1, y1 = (int(round(x)) for x in vals)
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box {vals} is empty or inverted (need x1 > x0 and y1 > y0)")
-        if min(x0, y0) < 0:
-            raise ValueError(f"box {vals} has negative coordinates")
-        return (x0, y0, x1, y1)
+        try:
+            box = parse_box(v)
+            return None if box is None else box_pixels(box)
+        except ImageError as e:  # pydantic reports ValueErrors
+            raise ValueError(e.message) from None
 
     @model_validator(mode="after")
     def _box_or_boxed(self):

@@ -88,7 +88,7 @@ def predict_cmd(
                       batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
 
     from ..inference import PredictItem, Predictor, StudentError
-    from ..inference.items import ItemError, parse_box
+    from ..images import ImageError, parse_box
     from ..manifest import ManifestError, read_manifest
 
     items: list = []
@@ -97,7 +97,7 @@ def predict_cmd(
     if image is not None:
         try:
             parsed_box = parse_box(box)
-        except ItemError as e:
+        except ImageError as e:
             fail(f"--box: {e.message}")
             return
         items = [PredictItem(str(image), object_name or "", parsed_box, boxed, id=str(image))]

@@ -4,9 +4,10 @@ An item is a :class:`~scenefit.records.Sample`, a :class:`PredictItem`, a mappin
 keys ``image, object, box, boxed`` (and optionally ``id``), or a tuple
 ``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path or a PIL image.
 
-The box is drawn with :func:`scenefit.images.draw_box` unless the image is already boxed. As in
-``scenefit ingest``, a box reaching past the image edge is clipped to it; a box wholly outside
-the image is refused (code ``box_outside``).
+The box is read by :func:`scenefit.images.parse_box` and placed by
+:func:`scenefit.images.check_box` (the rules of ``scenefit ingest`` and ``scenefit serve``: a small
+overshoot past the image edge is clipped, a box mostly outside is refused, code ``box_outside``)
+and drawn with :func:`scenefit.images.draw_box` unless the image is already boxed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 from PIL import Image
 
-from ..images import REASON_CODES, ImageError, check_box, draw_box, load_image
+from ..images import REASON_CODES, ImageError, check_box, draw_box, load_image, parse_box
 from ..records import Sample
 
 #: Reason codes of a refused item: the image codes of scenefit.images plus the item's own.
@@ -26,7 +27,6 @@ ITEM_CODES: dict[str, str] = {
     **REASON_CODES,
     "missing_object": "the item names no object",
     "missing_box": "the image is not boxed and the item gives no box",
-    "bad_box": "the box is not four numbers x0,y0,x1,y1 with x1 > x0 and y1 > y0",
     "bad_item": "the item is not a Sample, mapping or (image, object, box[, boxed]) tuple",
 }
 
@@ -57,22 +57,6 @@ class PredictItem:
     box: Optional[tuple[float, float, float, float]] = None
     boxed: bool = False
     id: Optional[str] = None
-
-
-def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
-    """'x0,y0,x1,y1' or four numbers -> a tuple; None stays None; anything else is bad_box."""
-    if value is None:
-        return None
-    try:
-        parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
-        nums = tuple(float(p) for p in parts if not (isinstance(p, str) and not p.strip()))
-    except (TypeError, ValueError):
-        raise ItemError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1") from None
-    if len(nums) != 4:
-        raise ItemError("bad_box", f"box {value!r} needs 4 numbers (x0,y0,x1,y1), got {len(nums)}")
-    if nums[2] <= nums[0] or nums[3] <= nums[1]:
-        raise ItemError("bad_box", f"box {value!r} is empty or inverted (need x1 > x0 and y1 > y0)")
-    return nums  # type: ignore[return-value]
 
 
 def to_item(obj: Any, index: int = 0) -> PredictItem:
@@ -108,7 +92,7 @@ def prepare_image(item: PredictItem, box_width: int = 3, box_color: Sequence[int
         raise ItemError("missing_object", f"{where}: no object name")
     try:
         box = parse_box(item.box)
-    except ItemError as e:
+    except ImageError as e:
         raise ItemError(e.code, f"{where}: {e.message}") from None
     if box is None and not item.boxed:
         raise ItemError("missing_box", f"{where}: the image is not boxed and no box was given")

@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..criteria import CRITERIA, Criterion
+from ..images import parse_box
 from .batching import BatcherClosed, FairLock, MicroBatcher
 from .config import ServeConfig
 from .security import (
@@ -48,7 +49,7 @@ from .security import (
     error_bytes,
     error_payload,
     load_image_bytes,
-    parse_box,
+    image_refusals,
     parse_flag,
     parse_object,
     place_box,
@@ -144,7 +145,8 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecodi
     """Validate everything but the image first (cheap), then decode the image (scaled down to
     the model's size while decoding) and place the box (given in the original's pixels)."""
     obj = parse_object(fields.get("object"), cfg.max_object_chars)
-    box = parse_box(fields.get("box"))
+    with image_refusals():
+        box = parse_box(fields.get("box"))
     explain = parse_flag(fields.get("explain"), "explain")
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
     image = decoding.load(fields["image"])

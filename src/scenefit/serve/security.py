@@ -307,9 +307,17 @@ def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]
     """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
     before decoding, full decode, scaled down to ``fit_pixels`` while decoding, decoded pixels
     held in ``decode_budget``); an ImageError becomes the API error of its code."""
-    try:
+    with image_refusals():
         return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats,
                                        fit_pixels=fit_pixels, decode_budget=decode_budget)
+
+
+@contextlib.contextmanager
+def image_refusals():
+    """An ImageError raised inside becomes the API error of its code (status by
+    :data:`IMAGE_ERROR_STATUS`)."""
+    try:
+        yield
     except ImageError as e:
         raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, e.message) from None
 
@@ -340,46 +348,14 @@ class PixelBudget:
                 self._room.notify_all()
 
 
-def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
-    """``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"`` (None/empty: no box) -> 4 floats; 422 otherwise."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                raise ApiError(422, "bad_box", f"box {value!r} is not 'x0,y0,x1,y1'") from None
-        else:
-            value = [p for p in text.split(",")]
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}")
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}") from None
-    if not all(map(_finite, (x0, y0, x1, y1))):
-        raise ApiError(422, "bad_box", f"box {value!r} has a non-finite number")
-    if x1 <= x0 or y1 <= y0:
-        raise ApiError(422, "bad_box", f"box {[x0, y0, x1, y1]} is empty or inverted (need x1 > x0 and y1 > y0)")
-    return (x0, y0, x1, y1)
-
-
-def _finite(v: float) -> bool:
-    return v == v and v not in (float("inf"), float("-inf"))
-
-
 def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
               image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
     """The box in whole pixels on an image of ``size``, by scenefit's one box rule
     (:func:`scenefit.images.check_box`, as in ingest and predict; its message names the box, the
     image size and how much of the box lies on it). ``image_size``: the size the image was scaled
     down to while decoding; the box is scaled with it."""
-    try:
+    with image_refusals():
         x0, y0, x1, y1 = check_box(box, size)
-    except ImageError as e:
-        raise ApiError(422, e.code, e.message) from None
     if image_size is None or tuple(image_size) == tuple(size):
         return x0, y0, x1, y1
     sx, sy = image_size[0] / size[0], image_size[1] / size[1]
