@@ -255,3 +255,34 @@ def test_png_base64_round_trips():
     im = noise_image(12, 7)
     back = Image.open(io.BytesIO(base64.b64decode(png_base64(im))))
     assert back.format == "PNG" and np.array_equal(np.asarray(back.convert("RGB")), np.asarray(im))
+
+
+def test_one_box_width_rule_grows_with_the_image():
+    from scenefit.images import box_width_for
+
+    assert box_width_for((640, 480)) == 3 and box_width_for((112, 112)) == 2 and box_width_for((1920, 1080)) == 7
+    assert box_width_for((1920, 1080), 4) == 4  # a configured width wins
+    big = draw_box(Image.new("RGB", (1920, 1080), (0, 0, 0)), (100, 100, 400, 400))
+    px = np.asarray(big)
+    assert (px[100:107, 200] == (255, 0, 0)).all() and (px[107, 200] == 0).all()
+
+
+def test_ingest_teachers_and_predict_draw_the_same_box(tmp_path):
+    # the red box the teachers judge, the one ingest writes for the students and the one predict
+    # draws for a new image are one drawing (they used to be 2, 3 and 3 pixels wide here)
+    from scenefit.ingest import IngestConfig, ingest_sample
+    from scenefit.inference.config import PredictConfig
+    from scenefit.inference.items import PredictItem, prepare_image
+    from scenefit.records import Sample
+    from scenefit.teachers.base import teacher_image
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)
+    sample = Sample(id="s", image=str(path), object="cow", box=(40, 30, 200, 150))
+    out = tmp_path / "out"
+    out.mkdir()
+    ingested, _ = ingest_sample(sample, out, IngestConfig())
+    written = np.asarray(load_image(ingested.image))
+    seen_by_teacher = np.asarray(teacher_image(sample))
+    predicted = np.asarray(prepare_image(PredictItem(str(path), "cow", sample.box), PredictConfig().box_width))
+    assert (written == seen_by_teacher).all() and (written == predicted).all()

@@ -315,21 +315,38 @@ def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int
     return cx0, cy0, cx1, cy1
 
 
+#: The thinnest red box drawn: a 1-pixel line vanishes when a model's processor scales the image down.
+MIN_BOX_WIDTH = 2
+#: Pixels of image (shorter side) per pixel of box line when no width is set: 3 on a 640x480 photo.
+BOX_WIDTH_PER_SIDE = 150
+
+
+def box_width_for(size: tuple[int, int], width: Optional[int] = None) -> int:
+    """The one rule for the red box's line width: ``width`` when one is set (a config's
+    ``box_width``), else grown with the image (shorter side / :data:`BOX_WIDTH_PER_SIDE`, at least
+    :data:`MIN_BOX_WIDTH`), so that it survives the downscaling a teacher or a student applies."""
+    if width is not None:
+        if width < 1:
+            raise ValueError(f"box width must be >= 1, got {width}")
+        return int(width)
+    return max(MIN_BOX_WIDTH, round(min(size) / BOX_WIDTH_PER_SIDE))
+
+
 def draw_box(
     image: Image.Image,
     box: Sequence[float],
-    width: int = 3,
-    color: tuple[int, int, int] = (255, 0, 0),
+    width: Optional[int] = None,
+    color: Sequence[int] = (255, 0, 0),
 ) -> Image.Image:
-    """A new RGB image with a ``width``-pixel outline drawn inside ``box`` (x1, y1 exclusive).
+    """The one box drawer: a new RGB image with the red outline drawn inside ``box`` (x1, y1
+    exclusive), ``width`` pixels wide by :func:`box_width_for` (None: by the image's size).
 
     The box is clipped to the image first; a box wholly outside it is an ImageError.
     """
-    if width < 1:
-        raise ValueError(f"box width must be >= 1, got {width}")
+    line = box_width_for(image.size, width)
     x0, y0, x1, y1 = clip_box(box, image.size)
     out = to_rgb(image).copy()
-    ImageDraw.Draw(out).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color), width=width)
+    ImageDraw.Draw(out).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color), width=line)
     return out
 
 

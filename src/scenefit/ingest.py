@@ -59,7 +59,11 @@ class IngestConfig(StageConfig):
         description="Folder that relative image paths (and the paper layout's <coco_index>.png) resolve "
         "against (a relative folder is taken from the working directory); default: the manifest's folder.",
     )
-    box_width: int = Field(3, ge=1, le=64, description="Width in pixels of the red box drawn on unboxed images.")
+    box_width: Optional[int] = Field(
+        None, ge=1, le=64,
+        description="Width in pixels of the red box drawn on unboxed images; null = by the image's size "
+        "(scenefit.images.box_width_for: the shorter side / 150, at least 2; 3 on a 640x480 photo).",
+    )
     box_color: tuple[int, int, int] = Field(
         (255, 0, 0), description="RGB colour of the drawn box (the students are trained on red)."
     )

@@ -199,7 +199,7 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     processor = load_processor(first, padding_side="left")
     _, ids = decision_token_ids(processor)
     items, _ = toy_items(images, seed=seed)
-    probes = [draw_box(im, box, width=3) for im, _, box in items]
+    probes = [draw_box(im, box) for im, _, box in items]
 
     def logits(model, crit: Criterion):
         rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}

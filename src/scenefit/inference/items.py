@@ -84,7 +84,7 @@ def _default_id(image: Any, index: int) -> str:
     return str(index)
 
 
-def prepare_image(item: PredictItem, box_width: int = 3, box_color: Sequence[int] = (255, 0, 0),
+def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color: Sequence[int] = (255, 0, 0),
                   max_pixels: Optional[int] = None) -> Image.Image:
     """The red-boxed RGB image of an item; raises ItemError naming the item and the problem."""
     where = f"item {item.id}"
