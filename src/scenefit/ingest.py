@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from .config import StageConfig
 from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from .manifest import read_manifest, write_manifest
-from .parquet_io import write_json, write_jsonl
+from .parquet_io import atomic_path, write_json, write_jsonl
 from .records import Sample
 
 
@@ -135,9 +135,8 @@ def image_name(sample_id: str) -> str:
 
 
 def _save_png(image, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", compress_level=1)  # fast; lossless at any level
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)  # fast; lossless at any level
 
 
 def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[Sample, bool]:

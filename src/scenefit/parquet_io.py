@@ -14,12 +14,13 @@ images. (Read with plain pandas/pyarrow/``datasets``, they are relative to the f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -112,18 +113,17 @@ def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, 
     # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
     metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode()}
     table = table.replace_schema_metadata(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        compression_level=3,
-        row_group_size=64 * 1024,
-        use_dictionary=True,
-        write_statistics=True,
-        store_schema=True,
-    )
-    tmp.replace(path)  # a killed run never leaves half a file under the final name
+    with atomic_path(path) as tmp:  # a killed run never leaves half a file under the final name
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=3,
+            row_group_size=64 * 1024,
+            use_dictionary=True,
+            write_statistics=True,
+            store_schema=True,
+        )
     return path
 
 
@@ -156,14 +156,32 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(text: str, path: Path | str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a kill
-    leaves either the old file or the new one, never half of one (the rename is atomic on POSIX)."""
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path beside ``path`` (its folder made) to write
+    the file to; when the block ends the file is renamed over ``path``, so a kill leaves either
+    the old file or the new one, never half of one (the rename is atomic on POSIX). When the block
+    raises, the temporary file is removed and ``path`` is left as it was.
+
+        with atomic_path(out) as tmp:
+            image.save(tmp, format="PNG")
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    """``text`` (UTF-8) written to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -200,25 +200,22 @@ def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
     import pandas as pd
 
     from .. import SYNTHETIC_NOTICE
+    from ..parquet_io import atomic_path
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     kind = OUT_FORMATS[out.suffix.lower()]
-    tmp = out.with_name(out.name + ".tmp")
-    if kind == "jsonl":
-        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-    else:
-        frame = pd.DataFrame(rows)
-        if kind == "csv":
-            frame.to_csv(tmp, index=False)
+    with atomic_path(out) as tmp:
+        if kind == "jsonl":
+            tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+        elif kind == "csv":
+            pd.DataFrame(rows).to_csv(tmp, index=False)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
             meta = {"notice": SYNTHETIC_NOTICE} if synthetic else {}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"scenefit": json.dumps(meta).encode()})
             pq.write_table(table, tmp)
-    os.replace(tmp, out)
 
 
 def _print_tables(predictions) -> None:
