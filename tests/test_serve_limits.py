@@ -226,6 +226,7 @@ def test_a_content_length_that_is_no_number_gets_the_json_error_shape(client):
 @pytest.mark.parametrize("argv, words", [
     (["serve", "--students", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
     (["serve", "--openai", "--model", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
+    (["serve-teacher", "--model", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
 ])
 def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeypatch):
     from typer.testing import CliRunner

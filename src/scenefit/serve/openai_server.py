@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat-completions server around a model-runner callable.
 
-    scenefit serve --openai --model runs/demo/model --host 127.0.0.1 --port 8000
+    scenefit serve-teacher --model runs/demo/model --host 127.0.0.1 --port 8000
     curl http://127.0.0.1:8000/v1/models
 
     from scenefit.serve.openai_server import build_openai_router, ChatRequest, ChatReply
@@ -12,7 +12,7 @@ The router validates the request (messages with text and ``image_url`` parts —
 the transformers chat format plus decoded PIL images) and answers with what the runner
 returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
 :class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
-generate function (``scenefit serve --openai`` batches the model's ``generate()`` this way).
+generate function (``scenefit serve-teacher`` batches the model's ``generate()`` this way).
 Streaming (``stream: true``) answers server-sent events in the OpenAI chunk format
 (:mod:`.streaming`). Not supported: ``n`` > 1, tools.
 """

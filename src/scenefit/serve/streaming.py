@@ -1,6 +1,6 @@
 """Chat generation that follows its clients: streamed text, and rows that stop when nobody waits.
 
-    scenefit serve --openai --model runs/demo/model --port 8000      # both servers use this
+    scenefit serve-teacher --model runs/demo/model --port 8000      # both servers use this
     curl -N localhost:8000/v1/chat/completions -d '{"stream": true, "messages": [...]}'
 
 * :class:`RequestWatch` — a transformers stopping criterion given to the batched ``generate()``
