@@ -189,3 +189,24 @@ def test_the_model_is_handed_out_in_arrival_order():
     for t in threads:
         t.join(120)
     assert order == ["classify", "chat-a", "chat-b"] and lock.waiting == 0
+
+
+def test_a_chat_image_is_decoded_once(monkeypatch):
+    # the dispatcher checks chat images as classify does and hands the decoded image on; the chat
+    # app used to decode the same data URL a second time
+    import scenefit.images as images
+
+    decoded = []
+    real = images.load_image_bytes
+    monkeypatch.setattr(images, "load_image_bytes", lambda raw, *a, **kw: decoded.append(len(raw)) or real(raw, *a, **kw))
+    seen = []
+
+    def chat(adapter, reqs):
+        seen.extend(im.size for r in reqs for im in r.images)
+        return [ChatReply("ok", prompt_tokens=1, completion_tokens=1) for _ in reqs]
+
+    with serve(chat) as base:
+        r = httpx.post(base + "/v1/chat/completions", headers=auth(), timeout=60,
+                       json={"model": "scenefit-size", "messages": image_message(), "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert len(decoded) == 1 and seen == [(64, 48)]

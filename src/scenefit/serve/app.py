@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..criteria import CRITERIA, Criterion
 from ..images import parse_box
 from .batching import BatcherClosed, FairLock, MicroBatcher
+from .openai_server import DECODED_IMAGES_SCOPE_KEY
 from .config import ServeConfig
 from .security import (
     ApiError,
@@ -213,12 +214,12 @@ class ChatDispatcher:
         except Exception:  # let the OpenAI app answer the malformed body in its own words
             parsed, name = None, self.default
         target = self.apps.get(name)
-        refusal = None
+        refusal, decoded = None, {}
         if target is None:
             refusal = ApiError(404, "model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
         else:
             try:  # the same image checks as /v1/classify (pixel cap before decoding, formats)
-                await self.decoding.run(_check_chat_images, parsed, self.decoding)
+                decoded = await self.decoding.run(_decode_chat_images, parsed, self.decoding)
             except ApiError as e:
                 refusal = e
         if refusal is not None:
@@ -227,13 +228,16 @@ class ChatDispatcher:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": payload})
             return
-        await target(scope, replay_body(body, receive), send)
+        # the chat app uses the images decoded here instead of decoding them again
+        await target({**scope, DECODED_IMAGES_SCOPE_KEY: decoded}, replay_body(body, receive), send)
 
 
-def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
-    """Every ``image_url`` data URL of a chat body through the classify image checks."""
+def _decode_chat_images(body: Any, decoding: ImageDecoding) -> dict[tuple[int, int], Any]:
+    """Every ``image_url`` data URL of a chat body decoded through the classify image checks,
+    by (message index, part index)."""
+    decoded: dict[tuple[int, int], Any] = {}
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        return
+        return decoded
     for i, message in enumerate(body["messages"]):
         parts = message.get("content") if isinstance(message, dict) else None
         for j, part in enumerate(parts if isinstance(parts, list) else []):
@@ -243,9 +247,10 @@ def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
             url = ref.get("url") if isinstance(ref, dict) else ref
             if isinstance(url, str) and url.startswith("data:"):
                 try:
-                    decoding.load(decode_base64_image(url))
+                    decoded[(i, j)] = decoding.load(decode_base64_image(url))
                 except ApiError as e:
                     raise ApiError(e.status_code, e.code, f"messages[{i}].content[{j}]: {e.message}") from None
+    return decoded
 
 
 def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate,

@@ -101,10 +101,18 @@ def decode_data_url(url: str, **image_options):
         raise BadRequest(f"image data URL refused ({e.code}): {e.message}") from None
 
 
+#: ASGI scope key under which an app wrapping the router (the student server's chat dispatcher)
+#: hands down the data-URL images it has already decoded and checked, as
+#: ``{(message index, part index): PIL image}``, so that they are not decoded a second time.
+DECODED_IMAGES_SCOPE_KEY = "scenefit.decoded_images"
+
+
 def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: Optional[int] = None,
-                    image_options: Optional[dict] = None) -> ChatRequest:
+                    image_options: Optional[dict] = None,
+                    decoded: Optional[dict[tuple[int, int], Any]] = None) -> ChatRequest:
     """Validate an OpenAI chat-completions body into a :class:`ChatRequest` (``max_tokens``
-    above ``max_tokens_limit`` is refused, naming the limit)."""
+    above ``max_tokens_limit`` is refused, naming the limit). ``decoded``: images already decoded
+    by position (see :data:`DECODED_IMAGES_SCOPE_KEY`); the others are decoded here."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     n = body.get("n")
@@ -138,7 +146,8 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
                     iu = p.get("image_url")
                     url = iu.get("url") if isinstance(iu, dict) else iu
                     try:
-                        images.append(decode_data_url(url, **(image_options or {})))
+                        image = (decoded or {}).get((i, j))
+                        images.append(image if image is not None else decode_data_url(url, **(image_options or {})))
                     except BadRequest as e:
                         raise BadRequest(f"messages[{i}].content[{j}]: {e}") from None
                     parts.append({"type": "image"})
@@ -193,7 +202,8 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except Exception:
             return _error(400, "request body is not valid JSON")
         try:
-            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
+            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options,
+                               request.scope.get(DECODED_IMAGES_SCOPE_KEY))
         except BadRequest as e:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
