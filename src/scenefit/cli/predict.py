@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..progress import Progress
 from . import app
 from .common import (
     ConfigOpt, SetOpt, console, error_line, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
@@ -132,13 +133,9 @@ def predict_cmd(
     if any(s.synthetic for s in predictor.students.values()):
         synthetic = True
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=len(items) <= 1)
-    with progress:
-        task = progress.add_task("predict", total=len(items))
-        predictions = predictor.predict(items, on_progress=lambda n: progress.advance(task, n))
+    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
+        bars.bar("predict", len(items))
+        predictions = predictor.predict(items, on_progress=bars.advance)
 
     for p in predictions:
         if not p.ok:
