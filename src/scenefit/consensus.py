@@ -47,6 +47,7 @@ from .agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohe
 from .config import StageConfig
 from .criteria import CRITERIA, Label
 from .parse import final_was_derived
+from .records import is_synthetic
 
 RULES = ("unanimous_final", "unanimous_all", "designated", "majority")
 Rule = Literal["unanimous_final", "unanimous_all", "designated", "majority"]
@@ -392,7 +393,7 @@ def build_consensus(
     matrix = answer_matrix(answers, manifest_ids, teachers, designated, cfg.contradiction_usable, cfg.count_derived_final)
 
     not_in_manifest = matrix.unmatched
-    synthetic = bool(manifest["synthetic"].fillna(False).astype(bool).any()) if "synthetic" in manifest else False
+    synthetic = is_synthetic(manifest)
     truth = truth_codes(manifest)
     everyone = np.ones(len(manifest), dtype=bool)
 

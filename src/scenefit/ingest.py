@@ -43,7 +43,7 @@ from .config import StageConfig
 from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from .manifest import read_manifest, write_manifest
 from .parquet_io import atomic_path, write_json, write_jsonl
-from .records import Sample
+from .records import Sample, is_synthetic
 
 
 class IngestConfig(StageConfig):
@@ -222,7 +222,7 @@ def ingest(
         line_note=read.line_note,
         drawn=drawn,
         clipped=clipped,
-        synthetic=any(s.synthetic for s in samples),
+        synthetic=is_synthetic(*samples),
         out_dir=out,
         rejected_by_code=dict(Counter(e["code"] for e in errors)),
     )

@@ -9,7 +9,7 @@ the image already carries its box), truths are label strings or null.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -113,3 +113,21 @@ class Sample(BaseModel):
 
 
 MANIFEST_COLUMNS = list(Sample(id="x", image="x", object="x", box=(0, 0, 1, 1)).to_row())
+
+
+def is_synthetic(*sources: Any) -> bool:
+    """The one rule for "does this come from the synthetic world" (outputs made from it carry
+    SYNTHETIC_NOTICE): true when any source says so — a table by any true cell of its
+    ``synthetic`` column, a mapping (a provenance dict) by its ``synthetic`` key, anything else
+    (a Sample, a loaded student's info) by its ``synthetic`` attribute."""
+    for source in sources:
+        if hasattr(source, "columns"):  # a pandas DataFrame
+            flags = source["synthetic"] if "synthetic" in source.columns else ()
+            if len(flags) and bool(flags.fillna(False).astype(bool).any()):
+                return True
+        elif isinstance(source, Mapping):
+            if bool(source.get("synthetic")):
+                return True
+        elif bool(getattr(source, "synthetic", False)):
+            return True
+    return False

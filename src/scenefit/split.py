@@ -30,6 +30,7 @@ from .config import StageConfig
 from .consensus import label_codes
 from .agreement import MISSING
 from .criteria import Label
+from .records import is_synthetic
 
 SPLITS = ("train", "val", "test")
 
@@ -245,7 +246,7 @@ def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[d
         "designated": input_meta.get("designated"),
         "teachers": input_meta.get("teachers"),
         "prompt_hash": input_meta.get("prompt_hash"),
-        "synthetic": bool(input_meta.get("synthetic")) or bool(frame.get("synthetic", pd.Series([False])).any()),
+        "synthetic": is_synthetic(input_meta, frame),
     }
     from . import SYNTHETIC_NOTICE
 

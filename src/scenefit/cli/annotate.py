@@ -69,6 +69,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
 
     from .. import SYNTHETIC_NOTICE
     from ..manifest import ManifestError, read_manifest
+    from ..records import is_synthetic
     from ..teachers.annotate import annotate_async
 
     if not cfg.selected():
@@ -82,7 +83,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
         console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['reason'])})")
     if not samples:
         fail(f"{manifest}: no usable samples")
-    synthetic = any(s.synthetic for s in samples)
+    synthetic = is_synthetic(*samples)
     synthetic_banner(synthetic)
     with open_store(db) as store:
         if synthetic:

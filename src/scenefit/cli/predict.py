@@ -91,6 +91,7 @@ def predict_cmd(
     from ..inference import PredictItem, Predictor, StudentError
     from ..images import ImageError, parse_box
     from ..manifest import ManifestError, read_manifest
+    from ..records import is_synthetic
 
     items: list = []
     read_errors: list[dict] = []
@@ -109,7 +110,7 @@ def predict_cmd(
             fail(str(e))
             return
         items = samples
-        synthetic = any(s.synthetic for s in samples)
+        synthetic = is_synthetic(*samples)
     for err in read_errors:
         error_line(f"{err['id']}: {err['reason']} ({err['code']})")
 
@@ -130,8 +131,7 @@ def predict_cmd(
     except (StudentError, OSError, ValueError) as e:
         fail(str(e))
         return
-    if any(s.synthetic for s in predictor.students.values()):
-        synthetic = True
+    synthetic = synthetic or is_synthetic(*predictor.students.values())
 
     with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..criteria import CRITERIA, Criterion
 from ..images import parse_box
+from ..records import is_synthetic
 from .batching import BatcherClosed, FairLock, MicroBatcher
 from .openai_server import DECODED_IMAGES_SCOPE_KEY
 from .config import ServeConfig
@@ -55,6 +56,7 @@ from .security import (
     parse_object,
     place_box,
     replay_body,
+    status_code_name,
     PixelBudget,
 )
 
@@ -87,13 +89,6 @@ def served_criteria(predictor: Any) -> list[str]:
 
 def _to_json(result: Any) -> dict[str, Any]:
     return result.to_json() if hasattr(result, "to_json") else dict(result)
-
-
-def _status_code_name(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
-            422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
-            503: "unavailable", 504: "timeout"}.get(status, f"http_{status}")
 
 
 async def _read_fields(request: Request, cfg: ServeConfig) -> dict[str, Any]:
@@ -353,7 +348,7 @@ def create_app(
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        return JSONResponse(error_payload(_status_code_name(exc.status_code), message),
+        return JSONResponse(error_payload(status_code_name(exc.status_code), message),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -416,11 +411,6 @@ def create_app(
     return app
 
 
-def is_synthetic(predictor: Any) -> bool:
-    """True when any loaded student says it was trained on the synthetic world."""
-    return any(getattr(info, "synthetic", False) for info in getattr(predictor, "students", {}).values())
-
-
 def serve_students(
     students: Any,
     predict_cfg: Any,
@@ -433,5 +423,5 @@ def serve_students(
     from .openai_server import run_app
 
     predictor = Predictor.from_students(students, config=predict_cfg)
-    app = create_app(predictor, cfg, token, synthetic=is_synthetic(predictor))
+    app = create_app(predictor, cfg, token, synthetic=is_synthetic(*predictor.students.values()))
     run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level)

@@ -23,7 +23,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import socket
 import threading
 import time
@@ -35,7 +34,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .security import log
+from .security import error_bytes, error_payload, log, status_code_name
 
 
 @dataclass
@@ -174,8 +173,9 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
     )
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
+def _error(status: int, message: str, kind: str = "invalid_request_error", code: Optional[str] = None) -> JSONResponse:
+    """An error in the servers' one shape (:func:`.security.error_payload`) with OpenAI's ``type``."""
+    return JSONResponse(status_code=status, content=error_payload(code or status_code_name(status), message, kind))
 
 
 def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
@@ -208,7 +208,8 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
         if req.model and req.model != model_name:
-            return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error")
+            return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error",
+                          "model_not_found")
         if req.stream:
             return StreamingResponse(sse_chunks(req, runner, model_name), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
@@ -220,7 +221,7 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except HTTPException:
             raise
         except Exception as e:  # the model failed: a server error the client may retry
-            return _error(500, f"{type(e).__name__}: {e}", "server_error")
+            return _error(500, f"{type(e).__name__}: {e}", "server_error", "generation_failed")
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -319,7 +320,7 @@ def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]
         def send_400_response(self, msg: str) -> None:
             import h11
 
-            body = json.dumps({"error": {"code": "bad_http_request", "message": msg}}).encode()
+            body = error_bytes("bad_http_request", msg)
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"connection", b"close")]
             for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),

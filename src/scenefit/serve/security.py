@@ -58,12 +58,23 @@ class ApiError(HTTPException):
         self.message = message
 
 
-def error_payload(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def error_payload(code: str, message: str, kind: Optional[str] = None) -> dict[str, Any]:
+    """The one error shape of both servers (classify, chat, the HTTP parser's refusals):
+    ``{"error": {"code": <a stable word>, "message": <text>}}``, plus OpenAI's error ``type``
+    where the chat protocol answers (``kind``)."""
+    return {"error": {"code": code, "message": message, **({"type": kind} if kind else {})}}
 
 
-def error_bytes(code: str, message: str) -> bytes:
-    return json.dumps(error_payload(code, message)).encode()
+def error_bytes(code: str, message: str, kind: Optional[str] = None) -> bytes:
+    return json.dumps(error_payload(code, message, kind)).encode()
+
+
+def status_code_name(status: int) -> str:
+    """The error code word of an HTTP status, for refusals that have no more specific one."""
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+            422: "invalid_request", 429: "too_many_requests", 499: "client_closed_request", 500: "internal_error",
+            503: "unavailable", 504: "timeout"}.get(status, f"http_{status}")
 
 
 # --------------------------------------------------------------------------- auth

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from transformers import StoppingCriteria
 
-from .security import log
+from .security import error_payload, log
 
 
 class RequestWatch(StoppingCriteria):
@@ -117,7 +117,7 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
         try:
             reply = task.result()
         except Exception as e:  # the model failed mid-answer: say so in the stream, then end it
-            yield _event({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}})
+            yield _event(error_payload("generation_failed", f"{type(e).__name__}: {e}", "server_error"))
             yield "data: [DONE]\n\n"
             return
         if reply.text.startswith(sent) and len(reply.text) > len(sent):
