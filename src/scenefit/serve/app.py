@@ -305,7 +305,6 @@ def create_app(
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
-    started = time.time()
     decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
@@ -324,6 +323,23 @@ def create_app(
     app.state.batcher = batcher
     app.state.counters = counters
     app.state.config = cfg
+    _add_guard(app, cfg, token, counters)
+    _add_error_handlers(app, counters)
+    _add_info_routes(app, cfg, criteria, token, synthetic, batcher, counters, decoding)
+    _add_classify_route(app, cfg, batcher, decoding, synthetic)
+    if chat_generate is not None:
+        def locked_generate(adapter: Optional[str], reqs: list) -> list:
+            with lock:
+                return chat_generate(adapter, reqs)
+
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
+        app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
+    _add_web_page(app)
+    return app
+
+
+def _add_guard(app: FastAPI, cfg: ServeConfig, token: Optional[str], counters: GuardCounters) -> None:
+    """Auth, body cap, concurrency cap and timeouts for every route (:class:`GuardMiddleware`)."""
     app.add_middleware(
         GuardMiddleware,
         token=token,
@@ -337,6 +353,10 @@ def create_app(
         open_prefixes=("/static/",),
         counters=counters,
     )
+
+
+def _add_error_handlers(app: FastAPI, counters: GuardCounters) -> None:
+    """Every refusal in the servers' one error shape (:func:`.security.error_payload`)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -355,6 +375,12 @@ def create_app(
     async def _validation_error(request: Request, exc: RequestValidationError):
         parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
         return JSONResponse(error_payload("invalid_request", "; ".join(parts)), status_code=422)
+
+
+def _add_info_routes(app: FastAPI, cfg: ServeConfig, criteria: list[str], token: Optional[str], synthetic: bool,
+                     batcher: MicroBatcher, counters: GuardCounters, decoding: ImageDecoding) -> None:
+    """``/health``, ``/v1/models`` and ``/v1/metrics``."""
+    started = time.time()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -375,6 +401,12 @@ def create_app(
                 "decoding": {"fit_pixels": decoding.fit_pixels, "pixels_in_flight_limit": decoding.budget.limit,
                              "pixels_in_flight_peak": decoding.budget.peak}}
 
+
+def _add_classify_route(app: FastAPI, cfg: ServeConfig, batcher: MicroBatcher, decoding: ImageDecoding,
+                        synthetic: bool) -> None:
+    """``POST /v1/classify``: fields read and checked, the image decoded in the decoding
+    threads, the item merged into the predictor's batches."""
+
     @app.post(CLASSIFY_PATH)
     async def classify(request: Request):
         fields = await _read_fields(request, cfg)
@@ -394,21 +426,15 @@ def create_app(
             payload = {**payload, "notice": SYNTHETIC_NOTICE}
         return JSONResponse(payload)
 
-    if chat_generate is not None:
-        def locked_generate(adapter: Optional[str], reqs: list) -> list:
-            with lock:
-                return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
-        app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
+def _add_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its files under ``/static``."""
 
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    return app
 
 
 def serve_students(
