@@ -28,9 +28,7 @@ A rerun into the same DIR rewrites the same files with the same content (nothing
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from pydantic import Field, field_validator
 from .config import StageConfig
 from .images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from .manifest import read_manifest, write_manifest
-from .parquet_io import atomic_path, write_json, write_jsonl
+from .parquet_io import atomic_path, safe_stem, write_json, write_jsonl
 from .records import Sample, is_synthetic
 
 
@@ -121,17 +119,10 @@ class IngestResult:
         return out
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,100}$")
-
-
 def image_name(sample_id: str) -> str:
     """File name for a sample's boxed image: the id when it is a safe name, else a sanitised
     id plus a short hash (ids like 'a/b' and 'a_b' must not collide)."""
-    if _SAFE_NAME.match(sample_id):
-        return f"{sample_id}.png"
-    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", sample_id)[:60].lstrip(".") or "sample"
-    digest = hashlib.sha1(sample_id.encode()).hexdigest()[:10]
-    return f"{stem}-{digest}.png"
+    return f"{safe_stem(sample_id, empty='sample')}.png"
 
 
 def _save_png(image, path: Path) -> None:

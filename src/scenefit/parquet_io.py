@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
@@ -154,6 +155,20 @@ def file_sha256(path: Path | str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_SAFE_STEM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,100}$")
+
+
+def safe_stem(name: str, empty: str = "file") -> str:
+    """A file name stem for ``name`` (a sample id, a teacher name): ``name`` itself when it is a
+    safe file name, else a sanitised ``name`` plus a short hash of it, so that names differing
+    only in unsafe characters ('a/b', 'a_b', 'a b') never share a file (``empty`` stands in for
+    a name with nothing safe left)."""
+    if _SAFE_STEM.match(name):
+        return name
+    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:60].lstrip(".") or empty
+    return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
 @contextlib.contextmanager

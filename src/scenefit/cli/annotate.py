@@ -178,11 +178,11 @@ def import_answers_cmd(
     row (no id, a repeated id, an unclosed quote, bytes that are not UTF-8, a huge cell) is one
     error line naming the file and its line, and the rest goes on.
     """
-    import re
-
+    from ..parquet_io import safe_stem
     from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
-    errors = errors or db.parent / f"import-errors-{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)}.jsonl"
+    # one file per teacher: names differing only in unsafe characters ('a/b', 'a_b') get their own
+    errors = errors or db.parent / f"import-errors-{safe_stem(teacher)}.jsonl"
     try:
         with open_store(db) as store:
             res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column,
