@@ -59,6 +59,10 @@ def require_serve_extra() -> None:
         fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
 
 
+#: Help of the flags `serve` keeps only for its deprecated --openai alias.
+ALIAS_HELP = "With the deprecated --openai only: see `scenefit serve-teacher --help`."
+
+
 @app.command("serve", epilog=examples(__doc__, "serve"))
 def serve_cmd(
     ctx: typer.Context,
@@ -81,10 +85,10 @@ def serve_cmd(
     sets: SetOpt = None,
     # the deprecated alias of `scenefit serve-teacher` and its flags (hidden from --help)
     openai: Annotated[bool, typer.Option("--openai", hidden=True, help="Deprecated: use `scenefit serve-teacher`.")] = False,
-    model: Annotated[Optional[Path], typer.Option("--model", hidden=True, file_okay=False)] = None,
-    model_name: Annotated[Optional[str], typer.Option("--model-name", hidden=True)] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(hidden=True)] = None,
-    max_tokens_limit: Annotated[Optional[int], typer.Option(hidden=True)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", hidden=True, file_okay=False, help=ALIAS_HELP)] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", hidden=True, help=ALIAS_HELP)] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(hidden=True, help=ALIAS_HELP)] = None,
+    max_tokens_limit: Annotated[Optional[int], typer.Option(hidden=True, help=ALIAS_HELP)] = None,
 ) -> None:
     """Serve the students (classify API, web page, chat by model name) over HTTP until
     interrupted (Ctrl-C). A plain model for the teachers' protocol: `scenefit serve-teacher`."""
