@@ -1,4 +1,4 @@
-"""The one atomic writer (scenefit.parquet_io.atomic_path) that every output file goes through.
+"""The one atomic writer (scenefit.core.parquet_io.atomic_path) that every output file goes through.
 
     .venv/bin/python -m pytest tests/test_atomic_write.py -q
 """
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from scenefit.parquet_io import atomic_path, atomic_write_text, read_table, write_json, write_table
+from scenefit.core.parquet_io import atomic_path, atomic_write_text, read_table, write_json, write_table
 
 
 def test_a_finished_write_replaces_the_file_whole(tmp_path):
@@ -35,7 +35,7 @@ def test_tables_and_images_go_through_it(tmp_path):
     table = write_table(pd.DataFrame({"id": ["a"], "n_teachers": [3]}), tmp_path / "t.parquet", {"k": 1})
     frame, meta = read_table(table)
     assert frame["id"].tolist() == ["a"] and meta == {"k": 1}
-    from scenefit.ingest import _save_png
+    from scenefit.data.ingest import _save_png
 
     _save_png(Image.new("RGB", (4, 4)), tmp_path / "a.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "t.parquet"]

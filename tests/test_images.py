@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scenefit.images import (REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, parse_box,
+from scenefit.core.images import (REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, parse_box,
                              png_base64)
 
 RED = (255, 0, 0)
@@ -245,7 +245,7 @@ def test_blank_box_is_no_box_and_nan_is_left_to_the_box_rule():
     # a nan is four numbers to the reader; the box rule refuses it where the item is judged
     box = parse_box("nan,0,10,10")
     assert box is not None and box[1:] == (0.0, 10.0, 10.0)
-    from scenefit.images import check_box
+    from scenefit.core.images import check_box
 
     with pytest.raises(ImageError, match="not a finite number"):
         check_box(box, (64, 48))
@@ -258,7 +258,7 @@ def test_png_base64_round_trips():
 
 
 def test_one_box_width_rule_grows_with_the_image():
-    from scenefit.images import box_width_for
+    from scenefit.core.images import box_width_for
 
     assert box_width_for((640, 480)) == 3 and box_width_for((112, 112)) == 2 and box_width_for((1920, 1080)) == 7
     assert box_width_for((1920, 1080), 4) == 4  # a configured width wins
@@ -270,10 +270,10 @@ def test_one_box_width_rule_grows_with_the_image():
 def test_ingest_teachers_and_predict_draw_the_same_box(tmp_path):
     # the red box the teachers judge, the one ingest writes for the students and the one predict
     # draws for a new image are one drawing (they used to be 2, 3 and 3 pixels wide here)
-    from scenefit.ingest import IngestConfig, ingest_sample
-    from scenefit.inference.config import PredictConfig
-    from scenefit.inference.items import PredictItem, prepare_image
-    from scenefit.records import Sample
+    from scenefit.data.ingest import IngestConfig, ingest_sample
+    from scenefit.predict.config import PredictConfig
+    from scenefit.predict.items import PredictItem, prepare_image
+    from scenefit.core.records import Sample
     from scenefit.teachers.base import teacher_image
 
     path = tmp_path / "scene.png"

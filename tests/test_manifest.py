@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.criteria import Criterion, Label
-from scenefit.manifest import ManifestError, read_manifest, write_manifest
-from scenefit.records import MANIFEST_COLUMNS, Sample
+from scenefit.core.criteria import Criterion, Label
+from scenefit.data.manifest import ManifestError, read_manifest, write_manifest
+from scenefit.core.records import MANIFEST_COLUMNS, Sample
 
 ROWS = [
     {"id": "a1", "image": "imgs/a1.png", "object": "zebra", "box": "10,20,60,70", "group": "g1",
@@ -167,7 +167,7 @@ def test_synthetic_manifest_says_so(tmp_path):
 def test_one_synthetic_rule_for_tables_provenance_samples_and_students():
     import pandas as pd
 
-    from scenefit.records import Sample, is_synthetic
+    from scenefit.core.records import Sample, is_synthetic
 
     real = Sample(id="a", image="a.png", object="cat", box=(0, 0, 4, 4))
     synth = real.model_copy(update={"synthetic": True})

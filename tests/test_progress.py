@@ -1,11 +1,11 @@
-"""The one progress helper (scenefit.progress): tqdm bars on stderr, stdout left to JSON.
+"""The one progress helper (scenefit.core.progress): tqdm bars on stderr, stdout left to JSON.
 
     .venv/bin/python -m pytest tests/test_progress.py -q
 """
 
 from __future__ import annotations
 
-from scenefit.progress import Progress
+from scenefit.core.progress import Progress
 
 
 def test_bars_go_to_stderr_one_at_a_time(capsys):

@@ -194,7 +194,7 @@ def test_the_model_is_handed_out_in_arrival_order():
 def test_a_chat_image_is_decoded_once(monkeypatch):
     # the dispatcher checks chat images as classify does and hands the decoded image on; the chat
     # app used to decode the same data URL a second time
-    import scenefit.images as images
+    import scenefit.core.images as images
 
     decoded = []
     real = images.load_image_bytes

@@ -120,7 +120,7 @@ def test_large_uploads_are_scaled_down_while_decoding_and_the_box_follows():
 def test_a_scaled_down_photo_keeps_its_upright_original_size():
     """Boxes are given on the upright image: a phone JPEG stored sideways (EXIF orientation 6)
     reports its upright size, not the stored one, after being scaled down."""
-    from scenefit.images import load_image_bytes
+    from scenefit.core.images import load_image_bytes
 
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 400 x 200, shown rotated by 90 degrees
@@ -274,7 +274,7 @@ def test_uploads_are_decoded_on_decode_workers_threads(monkeypatch):
     server's own, never more at once, whatever the number of requests."""
     import threading
 
-    import scenefit.images as images
+    import scenefit.core.images as images
 
     real = images.load_image_bytes
     lock, both_in = threading.Lock(), threading.Event()
@@ -322,7 +322,7 @@ def test_uploads_are_decoded_on_decode_workers_threads(monkeypatch):
     ([float("nan"), 0, 10, 10], "bad_box"),   # not a number
 ])
 def test_one_box_rule_for_ingest_and_serve(box, result):
-    from scenefit.images import ImageError, check_box
+    from scenefit.core.images import ImageError, check_box
     from scenefit.serve.security import ApiError, place_box
 
     try:

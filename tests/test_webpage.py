@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi")
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 
-from scenefit.records import is_synthetic  # noqa: E402
+from scenefit.core.records import is_synthetic  # noqa: E402
 from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402

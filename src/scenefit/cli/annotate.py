@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import (
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, summary_table,
     synthetic_banner,
 )
@@ -55,7 +55,7 @@ def annotate_cmd(
     try:
         _annotate(manifest, db, cfg, json_out)
     except KeyboardInterrupt:
-        from ..store import stored_answers
+        from scenefit.teachers.store import stored_answers
 
         # Ctrl-C at any moment — before the teachers start, mid-run, during the last commit or
         # the summary — ends the same way: 130, what is stored, and how to continue.
@@ -67,10 +67,10 @@ def annotate_cmd(
 def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     import asyncio
 
-    from .. import SYNTHETIC_NOTICE
-    from ..manifest import ManifestError, read_manifest
-    from ..records import is_synthetic
-    from ..teachers.annotate import annotate_async
+    from scenefit import SYNTHETIC_NOTICE
+    from scenefit.data.manifest import ManifestError, read_manifest
+    from scenefit.core.records import is_synthetic
+    from scenefit.teachers.annotate import annotate_async
 
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
@@ -124,7 +124,7 @@ def parse_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Parse one teacher answer (--text-file), or re-parse a store after the parser improved (--db)."""
-    from ..parse import parse_teacher_answer
+    from scenefit.teachers.parse import parse_teacher_answer
 
     if (text_file is None) == (db is None):
         fail("give exactly one of --text-file FILE or --db STORE")
@@ -178,8 +178,8 @@ def import_answers_cmd(
     row (no id, a repeated id, an unclosed quote, bytes that are not UTF-8, a huge cell) is one
     error line naming the file and its line, and the rest goes on.
     """
-    from ..parquet_io import safe_stem
-    from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
+    from scenefit.core.parquet_io import safe_stem
+    from scenefit.teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
     # one file per teacher: names differing only in unsafe characters ('a/b', 'a_b') get their own
     errors = errors or db.parent / f"import-errors-{safe_stem(teacher)}.jsonl"

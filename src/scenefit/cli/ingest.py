@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..progress import Progress
-from . import app
-from .common import (
+from scenefit.core.progress import Progress
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
 )
 
@@ -42,8 +42,8 @@ def ingest_cmd(
     reason code; the rest of the batch goes on. Exit status is 0 unless --strict and a sample
     was rejected (then 1).
     """
-    from ..ingest import ingest
-    from ..manifest import ManifestError
+    from scenefit.data.ingest import ingest
+    from scenefit.data.manifest import ManifestError
 
     cfg = load_config(
         "ingest", config, sets, layout=layout, images_dir=str(images_dir) if images_dir else None,

@@ -7,7 +7,7 @@
     scenefit export-vllm --students runs/x/students --out runs/x/vllm.json --probe 4
 
 ``predict`` loads one base model with the three criterion adapters (see
-:mod:`scenefit.inference`) and prints, per criterion, the label, its probability and (with
+:mod:`scenefit.predict`) and prints, per criterion, the label, its probability and (with
 ``--explain``) the explanation, plus the fused decision. On a terminal it prints a table; when
 stdout is not a terminal, or with ``--json``, it prints JSON. Items that cannot be judged get an
 error line naming the item; the others go on.
@@ -23,9 +23,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..progress import Progress
-from . import app
-from .common import (
+from scenefit.core.progress import Progress
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, error_line, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
 )
 
@@ -74,7 +74,7 @@ def predict_cmd(
     cfg = load_config("predict", config, sets, explain=explain, students=str(students) if students else None,
                       base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
                       batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
-    from ..records import is_synthetic
+    from scenefit.core.records import is_synthetic
 
     items, read_errors = _read_items(image, object_name, box, boxed, manifest, fmt, images_dir)
     predictor = _load_predictor(cfg, baseline)
@@ -118,9 +118,9 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
                 manifest: Optional[Path], fmt: Optional[str], images_dir: Optional[Path]) -> tuple[list, list[dict]]:
     """The items to judge (the one --image, or the manifest's good rows) and the manifest rows
     that could not be read (each printed as an error line)."""
-    from ..images import ImageError, parse_box
-    from ..inference import PredictItem
-    from ..manifest import ManifestError, read_manifest
+    from scenefit.core.images import ImageError, parse_box
+    from scenefit.predict import PredictItem
+    from scenefit.data.manifest import ManifestError, read_manifest
 
     if image is not None:
         try:
@@ -139,7 +139,7 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
 
 def _load_predictor(cfg, baseline: bool):
     """The students of ``cfg`` (one base + adapters), or with ``baseline`` the bare base."""
-    from ..inference import Predictor, StudentError
+    from scenefit.predict import Predictor, StudentError
 
     try:
         if not baseline:
@@ -148,7 +148,7 @@ def _load_predictor(cfg, baseline: bool):
             return Predictor.from_students(cfg.students, config=cfg)
         base_ref = cfg.base
         if not base_ref and cfg.students:
-            from ..inference.students import choose_base, find_students
+            from scenefit.predict.students import choose_base, find_students
 
             base_ref = choose_base(find_students(cfg.students, [c for c in _crits(cfg)]), None)
         if not base_ref:
@@ -191,14 +191,14 @@ def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: i
 
 
 def _crits(cfg):
-    from ..criteria import Criterion
+    from scenefit.core.criteria import Criterion
 
     return [Criterion.parse(c) for c in cfg.criteria]
 
 
 def _rows(items, predictions, synthetic: bool) -> list[dict]:
-    from .. import SYNTHETIC_NOTICE
-    from ..inference import to_item
+    from scenefit import SYNTHETIC_NOTICE
+    from scenefit.predict import to_item
 
     rows = []
     for i, (item, p) in enumerate(zip(items, predictions)):
@@ -217,8 +217,8 @@ def _error_row(err: dict) -> dict:
 def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
     import pandas as pd
 
-    from .. import SYNTHETIC_NOTICE
-    from ..parquet_io import atomic_path
+    from scenefit import SYNTHETIC_NOTICE
+    from scenefit.core.parquet_io import atomic_path
 
     kind = OUT_FORMATS[out.suffix.lower()]
     with atomic_path(out) as tmp:
@@ -240,7 +240,7 @@ def _print_tables(predictions) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..criteria import CRITERIA
+    from scenefit.core.criteria import CRITERIA
 
     stdout = Console()
     for p in predictions:
@@ -279,7 +279,7 @@ def export_vllm_cmd(
     Refuses adapters vLLM cannot serve: modules_to_save (e.g. a trained lm_head), vision-tower or
     other unsupported target modules, DoRA, biases, rank above 512.
     """
-    from ..vllm_export import VllmExportError, export_vllm
+    from scenefit.serve.vllm_export import VllmExportError, export_vllm
 
     if demo and students is not None:
         fail("give either --demo or --students, not both")

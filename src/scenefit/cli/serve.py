@@ -22,10 +22,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
+from scenefit.cli import app
 from rich.markup import escape
 
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
 
 
 #: Addresses that only this machine can reach: binding anything else without a token is refused
@@ -95,7 +95,7 @@ def serve_cmd(
     require_serve_extra()
     given = [p for p in ctx.command.params if p.name != "openai" and _given(ctx.params.get(p.name))]
     if openai:
-        from .serve_teacher import TEACHER_FLAGS, serve_teacher
+        from scenefit.cli.serve_teacher import TEACHER_FLAGS, serve_teacher
 
         teacher = sorted((p for p in given if p.name in TEACHER_FLAGS), key=lambda p: p.name != "model")
         console.print(f"[yellow]deprecated:[/] `scenefit serve --openai` is now its own verb: "
@@ -143,9 +143,9 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     bearer token from --api-token or the environment."""
     import sys
 
-    from ..serve.app import serve_students
-    from .predict import demo_students
-    from ..serve.security import resolve_token
+    from scenefit.serve.app import serve_students
+    from scenefit.cli.predict import demo_students
+    from scenefit.serve.security import resolve_token
 
     if demo and students is not None:
         fail("give either --demo or --students, not both")
@@ -180,7 +180,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     except OSError as e:
         fail(f"cannot listen on {cfg.host}:{cfg.port}: {e}")
     except Exception as e:  # students that cannot be loaded: say which and why, no traceback
-        from ..inference import StudentError
+        from scenefit.predict import StudentError
 
         if isinstance(e, StudentError):
             fail(str(e))

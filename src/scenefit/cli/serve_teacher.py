@@ -19,9 +19,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import console, examples, fail
-from .serve import LOOPBACK, require_serve_extra
+from scenefit.cli import app
+from scenefit.cli.common import console, examples, fail
+from scenefit.cli.serve import LOOPBACK, require_serve_extra
 
 #: The answer length when a request gives no ``max_tokens``, and the largest it may ask for.
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -75,7 +75,7 @@ def serve_teacher(model: Optional[Path], *, model_name: Optional[str] = None, ho
     limit = max(DEFAULT_MAX_TOKENS_LIMIT, default_tokens) if max_tokens_limit is None else max_tokens_limit
     if default_tokens > limit:
         fail(f"--max-new-tokens {default_tokens} exceeds --max-tokens-limit {limit}")
-    from ..serve.openai_server import build_openai_app, model_runner, run_app
+    from scenefit.serve.openai_server import build_openai_app, model_runner, run_app
 
     name = model_name or model.name
     runner = model_runner(str(model), max_batch=max_batch or DEFAULT_MAX_BATCH, device=device, dtype=dtype or "auto")

@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..progress import Progress
-from . import app
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.core.progress import Progress
+from scenefit.cli import app
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
 
 @app.command("synth", epilog=examples(__doc__, "synth"))
@@ -40,8 +40,8 @@ def synth_cmd(
     """
     from rich.table import Table
 
-    from ..criteria import CRITERIA
-    from ..synth.world import WorldExistsError, check_output, generate_world
+    from scenefit.core.criteria import CRITERIA
+    from scenefit.testbed.world import WorldExistsError, check_output, generate_world
 
     cfg = load_config("world", config, sets, n=n, seed=seed, image_size=image_size,
                       samples_per_group=samples_per_group, originals=originals)
