@@ -8,7 +8,7 @@ The server (a separate process, so it does not share the client's GIL) is a mini
 HTTP/1.1 server answering chat completions with a fixed teacher answer: it holds each request
 ``--latency-ms`` and serves at most ``--slots`` at once, so its capacity is slots / latency
 requests per second, and its own cost per request is small (the FastAPI server of
-``scenefit serve --openai`` costs more per request than the client and would cap the
+``scenefit serve-teacher`` costs more per request than the client and would cap the
 measurement). The client path is the whole ``annotate`` run — image loaded, boxed and encoded
 as a data URL, the HTTP request, the parse, the batched SQLite commit — and every answer is
 checked to be stored.

@@ -131,6 +131,30 @@ def test_serve_refuses_flags_its_mode_would_ignore(tmp_path):
     assert "--model-name, --max-new-tokens do not apply without --openai" in " ".join(res.output.split())
 
 
+def test_the_teacher_server_is_its_own_verb_and_serve_openai_names_it(tmp_path, monkeypatch):
+    import scenefit.cli.serve_teacher as teacher_cli
+
+    calls = []
+    monkeypatch.setattr(teacher_cli, "serve_teacher", lambda model, **kw: calls.append((model, kw)))
+    res = runner.invoke(app, ["serve-teacher", "--help"])
+    assert res.exit_code == 0
+    assert "--model" in res.output and "--max-tokens-limit" in res.output and "--api-token" not in res.output
+    res = runner.invoke(app, ["serve", "--help"])
+    assert "--openai" not in res.output and "--model-name" not in res.output  # the students' verb shows its own flags
+    model = tmp_path / "my model"
+    model.mkdir()
+    res = runner.invoke(app, ["serve-teacher", "--model", str(model), "--port", "0", "--max-new-tokens", "9"])
+    assert res.exit_code == 0, res.output
+    assert calls[-1] == (model, {"model_name": None, "host": None, "port": 0, "max_batch": None, "max_new_tokens": 9,
+                                 "max_tokens_limit": None, "device": None, "dtype": None, "insecure_no_auth": False})
+    # the deprecated alias prints the new command and runs the same server with the same flags
+    res = runner.invoke(app, ["serve", "--openai", "--port", "0", "--model", str(model), "--max-new-tokens", "9"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stderr.split())
+    assert "deprecated" in said and f"scenefit serve-teacher --model '{model}' --port 0 --max-new-tokens 9" in said
+    assert calls[-1] == (model, {"port": 0, "max_new_tokens": 9})
+
+
 def test_serve_names_the_missing_extra(monkeypatch):
     import scenefit.cli.serve as serve_cli
 

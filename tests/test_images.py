@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scenefit.core.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, png_base64
+from scenefit.core.images import (REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, parse_box,
+                             png_base64)
 
 RED = (255, 0, 0)
 
@@ -225,7 +226,63 @@ def test_draw_box_clips_and_refuses_outside():
     assert e.value.code == "box_outside"
 
 
+@pytest.mark.parametrize("written", ["10,20,30,40", " 10; 20; 30; 40 ", "[10, 20, 30, 40]", "(10 20 30 40)",
+                                     [10, 20, 30, 40], (10.0, 20, 30, 40), np.array([10, 20, 30, 40])])
+def test_one_box_reader_for_every_spelling(written):
+    # manifest cells, --box, request fields and predict items all read boxes with this one function
+    assert parse_box(written) == (10.0, 20.0, 30.0, 40.0)
+
+
+@pytest.mark.parametrize("written", ["1,2,3", "a,b,c,d", [1, 2, 3, 4, 5], {"x0": 1}, 7, ["1", None, "3", "4"]])
+def test_box_that_is_not_four_numbers_is_bad_box(written):
+    with pytest.raises(ImageError) as e:
+        parse_box(written)
+    assert e.value.code == "bad_box" and "box" in e.value.message
+
+
+def test_blank_box_is_no_box_and_nan_is_left_to_the_box_rule():
+    assert parse_box(None) is None and parse_box("  ") is None
+    # a nan is four numbers to the reader; the box rule refuses it where the item is judged
+    box = parse_box("nan,0,10,10")
+    assert box is not None and box[1:] == (0.0, 10.0, 10.0)
+    from scenefit.core.images import check_box
+
+    with pytest.raises(ImageError, match="not a finite number"):
+        check_box(box, (64, 48))
+
+
 def test_png_base64_round_trips():
     im = noise_image(12, 7)
     back = Image.open(io.BytesIO(base64.b64decode(png_base64(im))))
     assert back.format == "PNG" and np.array_equal(np.asarray(back.convert("RGB")), np.asarray(im))
+
+
+def test_one_box_width_rule_grows_with_the_image():
+    from scenefit.core.images import box_width_for
+
+    assert box_width_for((640, 480)) == 3 and box_width_for((112, 112)) == 2 and box_width_for((1920, 1080)) == 7
+    assert box_width_for((1920, 1080), 4) == 4  # a configured width wins
+    big = draw_box(Image.new("RGB", (1920, 1080), (0, 0, 0)), (100, 100, 400, 400))
+    px = np.asarray(big)
+    assert (px[100:107, 200] == (255, 0, 0)).all() and (px[107, 200] == 0).all()
+
+
+def test_ingest_teachers_and_predict_draw_the_same_box(tmp_path):
+    # the red box the teachers judge, the one ingest writes for the students and the one predict
+    # draws for a new image are one drawing (they used to be 2, 3 and 3 pixels wide here)
+    from scenefit.data.ingest import IngestConfig, ingest_sample
+    from scenefit.predict.config import PredictConfig
+    from scenefit.predict.items import PredictItem, prepare_image
+    from scenefit.core.records import Sample
+    from scenefit.teachers.base import teacher_image
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)
+    sample = Sample(id="s", image=str(path), object="cow", box=(40, 30, 200, 150))
+    out = tmp_path / "out"
+    out.mkdir()
+    ingested, _ = ingest_sample(sample, out, IngestConfig())
+    written = np.asarray(load_image(ingested.image))
+    seen_by_teacher = np.asarray(teacher_image(sample))
+    predicted = np.asarray(prepare_image(PredictItem(str(path), "cow", sample.box), PredictConfig().box_width))
+    assert (written == seen_by_teacher).all() and (written == predicted).all()

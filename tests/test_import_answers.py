@@ -86,3 +86,25 @@ def test_a_failed_write_leaves_nothing_half_imported(tmp_path):
         with pytest.raises(sqlite3.DatabaseError, match="simulated write failure"):
             import_answers(f, store, "qwen72b")
         assert store.count() == 0
+
+
+def test_errors_files_of_similar_teacher_names_do_not_collide_and_errors_is_honoured(tmp_path):
+    f = tmp_path / "answers.jsonl"
+    f.write_text(json.dumps({"sample_id": "1", "response": ANSWER}) + "\n" + json.dumps({"sample_id": "", "response": "x"}) + "\n")
+    db = tmp_path / "a.sqlite"
+    written = {}
+    for teacher in ("a/b", "a_b", "a b"):
+        res = runner.invoke(app, ["import-answers", str(f), "--teacher", teacher, "--db", str(db), "--json"])
+        assert res.exit_code == 0, res.output
+        files = sorted(tmp_path.glob("import-errors-*.jsonl"))
+        new = [p for p in files if p not in written.values()]
+        assert len(new) == 1, (teacher, files)  # each teacher its own file; "a/b" used to overwrite "a_b"'s
+        written[teacher] = new[0]
+    assert written["a_b"].name == "import-errors-a_b.jsonl"  # a safe name is kept as it is
+    for teacher, path in written.items():
+        assert [e["code"] for e in map(json.loads, path.read_text().splitlines())] == ["missing_field"], teacher
+    chosen = tmp_path / "out" / "rejected.jsonl"
+    res = runner.invoke(app, ["import-answers", str(f), "--teacher", "c", "--db", str(db), "--errors", str(chosen)])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(line)["line"] for line in chosen.read_text().splitlines()] == [2]
+    assert str(chosen) in " ".join(res.output.split()) and not (tmp_path / "import-errors-c.jsonl").exists()

@@ -162,3 +162,21 @@ def test_synthetic_manifest_says_so(tmp_path):
     meta = json.loads(pq.read_schema(out).metadata[b"scenefit"])
     assert meta["notice"] == SYNTHETIC_NOTICE
     assert write_manifest([], tmp_path / "empty.parquet") and pq.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
+def test_one_synthetic_rule_for_tables_provenance_samples_and_students():
+    import pandas as pd
+
+    from scenefit.core.records import Sample, is_synthetic
+
+    real = Sample(id="a", image="a.png", object="cat", box=(0, 0, 4, 4))
+    synth = real.model_copy(update={"synthetic": True})
+    assert not is_synthetic() and not is_synthetic(real, {"synthetic": None}, pd.DataFrame({"id": ["a"]}))
+    assert is_synthetic(real, synth) and is_synthetic({"synthetic": True})
+    assert is_synthetic(pd.DataFrame({"synthetic": [None, False, True]}))
+    assert not is_synthetic(pd.DataFrame({"synthetic": [None, False]}), pd.DataFrame({"synthetic": []}))
+
+    class Student:  # a loaded student's info: toy students count as synthetic
+        synthetic = True
+
+    assert is_synthetic(Student())

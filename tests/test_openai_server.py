@@ -1,4 +1,4 @@
-"""`scenefit serve --openai --model <tiny>` as a real subprocess on 127.0.0.1, and the openai
+"""`scenefit serve-teacher --model <tiny>` as a real subprocess on 127.0.0.1, and the openai
 teacher backend annotating through it (real HTTP, the real tiny model, concurrency > 1).
 
     .venv/bin/python -m pytest tests/test_openai_server.py -q
@@ -32,11 +32,11 @@ pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
 
 @contextlib.contextmanager
 def openai_server(model_dir: Path, name: str, *flags: str):
-    """`scenefit serve --openai` on ``model_dir`` as a subprocess; yields its base URL (read from
+    """`scenefit serve-teacher` on ``model_dir`` as a subprocess; yields its base URL (read from
     its first stdout line) and stops it with Ctrl-C."""
     exe = Path(sys.executable).with_name("scenefit")
     proc = subprocess.Popen(
-        [str(exe), "serve", "--openai", "--model", str(model_dir), "--model-name", name, "--port", "0", "--device", "cpu",
+        [str(exe), "serve-teacher", "--model", str(model_dir), "--model-name", name, "--port", "0", "--device", "cpu",
          *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )

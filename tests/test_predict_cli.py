@@ -55,6 +55,16 @@ def test_one_image_prints_the_json_contract(students, images):
     assert "SYNTHETIC" in r.stderr  # toy students: the output says where it comes from
 
 
+def test_a_nan_box_is_one_item_error_not_a_crash(students, images):
+    # `--box nan,0,10,10` is four numbers to read, so the item is judged and refused by the box
+    # rule: an error row and exit 1, never a traceback
+    r = runner.invoke(app, ["predict", "--students", str(students), "--image", str(images / "ok.png"),
+                            "--object", "cow", "--box", "nan,0,10,10", "--json"])
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert "not a finite number" in r.stderr and "bad_box" in r.stderr
+
+
 def test_explain_adds_analyses(students, images):
     r = runner.invoke(app, ["predict", "--students", str(students), "--image", str(images / "ok.png"),
                             "--object", "cow", "--boxed", "--explain", "--max-new-tokens", "8", "--json"])

@@ -189,3 +189,41 @@ def test_the_model_is_handed_out_in_arrival_order():
     for t in threads:
         t.join(120)
     assert order == ["classify", "chat-a", "chat-b"] and lock.waiting == 0
+
+
+def test_a_chat_image_is_decoded_once(monkeypatch):
+    # the dispatcher checks chat images as classify does and hands the decoded image on; the chat
+    # app used to decode the same data URL a second time
+    import scenefit.core.images as images
+
+    decoded = []
+    real = images.load_image_bytes
+    monkeypatch.setattr(images, "load_image_bytes", lambda raw, *a, **kw: decoded.append(len(raw)) or real(raw, *a, **kw))
+    seen = []
+
+    def chat(adapter, reqs):
+        seen.extend(im.size for r in reqs for im in r.images)
+        return [ChatReply("ok", prompt_tokens=1, completion_tokens=1) for _ in reqs]
+
+    with serve(chat) as base:
+        r = httpx.post(base + "/v1/chat/completions", headers=auth(), timeout=60,
+                       json={"model": "scenefit-size", "messages": image_message(), "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert len(decoded) == 1 and seen == [(64, 48)]
+
+
+def test_every_refusal_of_the_chat_route_has_one_shape():
+    # the dispatcher's refusals (unknown model, bad image) and the chat protocol's own (a bad
+    # body) used to differ: {"code": word, "message"} against {"message", "type", "code": 400}
+    with serve(ScriptedChat()) as base:
+        bodies = [{"model": "gpt-9", "messages": image_message()},   # refused by the dispatcher
+                  {"model": "scenefit-size", "messages": []},       # refused by the chat protocol
+                  {"model": "scenefit-size", "messages": image_message(), "n": 2}]
+        answers = [httpx.post(base + "/v1/chat/completions", headers=auth(), timeout=60, json=b) for b in bodies]
+    assert [r.status_code for r in answers] == [404, 400, 400]
+    for r in answers:
+        error = r.json()["error"]
+        assert isinstance(error["code"], str) and error["code"] and isinstance(error["message"], str), error
+    assert answers[0].json()["error"]["code"] == "model_not_found"
+    assert answers[1].json()["error"] == {"code": "bad_request", "message": "messages must be a non-empty list",
+                                          "type": "invalid_request_error"}

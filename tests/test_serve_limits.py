@@ -226,6 +226,7 @@ def test_a_content_length_that_is_no_number_gets_the_json_error_shape(client):
 @pytest.mark.parametrize("argv, words", [
     (["serve", "--students", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
     (["serve", "--openai", "--model", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
+    (["serve-teacher", "--model", "x", "--host", "0.0.0.0"], "--insecure-no-auth"),
 ])
 def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -238,6 +239,78 @@ def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeyp
     result = CliRunner().invoke(app, argv)
     assert result.exit_code != 0
     assert words in " ".join(result.output.split()), result.output
+
+
+def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monkeypatch):
+    """README, "Serving the students": another address than loopback without a token is allowed
+    when --insecure-no-auth says it is meant, and a warning says so (for both servers)."""
+    from typer.testing import CliRunner
+
+    import scenefit.serve.app as serve_app
+    import scenefit.serve.openai_server as openai_server
+    from scenefit.cli import app
+
+    monkeypatch.delenv("SCENEFIT_API_TOKEN", raising=False)
+    (tmp_path / "students").mkdir()
+    (tmp_path / "model").mkdir()
+    served = []
+    monkeypatch.setattr(serve_app, "serve_students", lambda folder, pcfg, cfg, token, on_ready=None:
+                        served.append(("students", cfg.host, token)))
+    monkeypatch.setattr(openai_server, "model_runner", lambda *a, **kw: object())
+    monkeypatch.setattr(openai_server, "build_openai_app", lambda *a, **kw: object())
+    monkeypatch.setattr(openai_server, "run_app", lambda api, host, port, on_ready=None: served.append(("teacher", host, None)))
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--students", str(tmp_path / "students"), "--host", "0.0.0.0", "--insecure-no-auth"])
+    assert r.exit_code == 0, r.output
+    assert "listening on 0.0.0.0 without an API token" in " ".join(r.output.split())
+    r = runner.invoke(app, ["serve-teacher", "--model", str(tmp_path / "model"), "--host", "0.0.0.0", "--insecure-no-auth"])
+    assert r.exit_code == 0, r.output
+    assert "listening on 0.0.0.0; the teacher server has no authentication" in " ".join(r.output.split())
+    assert served == [("students", "0.0.0.0", None), ("teacher", "0.0.0.0", None)]
+
+
+def test_uploads_are_decoded_on_decode_workers_threads(monkeypatch):
+    """README, "Serving the students": images are decoded on `decode_workers` threads of the
+    server's own, never more at once, whatever the number of requests."""
+    import threading
+
+    import scenefit.core.images as images
+
+    real = images.load_image_bytes
+    lock, both_in = threading.Lock(), threading.Event()
+    state = {"active": 0, "peak": 0, "threads": set()}
+
+    def decode(raw, *a, **kw):
+        with lock:
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            state["threads"].add(threading.current_thread().name)
+            if state["active"] == 2:
+                both_in.set()
+        both_in.wait(60)  # hold until two decode at once (a single worker would wait here alone)
+        try:
+            return real(raw, *a, **kw)
+        finally:
+            with lock:
+                state["active"] -= 1
+
+    monkeypatch.setattr(images, "load_image_bytes", decode)
+    app = create_app(FakePredictor(), ServeConfig(decode_workers=2, max_concurrency=16, max_batch=16), token=None)
+    results = []
+    with serve_in_thread(app) as base:
+        def post():
+            r = httpx.post(base + "/v1/classify", timeout=120,
+                           json={"image": b64(png_bytes()), "object": "dog", "box": [1, 1, 20, 20]})
+            results.append(r.status_code)
+
+        clients = [threading.Thread(target=post) for _ in range(6)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(180)
+    assert results == [200] * 6
+    assert state["peak"] == 2 and len(state["threads"]) == 2
+    assert all(name.startswith("scenefit-decode") for name in state["threads"])
 
 
 @pytest.mark.parametrize("box, result", [

@@ -27,7 +27,8 @@ pytest.importorskip("fastapi")
 from scenefit.core.criteria import Label, fuse  # noqa: E402
 from scenefit.cli.common import demo_students  # noqa: E402
 from scenefit import SYNTHETIC_NOTICE  # noqa: E402
-from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
+from scenefit.core.records import is_synthetic  # noqa: E402
+from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
 
@@ -66,7 +67,7 @@ def predictor(students_dir):
 @pytest.fixture(scope="module")
 def live(predictor):
     cfg = ServeConfig(max_batch=16, max_wait_ms=50, max_concurrency=32, request_timeout_s=300)
-    app = create_app(predictor, cfg, token=TOKEN, synthetic=is_synthetic(predictor))
+    app = create_app(predictor, cfg, token=TOKEN, synthetic=is_synthetic(*predictor.students.values()))
     with serve_in_thread(app) as base:
         yield base
 
@@ -108,7 +109,7 @@ def test_models_and_health(live, predictor):
         health = c.get("/health").json()
         assert health["status"] == "ok" and health["auth"] is True
         # toy students are the test bed's: served with the SYNTHETIC notice, as predict shows them
-        assert health["synthetic"] is True and is_synthetic(predictor)
+        assert health["synthetic"] is True and is_synthetic(*predictor.students.values())
         ids = [m["id"] for m in c.get("/v1/models", headers=auth()).json()["data"]]
     assert ids == ["scenefit-location", "scenefit-size", "scenefit-co_occurrence", "scenefit-base"]
 

@@ -200,7 +200,8 @@ def test_predict_fast_path_and_explain_agree_on_the_decision(students, tmp_path)
 
 def test_serve_classifies_with_the_standin_students(students):
     from scenefit.predict import PredictConfig, Predictor
-    from scenefit.serve.app import create_app, is_synthetic
+    from scenefit.core.records import is_synthetic
+    from scenefit.serve.app import create_app
     from scenefit.serve.config import ServeConfig
     from scenefit.serve.openai_server import serve_in_thread
 
@@ -209,7 +210,7 @@ def test_serve_classifies_with_the_standin_students(students):
     im = _image(False, 2)
     want = predictor.predict([(im, "cow", (4, 4, 40, 40))])[0].to_json()
     app_ = create_app(predictor, ServeConfig(max_batch=4, request_timeout_s=300), token=None,
-                      synthetic=is_synthetic(predictor))
+                      synthetic=is_synthetic(*predictor.students.values()))
     with serve_in_thread(app_) as base, httpx.Client(base_url=base, timeout=300) as c:
         r = c.post("/v1/classify", json={"image": base64.b64encode(_png(im)).decode(), "object": "cow",
                                          "box": [4, 4, 40, 40]})

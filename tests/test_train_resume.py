@@ -146,6 +146,25 @@ def test_scan_without_checkpoints_starts_fresh(tmp_path):
     assert scan.resume_from is None and [p.name for p, _ in scan.skipped] == ["checkpoint-3"]
 
 
+def test_scan_reads_each_trainer_state_once(tmp_path, monkeypatch):
+    import json
+
+    import scenefit.train.checkpoints as checkpoints
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if complete:
+            (folder / "adapter_model.safetensors").write_bytes(b"w")
+    parsed = []
+    monkeypatch.setattr(checkpoints.json, "loads", lambda text, *a, **kw: parsed.append(text) or json.JSONDecoder().decode(text))
+    scan = scan_checkpoints(tmp_path)
+    assert scan.resume_from == tmp_path / "checkpoint-4" and scan.resumed_step == 4
+    assert [(p.name, why) for p, why in scan.skipped] == [("checkpoint-6", "no weights file")]
+    assert len(parsed) == 3  # one parse per checkpoint (the resumed one was parsed twice before)
+
+
 def test_training_finished_reads_the_step_limit_and_early_stopping():
     def state(step, max_steps, stop):
         return {"global_step": step, "max_steps": max_steps,

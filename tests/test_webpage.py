@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("fastapi")
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 
-from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
+from scenefit.core.records import is_synthetic  # noqa: E402
+from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
 from test_serve_students import CRITERIA, items, predictor, students_dir  # noqa: E402,F401  (fixtures)
@@ -35,7 +36,7 @@ TOKEN = "page-token"
 @pytest.fixture(scope="module")
 def page_server(predictor):
     app = create_app(predictor, ServeConfig(max_wait_ms=5, request_timeout_s=300), token=TOKEN,
-                     synthetic=is_synthetic(predictor))
+                     synthetic=is_synthetic(*predictor.students.values()))
     with serve_in_thread(app) as base:
         yield base
 
@@ -116,4 +117,4 @@ def test_upload_draw_submit_and_read_the_verdicts(page_server, browser, predicto
         assert abs(seen[c]["probability"] - want["criteria"][c]["probability"]) < 2e-3
         assert seen[c]["analysis"] == (want["criteria"][c]["analysis"] or "")
     assert final.text == want["final"]
-    assert notice.is_displayed() == is_synthetic(predictor)
+    assert notice.is_displayed() == is_synthetic(*predictor.students.values())

@@ -36,7 +36,7 @@ def _root() -> None:
 #: Verb modules, in pipeline order (each registers its commands on `app`).
 VERB_MODULES = (
     "env", "tiny_model", "standin_model", "synth", "ingest", "annotate", "consensus", "split", "datasets",
-    "train", "evaluate", "predict", "export_vllm", "serve",
+    "train", "evaluate", "predict", "export_vllm", "serve", "serve_teacher",
 )
 
 for _name in VERB_MODULES:

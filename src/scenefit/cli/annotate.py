@@ -69,6 +69,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
 
     from scenefit import SYNTHETIC_NOTICE
     from scenefit.data.manifest import ManifestError, read_manifest
+    from scenefit.core.records import is_synthetic
     from scenefit.teachers.annotate import annotate_async
 
     if not cfg.selected():
@@ -82,7 +83,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
         console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['reason'])})")
     if not samples:
         fail(f"{manifest}: no usable samples")
-    synthetic = any(s.synthetic for s in samples)
+    synthetic = is_synthetic(*samples)
     synthetic_banner(synthetic)
     with open_store(db) as store:
         if synthetic:
@@ -179,11 +180,11 @@ def import_answers_cmd(
     p_out_location, p_out_size, p_out_co_occurrence, p_out_final hold the teacher's probabilities
     of Out-of-context (0 to 1, or empty); another value is an error naming its line and column.
     """
-    import re
-
+    from scenefit.core.parquet_io import safe_stem
     from scenefit.teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
-    errors = errors or db.parent / f"import-errors-{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)}.jsonl"
+    # one file per teacher: names differing only in unsafe characters ('a/b', 'a_b') get their own
+    errors = errors or db.parent / f"import-errors-{safe_stem(teacher)}.jsonl"
     try:
         with open_store(db) as store:
             res = import_answers(file, store, teacher, prompt_hash or IMPORTED_PROMPT_HASH, model_id, id_column,

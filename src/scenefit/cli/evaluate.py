@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
@@ -47,8 +49,6 @@ def evaluate_cmd(
     scene; the shortcut test on unmodified images. Writes OUT/metrics.json and
     a self-contained OUT/report.html.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from scenefit.evaluate.runner import EvaluateError, evaluate_dirs
     from scenefit.predict import StudentError
     from scenefit.models.loading import DeviceError
@@ -59,16 +59,9 @@ def evaluate_cmd(
     for label, path in (("--students", students), ("--data", data)):
         if not path.is_dir():
             fail(f"{label} {path}: not a folder")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console)
-
-    def bar(description: str, total: int):
-        task = progress.add_task(description, total=total)
-        return lambda k: progress.advance(task, k)
-
     try:
-        with progress:
-            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bar)
+        with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bars.bar)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))
         return

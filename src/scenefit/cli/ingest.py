@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
@@ -40,8 +42,6 @@ def ingest_cmd(
     reason code; the rest of the batch goes on. Exit status is 0 unless --strict and a sample
     was rejected (then 1).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from scenefit.data.ingest import ingest
     from scenefit.data.manifest import ManifestError
 
@@ -49,21 +49,12 @@ def ingest_cmd(
         "ingest", config, sets, layout=layout, images_dir=str(images_dir) if images_dir else None,
         box_width=box_width, max_pixels=max_pixels, workers=workers, strict=strict,
     )
-    progress = Progress(
-        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-    task = progress.add_task("ingest", total=None)
-
-    def start(n: int) -> None:  # the bar appears once the manifest is read (not before its error)
-        progress.update(task, total=n)
-        progress.start()
-
     try:
-        try:
-            result = ingest(manifest, out, cfg, fmt=fmt, on_start=start, on_progress=lambda n: progress.advance(task, n))
-        finally:
-            progress.stop()  # before any error line below the bar
+        # the bar appears once the manifest is read (not before its error), and is gone before
+        # any error line below it
+        with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+            result = ingest(manifest, out, cfg, fmt=fmt, on_start=lambda n: bars.bar("ingest", n),
+                            on_progress=bars.advance)
     except ManifestError as e:
         fail(str(e))
         return

@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
@@ -62,6 +63,33 @@ def predict_cmd(
 
     Exit status: 0 when every item was judged, 1 when some (or all) could not be, 2 on a usage error.
     """
+    students = _check_flags(image, object_name, box, boxed, manifest, out, demo, students)
+    cfg = load_config("predict", config, sets, explain=explain, students=str(students) if students else None,
+                      base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
+                      batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
+    from scenefit.core.records import is_synthetic
+
+    items, read_errors = _read_items(image, object_name, box, boxed, manifest, fmt, images_dir)
+    predictor = _load_predictor(cfg, baseline)
+    synthetic = is_synthetic(*items, *predictor.students.values())
+    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
+        bars.bar("predict", len(items))
+        predictions = predictor.predict(items, on_progress=bars.advance)
+
+    rows = _rows(items, predictions, synthetic) + [_error_row(e) for e in read_errors]
+    n_bad = sum(not p.ok for p in predictions) + len(read_errors)
+    _report(predictions, len(read_errors), rows, out, synthetic)
+    if json_out or not sys.stdout.isatty():
+        _print_json(predictions, read_errors, rows, n_bad, single=image is not None, out=out)
+    elif out is None:
+        _print_tables(predictions)
+    if n_bad:
+        raise typer.Exit(1)
+
+
+def _check_flags(image: Optional[Path], object_name: Optional[str], box: Optional[str], boxed: bool,
+                 manifest: Optional[Path], out: Optional[Path], demo: bool, students: Optional[Path]) -> Optional[Path]:
+    """Usage errors (exit 2) before anything loads; the students folder (--demo resolved)."""
     if (image is None) == (manifest is None):
         fail("give either --image (with --object and --box or --boxed) or --manifest")
     if image is not None and not object_name:
@@ -76,69 +104,59 @@ def predict_cmd(
         students = demo_students()
         if not students.is_dir():
             fail(f"no demo students at {students}: run `make demo` first (or set DEMO_DIR)")
-    cfg = load_config("predict", config, sets, explain=explain, students=str(students) if students else None,
-                      base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
-                      batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
+    return students
 
-    from scenefit.predict import PredictItem, Predictor, StudentError
-    from scenefit.predict.items import ItemError, parse_box
+
+def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional[str], boxed: bool,
+                manifest: Optional[Path], fmt: Optional[str], images_dir: Optional[Path]) -> tuple[list, list[dict]]:
+    """The items to judge (the one --image, or the manifest's good rows) and the manifest rows
+    that could not be read (each printed as an error line)."""
+    from scenefit.core.images import ImageError, parse_box
+    from scenefit.predict import PredictItem
     from scenefit.data.manifest import ManifestError, read_manifest
 
-    items: list = []
-    read_errors: list[dict] = []
-    synthetic = False
     if image is not None:
         try:
             parsed_box = parse_box(box)
-        except ItemError as e:
+        except ImageError as e:
             fail(f"--box: {e.message}")
-            return
-        items = [PredictItem(str(image), object_name or "", parsed_box, boxed, id=str(image))]
-    else:
-        try:
-            samples, read_errors = read_manifest(manifest, fmt=fmt, images_dir=images_dir)
-        except ManifestError as e:
-            fail(str(e))
-            return
-        items = samples
-        synthetic = any(s.synthetic for s in samples)
+        return [PredictItem(str(image), object_name or "", parsed_box, boxed, id=str(image))], []
+    try:
+        samples, read_errors = read_manifest(manifest, fmt=fmt, images_dir=images_dir)
+    except ManifestError as e:
+        fail(str(e))
     for err in read_errors:
         error_line(f"{err['id']}: {err['reason']} ({err['code']})")
+    return samples, read_errors
+
+
+def _load_predictor(cfg, baseline: bool):
+    """The students of ``cfg`` (one base + adapters), or with ``baseline`` the bare base."""
+    from scenefit.predict import Predictor, StudentError
 
     try:
-        if baseline:
-            base_ref = cfg.base
-            if not base_ref and cfg.students:
-                from scenefit.predict.students import choose_base, find_students
-
-                base_ref = choose_base(find_students(cfg.students, [c for c in _crits(cfg)]), None)
-            if not base_ref:
-                fail("--baseline needs --base MODEL or --students DIR (whose base is used)")
-            predictor = Predictor.baseline(base_ref, config=cfg)
-        else:
+        if not baseline:
             if not cfg.students:
                 fail("no students: pass --students DIR, --demo, or --baseline --base MODEL")
-            predictor = Predictor.from_students(cfg.students, config=cfg)
+            return Predictor.from_students(cfg.students, config=cfg)
+        base_ref = cfg.base
+        if not base_ref and cfg.students:
+            from scenefit.predict.students import choose_base, find_students
+
+            base_ref = choose_base(find_students(cfg.students, [c for c in _crits(cfg)]), None)
+        if not base_ref:
+            fail("--baseline needs --base MODEL or --students DIR (whose base is used)")
+        return Predictor.baseline(base_ref, config=cfg)
     except (StudentError, OSError, ValueError) as e:
         fail(str(e))
-        return
-    if any(s.synthetic for s in predictor.students.values()):
-        synthetic = True
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=len(items) <= 1)
-    with progress:
-        task = progress.add_task("predict", total=len(items))
-        predictions = predictor.predict(items, on_progress=lambda n: progress.advance(task, n))
-
+def _report(predictions, n_read_errors: int, rows: list[dict], out: Optional[Path], synthetic: bool) -> None:
+    """On stderr: each item that could not be judged, the --out file written, the synthetic
+    banner, explanations that disagree with the decision, and the count of judged items."""
     for p in predictions:
         if not p.ok:
             error_line(f"{p.error['message']} ({p.error['code']})")
-    n_bad = sum(not p.ok for p in predictions) + len(read_errors)
-    rows = _rows(items, predictions, synthetic)
-    rows += [_error_row(e) for e in read_errors]
     if out is not None:
         _write_rows(rows, out, synthetic)
         console.print(f"wrote {len(rows)} rows to {out}")
@@ -147,22 +165,22 @@ def predict_cmd(
     if disagree:
         console.print(f"[yellow]note:[/] {disagree} explanation(s) name another label than the decision logits "
                       "(the explanation's label is reported; see *_agrees_with_fast in --out)")
-    if len(items) + len(read_errors) > 1:
+    if len(predictions) + n_read_errors > 1:
+        n_bad = sum(not p.ok for p in predictions) + n_read_errors
         console.print(f"judged {sum(p.ok for p in predictions)} item(s), {n_bad} could not be judged")
 
-    if json_out or not sys.stdout.isatty():
-        docs = [{"id": p.id, **p.to_json()} for p in predictions] + [
-            {"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors]
-        if image is not None:
-            print_json(predictions[0].to_json())
-        elif out is None:
-            print_json(docs)
-        else:
-            print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
+
+def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: int, single: bool,
+                out: Optional[Path]) -> None:
+    """stdout: the one item's verdict, every item's (with the unreadable rows as errors), or with
+    --out a summary of the file."""
+    if single:
+        print_json(predictions[0].to_json())
     elif out is None:
-        _print_tables(predictions)
-    if n_bad:
-        raise typer.Exit(1)
+        print_json([{"id": p.id, **p.to_json()} for p in predictions]
+                   + [{"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors])
+    else:
+        print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
 
 
 def _crits(cfg):
@@ -193,25 +211,22 @@ def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
     import pandas as pd
 
     from scenefit import SYNTHETIC_NOTICE
+    from scenefit.core.parquet_io import atomic_path
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     kind = OUT_FORMATS[out.suffix.lower()]
-    tmp = out.with_name(out.name + ".tmp")
-    if kind == "jsonl":
-        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-    else:
-        frame = pd.DataFrame(rows)
-        if kind == "csv":
-            frame.to_csv(tmp, index=False)
+    with atomic_path(out) as tmp:
+        if kind == "jsonl":
+            tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+        elif kind == "csv":
+            pd.DataFrame(rows).to_csv(tmp, index=False)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
             meta = {"notice": SYNTHETIC_NOTICE} if synthetic else {}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"scenefit": json.dumps(meta).encode()})
             pq.write_table(table, tmp)
-    os.replace(tmp, out)
 
 
 def _print_tables(predictions) -> None:

@@ -1,20 +1,18 @@
-"""`scenefit serve` — HTTP serving of a local model.
+"""`scenefit serve` — the three students over HTTP.
 
-    scenefit serve --openai --model runs/demo/model --host 127.0.0.1 --port 8000
-    scenefit serve --openai --model runs/demo/model --port 0     # a free port; the URL is printed
     scenefit serve --demo                                        # the students `make demo` trained
     scenefit serve --students runs/x/students --api-token "$TOKEN" --port 8100
 
-Without ``--openai`` it serves the three students (one base + three adapters): the classify API
+It serves the three students (one base + three adapters): the classify API
 (``POST /v1/classify``), a web page at ``/``, ``/v1/models``, ``/v1/metrics`` and the OpenAI
 chat route addressed by model name (``scenefit-location``, …, ``scenefit-base``); see
 :mod:`scenefit.serve.app`. Server limits come from the ``serve`` config section, the model
 settings from the ``predict`` section. The first line on stdout is ``serving <base URL>``, printed
 only once the socket accepts connections.
 
-With ``--openai`` the model answers the OpenAI chat-completions protocol (``/v1/chat/completions``
-with text and base64 image parts, ``/v1/models``), so ``scenefit annotate`` with an ``openai``
-teacher can use it. The first line on stdout is ``serving <base URL>/v1`` (also once it listens).
+A plain model folder over the OpenAI chat-completions protocol (for ``annotate``'s ``openai``
+teachers) is ``scenefit serve-teacher`` (:mod:`.serve_teacher`); ``serve --openai`` is its
+deprecated alias: it prints the new command and runs it.
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ from typing import Annotated, Optional
 import typer
 
 from scenefit.cli import app
+from rich.markup import escape
+
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
 
 
@@ -59,21 +59,21 @@ def require_serve_extra() -> None:
         fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
 
 
+#: Help of the flags `serve` keeps only for its deprecated --openai alias.
+ALIAS_HELP = "With the deprecated --openai only: see `scenefit serve-teacher --help`."
+
+
 @app.command("serve", epilog=examples(__doc__, "serve"))
 def serve_cmd(
-    openai: Annotated[bool, typer.Option("--openai", help="Serve the OpenAI chat-completions protocol.")] = False,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Model folder to serve (e.g. runs/demo/model).", file_okay=False)] = None,
-    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model id clients send (default: the folder name).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (0 = any free port; the URL is printed); default 8000.")] = None,
-    max_batch: Annotated[Optional[int], typer.Option(help="Most concurrent requests in one batch (default: 8 with --openai, else serve.max_batch).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="With --openai: answer length when a request gives no max_tokens (default 512).")] = None,
-    max_tokens_limit: Annotated[Optional[int], typer.Option(help="With --openai: largest max_tokens a request may ask for (default 4096; 400 beyond it).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when available, else cpu).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32 (default: auto).")] = None,
+    ctx: typer.Context,
     demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
     students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student per criterion (default: predict.students).", file_okay=False)] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model under the adapters (default: the one the students name).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (0 = any free port; the URL is printed); default 8000.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(help=fhelp("serve", "max_batch"))] = None,
+    device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when available, else cpu).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32 (default: auto).")] = None,
     api_token: Annotated[Optional[str], typer.Option("--api-token", help="Bearer token clients must send (default: $SCENEFIT_API_TOKEN; unset = no auth).")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback --host without a bearer token (anyone who reaches the port can use the model).")] = False,
     max_wait_ms: Annotated[Optional[float], typer.Option(help=fhelp("serve", "max_wait_ms"))] = None,
@@ -83,59 +83,56 @@ def serve_cmd(
     max_image_pixels: Annotated[Optional[int], typer.Option(help=fhelp("serve", "max_image_pixels"))] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
+    # the deprecated alias of `scenefit serve-teacher` and its flags (hidden from --help)
+    openai: Annotated[bool, typer.Option("--openai", hidden=True, help="Deprecated: use `scenefit serve-teacher`.")] = False,
+    model: Annotated[Optional[Path], typer.Option("--model", hidden=True, file_okay=False, help=ALIAS_HELP)] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", hidden=True, help=ALIAS_HELP)] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(hidden=True, help=ALIAS_HELP)] = None,
+    max_tokens_limit: Annotated[Optional[int], typer.Option(hidden=True, help=ALIAS_HELP)] = None,
 ) -> None:
-    """Serve the students (classify API, web page, chat by model name), or with --openai a local
-    model, over HTTP until interrupted (Ctrl-C)."""
-    import sys
-
+    """Serve the students (classify API, web page, chat by model name) over HTTP until
+    interrupted (Ctrl-C). A plain model for the teachers' protocol: `scenefit serve-teacher`."""
     require_serve_extra()
-    students_only = {"--demo": demo, "--students": students, "--base": base, "--api-token": api_token,
-                     "--max-wait-ms": max_wait_ms, "--max-concurrency": max_concurrency,
-                     "--request-timeout": request_timeout, "--max-body-bytes": max_body_bytes,
-                     "--max-image-pixels": max_image_pixels, "--config": config, "--set": sets}
-    openai_only = {"--model": model, "--model-name": model_name, "--max-new-tokens": max_new_tokens,
-                   "--max-tokens-limit": max_tokens_limit}
-    misplaced = [k for k, v in (students_only if openai else openai_only).items() if v not in (None, False, [])]
-    if misplaced:
+    given = [p for p in ctx.command.params if p.name != "openai" and _given(ctx.params.get(p.name))]
+    if openai:
+        from scenefit.cli.serve_teacher import TEACHER_FLAGS, serve_teacher
+
+        teacher = sorted((p for p in given if p.name in TEACHER_FLAGS), key=lambda p: p.name != "model")
+        console.print(f"[yellow]deprecated:[/] `scenefit serve --openai` is now its own verb: "
+                      f"{escape(teacher_command(teacher, ctx))}")
         # a flag that would be ignored (an --api-token above all) must not pass silently
-        fail(f"{', '.join(misplaced)} {'do' if len(misplaced) > 1 else 'does'} not apply "
-             + ("with --openai (a plain model over the chat protocol, no authentication, no student limits)"
-                if openai else "without --openai (they configure the plain-model chat server)"))
-    if not openai:
-        _serve_students(demo, students, base, device, dtype, api_token, config, sets, insecure_no_auth, host=host, port=port,
-                        max_batch=max_batch, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
-                        request_timeout_s=request_timeout, max_body_bytes=max_body_bytes,
-                        max_image_pixels=max_image_pixels)
+        _refuse_flags([p for p in given if p.name not in TEACHER_FLAGS],
+                      "with --openai (a plain model over the chat protocol, no authentication, no student limits)")
+        args = {p.name: ctx.params[p.name] for p in teacher}
+        serve_teacher(args.pop("model", None), **args)
         return
-    host, port = host or "127.0.0.1", 8000 if port is None else port
-    if host not in LOOPBACK:
-        if not insecure_no_auth:
-            fail(f"--host {host} would expose the --openai server, which has no authentication; "
-                 "bind 127.0.0.1, or pass --insecure-no-auth to do it on purpose")
-        console.print(f"[yellow]warning:[/] listening on {host}; the --openai server has no authentication")
-    if model is None:
-        fail("--openai needs --model DIR (a model folder, e.g. runs/demo/model)")
-    if not model.is_dir():
-        fail(f"--model {model}: not a model folder")
-    from scenefit.serve.openai_server import build_openai_app, model_runner, run_app
+    _refuse_flags([p for p in given if p.hidden], "without --openai (they configure `scenefit serve-teacher`)")
+    _serve_students(demo, students, base, device, dtype, api_token, config, sets, insecure_no_auth, host=host, port=port,
+                    max_batch=max_batch, max_wait_ms=max_wait_ms, max_concurrency=max_concurrency,
+                    request_timeout_s=request_timeout, max_body_bytes=max_body_bytes,
+                    max_image_pixels=max_image_pixels)
 
-    name = model_name or model.name
-    default_tokens = 512 if max_new_tokens is None else max_new_tokens
-    limit = max(4096, default_tokens) if max_tokens_limit is None else max_tokens_limit
-    if default_tokens > limit:
-        fail(f"--max-new-tokens {default_tokens} exceeds --max-tokens-limit {limit}")
-    runner = model_runner(str(model), max_batch=max_batch or 8, device=device, dtype=dtype or "auto")
-    api = build_openai_app(runner, name, default_max_tokens=default_tokens, max_tokens_limit=limit)
 
-    def ready(base: str) -> None:
-        sys.stdout.write(f"serving {base}/v1\n")
-        sys.stdout.flush()
-        console.print(f"OpenAI-compatible server for {name!r} at {base}/v1 (Ctrl-C stops it)")
+def teacher_command(flags: list, ctx: typer.Context) -> str:
+    """The `scenefit serve-teacher` command line with ``flags`` (click parameters) as given."""
+    import shlex
 
-    try:
-        run_app(api, host=host, port=port, on_ready=ready)
-    except OSError as e:
-        fail(f"cannot listen on {host}:{port}: {e}")
+    words = ["scenefit", "serve-teacher"]
+    for p in flags:
+        value = ctx.params[p.name]
+        words += [p.opts[0]] if value is True else [p.opts[0], str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _given(value) -> bool:
+    """Whether a flag was set: every flag of `serve` defaults to None, False or nothing."""
+    return not (value is None or value is False or (isinstance(value, (list, tuple)) and not value))
+
+
+def _refuse_flags(flags: list, why: str) -> None:
+    if flags:
+        names = [p.opts[0] for p in flags]
+        fail(f"{', '.join(names)} {'do' if len(names) > 1 else 'does'} not apply {why}")
 
 
 def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], device: Optional[str],
@@ -161,7 +158,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     folder = demo_students() if demo else students or (Path(pcfg.students) if pcfg.students else None)
     if folder is None:
         fail("say which students to serve: --demo, --students DIR, or predict.students in --config "
-             "(or --openai --model DIR for a plain model)")
+             "(a plain model for the teachers' protocol: `scenefit serve-teacher --model DIR`)")
     if not folder.is_dir():
         hint = " (run `make demo` first)" if demo else ""
         fail(f"no students folder at {folder}{hint}")

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
@@ -36,7 +38,6 @@ def synth_cmd(
     Same config and seed give byte-identical files. Every output is marked SYNTHETIC: a test
     bed for the pipeline, never a result on real data.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from scenefit.core.criteria import CRITERIA
@@ -49,12 +50,10 @@ def synth_cmd(
     except WorldExistsError as e:
         fail(str(e))
     synthetic_banner(True)
-    progress = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console)
-    task = progress.add_task("synth", total=cfg.n)
     try:
-        with progress:
-            summary = generate_world(cfg, out, overwrite=overwrite, progress=lambda k: progress.advance(task, k))
+        with Progress(enabled=sys.stderr.isatty(), unit="scene") as bars:
+            bars.bar("synth", cfg.n)
+            summary = generate_world(cfg, out, overwrite=overwrite, progress=bars.advance)
     except WorldExistsError as e:
         fail(str(e))
         return

@@ -20,7 +20,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
@@ -47,7 +47,7 @@ REASON_CODES: dict[str, str] = {
     "truncated": "the file ends before the image data does",
     "corrupt": "the image data cannot be decoded",
     "box_outside": "the box lies outside the image",
-    "bad_box": "the box has a negative coordinate or covers less than one whole pixel",
+    "bad_box": "the box is not four finite numbers, has a negative coordinate or covers less than one whole pixel",
 }
 
 # Leading bytes of the formats we know: a file that starts like an image but that Pillow cannot
@@ -251,12 +251,34 @@ def load_image_bytes(
 MIN_BOX_INSIDE = 0.5
 
 
-def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The one rule for a box given by a user (ingest's manifest rows, serve's requests,
-    predict's items): (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h). A coordinate that
-    is not a finite number or is negative is refused (``bad_box``), so is a box under one whole
-    pixel once rounded; a box with less than :data:`MIN_BOX_INSIDE` of its area on the image is
-    ``box_outside``; a smaller overshoot past the right or bottom edge is clipped."""
+def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
+    """The one reader of a box as a user writes it (manifest cells, ``--box``, request fields):
+    ``"x0,y0,x1,y1"`` (commas, semicolons or spaces; ``[...]`` or ``(...)`` around it allowed) or
+    four numbers -> four floats; None or a blank string -> None. Anything that is not four numbers
+    is ``bad_box``. Whether the numbers make a box (finite, not negative, one pixel at least, on
+    the image) is :func:`box_pixels`' and :func:`check_box`'s to say, so that a ``nan`` is one
+    item's error where the item is judged."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        parts: list[Any] = [p for p in value.strip().strip("[]()").replace(";", ",").replace(" ", ",").split(",") if p]
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        parts = list(value)
+    else:
+        raise ImageError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1")
+    if len(parts) != 4:
+        raise ImageError("bad_box", f"box {value!r} needs 4 numbers x0,y0,x1,y1, got {len(parts)}")
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ImageError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1") from None
+    return x0, y0, x1, y1
+
+
+def box_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """Four numbers as a box in whole pixels, whatever the image: a coordinate that is not a
+    finite number or is negative is refused (``bad_box``), so is a box under one whole pixel once
+    rounded."""
     values = [float(v) for v in box]
     if not all(math.isfinite(v) for v in values):
         raise ImageError("bad_box", f"box {tuple(box)} holds a value that is not a finite number")
@@ -264,7 +286,17 @@ def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, in
         raise ImageError("bad_box", f"box {tuple(box)} has a negative coordinate (boxes are in pixels from the top left)")
     x0, y0, x1, y1 = (int(round(v)) for v in values)
     if x1 <= x0 or y1 <= y0:
-        raise ImageError("bad_box", f"box {tuple(box)} covers less than one whole pixel")
+        raise ImageError("bad_box", f"box {tuple(box)} covers less than one whole pixel "
+                                    "(need x1 > x0 and y1 > y0)")
+    return x0, y0, x1, y1
+
+
+def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The one rule for a box given by a user (ingest's manifest rows, serve's requests,
+    predict's items): (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h), valid by
+    :func:`box_pixels`; a box with less than :data:`MIN_BOX_INSIDE` of its area on the image is
+    ``box_outside``; a smaller overshoot past the right or bottom edge is clipped."""
+    x0, y0, x1, y1 = box_pixels(box)
     cx0, cy0, cx1, cy1 = clip_box(box, size)
     inside = (cx1 - cx0) * (cy1 - cy0) / ((x1 - x0) * (y1 - y0))
     if inside < MIN_BOX_INSIDE:
@@ -283,21 +315,38 @@ def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int
     return cx0, cy0, cx1, cy1
 
 
+#: The thinnest red box drawn: a 1-pixel line vanishes when a model's processor scales the image down.
+MIN_BOX_WIDTH = 2
+#: Pixels of image (shorter side) per pixel of box line when no width is set: 3 on a 640x480 photo.
+BOX_WIDTH_PER_SIDE = 150
+
+
+def box_width_for(size: tuple[int, int], width: Optional[int] = None) -> int:
+    """The one rule for the red box's line width: ``width`` when one is set (a config's
+    ``box_width``), else grown with the image (shorter side / :data:`BOX_WIDTH_PER_SIDE`, at least
+    :data:`MIN_BOX_WIDTH`), so that it survives the downscaling a teacher or a student applies."""
+    if width is not None:
+        if width < 1:
+            raise ValueError(f"box width must be >= 1, got {width}")
+        return int(width)
+    return max(MIN_BOX_WIDTH, round(min(size) / BOX_WIDTH_PER_SIDE))
+
+
 def draw_box(
     image: Image.Image,
     box: Sequence[float],
-    width: int = 3,
-    color: tuple[int, int, int] = (255, 0, 0),
+    width: Optional[int] = None,
+    color: Sequence[int] = (255, 0, 0),
 ) -> Image.Image:
-    """A new RGB image with a ``width``-pixel outline drawn inside ``box`` (x1, y1 exclusive).
+    """The one box drawer: a new RGB image with the red outline drawn inside ``box`` (x1, y1
+    exclusive), ``width`` pixels wide by :func:`box_width_for` (None: by the image's size).
 
     The box is clipped to the image first; a box wholly outside it is an ImageError.
     """
-    if width < 1:
-        raise ValueError(f"box width must be >= 1, got {width}")
+    line = box_width_for(image.size, width)
     x0, y0, x1, y1 = clip_box(box, image.size)
     out = to_rgb(image).copy()
-    ImageDraw.Draw(out).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color), width=width)
+    ImageDraw.Draw(out).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color), width=line)
     return out
 
 

@@ -14,12 +14,14 @@ images. (Read with plain pandas/pyarrow/``datasets``, they are relative to the f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -117,18 +119,17 @@ def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, 
     # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
     metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode()}
     table = table.replace_schema_metadata(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        compression_level=3,
-        row_group_size=64 * 1024,
-        use_dictionary=True,
-        write_statistics=True,
-        store_schema=True,
-    )
-    tmp.replace(path)  # a killed run never leaves half a file under the final name
+    with atomic_path(path) as tmp:  # a killed run never leaves half a file under the final name
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=3,
+            row_group_size=64 * 1024,
+            use_dictionary=True,
+            write_statistics=True,
+            store_schema=True,
+        )
     return path
 
 
@@ -161,14 +162,46 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(text: str, path: Path | str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a kill
-    leaves either the old file or the new one, never half of one (the rename is atomic on POSIX)."""
+_SAFE_STEM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,100}$")
+
+
+def safe_stem(name: str, empty: str = "file") -> str:
+    """A file name stem for ``name`` (a sample id, a teacher name): ``name`` itself when it is a
+    safe file name, else a sanitised ``name`` plus a short hash of it, so that names differing
+    only in unsafe characters ('a/b', 'a_b', 'a b') never share a file (``empty`` stands in for
+    a name with nothing safe left)."""
+    if _SAFE_STEM.match(name):
+        return name
+    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:60].lstrip(".") or empty
+    return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path beside ``path`` (its folder made) to write
+    the file to; when the block ends the file is renamed over ``path``, so a kill leaves either
+    the old file or the new one, never half of one (the rename is atomic on POSIX). When the block
+    raises, the temporary file is removed and ``path`` is left as it was.
+
+        with atomic_path(out) as tmp:
+            image.save(tmp, format="PNG")
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    """``text`` (UTF-8) written to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -9,11 +9,12 @@ the image already carries its box), truths are label strings or null.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
+from scenefit.core.images import ImageError, box_pixels, parse_box
 
 Box = tuple[int, int, int, int]
 
@@ -50,19 +51,11 @@ class Sample(BaseModel):
     @field_validator("box", mode="before")
     @classmethod
     def _box(cls, v):
-        if v is None:
-            return None
-        if isinstance(v, str):
-            v = [p for p in v.replace(";", ",").split(",") if p.strip()]
-        vals = [float(x) for x in v]
-        if len(vals) != 4:
-            raise ValueError(f"box needs 4 numbers (x0, y0, x1, y1), got {len(vals)}")
-        x0, y0, x1, y1 = (int(round(x)) for x in vals)
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box {vals} is empty or inverted (need x1 > x0 and y1 > y0)")
-        if min(x0, y0) < 0:
-            raise ValueError(f"box {vals} has negative coordinates")
-        return (x0, y0, x1, y1)
+        try:
+            box = parse_box(v)
+            return None if box is None else box_pixels(box)
+        except ImageError as e:  # pydantic reports ValueErrors
+            raise ValueError(e.message) from None
 
     @model_validator(mode="after")
     def _box_or_boxed(self):
@@ -120,3 +113,21 @@ class Sample(BaseModel):
 
 
 MANIFEST_COLUMNS = list(Sample(id="x", image="x", object="x", box=(0, 0, 1, 1)).to_row())
+
+
+def is_synthetic(*sources: Any) -> bool:
+    """The one rule for "does this come from the synthetic world" (outputs made from it carry
+    SYNTHETIC_NOTICE): true when any source says so — a table by any true cell of its
+    ``synthetic`` column, a mapping (a provenance dict) by its ``synthetic`` key, anything else
+    (a Sample, a loaded student's info) by its ``synthetic`` attribute."""
+    for source in sources:
+        if hasattr(source, "columns"):  # a pandas DataFrame
+            flags = source["synthetic"] if "synthetic" in source.columns else ()
+            if len(flags) and bool(flags.fillna(False).astype(bool).any()):
+                return True
+        elif isinstance(source, Mapping):
+            if bool(source.get("synthetic")):
+                return True
+        elif bool(getattr(source, "synthetic", False)):
+            return True
+    return False

@@ -53,6 +53,7 @@ from scenefit.data.consensus_soft import mean_p_out, p_out_table
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Label
 from scenefit.teachers.parse import final_was_derived
+from scenefit.core.records import is_synthetic
 
 RULES = ("unanimous_final", "unanimous_all", "designated", "majority")
 Rule = Literal["unanimous_final", "unanimous_all", "designated", "majority"]
@@ -389,6 +390,28 @@ def _resolve_images(images: pd.Series, root: Optional[Path]) -> pd.Series:
     return images.astype(str).map(lambda p: p if Path(p).is_absolute() else str(base / p))
 
 
+def compare_rules(matrix: AnswerMatrix, truth: Optional[dict], chosen: str) -> tuple[tuple, dict, dict]:
+    """Every rule of :data:`RULES` applied to ``matrix``: the chosen rule's (keep mask, labels),
+    what each rule keeps (counts by class, share), and with ``truth`` each rule's accuracy on
+    what it keeps."""
+    per_rule, after = {}, {}
+    applied = None
+    for rule in RULES:
+        keep, labels = apply_rule(matrix, rule)
+        final = labels["final"][keep]
+        per_rule[rule] = {
+            "kept": int(keep.sum()),
+            "in_context": int((final == 0).sum()),
+            "out_of_context": int((final == 1).sum()),
+            "share": float(keep.mean()) if len(keep) else None,
+        }
+        if truth is not None:
+            after[rule] = {f: accuracy(labels[f], truth[f], keep) for f in FIELDS}
+        if rule == chosen:
+            applied = (keep, labels)
+    return applied, per_rule, after
+
+
 def build_consensus(
     answers: pd.DataFrame,
     manifest: pd.DataFrame,
@@ -411,26 +434,11 @@ def build_consensus(
     matrix = answer_matrix(answers, manifest_ids, teachers, designated, cfg.contradiction_usable, cfg.count_derived_final)
 
     not_in_manifest = matrix.unmatched
-    synthetic = bool(manifest["synthetic"].fillna(False).astype(bool).any()) if "synthetic" in manifest else False
+    synthetic = is_synthetic(manifest)
     truth = truth_codes(manifest)
     everyone = np.ones(len(manifest), dtype=bool)
 
-    per_rule, after = {}, {}
-    applied = None
-    for rule in RULES:
-        keep, labels = apply_rule(matrix, rule)
-        final = labels["final"][keep]
-        per_rule[rule] = {
-            "kept": int(keep.sum()),
-            "in_context": int((final == 0).sum()),
-            "out_of_context": int((final == 1).sum()),
-            "share": float(keep.mean()) if len(keep) else None,
-        }
-        if truth is not None:
-            after[rule] = {f: accuracy(labels[f], truth[f], keep) for f in FIELDS}
-        if rule == cfg.rule:
-            applied = (keep, labels)
-    keep, labels = applied
+    (keep, labels), per_rule, after = compare_rules(matrix, truth, cfg.rule)
 
     d = matrix.designated
     kept = manifest.loc[keep].copy()

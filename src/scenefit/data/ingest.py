@@ -28,9 +28,7 @@ A rerun into the same DIR rewrites the same files with the same content (nothing
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,8 +40,8 @@ from pydantic import Field, field_validator
 from scenefit.core.config import StageConfig
 from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from scenefit.data.manifest import read_manifest, write_manifest
-from scenefit.core.parquet_io import write_json, write_jsonl
-from scenefit.core.records import Sample
+from scenefit.core.parquet_io import atomic_path, safe_stem, write_json, write_jsonl
+from scenefit.core.records import Sample, is_synthetic
 
 
 class IngestConfig(StageConfig):
@@ -59,7 +57,11 @@ class IngestConfig(StageConfig):
         description="Folder that relative image paths (and the paper layout's <coco_index>.png) resolve "
         "against (a relative folder is taken from the working directory); default: the manifest's folder.",
     )
-    box_width: int = Field(3, ge=1, le=64, description="Width in pixels of the red box drawn on unboxed images.")
+    box_width: Optional[int] = Field(
+        None, ge=1, le=64,
+        description="Width in pixels of the red box drawn on unboxed images; null = by the image's size "
+        "(scenefit.core.images.box_width_for: the shorter side / 150, at least 2; 3 on a 640x480 photo).",
+    )
     box_color: tuple[int, int, int] = Field(
         (255, 0, 0), description="RGB colour of the drawn box (the students are trained on red)."
     )
@@ -117,23 +119,15 @@ class IngestResult:
         return out
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,100}$")
-
-
 def image_name(sample_id: str) -> str:
     """File name for a sample's boxed image: the id when it is a safe name, else a sanitised
     id plus a short hash (ids like 'a/b' and 'a_b' must not collide)."""
-    if _SAFE_NAME.match(sample_id):
-        return f"{sample_id}.png"
-    stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", sample_id)[:60].lstrip(".") or "sample"
-    digest = hashlib.sha1(sample_id.encode()).hexdigest()[:10]
-    return f"{stem}-{digest}.png"
+    return f"{safe_stem(sample_id, empty='sample')}.png"
 
 
 def _save_png(image, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", compress_level=1)  # fast; lossless at any level
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)  # fast; lossless at any level
 
 
 def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[Sample, bool]:
@@ -219,7 +213,7 @@ def ingest(
         line_note=read.line_note,
         drawn=drawn,
         clipped=clipped,
-        synthetic=any(s.synthetic for s in samples),
+        synthetic=is_synthetic(*samples),
         out_dir=out,
         rejected_by_code=dict(Counter(e["code"] for e in errors)),
     )

@@ -38,6 +38,7 @@ from typing import Any, Iterator, Literal, Optional
 
 from pydantic import ValidationError
 
+from scenefit.core.images import ImageError, parse_box
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.core.table_rows import BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader
 
@@ -141,27 +142,22 @@ def _first(row: dict, names: tuple[str, ...]) -> Any:
 
 def _number(v: Any, column: str) -> float:
     try:
-        x = float(v)
+        return float(v)
     except (TypeError, ValueError):
         raise RowError("bad_box", f"{column}={v!r} is not a number") from None
-    if not math.isfinite(x):
-        raise RowError("bad_box", f"{column}={v!r} is not a finite number")
-    return x
 
 
-def _box(row: dict) -> Optional[list[float]]:
-    """The box as [x0, y0, x1, y1] from whichever spelling the row uses, or None."""
+def _box(row: dict) -> Optional[tuple[float, float, float, float]]:
+    """The box as (x0, y0, x1, y1) from whichever spelling the row uses, or None; its values are
+    checked where the Sample is made (scenefit.core.images.box_pixels)."""
     for col in BOX_COLUMNS:
         v = row.get(col)
         if _blank(v):
             continue
-        if isinstance(v, str):
-            parts = [p for p in v.strip().strip("[]()").replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-        else:
-            parts = list(v)
-        if len(parts) != 4:
-            raise RowError("bad_box", f"{col}={v!r} needs 4 numbers x0,y0,x1,y1")
-        return [_number(p, col) for p in parts]
+        try:
+            return parse_box(v)
+        except ImageError as e:
+            raise RowError("bad_box", f"{col}: {e.message}") from None
     for names, is_wh in BOX_QUADS:
         present = [n for n in names if not _blank(row.get(n))]
         if not present:
@@ -171,10 +167,10 @@ def _box(row: dict) -> Optional[list[float]]:
             raise RowError("bad_box", f"box columns {','.join(names)} incomplete: {','.join(missing)} missing")
         a, b, c, d = (_number(row[n], n) for n in names)
         if is_wh:
-            if c <= 0 or d <= 0:
+            if not (c > 0 and d > 0):
                 raise RowError("bad_box", f"box width/height must be positive, got w={c:g}, h={d:g}")
-            return [a, b, a + c, b + d]
-        return [a, b, c, d]
+            return a, b, a + c, b + d
+        return a, b, c, d
     return None
 
 

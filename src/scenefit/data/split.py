@@ -30,6 +30,8 @@ from scenefit.core.config import StageConfig
 from scenefit.data.consensus import label_codes
 from scenefit.data.agreement import MISSING
 from scenefit.core.criteria import Label
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.records import is_synthetic
 
 SPLITS = ("train", "val", "test")
 
@@ -130,97 +132,131 @@ def _assign_groups(g_in: np.ndarray, g_out: np.ndarray, pref: np.ndarray, need: 
 def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[dict] = None) -> SplitResult:
     """Split consensus rows (needs columns id, final; group optional) into balanced splits."""
     input_meta = input_meta or {}
+    pool, y, groups, n_dropped = _usable_rows(frame)
+    avail = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.int64)
+    mode, requested = _requested_pairs(cfg, int(avail.min()))
+    packing = _GroupPacking(groups, y, cfg.seed)
+    pairs = packing.fit(requested, int(avail.min()), cfg.allow_fewer, avail)
+    sample_split, chosen = packing.pick(pool["id"].astype(str), pairs, cfg.seed)
+    frames = {name: pool.loc[chosen & (sample_split == s)].sort_values("id", kind="stable").reset_index(drop=True)
+              for s, name in enumerate(SPLITS)}
+    manifest = _split_manifest(frames, cfg, mode, requested, pairs, avail, input_meta,
+                               dropped=n_dropped, unused=int(len(pool) - chosen.sum()),
+                               synthetic=is_synthetic(input_meta, frame))
+    return SplitResult(frames, manifest)
+
+
+def _usable_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+    """The rows with a final decision, their class codes (0 in, 1 out), their group keys (the
+    group, or the sample itself when it has none) and how many rows had no final decision."""
     missing = [c for c in ("id", "final") if c not in frame.columns]
     if missing:
         raise ValueError(f"the consensus table lacks column(s) {', '.join(missing)} (is it `scenefit consensus` output?)")
     y_all = label_codes(frame["final"]) if len(frame) else np.zeros(0, np.int8)
     usable = y_all != MISSING
     pool = frame.loc[usable].reset_index(drop=True)
-    y = y_all[usable]
     ids = pool["id"].astype(str)
     if ids.duplicated().any():
         raise ValueError(f"consensus table repeats sample id {ids[ids.duplicated()].iloc[0]!r}")
     group_col = pool["group"] if "group" in pool else pd.Series([None] * len(pool))
     has_group = group_col.notna() & (group_col.astype(str).str.strip() != "")
     groups = np.where(has_group, "g:" + group_col.astype(str), "id:" + ids)
+    return pool, y_all[usable], groups, int((~usable).sum())
 
-    avail = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.int64)
-    pairs_possible = int(avail.min())
+
+def _requested_pairs(cfg: SplitConfig, pairs_possible: int) -> tuple[str, np.ndarray]:
+    """In/out pairs wanted per split: from ``counts``, else ``fractions`` of the pairs there are."""
     if cfg.counts is not None:
-        mode = "counts"
-        requested = np.array([getattr(cfg.counts, s) // 2 for s in SPLITS], dtype=np.int64)
-    else:
-        mode = "fractions"
-        fr = np.array([getattr(cfg.fractions, s) for s in SPLITS], dtype=np.float64)
-        requested = np.floor(pairs_possible * fr / fr.sum()).astype(np.int64)
-    total_requested = int(requested.sum())
+        return "counts", np.array([getattr(cfg.counts, s) // 2 for s in SPLITS], dtype=np.int64)
+    fr = np.array([getattr(cfg.fractions, s) for s in SPLITS], dtype=np.float64)
+    return "fractions", np.floor(pairs_possible * fr / fr.sum()).astype(np.int64)
 
-    # Per-group class counts, and the two hash draws (visit order, preferred split) per group.
-    gdf = pd.DataFrame({"g": groups, "y": y})
-    per_group = pd.crosstab(gdf["g"], gdf["y"]).reindex(columns=[0, 1], fill_value=0)
-    gkeys = per_group.index.to_series()
-    order_h = stable_hash(cfg.seed, "order", gkeys)
-    pref_u = stable_hash(cfg.seed, "split", gkeys).astype(np.float64) / 2.0**64
-    order = np.argsort(order_h, kind="stable")
-    g_in = per_group[0].to_numpy()[order]
-    g_out = per_group[1].to_numpy()[order]
 
-    def preferred(pairs: np.ndarray) -> np.ndarray:
+class _GroupPacking:
+    """Whole groups packed into the splits: groups visited in hash(seed, group) order, each to
+    its preferred split (a second hash, in proportion to the sizes) or the next that still needs
+    its classes; then per split and class the samples taken in hash(seed, id) order."""
+
+    def __init__(self, groups: np.ndarray, y: np.ndarray, seed: int):
+        self.groups = groups
+        self.y = y
+        gdf = pd.DataFrame({"g": groups, "y": y})
+        self.per_group = pd.crosstab(gdf["g"], gdf["y"]).reindex(columns=[0, 1], fill_value=0)
+        gkeys = self.per_group.index.to_series()
+        self.pref_u = stable_hash(seed, "split", gkeys).astype(np.float64) / 2.0**64
+        self.order = np.argsort(stable_hash(seed, "order", gkeys), kind="stable")
+        self.g_in = self.per_group[0].to_numpy()[self.order]
+        self.g_out = self.per_group[1].to_numpy()[self.order]
+        self.assigned = np.zeros(0, dtype=np.int64)
+
+    def _preferred(self, pairs: np.ndarray) -> np.ndarray:
         w = pairs / max(int(pairs.sum()), 1)
-        return np.minimum(np.searchsorted(np.cumsum(w), pref_u[order], side="right"), len(SPLITS) - 1)
+        return np.minimum(np.searchsorted(np.cumsum(w), self.pref_u[self.order], side="right"), len(SPLITS) - 1)
 
-    def attempt(total: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Sizes for `total` pairs in the requested proportions; whether the assignment fills them."""
-        pairs = np.floor(requested * total / max(total_requested, 1)).astype(np.int64)
+    def _attempt(self, requested: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Sizes for ``total`` pairs in the requested proportions; whether the assignment fills them."""
+        pairs = np.floor(requested * total / max(int(requested.sum()), 1)).astype(np.int64)
         need = np.stack([pairs, pairs], axis=1)
-        assigned = _assign_groups(g_in, g_out, preferred(pairs), need)
-        got = np.stack([[g_in[assigned == s].sum(), g_out[assigned == s].sum()] for s in range(len(SPLITS))])
+        assigned = _assign_groups(self.g_in, self.g_out, self._preferred(pairs), need)
+        got = np.stack([[self.g_in[assigned == s].sum(), self.g_out[assigned == s].sum()] for s in range(len(SPLITS))])
         return pairs, assigned, bool((got >= need).all())
 
-    pairs, assigned, filled = attempt(total_requested)
-    if not filled:
-        if not cfg.allow_fewer:
-            raise ValueError(
-                f"requested {2 * total_requested} samples ({dict(zip(SPLITS, (2 * requested).tolist()))}) but only "
-                f"{pairs_possible} balanced pairs exist (In-context {avail[0]}, Out-of-context {avail[1]}) "
-                "or the groups cannot be packed into them; set split.allow_fewer to take fewer"
-            )
-        # The largest total (same proportions) that the assignment fills: binary search, since
-        # packing whole groups can waste a few samples below the class-count bound.
-        lo, hi = 0, min(total_requested, pairs_possible)
-        best = attempt(0)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            trial = attempt(mid)
-            if trial[2]:
-                lo, best = mid, trial
-            else:
-                hi = mid - 1
-        pairs, assigned, _ = best
+    def fit(self, requested: np.ndarray, pairs_possible: int, allow_fewer: bool, avail: np.ndarray) -> np.ndarray:
+        """The pairs per split the packing fills: as requested, else (``allow_fewer``) the largest
+        total in the same proportions that it fills; ValueError otherwise."""
+        total_requested = int(requested.sum())
+        pairs, assigned, filled = self._attempt(requested, total_requested)
+        if not filled:
+            if not allow_fewer:
+                raise ValueError(
+                    f"requested {2 * total_requested} samples ({dict(zip(SPLITS, (2 * requested).tolist()))}) but only "
+                    f"{pairs_possible} balanced pairs exist (In-context {avail[0]}, Out-of-context {avail[1]}) "
+                    "or the groups cannot be packed into them; set split.allow_fewer to take fewer"
+                )
+            # The largest total (same proportions) that the assignment fills: binary search, since
+            # packing whole groups can waste a few samples below the class-count bound.
+            lo, hi = 0, min(total_requested, pairs_possible)
+            best = self._attempt(requested, 0)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                trial = self._attempt(requested, mid)
+                if trial[2]:
+                    lo, best = mid, trial
+                else:
+                    hi = mid - 1
+            pairs, assigned, _ = best
+        self.assigned = assigned
+        return pairs
 
-    # Samples: group's split, then per split and class the first `pairs[s]` by hash(seed, id).
-    split_of_group = pd.Series(np.full(len(per_group), -1), index=per_group.index)
-    split_of_group.iloc[order] = assigned
-    sample_split = split_of_group.reindex(groups).to_numpy()
-    pick_h = stable_hash(cfg.seed, "pick", ids)
-    chosen = np.zeros(len(pool), dtype=bool)
-    for s in range(len(SPLITS)):
-        for cls in (0, 1):
-            idx = np.flatnonzero((sample_split == s) & (y == cls))
-            idx = idx[np.argsort(pick_h[idx], kind="stable")][: pairs[s]]
-            chosen[idx] = True
+    def pick(self, ids: pd.Series, pairs: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each sample's split (its group's; -1 unused) and which samples are taken: per split and
+        class the first ``pairs[s]`` by hash(seed, id)."""
+        split_of_group = pd.Series(np.full(len(self.per_group), -1), index=self.per_group.index)
+        split_of_group.iloc[self.order] = self.assigned
+        sample_split = split_of_group.reindex(self.groups).to_numpy()
+        pick_h = stable_hash(seed, "pick", ids)
+        chosen = np.zeros(len(ids), dtype=bool)
+        for s in range(len(SPLITS)):
+            for cls in (0, 1):
+                idx = np.flatnonzero((sample_split == s) & (self.y == cls))
+                idx = idx[np.argsort(pick_h[idx], kind="stable")][: pairs[s]]
+                chosen[idx] = True
+        return sample_split, chosen
 
-    frames, counts, ratios, n_groups = {}, {}, {}, {}
-    for s, name in enumerate(SPLITS):
-        rows = pool.loc[chosen & (sample_split == s)].sort_values("id", kind="stable").reset_index(drop=True)
-        frames[name] = rows
+
+def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str, requested: np.ndarray,
+                    pairs: np.ndarray, avail: np.ndarray, input_meta: dict, *, dropped: int, unused: int,
+                    synthetic: bool) -> dict:
+    """What the split did: sizes requested and taken, class ratios and groups per split, any
+    shortfall said in words, and the consensus provenance carried on."""
+    counts, ratios, n_groups = {}, {}, {}
+    for name, rows in frames.items():
         n_in = int((rows["final"] == Label.IN.value).sum())
         n_out = int((rows["final"] == Label.OUT.value).sum())
         counts[name] = len(rows)
         ratios[name] = {Label.IN.value: n_in, Label.OUT.value: n_out, "out_share": n_out / len(rows) if len(rows) else None}
         n_groups[name] = int(rows["group"].nunique()) if "group" in rows else len(rows)
-
-    shortfall = int(pairs.sum()) < total_requested
+    shortfall = int(pairs.sum()) < int(requested.sum())
     message = None
     if shortfall:
         message = (
@@ -228,7 +264,7 @@ def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[d
             f"In-context {avail[0]}, Out-of-context {avail[1]} available; took the largest balanced set with the "
             f"same proportions the group-aware assignment fills: {counts}"
         )
-    manifest = {
+    return {
         "stage": "split",
         "seed": cfg.seed,
         "mode": mode,
@@ -239,18 +275,15 @@ def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[d
         "shortfall": shortfall,
         "message": message,
         "available": {Label.IN.value: int(avail[0]), Label.OUT.value: int(avail[1])},
-        "dropped_without_final": int((~usable).sum()),
-        "unused": int(len(pool) - chosen.sum()),
+        "dropped_without_final": dropped,
+        "unused": unused,
         "rule": input_meta.get("rule"),
         "designated": input_meta.get("designated"),
         "teachers": input_meta.get("teachers"),
         "prompt_hash": input_meta.get("prompt_hash"),
-        "synthetic": bool(input_meta.get("synthetic")) or bool(frame.get("synthetic", pd.Series([False])).any()),
+        "synthetic": synthetic,
+        "notice": SYNTHETIC_NOTICE if synthetic else None,
     }
-    from scenefit import SYNTHETIC_NOTICE
-
-    manifest["notice"] = SYNTHETIC_NOTICE if manifest["synthetic"] else None
-    return SplitResult(frames, manifest)
 
 
 def write_split(result: SplitResult, out_dir: Path | str, inputs: dict[str, str]) -> dict[str, Path]:

@@ -41,7 +41,11 @@ class PredictConfig(StageConfig):
         description="Explanations continue from the forced answer prefix 'Decision:' (so one prefill serves both "
         "the decision probability and the text); false = generate the whole answer freely.",
     )
-    box_width: int = Field(3, ge=1, le=64, description="Width in pixels of the red box drawn on images that are not boxed yet (match ingest).")
+    box_width: Optional[int] = Field(
+        None, ge=1, le=64,
+        description="Width in pixels of the red box drawn on images that are not boxed yet (match ingest); null = "
+        "by the image's size, as ingest draws it (scenefit.core.images.box_width_for).",
+    )
     box_color: tuple[int, int, int] = Field((255, 0, 0), description="RGB colour of the drawn box (the students are trained on red).")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Images declaring more pixels are refused before decoding.")
     share_vision: bool = Field(

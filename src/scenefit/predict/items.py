@@ -4,9 +4,10 @@ An item is a :class:`~scenefit.core.records.Sample`, a :class:`PredictItem`, a m
 keys ``image, object, box, boxed`` (and optionally ``id``), or a tuple
 ``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path or a PIL image.
 
-The box is drawn with :func:`scenefit.core.images.draw_box` unless the image is already boxed. As in
-``scenefit ingest``, a box reaching past the image edge is clipped to it; a box wholly outside
-the image is refused (code ``box_outside``).
+The box is read by :func:`scenefit.core.images.parse_box` and placed by
+:func:`scenefit.core.images.check_box` (the rules of ``scenefit ingest`` and ``scenefit serve``: a small
+overshoot past the image edge is clipped, a box mostly outside is refused, code ``box_outside``)
+and drawn with :func:`scenefit.core.images.draw_box` unless the image is already boxed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 from PIL import Image
 
-from scenefit.core.images import REASON_CODES, ImageError, check_box, draw_box, load_image
+from scenefit.core.images import REASON_CODES, ImageError, check_box, draw_box, load_image, parse_box
 from scenefit.core.records import Sample
 
 #: Reason codes of a refused item: the image codes of scenefit.core.images plus the item's own.
@@ -26,7 +27,6 @@ ITEM_CODES: dict[str, str] = {
     **REASON_CODES,
     "missing_object": "the item names no object",
     "missing_box": "the image is not boxed and the item gives no box",
-    "bad_box": "the box is not four numbers x0,y0,x1,y1 with x1 > x0 and y1 > y0",
     "bad_item": "the item is not a Sample, mapping or (image, object, box[, boxed]) tuple",
 }
 
@@ -59,22 +59,6 @@ class PredictItem:
     id: Optional[str] = None
 
 
-def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
-    """'x0,y0,x1,y1' or four numbers -> a tuple; None stays None; anything else is bad_box."""
-    if value is None:
-        return None
-    try:
-        parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
-        nums = tuple(float(p) for p in parts if not (isinstance(p, str) and not p.strip()))
-    except (TypeError, ValueError):
-        raise ItemError("bad_box", f"box {value!r} is not four numbers x0,y0,x1,y1") from None
-    if len(nums) != 4:
-        raise ItemError("bad_box", f"box {value!r} needs 4 numbers (x0,y0,x1,y1), got {len(nums)}")
-    if nums[2] <= nums[0] or nums[3] <= nums[1]:
-        raise ItemError("bad_box", f"box {value!r} is empty or inverted (need x1 > x0 and y1 > y0)")
-    return nums  # type: ignore[return-value]
-
-
 def to_item(obj: Any, index: int = 0) -> PredictItem:
     """Normalise any accepted item form (see module docstring) to a PredictItem."""
     if isinstance(obj, PredictItem):
@@ -100,7 +84,7 @@ def _default_id(image: Any, index: int) -> str:
     return str(index)
 
 
-def prepare_image(item: PredictItem, box_width: int = 3, box_color: Sequence[int] = (255, 0, 0),
+def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color: Sequence[int] = (255, 0, 0),
                   max_pixels: Optional[int] = None) -> Image.Image:
     """The red-boxed RGB image of an item; raises ItemError naming the item and the problem."""
     where = f"item {item.id}"
@@ -108,7 +92,7 @@ def prepare_image(item: PredictItem, box_width: int = 3, box_color: Sequence[int
         raise ItemError("missing_object", f"{where}: no object name")
     try:
         box = parse_box(item.box)
-    except ItemError as e:
+    except ImageError as e:
         raise ItemError(e.code, f"{where}: {e.message}") from None
     if box is None and not item.boxed:
         raise ItemError("missing_box", f"{where}: the image is not boxed and no box was given")

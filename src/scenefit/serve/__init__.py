@@ -1,6 +1,6 @@
 """HTTP serving.
 
-    scenefit serve --openai --model runs/demo/model --port 8000     # OpenAI chat-completions
+    scenefit serve-teacher --model runs/demo/model --port 8000     # OpenAI chat-completions
     scenefit serve --demo                                            # the students + web page
 
 - :mod:`.openai_server` — a small OpenAI-compatible ``/v1/chat/completions`` and

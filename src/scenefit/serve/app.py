@@ -38,7 +38,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scenefit.core.criteria import CRITERIA, Criterion
+from scenefit.core.images import parse_box
+from scenefit.core.records import is_synthetic
 from scenefit.serve.batching import BatcherClosed, FairLock, MicroBatcher
+from scenefit.serve.openai_server import DECODED_IMAGES_SCOPE_KEY
 from scenefit.serve.config import ServeConfig
 from scenefit.serve.security import (
     ApiError,
@@ -48,11 +51,12 @@ from scenefit.serve.security import (
     error_bytes,
     error_payload,
     load_image_bytes,
-    parse_box,
+    image_refusals,
     parse_flag,
     parse_object,
     place_box,
     replay_body,
+    status_code_name,
     PixelBudget,
 )
 
@@ -85,13 +89,6 @@ def served_criteria(predictor: Any) -> list[str]:
 
 def _to_json(result: Any) -> dict[str, Any]:
     return result.to_json() if hasattr(result, "to_json") else dict(result)
-
-
-def _status_code_name(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
-            422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
-            503: "unavailable", 504: "timeout"}.get(status, f"http_{status}")
 
 
 async def _read_fields(request: Request, cfg: ServeConfig) -> dict[str, Any]:
@@ -144,7 +141,8 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecodi
     """Validate everything but the image first (cheap), then decode the image (scaled down to
     the model's size while decoding) and place the box (given in the original's pixels)."""
     obj = parse_object(fields.get("object"), cfg.max_object_chars)
-    box = parse_box(fields.get("box"))
+    with image_refusals():
+        box = parse_box(fields.get("box"))
     explain = parse_flag(fields.get("explain"), "explain")
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
     image = decoding.load(fields["image"])
@@ -211,12 +209,12 @@ class ChatDispatcher:
         except Exception:  # let the OpenAI app answer the malformed body in its own words
             parsed, name = None, self.default
         target = self.apps.get(name)
-        refusal = None
+        refusal, decoded = None, {}
         if target is None:
             refusal = ApiError(404, "model_not_found", f"model {name!r} is not served here; served: {', '.join(self.apps)}")
         else:
             try:  # the same image checks as /v1/classify (pixel cap before decoding, formats)
-                await self.decoding.run(_check_chat_images, parsed, self.decoding)
+                decoded = await self.decoding.run(_decode_chat_images, parsed, self.decoding)
             except ApiError as e:
                 refusal = e
         if refusal is not None:
@@ -225,13 +223,16 @@ class ChatDispatcher:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": payload})
             return
-        await target(scope, replay_body(body, receive), send)
+        # the chat app uses the images decoded here instead of decoding them again
+        await target({**scope, DECODED_IMAGES_SCOPE_KEY: decoded}, replay_body(body, receive), send)
 
 
-def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
-    """Every ``image_url`` data URL of a chat body through the classify image checks."""
+def _decode_chat_images(body: Any, decoding: ImageDecoding) -> dict[tuple[int, int], Any]:
+    """Every ``image_url`` data URL of a chat body decoded through the classify image checks,
+    by (message index, part index)."""
+    decoded: dict[tuple[int, int], Any] = {}
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-        return
+        return decoded
     for i, message in enumerate(body["messages"]):
         parts = message.get("content") if isinstance(message, dict) else None
         for j, part in enumerate(parts if isinstance(parts, list) else []):
@@ -241,9 +242,10 @@ def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
             url = ref.get("url") if isinstance(ref, dict) else ref
             if isinstance(url, str) and url.startswith("data:"):
                 try:
-                    decoding.load(decode_base64_image(url))
+                    decoded[(i, j)] = decoding.load(decode_base64_image(url))
                 except ApiError as e:
                     raise ApiError(e.status_code, e.code, f"messages[{i}].content[{j}]: {e.message}") from None
+    return decoded
 
 
 def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate,
@@ -303,7 +305,6 @@ def create_app(
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
-    started = time.time()
     decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
@@ -322,6 +323,23 @@ def create_app(
     app.state.batcher = batcher
     app.state.counters = counters
     app.state.config = cfg
+    _add_guard(app, cfg, token, counters)
+    _add_error_handlers(app, counters)
+    _add_info_routes(app, cfg, criteria, token, synthetic, batcher, counters, decoding)
+    _add_classify_route(app, cfg, batcher, decoding, synthetic)
+    if chat_generate is not None:
+        def locked_generate(adapter: Optional[str], reqs: list) -> list:
+            with lock:
+                return chat_generate(adapter, reqs)
+
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
+        app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
+    _add_web_page(app)
+    return app
+
+
+def _add_guard(app: FastAPI, cfg: ServeConfig, token: Optional[str], counters: GuardCounters) -> None:
+    """Auth, body cap, concurrency cap and timeouts for every route (:class:`GuardMiddleware`)."""
     app.add_middleware(
         GuardMiddleware,
         token=token,
@@ -336,6 +354,10 @@ def create_app(
         counters=counters,
     )
 
+
+def _add_error_handlers(app: FastAPI, counters: GuardCounters) -> None:
+    """Every refusal in the servers' one error shape (:func:`.security.error_payload`)."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         counters.rejected[exc.code] += 1
@@ -346,13 +368,19 @@ def create_app(
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        return JSONResponse(error_payload(_status_code_name(exc.status_code), message),
+        return JSONResponse(error_payload(status_code_name(exc.status_code), message),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
         return JSONResponse(error_payload("invalid_request", "; ".join(parts)), status_code=422)
+
+
+def _add_info_routes(app: FastAPI, cfg: ServeConfig, criteria: list[str], token: Optional[str], synthetic: bool,
+                     batcher: MicroBatcher, counters: GuardCounters, decoding: ImageDecoding) -> None:
+    """``/health``, ``/v1/models`` and ``/v1/metrics``."""
+    started = time.time()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -373,6 +401,12 @@ def create_app(
                 "decoding": {"fit_pixels": decoding.fit_pixels, "pixels_in_flight_limit": decoding.budget.limit,
                              "pixels_in_flight_peak": decoding.budget.peak}}
 
+
+def _add_classify_route(app: FastAPI, cfg: ServeConfig, batcher: MicroBatcher, decoding: ImageDecoding,
+                        synthetic: bool) -> None:
+    """``POST /v1/classify``: fields read and checked, the image decoded in the decoding
+    threads, the item merged into the predictor's batches."""
+
     @app.post(CLASSIFY_PATH)
     async def classify(request: Request):
         fields = await _read_fields(request, cfg)
@@ -392,26 +426,15 @@ def create_app(
             payload = {**payload, "notice": SYNTHETIC_NOTICE}
         return JSONResponse(payload)
 
-    if chat_generate is not None:
-        def locked_generate(adapter: Optional[str], reqs: list) -> list:
-            with lock:
-                return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
-        app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
+def _add_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its files under ``/static``."""
 
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    return app
-
-
-def is_synthetic(predictor: Any) -> bool:
-    """True when any loaded student says it was trained on the synthetic world."""
-    return any(getattr(info, "synthetic", False) for info in getattr(predictor, "students", {}).values())
 
 
 def serve_students(
@@ -426,5 +449,5 @@ def serve_students(
     from scenefit.serve.openai_server import run_app
 
     predictor = Predictor.from_students(students, config=predict_cfg)
-    app = create_app(predictor, cfg, token, synthetic=is_synthetic(predictor))
+    app = create_app(predictor, cfg, token, synthetic=is_synthetic(*predictor.students.values()))
     run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level)

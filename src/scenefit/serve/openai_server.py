@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat-completions server around a model-runner callable.
 
-    scenefit serve --openai --model runs/demo/model --host 127.0.0.1 --port 8000
+    scenefit serve-teacher --model runs/demo/model --host 127.0.0.1 --port 8000
     curl http://127.0.0.1:8000/v1/models
 
     from scenefit.serve.openai_server import build_openai_router, ChatRequest, ChatReply
@@ -12,7 +12,7 @@ The router validates the request (messages with text and ``image_url`` parts —
 the transformers chat format plus decoded PIL images) and answers with what the runner
 returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
 :class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
-generate function (``scenefit serve --openai`` batches the model's ``generate()`` this way).
+generate function (``scenefit serve-teacher`` batches the model's ``generate()`` this way).
 Streaming (``stream: true``) answers server-sent events in the OpenAI chunk format
 (:mod:`.streaming`). ``logprobs: true`` (with ``top_logprobs: k``, at most 20) adds each
 generated token's log-probability and its ``k`` best alternatives in the OpenAI shape
@@ -26,7 +26,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import socket
 import threading
 import time
@@ -38,7 +37,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from scenefit.serve.security import log
+from scenefit.serve.security import error_bytes, error_payload, log, status_code_name
 
 
 @dataclass
@@ -113,10 +112,18 @@ def decode_data_url(url: str, **image_options):
         raise BadRequest(f"image data URL refused ({e.code}): {e.message}") from None
 
 
+#: ASGI scope key under which an app wrapping the router (the student server's chat dispatcher)
+#: hands down the data-URL images it has already decoded and checked, as
+#: ``{(message index, part index): PIL image}``, so that they are not decoded a second time.
+DECODED_IMAGES_SCOPE_KEY = "scenefit.decoded_images"
+
+
 def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: Optional[int] = None,
-                    image_options: Optional[dict] = None) -> ChatRequest:
+                    image_options: Optional[dict] = None,
+                    decoded: Optional[dict[tuple[int, int], Any]] = None) -> ChatRequest:
     """Validate an OpenAI chat-completions body into a :class:`ChatRequest` (``max_tokens``
-    above ``max_tokens_limit`` is refused, naming the limit)."""
+    above ``max_tokens_limit`` is refused, naming the limit). ``decoded``: images already decoded
+    by position (see :data:`DECODED_IMAGES_SCOPE_KEY`); the others are decoded here."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     n = body.get("n")
@@ -159,7 +166,8 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
                     iu = p.get("image_url")
                     url = iu.get("url") if isinstance(iu, dict) else iu
                     try:
-                        images.append(decode_data_url(url, **(image_options or {})))
+                        image = (decoded or {}).get((i, j))
+                        images.append(image if image is not None else decode_data_url(url, **(image_options or {})))
                     except BadRequest as e:
                         raise BadRequest(f"messages[{i}].content[{j}]: {e}") from None
                     parts.append({"type": "image"})
@@ -196,8 +204,9 @@ def choice_logprobs(req: ChatRequest, tokens: Optional[list]) -> Optional[dict]:
     return {"content": openai_logprobs_content([t.__class__(t.token, t.logprob, t.top[:req.top_logprobs]) for t in tokens])}
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
+def _error(status: int, message: str, kind: str = "invalid_request_error", code: Optional[str] = None) -> JSONResponse:
+    """An error in the servers' one shape (:func:`.security.error_payload`) with OpenAI's ``type``."""
+    return JSONResponse(status_code=status, content=error_payload(code or status_code_name(status), message, kind))
 
 
 def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens: int = 512,
@@ -224,12 +233,14 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except Exception:
             return _error(400, "request body is not valid JSON")
         try:
-            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options)
+            req = await decode(parse_chat_body, body, default_max_tokens, max_tokens_limit, image_options,
+                               request.scope.get(DECODED_IMAGES_SCOPE_KEY))
         except BadRequest as e:
             return _error(400, str(e))
         req.headers = {k.lower(): v for k, v in request.headers.items()}
         if req.model and req.model != model_name:
-            return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error")
+            return _error(404, f"model {req.model!r} is not served here; this server serves {model_name!r}", "not_found_error",
+                          "model_not_found")
         if req.stream:
             return StreamingResponse(sse_chunks(req, runner, model_name), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
@@ -241,7 +252,7 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
         except HTTPException:
             raise
         except Exception as e:  # the model failed: a server error the client may retry
-            return _error(500, f"{type(e).__name__}: {e}", "server_error")
+            return _error(500, f"{type(e).__name__}: {e}", "server_error", "generation_failed")
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -344,7 +355,7 @@ def _uvicorn_server(app, log_level: str, on_started: Optional[Callable[[], None]
         def send_400_response(self, msg: str) -> None:
             import h11
 
-            body = json.dumps({"error": {"code": "bad_http_request", "message": msg}}).encode()
+            body = error_bytes("bad_http_request", msg)
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"connection", b"close")]
             for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),

@@ -58,12 +58,23 @@ class ApiError(HTTPException):
         self.message = message
 
 
-def error_payload(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def error_payload(code: str, message: str, kind: Optional[str] = None) -> dict[str, Any]:
+    """The one error shape of both servers (classify, chat, the HTTP parser's refusals):
+    ``{"error": {"code": <a stable word>, "message": <text>}}``, plus OpenAI's error ``type``
+    where the chat protocol answers (``kind``)."""
+    return {"error": {"code": code, "message": message, **({"type": kind} if kind else {})}}
 
 
-def error_bytes(code: str, message: str) -> bytes:
-    return json.dumps(error_payload(code, message)).encode()
+def error_bytes(code: str, message: str, kind: Optional[str] = None) -> bytes:
+    return json.dumps(error_payload(code, message, kind)).encode()
+
+
+def status_code_name(status: int) -> str:
+    """The error code word of an HTTP status, for refusals that have no more specific one."""
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+            422: "invalid_request", 429: "too_many_requests", 499: "client_closed_request", 500: "internal_error",
+            503: "unavailable", 504: "timeout"}.get(status, f"http_{status}")
 
 
 # --------------------------------------------------------------------------- auth
@@ -307,9 +318,17 @@ def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str]
     """Decode untrusted bytes through scenefit.core.images (format allow-list, pixel cap checked
     before decoding, full decode, scaled down to ``fit_pixels`` while decoding, decoded pixels
     held in ``decode_budget``); an ImageError becomes the API error of its code."""
-    try:
+    with image_refusals():
         return images.load_image_bytes(raw, max_pixels=max_pixels, allowed_formats=allowed_formats,
                                        fit_pixels=fit_pixels, decode_budget=decode_budget)
+
+
+@contextlib.contextmanager
+def image_refusals():
+    """An ImageError raised inside becomes the API error of its code (status by
+    :data:`IMAGE_ERROR_STATUS`)."""
+    try:
+        yield
     except ImageError as e:
         raise ApiError(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, e.message) from None
 
@@ -340,46 +359,14 @@ class PixelBudget:
                 self._room.notify_all()
 
 
-def parse_box(value: Any) -> Optional[tuple[float, float, float, float]]:
-    """``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"`` (None/empty: no box) -> 4 floats; 422 otherwise."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                raise ApiError(422, "bad_box", f"box {value!r} is not 'x0,y0,x1,y1'") from None
-        else:
-            value = [p for p in text.split(",")]
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}")
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ApiError(422, "bad_box", f"box must be 4 numbers [x0, y0, x1, y1], got {value!r}") from None
-    if not all(map(_finite, (x0, y0, x1, y1))):
-        raise ApiError(422, "bad_box", f"box {value!r} has a non-finite number")
-    if x1 <= x0 or y1 <= y0:
-        raise ApiError(422, "bad_box", f"box {[x0, y0, x1, y1]} is empty or inverted (need x1 > x0 and y1 > y0)")
-    return (x0, y0, x1, y1)
-
-
-def _finite(v: float) -> bool:
-    return v == v and v not in (float("inf"), float("-inf"))
-
-
 def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
               image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
     """The box in whole pixels on an image of ``size``, by scenefit's one box rule
     (:func:`scenefit.core.images.check_box`, as in ingest and predict; its message names the box, the
     image size and how much of the box lies on it). ``image_size``: the size the image was scaled
     down to while decoding; the box is scaled with it."""
-    try:
+    with image_refusals():
         x0, y0, x1, y1 = check_box(box, size)
-    except ImageError as e:
-        raise ApiError(422, e.code, e.message) from None
     if image_size is None or tuple(image_size) == tuple(size):
         return x0, y0, x1, y1
     sx, sy = image_size[0] / size[0], image_size[1] / size[1]

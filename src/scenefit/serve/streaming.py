@@ -1,6 +1,6 @@
 """Chat generation that follows its clients: streamed text, and rows that stop when nobody waits.
 
-    scenefit serve --openai --model runs/demo/model --port 8000      # both servers use this
+    scenefit serve-teacher --model runs/demo/model --port 8000      # both servers use this
     curl -N localhost:8000/v1/chat/completions -d '{"stream": true, "messages": [...]}'
 
 * :class:`RequestWatch` — a transformers stopping criterion given to the batched ``generate()``
@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from transformers import StoppingCriteria
 
-from scenefit.serve.security import log
+from scenefit.serve.security import error_payload, log
 
 
 class RequestWatch(StoppingCriteria):
@@ -35,7 +35,7 @@ class RequestWatch(StoppingCriteria):
         self.requests = list(requests)
         self.tokenizer = tokenizer
         self.prompt_len: Optional[int] = None
-        self.sent = [""] * len(self.requests)
+        self.texts = [IncrementalText(tokenizer) for _ in self.requests]
 
     def __call__(self, input_ids, scores=None, **kwargs):
         import torch
@@ -46,17 +46,36 @@ class RequestWatch(StoppingCriteria):
         for i, req in enumerate(self.requests):
             cancelled = req.cancel.is_set()
             if req.on_text is not None and not cancelled:
-                self._stream(i, req, input_ids[i, self.prompt_len:])
+                new = self.texts[i].add(input_ids[i, self.prompt_len:].tolist())
+                if new:
+                    req.on_text(new)
             stop.append(cancelled)
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
-    def _stream(self, i: int, req: Any, new_ids) -> None:
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        # A multi-byte character split across tokens decodes as U+FFFD until it is complete.
-        if text.endswith("\ufffd") or not text.startswith(self.sent[i]) or len(text) == len(self.sent[i]):
-            return
-        req.on_text(text[len(self.sent[i]):])
-        self.sent[i] = text
+
+class IncrementalText:
+    """The text of a growing list of token ids, handed out piece by piece with work linear in
+    the answer's length: each step decodes only the tokens since the last piece (and those of the
+    piece before, as context for tokenizers whose spacing depends on the previous token), never
+    the whole answer again. A multi-byte character split across tokens decodes as U+FFFD until
+    it is complete, so a piece is held back until it does not end in one."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.context_start = 0  # first id of the window decoded as context
+        self.emitted_end = 0  # ids before this index have been handed out as text
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def add(self, ids: Sequence[int]) -> str:
+        """The new text that ``ids`` (all ids so far) add since the last call; "" when none yet."""
+        context = self._decode(ids[self.context_start:self.emitted_end])
+        text = self._decode(ids[self.context_start:])
+        if len(text) <= len(context) or text.endswith("\ufffd") or not text.startswith(context):
+            return ""
+        self.context_start, self.emitted_end = self.emitted_end, len(ids)
+        return text[len(context):]
 
 
 def _event(payload: dict) -> str:
@@ -103,7 +122,7 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
         try:
             reply = task.result()
         except Exception as e:  # the model failed mid-answer: say so in the stream, then end it
-            yield _event({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}})
+            yield _event(error_payload("generation_failed", f"{type(e).__name__}: {e}", "server_error"))
             yield "data: [DONE]\n\n"
             return
         tokens = getattr(reply, "tokens", None) if with_logprobs else None

@@ -199,7 +199,7 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     processor = load_processor(first, padding_side="left")
     _, ids = decision_token_ids(processor)
     items, _ = toy_items(images, seed=seed)
-    probes = [draw_box(im, box, width=3) for im, _, box in items]
+    probes = [draw_box(im, box) for im, _, box in items]
 
     def logits(model, crit: Criterion):
         rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}
@@ -249,7 +249,7 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
     export = VllmExport(base_ref, checks, rank, forced=bool(bad))
     if out is not None:
-        o = Path(out)
-        o.parent.mkdir(parents=True, exist_ok=True)
-        o.write_text(json.dumps(export.to_json(), indent=2) + "\n")
+        from scenefit.core.parquet_io import atomic_write_text
+
+        atomic_write_text(json.dumps(export.to_json(), indent=2) + "\n", out)
     return export

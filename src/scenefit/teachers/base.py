@@ -105,7 +105,7 @@ def teacher_image(sample: Sample, max_pixels: Optional[int] = None):
 
     img = load_image(sample.image)
     if not sample.boxed and sample.box is not None:
-        img = draw_box(img, sample.box, width=max(2, round(min(img.size) / 150)))
+        img = draw_box(img, sample.box)  # the one width rule, as ingest draws it
     if max_pixels and img.width * img.height > max_pixels:
         scale = math.sqrt(max_pixels / (img.width * img.height))
         size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))

@@ -171,7 +171,7 @@ NO_CHANCE_LOGPROB = -9999.0
 
 
 def openai_logprobs_content(tokens: Sequence[TokenChoice]) -> list[dict[str, Any]]:
-    """Tokens in the OpenAI ``logprobs.content`` shape (what ``scenefit serve --openai`` answers);
+    """Tokens in the OpenAI ``logprobs.content`` shape (what ``scenefit serve-teacher`` answers);
     a log-probability that is not finite is sent as :data:`NO_CHANCE_LOGPROB`."""
     def entry(token: str, lp: float) -> dict[str, Any]:
         lp = float(lp) if math.isfinite(lp) else NO_CHANCE_LOGPROB

@@ -1,5 +1,5 @@
 """Teachers behind any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, LMDeploy,
-hosted APIs, ``scenefit serve --openai``).
+hosted APIs, ``scenefit serve-teacher``).
 
     scenefit annotate MANIFEST --db annotations.sqlite --config configs/paper.yaml
 

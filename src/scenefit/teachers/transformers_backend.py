@@ -6,7 +6,7 @@ Qwen2.5-VL (and Qwen2-VL) load through their own classes, other image-text-to-te
 through the Auto classes (:func:`scenefit.models.loading.load_model`). Generation is batched with
 left padding: ``batch_size`` samples per ``generate()`` call, run in a worker thread so the
 event loop (and the database writer) keep going. :func:`generate_chat` is also what
-``scenefit serve --openai`` runs. With ``logprobs`` (the default) every answer also records
+``scenefit serve-teacher`` runs. With ``logprobs`` (the default) every answer also records
 the model's probability of Out-of-context at each label it wrote, from its logits
 (:mod:`.label_probs`).
 """

@@ -38,20 +38,26 @@ class CheckpointScan:
         return int(self.state.get("global_step", 0))
 
 
-def checkpoint_problem(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be resumed from, or None when it is complete."""
+def read_checkpoint(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """(its parsed ``trainer_state.json``, None) when ``path`` is a complete checkpoint, else
+    (None, why it cannot be resumed from). The state file is read once, here."""
     state_file = path / STATE_FILE
     if not state_file.is_file():
-        return f"no {STATE_FILE} (the run was stopped while this checkpoint was written)"
+        return None, f"no {STATE_FILE} (the run was stopped while this checkpoint was written)"
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError) as e:
-        return f"{STATE_FILE} unreadable ({e})"
+        return None, f"{STATE_FILE} unreadable ({e})"
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
-        return f"{STATE_FILE} has no global_step"
+        return None, f"{STATE_FILE} has no global_step"
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        return "no weights file"
-    return None
+        return None, "no weights file"
+    return state, None
+
+
+def checkpoint_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be resumed from, or None when it is complete."""
+    return read_checkpoint(path)[1]
 
 
 def scan_checkpoints(run_dir: Path) -> CheckpointScan:
@@ -66,12 +72,11 @@ def scan_checkpoints(run_dir: Path) -> CheckpointScan:
         if m and p.is_dir():
             numbered.append((int(m.group(1)), p))
     for _, path in sorted(numbered, reverse=True):
-        problem = checkpoint_problem(path)
+        state, problem = read_checkpoint(path)
         if problem:
             scan.skipped.append((path, problem))
         elif scan.resume_from is None:
-            scan.resume_from = path
-            scan.state = json.loads((path / STATE_FILE).read_text())
+            scan.resume_from, scan.state = path, state
     return scan
 
 
