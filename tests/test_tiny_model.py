@@ -8,7 +8,8 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.modeling import chat_messages, load_model, load_processor, torchvision_available
+from scenefit.modeling import load_model, load_processor, torchvision_available
+from scenefit.student.chat import chat_messages
 from scenefit.tiny import SPECIAL_TOKENS, TinyModelConfig
 
 

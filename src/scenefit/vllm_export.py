@@ -189,11 +189,10 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     from peft import PeftModel
 
     from .images import draw_box
-    from .inference.predictor import decision_token_ids
+    from .student.decision import decision_token_ids, scoring_batch
     from .inference.toy_students import toy_items
     from .modeling import load_model, load_processor
     from .prompts import student_prompt, student_system_prompt
-    from .train.decision import scoring_batch
 
     first = next(iter(adapters.values()))
     processor = load_processor(first, padding_side="left")

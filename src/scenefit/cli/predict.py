@@ -10,7 +10,10 @@
 :mod:`scenefit.inference`) and prints, per criterion, the label, its probability and (with
 ``--explain``) the explanation, plus the fused decision. On a terminal it prints a table; when
 stdout is not a terminal, or with ``--json``, it prints JSON. Items that cannot be judged get an
-error line naming the item; the others go on.
+error line naming the item; the others go on. Students trained reasoning-first
+(``datasets.answer_format``, recorded in each student) have no one-pass fast path: their answers
+are always generated and the decision read from the ``Final decision:`` line (a note says so;
+``--no-explain``, an explicit request for the fast path, is refused with the students' names).
 """
 
 from __future__ import annotations
@@ -131,6 +134,13 @@ def predict_cmd(
         return
     if any(s.synthetic for s in predictor.students.values()):
         synthetic = True
+    slow = predictor.fast_path_note()
+    if slow and explain is False:
+        # --no-explain asks for the one-pass decision, which a reasoning-first student cannot give
+        fail(f"--no-explain asks for the fast path, but {slow}; drop --no-explain (its answers are generated "
+             "anyway) or use students built with datasets.answer_format=decision_first")
+    if slow:
+        console.print(f"[yellow]note:[/] {slow}")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -242,7 +252,7 @@ def _print_tables(predictions) -> None:
                 continue
             colour = "red" if r.label and r.label.is_out else "green"
             note = "" if r.agrees_with_fast is not False else f" [yellow](logits say {r.fast_label.value})[/]"
-            table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", f"{r.probability:.3f}",
+            table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", "–" if r.probability is None else f"{r.probability:.3f}",
                           (r.analysis or "") + note)
         stdout.print(table)
 
