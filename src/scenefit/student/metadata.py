@@ -94,7 +94,10 @@ def read_student_meta(folder: Path | str) -> Optional[StudentMeta]:
         return None
     try:
         return StudentMeta.model_validate(json.loads(path.read_text()))
-    except (ValueError, ValidationError) as e:
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors())
+        raise StudentError(f"{path}: not a valid {STUDENT_META}: {problems}") from None
+    except ValueError as e:  # not JSON
         raise StudentError(f"{path}: not a valid {STUDENT_META}: {e}") from None
 
 
