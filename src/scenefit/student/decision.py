@@ -110,11 +110,11 @@ def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = 
     return processor(text=texts, images=imgs, padding=True, padding_side="left", return_tensors="pt")
 
 
-def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Iterable] = None) -> list[dict]:
-    """Fast path over dataset rows: per row the predicted label and P(Out-of-context)."""
+def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -> list[dict]:
+    """``judge(chunk, device)`` over ``rows`` in batches, the model in eval mode without gradients
+    (its training mode restored after)."""
     import torch
 
-    prefix_ids, first = decision_token_ids(processor)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -123,47 +123,45 @@ def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, prog
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
-                batch = scoring_batch(processor, chunk).to(device)
-                p_out, labels = decide(model, dict(batch), prefix_ids, first)
-                for r, p, lab in zip(chunk, p_out, labels):
-                    out.append({"id": r["id"], "label": lab.value, "p_out": p})
+                out.extend(judge(chunk, device))
                 if progress is not None:
                     progress.update(len(chunk))  # type: ignore[attr-defined]
     finally:
         model.train(was_training)
     return out
+
+
+def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Iterable] = None) -> list[dict]:
+    """Fast path over dataset rows: per row the predicted label and P(Out-of-context)."""
+    prefix_ids, first = decision_token_ids(processor)
+
+    def judge(chunk: Sequence[dict], device) -> list[dict]:
+        p_out, labels = decide(model, dict(scoring_batch(processor, chunk).to(device)), prefix_ids, first)
+        return [{"id": r["id"], "label": lab.value, "p_out": p} for r, p, lab in zip(chunk, p_out, labels)]
+
+    return _in_batches(model, rows, batch_size, progress, judge)
 
 
 def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
                   max_new_tokens: int = 128, progress: Optional[Iterable] = None) -> list[dict]:
     """Generation over dataset rows (any answer format): per row the label parsed from the
     greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
-    import torch
-
     from ..modeling import generate_text
 
     fmt = AnswerFormat.parse(answer_format)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out: list[dict] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
-                texts = [student_prompt_text(processor, r["prompt"], r.get("system")) for r in chunk]
-                inputs = processor(text=texts, images=[open_image(r) for r in chunk], padding=True,
-                                   padding_side="left", return_tensors="pt").to(device)
-                answers = generate_text(model, processor.tokenizer, dict(inputs), max_new_tokens).texts
-                for r, text in zip(chunk, answers):
-                    parsed = parse_student_answer(text, Criterion.parse(str(r["criterion"])), fmt)
-                    out.append({"id": r["id"], "label": parsed.label.value if parsed.label else None,
-                                "p_out": None, "status": parsed.status, "raw": text})
-                if progress is not None:
-                    progress.update(len(chunk))  # type: ignore[attr-defined]
-    finally:
-        model.train(was_training)
-    return out
+
+    def judge(chunk: Sequence[dict], device) -> list[dict]:
+        texts = [student_prompt_text(processor, r["prompt"], r.get("system")) for r in chunk]
+        inputs = processor(text=texts, images=[open_image(r) for r in chunk], padding=True, padding_side="left",
+                           return_tensors="pt").to(device)
+        out = []
+        for r, text in zip(chunk, generate_text(model, processor.tokenizer, dict(inputs), max_new_tokens).texts):
+            parsed = parse_student_answer(text, Criterion.parse(str(r["criterion"])), fmt)
+            out.append({"id": r["id"], "label": parsed.label.value if parsed.label else None, "p_out": None,
+                        "status": parsed.status, "raw": text})
+        return out
+
+    return _in_batches(model, rows, batch_size, progress, judge)
 
 
 def judge_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
