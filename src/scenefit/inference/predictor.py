@@ -18,6 +18,10 @@ by default it continues from the forced prefix, so the prefill that produces the
 gives the decision logits. The label reported is then the one parsed from the generated
 answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
 
+Reasoning-first students (``answer_format`` in their metadata) have no fast path: their whole
+answer is generated and the label read from its ``Final decision:`` line (None when unreadable,
+with no logits to fall back on), whatever ``explain`` says; :meth:`Predictor.fast_path_note` names them.
+
 Adapters switch per batch (``set_adapter``); the vision tower is shared by all three, so when
 no adapter touches it each image is encoded once per batch and its features are reused.
 A lock serialises model calls, so one Predictor can serve several threads.
