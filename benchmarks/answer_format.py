@@ -8,8 +8,8 @@ images/s of each path.
 stages). For each answer format the script builds the datasets from that one split with
 ``configs/demo.yaml``'s datasets section (only ``answer_format`` differs), trains the three
 students with its train section (same seed, same steps; ``--max-steps`` overrides both alike),
-evaluates them on the test split (the evaluate section; no baseline, no shortcut test: they do not
-depend on the format) and times the Predictor on the test images: the decision-first fast path
+evaluates them on the test split (the evaluate section with 128 new tokens; no baseline, no
+shortcut test: they do not depend on the format) and times the Predictor on the test images: the decision-first fast path
 (``explain=False``), decision-first with explanations, and reasoning-first (always generation).
 Writes OUT/answer_format.json and prints a Markdown table. Every number is from the SYNTHETIC world.
 """
@@ -29,6 +29,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("decision_first", "reasoning_first")
+#: Generation bound of evaluation and timing, both formats (the demo's 48/64 fit decision-first answers only).
+MAX_NEW_TOKENS = 128
 
 
 def build(fmt: str, run: Path, out: Path, config: Path, max_steps: int | None) -> tuple[Path, Path, dict]:
@@ -61,7 +63,8 @@ def evaluate(data: Path, students: Path, out: Path, config: Path) -> dict:
     from scenefit.config import resolve
     from scenefit.evaluate.runner import evaluate_dirs
 
-    cfg = resolve("evaluate", config, {"baseline": False, "originals": None})
+    # 128 new tokens: a reasoning-first answer (~50 tokens) must not be cut before its decision line
+    cfg = resolve("evaluate", config, {"baseline": False, "originals": None, "max_new_tokens": MAX_NEW_TOKENS})
     metrics, _, _ = evaluate_dirs(students, data, out, cfg)
     return metrics
 
@@ -73,7 +76,7 @@ def images_per_second(students: Path, data: Path, config: Path, explain: bool, l
     from scenefit.config import resolve
     from scenefit.inference import PredictItem, Predictor
 
-    cfg = resolve("predict", config)
+    cfg = resolve("predict", config, {"max_new_tokens": MAX_NEW_TOKENS})
     pred = Predictor.from_students(students, config=cfg)
     test = pd.read_parquet(data / "location" / "test.parquet").head(limit)
     items = [PredictItem(str(data / "location" / p) if not Path(p).is_absolute() else p, o, None, True, id=str(i))
