@@ -95,25 +95,31 @@ def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _with_ci(block: dict, key: str) -> str:
+    ci = block.get(f"{key}_ci95")
+    return f"{pct(block.get(key))} [{pct(ci[0])}–{pct(ci[1])}]" if ci else pct(block.get(key))
+
+
 def table(results: dict) -> str:
-    lines = ["| answer format | criterion | balanced acc. vs truth [95 % CI] | unreadable | reasoning consistent "
-             "| steps |", "|---|---|---:|---:|---:|---:|"]
+    """Markdown: per format and criterion, balanced accuracy and accuracy vs truth with their 95 %
+    intervals, unreadable answers, reasoning consistency and ROUGE-L; then images/s per path."""
+    lines = ["| answer format | criterion | balanced acc. vs truth [95 %] | accuracy vs truth [95 %] | unreadable "
+             "| reasoning consistent | ROUGE-L | steps |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for fmt, r in results["formats"].items():
         m = r["metrics"]
         for crit in m["criteria"]:
             c = m[crit]
-            ci = c.get("balanced_accuracy_ci95_vs_truth")
-            lines.append(f"| {fmt} | {crit} | {pct(c.get('balanced_accuracy_vs_truth'))} "
-                         f"[{pct(ci[0]) if ci else '–'}–{pct(ci[1]) if ci else '–'}] | {c.get('unparseable')}/{c['n']} | "
-                         f"{pct(c['reasoning'].get('consistent_share'))} | {r['trained'][crit]['global_step']} |")
+            lines.append(f"| {fmt} | {crit} | {_with_ci(c, 'balanced_accuracy_vs_truth')} | "
+                         f"{_with_ci(c, 'accuracy_vs_truth')} | {c.get('unparseable')}/{c['n']} | "
+                         f"{pct(c['reasoning'].get('consistent_share'))} | {c['reasoning'].get('rouge_l', 0):.2f} | "
+                         f"{r['trained'][crit]['global_step']} |")
         if "fused" in m:
             f = m["fused"]
-            ci = f.get("balanced_accuracy_ci95_vs_truth")
-            lines.append(f"| {fmt} | fused | {pct(f.get('balanced_accuracy_vs_truth'))} "
-                         f"[{pct(ci[0]) if ci else '–'}–{pct(ci[1]) if ci else '–'}] | | | |")
+            lines.append(f"| {fmt} | fused ({f.get('ids')} ids) | {_with_ci(f, 'balanced_accuracy_vs_truth')} | "
+                         f"{_with_ci(f, 'accuracy_vs_truth')} | | | | |")
     lines += ["", "| path | images/s (3 criteria each) | new tokens per answer |", "|---|---:|---:|"]
-    for name, s in results["speed"].items():
-        lines.append(f"| {name} | {s['images_per_s']} | {s['mean_new_tokens']} |")
+    for name, sp in results["speed"].items():
+        lines.append(f"| {name} | {sp['images_per_s']} | {sp['mean_new_tokens']} |")
     return "\n".join(lines)
 
 
@@ -124,7 +130,11 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
     ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps for both formats")
     ap.add_argument("--speed-images", type=int, default=64, help="test images timed per path")
+    ap.add_argument("--table", type=Path, default=None, help="only print the table of an answer_format.json")
     args = ap.parse_args()
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())))
+        return
     for need in ("split", "model"):
         if not (args.run / need).is_dir():
             sys.exit(f"{args.run / need}: missing; run `make demo` (or its first six stages) first")
