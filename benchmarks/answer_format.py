@@ -35,9 +35,9 @@ MAX_NEW_TOKENS = 128
 
 def build(fmt: str, run: Path, out: Path, config: Path, max_steps: int | None) -> tuple[Path, Path, dict]:
     """datasets + train for one format; returns (datasets dir, students dir, train metrics per criterion)."""
-    from scenefit.config import resolve
-    from scenefit.parquet_io import file_sha256
-    from scenefit.sft_data import build_student_datasets, read_splits, write_student_datasets
+    from scenefit.core.config import resolve
+    from scenefit.core.parquet_io import file_sha256
+    from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
     from scenefit.train.trainer import train_student
 
     data, students = out / fmt / "datasets", out / fmt / "students"
@@ -60,7 +60,7 @@ def build(fmt: str, run: Path, out: Path, config: Path, max_steps: int | None) -
 
 
 def evaluate(data: Path, students: Path, out: Path, config: Path) -> dict:
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
     from scenefit.evaluate.runner import evaluate_dirs
 
     # 128 new tokens: a reasoning-first answer (~50 tokens) must not be cut before its decision line
@@ -73,8 +73,8 @@ def images_per_second(students: Path, data: Path, config: Path, explain: bool, l
     """Three criteria judged per image, on the test split's (already boxed) images; one warm-up batch first."""
     import pandas as pd
 
-    from scenefit.config import resolve
-    from scenefit.inference import PredictItem, Predictor
+    from scenefit.core.config import resolve
+    from scenefit.predict import PredictItem, Predictor
 
     cfg = resolve("predict", config, {"max_new_tokens": MAX_NEW_TOKENS})
     pred = Predictor.from_students(students, config=cfg)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 from scenefit.student.answer import AnswerFormat, parse_student_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
@@ -32,9 +32,9 @@ FORMATS = [AnswerFormat.DECISION_FIRST, AnswerFormat.REASONING_FIRST]
 def _split_dir(root: Path) -> Path:
     """A folder as `scenefit split` writes it: toy scenes (boxed), the location label, the
     designated teacher's sentence and the truth."""
-    from scenefit.images import draw_box
-    from scenefit.inference.toy_students import _SENTENCES, toy_items
-    from scenefit.parquet_io import write_table
+    from scenefit.core.images import draw_box
+    from scenefit.testbed.toy_students import _SENTENCES, toy_items
+    from scenefit.core.parquet_io import write_table
 
     images = root / "images"
     images.mkdir(parents=True)
@@ -137,7 +137,7 @@ def test_evaluate_reads_the_format_from_the_student(pipeline):
 
 
 def _one_item(root: Path) -> tuple[Path, str, str]:
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.testbed.toy_students import toy_items
 
     (im, obj, box), = toy_items(1, seed=77)[0]
     path = root / "predict.png"
@@ -170,7 +170,7 @@ def test_the_server_answers_in_the_students_format(pipeline):
     from PIL import Image
     import httpx
 
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
     from scenefit.serve.app import create_app, is_synthetic
     from scenefit.serve.openai_server import serve_in_thread
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from scenefit.criteria import CRITERIA, Criterion, Label
+from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.student.answer import AnswerFormat, parse_student_answer, render_student_answer
 from scenefit.student.metadata import (
     STUDENT_META, StudentError, StudentMeta, read_student, read_student_meta, write_student_meta,
@@ -72,7 +72,7 @@ def test_unknown_answer_format_is_a_clear_error():
 
 
 def test_datasets_config_takes_the_setting():
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     assert resolve("datasets").answer_format is DF  # the default stays decision-first
     assert resolve("datasets", overrides={"answer_format": "reasoning_first"}).answer_format is RF
@@ -121,7 +121,7 @@ def test_older_students_are_decision_first_and_bad_files_name_themselves(tmp_pat
 
 @pytest.fixture(scope="module")
 def reasoning_students(tiny_model_dir, tmp_path_factory):
-    from scenefit.inference.toy_students import build_toy_students
+    from scenefit.testbed.toy_students import build_toy_students
 
     return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("rf_students"), criteria=[Criterion.LOCATION],
                               steps=0, rank=4, answer_format=RF)
@@ -136,8 +136,8 @@ def test_toy_students_record_their_format_and_the_notice(reasoning_students):
 
 @pytest.mark.slow
 def test_reasoning_first_predictor_reads_the_text_never_the_logits(reasoning_students, monkeypatch):
-    from scenefit.inference import PredictConfig, Predictor
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.testbed.toy_students import toy_items
 
     pred = Predictor.from_students(reasoning_students, config=PredictConfig(criteria=["location"], device="cpu"))
     assert pred.without_fast_path() == [Criterion.LOCATION] and "location" in pred.fast_path_note()
@@ -159,9 +159,9 @@ def test_reasoning_first_predictor_reads_the_text_never_the_logits(reasoning_stu
 def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tmp_path):
     """score_rows (training-time eval: prompts from the dataset rows) and the Predictor (prompts
     from the registry) run the one decide() and give the same P(out) for the same item."""
-    from scenefit.images import draw_box
-    from scenefit.inference import PredictConfig, PredictItem, Predictor
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.core.images import draw_box
+    from scenefit.predict import PredictConfig, PredictItem, Predictor
+    from scenefit.testbed.toy_students import toy_items
     from scenefit.prompts import student_prompt, student_system_prompt
     from scenefit.student.decision import score_rows
 
@@ -182,8 +182,8 @@ def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tm
 
 @pytest.mark.slow
 def test_predictor_chat_and_the_teacher_backend_generate_alike(tiny_model_dir):
-    from scenefit.inference import PredictConfig, Predictor
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.testbed.toy_students import toy_items
     from scenefit.student.chat import chat_messages
     from scenefit.teachers.transformers_backend import generate_chat
 

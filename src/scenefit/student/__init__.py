@@ -10,11 +10,11 @@ The dataset builder writes targets with ``answer``; ``scenefit train`` learns th
 the format in the metadata; predict, evaluate and serve read the format from the student.
 """
 
-from .answer import (
+from scenefit.student.answer import (
     DECISION_PREFIX, DEFAULT_ANSWER_FORMAT, FINAL_DECISION_PREFIX, AnswerFormat, StudentAnswer,
     decision_continuations, parse_student_answer, render_student_answer,
 )
-from .metadata import STUDENT_META, StudentError, StudentInfo, StudentMeta, read_student, read_student_meta, write_student_meta
+from scenefit.student.metadata import STUDENT_META, StudentError, StudentInfo, StudentMeta, read_student, read_student_meta, write_student_meta
 
 __all__ = [
     "AnswerFormat", "DEFAULT_ANSWER_FORMAT", "DECISION_PREFIX", "FINAL_DECISION_PREFIX", "StudentAnswer",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from ..criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 
 
 class AnswerFormat(str, Enum):

@@ -2,7 +2,7 @@
 
 One builder for every user of a student's chat — training rows (:mod:`scenefit.train.data`),
 the fast decision path and generation (:mod:`scenefit.student.decision`,
-:class:`scenefit.inference.Predictor`) — so the text the model sees at prediction time is the
+:class:`scenefit.predict.Predictor`) — so the text the model sees at prediction time is the
 text it was trained on. :func:`chat_messages` is the plain layout (image first) that teachers
 and other chats use.
 """
@@ -36,7 +36,7 @@ def chat_messages(
 
 def student_messages(prompt: str, system: Optional[str] = None, answer: Optional[str] = None) -> list[dict]:
     """A student's chat, in the layout of the student prompt file (image before or after the text)."""
-    from ..prompts import student_image_after_text
+    from scenefit.prompts import student_image_after_text
 
     return chat_messages(prompt, system, answer, image_after_text=student_image_after_text())
 

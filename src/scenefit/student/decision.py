@@ -7,7 +7,7 @@ Fast path (decision-first students only): the prompt is rendered by the one chat
 at the last position (:func:`decide`). The alternatives' first tokens must differ and the prefix
 must tokenize as it does after the prompt — both checked once by :func:`decision_token_ids`
 (a test also checks the prefix against :func:`scenefit.train.data.encode_example`).
-Training-time eval (:func:`score_rows`) and :class:`scenefit.inference.Predictor` both call
+Training-time eval (:func:`score_rows`) and :class:`scenefit.predict.Predictor` both call
 :func:`decide`.
 
 Generation (any answer format): greedy generation, then
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from ..criteria import Criterion, Label
-from .answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
-from .chat import student_prompt_text
+from scenefit.core.criteria import Criterion, Label
+from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
+from scenefit.student.chat import student_prompt_text
 
 
 class DecisionTokenError(RuntimeError):
@@ -36,7 +36,7 @@ def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
     than on its own (training and inference could then disagree), when an alternative does not
     extend the prefix's tokens, or when both alternatives start with the same token.
     """
-    from ..prompts import student_system_prompt
+    from scenefit.prompts import student_system_prompt
 
     tok = processor.tokenizer
     prompt = student_prompt_text(processor, "x", student_system_prompt())
@@ -98,7 +98,7 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
 
 
 def open_image(row: dict):
-    from ..train.data import open_image as _open
+    from scenefit.train.data import open_image as _open
 
     return _open(row)
 
@@ -146,7 +146,7 @@ def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerF
                   max_new_tokens: int = 128, progress: Optional[Iterable] = None) -> list[dict]:
     """Generation over dataset rows (any answer format): per row the label parsed from the
     greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
-    from ..modeling import generate_text
+    from scenefit.models.loading import generate_text
 
     fmt = AnswerFormat.parse(answer_format)
 

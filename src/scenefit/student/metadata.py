@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..criteria import Criterion
-from .answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
+from scenefit.core.criteria import Criterion
+from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
 
 STUDENT_META = "scenefit_student.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -81,7 +81,7 @@ class StudentMeta(BaseModel):
 
 def write_student_meta(meta: StudentMeta, folder: Path | str) -> Path:
     """Write ``folder/scenefit_student.json`` atomically."""
-    from ..parquet_io import write_json
+    from scenefit.core.parquet_io import write_json
 
     return write_json(meta.model_dump(mode="json"), Path(folder) / STUDENT_META)
 
@@ -130,7 +130,7 @@ class StudentInfo:
 def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:
     """Read one student folder; the criterion comes from its metadata, else from ``criterion``,
     else from the folder's name."""
-    from ..prompts import student_prompt_version
+    from scenefit.prompts import student_prompt_version
 
     path = Path(path)
     if not (path / ADAPTER_CONFIG).is_file():

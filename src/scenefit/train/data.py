@@ -16,11 +16,11 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
-from ..criteria import LABELS
-from ..images import load_image
-from ..student.chat import student_messages
-from ..parquet_io import read_table
-from ..student.answer import AnswerFormat
+from scenefit.core.criteria import LABELS
+from scenefit.core.images import load_image
+from scenefit.student.chat import student_messages
+from scenefit.core.parquet_io import read_table
+from scenefit.student.answer import AnswerFormat
 
 IGNORE_INDEX = -100
 #: ChatML turn markers of every Qwen2.5-VL chat template (the stock one and the tiny model's).

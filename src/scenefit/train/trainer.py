@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import SYNTHETIC_NOTICE
-from ..config import dump_yaml
-from ..criteria import Criterion, Label
-from ..parquet_io import atomic_write_text, file_sha256, write_json
-from ..prompts import student_prompt_version
-from ..student.answer import AnswerFormat
-from ..student.decision import accuracy, judge_rows
-from ..student.metadata import StudentMeta, answer_prefix, write_student_meta
-from .checkpoints import (
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.config import dump_yaml
+from scenefit.core.criteria import Criterion, Label
+from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
+from scenefit.prompts import student_prompt_version
+from scenefit.student.answer import AnswerFormat
+from scenefit.student.decision import accuracy, judge_rows
+from scenefit.student.metadata import StudentMeta, answer_prefix, write_student_meta
+from scenefit.train.checkpoints import (
     STATE_FILE,
     CheckpointScan,
     checkpoint_problem,
@@ -44,10 +44,10 @@ from .checkpoints import (
     trim_jsonl_log,
     whole_run_train_loss,
 )
-from .config import TrainConfig
-from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_answer_format, read_split, split_path
-from .launch import sharding_fallback_warning, world_size
-from .packing import PackedCollator, use_packed_attention
+from scenefit.train.config import TrainConfig
+from scenefit.train.data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_answer_format, read_split, split_path
+from scenefit.train.launch import sharding_fallback_warning, world_size
+from scenefit.train.packing import PackedCollator, use_packed_attention
 
 CHECKPOINTS_DIR = "trainer"
 
@@ -113,7 +113,7 @@ def _trainer_classes():
             rows = mine + self.decision_rows[:pad]
             preds = judge_rows(self.model, self.scoring_processor, rows, self.answer_format, self.scoring_batch_size,
                                self.max_new_tokens)
-            from ..evaluate.metrics import balanced_accuracy
+            from scenefit.evaluate.metrics import balanced_accuracy
 
             labels = (Label.IN.value, Label.OUT.value)
             # confusion matrix (rows: the validation label, columns: the prediction; an unreadable
@@ -314,9 +314,9 @@ def train_student(
     import torch
     from transformers import EarlyStoppingCallback
 
-    from ..modeling import load_model, load_processor, save_processor
-    from .card import model_card
-    from .lora import adapted_modules, apply_lora
+    from scenefit.models.loading import load_model, load_processor, save_processor
+    from scenefit.train.card import model_card
+    from scenefit.train.lora import adapted_modules, apply_lora
 
     crit = Criterion.parse(criterion).value
     data_dir = Path(data_dir)
