@@ -140,7 +140,7 @@ def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
     import torch
 
     from scenefit.core.criteria import Criterion
-    from scenefit.formats import DECISION_PREFIX
+    from scenefit.student.answer import DECISION_PREFIX
     from scenefit.predict.items import prepare_image, to_item
     from scenefit.predict.predictor import BatchPixels
 

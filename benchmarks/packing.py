@@ -39,7 +39,7 @@ def paper_length_data(data: Path, seed: int = 0) -> None:
     from PIL import Image
 
     from scenefit.core.criteria import Criterion, Label
-    from scenefit.formats import render_student_answer
+    from scenefit.student.answer import render_student_answer
 
     rng = random.Random(seed)
     for split in ("train", "val", "test"):

@@ -34,7 +34,7 @@ def write_dataset(root: Path, n_train: int, n_val: int, side: int) -> Path:
     from PIL import Image, ImageDraw
 
     from scenefit.core.criteria import Criterion, Label
-    from scenefit.formats import render_student_answer
+    from scenefit.student.answer import render_student_answer
     from scenefit.prompts import student_prompt, student_system_prompt
 
     crit = Criterion.LOCATION

@@ -50,9 +50,9 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
     """Batch 1, one criterion at a time; returns parsed labels and new-token counts."""
     import torch
 
-    from scenefit.formats import parse_student_answer
+    from scenefit.student.answer import parse_student_answer
     from scenefit.predict import prepare_image, to_item
-    from scenefit.models.loading import student_messages
+    from scenefit.student.chat import student_messages
     from scenefit.prompts import student_prompt, student_system_prompt
 
     labels, counts = [], []

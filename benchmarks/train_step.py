@@ -52,7 +52,8 @@ def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int) -> f
     from PIL import Image
     from trl import SFTConfig, SFTTrainer
 
-    from scenefit.models.loading import load_model, load_processor, student_messages
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.student.chat import student_messages
     from scenefit.core.parquet_io import read_table
 
     rows = read_table(data / "location" / "train.parquet")[0].to_dict("records")  # images resolved

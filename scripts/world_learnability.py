@@ -46,7 +46,7 @@ def main() -> int:
     from scenefit.testbed.world import WorldConfig, generate_world
     from scenefit.testbed.tiny_model import build_tiny_model
     from scenefit.train.data import AnswerOnlyCollator, encode_example
-    from scenefit.train.decision import accuracy, score_rows
+    from scenefit.student.decision import accuracy, score_rows
     from scenefit.train.lora import apply_lora
 
     crit = Criterion.parse(args.criterion)

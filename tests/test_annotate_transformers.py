@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_transformers_teacher_batches_and_matches_single_generation(tiny_model_dir, tmp_path):
-    from scenefit.models.loading import chat_messages, load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.student.chat import chat_messages
     from scenefit.prompts import teacher_prompt
     from scenefit.teachers.base import teacher_image
     from scenefit.teachers.transformers_backend import generate_chat

@@ -18,7 +18,7 @@ from scenefit.core.criteria import CRITERIA, Label, fuse
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import wilson_interval
 from scenefit.evaluate.runner import evaluate_dirs
-from scenefit.formats import parse_student_answer, render_student_answer
+from scenefit.student.answer import parse_student_answer, render_student_answer
 
 I, O = Label.IN, Label.OUT
 CONTRACT_KEYS = ("accuracy", "f1_out", "macro_f1", "unparseable", "baseline_accuracy", "accuracy_vs_truth")

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import render_student_answer
+from scenefit.student.answer import render_student_answer
 from scenefit.prompts import student_prompt, student_system_prompt
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

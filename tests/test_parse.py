@@ -369,7 +369,7 @@ def test_loose_labels_still_read(text, label):
 
 @pytest.mark.parametrize("decision", ["not in-context", "Not in context", "not out-of-context"])
 def test_student_parser_reads_negated_decision_as_no_label(decision):
-    from scenefit.formats import parse_student_answer
+    from scenefit.student.answer import parse_student_answer
 
     ans = parse_student_answer(f"Decision: {decision}\nLocation: The cow floats in the sky.", L)
     assert ans.label is None and ans.status == "ambiguous_decision"

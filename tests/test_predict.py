@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
-from scenefit.formats import DECISION_PREFIX
+from scenefit.student.answer import DECISION_PREFIX
 from scenefit.predict import (
     CriterionResult, DecisionTokenError, PredictConfig, Prediction, Predictor, StudentError, decision_token_ids,
 )
@@ -69,7 +69,7 @@ def test_decision_alternatives_start_with_different_tokens(random_head):
 
 
 def test_same_first_token_is_a_clear_error(random_head, monkeypatch):
-    import scenefit.predict.predictor as pred_mod
+    import scenefit.student.decision as pred_mod
 
     monkeypatch.setattr(pred_mod, "decision_continuations",
                         lambda: {Label.IN: " the object fits", Label.OUT: " the object does not fit"})

@@ -383,7 +383,7 @@ def test_probability_is_the_two_way_softmax_of_the_first_token_logits(random_hea
     from transformers import AutoModelForImageTextToText
 
     from scenefit.core.criteria import Criterion, Label
-    from scenefit.formats import DECISION_PREFIX
+    from scenefit.student.answer import DECISION_PREFIX
     from scenefit.predict import Predictor
 
     Image.new("RGB", (112, 84), (60, 140, 60)).save(tmp_path / "im.png")

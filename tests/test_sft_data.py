@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.data.consensus import output_columns
 from scenefit.core.criteria import CRITERIA, Criterion, Label
-from scenefit.formats import parse_student_answer, render_student_answer
+from scenefit.student.answer import parse_student_answer, render_student_answer
 from scenefit.core.parquet_io import read_table
 from scenefit.prompts import student_prompt, student_system_prompt
 from scenefit.data.datasets import (
@@ -131,7 +131,8 @@ def test_written_datasets_load_with_datasets_and_carry_a_card(tmp_path):
 
 
 def test_rows_render_through_the_tiny_models_chat_template(tmp_path, tiny_model_dir):
-    from scenefit.models.loading import chat_messages, load_processor
+    from scenefit.models.loading import load_processor
+    from scenefit.student.chat import chat_messages
 
     img_path = tmp_path / "scene.png"
     Image.new("RGB", (112, 112), (40, 120, 200)).save(img_path)

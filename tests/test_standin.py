@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import render_student_answer
-from scenefit.models.loading import load_model, load_processor, student_messages
+from scenefit.student.answer import render_student_answer
+from scenefit.models.loading import load_model, load_processor
+from scenefit.student.chat import student_messages
 from scenefit.prompts import student_prompt, student_system_prompt
 from scenefit.testbed.standin import (
     QWEN25VL_3B_PARAMETERS, QWEN25VL_VOCAB_SIZE, QWEN_ORDINARY_TOKENS, QWEN_SPECIAL_TOKENS, STOCK_GENERATION,
@@ -189,7 +190,7 @@ def test_greedy_explanations_ignore_the_stock_repetition_penalty(standin_model_d
     explanation must be plain argmax decoding all the same (as in training and the fast path)."""
     import torch
 
-    from scenefit.formats import DECISION_PREFIX
+    from scenefit.student.answer import DECISION_PREFIX
     from scenefit.predict import PredictConfig, Predictor
 
     pred = Predictor.baseline(str(standin_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))

@@ -8,7 +8,8 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.models.loading import chat_messages, load_model, load_processor, torchvision_available
+from scenefit.models.loading import load_model, load_processor, torchvision_available
+from scenefit.student.chat import chat_messages
 from scenefit.testbed.tiny_model import SPECIAL_TOKENS, TinyModelConfig
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.models.loading import student_messages
+from scenefit.student.chat import student_messages
 from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
 from scenefit.testbed.catalog import BOX_RED
 from scenefit.testbed.tiny_vision import (

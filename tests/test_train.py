@@ -14,7 +14,7 @@ import yaml
 
 from scenefit.core.config import load_project, resolve
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import DECISION_PREFIX, render_student_answer
+from scenefit.student.answer import DECISION_PREFIX, render_student_answer
 from scenefit.train.config import LoraSettings, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +195,7 @@ def test_decision_prefix_tokenizes_as_in_training(processor, image_path):
     """The fast path's prompt + 'Decision:' must equal the training sequence up to the label."""
     from scenefit.train.data import IGNORE_INDEX, encode_example
     from scenefit.predict import decision_token_ids
-    from scenefit.train.decision import scoring_batch
+    from scenefit.student.decision import scoring_batch
 
     for label in Label:
         row = _row(image_path, label)
@@ -246,7 +246,7 @@ def test_read_split_names_missing_columns_and_files(tmp_path):
 
 
 def test_accuracy_skips_rows_without_reference():
-    from scenefit.train.decision import accuracy
+    from scenefit.student.decision import accuracy
 
     preds = [{"label": "In-context"}, {"label": "Out-of-context"}, {"label": "In-context"}]
     rows = [{"label": "In-context", "truth": None}, {"label": "In-context", "truth": "out-of-context"},

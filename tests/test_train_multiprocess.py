@@ -132,7 +132,7 @@ def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path
     from scenefit.core.config import resolve
     from scenefit.models.loading import load_model, load_processor
     from scenefit.train.data import read_split
-    from scenefit.train.decision import score_rows
+    from scenefit.student.decision import score_rows
     from scenefit.train.trainer import train_student
 
     root, data, conf, model = setup

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import render_student_answer
+from scenefit.student.answer import render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.train.config import TrainConfig
 
@@ -145,7 +145,7 @@ def test_base_scores_equal_a_fresh_base_model(datasets_dir, tiny_model_dir, tmp_
 
     from scenefit.models.loading import load_model, load_processor
     from scenefit.train.data import read_split
-    from scenefit.train.decision import score_rows
+    from scenefit.student.decision import score_rows
     from scenefit.train.trainer import train_student
 
     cfg = small_config(max_steps=4, score_test=False)

@@ -185,7 +185,7 @@ def test_eager_tower_is_left_alone():
 def tiny_batch(processor):
     from PIL import Image
 
-    from scenefit.models.loading import chat_messages
+    from scenefit.student.chat import chat_messages
 
     images = [Image.new("RGB", (112, 84), (200, 30, 30)), Image.new("RGB", (140, 112), (30, 200, 30))]
     text = processor.apply_chat_template(chat_messages("Where is it?"), tokenize=False, add_generation_prompt=True)

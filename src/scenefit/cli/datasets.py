@@ -28,6 +28,7 @@ def datasets_cmd(
                                     "comma-separated (train,val,test) or none.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=fhelp("datasets", "seed"))] = None,
+    answer_format: Annotated[Optional[str], typer.Option("--answer-format", help=fhelp("datasets", "answer_format"))] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
@@ -36,7 +37,7 @@ def datasets_cmd(
     from scenefit.data.split import SPLITS
 
     cfg = load_config(
-        "datasets", config, sets, rebalance=rebalance, seed=seed,
+        "datasets", config, sets, rebalance=rebalance, seed=seed, answer_format=answer_format,
         criteria=[c.strip() for c in criteria.split(",") if c.strip()] if criteria else None,
     )
     try:

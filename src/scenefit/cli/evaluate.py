@@ -66,6 +66,10 @@ def evaluate_cmd(
         fail(str(e))
         return
     synthetic_banner(metrics.get("synthetic", False))
+    reasoning = [c for c, f in (metrics.get("answer_formats") or {}).items() if f == "reasoning_first"]
+    if reasoning:
+        console.print(f"note: {', '.join(reasoning)} student(s) answer reasoning_first: their decisions were read "
+                      "from the generated 'Final decision:' line (no fast path, no decision probability)")
     print_headline(metrics)
     if metrics.get("failed"):
         console.print(f"[yellow]{metrics['failed']} sample(s) could not be evaluated; see {Path(out) / 'errors.jsonl'}[/]")

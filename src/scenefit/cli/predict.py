@@ -8,7 +8,10 @@
 :mod:`scenefit.predict`) and prints, per criterion, the label, its probability and (with
 ``--explain``) the explanation, plus the fused decision. On a terminal it prints a table; when
 stdout is not a terminal, or with ``--json``, it prints JSON. Items that cannot be judged get an
-error line naming the item; the others go on.
+error line naming the item; the others go on. Students trained reasoning-first
+(``datasets.answer_format``, recorded in each student) have no one-pass fast path: their answers
+are always generated and the decision read from the ``Final decision:`` line (a note says so;
+``--no-explain``, an explicit request for the fast path, is refused with the students' names).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def predict_cmd(
 
     items, read_errors = _read_items(image, object_name, box, boxed, manifest, fmt, images_dir)
     predictor = _load_predictor(cfg, baseline)
+    _check_fast_path(predictor, explain)
     synthetic = is_synthetic(*items, *predictor.students.values())
     with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
@@ -149,6 +153,17 @@ def _load_predictor(cfg, baseline: bool):
         return Predictor.baseline(base_ref, config=cfg)
     except (StudentError, OSError, ValueError) as e:
         fail(str(e))
+
+
+def _check_fast_path(predictor, explain: Optional[bool]) -> None:
+    """A reasoning-first student always generates: say so, and refuse an explicit --no-explain."""
+    slow = predictor.fast_path_note()
+    if slow and explain is False:
+        # --no-explain asks for the one-pass decision, which a reasoning-first student cannot give
+        fail(f"--no-explain asks for the fast path, but {slow}; drop --no-explain (its answers are generated "
+             "anyway) or use students built with datasets.answer_format=decision_first")
+    if slow:
+        console.print(f"[yellow]note:[/] {slow}")
 
 
 def _report(predictions, n_read_errors: int, rows: list[dict], out: Optional[Path], synthetic: bool) -> None:
@@ -250,6 +265,6 @@ def _print_tables(predictions) -> None:
                 continue
             colour = "red" if r.label and r.label.is_out else "green"
             note = "" if r.agrees_with_fast is not False else f" [yellow](logits say {r.fast_label.value})[/]"
-            table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", f"{r.probability:.3f}",
+            table.add_row(c.display, f"[{colour}]{r.label.value if r.label else '?'}[/]", "–" if r.probability is None else f"{r.probability:.3f}",
                           (r.analysis or "") + note)
         stdout.print(table)

@@ -5,8 +5,9 @@
 For each criterion, OUT/<criterion>/{train,val,test}.parquet hold one row per sample:
 the image path and object, the student prompt for that criterion (``scenefit.prompts``,
 versioned), the system prompt, and the target — the criterion's label and the designated
-teacher's analysis sentence in the student answer format (``scenefit.formats``) that
-evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML front matter
+teacher's analysis sentence in the student answer format (``scenefit.student.answer``:
+``answer_format`` decision_first or reasoning_first, recorded in every row and in the manifest,
+and from there in every student trained on it) that evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML front matter
 lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits; OUT/manifest.json records
 counts, label balance, drops and input hashes.
 
@@ -35,14 +36,14 @@ from pydantic import Field, field_validator
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
-from scenefit.formats import render_student_answer
+from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat, render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.data.split import SPLITS, stable_hash
 
 #: Columns of every student dataset file, in order.
 DATASET_COLUMNS = [
     "id", "group", "image", "object", "box", "criterion", "label", "analysis", "prompt", "system",
-    "target", "prompt_version", "truth", "final", "scene", "synthetic", "teacher_p_out", "teachers_mean_p_out",
+    "target", "prompt_version", "truth", "final", "scene", "synthetic", "teacher_p_out", "teachers_mean_p_out", "answer_format",
 ]
 #: Split file name -> the split name the dataset card declares (Hugging Face's convention).
 CARD_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
@@ -68,6 +69,17 @@ class DatasetsConfig(StageConfig):
         "sentence would argue for the other label).",
     )
     license: str = Field(default="apache-2.0", description="License written into the dataset cards.")
+    answer_format: AnswerFormat = Field(
+        default=DEFAULT_ANSWER_FORMAT,
+        description="Layout of the students' answers: decision_first ('Decision: <label>' then the sentence; "
+        "the one-forward-pass fast path works) or reasoning_first (the authors' shape: 'Analysis:', 'Summary:', "
+        "'Final decision: <label>' last; the decision is read from generated text). Recorded in each student.",
+    )
+
+    @field_validator("answer_format", mode="before")
+    @classmethod
+    def _answer_format(cls, v: Any) -> AnswerFormat:
+        return AnswerFormat.parse(v)
 
     @field_validator("criteria")
     @classmethod
@@ -102,9 +114,11 @@ def _probability(df: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(_column(df, name), errors="coerce").astype(float)
 
 
-def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
+def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: bool = True,
+               answer_format: AnswerFormat | str = DEFAULT_ANSWER_FORMAT) -> tuple[pd.DataFrame, dict[str, int]]:
     """SFT rows of one split for one criterion, and the counts of dropped rows by reason."""
     crit = Criterion(criterion)
+    fmt = AnswerFormat.parse(answer_format)
     c = crit.value
     teacher_label = _column(split_frame, f"designated_{c}")
     label = _column(split_frame, f"label_{c}").where(lambda s: s.notna(), teacher_label)
@@ -135,7 +149,7 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
             "analysis": df["_analysis"].map(lambda s: " ".join(str(s).split())),
             "prompt": df["object"].map(prompts),
             "system": student_system_prompt(),
-            "target": [render_student_answer(crit, Label(lab), a) for lab, a in zip(df["_label"], df["_analysis"])],
+            "target": [render_student_answer(crit, Label(lab), a, fmt) for lab, a in zip(df["_label"], df["_analysis"])],
             "prompt_version": student_prompt_version(),
             "truth": _column(df, f"truth_{crit.value}"),
             "final": _column(df, "final"),
@@ -143,6 +157,7 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
             "synthetic": _column(df, "synthetic").fillna(False).astype(bool),
             "teacher_p_out": _probability(df, f"designated_p_out_{c}"),
             "teachers_mean_p_out": _probability(df, f"teachers_mean_p_out_{c}"),
+            "answer_format": fmt.value,
         }
     )
     return out[DATASET_COLUMNS].reset_index(drop=True), info
@@ -181,7 +196,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
         frames[cname] = {}
         info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}, "soft_labels": {}}
         for split_name, df in splits.items():
-            rows, drops = build_rows(df, crit, cfg.drop_conflicts)
+            rows, drops = build_rows(df, crit, cfg.drop_conflicts, cfg.answer_format)
             if split_name in cfg.rebalance:
                 info["before_rebalance"][split_name] = label_balance(rows)
                 # train keeps its historical tag, so existing seeds draw the same rows
@@ -201,6 +216,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
         "seed": cfg.seed,
         "rebalance": cfg.rebalance,
         "drop_conflicts": cfg.drop_conflicts,
+        "answer_format": cfg.answer_format.value,
         "rule": split_manifest.get("rule"),
         "designated": split_manifest.get("designated"),
         "split_seed": split_manifest.get("seed"),
@@ -248,8 +264,12 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "Each row is one image with one object in a red box (`image` is a file path, relative to this "
         "file's folder when the image lies in the run, `box` its pixels), "
         "the student prompt for this criterion (`system`, `prompt`; version "
-        f"`{manifest['prompt_version']}`) and the `target`: `Decision: <label>` then the designated teacher's "
-        "analysis sentence for this criterion.",
+        f"`{manifest['prompt_version']}`) and the `target`, "
+        + (f"in the authors' order: `Analysis:` with the designated teacher's sentence for this criterion, "
+           f"`Summary:` with its label, then `Final decision: <label>` (answer format reasoning_first)."
+           if manifest.get("answer_format") == AnswerFormat.REASONING_FIRST.value else
+           "`Decision: <label>` then the designated teacher's analysis sentence for this criterion "
+           "(answer format decision_first)."),
         "",
         f"Labels: consensus rule `{manifest.get('rule')}`, designated teacher `{manifest.get('designated')}`. "
         f"Split seed {manifest.get('split_seed')}; balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}.",
@@ -298,7 +318,8 @@ def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs:
     manifest = {**result.manifest, "inputs": inputs}
     paths: dict[str, Path] = {}
     for cname, per_split in result.frames.items():
-        meta = {k: manifest[k] for k in ("stage", "prompt_version", "rule", "designated", "synthetic", "notice")}
+        meta = {k: manifest.get(k) for k in ("stage", "prompt_version", "answer_format", "rule", "designated",
+                                              "synthetic", "notice")}
         for split_name, rows in per_split.items():
             paths[f"{cname}/{split_name}"] = write_table(
                 rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name}

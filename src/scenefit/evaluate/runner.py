@@ -401,6 +401,8 @@ def evaluate_dirs(
         failures.extend({"stage": "shortcut", **e} for e in errs)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
             "base_model": getattr(student_predictor, "base", None) or cfg.base, "failed": len(failures),
+            # reasoning-first students are read from generated text whatever `explain` says
+            "answer_formats": {c.value: f.value for c, f in getattr(student_predictor, "answer_formats", {}).items()},
             "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
                         "shortcut": cfg.shortcut_explain if originals else None}}
     metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)

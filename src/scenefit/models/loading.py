@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -233,34 +234,60 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[s
     return model
 
 
-def user_message(text: str, with_image: bool = True, image_after_text: bool = False) -> dict:
-    """One user turn: the image and the question, the image first unless ``image_after_text``
-    (the students' layout, see prompts.student_image_after_text)."""
-    content: list[dict] = [{"type": "text", "text": text}]
-    if with_image:
-        content.insert(len(content) if image_after_text else 0, {"type": "image"})
-    return {"role": "user", "content": content}
-
-
-def chat_messages(
-    prompt: str, system: Optional[str] = None, answer: Optional[str] = None, image_after_text: bool = False
-) -> list[dict]:
-    """System (optional) + user(image, prompt) + assistant answer (optional)."""
-    msgs: list[dict] = []
-    if system:
-        msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    msgs.append(user_message(prompt, image_after_text=image_after_text))
-    if answer is not None:
-        msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    return msgs
-
-
-def student_messages(prompt: str, system: Optional[str] = None, answer: Optional[str] = None) -> list[dict]:
-    """A student's chat, in the layout of the student prompt file (image before or after the text)."""
-    from scenefit.prompts import student_image_after_text
-
-    return chat_messages(prompt, system, answer, image_after_text=student_image_after_text())
-
-
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+@dataclass
+class Generated:
+    """What :func:`generate_text` returns, one entry per batch row."""
+
+    texts: list[str]  # the new text up to (not including) the end token
+    counts: list[int]  # new tokens, the end token included when there was one
+    stopped: list[bool]  # True: ended on an end token; False: hit max_new_tokens
+    first_logits: Any = None  # logits of the first generated position (when asked)
+    completions: list = None  # per row, the new token ids up to the end token (when step_logits)
+    step_logits: Any = None  # per generated position, the (batch, vocab) logits (when asked)
+
+
+def generate_text(model, tokenizer, inputs: dict, max_new_tokens: int, temperature: float = 0.0,
+                  top_p: Optional[float] = None, seed: Optional[int] = None,
+                  stopping_criteria: Optional[list] = None, first_logits: bool = False,
+                  step_logits: bool = False) -> Generated:
+    """One batched ``generate()`` over already encoded, left-padded ``inputs`` — the one
+    generation call of students (Predictor, training-time eval) and in-process teachers.
+
+    Greedy is plain argmax (the stock Qwen2.5-VL generation config's repetition_penalty 1.05
+    is left out, as in training and the fast path); ``temperature`` > 0 samples. ``step_logits``
+    also keeps every step's raw logits and each row's token ids (for log-probabilities; the
+    logits of every step stay in memory until the batch ends)."""
+    import torch
+
+    gen_cfg = model.generation_config
+    eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else tokenizer.eos_token_id
+    kwargs: dict[str, Any] = dict(max_new_tokens=int(max_new_tokens), return_dict_in_generate=True,
+                                  output_logits=first_logits or step_logits, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    if stopping_criteria:
+        kwargs["stopping_criteria"] = list(stopping_criteria)
+    if temperature and temperature > 0:
+        kwargs.update(do_sample=True, temperature=float(temperature))
+        if top_p is not None:
+            kwargs["top_p"] = float(top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    out = model.generate(**inputs, **kwargs)
+    new = out.sequences[:, inputs["input_ids"].shape[1]:]
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tokenizer.pad_token_id}
+    result = Generated([], [], [], out.logits[0] if first_logits else None,
+                       [] if step_logits else None, out.logits if step_logits else None)
+    for row in new.tolist():
+        n = next((k for k, t in enumerate(row) if t in eos_ids), None)
+        completion = row if n is None else row[:n]
+        result.texts.append(tokenizer.decode(completion, skip_special_tokens=True))
+        result.counts.append(len(completion) + (0 if n is None else 1))
+        result.stopped.append(n is not None)
+        if step_logits:
+            result.completions.append(completion)
+    return result

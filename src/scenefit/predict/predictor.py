@@ -18,6 +18,10 @@ by default it continues from the forced prefix, so the prefill that produces the
 gives the decision logits. The label reported is then the one parsed from the generated
 answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
 
+Reasoning-first students (``answer_format`` in their metadata) have no fast path: their whole
+answer is generated and the label read from its ``Final decision:`` line (None when unreadable,
+with no logits to fall back on), whatever ``explain`` says; :meth:`Predictor.fast_path_note` names them.
+
 Adapters switch per batch (``set_adapter``); the vision tower is shared by all three, so when
 no adapter touches it each image is encoded once per batch and its features are reused.
 A lock serialises model calls, so one Predictor can serve several threads.
@@ -33,57 +37,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import DECISION_PREFIX, decision_continuations, parse_student_answer
-from scenefit.models.loading import default_device, load_model, load_processor, student_messages
+from scenefit.models.loading import default_device, generate_text, load_model, load_processor
 from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, parse_student_answer
+from scenefit.student.chat import student_prompt_text
+from scenefit.student.decision import DecisionTokenError, decide, decision_token_ids, two_way
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
 from scenefit.predict.students import StudentInfo, StudentsArg, choose_base, find_students, module_bytes
 
 
-class DecisionTokenError(RuntimeError):
-    """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
-
-
-def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
-    """(token ids of the forced prefix in context, first token id of each alternative).
-
-    Raises DecisionTokenError when the prefix would tokenize differently joined to the prompt
-    than on its own (training and inference could then disagree), when an alternative does not
-    extend the prefix's tokens, or when both alternatives start with the same token.
-    """
-    tok = processor.tokenizer
-    prompt = processor.apply_chat_template(
-        student_messages("x", system=student_system_prompt()), tokenize=False, add_generation_prompt=True
-    )
-
-    def ids(text: str) -> list[int]:
-        return list(tok(text, add_special_tokens=False)["input_ids"])
-
-    prompt_ids, joined = ids(prompt), ids(prompt + DECISION_PREFIX)
-    prefix_ids = ids(DECISION_PREFIX)
-    if joined != prompt_ids + prefix_ids:
-        raise DecisionTokenError(
-            f"the answer prefix {DECISION_PREFIX!r} tokenizes differently after the prompt "
-            f"({tok.convert_ids_to_tokens(joined[len(prompt_ids):])}) than alone "
-            f"({tok.convert_ids_to_tokens(prefix_ids)}): the fast path cannot match training"
-        )
-    first: dict[Label, int] = {}
-    for label, continuation in decision_continuations().items():
-        full = ids(prompt + DECISION_PREFIX + continuation + "\n")
-        if full[: len(joined)] != joined or len(full) <= len(joined):
-            raise DecisionTokenError(
-                f"{DECISION_PREFIX + continuation!r} does not start with the prefix's own tokens; "
-                "the decision position is not well defined for this tokenizer"
-            )
-        first[label] = full[len(joined)]
-    if first[Label.IN] == first[Label.OUT]:
-        token = tok.convert_ids_to_tokens([first[Label.IN]])[0]
-        raise DecisionTokenError(
-            f"both decision alternatives start with the same token {token!r}; the fast path cannot tell them apart"
-        )
-    return prefix_ids, first
+__all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
 
 
 @dataclass
@@ -120,6 +85,8 @@ class Predictor:
         self.prefix_ids, self.decision_ids = decision_token_ids(processor)
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
+        # what each student answers in (the baseline, the base asked the student prompts, decision-first)
+        self.answer_formats: dict[Criterion, AnswerFormat] = {c: i.answer_format for c, i in self.students.items()}
         self.criteria: tuple[Criterion, ...] = tuple(self.adapters) if self.adapters else tuple(
             Criterion.parse(c) for c in config.criteria)
         self._lock = threading.RLock()
@@ -205,6 +172,7 @@ class Predictor:
             "criteria": [c.value for c in self.criteria],
             "adapters": {c.value: str(self.students[c].path) for c in self.students},
             "share_vision": self.share_vision,
+            "answer_formats": {c.value: self.answer_format(c).value for c in self.criteria},
             "weight_bytes": self.weight_bytes(),
             "batch_size": self.config.batch_size,
         }
@@ -269,13 +237,33 @@ class Predictor:
             pixels = BatchPixels()  # the batch's preprocessed images, filled by the first criterion
             for crit in crits:
                 with self._adapter(crit, use_adapters):
-                    if explain:
+                    if use_adapters and not self.answer_format(crit).has_fast_path:
+                        rows = self._reason(crit, images, objects, pixels)
+                    elif explain:
                         rows, _ = self._explain(crit, images, objects, pixels)
                     else:
                         rows, vision = self._decide(crit, images, objects, vision, pixels)
                 for per_item, row in zip(out, rows):
                     per_item[crit] = row
         return out
+
+    def answer_format(self, criterion: Criterion) -> AnswerFormat:
+        """The answer format of ``criterion``'s student (decision-first for the baseline)."""
+        return self.answer_formats.get(criterion, AnswerFormat.DECISION_FIRST)
+
+    def without_fast_path(self, criteria: Optional[Sequence[str | Criterion]] = None) -> list[Criterion]:
+        """Criteria whose students answer reasoning-first: they have no one-pass fast path, so
+        :meth:`predict` generates and parses their answers even when not asked to explain."""
+        return [c for c in self._criteria(criteria) if not self.answer_format(c).has_fast_path]
+
+    def fast_path_note(self, criteria: Optional[Sequence[str | Criterion]] = None) -> Optional[str]:
+        """One sentence naming the students without a fast path (None when all have one)."""
+        slow = self.without_fast_path(criteria)
+        if not slow:
+            return None
+        names = ", ".join(f"{c.value} ({self.students[c].path})" if c in self.students else c.value for c in slow)
+        return (f"student(s) {names} answer reasoning_first: the decision is read from the generated "
+                "'Final decision:' line, there is no one-pass fast path (slower; no decision probability)")
 
     # ---- the two paths ------------------------------------------------------------------
 
@@ -284,8 +272,8 @@ class Predictor:
         key = (criterion, object_name)
         text = self._prompt_cache.get(key)
         if text is None:
-            msgs = student_messages(student_prompt(criterion).render(object_name), system=student_system_prompt())
-            text = self.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            text = student_prompt_text(self.processor, student_prompt(criterion).render(object_name),
+                                       student_system_prompt())
             if len(self._prompt_cache) < 4096:
                 self._prompt_cache[key] = text
         return text
@@ -324,29 +312,17 @@ class Predictor:
             inputs["mm_token_type_ids"] = self._torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"]))
         return {**{k: v.to(self.device) for k, v in inputs.items()}, **pixels.tensors}
 
-    def _two_way(self, logits) -> tuple[list[float], list[Label]]:
-        """p(out) from the first-token logits of the two alternatives, and the argmax label."""
-        pair = logits[:, [self.decision_ids[Label.IN], self.decision_ids[Label.OUT]]].float()
-        p_out = self._torch.softmax(pair, dim=-1)[:, 1].tolist()
-        return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
-
     def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None,
                 pixels: Optional[BatchPixels] = None):
         """Fast path: one forward pass over prompt + 'Decision:'; returns rows and the vision
         features (reusable by the next criterion when shared)."""
         inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images, pixels)
-        n = len(self.prefix_ids)
-        tail = inputs["input_ids"][:, -n:]
-        expected = self._torch.tensor(self.prefix_ids, device=tail.device).expand_as(tail)
-        if not bool((tail == expected).all()):
-            raise DecisionTokenError("a batch row does not end with the answer prefix tokens (is padding on the right?)")
         if self.share_vision:
             if vision is None:
                 vision = self.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
             inputs.pop("pixel_values")
             inputs["mm_encoder_outputs"] = {"image": vision}
-        logits = self.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-        p_out, labels = self._two_way(logits)
+        p_out, labels = decide(self.model, inputs, self.prefix_ids, self.decision_ids)
         rows = [CriterionResult(crit, lab, p if lab is Label.OUT else 1 - p, p, lab) for p, lab in zip(p_out, labels)]
         return rows, vision
 
@@ -359,32 +335,10 @@ class Predictor:
         :meth:`_encode`; ``inputs``: ``texts`` already encoded; ``stopping_criteria``: extra
         transformers stopping criteria (e.g. the server's, stopping rows whose client left)."""
         inputs = inputs if inputs is not None else self._encode(texts, images, pixels)
-        gen_cfg = self.model.generation_config
-        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, return_dict_in_generate=True,
-                                      output_logits=first_logits, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=eos)
-        if stopping_criteria:
-            kwargs["stopping_criteria"] = list(stopping_criteria)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            # plain argmax, as in training and the fast path: the stock Qwen2.5-VL generation
-            # config would otherwise add its repetition_penalty (1.05) to greedy decoding
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
-        out = self.model.generate(**inputs, **kwargs)
-        new = out.sequences[:, inputs["input_ids"].shape[1]:]
-        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.pad_token_id}
-        counts = []
-        for row in new.tolist():
-            n = 0
-            for t in row:
-                n += 1
-                if t in eos_ids:
-                    break
-            counts.append(n)
-        texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return texts_out, counts, (out.logits[0] if first_logits else None)
+        out = generate_text(self.model, self.tokenizer, inputs, max_new_tokens, temperature=temperature,
+                            top_p=top_p if temperature > 0 else None, stopping_criteria=stopping_criteria,
+                            first_logits=first_logits)
+        return out.texts, out.counts, out.first_logits
 
     def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None):
         force = self.config.force_decision_prefix
@@ -393,7 +347,7 @@ class Predictor:
             texts, counts, first = self.generate([p + DECISION_PREFIX for p in prompts], images,
                                                  self.config.max_new_tokens, first_logits=True, pixels=pixels)
             answers = [DECISION_PREFIX + t for t in texts]
-            p_out, fast = self._two_way(first)
+            p_out, fast = two_way(first, self.decision_ids)
         else:
             fast_rows, _ = self._decide(crit, images, objects, pixels=pixels)
             p_out, fast = [r.p_out for r in fast_rows], [r.fast_label for r in fast_rows]
@@ -409,6 +363,19 @@ class Predictor:
             rows.append(CriterionResult(crit, label, prob, p, fast_label, parsed.analysis, answer.strip(),
                                         parsed.label, parsed.status))
         return rows, None
+
+    def _reason(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None):
+        """A reasoning-first student: generate the whole answer and read its ``Final decision:``
+        line; an unreadable answer has no label (its status says why), never a guessed one."""
+        answers, counts, _ = self.generate([self.prompt_text(crit, o) for o in objects], images,
+                                           self.config.max_new_tokens, pixels=pixels)
+        self.generated_tokens.extend(counts)
+        rows = []
+        for answer in answers:
+            parsed = parse_student_answer(answer, crit, AnswerFormat.REASONING_FIRST)
+            rows.append(CriterionResult(crit, parsed.label, None, None, None, parsed.analysis, answer.strip(),
+                                        parsed.label, parsed.status))
+        return rows
 
     def chat(self, messages: list[list[dict]], images: list, adapter: Optional[str | Criterion] = None,
              max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,

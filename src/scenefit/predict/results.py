@@ -5,6 +5,9 @@ explanation, plus the fused decision.
 decision alternatives' first-token logits at the decision position (so on the fast path it is
 >= 0.5; with explanations it can fall below 0.5 when the generated answer names the less likely
 label). ``p_out`` is the same softmax's probability of out-of-context, for ROC-style metrics.
+A reasoning-first student has no decision logits (its decision is the generated ``Final
+decision:`` line): its ``probability``, ``p_out`` and ``fast_label`` are None, and its
+``label`` is None when the answer cannot be read (never guessed).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ class CriterionResult:
 
     criterion: Criterion
     label: Optional[Label]
-    probability: float  # of `label` (see module docstring)
-    p_out: float
-    fast_label: Label  # the label the decision logits pick
+    probability: Optional[float]  # of `label` (see module docstring); None: reasoning-first
+    p_out: Optional[float]
+    fast_label: Optional[Label]  # the label the decision logits pick; None: reasoning-first
     analysis: Optional[str] = None
     raw: Optional[str] = None  # the generated answer text (explanations only)
     generated_label: Optional[Label] = None  # parsed from `raw`; None when unreadable or not explained
@@ -32,14 +35,14 @@ class CriterionResult:
     @property
     def agrees_with_fast(self) -> Optional[bool]:
         """With explanations: does the generated answer's label equal the fast decision?"""
-        if self.raw is None:
+        if self.raw is None or self.fast_label is None:
             return None
         return self.generated_label is self.fast_label
 
     def to_json(self) -> dict:
         return {
             "label": self.label.value if self.label else None,
-            "probability": round(float(self.probability), 6),
+            "probability": _round(self.probability),
             "analysis": self.analysis,
         }
 
@@ -87,10 +90,14 @@ class Prediction:
         for c in CRITERIA:
             r = self.criteria.get(c)
             row[f"{c.value}_label"] = r.label.value if r and r.label else None
-            row[f"{c.value}_probability"] = round(float(r.probability), 6) if r else None
-            row[f"{c.value}_p_out"] = round(float(r.p_out), 6) if r else None
+            row[f"{c.value}_probability"] = _round(r.probability) if r else None
+            row[f"{c.value}_p_out"] = _round(r.p_out) if r else None
             row[f"{c.value}_analysis"] = r.analysis if r else None
             row[f"{c.value}_raw"] = r.raw if r else None
             row[f"{c.value}_status"] = r.status if r else None
             row[f"{c.value}_agrees_with_fast"] = r.agrees_with_fast if r else None
         return row
+
+
+def _round(p: Optional[float]) -> Optional[float]:
+    return None if p is None else round(float(p), 6)

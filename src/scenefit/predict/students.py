@@ -1,86 +1,24 @@
 """Finding the trained students on disk and the base model under them.
 
 A student folder (written by ``scenefit train``) holds a PEFT LoRA adapter
-(``adapter_config.json`` + weights), the processor, and ``scenefit_student.json``
-(``criterion``, ``base_model``, ``prompt_version``, ``decision_prefix``, …). A students folder
-holds one such folder per criterion, named by the criterion's machine name.
+(``adapter_config.json`` + weights), the processor, and ``scenefit_student.json`` (typed and
+read by :mod:`scenefit.student.metadata`). A students folder holds one such folder per
+criterion, named by the criterion's machine name.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from scenefit.core.criteria import CRITERIA, Criterion
-from scenefit.formats import DECISION_PREFIX
-from scenefit.prompts import student_prompt_version
+from scenefit.student.metadata import ADAPTER_CONFIG, STUDENT_META, StudentError, StudentInfo, read_student
 
-STUDENT_META = "scenefit_student.json"
-ADAPTER_CONFIG = "adapter_config.json"
+__all__ = ["ADAPTER_CONFIG", "STUDENT_META", "StudentError", "StudentInfo", "StudentsArg", "choose_base",
+           "find_students", "module_bytes", "read_student", "resolve_base"]
 
 StudentsArg = Union[str, os.PathLike, Mapping[Any, Union[str, os.PathLike]]]
-
-
-class StudentError(ValueError):
-    """Students that cannot be used as asked (missing folders, mismatched bases, bad prefix)."""
-
-
-@dataclass(frozen=True)
-class StudentInfo:
-    """One student folder and what its metadata says."""
-
-    criterion: Criterion
-    path: Path
-    base_model: Optional[str]
-    meta: dict = field(default_factory=dict)
-    adapter_config: dict = field(default_factory=dict)
-
-    @property
-    def synthetic(self) -> bool:
-        """Trained on the synthetic world, or a toy student of the test bed: what it says carries
-        the SYNTHETIC notice wherever it is shown (predict, serve)."""
-        return bool(self.meta.get("synthetic") or self.meta.get("toy"))
-
-    @property
-    def rank(self) -> int:
-        ranks = [int(self.adapter_config.get("r", 0) or 0)]
-        ranks += [int(v) for v in (self.adapter_config.get("rank_pattern") or {}).values()]
-        return max(ranks)
-
-
-def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:
-    """Read one student folder; the criterion comes from its metadata, else from ``criterion``."""
-    path = Path(path)
-    if not (path / ADAPTER_CONFIG).is_file():
-        raise StudentError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
-    adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
-    meta: dict = {}
-    if (path / STUDENT_META).is_file():
-        meta = json.loads((path / STUDENT_META).read_text())
-    named = meta.get("criterion")
-    crit = Criterion.parse(named) if named else criterion
-    if crit is None:
-        crit = Criterion.parse(path.name)
-    if criterion is not None and crit is not criterion:
-        raise StudentError(f"{path}: {STUDENT_META} says criterion {crit.value}, but it was given for {criterion.value}")
-    prefix = meta.get("decision_prefix", DECISION_PREFIX)
-    if prefix != DECISION_PREFIX:
-        raise StudentError(
-            f"{path}: trained with answer prefix {prefix!r}, but this version decides after {DECISION_PREFIX!r}"
-        )
-    version = meta.get("prompt_version")
-    if version and version != student_prompt_version():
-        warnings.warn(
-            f"{path}: trained with student prompts {version}, this install has {student_prompt_version()}; "
-            "answers may be worse than measured",
-            stacklevel=2,
-        )
-    base = meta.get("base_model") or adapter_config.get("base_model_name_or_path")
-    return StudentInfo(crit, path.resolve(), base, meta, adapter_config)
 
 
 def find_students(students: StudentsArg, criteria: Optional[list[Criterion]] = None) -> dict[Criterion, StudentInfo]:

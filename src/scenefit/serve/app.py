@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -449,5 +450,8 @@ def serve_students(
     from scenefit.serve.openai_server import run_app
 
     predictor = Predictor.from_students(students, config=predict_cfg)
+    note = predictor.fast_path_note()
+    if note:  # /v1/classify generates their answers whatever `explain` says
+        print(f"note: {note}; /v1/classify generates their answers even with explain=false", file=sys.stderr)
     app = create_app(predictor, cfg, token, synthetic=is_synthetic(*predictor.students.values()))
     run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level)

@@ -189,11 +189,10 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     from peft import PeftModel
 
     from scenefit.core.images import draw_box
-    from scenefit.predict.predictor import decision_token_ids
+    from scenefit.student.decision import decision_token_ids, scoring_batch
     from scenefit.testbed.toy_students import toy_items
     from scenefit.models.loading import load_model, load_processor
     from scenefit.prompts import student_prompt, student_system_prompt
-    from scenefit.train.decision import scoring_batch
 
     first = next(iter(adapters.values()))
     processor = load_processor(first, padding_side="left")

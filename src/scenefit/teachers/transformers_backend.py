@@ -45,51 +45,24 @@ def generate_chat(
     reports them); the logits of every step are kept until the batch ends."""
     import torch
 
+    from scenefit.models.loading import generate_text
+
     tok = processor.tokenizer
     if tok.padding_side != "left":  # decoder-only batches must pad on the left
         tok.padding_side = "left"
     texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     flat_images = [im for ims in images for im in ims]
-    inputs = processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt")
-    inputs = inputs.to(model.device)
-    gen: dict[str, Any] = {"max_new_tokens": int(max_new_tokens)}
-    if temperature and temperature > 0:
-        gen.update(do_sample=True, temperature=float(temperature))
-        if top_p is not None:
-            gen["top_p"] = float(top_p)
-    else:
-        # greedy is plain argmax (the stock Qwen2.5-VL config's repetition_penalty 1.05 left out)
-        gen.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
-    if stopping_criteria:
-        gen["stopping_criteria"] = list(stopping_criteria)
-    if top_logprobs is not None:
-        gen.update(output_logits=True, return_dict_in_generate=True)
-    if seed is not None:
-        torch.manual_seed(int(seed))
+    inputs = processor(text=texts, images=flat_images or None, padding=True, return_tensors="pt").to(model.device)
     with torch.inference_mode():
-        out = model.generate(**inputs, **gen)
-    logits = None
+        out = generate_text(model, tok, dict(inputs), max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                            stopping_criteria=stopping_criteria, step_logits=top_logprobs is not None)
+    prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
+    results = [{"text": text, "prompt_tokens": int(n), "completion_tokens": count, "finish_reason": "stop" if stop else "length"}
+               for text, n, count, stop in zip(out.texts, prompt_tokens, out.counts, out.stopped)]
     if top_logprobs is not None:
-        out, logits = out.sequences, out.logits
-    prompt_len = inputs["input_ids"].shape[1]
-    new_tokens = out[:, prompt_len:]
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.pad_token_id}
-    results = []
-    mask = inputs["attention_mask"]
-    for i in range(new_tokens.shape[0]):
-        ids = new_tokens[i].tolist()
-        n = next((k for k, t in enumerate(ids) if t in eos_ids), None)
-        completion = ids if n is None else ids[:n]
-        results.append({
-            "text": tok.decode(completion, skip_special_tokens=True),
-            "prompt_tokens": int(mask[i].sum()),
-            "completion_tokens": len(completion) + (0 if n is None else 1),
-            "finish_reason": "length" if n is None else "stop",
-        })
-        if logits is not None:
-            results[-1]["tokens"] = token_choices(tok, completion, [step[i] for step in logits[: len(completion)]],
-                                                  top_logprobs)
+        for i, (row, completion) in enumerate(zip(results, out.completions)):
+            row["tokens"] = token_choices(tok, completion, [step[i] for step in out.step_logits[: len(completion)]],
+                                          top_logprobs)
     return results
 
 
@@ -163,7 +136,7 @@ class TransformersTeacher(Teacher):
         return await asyncio.to_thread(self._answer_batch_sync, requests)
 
     def _answer_batch_sync(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
-        from scenefit.models.loading import chat_messages
+        from scenefit.student.chat import chat_messages
 
         results: list[Optional[TeacherResult]] = [None] * len(requests)
         ready: list[tuple[int, Any]] = []

@@ -128,7 +128,7 @@ def _corpus() -> list[str]:
     """Text the tokenizer learns from: the project's prompts and answer vocabulary, so the
     student prompts and answers encode in few tokens."""
     from scenefit import prompts
-    from scenefit.formats import DECISION_PREFIX
+    from scenefit.student.answer import DECISION_PREFIX
 
     lines = [prompts.teacher_prompt().text, prompts.student_system_prompt()]
     for c in CRITERIA:

@@ -9,6 +9,7 @@ import yaml
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
 from scenefit.prompts import student_image_after_text
+from scenefit.student.metadata import StudentMeta
 from scenefit.train.config import TrainConfig
 
 
@@ -16,7 +17,8 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
-def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) -> str:
+def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> str:
+    info = meta.model_dump(mode="json")
     crit = Criterion(info["criterion"])
     tags = ["scenefit", "lora", "peft", "vision-language", "out-of-context", crit.value]
     if info["synthetic"]:
@@ -57,8 +59,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) 
         f"Question: {crit.question}",
         "",
         f"A LoRA adapter on `{info['base_model']}` that answers one criterion for an image whose object is marked "
-        f"with a red box: first `{info['decision_prefix']} In-context|Out-of-context`, then one "
-        f"`{crit.display}: …` sentence. Prompt version `{info['prompt_version']}`; the user turn is "
+        f"with a red box: {_answer_shape(meta, crit)}. Prompt version `{info['prompt_version']}`; the user turn is "
         f"{'the question, then the image' if student_image_after_text() else 'the image, then the question'} "
         "(send it in that order, e.g. to vLLM).",
         "",
@@ -109,3 +110,12 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) 
         "",
     ]
     return "\n".join(lines)
+
+
+def _answer_shape(meta: StudentMeta, crit: Criterion) -> str:
+    if meta.answer_format.has_fast_path:
+        return (f"first `{meta.decision_prefix} In-context|Out-of-context`, then one `{crit.display}: …` sentence "
+                "(answer format decision_first: the decision can be scored in one forward pass)")
+    return (f"`Analysis:` with one `{crit.display}: …` sentence, `Summary:` with its label, then "
+            f"`{meta.decision_prefix} In-context|Out-of-context` last (answer format reasoning_first: the "
+            "decision is read from the generated text)")

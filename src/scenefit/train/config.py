@@ -115,6 +115,10 @@ class TrainConfig(StageConfig):
     )
     save_total_limit: Optional[int] = Field(3, ge=1, description="Checkpoints kept (the best one is always kept).")
     logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
+    eval_max_new_tokens: int = Field(
+        128, ge=8, description="Reasoning-first students only: tokens generated per validation/test answer when "
+        "their decision is read from the text (decision-first students are scored in one forward pass)."
+    )
     eval_samples: Optional[int] = Field(
         None, ge=1, description="Validation rows used per evaluation (loss and decision accuracy); null = all."
     )

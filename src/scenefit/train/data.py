@@ -18,8 +18,9 @@ import pandas as pd
 
 from scenefit.core.criteria import LABELS
 from scenefit.core.images import load_image
-from scenefit.models.loading import student_messages
+from scenefit.student.chat import student_messages
 from scenefit.core.parquet_io import read_table
+from scenefit.student.answer import AnswerFormat
 
 IGNORE_INDEX = -100
 #: ChatML turn markers of every Qwen2.5-VL chat template (the stock one and the tiny model's).
@@ -57,6 +58,25 @@ def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame
         raise DatasetError(f"{path}: sample {row['id']!r} has label {row['label']!r}; expected one of "
                            f"{[lab.value for lab in LABELS]} ({int(bad.sum())} such rows)")
     return df.reset_index(drop=True)
+
+
+def dataset_answer_format(data_dir: Path | str, criterion: str, frames: dict[str, pd.DataFrame]) -> AnswerFormat:
+    """The answer format of a criterion's dataset (its ``answer_format`` column, written by
+    ``scenefit datasets``; datasets from before the setting are decision-first). The student
+    records it, so predict/evaluate/serve read it from the student, never from a flag."""
+    seen = set()
+    for split, df in frames.items():
+        if "answer_format" in df.columns:
+            seen |= {str(v) for v in df["answer_format"].dropna().unique()}
+        elif len(df):
+            seen.add(AnswerFormat.DECISION_FIRST.value)
+    if len(seen) > 1:
+        raise DatasetError(f"{Path(data_dir) / criterion}: splits mix answer formats {sorted(seen)}; "
+                           "rebuild them with one `datasets.answer_format`")
+    try:
+        return AnswerFormat.parse(seen.pop() if seen else None)
+    except ValueError as e:
+        raise DatasetError(f"{Path(data_dir) / criterion}: {e}") from None
 
 
 def row_messages(row: dict, image, with_answer: bool = True) -> list[dict]:

@@ -30,9 +30,11 @@ from typing import Any, Optional
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import dump_yaml
 from scenefit.core.criteria import Criterion, Label
-from scenefit.formats import DECISION_PREFIX, decision_continuations
 from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
 from scenefit.prompts import student_prompt_version
+from scenefit.student.answer import AnswerFormat
+from scenefit.student.decision import accuracy, judge_rows
+from scenefit.student.metadata import StudentMeta, answer_prefix, write_student_meta
 from scenefit.train.checkpoints import (
     STATE_FILE,
     CheckpointScan,
@@ -43,13 +45,11 @@ from scenefit.train.checkpoints import (
     whole_run_train_loss,
 )
 from scenefit.train.config import TrainConfig
-from scenefit.train.data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
-from scenefit.train.decision import accuracy, score_rows
+from scenefit.train.data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_answer_format, read_split, split_path
 from scenefit.train.launch import sharding_fallback_warning, world_size
 from scenefit.train.packing import PackedCollator, use_packed_attention
 
 CHECKPOINTS_DIR = "trainer"
-STUDENT_FILE = "scenefit_student.json"
 
 
 @dataclass
@@ -79,23 +79,29 @@ def _trainer_classes():
     class StudentTrainer(Trainer):
         """A Trainer whose evaluations also report decision accuracy on the validation rows."""
 
-        def __init__(self, *args, decision_rows: list[dict], scoring_processor, scoring_batch_size: int, **kwargs):
+        def __init__(self, *args, decision_rows: list[dict], scoring_processor, scoring_batch_size: int,
+                     answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, max_new_tokens: int = 128, **kwargs):
             super().__init__(*args, **kwargs)
             self.decision_rows = decision_rows
             self.scoring_processor = scoring_processor
             self.scoring_batch_size = scoring_batch_size
+            self.answer_format = answer_format
+            self.max_new_tokens = max_new_tokens
 
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
             out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
             if self.decision_rows:
-                accuracy, balanced = self._decision_accuracy()
+                accuracy, balanced, unread = self._decision_accuracy()
                 out.metrics[f"{metric_key_prefix}_decision_accuracy"] = accuracy
                 out.metrics[f"{metric_key_prefix}_decision_balanced_accuracy"] = balanced
+                if not self.answer_format.has_fast_path:
+                    out.metrics[f"{metric_key_prefix}_decision_unreadable"] = unread
             return out
 
-        def _decision_accuracy(self) -> tuple[float, float]:
+        def _decision_accuracy(self) -> tuple[float, float, int]:
             """Decision accuracy and balanced accuracy (the mean of the two labels' recalls, so the
-            majority class scores 50 % on any label mix) of the validation rows."""
+            majority class scores 50 % on any label mix) of the validation rows, and the number of
+            answers without a readable decision (reasoning-first: counted as wrong, never guessed)."""
             import torch
 
             # Each process scores an equal share (ZeRO-3 needs every rank in every forward pass);
@@ -105,19 +111,27 @@ def _trainer_classes():
             mine = self.decision_rows[rank * share : (rank + 1) * share]
             pad = share - len(mine)
             rows = mine + self.decision_rows[:pad]
-            preds = score_rows(self.model, self.scoring_processor, rows, self.scoring_batch_size)
+            preds = judge_rows(self.model, self.scoring_processor, rows, self.answer_format, self.scoring_batch_size,
+                               self.max_new_tokens)
             from scenefit.evaluate.metrics import balanced_accuracy
 
             labels = (Label.IN.value, Label.OUT.value)
-            # confusion matrix (rows: the validation label, columns: the prediction), summed over processes
+            # confusion matrix (rows: the validation label, columns: the prediction; an unreadable
+            # answer goes to the other label's column, i.e. counts as wrong), summed over processes
             matrix = torch.zeros(2, 2, dtype=torch.float64, device=self.args.device)
+            unread = torch.zeros(1, dtype=torch.float64, device=self.args.device)
             for p, r in zip(preds[: len(mine)], mine):
-                matrix[labels.index(r["label"]), labels.index(p["label"])] += 1
-            matrix = self.accelerator.reduce(matrix, reduction="sum") if world > 1 else matrix
+                ref = labels.index(r["label"])
+                if p["label"] is None:
+                    unread += 1
+                matrix[ref, labels.index(p["label"]) if p["label"] is not None else 1 - ref] += 1
+            if world > 1:
+                matrix = self.accelerator.reduce(matrix, reduction="sum")
+                unread = self.accelerator.reduce(unread, reduction="sum")
             total = float(matrix.sum())
             accuracy = float(matrix.trace()) / total if total else float("nan")
             balanced = balanced_accuracy(matrix.long().tolist())[0]
-            return accuracy, (float("nan") if balanced is None else balanced)
+            return accuracy, (float("nan") if balanced is None else balanced), int(unread.item())
 
     return JsonlLogCallback, StudentTrainer
 
@@ -209,33 +223,36 @@ def _subset(frame, n: Optional[int], seed: int):
     return frame.sample(n=n, random_state=seed).sort_index()
 
 
-def score_split(model, processor, frame, batch_size: int, with_base: bool) -> dict[str, Any]:
+def score_split(model, processor, frame, batch_size: int, with_base: bool,
+                answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, max_new_tokens: int = 128) -> dict[str, Any]:
     """Decision accuracy of the student (and of the bare base, adapter disabled) on a split,
-    against the dataset's labels and, where present, the world's truth."""
+    against the dataset's labels and, where present, the world's truth. The student is read
+    the way its answer format allows (:func:`scenefit.student.decision.judge_rows`); the bare
+    base is asked on the fast path (it was trained on neither format)."""
     rows = frame.to_dict("records")
     result: dict[str, Any] = {"n": len(rows)}
-    runs = [("student", None)]
+    preds = judge_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
+    result["student"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
+    if not answer_format.has_fast_path:
+        result["student"]["unreadable"] = sum(p["label"] is None for p in preds)
     if with_base:
-        runs.append(("base", "disable"))
-    for name, mode in runs:
-        if mode == "disable":
-            with model.disable_adapter():
-                preds = score_rows(model, processor, rows, batch_size)
-        else:
-            preds = score_rows(model, processor, rows, batch_size)
-        result[name] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
+        with model.disable_adapter():
+            preds = judge_rows(model, processor, rows, AnswerFormat.DECISION_FIRST, batch_size)
+        result["base"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
     return result
 
 
-def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str]) -> dict[str, Any]:
+def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
+                 answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST) -> StudentMeta:
     """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter."""
     vllm_ok = not cfg.lora.modules_to_save
-    return {
+    fmt = AnswerFormat.parse(answer_format)
+    return StudentMeta(**{
         "criterion": criterion,
         "base_model": base_model,
         "prompt_version": student_prompt_version(),
-        "decision_prefix": DECISION_PREFIX,
-        "label_continuations": {lab.value: text for lab, text in decision_continuations().items()},
+        "answer_format": fmt,
+        "decision_prefix": answer_prefix(fmt),
         "lora": {
             "r": cfg.lora.r,
             "alpha": cfg.lora.alpha,
@@ -253,7 +270,7 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
         ),
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
-    }
+    })
 
 
 def _finish_from_checkpoint(trainer, scan: CheckpointScan) -> dict[str, Any]:
@@ -320,6 +337,7 @@ def train_student(
         if need not in frames or frames[need].empty:
             raise FileNotFoundError(f"{split_path(data_dir, crit, need)}: missing or empty; the student needs it")
     synthetic = _is_synthetic(*frames.values())
+    answer_format = dataset_answer_format(data_dir, crit, frames)
 
     processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
     precision = _precision(cfg)
@@ -349,6 +367,8 @@ def train_student(
         decision_rows=val_rows.to_dict("records"),
         scoring_processor=processor,
         scoring_batch_size=cfg.per_device_eval_batch_size,
+        answer_format=answer_format,
+        max_new_tokens=cfg.eval_max_new_tokens,
     )
     if trainer.is_world_process_zero():
         sharding = sharding_fallback_warning(trainer.accelerator.distributed_type)
@@ -399,10 +419,13 @@ def train_student(
         "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
         "synthetic": synthetic,
+        "answer_format": answer_format.value,
     }
     if cfg.score_test and "test" in frames:
         # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
-        metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size, with_base=True)
+        metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
+                                      with_base=True, answer_format=answer_format,
+                                      max_new_tokens=cfg.eval_max_new_tokens)
 
     trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
@@ -410,8 +433,8 @@ def train_student(
         save_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
         write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
-        info = student_info(cfg, crit, base_model, synthetic, targets)
-        write_json(info, out / STUDENT_FILE)
+        info = student_info(cfg, crit, base_model, synthetic, targets, answer_format)
+        write_student_meta(info, out)
         atomic_write_text(model_card(info, metrics, cfg), out / "README.md")
         write_json(metrics, out / "metrics.json")  # last: its presence marks the student as complete
         if not cfg.keep_checkpoints:

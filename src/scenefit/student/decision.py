@@ -1,0 +1,183 @@
+"""The student's decision, read two ways — the one scorer of train, evaluate and predict.
+
+Fast path (decision-first students only): the prompt is rendered by the one chat builder
+(:func:`scenefit.student.chat.student_prompt_text`), the forced answer prefix ``Decision:``
+(:data:`~scenefit.student.answer.DECISION_PREFIX`) appended, and the label is the alternative
+(:func:`~scenefit.student.answer.decision_continuations`) whose first token has the larger logit
+at the last position (:func:`decide`). The alternatives' first tokens must differ and the prefix
+must tokenize as it does after the prompt — both checked once by :func:`decision_token_ids`
+(a test also checks the prefix against :func:`scenefit.train.data.encode_example`).
+Training-time eval (:func:`score_rows`) and :class:`scenefit.predict.Predictor` both call
+:func:`decide`.
+
+Generation (any answer format): greedy generation, then
+:func:`~scenefit.student.answer.parse_student_answer`; an unreadable answer has no label
+(counted, never guessed). :func:`generate_rows` is what training-time eval of a
+reasoning-first student uses; the Predictor does the same on its batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+from scenefit.core.criteria import Criterion, Label
+from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
+from scenefit.student.chat import student_prompt_text
+
+
+class DecisionTokenError(RuntimeError):
+    """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
+
+
+def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
+    """(token ids of the forced prefix in context, first token id of each alternative).
+
+    Raises DecisionTokenError when the prefix would tokenize differently joined to the prompt
+    than on its own (training and inference could then disagree), when an alternative does not
+    extend the prefix's tokens, or when both alternatives start with the same token.
+    """
+    from scenefit.prompts import student_system_prompt
+
+    tok = processor.tokenizer
+    prompt = student_prompt_text(processor, "x", student_system_prompt())
+
+    def ids(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    prompt_ids, joined = ids(prompt), ids(prompt + DECISION_PREFIX)
+    prefix_ids = ids(DECISION_PREFIX)
+    if joined != prompt_ids + prefix_ids:
+        raise DecisionTokenError(
+            f"the answer prefix {DECISION_PREFIX!r} tokenizes differently after the prompt "
+            f"({tok.convert_ids_to_tokens(joined[len(prompt_ids):])}) than alone "
+            f"({tok.convert_ids_to_tokens(prefix_ids)}): the fast path cannot match training"
+        )
+    first: dict[Label, int] = {}
+    for label, continuation in decision_continuations().items():
+        full = ids(prompt + DECISION_PREFIX + continuation + "\n")
+        if full[: len(joined)] != joined or len(full) <= len(joined):
+            raise DecisionTokenError(
+                f"{DECISION_PREFIX + continuation!r} does not start with the prefix's own tokens; "
+                "the decision position is not well defined for this tokenizer"
+            )
+        first[label] = full[len(joined)]
+    if first[Label.IN] == first[Label.OUT]:
+        token = tok.convert_ids_to_tokens([first[Label.IN]])[0]
+        raise DecisionTokenError(
+            f"both decision alternatives start with the same token {token!r}; the fast path cannot tell them apart"
+        )
+    return prefix_ids, first
+
+
+def decision_prompt(processor, prompt: str, system: Optional[str]) -> str:
+    """Chat text up to and including the forced answer prefix (the fast path's input text)."""
+    return student_prompt_text(processor, prompt, system) + DECISION_PREFIX
+
+
+def two_way(logits, first: dict[Label, int]) -> tuple[list[float], list[Label]]:
+    """P(out) from the last position's logits of the two alternatives' first tokens, and the
+    label they pick (out when P(out) > 0.5)."""
+    pair = logits[:, [first[Label.IN], first[Label.OUT]]].float().softmax(-1)
+    p_out = pair[:, 1].tolist()
+    return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
+
+
+def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, int]) -> tuple[list[float], list[Label]]:
+    """The fast path's one forward pass over left-padded ``inputs`` whose rows end with the
+    decision prefix: (P(out), label) per row. Raises DecisionTokenError when a row does not end
+    with the prefix's tokens (right padding, or a prompt built elsewhere)."""
+    import torch
+
+    ids = inputs["input_ids"]
+    n = len(prefix_ids)
+    expected = torch.tensor(list(prefix_ids), device=ids.device).expand(ids.shape[0], n)
+    if not bool((ids[:, -n:] == expected).all()):
+        raise DecisionTokenError("a batch row does not end with the answer prefix tokens (is padding on the right?)")
+    logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+    return two_way(logits, first)
+
+
+def open_image(row: dict):
+    from scenefit.train.data import open_image as _open
+
+    return _open(row)
+
+
+def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None):
+    """Left-padded model inputs whose last position predicts the label's first token."""
+    imgs = list(images) if images is not None else [open_image(r) for r in rows]
+    texts = [decision_prompt(processor, r["prompt"], r.get("system")) for r in rows]
+    return processor(text=texts, images=imgs, padding=True, padding_side="left", return_tensors="pt")
+
+
+def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -> list[dict]:
+    """``judge(chunk, device)`` over ``rows`` in batches, the model in eval mode without gradients
+    (its training mode restored after)."""
+    import torch
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[dict] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                out.extend(judge(chunk, device))
+                if progress is not None:
+                    progress.update(len(chunk))  # type: ignore[attr-defined]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Iterable] = None) -> list[dict]:
+    """Fast path over dataset rows: per row the predicted label and P(Out-of-context)."""
+    prefix_ids, first = decision_token_ids(processor)
+
+    def judge(chunk: Sequence[dict], device) -> list[dict]:
+        p_out, labels = decide(model, dict(scoring_batch(processor, chunk).to(device)), prefix_ids, first)
+        return [{"id": r["id"], "label": lab.value, "p_out": p} for r, p, lab in zip(chunk, p_out, labels)]
+
+    return _in_batches(model, rows, batch_size, progress, judge)
+
+
+def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
+                  max_new_tokens: int = 128, progress: Optional[Iterable] = None) -> list[dict]:
+    """Generation over dataset rows (any answer format): per row the label parsed from the
+    greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
+    from scenefit.models.loading import generate_text
+
+    fmt = AnswerFormat.parse(answer_format)
+
+    def judge(chunk: Sequence[dict], device) -> list[dict]:
+        texts = [student_prompt_text(processor, r["prompt"], r.get("system")) for r in chunk]
+        inputs = processor(text=texts, images=[open_image(r) for r in chunk], padding=True, padding_side="left",
+                           return_tensors="pt").to(device)
+        out = []
+        for r, text in zip(chunk, generate_text(model, processor.tokenizer, dict(inputs), max_new_tokens).texts):
+            parsed = parse_student_answer(text, Criterion.parse(str(r["criterion"])), fmt)
+            out.append({"id": r["id"], "label": parsed.label.value if parsed.label else None, "p_out": None,
+                        "status": parsed.status, "raw": text})
+        return out
+
+    return _in_batches(model, rows, batch_size, progress, judge)
+
+
+def judge_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
+               max_new_tokens: int = 128) -> list[dict]:
+    """The student's decision on dataset rows the way its answer format allows: the fast path
+    for decision-first students, generation and parsing for reasoning-first ones."""
+    if AnswerFormat.parse(answer_format).has_fast_path:
+        return score_rows(model, processor, rows, batch_size)
+    return generate_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
+
+
+def accuracy(predicted: Sequence[dict], rows: Sequence[dict], column: str = "label") -> Optional[float]:
+    """Share of rows whose predicted label equals ``column`` (rows without a reference skipped;
+    a prediction without a label — an unreadable answer — counts as wrong)."""
+    pairs = [(p["label"], r.get(column)) for p, r in zip(predicted, rows) if r.get(column) not in (None, "")]
+    pairs = [(p, t) for p, t in pairs if not (isinstance(t, float) and t != t)]  # NaN = no reference
+    if not pairs:
+        return None
+    return sum(p is not None and Label.parse(str(t)) == Label(p) for p, t in pairs) / len(pairs)

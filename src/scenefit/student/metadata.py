@@ -1,0 +1,157 @@
+"""``scenefit_student.json``: what a student folder promises, typed, written and read here only.
+
+``scenefit train`` writes it (:func:`write_student_meta`), so do the test bed's toy students;
+predict, evaluate, serve and export read it through :func:`read_student`, which also checks
+that this install can honour it (the decision prefix of the student's answer format, the
+student prompt version).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scenefit.core.criteria import Criterion
+from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
+
+STUDENT_META = "scenefit_student.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class StudentError(ValueError):
+    """Students that cannot be used as asked (missing folders, mismatched bases, bad prefix)."""
+
+
+def answer_prefix(answer_format: AnswerFormat | str) -> str:
+    """The text the decision follows in this answer format."""
+    fmt = AnswerFormat.parse(answer_format)
+    return DECISION_PREFIX if fmt is AnswerFormat.DECISION_FIRST else FINAL_DECISION_PREFIX
+
+
+class StudentMeta(BaseModel):
+    """The content of ``scenefit_student.json``. Unknown keys (a newer writer's) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    criterion: str = Field(description="The criterion this student answers (machine name).")
+    base_model: Optional[str] = Field(default=None, description="Base model the adapter was trained on "
+                                      "(folder or hub id; a relative folder resolves against the student).")
+    prompt_version: Optional[str] = Field(default=None, description="Student prompt file version and hash.")
+    answer_format: AnswerFormat = Field(default=AnswerFormat.DECISION_FIRST, description=(
+        "Answer layout the student was trained on: decision_first (fast path possible) or reasoning_first "
+        "(decision read from the generated text). Absent in older files: decision_first."))
+    decision_prefix: str = Field(default=DECISION_PREFIX, description="Text the decision follows "
+                                 "('Decision:' decision-first, 'Final decision:' reasoning-first).")
+    label_continuations: dict[str, str] = Field(default_factory=lambda: {
+        lab.value: text for lab, text in decision_continuations().items()},
+        description="Text after the prefix for each label (the fast path's alternatives).")
+    lora: Optional[dict[str, Any]] = Field(default=None, description="LoRA settings and adapted modules.")
+    min_pixels: Optional[int] = Field(default=None, description="Image processor minimum pixels used in training.")
+    max_pixels: Optional[int] = Field(default=None, description="Image processor maximum pixels used in training.")
+    vllm_servable: Optional[bool] = Field(default=None, description="Whether vLLM's --lora-modules can serve it.")
+    vllm_note: Optional[str] = Field(default=None, description="Why vLLM cannot serve it, when it cannot.")
+    synthetic: bool = Field(default=False, description="Trained on the synthetic world: its answers carry the notice.")
+    notice: Optional[str] = Field(default=None, description="The SYNTHETIC notice, when synthetic.")
+    toy: bool = Field(default=False, description="A toy student of the test bed (also shown with the notice).")
+    train_steps: Optional[int] = Field(default=None, description="Toy students: optimiser steps.")
+    trained_on: Optional[list[str]] = Field(default=None, description="Toy students: criteria of the training prompts.")
+    rank: Optional[int] = Field(default=None, description="Toy students: LoRA rank.")
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        return Criterion.parse(v).value
+
+    @field_validator("answer_format", mode="before")
+    @classmethod
+    def _answer_format(cls, v: Any) -> AnswerFormat:
+        return AnswerFormat.parse(v)
+
+    @property
+    def shows_notice(self) -> bool:
+        """Trained on the synthetic world, or a toy student: what it says carries the SYNTHETIC
+        notice wherever it is shown (predict, serve, evaluate)."""
+        return bool(self.synthetic or self.toy)
+
+
+def write_student_meta(meta: StudentMeta, folder: Path | str) -> Path:
+    """Write ``folder/scenefit_student.json`` atomically."""
+    from scenefit.core.parquet_io import write_json
+
+    return write_json(meta.model_dump(mode="json"), Path(folder) / STUDENT_META)
+
+
+def read_student_meta(folder: Path | str) -> Optional[StudentMeta]:
+    """The folder's metadata, None when it has no ``scenefit_student.json``; a file that does
+    not parse or validate is a StudentError naming it."""
+    path = Path(folder) / STUDENT_META
+    if not path.is_file():
+        return None
+    try:
+        return StudentMeta.model_validate(json.loads(path.read_text()))
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors())
+        raise StudentError(f"{path}: not a valid {STUDENT_META}: {problems}") from None
+    except ValueError as e:  # not JSON
+        raise StudentError(f"{path}: not a valid {STUDENT_META}: {e}") from None
+
+
+@dataclass(frozen=True)
+class StudentInfo:
+    """One student folder and what its metadata says."""
+
+    criterion: Criterion
+    path: Path
+    base_model: Optional[str]
+    meta: StudentMeta
+    adapter_config: dict = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on the synthetic world, or a toy student of the test bed (see StudentMeta.shows_notice)."""
+        return self.meta.shows_notice
+
+    @property
+    def answer_format(self) -> AnswerFormat:
+        return self.meta.answer_format
+
+    @property
+    def rank(self) -> int:
+        ranks = [int(self.adapter_config.get("r", 0) or 0)]
+        ranks += [int(v) for v in (self.adapter_config.get("rank_pattern") or {}).values()]
+        return max(ranks)
+
+
+def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:
+    """Read one student folder; the criterion comes from its metadata, else from ``criterion``,
+    else from the folder's name."""
+    from scenefit.prompts import student_prompt_version
+
+    path = Path(path)
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise StudentError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
+    adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
+    meta = read_student_meta(path)
+    crit = Criterion.parse(meta.criterion) if meta else (criterion or Criterion.parse(path.name))
+    if criterion is not None and crit is not criterion:
+        raise StudentError(f"{path}: {STUDENT_META} says criterion {crit.value}, but it was given for {criterion.value}")
+    meta = meta or StudentMeta(criterion=crit.value)
+    expected = answer_prefix(meta.answer_format)
+    if meta.decision_prefix != expected:
+        raise StudentError(
+            f"{path}: trained with answer prefix {meta.decision_prefix!r}, but this version's "
+            f"{meta.answer_format.value} students decide after {expected!r}"
+        )
+    if meta.prompt_version and meta.prompt_version != student_prompt_version():
+        warnings.warn(
+            f"{path}: trained with student prompts {meta.prompt_version}, this install has {student_prompt_version()}; "
+            "answers may be worse than measured",
+            stacklevel=2,
+        )
+    base = meta.base_model or adapter_config.get("base_model_name_or_path")
+    return StudentInfo(crit, path.resolve(), base, meta, adapter_config)

@@ -1,0 +1,196 @@
+"""The student contract (scenefit.student): both answer formats written and read back, the typed
+``scenefit_student.json``, the one fast scorer shared by training and prediction, the one
+generation call shared by the Predictor and in-process teachers, and a reasoning-first
+Predictor whose decision comes from the text only.
+
+    .venv/bin/python -m pytest tests/test_student_contract.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scenefit.core.criteria import CRITERIA, Criterion, Label
+from scenefit.student.answer import AnswerFormat, parse_student_answer, render_student_answer
+from scenefit.student.metadata import (
+    STUDENT_META, StudentError, StudentMeta, read_student, read_student_meta, write_student_meta,
+)
+
+DF, RF = AnswerFormat.DECISION_FIRST, AnswerFormat.REASONING_FIRST
+
+
+# ---- answer formats --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", [DF, RF])
+@pytest.mark.parametrize("crit", CRITERIA)
+@pytest.mark.parametrize("label", [Label.IN, Label.OUT])
+def test_every_target_parses_back_to_its_label_and_sentence(fmt, crit, label):
+    text = render_student_answer(crit, label, "  The cow  stands\n on the grass. ", fmt)
+    parsed = parse_student_answer(text, crit, fmt)
+    assert (parsed.label, parsed.analysis, parsed.status) == (label, "The cow stands on the grass.", "ok")
+
+
+def test_reasoning_first_is_the_authors_shape_decision_last():
+    text = render_student_answer(Criterion.SIZE, Label.OUT, "The cat is larger than the car.", RF)
+    assert text.splitlines() == ["Analysis:", "Size: The cat is larger than the car.", "Summary:",
+                                 "Size: Out-of-context", "Final decision: Out-of-context"]
+
+
+def test_each_format_reads_only_its_own_decision_line():
+    rf = render_student_answer(Criterion.LOCATION, Label.OUT, "It floats.", RF)
+    df = render_student_answer(Criterion.LOCATION, Label.OUT, "It floats.", DF)
+    # a decision-first reader never takes "Final decision:" for its line, nor the reverse
+    assert parse_student_answer(rf, Criterion.LOCATION, DF).label is None
+    assert parse_student_answer(df, Criterion.LOCATION, RF).status == "no_decision"
+
+
+@pytest.mark.parametrize("text, label, status", [
+    ("Analysis:\nLocation: It floats.\nSummary:\nLocation: Out\nFinal decision: Out", Label.OUT, "ok"),
+    ("Analysis:\nLocation: It stands on the grass.\nSummary:\nLocation: In-context", None, "no_decision"),
+    ("Location: It floats.\nFinal decision: not in-context", None, "ambiguous_decision"),
+    ("Location: It floats.\nFinal decision: yes", None, "ambiguous_decision"),
+    ("Location: x.\nFinal decision: In-context\nFinal decision: Out-of-context", None, "ambiguous_decision"),
+    ("Analysis:\nLocation: It floats.\nSummary:\nLocation: In-context\nFinal decision: Out-of-context",
+     Label.OUT, "summary_disagrees"),
+    ("Analysis: Location: It floats.\nSummary: Location: Out-of-context\nFinal decision: Out-of-context",
+     Label.OUT, "ok"),
+    ("Final decision: In-context", Label.IN, "no_analysis"),
+])
+def test_reasoning_first_parser_never_guesses(text, label, status):
+    parsed = parse_student_answer(text, Criterion.LOCATION, RF)
+    assert (parsed.label, parsed.status) == (label, status)
+    if status == "ok":
+        assert parsed.analysis == "It floats."
+
+
+def test_unknown_answer_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="answer_format 'thinking_first'"):
+        AnswerFormat.parse("thinking_first")
+    assert AnswerFormat.parse(None) is DF and AnswerFormat.parse("reasoning-first") is RF
+
+
+def test_datasets_config_takes_the_setting():
+    from scenefit.core.config import resolve
+
+    assert resolve("datasets").answer_format is DF  # the default stays decision-first
+    assert resolve("datasets", overrides={"answer_format": "reasoning_first"}).answer_format is RF
+    with pytest.raises(Exception, match="answer_format"):
+        resolve("datasets", overrides={"answer_format": "bogus"})
+
+
+# ---- scenefit_student.json -------------------------------------------------------------------
+
+def _adapter_folder(path, meta: dict | None):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "base"}))
+    if meta is not None:
+        (path / STUDENT_META).write_text(json.dumps(meta))
+    return path
+
+
+def test_metadata_round_trips_and_keeps_unknown_keys(tmp_path):
+    meta = StudentMeta(criterion="Co-occurrence", base_model="b", answer_format="reasoning_first",
+                       decision_prefix="Final decision:", synthetic=True)
+    write_student_meta(meta, tmp_path)
+    back = read_student_meta(tmp_path)
+    assert back == meta and back.criterion == "co_occurrence" and back.answer_format is RF
+    raw = json.loads((tmp_path / STUDENT_META).read_text())
+    raw["from_a_newer_version"] = 1
+    (tmp_path / STUDENT_META).write_text(json.dumps(raw))
+    assert read_student_meta(tmp_path).model_extra == {"from_a_newer_version": 1}
+
+
+def test_older_students_are_decision_first_and_bad_files_name_themselves(tmp_path):
+    old = _adapter_folder(tmp_path / "old", {"criterion": "size", "base_model": "b", "decision_prefix": "Decision:"})
+    info = read_student(old)
+    assert info.answer_format is DF and info.criterion is Criterion.SIZE and not info.synthetic
+    bad = _adapter_folder(tmp_path / "bad", {"criterion": "size", "answer_format": "sideways"})
+    with pytest.raises(StudentError, match=f"{bad / STUDENT_META}.*answer_format"):
+        read_student(bad)
+    mixed = _adapter_folder(tmp_path / "mixed", {"criterion": "size", "answer_format": "reasoning_first",
+                                                  "decision_prefix": "Decision:"})
+    with pytest.raises(StudentError, match="reasoning_first students decide after 'Final decision:'"):
+        read_student(mixed)
+    none = _adapter_folder(tmp_path / "location", None)  # no metadata: criterion from the folder name
+    assert read_student(none).criterion is Criterion.LOCATION and read_student(none).answer_format is DF
+
+
+# ---- one scorer, one generation call (tiny model) ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def reasoning_students(tiny_model_dir, tmp_path_factory):
+    from scenefit.testbed.toy_students import build_toy_students
+
+    return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("rf_students"), criteria=[Criterion.LOCATION],
+                              steps=0, rank=4, answer_format=RF)
+
+
+@pytest.mark.slow
+def test_toy_students_record_their_format_and_the_notice(reasoning_students):
+    info = read_student(reasoning_students / "location")
+    assert info.answer_format is RF and info.meta.decision_prefix == "Final decision:"
+    assert info.synthetic and info.meta.toy  # served and printed with the SYNTHETIC notice
+
+
+@pytest.mark.slow
+def test_reasoning_first_predictor_reads_the_text_never_the_logits(reasoning_students, monkeypatch):
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.testbed.toy_students import toy_items
+
+    pred = Predictor.from_students(reasoning_students, config=PredictConfig(criteria=["location"], device="cpu"))
+    assert pred.without_fast_path() == [Criterion.LOCATION] and "location" in pred.fast_path_note()
+    answers = iter([["Analysis:\nLocation: It floats.\nSummary:\nLocation: Out-of-context\n"
+                     "Final decision: Out-of-context", "I am not sure."]])
+    monkeypatch.setattr(pred, "generate", lambda *a, **k: (next(answers), [12, 5], None))
+    monkeypatch.setattr(pred, "_decide", lambda *a, **k: pytest.fail("the fast path ran for a reasoning-first student"))
+    items, _ = toy_items(2, seed=5)
+    out = pred.predict(items, explain=False)
+    read, unread = out[0].criteria[Criterion.LOCATION], out[1].criteria[Criterion.LOCATION]
+    assert (read.label, read.status, read.analysis, read.probability) == (Label.OUT, "ok", "It floats.", None)
+    assert (unread.label, unread.status, unread.probability) == (None, "no_decision", None)
+    assert out[0].final is Label.OUT and out[1].final is None  # unknown stays unknown
+    assert out[1].to_json()["criteria"]["location"] == {"label": None, "probability": None, "analysis": None}
+    assert out[1].to_record()["location_p_out"] is None
+
+
+@pytest.mark.slow
+def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tmp_path):
+    """score_rows (training-time eval: prompts from the dataset rows) and the Predictor (prompts
+    from the registry) run the one decide() and give the same P(out) for the same item."""
+    from scenefit.core.images import draw_box
+    from scenefit.predict import PredictConfig, PredictItem, Predictor
+    from scenefit.testbed.toy_students import toy_items
+    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.decision import score_rows
+
+    pred = Predictor.baseline(str(tiny_model_dir), config=PredictConfig(criteria=["size"], device="cpu", dtype="fp32"))
+    items, _ = toy_items(3, seed=8)
+    rows, boxed = [], []
+    for k, (im, obj, box) in enumerate(items):
+        path = tmp_path / f"{k}.png"
+        draw_box(im, box, width=3).save(path)
+        rows.append({"id": str(k), "image": str(path), "prompt": student_prompt(Criterion.SIZE).render(obj),
+                     "system": student_system_prompt()})
+        boxed.append(PredictItem(str(path), obj, None, True, id=str(k)))
+    scored = score_rows(pred.model, pred.processor, rows, batch_size=3)
+    judged = [p.criteria[Criterion.SIZE] for p in pred.predict(boxed, explain=False)]
+    for s, j in zip(scored, judged):
+        assert abs(s["p_out"] - j.p_out) < 1e-4 and s["label"] == j.label.value
+
+
+@pytest.mark.slow
+def test_predictor_chat_and_the_teacher_backend_generate_alike(tiny_model_dir):
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.testbed.toy_students import toy_items
+    from scenefit.student.chat import chat_messages
+    from scenefit.teachers.transformers_backend import generate_chat
+
+    pred = Predictor.baseline(str(tiny_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))
+    (im, obj, _), = toy_items(1, seed=2)[0]
+    conv = chat_messages(f"Where is the {obj}?")
+    texts, counts, prompt_counts = pred.chat([conv], [im], max_new_tokens=12)
+    teacher = generate_chat(pred.model, pred.processor, [conv], [[im]], max_new_tokens=12)[0]
+    assert texts[0] == teacher["text"] and counts[0] == teacher["completion_tokens"]
+    assert prompt_counts[0] == teacher["prompt_tokens"]
