@@ -191,6 +191,11 @@ def test_collator_points_at_the_logits_that_predict_the_decision(setup, packed):
         assert int(batch["labels"][r, pos + 1]) == int(e["input_ids"][e["decision_index"]])
     p = batch["distill_p_out"]
     assert p[0] == pytest.approx(0.8) and math.isnan(float(p[1])) and p[2] == pytest.approx(0.3)
+    # soft labels only: the decision token of a row with a target leaves the CE, the null row keeps it
+    soft_only = SoftTargetCollator(inner, packed, hard_decision=False)(items)
+    changed = (soft_only["labels"] != batch["labels"]).nonzero().tolist()
+    assert changed == [[int(rows[i]), int(positions[i]) + 1] for i in (0, 2)]
+    assert (soft_only["labels"][tuple(zip(*changed))] == -100).all()
     # the model runs on the batch once the loss has taken its keys off
     from scenefit.train.distill import pop_soft_targets
 

@@ -17,6 +17,10 @@ designated teacher, ``target: teacher``) or ``teachers_mean_p_out`` (mean over t
 cross-entropy only; such rows are counted before training (``metrics.json`` → ``distill``) and per
 logging window (``distill_rows_skipped`` in ``log.jsonl``).
 
+With ``hard_decision: false`` the decision token of a row that has a target is taken out of the
+cross-entropy, so its decision is learnt from the soft label alone (the rest of the answer still from
+the text): "soft labels" rather than "both".
+
 ``weight: 0`` (the default) is today's training exactly: nothing is wrapped, and the loss code, even
 when handed soft targets, returns the plain cross-entropy (``tests/test_distill.py`` checks both).
 
@@ -56,6 +60,11 @@ class DistillSettings(StageConfig):
         1.0, gt=0.0,
         description="Softens both distributions (logits and the teacher's log-odds divided by T); the term is "
         "multiplied by T^2 so its gradient keeps its size.",
+    )
+    hard_decision: bool = Field(
+        True,
+        description="Keep the hard label's cross-entropy at the decision token. False: a row with a soft target learns "
+        "its decision from the KL term only (soft labels), the rest of the answer from the cross-entropy.",
     )
     target: Literal["teacher", "teachers_mean"] = Field(
         "teacher",
@@ -155,9 +164,10 @@ class SoftTargetCollator:
     batch (``distill_rows``, ``distill_positions``: row and position of the logits that predict the
     decision token) and its target (``distill_p_out``, NaN = none)."""
 
-    def __init__(self, inner, packed: bool):
+    def __init__(self, inner, packed: bool, hard_decision: bool = True):
         self.inner = inner
         self.packed = packed
+        self.hard_decision = hard_decision
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -173,6 +183,9 @@ class SoftTargetCollator:
         batch["distill_rows"] = torch.tensor(rows, dtype=torch.long)
         batch["distill_positions"] = torch.tensor(positions, dtype=torch.long)
         batch["distill_p_out"] = torch.tensor([float(e["soft_p_out"]) for e in examples], dtype=torch.float32)
+        if not self.hard_decision:  # soft labels only: the decision token of a row with a target leaves the CE
+            known = ~torch.isnan(batch["distill_p_out"])
+            batch["labels"][batch["distill_rows"][known], batch["distill_positions"][known] + 1] = IGNORE_INDEX
         return batch
 
 
@@ -265,4 +278,5 @@ def prepare(settings: DistillSettings, processor, datasets: dict[str, Any], fram
         wrapped[split] = SoftTargetExamples(examples, probs, processor.tokenizer, token_ids)
         known = sum(not math.isnan(p) for p in probs)
         summary["rows"][split] = {"with_target": known, "skipped_null": len(probs) - known}
-    return wrapped, SoftTargetCollator(collator, packed), token_ids, summary
+    summary["hard_decision"] = settings.hard_decision
+    return wrapped, SoftTargetCollator(collator, packed, settings.hard_decision), token_ids, summary
