@@ -68,6 +68,10 @@ def test_settings_are_documented_and_checked():
     assert DistillSettings(target="teachers_mean").column == "teachers_mean_p_out"
     for name, field in DistillSettings.model_fields.items():
         assert field.description, name
+    from scenefit.config import resolve
+
+    flags = resolve("train", overrides={"distill.weight": "0.5", "distill.hard_decision": "false"})  # as --set gives them
+    assert flags.distill.weight == 0.5 and flags.distill.hard_decision is False and flags.distill.enabled
     with pytest.raises(ValueError):
         DistillSettings(weight=-1)
     with pytest.raises(ValueError):
