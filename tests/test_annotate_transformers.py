@@ -46,3 +46,13 @@ def test_transformers_teacher_batches_and_matches_single_generation(tiny_model_d
     alone = generate_chat(model, proc, [chat_messages(teacher_prompt().render(s.object))],
                           [[teacher_image(s, 112 * 112)]], max_new_tokens=10)[0]["text"]
     assert df.loc[s.id, "raw"] == alone
+    # Label probabilities were asked for (the default): the tiny model writes no label, so each is
+    # null with that reason; the failed request has none at all.
+    assert df.drop("missing")["p_out_note"].eq("location, size, co_occurrence, final: no label").all()
+    assert df.loc[["missing"], ["p_out", "p_out_note"]].isna().all(axis=None)
+    # The tokens with log-probabilities spell the same answer, each the best of its alternatives
+    # (greedy), so step i's logits belong to token i.
+    scored = generate_chat(model, proc, [chat_messages(teacher_prompt().render(s.object))],
+                           [[teacher_image(s, 112 * 112)]], max_new_tokens=10, top_logprobs=2)[0]
+    assert scored["text"] == alone and "".join(t.token for t in scored["tokens"]) == alone
+    assert all(t.top[0][0] == t.token and t.top[0][1] == pytest.approx(t.logprob) for t in scored["tokens"])

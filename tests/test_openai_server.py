@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import math
 import os
 import signal
 import subprocess
@@ -104,6 +105,9 @@ def test_models_and_one_completion(server):
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/x.png"}}]}]}, 400, "data: URL"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400, "image"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+    ({"top_logprobs": 3}, 400, "top_logprobs needs logprobs: true"),
+    ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs must be an integer from 0 to 20"),
+    ({"logprobs": "yes"}, 400, "logprobs must be true or false"),
 ])
 def test_bad_requests_get_4xx_with_a_message(server, over, status, words):
     r = chat(server, **over)
@@ -127,8 +131,10 @@ def test_openai_teacher_annotates_through_the_server(server, tmp_path):
         df = store.to_frame()
     assert len(df) == 8 and (df["status"] != FAILED).all()
     assert df["raw"].map(lambda x: isinstance(x, str)).all()
-    # a random tiny model writes no labels: its answers are kept as unparseable, with a reason
+    # a random tiny model writes no labels: its answers are kept as unparseable, with a reason,
+    # and the probabilities it was asked for (logprobs came back) are null: no label to read them at
     assert df["reason"].notna().all()
+    assert df["p_out_note"].eq("location, size, co_occurrence, final: no label").all(), df["p_out_note"].tolist()
     assert (df["model_id"] == "tiny").all() and (df["backend"] == "openai").all()
 
 
@@ -189,6 +195,37 @@ def test_openai_sdk_plain_and_streamed(server):
         next(iter(stream))
     again = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
     assert again.choices[0].message.content == plain.choices[0].message.content
+
+
+def test_openai_sdk_reads_logprobs_plain_and_streamed(server):
+    """logprobs / top_logprobs in the OpenAI format, parsed by the official SDK: greedy tokens are
+    the best of their alternatives, the tokens spell the answer, and the stream carries the same
+    tokens and values as the plain answer."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url((30, 200, 40))}},
+                                             {"type": "text", "text": "Is the cup in context?"}]}]
+    ask = dict(model="tiny", messages=messages, max_tokens=10, temperature=0)
+    plain = client.chat.completions.create(**ask, logprobs=True, top_logprobs=3)
+    choice = plain.choices[0]
+    content = choice.logprobs.content
+    assert content and "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert len(t.top_logprobs) == 3 and t.logprob <= 0
+        values = [a.logprob for a in t.top_logprobs]
+        assert values == sorted(values, reverse=True) and sum(math.exp(v) for v in values) <= 1 + 1e-6
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == pytest.approx(t.logprob)  # greedy
+        assert bytes(t.bytes).decode("utf-8", "replace") == t.token
+    assert client.chat.completions.create(**ask).choices[0].logprobs is None  # not asked, not sent
+    zero = client.chat.completions.create(**ask, logprobs=True).choices[0].logprobs.content
+    assert [t.token for t in zero] == [t.token for t in content] and all(t.top_logprobs == [] for t in zero)
+
+    chunks = [c for c in client.chat.completions.create(**ask, logprobs=True, top_logprobs=3, stream=True) if c.choices]
+    streamed = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == choice.message.content
+    assert [(t.token, round(t.logprob, 5), [a.token for a in t.top_logprobs]) for t in streamed] == \
+        [(t.token, round(t.logprob, 5), [a.token for a in t.top_logprobs]) for t in content]
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
 
 
 def test_a_cancelled_row_stops_while_its_batch_neighbour_goes_on(tiny_model_dir):

@@ -30,6 +30,11 @@ A usable answer has status ``ok`` or ``partial`` (its missing criteria count as 
 Per-criterion consensus labels follow the same rule as the final decision, criterion by
 criterion (under ``unanimous_final`` a criterion the teachers split on stays empty and the
 dataset builder falls back to the designated teacher's label).
+
+Soft labels: when the store holds the teachers' probabilities (the ``p_out`` column), each kept
+sample carries, per criterion and for the final decision, ``designated_p_out_<field>`` (the
+designated teacher's P(Out-of-context)) and ``teachers_mean_p_out_<field>`` (the mean over the
+selected teachers whose usable answer gave one) — null where no teacher gave one.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class AnswerMatrix:
     analysis: dict[str, np.ndarray]  # criterion -> (n,) object, the designated teacher's sentences
     unmatched: int  # answer rows (of the selected teachers) naming samples outside sample_ids
     derived_final: np.ndarray  # (n, t) bool: the parser derived this final decision
+    p_out: dict[str, np.ndarray] = None  # field -> (n, t) float; NaN = no probability (or unusable answer)
 
 
 def label_codes(values: pd.Series) -> np.ndarray:
@@ -229,6 +235,15 @@ def answer_matrix(
             m[derived] = MISSING
         codes[field] = m
 
+    p_out = {}
+    cells = a["p_out"].to_numpy(dtype=object) if "p_out" in a.columns else np.full(len(a), None, dtype=object)
+    values = _p_out_table(cells)
+    for k, field in enumerate(FIELDS):
+        m = np.full((n, t), np.nan)
+        m[rows, cols] = values[:, k]
+        m[~usable] = np.nan
+        p_out[field] = m
+
     d = teachers.index(designated)
     mine = cols == d
     analysis = {}
@@ -238,7 +253,36 @@ def answer_matrix(
         col[~usable[:, d]] = None
         analysis[c.value] = col
     return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched,
-                        derived)
+                        derived, p_out)
+
+
+def _p_out_table(cells: np.ndarray) -> np.ndarray:
+    """Stored ``p_out`` cells (JSON text, a mapping, or None) -> (rows, len(FIELDS)) floats, NaN
+    where unknown. Only non-empty cells are decoded (stores without probabilities cost nothing);
+    a value outside [0, 1] is a ValueError naming its row and field."""
+    import json
+
+    out = np.full((len(cells), len(FIELDS)), np.nan)
+    present = np.array([c is not None and not (isinstance(c, float) and np.isnan(c)) for c in cells], dtype=bool)
+    if not present.any():
+        return out
+    parsed = [json.loads(c) if isinstance(c, str) else c for c in cells[present]]
+    for k, field in enumerate(FIELDS):
+        values = np.array([d.get(field) for d in parsed], dtype=float)  # None -> NaN
+        bad = ~np.isnan(values) & ((values < 0) | (values > 1))
+        if bad.any():
+            row = int(np.flatnonzero(present)[np.flatnonzero(bad)[0]])
+            raise ValueError(f"answer row {row}: p_out.{field} = {values[bad][0]} is not a probability in [0, 1]")
+        out[present, k] = values
+    return out
+
+
+def mean_p_out(m: np.ndarray) -> np.ndarray:
+    """Per sample: the mean of the teachers' probabilities that are known (NaN when none is)."""
+    known = ~np.isnan(m)
+    total = np.where(known, m, 0.0).sum(axis=1)
+    count = known.sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 # --------------------------------------------------------------------------- rules
@@ -320,6 +364,7 @@ def teacher_status(matrix: AnswerMatrix) -> dict[str, dict]:
             "request_failures": int(sum(v for k, v in counts.items() if k not in ANSWER_STATUSES | {"missing"})),
             "missing": counts.get("missing", 0),
             "derived_final": int(matrix.derived_final[:, j].sum()),
+            "with_p_out": int((~np.isnan(matrix.p_out["final"][:, j])).sum()) if matrix.p_out else 0,
             "status": counts,
         }
     return out
@@ -360,6 +405,8 @@ def output_columns() -> list[str]:
         + [f"designated_{c}" for c in crit]
         + ["designated_final", "n_usable"]
         + [f"truth_{c}" for c in crit]
+        + [f"designated_p_out_{f}" for f in FIELDS]
+        + [f"teachers_mean_p_out_{f}" for f in FIELDS]
     )
 
 
@@ -423,6 +470,9 @@ def build_consensus(
     for c in CRITERIA:
         kept[f"analysis_{c.value}"] = matrix.analysis[c.value][keep]
     kept["n_usable"] = matrix.usable[keep].sum(axis=1).astype(np.int64)
+    for f in FIELDS:  # soft labels: NaN (null in Parquet) where no teacher gave a probability
+        kept[f"designated_p_out_{f}"] = matrix.p_out[f][keep, d]
+        kept[f"teachers_mean_p_out_{f}"] = mean_p_out(matrix.p_out[f][keep])
     for col in ("group", "scene", *(f"truth_{c.value}" for c in CRITERIA)):
         if col not in kept:
             kept[col] = None

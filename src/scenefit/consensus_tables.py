@@ -43,14 +43,15 @@ def report_tables(report: dict) -> list:
 
     t = Table(title="Answers per teacher")
     t.caption = ("derived finals: no final decision written, fused from the three labels; "
-                 + ("counted as votes" if report.get("count_derived_final") else "no vote (count_derived_final: false)"))
+                 + ("counted as votes" if report.get("count_derived_final") else "no vote (count_derived_final: false)")
+                 + ". with P(out): usable answers that recorded the teacher's probability of its final decision")
     for col in ("teacher", "answers", "usable", "parse failures", "request failures", "missing", "derived finals",
-                "statuses"):
+                "with P(out)", "statuses"):
         t.add_column(col, justify="left" if col in ("teacher", "statuses") else "right")
     for name, s in report["teacher_status"].items():
         t.add_row(name, str(s["answers"]), str(s["usable"]), str(s["parse_failures"]),
                   str(s["request_failures"]), str(s["missing"]), str(s.get("derived_final", 0)),
-                  ", ".join(f"{k} {v}" for k, v in s["status"].items()))
+                  str(s.get("with_p_out", 0)), ", ".join(f"{k} {v}" for k, v in s["status"].items()))
     tables.append(t)
 
     if acc:

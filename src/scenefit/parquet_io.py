@@ -39,6 +39,11 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "synthetic": pa.bool_(),
     "n_teachers": pa.int64(),
     "n_usable": pa.int64(),
+    # soft labels (probabilities of Out-of-context): float even when every value is null
+    "teacher_p_out": pa.float64(),
+    "teachers_mean_p_out": pa.float64(),
+    **{f"{who}_p_out_{f}": pa.float64() for who in ("designated", "teachers_mean")
+       for f in ("location", "size", "co_occurrence", "final")},
 }
 
 

@@ -10,6 +10,12 @@ evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML f
 lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits; OUT/manifest.json records
 counts, label balance, drops and input hashes.
 
+Soft labels beside the hard one (null when unknown): ``teacher_p_out``, the designated
+teacher's probability of Out-of-context for the row's criterion, and ``teachers_mean_p_out``,
+the mean of that probability over the teachers that gave one (the consensus's soft view); both
+come from the split tables (``designated_p_out_<criterion>``, ``teachers_mean_p_out_<criterion>``,
+written by ``scenefit consensus`` when the store recorded the teachers' probabilities).
+
 Label per criterion: the consensus label for that criterion, else the designated teacher's
 own label. A row is dropped (and counted) when there is still no label, when there is no
 analysis sentence, or — with ``drop_conflicts`` — when the label differs from the designated
@@ -36,7 +42,7 @@ from .split import SPLITS, stable_hash
 #: Columns of every student dataset file, in order.
 DATASET_COLUMNS = [
     "id", "group", "image", "object", "box", "criterion", "label", "analysis", "prompt", "system",
-    "target", "prompt_version", "truth", "final", "scene", "synthetic",
+    "target", "prompt_version", "truth", "final", "scene", "synthetic", "teacher_p_out", "teachers_mean_p_out",
 ]
 #: Split file name -> the split name the dataset card declares (Hugging Face's convention).
 CARD_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
@@ -91,6 +97,11 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
+def _probability(df: pd.DataFrame, name: str) -> pd.Series:
+    """A probability column as float (NaN = unknown; split tables without it give all NaN)."""
+    return pd.to_numeric(_column(df, name), errors="coerce").astype(float)
+
+
 def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
     """SFT rows of one split for one criterion, and the counts of dropped rows by reason."""
     crit = Criterion(criterion)
@@ -130,6 +141,8 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
             "final": _column(df, "final"),
             "scene": _column(df, "scene"),
             "synthetic": _column(df, "synthetic").fillna(False).astype(bool),
+            "teacher_p_out": _probability(df, f"designated_p_out_{c}"),
+            "teachers_mean_p_out": _probability(df, f"teachers_mean_p_out_{c}"),
         }
     )
     return out[DATASET_COLUMNS].reset_index(drop=True), info
@@ -166,7 +179,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
     for cname in cfg.criteria:
         crit = Criterion(cname)
         frames[cname] = {}
-        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}}
+        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}, "soft_labels": {}}
         for split_name, df in splits.items():
             rows, drops = build_rows(df, crit, cfg.drop_conflicts)
             if split_name in cfg.rebalance:
@@ -177,6 +190,9 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
             frames[cname][split_name] = rows
             info["splits"][split_name] = label_balance(rows)
             info["dropped"][split_name] = drops
+            info["soft_labels"][split_name] = {  # rows whose probabilities are known
+                col: int(rows[col].notna().sum()) for col in ("teacher_p_out", "teachers_mean_p_out")
+            }
         per_criterion[cname] = info
     manifest = {
         "stage": "datasets",

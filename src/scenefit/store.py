@@ -13,7 +13,15 @@ Columns (also :data:`COLUMNS`, the frame the consensus stage reads):
 sample_id, teacher, prompt_hash, model_id, backend, raw (NULL when the request failed),
 status (parse status, or ``failed`` for a request failure), reason, final, label_location,
 label_size, label_co_occurrence, analysis_location, analysis_size, analysis_co_occurrence,
-decoding (JSON: temperature, max_tokens, seed, ...), latency_s, attempts, created_at.
+decoding (JSON: temperature, max_tokens, seed, ...), latency_s, attempts, created_at,
+p_out, p_out_note.
+
+``p_out`` is the teacher's own probability of Out-of-context at each label it wrote, as JSON
+``{"location": 0.93, "size": 0.02, "co_occurrence": null, "final": 0.95}`` (keys
+:data:`P_OUT_KEYS`; null where it is not known), and ``p_out_note`` says in a few words why a
+value is null ("server returned no logprobs", "size: no label token"). Both are NULL for a
+request failure. A store written before these columns existed gains them (empty) when opened:
+its answers read as "probabilities not recorded".
 """
 
 from __future__ import annotations
@@ -57,7 +65,15 @@ COLUMNS = [
     "latency_s",
     "attempts",
     "created_at",
+    "p_out",
+    "p_out_note",
 ]
+
+#: Keys of the ``p_out`` JSON column: the three criteria, then the final decision.
+P_OUT_KEYS: tuple[str, ...] = tuple(c.value for c in CRITERIA) + ("final",)
+
+#: Columns added after the first release, with their SQL type: an older store gains them on open.
+ADDED_COLUMNS = {"p_out": "TEXT", "p_out_note": "TEXT"}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS annotations (
@@ -76,6 +92,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     latency_s REAL,
     attempts INTEGER,
     created_at TEXT NOT NULL,
+    p_out TEXT,
+    p_out_note TEXT,
     PRIMARY KEY (sample_id, teacher, prompt_hash)
 );
 CREATE INDEX IF NOT EXISTS annotations_teacher ON annotations (teacher, prompt_hash, status);
@@ -91,6 +109,38 @@ def parsed_fields(parse: TeacherParse) -> dict[str, Any]:
         row[f"label_{c.value}"] = lab.value if lab else None
         row[f"analysis_{c.value}"] = parse.analyses.get(c)
     return row
+
+
+def check_p_out(probs: Mapping[str, Any] | str, sample_id: str = "?") -> dict[str, Optional[float]]:
+    """A ``p_out`` mapping with every key of :data:`P_OUT_KEYS` (missing ones null), each value
+    a probability in [0, 1] or None; ValueError naming the sample and key otherwise."""
+    if isinstance(probs, str):
+        probs = json.loads(probs)
+    if not isinstance(probs, Mapping):
+        raise ValueError(f"p_out of {sample_id!r} must be a mapping of {', '.join(P_OUT_KEYS)}, got {probs!r:.80}")
+    unknown = sorted(set(probs) - set(P_OUT_KEYS))
+    if unknown:
+        raise ValueError(f"p_out of {sample_id!r} has unknown key(s) {unknown}; expected {', '.join(P_OUT_KEYS)}")
+    out: dict[str, Optional[float]] = {}
+    for key in P_OUT_KEYS:
+        v = probs.get(key)
+        if v is not None:
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"p_out.{key} of {sample_id!r} is not a number: {v!r:.40}") from None
+            if not 0.0 <= v <= 1.0:  # NaN fails too
+                raise ValueError(f"p_out.{key} of {sample_id!r} is {v}, not a probability in [0, 1]")
+        out[key] = v
+    return out
+
+
+def p_out_values(cell: Any) -> dict[str, Optional[float]]:
+    """The ``p_out`` column of one stored row as a dict over :data:`P_OUT_KEYS` (all None when
+    the row has none: a request failure, or a store written before probabilities were kept)."""
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return {k: None for k in P_OUT_KEYS}
+    return check_p_out(cell)
 
 
 def failure_kind(reason: Optional[str]) -> str:
@@ -202,9 +252,17 @@ class AnnotationStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable at each commit in WAL mode but for power loss
             self._conn.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:  # e.g. "file is not a database": never overwrite it
             self._conn.close()
             raise StoreError(f"{self.path}: not a scenefit answer store ({e})") from None
+
+    def _migrate(self) -> None:
+        """Add the columns an older store lacks (NULL for its rows); nothing else changes."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(annotations)")}
+        for name, sql_type in ADDED_COLUMNS.items():
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE annotations ADD COLUMN {name} {sql_type}")
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -249,7 +307,7 @@ class AnnotationStore:
 
     def to_frame(self, prompt_hash: Optional[str] = None):
         """All rows (or one prompt hash's) as a pandas DataFrame with :data:`COLUMNS`;
-        ``decoding`` stays JSON text."""
+        ``decoding`` and ``p_out`` stay JSON text (:func:`p_out_values` reads the latter)."""
         import pandas as pd
 
         return pd.DataFrame(self.rows(prompt_hash=prompt_hash), columns=COLUMNS)
@@ -364,5 +422,8 @@ def _prepare(row: Mapping[str, Any]) -> dict[str, Any]:
     dec = out.get("decoding")
     if dec is not None and not isinstance(dec, str):
         out["decoding"] = json.dumps(dec, sort_keys=True)
+    probs = out.get("p_out")
+    if probs is not None:
+        out["p_out"] = json.dumps(check_p_out(probs, out["sample_id"]), sort_keys=True)
     out["created_at"] = out.get("created_at") or now_utc()
     return out

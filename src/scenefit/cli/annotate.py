@@ -175,7 +175,9 @@ def import_answers_cmd(
 
     The whole file is checked first and its good rows are stored in one transaction; each bad
     row (no id, a repeated id, an unclosed quote, bytes that are not UTF-8, a huge cell) is one
-    error line naming the file and its line, and the rest goes on.
+    error line naming the file and its line, and the rest goes on. Optional columns
+    p_out_location, p_out_size, p_out_co_occurrence, p_out_final hold the teacher's probabilities
+    of Out-of-context (0 to 1, or empty); another value is an error naming its line and column.
     """
     import re
 

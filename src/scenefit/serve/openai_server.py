@@ -14,7 +14,10 @@ returns. The runner may raise ``fastapi.HTTPException`` to answer with an error 
 :class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
 generate function (``scenefit serve --openai`` batches the model's ``generate()`` this way).
 Streaming (``stream: true``) answers server-sent events in the OpenAI chunk format
-(:mod:`.streaming`). Not supported: ``n`` > 1, tools.
+(:mod:`.streaming`). ``logprobs: true`` (with ``top_logprobs: k``, at most 20) adds each
+generated token's log-probability and its ``k`` best alternatives in the OpenAI shape
+(``choices[0].logprobs.content``), plain or streamed; a stream that asks for them gets its
+chunks, one token each, when generation ends. Not supported: ``n`` > 1, tools.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class ChatRequest:
     body: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # the HTTP request headers, lower-case names
     stream: bool = False
+    logprobs: bool = False  # answer each token's log-probability ...
+    top_logprobs: int = 0  # ... with this many alternatives (0-20)
     #: Set when nobody waits for the answer any more (client gone, timeout): its row stops.
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     #: Streaming: called from the generation thread with each new piece of text.
@@ -71,9 +76,16 @@ class ChatReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     batch_size: int = 1  # how many requests shared the generate() call (X-Scenefit-Batch header)
+    #: The generated tokens with their log-probabilities (scenefit.teachers.label_probs.TokenChoice),
+    #: when the request asked for logprobs and the runner can give them; None otherwise.
+    tokens: Optional[list] = None
 
 
 ChatRunner = Callable[[ChatRequest], Awaitable[ChatReply]]
+
+
+#: The most alternatives per token a request may ask for (OpenAI's own limit).
+MAX_TOP_LOGPROBS = 20
 
 
 class BadRequest(ValueError):
@@ -117,6 +129,15 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise BadRequest("stream_options must be an object such as {\"include_usage\": true}")
+    logprobs = body.get("logprobs")
+    if not isinstance(logprobs, (bool, type(None))):
+        raise BadRequest(f"logprobs must be true or false, got {logprobs!r}")
+    top_logprobs = body.get("top_logprobs")
+    if top_logprobs is not None:
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {top_logprobs!r}")
+        if not logprobs:
+            raise BadRequest("top_logprobs needs logprobs: true")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
@@ -161,8 +182,18 @@ def parse_chat_body(body: Any, default_max_tokens: int = 512, max_tokens_limit: 
     return ChatRequest(
         model=str(body.get("model") or ""), conversation=conversation, images=images, max_tokens=max_tokens,
         temperature=temperature, top_p=top_p, seed=seed, response_format=body.get("response_format"), body=body,
-        stream=bool(body.get("stream")),
+        stream=bool(body.get("stream")), logprobs=bool(logprobs), top_logprobs=int(top_logprobs or 0),
     )
+
+
+def choice_logprobs(req: ChatRequest, tokens: Optional[list]) -> Optional[dict]:
+    """The ``logprobs`` of a choice: ``{"content": [...]}`` with the request's number of
+    alternatives, or None when it asked for none (or the runner gave none)."""
+    from ..teachers.label_probs import openai_logprobs_content
+
+    if not req.logprobs or tokens is None:
+        return None
+    return {"content": openai_logprobs_content([t.__class__(t.token, t.logprob, t.top[:req.top_logprobs]) for t in tokens])}
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -216,7 +247,8 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                         "logprobs": choice_logprobs(req, reply.tokens), "finish_reason": reply.finish_reason}],
             "usage": usage(reply),
         }
         return JSONResponse(payload, headers={"X-Scenefit-Batch": str(reply.batch_size)})
@@ -272,10 +304,13 @@ def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = Non
 
     def generate(reqs: list[ChatRequest]) -> list[ChatReply]:
         first = reqs[0]
+        asked = [r.top_logprobs for r in reqs if r.logprobs]  # one batch computes them for all who ask
         outs = generate_chat(model, processor, [r.conversation for r in reqs], [r.images for r in reqs],
                              max_new_tokens=first.max_tokens, temperature=first.temperature, top_p=first.top_p, seed=first.seed,
-                             stopping_criteria=[RequestWatch(reqs, processor.tokenizer)])
-        return [ChatReply(o["text"], o["finish_reason"], o["prompt_tokens"], o["completion_tokens"]) for o in outs]
+                             stopping_criteria=[RequestWatch(reqs, processor.tokenizer)],
+                             top_logprobs=max(asked) if asked else None)
+        return [ChatReply(o["text"], o["finish_reason"], o["prompt_tokens"], o["completion_tokens"],
+                          tokens=o.get("tokens") if r.logprobs else None) for r, o in zip(reqs, outs)]
 
     return BatchingRunner(generate, max_batch=max_batch)
 

@@ -72,12 +72,17 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
     answer task cancelled, which stops the request's row in its batch."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str] = asyncio.Queue()
-    req.on_text = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+    with_logprobs = bool(getattr(req, "logprobs", False))
+    if not with_logprobs:  # with logprobs the text goes out token by token once they are known
+        req.on_text = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model_name}
 
-    def chunk(delta: dict, finish: Optional[str] = None) -> str:
-        return _event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    def chunk(delta: dict, finish: Optional[str] = None, logprobs: Optional[dict] = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        if with_logprobs:
+            choice["logprobs"] = logprobs
+        return _event({**head, "choices": [choice]})
 
     task = asyncio.ensure_future(answer(req))
     sent = ""
@@ -101,7 +106,17 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
             yield _event({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}})
             yield "data: [DONE]\n\n"
             return
-        if reply.text.startswith(sent) and len(reply.text) > len(sent):
+        tokens = getattr(reply, "tokens", None) if with_logprobs else None
+        if tokens is not None and "".join(t.token for t in tokens) == reply.text:
+            from .openai_server import choice_logprobs
+
+            for t in tokens:  # one chunk per token, its text and its log-probabilities
+                yield chunk({"content": t.token}, logprobs=choice_logprobs(req, [t]))
+        elif tokens is not None:  # token pieces that do not join into the text: the text whole, then them
+            from .openai_server import choice_logprobs
+
+            yield chunk({"content": reply.text[len(sent):]}, logprobs=choice_logprobs(req, tokens))
+        elif reply.text.startswith(sent) and len(reply.text) > len(sent):
             yield chunk({"content": reply.text[len(sent):]})
         yield chunk({}, reply.finish_reason)
         if (req.body.get("stream_options") or {}).get("include_usage"):

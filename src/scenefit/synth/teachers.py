@@ -14,6 +14,26 @@ its wrong belief — then the Summary and the Final decision (fused from its bel
 noise follows (markdown bold, bullets, lower case, missing final period, one dropped line,
 reordered criteria, extra prose), each drawn independently with the persona's rate.
 
+Confidence (the soft labels of the synthetic world). Beside its text, every answer carries the
+persona's probability of Out-of-context at each label it wrote (``SimulatedAnswer.p_out``), from
+a stated model whose calibration is known exactly. Per criterion, with error rate ``e`` and
+``confidence_concentration`` ``k``, the persona's confidence in the label it states is
+``c = 0.5 + 0.5 * B`` with ``B ~ Beta(k * (1 - 2e), k * 2e)`` — a value in [0.5, 1] (the stated
+label is the likelier one, as under greedy decoding) whose mean is ``1 - e``. Whether the label is
+right is drawn first (with probability ``1 - e``, exactly as before this model existed, so the
+text is unchanged); ``c`` is then drawn from that prior conditioned on it (density ∝ ``c · prior``
+when right, ``(1 - c) · prior`` when wrong, by rejection sampling on a seeded stream of its own).
+Hence the persona is **perfectly calibrated**: among labels stated with confidence ``c``, a share
+``c`` is right; wrong labels carry lower confidence than right ones on average; and the mean
+confidence is ``1 - e``. ``p_out`` is ``c`` for a stated Out-of-context label, ``1 - c`` for
+In-context. The final decision's ``p_out`` is ``1 - Π (1 - p_out[criterion])``: the
+probability that some criterion is out, calibrated too since the criteria's errors are drawn
+independently (it can pass 0.5 while the stated final is In-context, when three In-context
+labels are each held with little confidence). A label line the answer dropped has no
+probability (None), as a real model has no token to read it from. The model holds for error
+rates in (0, 0.5); at 0 the persona is always right and always sure (c = 1), and from 0.5 up (a
+persona wrong as often as right, or more: test personas only) it is never sure (c = 0.5).
+
 Without a layout the answer is built from ``sample.truth`` alone (generic sentences); a sample
 with neither truth nor layout is a ValueError naming it — simulated teachers only answer about
 the synthetic world.
@@ -62,6 +82,11 @@ class PersonaConfig(BaseModel):
         description="Probability of a wrong label per criterion (keys: location, size, co_occurrence)."
     )
     style: StyleNoise = Field(default_factory=StyleNoise, description="Style noise rates.")
+    confidence_concentration: float = Field(
+        default=2.0, gt=0,
+        description="Spread of the persona's confidence in its labels (Beta concentration; smaller = more spread, "
+        "more informative). The mean confidence is 1 - error rate whatever its value (module docstring).",
+    )
 
     @field_validator("error_rates")
     @classmethod
@@ -121,6 +146,10 @@ class SimulatedAnswer:
     beliefs: dict[Criterion, Label]
     style: dict[str, bool] = field(default_factory=dict)
     dropped: Optional[str] = None  # which line was dropped ("analysis:location", "final", …)
+    #: P(Out-of-context) per criterion value and "final" (None where the label line was dropped).
+    p_out: dict[str, Optional[float]] = field(default_factory=dict)
+    #: The persona's confidence in each stated criterion label (kept even when its line was dropped).
+    confidence: dict[Criterion, float] = field(default_factory=dict)
 
 
 # --- what the image shows, in words ------------------------------------------------------------
@@ -295,7 +324,37 @@ class SimulatedTeacher:
         text = "\n".join(out)
         if style["lowercase"]:
             text = text.lower()
-        return SimulatedAnswer(text=text, beliefs=beliefs, style=style, dropped=dropped)
+        confidence = self.confidences(sample.id, {c: beliefs[c] is truth[c] for c in CRITERIA})
+        p_out = {c.value: (confidence[c] if beliefs[c] is Label.OUT else 1.0 - confidence[c]) for c in CRITERIA}
+        p_in_all = 1.0
+        for c in CRITERIA:
+            p_in_all *= 1.0 - p_out[c.value]
+        p_out["final"] = 1.0 - p_in_all
+        for key in list(p_out):
+            if dropped in (f"summary:{key}", key):  # no label written, no probability to read
+                p_out[key] = None
+        return SimulatedAnswer(text=text, beliefs=beliefs, style=style, dropped=dropped,
+                               p_out={k: (None if v is None else round(v, 6)) for k, v in p_out.items()},
+                               confidence=confidence)
+
+    def confidences(self, sample_id: str, right: dict[Criterion, bool]) -> dict[Criterion, float]:
+        """The persona's confidence in each stated label, given whether it is right (the model in
+        the module docstring), from a seeded stream of its own: the answer text does not move."""
+        p = self.persona
+        rng = random.Random(f"scenefit-teacher-confidence/{p.name}/{p.seed}/{sample_id}")
+        out = {}
+        for c in CRITERIA:
+            e = p.error_rate(c)
+            if e <= 0.0 or e >= 0.5:
+                out[c] = 1.0 if e <= 0.0 else 0.5
+                continue
+            a, b = p.confidence_concentration * (1.0 - 2.0 * e), p.confidence_concentration * 2.0 * e
+            while True:  # rejection: accept c with probability c (right) or 2(1 - c) <= 1 (wrong)
+                conf = 0.5 + 0.5 * rng.betavariate(a, b)
+                if rng.random() < (conf if right[c] else 2.0 * (1.0 - conf)):
+                    break
+            out[c] = conf
+        return out
 
 
 def _flip(label: Label) -> Label:

@@ -95,6 +95,7 @@ def result_row(teacher: Teacher, sample_id: str, prompt_hash: str, result: Teach
         row.update(status=FAILED, reason=result.error or "unknown: no answer and no reason")
     else:
         row.update(parsed_fields(parse_teacher_answer(result.raw)))
+        row.update(p_out=result.p_out, p_out_note=result.p_out_note)
     return row
 
 

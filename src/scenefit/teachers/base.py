@@ -33,12 +33,18 @@ class TeacherRequest:
 
 @dataclass
 class TeacherResult:
-    """One answer, or the reason there is none (``raw`` None, ``error`` set)."""
+    """One answer, or the reason there is none (``raw`` None, ``error`` set).
+
+    ``p_out``: the teacher's probability of Out-of-context at each label it wrote (keys
+    :data:`scenefit.store.P_OUT_KEYS`, None where unknown), or None when the backend gives no
+    probabilities; ``p_out_note`` says why a value is None."""
 
     raw: Optional[str]
     error: Optional[str] = None
     latency_s: float = 0.0
     attempts: int = 1
+    p_out: Optional[dict[str, Optional[float]]] = None
+    p_out_note: Optional[str] = None
 
     @classmethod
     def failure(cls, kind: str, detail: str, latency_s: float = 0.0, attempts: int = 1) -> "TeacherResult":

@@ -37,6 +37,16 @@ class TeacherConfig(StageConfig):
     top_p: Optional[float] = Field(default=None, gt=0, le=1, description="Nucleus sampling mass; None leaves the backend default.")
     max_tokens: int = Field(default=512, ge=1, description="Most new tokens per answer.")
     seed: Optional[int] = Field(default=0, description="Sampling seed sent with every request (stored as provenance).")
+    # label probabilities
+    logprobs: bool = Field(
+        default=True,
+        description="openai, transformers: record the teacher's probability of Out-of-context at each label it writes "
+        "(openai: asks the server for logprobs/top_logprobs; set false for a server that refuses them).",
+    )
+    top_logprobs: int = Field(
+        default=5, ge=1, le=20,
+        description="openai, transformers: alternatives per token the probabilities are read from (In vs Out at each label).",
+    )
     # reaching it
     concurrency: int = Field(default=32, ge=1, description="Requests in flight at once for this teacher (openai, simulated); batches in flight (transformers).")
     base_urls: list[str] = Field(

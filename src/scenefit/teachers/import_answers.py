@@ -11,6 +11,12 @@ an answer, an unreadable row (an unclosed quote, bytes that are not UTF-8, a cel
 rest goes on. The file is checked whole before anything is written, and its good rows are
 stored in one transaction: an import is never half done. An empty answer is stored (status
 ``empty``), never skipped. Re-importing skips keys already stored.
+
+Optional probability columns carry the teacher's own P(Out-of-context) (soft labels):
+``p_out_location``, ``p_out_size``, ``p_out_co_occurrence`` and ``p_out_final`` (:data:`P_OUT_COLUMNS`),
+each a number from 0 to 1 or empty (unknown). A value that is not such a number makes its row
+an error naming the line and the column; the rest goes on. An empty or absent one is stored as
+null with the note "not in the imported file".
 """
 
 from __future__ import annotations
@@ -21,12 +27,37 @@ from typing import Any, Optional
 from ..manifest import _text, detect_format
 from ..parquet_io import write_jsonl
 from ..parse import parse_teacher_answer
-from ..store import AnnotationStore, parsed_fields
+from ..store import P_OUT_KEYS, AnnotationStore, parsed_fields
 from ..table_rows import RowReader
 
 IMPORTED_PROMPT_HASH = "imported"
 ID_COLUMNS = ("sample_id", "id", "coco_index")
 ANSWER_COLUMNS = ("response", "raw", "answer", "text", "output")
+#: Optional columns with the teacher's probability of Out-of-context, per criterion and final.
+P_OUT_COLUMNS = {f"p_out_{key}": key for key in P_OUT_KEYS}
+NOT_IN_FILE = "not in the imported file"
+
+
+def read_p_out(row: dict[str, Any]) -> tuple[Optional[dict[str, Optional[float]]], Optional[str], Optional[str]]:
+    """(p_out, note, problem) from a row's probability columns; ``problem`` names the first
+    column whose value is no probability. Without any such column: (None, note, None)."""
+    if not any(col in row for col in P_OUT_COLUMNS):
+        return None, NOT_IN_FILE, None
+    out: dict[str, Optional[float]] = {}
+    for col, key in P_OUT_COLUMNS.items():
+        value = row.get(col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            out[key] = None
+            continue
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not 0.0 <= number <= 1.0:  # NaN fails too
+            return None, None, f"{col} is {value!r}, not a probability from 0 to 1"
+        out[key] = number
+    missing = [k for k, v in out.items() if v is None]
+    return out, (f"{', '.join(missing)}: {NOT_IN_FILE}" if missing else None), None
 
 
 def _pick(columns: set[str], wanted: Optional[str], options: tuple[str, ...], what: str, path: Path) -> str:
@@ -93,6 +124,10 @@ def import_answers(
         if sid in seen:
             reject(raw, "duplicate_id", f"id {sid!r} already given in row {seen[sid]}; first kept", sid)
             continue
+        p_out, p_note, problem = read_p_out(row)
+        if problem:
+            reject(raw, "bad_probability", problem, sid)
+            continue
         seen[sid] = raw.row
         answer = row.get(ans_col)
         answer = "" if answer is None else str(answer)
@@ -101,7 +136,7 @@ def import_answers(
         to_store.append({
             "sample_id": sid, "teacher": teacher, "prompt_hash": prompt_hash,
             "model_id": model_id or teacher, "backend": "import", "raw": answer, **fields,
-            "decoding": {"source": p.name},
+            "decoding": {"source": p.name}, "p_out": p_out, "p_out_note": p_note,
         })
     stored = store.put_many(to_store)  # one transaction: all of the file's good rows or none
     if errors_path is not None:

@@ -12,6 +12,9 @@ at concurrency 32-128 a single client falls well below what the same client does
 Connection errors, timeouts and HTTP 408/429/5xx are retried with exponential backoff and
 jitter (a server's ``Retry-After`` is honoured, capped); any other 4xx is final, since asking
 again cannot help. The image travels as a base64 data URL, downscaled to a pixel budget.
+With ``logprobs`` (the default) the request asks for ``logprobs`` and ``top_logprobs``, and each
+answer records the teacher's probability of Out-of-context at every label it wrote, read from
+the label tokens (:mod:`.label_probs`) — or null, with the reason, when the server sent none.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ def image_data_url(image, fmt: str = "png", quality: int = 90) -> str:
 
 
 def chat_body(model: str, prompt: str, image_url: str, decoding: dict[str, Any], json_schema: Optional[dict] = None,
-              extra: Optional[dict] = None) -> dict[str, Any]:
-    """The chat-completions request body: one user turn with the image, then the question."""
+              extra: Optional[dict] = None, top_logprobs: Optional[int] = None) -> dict[str, Any]:
+    """The chat-completions request body: one user turn with the image, then the question
+    (``top_logprobs``: ask for each token's log-probability and that many alternatives)."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [
@@ -66,6 +70,8 @@ def chat_body(model: str, prompt: str, image_url: str, decoding: dict[str, Any],
     for key in ("seed", "top_p"):
         if decoding.get(key) is not None:
             body[key] = decoding[key]
+    if top_logprobs is not None:
+        body.update(logprobs=True, top_logprobs=int(top_logprobs))
     if json_schema is not None:
         body["response_format"] = {
             "type": "json_schema",
@@ -192,7 +198,8 @@ class OpenAITeacher(Teacher):
                 url = await asyncio.to_thread(self._encode_image, request)
             except ImageError as e:
                 return TeacherResult.failure("image", str(e), time.perf_counter() - t0, attempts=0)
-            body = chat_body(cfg.model or "", request.prompt, url, self.decoding(), self._schema, cfg.extra_body)
+            body = chat_body(cfg.model or "", request.prompt, url, self.decoding(), self._schema, cfg.extra_body,
+                             cfg.top_logprobs if cfg.logprobs else None)
             return await self._post_with_retries(body, t0)
 
     def _encode_image(self, request: TeacherRequest) -> str:
@@ -219,7 +226,9 @@ class OpenAITeacher(Teacher):
                 if resp.status_code == 200:
                     text, problem = _content(resp)
                     if problem is None:
-                        return TeacherResult(raw=text, latency_s=time.perf_counter() - t0, attempts=attempt)
+                        p_out, note = _label_probabilities(resp, cfg.logprobs)
+                        return TeacherResult(raw=text, latency_s=time.perf_counter() - t0, attempts=attempt,
+                                             p_out=p_out, p_out_note=note)
                     # A 200 without an answer is the server's fault, not the request's: final.
                     return TeacherResult.failure("bad_response", problem, time.perf_counter() - t0, attempt)
                 kind, detail = f"http_{resp.status_code}", _error_detail(resp)
@@ -243,6 +252,21 @@ def _tls_context() -> ssl.SSLContext:
         return ssl.create_default_context(cafile=certifi.where())
     except ImportError:
         return ssl.create_default_context()
+
+
+def _label_probabilities(resp, asked: bool) -> tuple[Optional[dict], Optional[str]]:
+    """(p_out, note) from a chat completion's ``choices[0].logprobs``."""
+    from .label_probs import no_p_out, p_out_from_tokens, tokens_from_openai
+
+    if not asked:
+        return None, "not recorded (logprobs: false)"
+    try:
+        tokens = tokens_from_openai(resp.json()["choices"][0].get("logprobs"))
+    except Exception:
+        tokens = None
+    if tokens is None:
+        return no_p_out("server returned no logprobs")
+    return p_out_from_tokens(tokens)
 
 
 def _content(resp) -> tuple[Optional[str], Optional[str]]:

@@ -6,6 +6,8 @@ The answers come from :mod:`scenefit.synth.teachers` (per-persona error rates an
 The scene layout (``layout.jsonl`` of the world folder) lets a persona describe what is really
 in the image; without it the persona answers from the sample alone. ``delay_s`` adds an
 artificial latency so that concurrency, progress and kill-and-resume can be exercised.
+Each answer also carries the persona's probability of Out-of-context at every label it wrote
+(its stated confidence model, :mod:`scenefit.synth.teachers`), which the store keeps as ``p_out``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ class SimulatedBackend(Teacher):
         if self.cfg.delay_s:
             await asyncio.sleep(self.cfg.delay_s)
         try:
-            text = self._teacher.answer(request.sample, self._layouts.get(request.sample.id))
+            answer = self._teacher.respond(request.sample, self._layouts.get(request.sample.id))
         except Exception as e:  # one sample the persona cannot answer must not stop the run
             return TeacherResult.failure("simulated", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
-        return TeacherResult(raw=text, latency_s=time.perf_counter() - t0)
+        missing = [k for k, v in answer.p_out.items() if v is None]
+        note = f"{', '.join(missing)}: label line not in the answer" if missing else None
+        return TeacherResult(raw=answer.text, latency_s=time.perf_counter() - t0, p_out=answer.p_out, p_out_note=note)

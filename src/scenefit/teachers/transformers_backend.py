@@ -6,7 +6,9 @@ Qwen2.5-VL (and Qwen2-VL) load through their own classes, other image-text-to-te
 through the Auto classes (:func:`scenefit.modeling.load_model`). Generation is batched with
 left padding: ``batch_size`` samples per ``generate()`` call, run in a worker thread so the
 event loop (and the database writer) keep going. :func:`generate_chat` is also what
-``scenefit serve --openai`` runs.
+``scenefit serve --openai`` runs. With ``logprobs`` (the default) every answer also records
+the model's probability of Out-of-context at each label it wrote, from its logits
+(:mod:`.label_probs`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ def generate_chat(
     top_p: Optional[float] = None,
     seed: Optional[int] = None,
     stopping_criteria: Optional[list] = None,
+    top_logprobs: Optional[int] = None,
 ) -> list[dict[str, Any]]:
     """One batched ``generate()`` over chat conversations (HF message format, ``{"type":
     "image"}`` placeholders matched in order by ``images[i]``). Returns per conversation
     ``text``, ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` (stop|length).
-    ``stopping_criteria``: extra transformers stopping criteria (the server's, per row)."""
+    ``stopping_criteria``: extra transformers stopping criteria (the server's, per row).
+    ``top_logprobs`` (0-20, None = off): also ``tokens``, the generated tokens as
+    :class:`~scenefit.teachers.label_probs.TokenChoice` with their log-probabilities and that
+    many best alternatives, from the model's raw logits (before temperature or top-p, as vLLM
+    reports them); the logits of every step are kept until the batch ends."""
     import torch
 
     tok = processor.tokenizer
@@ -55,10 +62,15 @@ def generate_chat(
         gen.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
     if stopping_criteria:
         gen["stopping_criteria"] = list(stopping_criteria)
+    if top_logprobs is not None:
+        gen.update(output_logits=True, return_dict_in_generate=True)
     if seed is not None:
         torch.manual_seed(int(seed))
     with torch.inference_mode():
         out = model.generate(**inputs, **gen)
+    logits = None
+    if top_logprobs is not None:
+        out, logits = out.sequences, out.logits
     prompt_len = inputs["input_ids"].shape[1]
     new_tokens = out[:, prompt_len:]
     eos = model.generation_config.eos_token_id
@@ -75,7 +87,42 @@ def generate_chat(
             "completion_tokens": len(completion) + (0 if n is None else 1),
             "finish_reason": "length" if n is None else "stop",
         })
+        if logits is not None:
+            results[-1]["tokens"] = token_choices(tok, completion, [step[i] for step in logits[: len(completion)]],
+                                                  top_logprobs)
     return results
+
+
+def token_choices(tokenizer, ids: Sequence[int], step_logits: Sequence[Any], k: int) -> list:
+    """The generated ``ids`` as TokenChoice: each token's log-probability under its step's
+    logits and the ``k`` most likely tokens there. Special tokens are left out (as from the text)."""
+    import torch
+
+    from .label_probs import TokenChoice
+
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for token_id, row in zip(ids, step_logits):
+        if token_id in special:
+            continue
+        lp = torch.log_softmax(row.float(), dim=-1)
+        top = torch.topk(lp, k) if k > 0 else None
+        alts = () if top is None else tuple(
+            (tokenizer.decode([int(j)]), float(v)) for v, j in zip(top.values.tolist(), top.indices.tolist())
+        )
+        out.append(TokenChoice(tokenizer.decode([int(token_id)]), float(lp[int(token_id)]), alts))
+    return out
+
+
+def label_probabilities(tokens: Optional[list], asked: bool) -> tuple[Optional[dict], Optional[str]]:
+    """(p_out, note) of one answer from its tokens (:mod:`.label_probs`)."""
+    from .label_probs import no_p_out, p_out_from_tokens
+
+    if not asked:
+        return None, "not recorded (logprobs: false)"
+    if not tokens:
+        return no_p_out("no tokens with log-probabilities")
+    return p_out_from_tokens(tokens)
 
 
 class TransformersTeacher(Teacher):
@@ -136,10 +183,12 @@ class TransformersTeacher(Teacher):
                         [[img] for _, img in ready],
                         max_new_tokens=dec["max_tokens"], temperature=dec["temperature"],
                         top_p=dec.get("top_p"), seed=dec.get("seed"),
+                        top_logprobs=self.cfg.top_logprobs if self.cfg.logprobs else None,
                     )
                 per_sample = (time.perf_counter() - t0) / len(ready)  # the batch's time, shared
                 for (i, _), o in zip(ready, outs):
-                    results[i] = TeacherResult(raw=o["text"], latency_s=per_sample)
+                    p_out, note = label_probabilities(o.get("tokens"), self.cfg.logprobs)
+                    results[i] = TeacherResult(raw=o["text"], latency_s=per_sample, p_out=p_out, p_out_note=note)
             except Exception as e:  # e.g. out of memory: record it for every sample of the batch
                 for i, _ in ready:
                     results[i] = TeacherResult.failure("generate", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
