@@ -98,6 +98,10 @@ def data_fingerprint(data: Path, criterion: str) -> str:
     return h.hexdigest()[:12]
 
 
+def students_folder(key: dict) -> str:
+    return f"{key['data']}-{key['condition']}-w{key['weight']:g}-t{key['temperature']:g}-s{key['seed']}-n{key['steps']}"
+
+
 def _fmt(values: list, pct: bool) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -140,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weight", type=float, default=1.0, help="lambda of soft and both")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--table-only", action="store_true", help="print the table of the results already measured")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the students already trained again (e.g. once the datasets carry teacher_p_out)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -164,17 +170,24 @@ def main(argv=None) -> int:
                         continue
                     cfg = train_config(args.config, args.steps, seed, cond, args.weight, args.temperature,
                                        args.eval_steps)
-                    students = out / f"{data}-{cond}-w{key['weight']:g}-t{key['temperature']:g}-s{seed}-n{args.steps}"
+                    students = out / students_folder(key)
                     t0 = time.time()
                     res = train_student(crit, args.run / "datasets", str(args.run / "model"), students, cfg)
                     t1 = time.time()
                     metrics = score(students, args.run / "datasets", crit, args.config)
-                    rec = {**key, "train_seconds": round(t1 - t0, 1), "best_checkpoint": res.metrics.get("best_checkpoint"),
+                    rec = {**key, "students": str(students), "train_seconds": round(t1 - t0, 1), "best_checkpoint": res.metrics.get("best_checkpoint"),
                            "distill": res.metrics.get("distill"), "metrics": metrics, "synthetic": True}
                     records.append(rec)
                     results_path.write_text(json.dumps(records, indent=1))
                     print(f"{crit} seed {seed} {cond}: " + ", ".join(f"{k} {metrics[k]}" for k, _, _ in COLUMNS)
                           + f" ({t1 - t0:.0f} s training)", file=sys.stderr, flush=True)
+    if args.rescore:
+        for rec in records:
+            if rec["criterion"] in args.criteria and rec.get("data") == data_fingerprint(args.run / "datasets", rec["criterion"]):
+                students = Path(rec.get("students") or out / students_folder(rec))
+                rec["metrics"] = score(students, args.run / "datasets", rec["criterion"], args.config)
+                rec["students"] = str(students)
+        results_path.write_text(json.dumps(records, indent=1))
     print("SYNTHETIC world (a test bed, not a result on real data)")
     current = {c: data_fingerprint(args.run / "datasets", c) for c in args.criteria}
     same = [r for r in records if r["criterion"] in current and r.get("data") == current[r["criterion"]]
