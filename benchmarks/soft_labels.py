@@ -116,7 +116,8 @@ def table(records: list[dict]) -> str:
     for crit in sorted({r["criterion"] for r in records}):
         rows = [r for r in records if r["criterion"] == crit]
         seeds = sorted({r["seed"] for r in rows})
-        teacher = rows[0]["metrics"]
+        teacher = next((r["metrics"] for r in rows if r["metrics"].get("teacher_ece_vs_truth") is not None),
+                       rows[0]["metrics"])
         lines.append(f"\n{crit}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), {rows[0]['steps']} steps, "
                      f"test n = {teacher['n']}; the designated teacher on the same rows: balanced acc vs truth "
                      f"{_fmt([teacher['teacher_balanced_accuracy_vs_truth']], True)}, ECE vs truth "
@@ -129,6 +130,15 @@ def table(records: list[dict]) -> str:
             if got:
                 lines.append(f"| {cond} | " + " | ".join(_fmt([r["metrics"][k] for r in got], pct)
                                                       for k, _, pct in COLUMNS) + " |")
+        # paired by seed (same LoRA init, same data order): the difference to hard of each seed
+        hard = {r["seed"]: r["metrics"] for r in rows if r["condition"] == "hard"}
+        for cond in [c for c in CONDITIONS if c != "hard"]:
+            got = [r for r in rows if r["condition"] == cond and r["seed"] in hard]
+            if got:
+                diffs = [[None if r["metrics"][k] is None or hard[r["seed"]][k] is None
+                          else r["metrics"][k] - hard[r["seed"]][k] for r in got] for k, _, _ in COLUMNS]
+                lines.append(f"| {cond} − hard, same seed ({len(got)}) | "
+                             + " | ".join(_fmt(d, pct) for d, (_, _, pct) in zip(diffs, COLUMNS)) + " |")
     return "\n".join(lines)
 
 
@@ -145,7 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--table-only", action="store_true", help="print the table of the results already measured")
     ap.add_argument("--rescore", action="store_true",
-                    help="score the students already trained again (e.g. once the datasets carry teacher_p_out)")
+                    help="score again the students whose scores lack the teacher-probability numbers (trained and "
+                    "scored before the datasets carried teacher_p_out)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -183,7 +194,8 @@ def main(argv=None) -> int:
                           + f" ({t1 - t0:.0f} s training)", file=sys.stderr, flush=True)
     if args.rescore:
         for rec in records:
-            if rec["criterion"] in args.criteria and rec.get("data") == data_fingerprint(args.run / "datasets", rec["criterion"]):
+            if (rec["criterion"] in args.criteria and rec["metrics"].get("brier_vs_teacher_p") is None
+                    and rec.get("data") == data_fingerprint(args.run / "datasets", rec["criterion"])):
                 students = Path(rec.get("students") or out / students_folder(rec))
                 rec["metrics"] = score(students, args.run / "datasets", rec["criterion"], args.config)
                 rec["students"] = str(students)
