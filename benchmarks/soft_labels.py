@@ -1,10 +1,19 @@
 """Hard labels vs soft labels vs both, on the synthetic world (issue #18 item 5).
 
-    .venv/bin/python benchmarks/soft_labels.py --run runs/soft --criteria size --seeds 0 1 2 --steps 600
+    .venv/bin/python benchmarks/soft_labels.py --run runs/soft --criteria location size --seeds 0 1 2 --steps 600
 
-RUN must hold a tiny base (``RUN/model``, ``scenefit tiny-model``) and student datasets whose rows
-carry the teachers' probabilities (``RUN/datasets``, ``scenefit datasets``: columns ``teacher_p_out``
-and ``teachers_mean_p_out``), e.g. from ``make demo DEMO_DIR=runs/soft`` or the demo's stages run by hand.
+RUN must hold a tiny base (``RUN/model``) and student datasets whose rows carry the teachers'
+probabilities (``RUN/datasets``: columns ``teacher_p_out`` and ``teachers_mean_p_out``): the demo's
+first seven stages (``make demo DEMO_DIR=runs/soft`` builds them and more), or by hand (~7 min on
+2 loaded cores, most of it the tiny model)::
+
+    D=runs/soft SF=.venv/bin/scenefit C=configs/demo.yaml
+    $SF tiny-model $D/model --config $C && $SF synth --config $C --out $D/world
+    $SF ingest $D/world/manifest.parquet --out $D/ingest --config $C
+    $SF annotate $D/ingest/manifest.parquet --db $D/annotate/annotations.sqlite --config $C
+    $SF consensus --db $D/annotate/annotations.sqlite --manifest $D/ingest/manifest.parquet --out $D/consensus --config $C
+    $SF split $D/consensus/consensus.parquet --out $D/split --config $C && $SF datasets $D/split --out $D/datasets --config $C
+
 For every criterion and seed it trains three students on the same rows, for the same steps, from
 the same seed (the demo's train settings from ``--config``, early stopping off, best checkpoint by the
 validation decision's balanced accuracy):
