@@ -285,3 +285,6 @@ def test_training_with_soft_targets_logs_the_term_and_the_skipped_rows(tiny_mode
     assert steps and all(r["distill_kl"] > 0 for r in steps)
     assert sum(r["distill_rows_skipped"] for r in steps) + sum(r["distill_rows_used"] for r in steps) == 2 * 4
     assert losses(soft_log)[0] != pytest.approx(losses(plain_log)[0], rel=1e-4)
+    card = (soft.out_dir / "README.md").read_text()
+    assert "Soft labels: + 1.0 x KL" in card and "6 training rows with a target, 2 without" in card
+    assert "Soft labels" not in (plain.out_dir / "README.md").read_text()
