@@ -132,6 +132,13 @@ def test_consensus_carries_designated_and_mean_probabilities_and_datasets_write_
     assert got["s2"][0] is None and got["s2"][1] == pytest.approx(0.2)  # null, not NaN, in the file
 
 
+def test_consensus_refuses_a_probability_outside_0_1_naming_it():
+    answers = pd.DataFrame([answer_row("s1", "a", ALL_IN, {"location": 0.2}),
+                            answer_row("s2", "a", ALL_IN, json.dumps({"size": 1.7}))])
+    with pytest.raises(ValueError, match=r"answer row 1: p_out.size = 1.7 is not a probability"):
+        build_consensus(answers, _manifest(["s1", "s2"]), ConsensusConfig())
+
+
 def test_split_tables_without_probabilities_give_null_columns(tmp_path):
     from scenefit.consensus import output_columns
     from scenefit.parquet_io import write_table

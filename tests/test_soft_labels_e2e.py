@@ -181,3 +181,33 @@ def test_a_server_without_logprobs_and_logprobs_off_are_recorded_as_such(world, 
             assert all(p_out_values(r["p_out"]) == dict.fromkeys(("location", "size", "co_occurrence", "final")) for r in rows)
     assert "logprobs" not in runner.bodies[-1] and runner.bodies[0]["logprobs"] is True
     assert json.loads(json.dumps(runner.bodies[0]))["top_logprobs"] == 5
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without_them(world, tmp_path):
+    """A 400 naming logprobs: the answer is asked again without them (and later ones never ask);
+    the answers are stored, their probabilities null with the server's reason."""
+    from fastapi import HTTPException
+
+    from scenefit.serve.openai_server import build_openai_app, serve_in_thread
+    from scenefit.synth.teachers import load_layouts
+
+    samples, _ = read_manifest(world / "manifest.parquet")
+    samples = samples[:5]
+    inner = PersonaRunner(DESIGNATED, samples, load_layouts(world), 256 * 256)
+
+    async def refusing(req):
+        if req.logprobs:
+            inner.bodies.append(req.body)
+            raise HTTPException(400, "logprobs are not supported for this model")
+        return await inner(req)
+
+    with serve_in_thread(build_openai_app(refusing, model_name="qwen72b")) as base:
+        cfg = AnnotateConfig(teachers=[{"name": "strict", "backend": "openai", "model": "qwen72b", "concurrency": 1,
+                                        "max_pixels": 256 * 256, "base_urls": [base + "/v1"]}], progress=False)
+        summary = annotate(samples, cfg, tmp_path / "a.sqlite")
+    assert summary.teachers["strict"].stored == 5 and not summary.teachers["strict"].failed_by_reason
+    assert sum(1 for b in inner.bodies if b.get("logprobs")) == 1  # asked once, then never again
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        rows = store.rows()
+    assert all(r["status"] in ("ok", "partial") and r["p_out"] is None for r in rows)
+    assert {r["p_out_note"] for r in rows} == {"server refused logprobs (http_400: logprobs are not supported for this model)"}

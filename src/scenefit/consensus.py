@@ -49,6 +49,7 @@ from pydantic import Field
 
 from . import SYNTHETIC_NOTICE
 from .agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohen
+from .consensus_soft import mean_p_out, p_out_table
 from .config import StageConfig
 from .criteria import CRITERIA, Label
 from .parse import final_was_derived
@@ -237,7 +238,7 @@ def answer_matrix(
 
     p_out = {}
     cells = a["p_out"].to_numpy(dtype=object) if "p_out" in a.columns else np.full(len(a), None, dtype=object)
-    values = _p_out_table(cells)
+    values = p_out_table(cells, FIELDS)
     for k, field in enumerate(FIELDS):
         m = np.full((n, t), np.nan)
         m[rows, cols] = values[:, k]
@@ -254,35 +255,6 @@ def answer_matrix(
         analysis[c.value] = col
     return AnswerMatrix(ids.to_numpy(dtype=object), teachers, d, codes, status, usable, answered, analysis, unmatched,
                         derived, p_out)
-
-
-def _p_out_table(cells: np.ndarray) -> np.ndarray:
-    """Stored ``p_out`` cells (JSON text, a mapping, or None) -> (rows, len(FIELDS)) floats, NaN
-    where unknown. Only non-empty cells are decoded (stores without probabilities cost nothing);
-    a value outside [0, 1] is a ValueError naming its row and field."""
-    import json
-
-    out = np.full((len(cells), len(FIELDS)), np.nan)
-    present = np.array([c is not None and not (isinstance(c, float) and np.isnan(c)) for c in cells], dtype=bool)
-    if not present.any():
-        return out
-    parsed = [json.loads(c) if isinstance(c, str) else c for c in cells[present]]
-    for k, field in enumerate(FIELDS):
-        values = np.array([d.get(field) for d in parsed], dtype=float)  # None -> NaN
-        bad = ~np.isnan(values) & ((values < 0) | (values > 1))
-        if bad.any():
-            row = int(np.flatnonzero(present)[np.flatnonzero(bad)[0]])
-            raise ValueError(f"answer row {row}: p_out.{field} = {values[bad][0]} is not a probability in [0, 1]")
-        out[present, k] = values
-    return out
-
-
-def mean_p_out(m: np.ndarray) -> np.ndarray:
-    """Per sample: the mean of the teachers' probabilities that are known (NaN when none is)."""
-    known = ~np.isnan(m)
-    total = np.where(known, m, 0.0).sum(axis=1)
-    count = known.sum(axis=1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 # --------------------------------------------------------------------------- rules

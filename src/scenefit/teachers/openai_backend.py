@@ -15,6 +15,8 @@ again cannot help. The image travels as a base64 data URL, downscaled to a pixel
 With ``logprobs`` (the default) the request asks for ``logprobs`` and ``top_logprobs``, and each
 answer records the teacher's probability of Out-of-context at every label it wrote, read from
 the label tokens (:mod:`.label_probs`) — or null, with the reason, when the server sent none.
+A server that refuses them (a 4xx whose message names logprobs) is asked again without, and
+from then on this teacher asks without them; its answers say so in ``p_out_note``.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ class OpenAITeacher(Teacher):
         self._next = 0  # round-robin among equally busy endpoints
         self._headers: dict[str, str] = {}
         self._schema: Optional[dict] = None
+        #: Set (to the server's message) when a server refused logprobs: later requests ask without.
+        self._logprobs_refused: Optional[str] = None
 
     async def start(self) -> None:
         import httpx
@@ -198,8 +202,9 @@ class OpenAITeacher(Teacher):
                 url = await asyncio.to_thread(self._encode_image, request)
             except ImageError as e:
                 return TeacherResult.failure("image", str(e), time.perf_counter() - t0, attempts=0)
+            ask = cfg.logprobs and self._logprobs_refused is None
             body = chat_body(cfg.model or "", request.prompt, url, self.decoding(), self._schema, cfg.extra_body,
-                             cfg.top_logprobs if cfg.logprobs else None)
+                             cfg.top_logprobs if ask else None)
             return await self._post_with_retries(body, t0)
 
     def _encode_image(self, request: TeacherRequest) -> str:
@@ -226,13 +231,20 @@ class OpenAITeacher(Teacher):
                 if resp.status_code == 200:
                     text, problem = _content(resp)
                     if problem is None:
-                        p_out, note = _label_probabilities(resp, cfg.logprobs)
+                        p_out, note = _label_probabilities(resp, "logprobs" in body)
+                        if cfg.logprobs and "logprobs" not in body:
+                            p_out, note = None, f"server refused logprobs ({self._logprobs_refused})"
                         return TeacherResult(raw=text, latency_s=time.perf_counter() - t0, attempts=attempt,
                                              p_out=p_out, p_out_note=note)
                     # A 200 without an answer is the server's fault, not the request's: final.
                     return TeacherResult.failure("bad_response", problem, time.perf_counter() - t0, attempt)
                 kind, detail = f"http_{resp.status_code}", _error_detail(resp)
                 if not is_retryable_status(resp.status_code):
+                    if "logprobs" in body and "logprob" in detail.lower() and attempt < cfg.max_attempts:
+                        # A server without logprobs support: the answer matters more, ask without them.
+                        self._logprobs_refused = f"http_{resp.status_code}: {detail[:120]}"
+                        body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+                        continue
                     return TeacherResult.failure(kind, detail, time.perf_counter() - t0, attempt)
                 retry_after = _retry_after(resp.headers)
             finally:
