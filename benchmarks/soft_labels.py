@@ -58,7 +58,7 @@ COLUMNS = (
 
 def train_config(config: Path, steps: int, seed: int, condition: str, weight: float, temperature: float,
                  eval_steps: int):
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     cfg = resolve("train", config)
     distill = dict(CONDITIONS[condition])
@@ -75,7 +75,7 @@ def train_config(config: Path, steps: int, seed: int, condition: str, weight: fl
 
 def score(students: Path, data: Path, criterion: str, config: Path) -> dict:
     """The test split's metrics of one student (fast decision path, no baseline, no shortcut test)."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
     from scenefit.evaluate.runner import build_predictors, collect_answers, evaluate_answers, load_split, row_sample
 
     ecfg = resolve("evaluate", config).model_copy(update={"criteria": [criterion], "baseline": False,
@@ -97,7 +97,7 @@ def data_fingerprint(data: Path, criterion: str) -> str:
     not of the probability columns: a hard-label run stays valid when only the probabilities are added."""
     import hashlib
 
-    from scenefit.parquet_io import read_table
+    from scenefit.core.parquet_io import read_table
 
     h = hashlib.sha256()
     for split in ("train", "val", "test"):

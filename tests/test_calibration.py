@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from scenefit.criteria import Label
+from scenefit.core.criteria import Label
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import reliability
 from scenefit.evaluate.report import render_html

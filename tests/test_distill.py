@@ -12,7 +12,7 @@ import math
 import pandas as pd
 import pytest
 
-from scenefit.criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 from scenefit.formats import render_student_answer
 from scenefit.prompts import student_prompt, student_system_prompt
 
@@ -68,7 +68,7 @@ def test_settings_are_documented_and_checked():
     assert DistillSettings(target="teachers_mean").column == "teachers_mean_p_out"
     for name, field in DistillSettings.model_fields.items():
         assert field.description, name
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     flags = resolve("train", overrides={"distill.weight": "0.5", "distill.hard_decision": "false"})  # as --set gives them
     assert flags.distill.weight == 0.5 and flags.distill.hard_decision is False and flags.distill.enabled
@@ -107,9 +107,9 @@ def _row(image, label: Label, rid: str, p_out, words: int = 3) -> dict:
 def setup(tiny_model_dir, tmp_path_factory):
     from PIL import Image
 
-    from scenefit.criteria import Label as L
-    from scenefit.inference.predictor import decision_token_ids
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.core.criteria import Label as L
+    from scenefit.predict.predictor import decision_token_ids
+    from scenefit.models.loading import load_model, load_processor
 
     folder = tmp_path_factory.mktemp("distill")
     paths = []

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scenefit.consensus import ConsensusConfig, build_consensus
-from scenefit.criteria import CRITERIA, Criterion, Label
-from scenefit.parse import render_teacher_answer
-from scenefit.records import Sample
-from scenefit.sft_data import DATASET_COLUMNS, build_rows
-from scenefit.store import COLUMNS, P_OUT_KEYS, AnnotationStore, p_out_values
+from scenefit.data.consensus import ConsensusConfig, build_consensus
+from scenefit.core.criteria import CRITERIA, Criterion, Label
+from scenefit.teachers.parse import render_teacher_answer
+from scenefit.core.records import Sample
+from scenefit.data.datasets import DATASET_COLUMNS, build_rows
+from scenefit.teachers.store import COLUMNS, P_OUT_KEYS, AnnotationStore, p_out_values
 from scenefit.teachers.label_probs import TokenChoice, p_out_from_tokens
 
 I, O = Label.IN.value, Label.OUT.value
@@ -119,7 +119,7 @@ def test_consensus_carries_designated_and_mean_probabilities_and_datasets_write_
 
     rows, _ = build_rows(res.frame, Criterion.LOCATION)
     assert list(rows.columns) == DATASET_COLUMNS
-    from scenefit.parquet_io import write_table
+    from scenefit.core.parquet_io import write_table
 
     path = write_table(rows, tmp_path / "location" / "train.parquet")
     import pyarrow.parquet as pq
@@ -140,8 +140,8 @@ def test_consensus_refuses_a_probability_outside_0_1_naming_it():
 
 
 def test_split_tables_without_probabilities_give_null_columns(tmp_path):
-    from scenefit.consensus import output_columns
-    from scenefit.parquet_io import write_table
+    from scenefit.data.consensus import output_columns
+    from scenefit.core.parquet_io import write_table
 
     old = pd.DataFrame([{c: None for c in output_columns() if "p_out" not in c}])
     old = old.assign(id="s", image="/i.png", object="zebra", label_size=I, designated_size=I,
@@ -241,7 +241,7 @@ def test_tokens_that_merge_the_colon_with_the_label_are_read():
 
 
 def _draws(persona, n):
-    from scenefit.synth.teachers import SimulatedTeacher
+    from scenefit.testbed.personas import SimulatedTeacher
 
     t = SimulatedTeacher(persona)
     confs, right = [], []
@@ -262,7 +262,7 @@ def _draws(persona, n):
 def test_simulated_confidence_is_calibrated_as_documented():
     """docs/teachers.md: mean confidence 1 - error rate, wrong labels held with less confidence
     than right ones, and within each confidence bin the share right equals the confidence."""
-    from scenefit.synth.teachers import PersonaConfig
+    from scenefit.testbed.personas import PersonaConfig
 
     persona = PersonaConfig(name="cal", model_id="test", seed=5, error_rates={c.value: 0.15 for c in CRITERIA})
     conf, right = _draws(persona, 2000)  # 6,000 labels
@@ -281,7 +281,7 @@ def test_simulated_confidence_is_calibrated_as_documented():
 def test_confidence_leaves_the_answer_text_as_it_was():
     """The confidence draws use their own seeded stream: texts (and hence every stored demo
     answer) are the same as without them, and the values repeat."""
-    from scenefit.synth.teachers import SimulatedTeacher
+    from scenefit.testbed.personas import SimulatedTeacher
 
     s = Sample(id="same", image="x.png", object="zebra", box=(1, 1, 5, 5), synthetic=True,
                truth={c: Label.IN for c in CRITERIA})

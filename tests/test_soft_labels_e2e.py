@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from scenefit.criteria import CRITERIA
-from scenefit.manifest import read_manifest
-from scenefit.store import AnnotationStore, p_out_values
+from scenefit.core.criteria import CRITERIA
+from scenefit.data.manifest import read_manifest
+from scenefit.teachers.store import AnnotationStore, p_out_values
 from scenefit.teachers.annotate import annotate
 from scenefit.teachers.config import AnnotateConfig
 
@@ -29,7 +29,7 @@ N = 48
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     out = tmp_path_factory.mktemp("soft_world") / "world"
     generate_world(WorldConfig(n=N, seed=11, originals=False), out)
@@ -46,7 +46,7 @@ class PersonaRunner:
     pixels; the tokens carry the persona's P(out) at each label as top_logprobs."""
 
     def __init__(self, persona: str, samples, layouts, max_pixels: int, logprobs: bool = True):
-        from scenefit.synth.teachers import SimulatedTeacher
+        from scenefit.testbed.personas import SimulatedTeacher
         from scenefit.teachers.base import teacher_image
 
         self.teacher = SimulatedTeacher(persona)
@@ -91,7 +91,7 @@ def _run_to_datasets(tmp_path: Path, db: Path, manifest: Path) -> dict[str, pd.D
 
 def _check_datasets(datasets, samples, layouts):
     """teacher_p_out is the designated persona's own P(out); the mean lies among the personas'."""
-    from scenefit.synth.teachers import SimulatedTeacher
+    from scenefit.testbed.personas import SimulatedTeacher
 
     by_id = {s.id: s for s in samples}
     personas = {p: SimulatedTeacher(p) for p in (DESIGNATED, *CO_JUDGES)}
@@ -117,7 +117,7 @@ def _check_datasets(datasets, samples, layouts):
 
 
 def test_simulated_teachers_probabilities_reach_the_datasets(world, tmp_path):
-    from scenefit.synth.teachers import load_layouts
+    from scenefit.testbed.personas import load_layouts
 
     samples, _ = read_manifest(world / "manifest.parquet")
     teachers = [{"name": p, "backend": "simulated", "persona": p} for p in (DESIGNATED, *CO_JUDGES)]
@@ -133,7 +133,7 @@ def test_openai_teacher_over_http_records_logprob_probabilities_to_the_datasets(
     """The designated teacher answers over HTTP (OpenAI chat completions with logprobs); the
     store holds the P(out) read from its label tokens, and the datasets carry them."""
     from scenefit.serve.openai_server import build_openai_app, serve_in_thread
-    from scenefit.synth.teachers import SimulatedTeacher, load_layouts
+    from scenefit.testbed.personas import SimulatedTeacher, load_layouts
 
     samples, _ = read_manifest(world / "manifest.parquet")
     layouts = load_layouts(world)
@@ -163,7 +163,7 @@ def test_openai_teacher_over_http_records_logprob_probabilities_to_the_datasets(
 
 def test_a_server_without_logprobs_and_logprobs_off_are_recorded_as_such(world, tmp_path):
     from scenefit.serve.openai_server import build_openai_app, serve_in_thread
-    from scenefit.synth.teachers import load_layouts
+    from scenefit.testbed.personas import load_layouts
 
     samples, _ = read_manifest(world / "manifest.parquet")
     samples = samples[:4]
@@ -189,7 +189,7 @@ def test_a_server_that_refuses_logprobs_is_asked_without_them(world, tmp_path):
     from fastapi import HTTPException
 
     from scenefit.serve.openai_server import build_openai_app, serve_in_thread
-    from scenefit.synth.teachers import load_layouts
+    from scenefit.testbed.personas import load_layouts
 
     samples, _ = read_manifest(world / "manifest.parquet")
     samples = samples[:5]

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from scenefit.criteria import Criterion
+from scenefit.core.criteria import Criterion
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -22,8 +22,8 @@ def test_probabilities_from_annotation_through_training_to_calibration(tiny_mode
 
     from scenefit.evaluate.config import EvaluateConfig
     from scenefit.evaluate.runner import evaluate_dirs
-    from scenefit.manifest import read_manifest
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.data.manifest import read_manifest
+    from scenefit.testbed.world import WorldConfig, generate_world
     from scenefit.teachers.annotate import annotate
     from scenefit.teachers.config import AnnotateConfig
     from scenefit.train.trainer import train_student

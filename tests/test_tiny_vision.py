@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.modeling import student_messages
+from scenefit.models.loading import student_messages
 from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
-from scenefit.synth.catalog import BOX_RED
-from scenefit.tiny_vision import (
+from scenefit.testbed.catalog import BOX_RED
+from scenefit.testbed.tiny_vision import (
     _BOTTOM, _HEIGHT, _SCENE, BITS, HEIGHT_EDGES, SCENE_TYPES, TARGETS_PER_TOKEN, token_targets,
 )
 
@@ -51,7 +51,7 @@ def test_token_targets_tall_and_low_boxes_land_in_other_bins():
 def test_vision_pretraining_teaches_the_tower_to_see_the_box(tmp_path, torch_one_thread):
     """A short pretraining beats both the random tower and the majority class on held-out
     images, and the saved folder records it."""
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
 
     cfg = TinyModelConfig(vision_pretrain_steps=120, vision_pretrain_images=240)
     out = build_tiny_model(tmp_path / "m", cfg)
@@ -65,7 +65,7 @@ def test_vision_pretraining_teaches_the_tower_to_see_the_box(tmp_path, torch_one
 def test_student_chat_puts_the_image_right_before_the_answer(tiny_model_dir):
     """The decision token sits at the same distance from the image whatever the object's
     name (whose token count varies) — the point of the after-text layout."""
-    from scenefit.modeling import load_processor
+    from scenefit.models.loading import load_processor
 
     assert student_image_after_text()
     proc = load_processor(tiny_model_dir)

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from transformers import StoppingCriteria
 
-from .security import log
+from scenefit.serve.security import log
 
 
 class RequestWatch(StoppingCriteria):
@@ -108,12 +108,12 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
             return
         tokens = getattr(reply, "tokens", None) if with_logprobs else None
         if tokens is not None and "".join(t.token for t in tokens) == reply.text:
-            from .openai_server import choice_logprobs
+            from scenefit.serve.openai_server import choice_logprobs
 
             for t in tokens:  # one chunk per token, its text and its log-probabilities
                 yield chunk({"content": t.token}, logprobs=choice_logprobs(req, [t]))
         elif tokens is not None:  # token pieces that do not join into the text: the text whole, then them
-            from .openai_server import choice_logprobs
+            from scenefit.serve.openai_server import choice_logprobs
 
             yield chunk({"content": reply.text[len(sent):]}, logprobs=choice_logprobs(req, tokens))
         elif reply.text.startswith(sent) and len(reply.text) > len(sent):

@@ -27,9 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from ..criteria import CRITERIA, Label
-from ..parse import _CRIT_ALT, _FINAL_RE, _NAME_TO_CRITERION, parse_teacher_answer
-from ..store import P_OUT_KEYS
+from scenefit.core.criteria import CRITERIA, Label
+from scenefit.teachers.parse import _CRIT_ALT, _FINAL_RE, _NAME_TO_CRITERION, parse_teacher_answer
+from scenefit.teachers.store import P_OUT_KEYS
 
 #: A label phrase as written in an answer (any case, '-', '_' or ' ' between the words).
 _LABEL = r"out[\s_-]*of[\s_-]*context|in[\s_-]*context"

@@ -3,7 +3,7 @@
     scenefit annotate MANIFEST --db annotations.sqlite --set 'teachers=[{name: local, backend: transformers, model: runs/demo/model}]'
 
 Qwen2.5-VL (and Qwen2-VL) load through their own classes, other image-text-to-text models
-through the Auto classes (:func:`scenefit.modeling.load_model`). Generation is batched with
+through the Auto classes (:func:`scenefit.models.loading.load_model`). Generation is batched with
 left padding: ``batch_size`` samples per ``generate()`` call, run in a worker thread so the
 event loop (and the database writer) keep going. :func:`generate_chat` is also what
 ``scenefit serve --openai`` runs. With ``logprobs`` (the default) every answer also records
@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any, Optional, Sequence
 
-from ..images import ImageError
-from .base import Teacher, TeacherRequest, TeacherResult, teacher_image
-from .config import TeacherConfig
+from scenefit.core.images import ImageError
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, teacher_image
+from scenefit.teachers.config import TeacherConfig
 
 
 def generate_chat(
@@ -98,7 +98,7 @@ def token_choices(tokenizer, ids: Sequence[int], step_logits: Sequence[Any], k: 
     logits and the ``k`` most likely tokens there. Special tokens are left out (as from the text)."""
     import torch
 
-    from .label_probs import TokenChoice
+    from scenefit.teachers.label_probs import TokenChoice
 
     special = set(tokenizer.all_special_ids)
     out = []
@@ -116,7 +116,7 @@ def token_choices(tokenizer, ids: Sequence[int], step_logits: Sequence[Any], k: 
 
 def label_probabilities(tokens: Optional[list], asked: bool) -> tuple[Optional[dict], Optional[str]]:
     """(p_out, note) of one answer from its tokens (:mod:`.label_probs`)."""
-    from .label_probs import no_p_out, p_out_from_tokens
+    from scenefit.teachers.label_probs import no_p_out, p_out_from_tokens
 
     if not asked:
         return None, "not recorded (logprobs: false)"
@@ -144,7 +144,7 @@ class TransformersTeacher(Teacher):
         return min(self.cfg.concurrency, 2)
 
     async def start(self) -> None:
-        from ..modeling import load_model, load_processor
+        from scenefit.models.loading import load_model, load_processor
 
         def load():
             self.processor = load_processor(self.cfg.model, max_pixels=self.cfg.max_pixels, padding_side="left")
@@ -163,7 +163,7 @@ class TransformersTeacher(Teacher):
         return await asyncio.to_thread(self._answer_batch_sync, requests)
 
     def _answer_batch_sync(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
-        from ..modeling import chat_messages
+        from scenefit.models.loading import chat_messages
 
         results: list[Optional[TeacherResult]] = [None] * len(requests)
         ready: list[tuple[int, Any]] = []

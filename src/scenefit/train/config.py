@@ -15,9 +15,9 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
-from ..criteria import CRITERIA, criteria_list
-from .distill import DistillSettings
+from scenefit.core.config import StageConfig
+from scenefit.core.criteria import CRITERIA, criteria_list
+from scenefit.train.distill import DistillSettings
 
 #: Metrics the trainer can pick the best checkpoint by (names as the Trainer logs them).
 # name -> greater is better

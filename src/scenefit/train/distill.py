@@ -37,8 +37,8 @@ from typing import Any, Literal, Optional, Sequence
 
 from pydantic import Field
 
-from ..config import StageConfig
-from .data import IGNORE_INDEX, DatasetError
+from scenefit.core.config import StageConfig
+from scenefit.train.data import IGNORE_INDEX, DatasetError
 
 #: dataset column of each target
 TARGET_COLUMNS = {"teacher": "teacher_p_out", "teachers_mean": "teachers_mean_p_out"}
@@ -266,8 +266,8 @@ def prepare(settings: DistillSettings, processor, datasets: dict[str, Any], fram
     ``datasets`` and ``frames`` map split names to example sets and their data frames. Returns the
     wrapped sets, the wrapped collator, the (In, Out) first-token ids and a summary for metrics.json
     (rows with a target and rows skipped, per split)."""
-    from ..criteria import Label
-    from ..inference.predictor import decision_token_ids
+    from scenefit.core.criteria import Label
+    from scenefit.predict.predictor import decision_token_ids
 
     _, first = decision_token_ids(processor)
     token_ids = (first[Label.IN], first[Label.OUT])
