@@ -40,7 +40,8 @@ def toy_setup(tiny_model_dir, tmp_path_factory):
             rows[c].append({"id": f"t{k}", "group": f"g{k}", "image": str(path), "object": obj, "box": list(box),
                             "criterion": c.value, "label": truth[c].value, "analysis": sentence, "prompt": "",
                             "system": "", "target": toy_answer(c, truth[c], obj), "prompt_version": "",
-                            "truth": truth[c].value, "final": final, "scene": "toy", "synthetic": True})
+                            "truth": truth[c].value, "final": final, "scene": "toy", "synthetic": True,
+                            "teacher_p_out": None if k == 0 else (0.9 if truth[c].value == "Out-of-context" else 0.2)})
     for c in CRITERIA:
         write_table(pd.DataFrame(rows[c], columns=DATASET_COLUMNS), root / "data" / c.value / "test.parquet")
     originals, _ = toy_items(4, seed=9)
@@ -79,6 +80,8 @@ def test_cli_evaluates_real_students_end_to_end(toy_setup, tiny_model_dir):
         assert m["unparseable"] == int(mine["label"].isna().sum())
         assert m["baseline_accuracy"] is not None and m["accuracy_vs_truth"] is not None
         assert m["calibration"]["n"] == 10  # every answer carries the decision probability
+        assert m["calibration_vs_teacher_p"]["n"] == 9  # the row without a teacher probability is left out
+        assert m["calibration_vs_truth"]["n"] == 10 and m["teacher_calibration_vs_truth"]["n"] == 9
         assert mine["raw"].str.startswith("Decision:").all()  # explanations were generated
     assert metrics["fused"]["n"] == 10
     assert set(metrics["shortcut"]["in_context_share"]) == {"location", "size", "co_occurrence", "fused"}

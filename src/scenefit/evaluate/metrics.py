@@ -42,6 +42,10 @@ CONVENTIONS = {
     "accuracy_ci95": "Wilson score interval, z = 1.96",
     "majority_rate": "share of the most frequent reference label (accuracy of always answering it)",
     "balanced_accuracy": "mean recall of the labels present in the references (unparseable counted wrong)",
+    "calibration": "p(out-of-context) of the decision token in 10 equal-width bins over [0, 1] ([lo, hi), 1.0 in the "
+    "last; evaluate.calibration_bins); ECE = sum of n_bin / n * |reference - predicted| (bin means), Brier = mean "
+    "(p - reference)^2. Reference: the teacher's label (calibration), the truth (calibration_vs_truth) or the "
+    "designated teacher's own P(out) from the dataset's teacher_p_out column (calibration_vs_teacher_p)",
     "balanced_accuracy_ci95": "mean of the per-label recalls, each shifted as in Wilson's interval "
     "((k + z^2/2) / (n + z^2)), +- z times the standard error of that mean; z = 1.96, clipped to [0, 1] "
     "and widened to hold the value itself",
@@ -225,19 +229,35 @@ def fuse_by_id(per_criterion: Mapping[Criterion | str, Mapping[str, Any]]) -> di
     return {i: fuse(as_label(m[i]) for m in maps) for i in order}
 
 
-def reliability(p_out: Sequence[Optional[float]], reference: Sequence[Any], bins: int = 10) -> Optional[dict[str, Any]]:
-    """Calibration of the out-of-context probability against the reference labels.
+def _target_out(value: Any) -> Optional[float]:
+    """A reference as the probability that the sample is out-of-context: 1/0 for a label (or its
+    text), the number itself for a probability in [0, 1]; None when missing or unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.floating, np.integer)):
+        v = float(value)
+        return v if 0.0 <= v <= 1.0 else None  # NaN fails both comparisons
+    lab = as_label(value)
+    return None if lab is None else (1.0 if lab is Label.OUT else 0.0)
 
-    Returns equal-width bins of p(out) with their mean predicted probability and the observed
-    share of out-of-context references, the expected calibration error (ECE, count-weighted
-    |observed - predicted|) and the Brier score; None when no answer has a probability.
+
+def reliability(p_out: Sequence[Optional[float]], reference: Sequence[Any], bins: int = 10) -> Optional[dict[str, Any]]:
+    """Calibration of the out-of-context probability against a reference.
+
+    The reference is either labels (the observed share of out-of-context per bin is the usual
+    reliability diagram) or probabilities in [0, 1], e.g. a teacher's P(out) (then "observed" is the
+    reference's mean probability in the bin, and ECE and Brier measure how closely the student's
+    probabilities follow the teacher's). Binning: ``bins`` equal-width bins of the predicted p(out)
+    over [0, 1], each [lo, hi) except the last, which holds 1.0. ECE = sum over bins of
+    n_bin / n * |mean reference - mean predicted|; Brier = mean (p - reference)^2. Pairs without a
+    probability or a reference are left out; None when no pair is left.
     """
-    pairs = [(float(p), as_label(r)) for p, r in zip(p_out, reference)
-             if p is not None and not (isinstance(p, float) and math.isnan(p)) and as_label(r) is not None]
+    pairs = [(float(p), t) for p, t in ((p, _target_out(r)) for p, r in zip(p_out, reference))
+             if p is not None and not (isinstance(p, float) and math.isnan(p)) and t is not None]
     if not pairs:
         return None
     probs = np.clip(np.array([p for p, _ in pairs]), 0.0, 1.0)
-    outs = np.array([1.0 if r is Label.OUT else 0.0 for _, r in pairs])
+    outs = np.array([t for _, t in pairs])
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.minimum(np.digitize(probs, edges[1:-1], right=False), bins - 1)
     table, ece = [], 0.0

@@ -276,6 +276,39 @@ def _reasoning_html(metrics: dict[str, Any]) -> str:
                    "teacher consistent (rule check)", "ROUGE-L vs teacher"], rows)
 
 
+#: (metrics key suffix, column title) of the calibration table
+CALIBRATION_REFERENCES = (("", "teacher label"), ("_vs_truth", "truth"), ("_vs_teacher_p", "teacher P(out)"))
+
+
+def _calibration_html(metrics: dict[str, Any]) -> str:
+    """ECE and Brier score of each student's p(out) against each reference it has, and the
+    teacher's own probabilities against the truth; empty when no answer had a probability."""
+    names = [n for n in metrics.get("criteria", []) if (metrics.get(n) or {}).get("calibration")]
+    if not names:
+        return ""
+    refs = [(suffix, title) for suffix, title in CALIBRATION_REFERENCES
+            if any(metrics[n].get(f"ece{suffix}") is not None for n in names)]
+    teacher = any(metrics[n].get("teacher_ece_vs_truth") is not None for n in names)
+    rows = []
+    for n in names:
+        m = metrics[n]
+        block = m.get("calibration") or {}
+        row = [_esc(m.get("display", n)), block.get("n", "–")]
+        for suffix, _ in refs:
+            row += [_num(m.get(f"ece{suffix}")), _num(m.get(f"brier{suffix}"))]
+        if teacher:
+            row += [_num(m.get("teacher_ece_vs_truth")), _num(m.get("teacher_brier_vs_truth"))]
+        rows.append(row)
+    header = ["criterion", "n"] + [f"{k} (vs {title})" for _, title in refs for k in ("ECE", "Brier")]
+    if teacher:
+        header += ["teacher ECE (vs truth)", "teacher Brier (vs truth)"]
+    bins = len((metrics[names[0]].get("calibration") or {}).get("bins") or []) or "–"
+    return (_table(header, rows, "calibration")
+            + f'<p class="muted">Student p(out-of-context) at the decision token; ECE over {bins} equal-width bins of '
+            "p (count-weighted |reference − mean p|), Brier = mean (p − reference)²; lower is better for both. "
+            "Against the teacher's P(out), the reference is that probability rather than a 0/1 label.</p>")
+
+
 def _errors_html(metrics: dict[str, Any]) -> str:
     parts = []
     for name in columns(metrics):
@@ -366,8 +399,8 @@ def render_html(metrics: dict[str, Any], gallery: Sequence[dict[str, Any]] = ())
         "confusion": ("Confusion matrices", _img(plot_confusions(metrics), "confusion matrices", "")),
         "comparison": ("Student vs baseline vs teacher", _img(plot_comparison(metrics), "accuracy comparison", "")),
         "agreement": ("Agreement with the teacher", _img(plot_agreement(metrics), "kappa", "")),
-        "calibration": ("Calibration", _img(plot_calibration(metrics), "reliability diagram",
-                                            "No probabilities in the answers: no calibration plot.")),
+        "calibration": ("Calibration", _calibration_html(metrics) + _img(plot_calibration(metrics), "reliability diagram",
+                                                                       "No probabilities in the answers: no calibration plot.")),
         "reasoning": ("Reasoning", _reasoning_html(metrics)
                       + f'<p class="muted">Consistency rule: {_esc(metrics.get("reasoning_rule"))}</p>'),
         "errors": ("Errors by object category and scene", _errors_html(metrics)),

@@ -223,6 +223,33 @@ def _headline(
     return m
 
 
+#: dataset column of the designated teacher's P(out-of-context) (scenefit datasets; null when unknown)
+TEACHER_P_COLUMN = "teacher_p_out"
+
+
+def calibration_blocks(p_out: Sequence[Optional[float]], df: pd.DataFrame, bins: int) -> dict[str, Any]:
+    """The student's calibration against the teacher's labels (``calibration``), the truth
+    (``calibration_vs_truth``) and the designated teacher's own probability
+    (``calibration_vs_teacher_p``), the teacher's own calibration against the truth
+    (``teacher_calibration_vs_truth``), and their ECE / Brier as flat keys (``ece``, ``brier_vs_truth``,
+    ``teacher_ece_vs_truth``, ...). A block is None where its reference or probabilities are absent."""
+    truth = list(df["truth"]) if "truth" in df else [None] * len(df)
+    teacher_p = list(df[TEACHER_P_COLUMN]) if TEACHER_P_COLUMN in df else [None] * len(df)
+    blocks = {
+        "calibration": reliability(p_out, list(df["label"]), bins),
+        "calibration_vs_truth": reliability(p_out, truth, bins),
+        "calibration_vs_teacher_p": reliability(p_out, teacher_p, bins),
+        "teacher_calibration_vs_truth": reliability(teacher_p, truth, bins),
+    }
+    flat: dict[str, Any] = {}
+    for name, block in blocks.items():
+        prefix = "teacher_" if name.startswith("teacher_") else ""
+        suffix = name.split("calibration", 1)[1]
+        for key in ("ece", "brier"):
+            flat[f"{prefix}{key}{suffix}"] = block[key] if block else None
+    return {**flat, **blocks}
+
+
 def criterion_metrics(
     name: str, df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]],
     cfg: EvaluateConfig,
@@ -234,7 +261,7 @@ def criterion_metrics(
                   _labels(baseline) if baseline is not None else None)
     m["reasoning"] = reasoning_metrics(_labels(student), [a.analysis for a in student], teacher,
                                        list(df["analysis"]) if "analysis" in df else [None] * len(df))
-    m["calibration"] = reliability([a.p_out for a in student], teacher, cfg.calibration_bins)
+    m.update(calibration_blocks([a.p_out for a in student], df, cfg.calibration_bins))
     objects = list(df["object"]) if "object" in df else [None] * len(df)
     scenes = list(df["scene"]) if "scene" in df else [None] * len(df)
     m["errors_by_object"] = error_breakdown(objects, teacher, _labels(student), cfg.top_confusions)

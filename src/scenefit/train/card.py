@@ -84,6 +84,15 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         "- Loss on the assistant answer only; images never truncated.",
         "",
     ]
+    distill = metrics.get("distill")
+    if distill:  # soft labels: say what the decision token learnt from
+        rows = distill["rows"].get("train", {})
+        lines[-1:-1] = [
+            f"- Soft labels: + {distill['weight']} x KL(teacher || student) over {{In, Out}} at the decision token, "
+            f"target `{distill['column']}`, temperature {distill['temperature']}"
+            + ("" if distill.get("hard_decision", True) else ", decision token out of the cross-entropy")
+            + f"; {rows.get('with_target')} training rows with a target, {rows.get('skipped_null')} without (CE only).",
+        ]
     if test:
         s, b = test.get("student", {}), test.get("base", {})
         lines += [

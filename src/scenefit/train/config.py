@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, criteria_list
+from scenefit.train.distill import DistillSettings
 
 #: Metrics the trainer can pick the best checkpoint by (names as the Trainer logs them).
 # name -> greater is better
@@ -87,6 +88,11 @@ class TrainConfig(StageConfig):
         "sample: nothing is truncated, so an image is never cut.",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+    distill: DistillSettings = Field(
+        default_factory=DistillSettings,
+        description="Soft-label distillation: weight x KL(teacher || student) over {In, Out} at the decision token "
+        "(scenefit.train.distill); weight 0 trains on the hard labels only.",
+    )
 
     epochs: float = Field(3.0, gt=0, description="Training epochs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps to train; -1 trains for `epochs`.")

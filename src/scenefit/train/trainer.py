@@ -64,6 +64,8 @@ def _trainer_classes():
     """Callback and Trainer subclasses, built on first use (transformers is heavy to import)."""
     from transformers import Trainer, TrainerCallback
 
+    from scenefit.train.distill import DistillLossMixin
+
     class JsonlLogCallback(TrainerCallback):
         """Every log line (train loss, eval metrics) appended to a JSONL file by the main process."""
 
@@ -76,8 +78,9 @@ def _trainer_classes():
                 with self.path.open("a") as f:
                     f.write(json.dumps(rec, default=float) + "\n")
 
-    class StudentTrainer(Trainer):
-        """A Trainer whose evaluations also report decision accuracy on the validation rows."""
+    class StudentTrainer(DistillLossMixin, Trainer):
+        """A Trainer whose evaluations also report decision accuracy on the validation rows (and whose loss
+        adds the soft-label term of ``train.distill`` when its weight is above 0)."""
 
         def __init__(self, *args, decision_rows: list[dict], scoring_processor, scoring_batch_size: int,
                      answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, max_new_tokens: int = 128, **kwargs):
@@ -353,6 +356,19 @@ def train_student(
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
     val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
+    collator = PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id)
+    distill_summary = None
+    if cfg.distill.enabled:  # weight 0 wraps nothing: today's training exactly
+        from scenefit.train.distill import prepare
+
+        sets, collator, distill_ids, distill_summary = prepare(
+            cfg.distill, processor, {"train": train_set, "val": val_set}, {"train": frames["train"], "val": val_rows},
+            collator, cfg.packing, {s: split_path(data_dir, crit, s) for s in ("train", "val")})
+        train_set, val_set = sets["train"], sets["val"]
+        skipped = distill_summary["rows"]["train"]["skipped_null"]
+        if skipped:
+            print(f"warning: {crit}: {skipped} of {len(frames['train'])} training rows have no {cfg.distill.column}; "
+                  "the KL term is skipped for them (cross-entropy only)", file=sys.stderr)
     JsonlLogCallback, StudentTrainer = _trainer_classes()
     callbacks = [JsonlLogCallback(out / "log.jsonl")]
     if cfg.early_stopping_patience:
@@ -362,7 +378,7 @@ def train_student(
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=callbacks + list(extra_callbacks or []),
         decision_rows=val_rows.to_dict("records"),
         scoring_processor=processor,
@@ -370,6 +386,8 @@ def train_student(
         answer_format=answer_format,
         max_new_tokens=cfg.eval_max_new_tokens,
     )
+    if distill_summary is not None:
+        trainer.distill, trainer.distill_token_ids = cfg.distill, distill_ids
     if trainer.is_world_process_zero():
         sharding = sharding_fallback_warning(trainer.accelerator.distributed_type)
         if sharding:
@@ -420,6 +438,7 @@ def train_student(
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
         "synthetic": synthetic,
         "answer_format": answer_format.value,
+        "distill": distill_summary,
     }
     if cfg.score_test and "test" in frames:
         # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
