@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.parquet_io import write_json
+from scenefit.core.parquet_io import atomic_write_text, write_json
 from scenefit.evaluate.metrics import HEADLINE_KEYS, headline_key, headline_value
 
 #: Section ids of report.html, in page order.
@@ -422,9 +422,7 @@ def write_report(metrics: dict[str, Any], out_dir: Path | str, gallery: Sequence
     out.mkdir(parents=True, exist_ok=True)
     json_path = write_json(metrics, out / "metrics.json")
     html_path = out / "report.html"
-    tmp = html_path.with_name(html_path.name + ".tmp")
-    tmp.write_text(render_html(metrics, gallery), encoding="utf-8")
-    tmp.replace(html_path)
+    atomic_write_text(render_html(metrics, gallery), html_path)
     return json_path, html_path
 
 
@@ -435,6 +433,6 @@ def thumbnail_data_url(image_path: str, box: Optional[Sequence[float]], boxed: b
 
     im = load_image(image_path)
     if box is not None and not boxed:
-        im = draw_box(im, box, width=max(2, round(max(im.size) / 100)))
+        im = draw_box(im, box)  # the one width rule, as the students saw it
     im.thumbnail((max_px, max_px))
     return png_data_url(im)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion, Label
-from scenefit.core.records import Sample
+from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import (
     CONVENTIONS, HEADLINE_KEYS, as_label, criteria_order, error_breakdown, fuse_by_id, headline_key, label_metrics,
@@ -82,10 +82,6 @@ def row_sample(row: dict) -> Sample:
     return Sample(id=str(row["id"]), image=str(row["image"]), object=str(row["object"]), box=box,
                   group=_clean(row.get("group")), scene=_clean(row.get("scene")), boxed=True,
                   synthetic=bool(_clean(row.get("synthetic")) or False))
-
-
-def is_synthetic(frames: dict[str, pd.DataFrame]) -> bool:
-    return any("synthetic" in df and bool(df["synthetic"].fillna(False).astype(bool).any()) for df in frames.values())
 
 
 # ---------------------------------------------------------------- answers from a predictor
@@ -334,7 +330,7 @@ def evaluate_answers(
     for name, df in frames.items():
         if len(student[name]) != len(df) or (baseline is not None and len(baseline[name]) != len(df)):
             raise EvaluateError(f"{name}: {len(df)} rows but a different number of answers")
-    synthetic = is_synthetic(frames)
+    synthetic = is_synthetic(*frames.values())
     metrics: dict[str, Any] = {
         "synthetic": synthetic, **({"notice": SYNTHETIC_NOTICE} if synthetic else {}),
         "split": cfg.split, "criteria": list(frames), **(info or {}),

@@ -86,7 +86,7 @@ def toy_answer(criterion: Criterion, label: Label, object_name: str,
 
 def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequence[Criterion] = CRITERIA,
                        steps: int = 60, rank: int = 16, modules_to_save: Optional[Sequence[str]] = ("lm_head",),
-                       lr: float = 2e-3, batch_size: int = 8, seed: int = 0, box_width: int = 3,
+                       lr: float = 2e-3, batch_size: int = 8, seed: int = 0, box_width: Optional[int] = None,
                        joint: bool = False, answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST) -> Path:
     """Train (``steps`` > 0) or just initialise (``steps`` = 0: random LoRA weights, so every
     adapter differs from the base and from the others) one adapter per criterion on
@@ -131,7 +131,7 @@ def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool):
 
 
 def _train(model, processor, crits: Sequence[Criterion], steps: int, lr: float, batch_size: int,
-           rng: random.Random, box_width: int, answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> None:
+           rng: random.Random, box_width: Optional[int], answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> None:
     """A plain loop: loss on the answer tokens only (as the trainer masks the prompt)."""
     import torch
 

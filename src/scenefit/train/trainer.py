@@ -18,6 +18,7 @@ tensorboard events under ``trainer/``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import shutil
@@ -31,12 +32,12 @@ from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import dump_yaml
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
+from scenefit.core.records import is_synthetic
 from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat
 from scenefit.student.decision import accuracy, judge_rows
 from scenefit.student.metadata import StudentMeta, answer_prefix, write_student_meta
 from scenefit.train.checkpoints import (
-    STATE_FILE,
     CheckpointScan,
     checkpoint_problem,
     scan_checkpoints,
@@ -216,10 +217,6 @@ def dataset_manifest(data_dir: Path, criterion: str) -> dict[str, Any]:
     }
 
 
-def _is_synthetic(*frames) -> bool:
-    return any("synthetic" in f and bool(f["synthetic"].fillna(False).astype(bool).any()) for f in frames)
-
-
 def _subset(frame, n: Optional[int], seed: int):
     if n is None or len(frame) <= n:
         return frame
@@ -283,7 +280,7 @@ def _finish_from_checkpoint(trainer, scan: CheckpointScan) -> dict[str, Any]:
     from peft.utils import load_peft_weights
     from transformers import TrainerState
 
-    state = TrainerState.load_from_json(str(scan.resume_from / STATE_FILE))
+    state = TrainerState(**copy.deepcopy(scan.state))  # the scan already read trainer_state.json once
     trainer.state = state
     best = scan.resume_from
     if state.best_global_step:
@@ -339,7 +336,7 @@ def train_student(
     for need in ("train", "val"):
         if need not in frames or frames[need].empty:
             raise FileNotFoundError(f"{split_path(data_dir, crit, need)}: missing or empty; the student needs it")
-    synthetic = _is_synthetic(*frames.values())
+    synthetic = is_synthetic(*frames.values())
     answer_format = dataset_answer_format(data_dir, crit, frames)
 
     processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
