@@ -310,14 +310,10 @@ def train_student(
     overwrite: bool = False,
     extra_callbacks: Optional[list] = None,
 ) -> TrainResult:
-    """Train (or resume) the student of one criterion; returns its metrics."""
-    import torch
-    from transformers import EarlyStoppingCallback
+    """Train (or resume) the student of one criterion; returns its metrics.
 
-    from scenefit.models.loading import load_model, load_processor, save_processor
-    from scenefit.train.card import model_card
-    from scenefit.train.lora import adapted_modules, apply_lora
-
+    Reads top to bottom: the output folder, the data, the model, the Trainer, training (or
+    resuming, or finishing from the last checkpoint), then the student folder."""
     crit = Criterion.parse(criterion).value
     data_dir = Path(data_dir)
     out = Path(out_root) / crit
@@ -332,12 +328,61 @@ def train_student(
             return TrainResult(crit, out, json.loads((out / "metrics.json").read_text()), skipped=True)
         out.mkdir(parents=True, exist_ok=True)
 
+    frames = _read_frames(data_dir, crit)
+    synthetic = is_synthetic(*frames.values())
+    answer_format = dataset_answer_format(data_dir, crit, frames)
+    processor, model, targets = _load_base(base_model, cfg)
+    val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
+    trainer, distill_summary = _build_trainer(model, processor, args, cfg, frames, val_rows, data_dir, crit, out,
+                                              answer_format, extra_callbacks)
+    scan, train_metrics, seconds = _train_or_resume(trainer, cfg, run_dir, out, crit)
+
+    metrics: dict[str, Any] = {
+        "criterion": crit,
+        "base_model": base_model,
+        "resumed_from": str(scan.resume_from) if scan.resume_from is not None else None,
+        "skipped_checkpoints": [{"path": str(p), "problem": why} for p, why in scan.skipped],
+        "global_step": trainer.state.global_step,
+        "epoch": trainer.state.epoch,
+        "train": train_metrics,
+        "wall_seconds": seconds,
+        "train_rows": len(frames["train"]),
+        "val_rows_used": len(val_rows),
+        "world_size": trainer.args.world_size,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": cfg.per_device_batch_size * accumulation * trainer.args.world_size,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
+        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
+        "synthetic": synthetic,
+        "answer_format": answer_format.value,
+        "distill": distill_summary,
+    }
+    if cfg.score_test and "test" in frames:
+        # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
+        metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
+                                      with_base=True, answer_format=answer_format,
+                                      max_new_tokens=cfg.eval_max_new_tokens)
+    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format)
+    _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
+    return TrainResult(crit, out, metrics)
+
+
+def _read_frames(data_dir: Path, crit: str) -> dict:
+    """The criterion's dataset splits present in ``data_dir``; train and val must hold rows."""
     frames = {s: read_split(data_dir, crit, s) for s in SPLIT_FILES if split_path(data_dir, crit, s).is_file()}
     for need in ("train", "val"):
         if need not in frames or frames[need].empty:
             raise FileNotFoundError(f"{split_path(data_dir, crit, need)}: missing or empty; the student needs it")
-    synthetic = is_synthetic(*frames.values())
-    answer_format = dataset_answer_format(data_dir, crit, frames)
+    return frames
+
+
+def _load_base(base_model: str, cfg: TrainConfig):
+    """(processor, the base with fresh LoRA adapters, the adapted module names)."""
+    import torch
+
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.train.lora import adapted_modules, apply_lora
 
     processor = load_processor(base_model, cfg.min_pixels, cfg.max_pixels)
     precision = _precision(cfg)
@@ -349,12 +394,18 @@ def train_student(
     targets = adapted_modules(model)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()
+    return processor, model, targets
 
-    val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
+
+def _build_trainer(model, processor, args, cfg: TrainConfig, frames: dict, val_rows, data_dir: Path, crit: str,
+                   out: Path, answer_format: AnswerFormat, extra_callbacks: Optional[list]):
+    """(the StudentTrainer over the example sets and collator, the distillation summary or None)."""
+    from transformers import EarlyStoppingCallback
+
     train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
     val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
     collator = PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id)
-    distill_summary = None
+    distill_summary = distill_ids = None
     if cfg.distill.enabled:  # weight 0 wraps nothing: today's training exactly
         from scenefit.train.distill import prepare
 
@@ -389,6 +440,12 @@ def train_student(
         sharding = sharding_fallback_warning(trainer.accelerator.distributed_type)
         if sharding:
             print(f"warning: {sharding}", file=sys.stderr)
+    return trainer, distill_summary
+
+
+def _train_or_resume(trainer, cfg: TrainConfig, run_dir: Path, out: Path, crit: str):
+    """Resume from the newest complete checkpoint (incomplete ones removed), finish a run whose
+    last checkpoint is its end, or train; returns (the scan, the train metrics, wall seconds)."""
     scan = scan_checkpoints(run_dir) if cfg.resume else CheckpointScan()
     trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one removes anything
     if trainer.is_world_process_zero():
@@ -399,57 +456,35 @@ def train_student(
             print(f"{crit}: resuming from {scan.resume_from} (step {scan.resumed_step})", file=sys.stderr)
         trim_jsonl_log(out / "log.jsonl", scan.resumed_step)  # the resumed steps are logged again
     trainer.accelerator.wait_for_everyone()
-    resume_from = str(scan.resume_from) if scan.resume_from is not None else None
     started = time.time()
     if scan.resume_from is not None and training_finished(scan.state, cfg.max_steps):
         # The kill came after the last checkpoint: Trainer.train would run one step past the end.
-        train_metrics = _finish_from_checkpoint(trainer, scan)
-    else:
-        # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
-        with contextlib.redirect_stdout(sys.stderr):
-            train_output = trainer.train(resume_from_checkpoint=resume_from)
-        train_metrics = dict(train_output.metrics)
-        if scan.resume_from is not None:
-            # The Trainer's train_loss averages only the steps of this call.
-            train_metrics["train_loss"] = whole_run_train_loss(
-                trainer.state.log_history, scan.resumed_step, train_metrics.get("train_loss"),
-                trainer.state.global_step - scan.resumed_step)
-    seconds = time.time() - started
+        return scan, _finish_from_checkpoint(trainer, scan), time.time() - started
+    # The Trainer prints its log dicts to stdout; the CLI keeps stdout for its JSON summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        train_output = trainer.train(resume_from_checkpoint=None if scan.resume_from is None else str(scan.resume_from))
+    train_metrics = dict(train_output.metrics)
+    if scan.resume_from is not None:
+        # The Trainer's train_loss averages only the steps of this call.
+        train_metrics["train_loss"] = whole_run_train_loss(
+            trainer.state.log_history, scan.resumed_step, train_metrics.get("train_loss"),
+            trainer.state.global_step - scan.resumed_step)
+    return scan, train_metrics, time.time() - started
 
-    metrics: dict[str, Any] = {
-        "criterion": crit,
-        "base_model": base_model,
-        "resumed_from": resume_from,
-        "skipped_checkpoints": [{"path": str(p), "problem": why} for p, why in scan.skipped],
-        "global_step": trainer.state.global_step,
-        "epoch": trainer.state.epoch,
-        "train": train_metrics,
-        "wall_seconds": seconds,
-        "train_rows": len(frames["train"]),
-        "val_rows_used": len(val_rows),
-        "world_size": trainer.args.world_size,
-        "gradient_accumulation_steps": accumulation,
-        "effective_batch_size": cfg.per_device_batch_size * accumulation * trainer.args.world_size,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
-        "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
-        "synthetic": synthetic,
-        "answer_format": answer_format.value,
-        "distill": distill_summary,
-    }
-    if cfg.score_test and "test" in frames:
-        # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
-        metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
-                                      with_base=True, answer_format=answer_format,
-                                      max_new_tokens=cfg.eval_max_new_tokens)
+
+def _save_student(trainer, processor, cfg: TrainConfig, info, metrics: dict, data_dir: Path, out: Path,
+                  run_dir: Path) -> None:
+    """The student folder: adapter, processor, config, dataset manifest, metadata, card, and
+    metrics.json last — its presence marks the student complete."""
+    from scenefit.models.loading import save_processor
+    from scenefit.train.card import model_card
 
     trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml is the readable record
         save_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
-        write_json(dataset_manifest(data_dir, crit), out / "dataset_manifest.json")
-        info = student_info(cfg, crit, base_model, synthetic, targets, answer_format)
+        write_json(dataset_manifest(data_dir, info.criterion), out / "dataset_manifest.json")
         write_student_meta(info, out)
         atomic_write_text(model_card(info, metrics, cfg), out / "README.md")
         write_json(metrics, out / "metrics.json")  # last: its presence marks the student as complete
@@ -457,4 +492,3 @@ def train_student(
             for ckpt in run_dir.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(crit, out, metrics)
