@@ -66,7 +66,10 @@ class TinyModelConfig(StageConfig):
     vision_pretrain_seed: int = Field(
         7, description="World seed of those images; keep it apart from the demo world's seed so no demo sample is seen."
     )
-    vision_pretrain_lr: float = Field(1e-3, gt=0, lt=1, description="AdamW learning rate of the vision pretraining.")
+    vision_pretrain_lr: float = Field(
+        1e-3, gt=0, lt=1,
+        description="Peak AdamW learning rate of the vision pretraining (a tenth of the steps warming up, then a cosine decay).",
+    )
     vision_pretrain_image_size: int = Field(
         112, ge=56, le=1024, description="Side of the pretraining images (the demo world's image_size)."
     )
