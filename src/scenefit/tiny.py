@@ -301,7 +301,8 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     save_processor(processor, out)
     language = ("language model pretrained on the synthetic world's catalog facts and captions of its own pictures"
                 if knowledge_record else "random language model")
-    vision = ("vision tower pretrained on synthetic images to see the box colour and each cell's colour"
+    vision = ("vision tower pretrained on synthetic images to see the box colour, each cell's colour, the box's "
+              "height next to the person and its bottom against the ground line"
               if vision_record else "random vision tower")
     note = (f"tiny Qwen2.5-VL built by scenefit: {language}; {vision} (SYNTHETIC; no in/out labels, student prompts "
             "or demo samples)" if vision_record or knowledge_record
