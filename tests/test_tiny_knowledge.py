@@ -63,9 +63,14 @@ def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, 
     drawn, texts = [], []
     real_draw = world.draw_pictures
 
-    def spy_draw(cfg):
+    def spy_draw(cfg):  # only what was drawn where: no truth, size class or placement to read
         drawn.append(cfg)
-        return real_draw(cfg)
+        out = []
+        for im, lay in real_draw(cfg):
+            lay = {k: v for k, v in lay.items() if k != "truth"}
+            lay["target"] = {"category": lay["target"]["category"], "box": lay["target"]["box"]}
+            out.append((im, lay))
+        return out
 
     monkeypatch.setattr(world, "draw_pictures", spy_draw)
     processor = load_processor(tiny_model_dir)

@@ -91,6 +91,40 @@ def test_vision_pretraining_teaches_the_tower_to_see_the_box(tmp_path, torch_one
         assert 0.0 <= vp[f"{key}_accuracy_before"] <= 1.0 and 0.0 <= vp[f"{key}_accuracy_after"] <= 1.0
 
 
+def _drawing_only(layout: dict) -> dict:
+    """A layout without what the world decided (truth, size class, placement, flying, homes): only
+    what was drawn where."""
+    kept = {k: v for k, v in layout.items() if k != "truth"}
+    kept["target"] = {"category": layout["target"]["category"], "box": layout["target"]["box"]}
+    return kept
+
+
+def test_vision_pretraining_sees_only_its_own_pictures_and_their_drawing(tmp_path, monkeypatch, torch_one_thread):
+    """The tower's pictures come from a world of its own seed, and its targets need nothing but the
+    drawing: with every truth and size class taken out of the layouts, it trains the same."""
+    import scenefit.synth.world as world
+    from scenefit.modeling import load_processor
+    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.tiny_vision import pretrain_vision
+
+    drawn = []
+    real_draw = world.draw_pictures
+
+    def spy_draw(cfg):
+        drawn.append(cfg)
+        return [(im, _drawing_only(lay)) for im, lay in real_draw(cfg)]
+
+    monkeypatch.setattr(world, "draw_pictures", spy_draw)
+    out = build_tiny_model(tmp_path / "m", TinyModelConfig())
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out))
+    record = pretrain_vision(model, load_processor(out).image_processor, steps=2, images=24, seed=321,
+                             batch_size=4, progress=False)
+    assert [c.seed for c in drawn] == [321] and not drawn[0].originals
+    assert record["steps"] == 2 and 0.0 <= record["ground_line_accuracy_after"] <= 1.0
+
+
 def test_student_chat_puts_the_image_right_before_the_answer(tiny_model_dir):
     """The decision token sits at the same distance from the image whatever the object's
     name (whose token count varies) — the point of the after-text layout."""
