@@ -131,7 +131,9 @@ def pretrain_vision(
     progress: bool = True,
 ) -> dict[str, float]:
     """Train ``model``'s vision tower in place on :func:`token_targets`; return held-out
-    box-patch accuracy before and after (and the majority-class rate) for the record."""
+    box-patch accuracy (and its majority-class rate) and the exact-bin accuracies of the box's
+    height, its height next to the person and its side of the ground line, before and after, for
+    the record."""
     import torch
 
     from .synth.world import WorldConfig, draw_pictures
