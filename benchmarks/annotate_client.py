@@ -94,7 +94,7 @@ def _serve(latency_s: float, slots: int, queue, jitter: float = 0.0) -> None:
 def _samples(folder: Path, n: int):
     from PIL import Image
 
-    from scenefit.records import Sample
+    from scenefit.core.records import Sample
 
     img = folder / "scene.png"
     if not img.exists():
@@ -104,7 +104,7 @@ def _samples(folder: Path, n: int):
 
 def run_once(base: str, concurrency: int, n: int, folder: Path, per_client: int = 8) -> float:
     """Answers per second of one annotate run of ``n`` samples at ``concurrency``."""
-    from scenefit.store import AnnotationStore
+    from scenefit.teachers.store import AnnotationStore
     from scenefit.teachers.annotate import annotate_async
     from scenefit.teachers.config import AnnotateConfig
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scenefit.consensus import FIELDS, RULES, ConsensusConfig, answer_matrix, apply_rule, build_consensus
-from scenefit.criteria import CRITERIA
-from scenefit.sft_data import DatasetsConfig, build_student_datasets, write_student_datasets
-from scenefit.split import SplitConfig, balanced_split, write_split
+from scenefit.data.consensus import FIELDS, RULES, ConsensusConfig, answer_matrix, apply_rule, build_consensus
+from scenefit.core.criteria import CRITERIA
+from scenefit.data.datasets import DatasetsConfig, build_student_datasets, write_student_datasets
+from scenefit.data.split import SplitConfig, balanced_split, write_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import timed  # noqa: E402
@@ -115,7 +115,7 @@ def vectorised_rules(answers: pd.DataFrame, ids, teachers: list[str], designated
 
 def as_dicts(m, results) -> dict[str, dict[str, tuple]]:
     """Vectorised results in the baseline's shape, for the equality check (not timed)."""
-    from scenefit.consensus import label_strings
+    from scenefit.data.consensus import label_strings
 
     out = {}
     for rule, (keep, labels) in results.items():

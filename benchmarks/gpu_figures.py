@@ -63,7 +63,7 @@ def build_model(preset: dict, tokenizer, device: str, dtype):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from scenefit.tiny import qwen_vl_config, set_generation_defaults
+    from scenefit.testbed.tiny_model import qwen_vl_config, set_generation_defaults
 
     text = {k: v for k, v in preset.items() if k not in ("vision", "mrope_section", "vocab_size")}
     config = qwen_vl_config(tokenizer, dict(text, max_position_embeddings=128000), preset["vision"], rope_theta=1e6,
@@ -139,10 +139,10 @@ def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
     tower, and one criterion's decoder pass with the vision features given."""
     import torch
 
-    from scenefit.criteria import Criterion
+    from scenefit.core.criteria import Criterion
     from scenefit.formats import DECISION_PREFIX
-    from scenefit.inference.items import prepare_image, to_item
-    from scenefit.inference.predictor import BatchPixels
+    from scenefit.predict.items import prepare_image, to_item
+    from scenefit.predict.predictor import BatchPixels
 
     cfg = predictor.config
     prepared = [to_item(it, i) for i, it in enumerate(items)]
@@ -173,10 +173,10 @@ def fast_path_breakdown(predictor, items: list, args) -> dict[str, float]:
 
 def vision_attention_figures(predictor, items: list, args, flops_per_image: float) -> dict:
     """Issue 20, item 2: the tower's attention per window (transformers) vs packed
-    (scenefit.vision_attention) on the same batch; the mode set by --vision-attention is restored."""
+    (scenefit.models.vision_attention) on the same batch; the mode set by --vision-attention is restored."""
     import torch
 
-    from scenefit.vision_attention import counting_sdpa_calls, set_vision_attention, vision_towers
+    from scenefit.models.vision_attention import counting_sdpa_calls, set_vision_attention, vision_towers
 
     model = predictor.model
     tower = vision_towers(model)[0]
@@ -220,7 +220,7 @@ def main() -> int:
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="the device's dense bf16 peak")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
     ap.add_argument("--vision-attention", choices=("packed", "transformers"), default="packed",
-                    help="the tower's attention for every path (scenefit.vision_attention)")
+                    help="the tower's attention for every path (scenefit.models.vision_attention)")
     ap.add_argument("--vision-attention-only", action="store_true",
                     help="only the fast path at the largest batch and the per-window vs packed comparison")
     args = ap.parse_args()
@@ -229,11 +229,11 @@ def main() -> int:
     import transformers
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.criteria import Criterion
-    from scenefit.inference import PredictConfig, Predictor
-    from scenefit.modeling import load_processor
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
-    from scenefit.vision_attention import set_vision_attention
+    from scenefit.core.criteria import Criterion
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.models.loading import load_processor
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
+    from scenefit.models.vision_attention import set_vision_attention
     from student_inference import run_reference
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]

@@ -9,12 +9,12 @@ bytes of the loaded weights (every parameter and buffer, shared storage counted 
 
 - imports only: torch, transformers and peft imported, no model (the floor every process pays);
 - one student: the base + one adapter (what serving a single criterion takes);
-- project: the base once + the three adapters (scenefit.inference.Predictor);
+- project: the base once + the three adapters (scenefit.predict.Predictor);
 - three models: three bases, each with its adapter (three students loaded separately).
 
 Ratios are against one student, on the RSS above the imports-only floor. The tiny demo model
 (~3 MB) would vanish in the ~400 MB floor, so by default the base here is a random Qwen2.5-VL
-of ~100 M parameters (--hidden/--layers; scenefit.tiny's builder) with random-weight adapters in
+of ~100 M parameters (--hidden/--layers; scenefit.testbed.tiny_model's builder) with random-weight adapters in
 two shapes: the demo's (LoRA q/k/v/o + an lm_head copy) and the paper's (LoRA q/k/v/o only).
 Goal (issue 8): project <= 1.15x one student, vs ~3x for three models. With --students the
 given students and their base are measured instead.
@@ -38,9 +38,9 @@ mode, students = sys.argv[1], sys.argv[2]
 weights, modules = 0, []
 if mode != "imports":
     from peft import PeftModel
-    from scenefit.inference import Predictor, find_students, module_bytes
-    from scenefit.inference.students import choose_base
-    from scenefit.modeling import load_model
+    from scenefit.predict import Predictor, find_students, module_bytes
+    from scenefit.predict.students import choose_base
+    from scenefit.models.loading import load_model
     if mode in ("one", "project"):
         pred = Predictor.from_students(students, device="cpu", dtype="fp32", criteria=["location"] if mode == "one" else None)
         modules = [pred.peft_model]
@@ -110,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
     from _students import toy_students
 
-    from scenefit.tiny import TinyModelConfig
+    from scenefit.testbed.tiny_model import TinyModelConfig
 
     if args.students:
         report(f"students {args.students}", measure(args.students, args.repeats))

@@ -38,7 +38,7 @@ def paper_length_data(data: Path, seed: int = 0) -> None:
     import pandas as pd
     from PIL import Image
 
-    from scenefit.criteria import Criterion, Label
+    from scenefit.core.criteria import Criterion, Label
     from scenefit.formats import render_student_answer
 
     rng = random.Random(seed)
@@ -56,7 +56,7 @@ def padding_share(data: Path, model: Path, batch: int, settings: dict) -> tuple[
     """Share of pad tokens in the padded batches (sequential batches of the train split)."""
     import pandas as pd
 
-    from scenefit.modeling import load_processor
+    from scenefit.models.loading import load_processor
     from scenefit.train.data import encode_example
 
     processor = load_processor(model, settings.get("min_pixels"), settings.get("max_pixels"))
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=["demo", "paper-lengths"])
     args = ap.parse_args()
 
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
     from test_train_run import make_datasets
 
     results = []

@@ -50,11 +50,11 @@ class CostModelPredictor:
 
 
 def real_predictor(students: str | None, workdir: Path, device: str | None, batch_size: int):
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
 
     if students is None:
-        from scenefit.inference.toy_students import build_toy_students
-        from scenefit.tiny import TinyModelConfig, build_tiny_model
+        from scenefit.testbed.toy_students import build_toy_students
+        from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
 
         base = build_tiny_model(workdir / "model", TinyModelConfig(seed=0))
         students = str(build_toy_students(base, workdir / "students", steps=0))
@@ -62,7 +62,7 @@ def real_predictor(students: str | None, workdir: Path, device: str | None, batc
 
 
 def request_bodies(n: int) -> list[dict]:
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.testbed.toy_students import toy_items
 
     items, _ = toy_items(n, seed=7)
     out = []

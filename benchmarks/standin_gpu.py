@@ -33,7 +33,7 @@ def write_dataset(root: Path, n_train: int, n_val: int, side: int) -> Path:
     import pandas as pd
     from PIL import Image, ImageDraw
 
-    from scenefit.criteria import Criterion, Label
+    from scenefit.core.criteria import Criterion, Label
     from scenefit.formats import render_student_answer
     from scenefit.prompts import student_prompt, student_system_prompt
 
@@ -72,8 +72,8 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
-    from scenefit.config import resolve
-    from scenefit.standin import StandinSize, build_standin_model
+    from scenefit.core.config import resolve
+    from scenefit.testbed.standin import StandinSize, build_standin_model
     from scenefit.train.trainer import train_student
 
     class StepClock(TrainerCallback):

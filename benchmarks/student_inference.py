@@ -37,7 +37,7 @@ def reference_models(predictor):
     """Three (base + adapter) models loaded separately, as a per-criterion script would."""
     from peft import PeftModel
 
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
 
     models = {}
     for crit, info in predictor.students.items():
@@ -51,8 +51,8 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
     import torch
 
     from scenefit.formats import parse_student_answer
-    from scenefit.inference import prepare_image, to_item
-    from scenefit.modeling import student_messages
+    from scenefit.predict import prepare_image, to_item
+    from scenefit.models.loading import student_messages
     from scenefit.prompts import student_prompt, student_system_prompt
 
     labels, counts = [], []
@@ -90,7 +90,7 @@ def main() -> int:
     from _students import bench_items, demo_students, toy_students
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
 
     t0 = time.perf_counter()
     students = args.students or demo_students()

@@ -52,8 +52,8 @@ def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int) -> f
     from PIL import Image
     from trl import SFTConfig, SFTTrainer
 
-    from scenefit.modeling import load_model, load_processor, student_messages
-    from scenefit.parquet_io import read_table
+    from scenefit.models.loading import load_model, load_processor, student_messages
+    from scenefit.core.parquet_io import read_table
 
     rows = read_table(data / "location" / "train.parquet")[0].to_dict("records")  # images resolved
     ds = Dataset.from_list([
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
 
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
     from test_train_run import make_datasets
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/vision_tower.py --images 8 --depth 8 --hidden 160 --repeats 5
 
 Issue 20, item 2. Same weights, same inputs, same process; the two paths differ only in the
-tower's attention (``scenefit.vision_attention``): "transformers" (transformers' sdpa, one call
+tower's attention (``scenefit.models.vision_attention``): "transformers" (transformers' sdpa, one call
 per window) and "packed" (one call per block, what ``load_model`` installs by default).
 
 1. Tower: a reduced Qwen2.5-VL tower with the 3B's geometry (patch 14, 2×2 merge, 112-px windows,
@@ -60,7 +60,7 @@ def alternating(model, fn, repeats: int) -> tuple[dict[str, tuple[float, float]]
     import statistics
     import time
 
-    from scenefit.vision_attention import set_vision_attention
+    from scenefit.models.vision_attention import set_vision_attention
 
     walls: dict[str, list[float]] = {m: [] for m in MODES}
     cpus: dict[str, list[float]] = {m: [] for m in MODES}
@@ -79,7 +79,7 @@ def alternating(model, fn, repeats: int) -> tuple[dict[str, tuple[float, float]]
 
 
 def sdpa_calls_per_forward(model, fn) -> dict[str, int]:
-    from scenefit.vision_attention import counting_sdpa_calls, set_vision_attention
+    from scenefit.models.vision_attention import counting_sdpa_calls, set_vision_attention
 
     counts = {}
     for m in MODES:
@@ -110,9 +110,9 @@ def tower_rows(args) -> list[tuple]:
 def fast_path_rows(args) -> list[tuple]:
     from _students import toy_students
 
-    from scenefit.inference import PredictConfig, Predictor
-    from scenefit.inference.toy_students import toy_items
-    from scenefit.tiny import TinyModelConfig
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.testbed.toy_students import toy_items
+    from scenefit.testbed.tiny_model import TinyModelConfig
 
     side = 448 * 448
     tiny = TinyModelConfig(seed=0, vision_depth=args.depth, vision_hidden_size=args.hidden,
@@ -147,9 +147,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     if args.pad_on_cpu:
-        import scenefit.vision_attention
+        import scenefit.models.vision_attention
 
-        scenefit.vision_attention.PADDED_DEVICES = ("cuda", "cpu")
+        scenefit.models.vision_attention.PADDED_DEVICES = ("cuda", "cpu")
     print(f"reduced tower: depth {args.depth}, width {args.hidden} ({args.hidden // 80} heads of 80), "
           f"fp32, torch {torch.__version__}, {torch.get_num_threads()} thread(s); ragged blocks "
           f"{'padded into one call' if args.pad_on_cpu else 'in runs of equal length'}", flush=True)

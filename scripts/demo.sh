@@ -115,7 +115,7 @@ echo "        server up at $URL (web page: $URL/; log $D/serve/server.log)"
 import base64, json, sys, urllib.request
 from pathlib import Path
 import pyarrow.parquet as pq
-from scenefit.parquet_io import resolved_path
+from scenefit.core.parquet_io import resolved_path
 
 url, token, d = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 table = next(p for p in (d / "split/test.parquet", d / "ingest/manifest.parquet") if p.is_file())

@@ -39,12 +39,12 @@ def main() -> int:
     import yaml
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.config import resolve
-    from scenefit.criteria import CRITERIA, Criterion
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.core.config import resolve
+    from scenefit.core.criteria import CRITERIA, Criterion
+    from scenefit.models.loading import load_model, load_processor
     from scenefit.prompts import student_prompt, student_system_prompt
-    from scenefit.synth.world import WorldConfig, generate_world
-    from scenefit.tiny import build_tiny_model
+    from scenefit.testbed.world import WorldConfig, generate_world
+    from scenefit.testbed.tiny_model import build_tiny_model
     from scenefit.train.data import AnswerOnlyCollator, encode_example
     from scenefit.train.decision import accuracy, score_rows
     from scenefit.train.lora import apply_lora

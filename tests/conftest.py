@@ -40,7 +40,7 @@ socket.socket.connect = _loopback_only
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2.5-VL folder (default TinyModelConfig), built once per session."""
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), TinyModelConfig(seed=0))
 
@@ -75,7 +75,7 @@ def torch_one_thread():
 def random_head_students(tiny_model_dir, tmp_path_factory) -> Path:
     """Three untrained toy students (random LoRA rank 8 + an lm_head copy each), built once
     per session and shared read-only by the predict, CLI and export tests."""
-    from scenefit.inference.toy_students import build_toy_students
+    from scenefit.testbed.toy_students import build_toy_students
 
     return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("random_head_students"), steps=0, rank=8)
 
@@ -84,7 +84,7 @@ def random_head_students(tiny_model_dir, tmp_path_factory) -> Path:
 def standin_model_dir(tmp_path_factory) -> Path:
     """A shrunk Qwen2.5-VL-3B-Instruct stand-in (real vocabulary, ids, stock template and processor;
     2 layers, hidden 64, random weights), built once per session."""
-    from scenefit.standin import StandinSize, build_standin_model
+    from scenefit.testbed.standin import StandinSize, build_standin_model
 
     size = StandinSize(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vision_depth=2, vision_hidden=32,
                        vision_intermediate=64, vision_heads=2)

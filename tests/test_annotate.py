@@ -15,15 +15,15 @@ from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.cli import app
-from scenefit.config import ConfigError, resolve
-from scenefit.criteria import CRITERIA, Label
-from scenefit.manifest import read_manifest
+from scenefit.core.config import ConfigError, resolve
+from scenefit.core.criteria import CRITERIA, Label
+from scenefit.data.manifest import read_manifest
 from scenefit.prompts import teacher_prompt
-from scenefit.records import Sample
-from scenefit.store import FAILED, AnnotationStore
+from scenefit.core.records import Sample
+from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.teachers.annotate import annotate, annotate_async
 from scenefit.teachers.config import AnnotateConfig
-from scenefit.teachers.simulated_backend import find_world_dir
+from scenefit.testbed.simulated_backend import find_world_dir
 
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
 N = 24
@@ -36,7 +36,7 @@ def sim_config(**kw) -> AnnotateConfig:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     out = tmp_path_factory.mktemp("world") / "world"
     generate_world(WorldConfig(n=N, seed=3, originals=False), out)
@@ -68,7 +68,7 @@ def test_three_simulated_teachers_store_three_answers_per_sample(world, samples,
 
 def test_stored_labels_are_the_personas_beliefs(world, samples, tmp_path):
     """The parser reads back what each persona meant (its beliefs), through its style noise."""
-    from scenefit.synth.teachers import SimulatedTeacher, load_layouts
+    from scenefit.testbed.personas import SimulatedTeacher, load_layouts
 
     db = tmp_path / "ann.sqlite"
     annotate(samples, sim_config(), db, manifest_path=world / "manifest.parquet")

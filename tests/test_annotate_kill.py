@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scenefit.store import stored_answers as stored
+from scenefit.teachers.store import stored_answers as stored
 
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
 N = 40
@@ -33,7 +33,7 @@ def simulated_run(tmp_path: Path, n: int, seed: int, concurrency: int, commit_ev
                   commit_interval_s: float) -> tuple[list[str], Path]:
     """A world of ``n`` samples and the `scenefit annotate` command line (with --json) that asks
     the three simulated teachers about it; returns (command, store path)."""
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     world = tmp_path / "world"
     generate_world(WorldConfig(n=n, seed=seed, originals=False), world)
@@ -86,7 +86,7 @@ def test_sigkill_and_resume_store_every_answer_exactly_once(tmp_path):
 
 
 def test_ctrl_c_keeps_received_answers_and_says_how_to_continue(tmp_path):
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     n = 60
     world = tmp_path / "world"
@@ -135,15 +135,15 @@ def test_ctrl_c_before_the_run_or_after_the_last_commit_still_ends_130(tmp_path,
     from typer.testing import CliRunner
 
     import scenefit.cli.annotate as annotate_cli
-    import scenefit.manifest
+    import scenefit.data.manifest
     from scenefit.cli import app
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     if where == "manifest":
-        monkeypatch.setattr(scenefit.manifest, "read_manifest", interrupt)
+        monkeypatch.setattr(scenefit.data.manifest, "read_manifest", interrupt)
     else:
         monkeypatch.setattr(annotate_cli, "_print_summary", interrupt)
     world = tmp_path / "world"

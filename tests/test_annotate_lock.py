@@ -17,13 +17,13 @@ import time
 import pytest
 
 from scenefit.prompts import teacher_prompt
-from scenefit.records import Sample
-from scenefit.store import AnnotationStore
+from scenefit.core.records import Sample
+from scenefit.teachers.store import AnnotationStore
 from scenefit.teachers.annotate import annotate_async
 from scenefit.teachers.base import Teacher, TeacherResult
 from scenefit.teachers.config import AnnotateConfig, TeacherConfig
 
-from scenefit.store import stored_answers as stored
+from scenefit.teachers.store import stored_answers as stored
 from test_annotate_kill import PERSONAS, default_sigint, simulated_run  # tests/ is on sys.path under pytest
 
 N = 12

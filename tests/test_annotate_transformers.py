@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from scenefit.records import Sample
-from scenefit.store import FAILED, AnnotationStore
+from scenefit.core.records import Sample
+from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.teachers.annotate import annotate
 from scenefit.teachers.config import AnnotateConfig
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_transformers_teacher_batches_and_matches_single_generation(tiny_model_dir, tmp_path):
-    from scenefit.modeling import chat_messages, load_model, load_processor
+    from scenefit.models.loading import chat_messages, load_model, load_processor
     from scenefit.prompts import teacher_prompt
     from scenefit.teachers.base import teacher_image
     from scenefit.teachers.transformers_backend import generate_chat

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.config import SECTIONS, ConfigError, load_project, resolve, section_class
+from scenefit.core.config import SECTIONS, ConfigError, load_project, resolve, section_class
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))

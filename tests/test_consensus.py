@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.agreement import cohen_kappa, fleiss_from_codes, fleiss_kappa, pairwise_cohen
-from scenefit.consensus import ConsensusConfig, apply_rule, answer_matrix, build_consensus
-from scenefit.consensus_tables import report_tables
+from scenefit.data.agreement import cohen_kappa, fleiss_from_codes, fleiss_kappa, pairwise_cohen
+from scenefit.data.consensus import ConsensusConfig, apply_rule, answer_matrix, build_consensus
+from scenefit.data.consensus_report import report_tables
 
 I, O = "In-context", "Out-of-context"
 SHORT = {"I": I, "O": O, None: None, "-": None}
@@ -244,8 +244,8 @@ def test_output_rows_carry_the_manifest_and_resolve_image_paths(tmp_path):
 def test_derived_final_is_no_vote_by_default():
     """A teacher that wrote no final decision (the parser fused one from its three labels) does
     not make the final decision unanimous; its criterion labels still count."""
-    from scenefit.parse import parse_teacher_answer
-    from scenefit.store import parsed_fields
+    from scenefit.teachers.parse import parse_teacher_answer
+    from scenefit.teachers.store import parsed_fields
 
     written = ("Analysis:\nLocation: The cow floats in the sky.\nCo-occurrence: Cows are not found here.\n"
                "Size: The cow is as tall as the person.\nSummary:\nLocation: Out-of-context\n"

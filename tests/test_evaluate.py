@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.criteria import CRITERIA, Label, fuse
+from scenefit.core.criteria import CRITERIA, Label, fuse
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import wilson_interval
 from scenefit.evaluate.runner import evaluate_dirs
@@ -30,7 +30,7 @@ def _flip(lab: Label) -> Label:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from scenefit.synth import WorldConfig, generate_world
+    from scenefit.testbed import WorldConfig, generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(WorldConfig(n=36, seed=11, samples_per_group=3), out)
@@ -40,9 +40,9 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def datasets(world, tmp_path_factory) -> Path:
     """DATA/<criterion>/test.parquet from the world: teacher label = truth except every 7th sample."""
-    from scenefit.manifest import read_manifest
-    from scenefit.parquet_io import write_table
-    from scenefit.sft_data import DATASET_COLUMNS
+    from scenefit.data.manifest import read_manifest
+    from scenefit.core.parquet_io import write_table
+    from scenefit.data.datasets import DATASET_COLUMNS
 
     samples, errors = read_manifest(world / "manifest.parquet")
     assert not errors
@@ -65,7 +65,7 @@ def datasets(world, tmp_path_factory) -> Path:
 
 
 class StubPredictor:
-    """Answers (real Prediction objects, as scenefit.inference returns them) from the dataset rows
+    """Answers (real Prediction objects, as scenefit.predict returns them) from the dataset rows
     it was told about: the teacher's label, wrong on chosen ids, unreadable text on others; on
     originals (unknown ids) in-context except for one object category. ``fail_ids`` raise like
     a crashing batch, ``error_ids`` come back as Predictions with an error, as the real one does."""
@@ -77,7 +77,7 @@ class StubPredictor:
         self.calls = []
 
     def predict(self, items, explain=False, criteria=None):
-        from scenefit.inference import CriterionResult, Prediction
+        from scenefit.predict import CriterionResult, Prediction
 
         self.calls.append((len(items), explain, tuple(criteria)))
         if any(s.id in self.fail_ids for s in items):
@@ -260,7 +260,7 @@ def test_default_originals_is_the_world_beside_the_datasets(tmp_path):
 
 def test_shortcut_uses_only_originals_of_scenes_in_the_evaluated_split():
     from scenefit.evaluate.shortcut import originals_in_split
-    from scenefit.records import Sample
+    from scenefit.core.records import Sample
 
     def original(group):
         return Sample(id=f"{group}-orig", image="x.png", object="cow", box=(1, 1, 5, 5), group=group)

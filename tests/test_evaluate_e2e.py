@@ -1,5 +1,5 @@
 """`scenefit evaluate` end to end on real (tiny, random-adapter) students: the CLI loads them
-through scenefit.inference, runs students and the adapter-free base on a small test split and
+through scenefit.predict, runs students and the adapter-free base on a small test split and
 on unmodified originals, and writes the report. Marked slow (loads and runs a model).
 
     .venv/bin/python -m pytest tests/test_evaluate_e2e.py -q
@@ -12,19 +12,19 @@ import json
 import pandas as pd
 import pytest
 
-from scenefit.criteria import CRITERIA, Label, fuse
+from scenefit.core.criteria import CRITERIA, Label, fuse
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def toy_setup(tiny_model_dir, tmp_path_factory):
-    from scenefit.images import draw_box
-    from scenefit.inference.toy_students import build_toy_students, toy_answer, toy_items
-    from scenefit.manifest import write_manifest
-    from scenefit.parquet_io import write_table
-    from scenefit.records import Sample
-    from scenefit.sft_data import DATASET_COLUMNS
+    from scenefit.core.images import draw_box
+    from scenefit.testbed.toy_students import build_toy_students, toy_answer, toy_items
+    from scenefit.data.manifest import write_manifest
+    from scenefit.core.parquet_io import write_table
+    from scenefit.core.records import Sample
+    from scenefit.data.datasets import DATASET_COLUMNS
 
     root = tmp_path_factory.mktemp("e2e")
     students = build_toy_students(tiny_model_dir, root / "students", steps=0)  # random LoRA B: a real, untrained student

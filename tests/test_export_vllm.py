@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.criteria import CRITERIA
-from scenefit.inference.toy_students import build_toy_students
-from scenefit.vllm_export import (
+from scenefit.core.criteria import CRITERIA
+from scenefit.testbed.toy_students import build_toy_students
+from scenefit.serve.vllm_export import (
     VLLM_LORA_LEAVES, VLLM_MAX_LORA_RANKS, VllmExportError, check_adapter, export_vllm, round_rank,
 )
 

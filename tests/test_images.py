@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scenefit.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, png_base64
+from scenefit.core.images import REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, png_base64
 
 RED = (255, 0, 0)
 

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.store import AnnotationStore
+from scenefit.teachers.store import AnnotationStore
 from scenefit.teachers.import_answers import import_answers
 
 runner = CliRunner()

@@ -16,10 +16,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.config import resolve
-from scenefit.ingest import IngestConfig, image_name, ingest
-from scenefit.manifest import read_manifest
-from scenefit.records import MANIFEST_COLUMNS
+from scenefit.core.config import resolve
+from scenefit.data.ingest import IngestConfig, image_name, ingest
+from scenefit.data.manifest import read_manifest
+from scenefit.core.records import MANIFEST_COLUMNS
 
 from test_images import noise_image, write_bad_images  # tests/ is on sys.path under pytest
 
@@ -189,7 +189,7 @@ def test_shipped_configs_have_an_ingest_section(name):
 
 
 def test_config_rejects_nonsense():
-    from scenefit.config import ConfigError
+    from scenefit.core.config import ConfigError
 
     with pytest.raises(ConfigError):
         resolve("ingest", overrides={"box_width": 0})

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from scenefit.criteria import Label
+from scenefit.core.criteria import Label
 from scenefit.evaluate.metrics import (
     balanced_accuracy, error_breakdown, fuse_by_id, headline_key, in_context_share, label_metrics, reliability,
     top_confusions, wilson_interval,
@@ -136,9 +136,9 @@ def test_stance_rule(sentence, expected):
 
 def test_rule_reads_the_simulated_teachers_sentences():
     """Every sentence the simulated teachers write (any belief) argues for its own label."""
-    from scenefit.parse import parse_teacher_answer
-    from scenefit.synth import WorldConfig, iter_layouts, layout_sample
-    from scenefit.synth.teachers import PERSONAS, SimulatedTeacher
+    from scenefit.teachers.parse import parse_teacher_answer
+    from scenefit.testbed import WorldConfig, iter_layouts, layout_sample
+    from scenefit.testbed.personas import PERSONAS, SimulatedTeacher
 
     teacher = SimulatedTeacher(PERSONAS["molmo72b-sim"])  # the noisiest writer
     verdicts = []

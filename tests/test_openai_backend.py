@@ -20,9 +20,9 @@ pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
 
 from fastapi import HTTPException  # noqa: E402
 
-from scenefit.records import Sample  # noqa: E402
+from scenefit.core.records import Sample  # noqa: E402
 from scenefit.serve.openai_server import ChatReply, ChatRequest, bind_socket, build_openai_app, serve_in_thread  # noqa: E402
-from scenefit.store import FAILED, AnnotationStore  # noqa: E402
+from scenefit.teachers.store import FAILED, AnnotationStore  # noqa: E402
 from scenefit.teachers.annotate import annotate  # noqa: E402
 from scenefit.teachers.config import AnnotateConfig  # noqa: E402
 from scenefit.teachers.openai_backend import backoff_delay, chat_body, is_retryable_status  # noqa: E402

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from scenefit.records import Sample
-from scenefit.store import FAILED, AnnotationStore
+from scenefit.core.records import Sample
+from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.teachers.annotate import annotate
 from scenefit.teachers.config import AnnotateConfig
 
@@ -151,7 +151,7 @@ def test_concurrent_requests_share_batches(server):
 
 
 def test_data_url_images_pass_the_image_checks():
-    """The standalone chat server decodes images with scenefit.images' checks: a header that
+    """The standalone chat server decodes images with scenefit.core.images' checks: a header that
     claims a huge image is refused before decoding, naming the data URL and the reason."""
     from test_images import png_claiming
 
@@ -194,7 +194,7 @@ def test_openai_sdk_plain_and_streamed(server):
 def test_a_cancelled_row_stops_while_its_batch_neighbour_goes_on(tiny_model_dir):
     """RequestWatch with the real tiny model: the row whose client left (cancel set after its
     first streamed piece) stops at once; the other row generates exactly what it does alone."""
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
     from scenefit.serve.openai_server import ChatRequest
     from scenefit.serve.streaming import RequestWatch
     from scenefit.teachers.transformers_backend import generate_chat

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from scenefit.criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 from scenefit.formats import render_student_answer
 from scenefit.prompts import student_prompt, student_system_prompt
 
@@ -27,7 +27,7 @@ SAMPLES = [((112, 112), "cow", 1), ((56, 112), "traffic light", 7), ((112, 56), 
 def model_and_examples(tiny_model_dir, tmp_path_factory):
     from PIL import Image
 
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
     from scenefit.train.data import encode_example
 
     folder = tmp_path_factory.mktemp("packing")
@@ -65,7 +65,7 @@ def test_packed_forward_equals_padded_per_sample(model_and_examples, tiny_model_
     project's attention that runs sdpa per sample (``use_packed_attention``, what training uses)."""
     import torch
 
-    from scenefit.modeling import load_model
+    from scenefit.models.loading import load_model
     from scenefit.train.packing import per_sample_loss, sample_spans, use_packed_attention
 
     model, processor, examples = model_and_examples
@@ -132,7 +132,7 @@ def test_training_with_packing_follows_the_padded_run(tiny_model_dir, tmp_path):
 
 def test_packing_is_on_only_where_it_was_measured_to_win(repo_root):
     """benchmarks/packing.py: a win at the paper recipe's image budget, none on the demo's shape."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     assert resolve("train", repo_root / "configs" / "paper.yaml").packing is True
     assert resolve("train", repo_root / "configs" / "demo.yaml").packing is False

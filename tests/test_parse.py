@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from scenefit.criteria import Criterion, Label
-from scenefit.parse import parse_teacher_answer, teacher_json_schema
+from scenefit.core.criteria import Criterion, Label
+from scenefit.teachers.parse import parse_teacher_answer, teacher_json_schema
 
 IN, OUT = Label.IN, Label.OUT
 L, S, C = Criterion.LOCATION, Criterion.SIZE, Criterion.CO_OCCURRENCE
@@ -335,7 +335,7 @@ def test_two_stated_labels_still_conflict():
 def test_derived_final_is_marked_and_written_final_is_not():
     derived = parse_teacher_answer(CANONICAL.rsplit("Final", 1)[0])
     assert derived.final is OUT and derived.final_derived and derived.to_json()["final_derived"] is True
-    from scenefit.parse import final_was_derived
+    from scenefit.teachers.parse import final_was_derived
 
     assert final_was_derived(derived.reason)
     written = parse_teacher_answer(CANONICAL)

@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.criteria import CRITERIA
-from scenefit.parquet_io import portable_path, resolved_path
+from scenefit.core.criteria import CRITERIA
+from scenefit.core.parquet_io import portable_path, resolved_path
 
 runner = CliRunner()
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")

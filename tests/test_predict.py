@@ -3,7 +3,7 @@ the fused rule, memory of one base + three adapters, and bad items.
 
     .venv/bin/python -m pytest tests/test_predict.py -q
 
-Students here are built by scenefit.inference.toy_students on the tiny base: `trained` (one
+Students here are built by scenefit.testbed.toy_students on the tiny base: `trained` (one
 adapter trained briefly on all three criteria's prompts, saved per criterion, so answers are
 in the real format), `random_head` (demo-like: random LoRA + lm_head copy, three distinct
 adapters), `lora_only` (the paper's recipe shape: LoRA on q/k/v/o only).
@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from scenefit.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 from scenefit.formats import DECISION_PREFIX
-from scenefit.inference import (
+from scenefit.predict import (
     CriterionResult, DecisionTokenError, PredictConfig, Prediction, Predictor, StudentError, decision_token_ids,
 )
-from scenefit.inference.predictor import BatchPixels
-from scenefit.inference.toy_students import build_toy_students, toy_items
+from scenefit.predict.predictor import BatchPixels
+from scenefit.testbed.toy_students import build_toy_students, toy_items
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -69,7 +69,7 @@ def test_decision_alternatives_start_with_different_tokens(random_head):
 
 
 def test_same_first_token_is_a_clear_error(random_head, monkeypatch):
-    import scenefit.inference.predictor as pred_mod
+    import scenefit.predict.predictor as pred_mod
 
     monkeypatch.setattr(pred_mod, "decision_continuations",
                         lambda: {Label.IN: " the object fits", Label.OUT: " the object does not fit"})
@@ -101,7 +101,7 @@ def test_demo_students_agree_on_the_demo_test_set(repo_root):
     """The same check on the students `make demo` trained and its test split, when present."""
     import os
 
-    from scenefit.parquet_io import read_table
+    from scenefit.core.parquet_io import read_table
 
     demo = Path(os.environ.get("DEMO_DIR", repo_root / "runs" / "demo"))
     tests = {c: demo / "datasets" / c.value / "test.parquet" for c in CRITERIA}
@@ -263,8 +263,8 @@ def test_three_adapters_share_one_base(tiny_model_dir, lora_only_dir, random_hea
     storage counted once — the weights' resident size, free of the allocator and interpreter
     noise that dominates an RSS delta for a 3 MB model (benchmarks/memory.py measures RSS on a
     larger model)."""
-    from scenefit.inference import module_bytes
-    from scenefit.modeling import load_model
+    from scenefit.predict import module_bytes
+    from scenefit.models.loading import load_model
 
     base = module_bytes(load_model(tiny_model_dir, dtype="fp32", device="cpu"))
     # The paper's recipe (LoRA on q/k/v/o, no modules_to_save): within 1.15x of one student.

@@ -99,8 +99,8 @@ def test_teacher_client_and_cli_work_without_the_serve_extra():
 def test_the_synthetic_world_is_the_one_the_readme_describes():
     """README, "The synthetic world": six scene types; only bird, kite and airplane may fly; the
     designated simulated teacher."""
-    from scenefit.synth.catalog import CATEGORIES, SCENES
-    from scenefit.synth.teachers import DESIGNATED
+    from scenefit.testbed.catalog import CATEGORIES, SCENES
+    from scenefit.testbed.personas import DESIGNATED
 
     assert set(SCENES) == {"beach", "street", "farm", "snowfield", "kitchen", "office"}
     assert {c.name for c in CATEGORIES.values() if c.flying} == {"bird", "kite", "airplane"}
@@ -110,7 +110,7 @@ def test_the_synthetic_world_is_the_one_the_readme_describes():
 def test_demo_config_is_the_demo_the_readme_describes(repo_root):
     """README, "What `make demo` shows": 4,000 samples, three teachers, three students; the vision
     pretraining draws its own images (a seed of its own, not the world's)."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     demo = repo_root / "configs" / "demo.yaml"
     world, tiny, annotate = resolve("world", demo), resolve("tiny_model", demo), resolve("annotate", demo)
@@ -147,7 +147,7 @@ def test_no_test_reaches_beyond_this_machine():
 
 def test_paper_config_matches_the_readme_table_of_departures(repo_root):
     """README, "The paper's setup, and where scenefit departs": the values the table states."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     paper = repo_root / "configs" / "paper.yaml"
     annotate = resolve("annotate", paper)

@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.criteria import CRITERIA
+from scenefit.core.criteria import CRITERIA
 
 runner = CliRunner()
 
@@ -31,7 +31,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_teachers_doc_has_one_vllm_serve_per_paper_teacher(repo_root):
     """README, "Teachers": docs/teachers.md has the `vllm serve` commands for the paper's three
     teachers, tensor parallel for the 72B models, each on the port its config entry calls."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     text = (repo_root / "docs" / "teachers.md").read_text()
     commands = []
@@ -59,7 +59,7 @@ def test_ingest_names_a_file_it_cannot_read_unreadable(tmp_path, monkeypatch):
     (as root no chmod makes a file unreadable, so opening this one is denied by a patch)."""
     import PIL.Image
 
-    from scenefit.ingest import IngestConfig, ingest
+    from scenefit.data.ingest import IngestConfig, ingest
 
     for name in ("ok.png", "locked.png"):
         Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / name)
@@ -93,7 +93,7 @@ def test_readme_synth_command_runs_as_written_and_sizes_follow_the_bands(tmp_pat
     """README, "The synthetic world": the command line shown works as written (only --n and
     --out changed, to keep it small), and size violations are ×2.4–3 / ×0.25–0.35 of the
     category's normal height (up to half a pixel of rounding)."""
-    from scenefit.synth.world import WorldConfig
+    from scenefit.testbed.world import WorldConfig
 
     argv = _readme_synth_line()
     argv[argv.index("--n") + 1] = "60"
@@ -149,7 +149,7 @@ def test_export_vllm_refuses_dora(random_head_students, tmp_path):
     them (`--force` writes anyway)."""
     students = tmp_path / "students"
     shutil.copytree(random_head_students, students, symlinks=True)
-    from scenefit.vllm_export import check_adapter
+    from scenefit.serve.vllm_export import check_adapter
 
     assert not any("DoRA" in p for p in check_adapter("size", students / "size").problems)
     cfg_path = students / "size" / "adapter_config.json"
@@ -167,10 +167,10 @@ def test_evaluate_takes_a_jsonl_originals_manifest_and_writes_conventions(random
     coco_originals.jsonl); OUT/metrics.json holds location, size, co_occurrence, fused,
     shortcut and the conventions, with errors broken down by object and scene; answers.parquet,
     metrics.json and the report say SYNTHETIC."""
-    from scenefit.images import draw_box
-    from scenefit.inference.toy_students import toy_answer, toy_items
-    from scenefit.parquet_io import write_table
-    from scenefit.sft_data import DATASET_COLUMNS
+    from scenefit.core.images import draw_box
+    from scenefit.testbed.toy_students import toy_answer, toy_items
+    from scenefit.core.parquet_io import write_table
+    from scenefit.data.datasets import DATASET_COLUMNS
 
     items, truths = toy_items(3, seed=4)
     rows = {c: [] for c in CRITERIA}
@@ -205,7 +205,7 @@ def test_evaluate_takes_a_jsonl_originals_manifest_and_writes_conventions(random
         assert {"errors_by_object", "errors_by_scene"} <= set(metrics[name]), name
     # "answers.parquet, metrics.json and the report say SYNTHETIC when the data is."
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.parquet_io import read_meta
+    from scenefit.core.parquet_io import read_meta
 
     assert read_meta(out / "answers.parquet").get("notice") == SYNTHETIC_NOTICE
     assert metrics["synthetic"] is True and SYNTHETIC_NOTICE in (out / "report.html").read_text()
@@ -238,7 +238,7 @@ def test_a_flag_beats_set_which_beats_yaml(tmp_path):
 def test_tiny_model_cli_writes_a_loadable_folder(tmp_path):
     """README, "The pipeline" table: `scenefit tiny-model OUT` writes a model folder (weights,
     tokenizer, processor, chat template) that loads like a real Qwen2.5-VL."""
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
 
     out = tmp_path / "model"
     r = runner.invoke(app, ["tiny-model", str(out), "--set", "vision_pretrain_steps=0", "--set",
@@ -269,7 +269,7 @@ def test_deepspeed_is_an_extra(repo_root):
 def test_gallery_holds_the_most_confident_errors_first():
     """README, "Evaluation": the report's gallery shows the most confident errors (agreements
     left out, unparseable answers last)."""
-    from scenefit.criteria import Label
+    from scenefit.core.criteria import Label
     from scenefit.evaluate.runner import Answer, worst_errors
 
     frame = pd.DataFrame([{"id": f"s{i}", "label": "In-context", "image": "x.png", "object": "cow"} for i in range(5)])
@@ -302,10 +302,10 @@ def test_predict_reads_a_parquet_manifest_and_explain_reports_agreement(random_h
 def test_annotate_redo_failed_flag_retries_only_the_failures(tmp_path, repo_root):
     """README, "Asking the teachers": `annotate … --redo-failed` retries failed requests; a plain
     rerun skips them (here a sample the simulated teachers cannot answer, then can)."""
-    from scenefit.criteria import Label
-    from scenefit.manifest import read_manifest, write_manifest
-    from scenefit.records import Sample
-    from scenefit.synth.world import WorldConfig, generate_world
+    from scenefit.core.criteria import Label
+    from scenefit.data.manifest import read_manifest, write_manifest
+    from scenefit.core.records import Sample
+    from scenefit.testbed.world import WorldConfig, generate_world
 
     world = tmp_path / "world"
     generate_world(WorldConfig(n=3, seed=3, originals=False), world)
@@ -337,7 +337,7 @@ def test_openai_teacher_keeps_concurrency_requests_in_flight(tmp_path):
     import threading
     import time
 
-    from scenefit.records import Sample
+    from scenefit.core.records import Sample
     from scenefit.serve.openai_server import ChatReply, build_openai_app, serve_in_thread
     from scenefit.teachers.annotate import annotate
     from scenefit.teachers.config import AnnotateConfig
@@ -382,9 +382,9 @@ def test_probability_is_the_two_way_softmax_of_the_first_token_logits(random_hea
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from scenefit.criteria import Criterion, Label
+    from scenefit.core.criteria import Criterion, Label
     from scenefit.formats import DECISION_PREFIX
-    from scenefit.inference import Predictor
+    from scenefit.predict import Predictor
 
     Image.new("RGB", (112, 84), (60, 140, 60)).save(tmp_path / "im.png")
     predictor = Predictor.from_students(random_head_students, device="cpu")
@@ -407,7 +407,7 @@ def test_demo_knowledge_pretraining_uses_its_own_seed(repo_root):
     """README, "Honesty note": the tiny model's vision and catalog-knowledge pretraining both
     draw synthetic pictures of their own seeds, never the demo's samples (the vision seed is
     checked in test_readme_claims.py; this is the knowledge one)."""
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
 
     demo = repo_root / "configs" / "demo.yaml"
     tiny, world = resolve("tiny_model", demo), resolve("world", demo)

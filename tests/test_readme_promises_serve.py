@@ -141,7 +141,7 @@ def test_attn_implementation_reaches_predict_and_serve(random_head_students, tmp
     loaded model."""
     pytest.importorskip("fastapi")
     import scenefit.serve.app as serve_app
-    from scenefit.inference import Predictor
+    from scenefit.predict import Predictor
 
     loaded = []
     real = Predictor.from_students.__func__

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.criteria import CRITERIA
+from scenefit.core.criteria import CRITERIA
 
 runner = CliRunner()
 
@@ -151,7 +151,7 @@ def test_accumulation_follows_the_world_size_the_trainer_sees(tmp_path, monkeypa
     is recomputed from the world size (8 GPUs -> 2; 1 GPU -> 16) for the paper recipe, and
     train_student asks for it with the launcher's WORLD_SIZE."""
     import scenefit.train.trainer as trainer
-    from scenefit.config import resolve
+    from scenefit.core.config import resolve
     from scenefit.train.launch import world_size
 
     paper = resolve("train", README.parent / "configs" / "paper.yaml")

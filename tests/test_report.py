@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.criteria import CRITERIA, Label, fuse
+from scenefit.core.criteria import CRITERIA, Label, fuse
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.report import SECTION_IDS, render_html, write_report
 from scenefit.evaluate.runner import Answer, evaluate_answers, worst_errors

@@ -247,7 +247,7 @@ def test_box_outside_the_image_is_422(server, fake):
     r = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes((320, 240))), "object": "dog",
                                                           "box": [300, 200, 900, 700]})
     assert_error(r, 422, "box_outside", "mostly outside", "320x240")
-    # One box rule with ingest (scenefit.images.clip_box): a negative coordinate is refused as the
+    # One box rule with ingest (scenefit.core.images.clip_box): a negative coordinate is refused as the
     # manifest refuses it, so is a box under one pixel; past the right/bottom edge is clipped.
     for negative in ("-20,-9,-5,-1", "-10,-10,50,50"):
         r = server.post("/v1/classify", headers=auth(), files={"image": ("a.png", png_bytes(), "image/png")},

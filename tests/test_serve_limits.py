@@ -120,7 +120,7 @@ def test_large_uploads_are_scaled_down_while_decoding_and_the_box_follows():
 def test_a_scaled_down_photo_keeps_its_upright_original_size():
     """Boxes are given on the upright image: a phone JPEG stored sideways (EXIF orientation 6)
     reports its upright size, not the stored one, after being scaled down."""
-    from scenefit.images import load_image_bytes
+    from scenefit.core.images import load_image_bytes
 
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 400 x 200, shown rotated by 90 degrees
@@ -249,7 +249,7 @@ def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeyp
     ([float("nan"), 0, 10, 10], "bad_box"),   # not a number
 ])
 def test_one_box_rule_for_ingest_and_serve(box, result):
-    from scenefit.images import ImageError, check_box
+    from scenefit.core.images import ImageError, check_box
     from scenefit.serve.security import ApiError, place_box
 
     try:

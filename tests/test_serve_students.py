@@ -6,7 +6,7 @@ OpenAI chat route answers with the named adapter, and `scenefit serve` runs as a
     .venv/bin/python -m pytest tests/test_serve_students.py -q
 
 Students: the demo's ($DEMO_DIR/students, when `make demo` has run), else untrained LoRA
-adapters attached to the session's tiny model (scenefit.inference.toy_students, steps=0).
+adapters attached to the session's tiny model (scenefit.testbed.toy_students, steps=0).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from scenefit.criteria import Label, fuse  # noqa: E402
+from scenefit.core.criteria import Label, fuse  # noqa: E402
 from scenefit.cli.predict import demo_students  # noqa: E402
 from scenefit import SYNTHETIC_NOTICE  # noqa: E402
 from scenefit.serve.app import create_app, is_synthetic  # noqa: E402
@@ -51,14 +51,14 @@ def students_dir(tiny_model_dir, tmp_path_factory) -> Path:
     found = _demo_students()
     if found is not None:
         return found
-    from scenefit.inference.toy_students import build_toy_students
+    from scenefit.testbed.toy_students import build_toy_students
 
     return build_toy_students(tiny_model_dir, tmp_path_factory.mktemp("students"), steps=0)
 
 
 @pytest.fixture(scope="module")
 def predictor(students_dir):
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
 
     return Predictor.from_students(students_dir, config=PredictConfig(max_new_tokens=8, batch_size=16, device=DEVICE))
 
@@ -73,7 +73,7 @@ def live(predictor):
 
 @pytest.fixture(scope="module")
 def items():
-    from scenefit.inference.toy_students import toy_items
+    from scenefit.testbed.toy_students import toy_items
 
     found, _ = toy_items(6, seed=3)
     return found

@@ -15,12 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.consensus import output_columns
-from scenefit.criteria import CRITERIA, Criterion, Label
+from scenefit.data.consensus import output_columns
+from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.formats import parse_student_answer, render_student_answer
-from scenefit.parquet_io import read_table
+from scenefit.core.parquet_io import read_table
 from scenefit.prompts import student_prompt, student_system_prompt
-from scenefit.sft_data import (
+from scenefit.data.datasets import (
     DATASET_COLUMNS,
     DatasetsConfig,
     build_rows,
@@ -131,7 +131,7 @@ def test_written_datasets_load_with_datasets_and_carry_a_card(tmp_path):
 
 
 def test_rows_render_through_the_tiny_models_chat_template(tmp_path, tiny_model_dir):
-    from scenefit.modeling import chat_messages, load_processor
+    from scenefit.models.loading import chat_messages, load_processor
 
     img_path = tmp_path / "scene.png"
     Image.new("RGB", (112, 112), (40, 120, 200)).save(img_path)
@@ -157,8 +157,8 @@ def test_rows_render_through_the_tiny_models_chat_template(tmp_path, tiny_model_
 
 def _store_and_manifest(tmp_path, n=60):
     """A real annotation store (3 teachers) and a normalised manifest with truth."""
-    from scenefit.records import MANIFEST_COLUMNS, Sample
-    from scenefit.store import AnnotationStore
+    from scenefit.core.records import MANIFEST_COLUMNS, Sample
+    from scenefit.teachers.store import AnnotationStore
 
     rng = np.random.default_rng(5)
     samples, rows = [], []

@@ -11,13 +11,13 @@ import re
 
 import pytest
 
-from scenefit.criteria import CRITERIA, Criterion, Label, fuse
-from scenefit.records import Sample
-from scenefit.synth.catalog import SCENES
-from scenefit.synth.teachers import (
+from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.core.records import Sample
+from scenefit.testbed.catalog import SCENES
+from scenefit.testbed.personas import (
     DESIGNATED, PERSONAS, TEACHER_ORDER, PersonaConfig, SimulatedTeacher, StyleNoise, load_layouts,
 )
-from scenefit.synth.world import WorldConfig, generate_world, iter_layouts, layout_sample
+from scenefit.testbed.world import WorldConfig, generate_world, iter_layouts, layout_sample
 
 N = 600
 KEYS = {"location": Criterion.LOCATION, "co-occurrence": Criterion.CO_OCCURRENCE, "size": Criterion.SIZE}
@@ -32,7 +32,7 @@ def world() -> list[tuple[Sample, dict]]:
 
 
 def read(text: str) -> dict:
-    """A deliberately simple reading of one answer (the robust parser is scenefit.parse)."""
+    """A deliberately simple reading of one answer (the robust parser is scenefit.teachers.parse)."""
     analysis, summary, final, section = {}, {}, None, None
     for line in text.splitlines():
         stripped = line.strip().strip("*").lower()
@@ -240,7 +240,7 @@ def test_load_layouts_matches_a_written_world(tmp_path):
 
 
 def test_project_parser_reads_every_persona(world):
-    parse = pytest.importorskip("scenefit.parse")
+    parse = pytest.importorskip("scenefit.teachers.parse")
     for name in PERSONAS:
         for sample, lay in world[:300]:
             ans = SimulatedTeacher(name).respond(sample, lay)

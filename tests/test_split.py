@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from scenefit.consensus import output_columns
-from scenefit.split import SPLITS, SplitConfig, balanced_split, write_split
+from scenefit.data.consensus import output_columns
+from scenefit.data.split import SPLITS, SplitConfig, balanced_split, write_split
 
 I, O = "In-context", "Out-of-context"
 

@@ -13,11 +13,11 @@ import unicodedata
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 from scenefit.formats import render_student_answer
-from scenefit.modeling import load_model, load_processor, student_messages
+from scenefit.models.loading import load_model, load_processor, student_messages
 from scenefit.prompts import student_prompt, student_system_prompt
-from scenefit.standin import (
+from scenefit.testbed.standin import (
     QWEN25VL_3B_PARAMETERS, QWEN25VL_VOCAB_SIZE, QWEN_ORDINARY_TOKENS, QWEN_SPECIAL_TOKENS, STOCK_GENERATION,
     StandinSize, count_parameters, vocab_file,
 )
@@ -44,7 +44,7 @@ def test_tokenizer_equals_tiktoken_with_the_same_ranks(processor):
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
 
-    from scenefit.tiny import QWEN2_SPLIT
+    from scenefit.testbed.tiny_model import QWEN2_SPLIT
 
     ranks = load_tiktoken_bpe(str(vocab_file()))
     assert len(ranks) == QWEN_ORDINARY_TOKENS
@@ -139,7 +139,7 @@ def test_exactly_the_answer_and_im_end_carry_labels(processor, tmp_path, label):
     assert all(lab != IGNORE_INDEX for lab in labels[first : first + len(kept)])
     assert ids[first - 3 : first] == [151644, 77091, 198]  # <|im_start|> assistant \n
     # decision tokens of the real vocabulary, the same in training as in the fast path
-    from scenefit.inference.predictor import decision_token_ids
+    from scenefit.predict.predictor import decision_token_ids
 
     prefix, first_ids = decision_token_ids(processor)
     assert prefix == [74846, 25] and first_ids == {Label.IN: 758, Label.OUT: 4371}
@@ -190,7 +190,7 @@ def test_greedy_explanations_ignore_the_stock_repetition_penalty(standin_model_d
     import torch
 
     from scenefit.formats import DECISION_PREFIX
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
 
     pred = Predictor.baseline(str(standin_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))
     assert pred.model.generation_config.repetition_penalty == 1.05

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.criteria import CRITERIA, Label
+from scenefit.core.criteria import CRITERIA, Label
 from test_train_run import student_row  # tests/ is on sys.path under pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
@@ -124,7 +124,7 @@ def _renamed_copy(src: Path, dst: Path) -> Path:
 def test_adapters_load_on_the_untouched_base_and_move_the_decision(students, standin_model_dir, tmp_path):
     """Loaded as a server would (PEFT on the stock base folder), each adapter changes the base's
     ' In'/' Out' logits on probe images; the same weights under unmatched names change nothing."""
-    from scenefit.vllm_export import decision_logit_shifts
+    from scenefit.serve.vllm_export import decision_logit_shifts
 
     shifts = decision_logit_shifts(str(standin_model_dir), {c: students / c.value for c in CRITERIA}, images=2)
     assert all(s > 1e-4 for s in shifts.values()), shifts
@@ -134,7 +134,7 @@ def test_adapters_load_on_the_untouched_base_and_move_the_decision(students, sta
 
 
 def test_export_vllm_names_map_onto_vllms_qwen25vl_modules(students, standin_model_dir, tmp_path):
-    from scenefit.vllm_export import check_adapter, vllm_module_name
+    from scenefit.serve.vllm_export import check_adapter, vllm_module_name
 
     r = CliRunner().invoke(app, ["export-vllm", "--students", str(students), "--out", str(tmp_path / "vllm.json"),
                                  "--probe", "2"])
@@ -155,7 +155,7 @@ def test_export_vllm_names_map_onto_vllms_qwen25vl_modules(students, standin_mod
     # and --probe sees it: loaded on the base, the renamed adapter moves no decision logit
     import shutil
 
-    from scenefit.vllm_export import VllmExportError, export_vllm
+    from scenefit.serve.vllm_export import VllmExportError, export_vllm
 
     broken = tmp_path / "broken"
     shutil.copytree(students, broken, ignore=shutil.ignore_patterns("trainer"))
@@ -199,7 +199,7 @@ def test_predict_fast_path_and_explain_agree_on_the_decision(students, tmp_path)
 
 
 def test_serve_classifies_with_the_standin_students(students):
-    from scenefit.inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
     from scenefit.serve.app import create_app, is_synthetic
     from scenefit.serve.config import ServeConfig
     from scenefit.serve.openai_server import serve_in_thread
@@ -222,8 +222,8 @@ def test_serve_classifies_with_the_standin_students(students):
 
 
 def test_standin_as_a_transformers_teacher(standin_model_dir, tmp_path):
-    from scenefit.records import Sample
-    from scenefit.store import FAILED, AnnotationStore
+    from scenefit.core.records import Sample
+    from scenefit.teachers.store import FAILED, AnnotationStore
     from scenefit.teachers.annotate import annotate
     from scenefit.teachers.config import AnnotateConfig
 
@@ -259,7 +259,7 @@ def test_serve_openai_on_the_standin(standin_model_dir):
 
 
 def _prompt_tokens(folder: Path) -> int:
-    from scenefit.modeling import load_processor
+    from scenefit.models.loading import load_processor
 
     proc = load_processor(folder)
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is the cow in context?"}]}]

@@ -11,8 +11,8 @@ import sqlite3
 
 import pytest
 
-from scenefit.parse import TeacherParse, parse_teacher_answer
-from scenefit.store import COLUMNS, FAILED, AnnotationStore, parsed_fields
+from scenefit.teachers.parse import TeacherParse, parse_teacher_answer
+from scenefit.teachers.store import COLUMNS, FAILED, AnnotationStore, parsed_fields
 
 ANSWER = """Analysis:
 Location: It stands on the sand.

@@ -15,12 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.config import ConfigError, resolve
-from scenefit.criteria import CRITERIA, Criterion, Label
-from scenefit.records import MANIFEST_COLUMNS, Sample
-from scenefit.synth.catalog import BOX_RED, CATEGORIES, PERSON_SHIRT, SCENES
-from scenefit.synth.render import render_scene
-from scenefit.synth.world import WorldConfig, WorldExistsError, generate_world, iter_layouts, load_layouts
+from scenefit.core.config import ConfigError, resolve
+from scenefit.core.criteria import CRITERIA, Criterion, Label
+from scenefit.core.records import MANIFEST_COLUMNS, Sample
+from scenefit.testbed.catalog import BOX_RED, CATEGORIES, PERSON_SHIRT, SCENES
+from scenefit.testbed.render import render_scene
+from scenefit.testbed.world import WorldConfig, WorldExistsError, generate_world, iter_layouts, load_layouts
 
 N = 400
 GAP = WorldConfig().sky_gap

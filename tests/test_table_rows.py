@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.manifest import read_manifest
-from scenefit.table_rows import MAX_CELL_CHARS, RowReader
+from scenefit.data.manifest import read_manifest
+from scenefit.core.table_rows import MAX_CELL_CHARS, RowReader
 
 runner = CliRunner()
 HEADER = "id,image,object,box,boxed\n"
@@ -108,8 +108,8 @@ def test_a_quote_that_swallows_lines_and_leaves_the_wrong_cells_is_reread(tmp_pa
 def test_the_readme_lists_exactly_the_codes_ingest_gives():
     import re
 
-    from scenefit.images import REASON_CODES
-    from scenefit.manifest import ROW_CODES
+    from scenefit.core.images import REASON_CODES
+    from scenefit.data.manifest import ROW_CODES
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     listed = readme.split("with a stable `code`:", 1)[1].split("(manifest rows)", 1)[0]

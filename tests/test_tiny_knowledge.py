@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from scenefit.synth.catalog import CATEGORIES, SCENES, home_categories
-from scenefit.tiny_knowledge import box_caption, box_ratio, caption, text_facts
+from scenefit.testbed.catalog import CATEGORIES, SCENES, home_categories
+from scenefit.testbed.tiny_knowledge import box_caption, box_ratio, caption, text_facts
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -37,7 +37,7 @@ def test_box_captions_describe_the_drawing_never_a_judgement():
     whether that is right."""
     import random
 
-    from scenefit.synth.world import WorldConfig, iter_layouts
+    from scenefit.testbed.world import WorldConfig, iter_layouts
 
     seen = set()
     for lay, _ in iter_layouts(WorldConfig(n=120, seed=5, originals=False)):
@@ -56,9 +56,9 @@ def test_box_captions_describe_the_drawing_never_a_judgement():
 def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, monkeypatch):
     """The pictures come from a world of the pretraining's own seed; no text it trains on holds a
     decision, a label or a chat turn (the students' LoRA must still learn every decision)."""
-    import scenefit.synth.world as world
-    from scenefit.modeling import load_model, load_processor
-    from scenefit.tiny_knowledge import pretrain_language
+    import scenefit.testbed.world as world
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.testbed.tiny_knowledge import pretrain_language
 
     drawn, texts = [], []
     real_draw = world.draw_pictures
@@ -88,7 +88,7 @@ def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, 
 
 
 def test_knowledge_pretraining_is_learned_on_held_out_pictures_and_recorded(tmp_path):
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
 
     out = build_tiny_model(tmp_path / "m", TinyModelConfig(seed=0, knowledge_pretrain_steps=120,
                                                            knowledge_pretrain_images=160))

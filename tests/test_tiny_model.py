@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.modeling import chat_messages, load_model, load_processor, torchvision_available
-from scenefit.tiny import SPECIAL_TOKENS, TinyModelConfig
+from scenefit.models.loading import chat_messages, load_model, load_processor, torchvision_available
+from scenefit.testbed.tiny_model import SPECIAL_TOKENS, TinyModelConfig
 
 
 def boxed_image(size=112):
@@ -69,7 +69,7 @@ def test_answer_span_covers_only_answer(tiny_model_dir):
 def test_tiny_model_carries_the_stock_template(tiny_model_dir):
     """The demo model renders chats with the stock Qwen2.5-VL-Instruct template, so the demo and a
     real base run the same labelling code."""
-    from scenefit.tiny import chat_template
+    from scenefit.testbed.tiny_model import chat_template
 
     proc = load_processor(tiny_model_dir)
     assert proc.chat_template == chat_template()
@@ -85,7 +85,7 @@ def test_min_max_pixels_override(tiny_model_dir):
 def test_seed_determinism(tmp_path):
     from safetensors.torch import load_file
 
-    from scenefit.tiny import build_tiny_model
+    from scenefit.testbed.tiny_model import build_tiny_model
 
     a = load_file(build_tiny_model(tmp_path / "a", TinyModelConfig(seed=3, num_layers=1)) / "model.safetensors")
     b = load_file(build_tiny_model(tmp_path / "b", TinyModelConfig(seed=3, num_layers=1)) / "model.safetensors")
@@ -115,7 +115,7 @@ def test_folder_is_standard_for_machines_with_torchvision(tiny_model_dir):
 
 @pytest.mark.skipif(torchvision_available(), reason="checks the images-only path taken without torchvision")
 def test_images_only_processor_without_torchvision(tiny_model_dir, tmp_path):
-    from scenefit.modeling import save_processor
+    from scenefit.models.loading import save_processor
 
     proc = load_processor(tiny_model_dir)
     assert getattr(proc, "video_processor", None) is None

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.modeling import student_messages
+from scenefit.models.loading import student_messages
 from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
-from scenefit.synth.catalog import BOX_RED
-from scenefit.tiny_vision import (
+from scenefit.testbed.catalog import BOX_RED
+from scenefit.testbed.tiny_vision import (
     _BOTTOM, _GROUND, _HEIGHT, _RATIO, _SCENE, BITS, HEIGHT_EDGES, PERSON_RATIO_EDGES, SCENE_TYPES,
     TARGETS_PER_TOKEN, scene_geometry, token_targets,
 )
@@ -63,7 +63,7 @@ def test_token_targets_tall_and_low_boxes_land_in_other_bins():
 
 def test_scene_geometry_reads_the_world_s_own_layouts():
     """Height relative to the person and the side of the ground line, on drawn world layouts."""
-    from scenefit.synth.world import WorldConfig, iter_layouts
+    from scenefit.testbed.world import WorldConfig, iter_layouts
 
     seen = set()
     for lay, _ in iter_layouts(WorldConfig(n=80, seed=3, originals=False)):
@@ -78,7 +78,7 @@ def test_scene_geometry_reads_the_world_s_own_layouts():
 def test_vision_pretraining_teaches_the_tower_to_see_the_box(tmp_path, torch_one_thread):
     """A short pretraining beats both the random tower and the majority class on held-out
     images, and the saved folder records it."""
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
 
     cfg = TinyModelConfig(vision_pretrain_steps=120, vision_pretrain_images=240, vision_pretrain_lr=5e-3)
     out = build_tiny_model(tmp_path / "m", cfg)
@@ -102,10 +102,10 @@ def _drawing_only(layout: dict) -> dict:
 def test_vision_pretraining_sees_only_its_own_pictures_and_their_drawing(tmp_path, monkeypatch, torch_one_thread):
     """The tower's pictures come from a world of its own seed, and its targets need nothing but the
     drawing: with every truth and size class taken out of the layouts, it trains the same."""
-    import scenefit.synth.world as world
-    from scenefit.modeling import load_processor
-    from scenefit.tiny import TinyModelConfig, build_tiny_model
-    from scenefit.tiny_vision import pretrain_vision
+    import scenefit.testbed.world as world
+    from scenefit.models.loading import load_processor
+    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.tiny_vision import pretrain_vision
 
     drawn = []
     real_draw = world.draw_pictures
@@ -128,7 +128,7 @@ def test_vision_pretraining_sees_only_its_own_pictures_and_their_drawing(tmp_pat
 def test_student_chat_puts_the_image_right_before_the_answer(tiny_model_dir):
     """The decision token sits at the same distance from the image whatever the object's
     name (whose token count varies) — the point of the after-text layout."""
-    from scenefit.modeling import load_processor
+    from scenefit.models.loading import load_processor
 
     assert student_image_after_text()
     proc = load_processor(tiny_model_dir)

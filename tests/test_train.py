@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from scenefit.config import load_project, resolve
-from scenefit.criteria import Criterion, Label
+from scenefit.core.config import load_project, resolve
+from scenefit.core.criteria import Criterion, Label
 from scenefit.formats import DECISION_PREFIX, render_student_answer
 from scenefit.train.config import LoraSettings, TrainConfig
 
@@ -86,7 +86,7 @@ def test_demo_and_paper_configs_validate():
 # --- LoRA targets -----------------------------------------------------------------------------
 
 def _tiny_model(tiny_model_dir):
-    from scenefit.modeling import load_model
+    from scenefit.models.loading import load_model
 
     return load_model(tiny_model_dir, "fp32", "cpu")
 
@@ -151,7 +151,7 @@ def image_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
-    from scenefit.modeling import load_processor
+    from scenefit.models.loading import load_processor
 
     return load_processor(tiny_model_dir)
 
@@ -194,7 +194,7 @@ def test_unreadable_image_is_an_error_naming_the_sample(processor, tmp_path):
 def test_decision_prefix_tokenizes_as_in_training(processor, image_path):
     """The fast path's prompt + 'Decision:' must equal the training sequence up to the label."""
     from scenefit.train.data import IGNORE_INDEX, encode_example
-    from scenefit.inference import decision_token_ids
+    from scenefit.predict import decision_token_ids
     from scenefit.train.decision import scoring_batch
 
     for label in Label:

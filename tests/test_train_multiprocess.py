@@ -129,8 +129,8 @@ def setup(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path):
-    from scenefit.config import resolve
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.core.config import resolve
+    from scenefit.models.loading import load_model, load_processor
     from scenefit.train.data import read_split
     from scenefit.train.decision import score_rows
     from scenefit.train.trainer import train_student

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scenefit.criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 from scenefit.formats import render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.train.config import TrainConfig
@@ -143,7 +143,7 @@ def test_base_scores_equal_a_fresh_base_model(datasets_dir, tiny_model_dir, tmp_
     """The 'untrained base' baseline (adapter disabled, lm_head copy off) is the real base."""
     from peft import PeftModel
 
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
     from scenefit.train.data import read_split
     from scenefit.train.decision import score_rows
     from scenefit.train.trainer import train_student

@@ -14,8 +14,8 @@ import json
 import pytest
 import torch
 
-import scenefit.vision_attention as va
-from scenefit.vision_attention import PACKED_ATTENTION, counting_sdpa_calls, set_vision_attention
+import scenefit.models.vision_attention as va
+from scenefit.models.vision_attention import PACKED_ATTENTION, counting_sdpa_calls, set_vision_attention
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -185,7 +185,7 @@ def test_eager_tower_is_left_alone():
 def tiny_batch(processor):
     from PIL import Image
 
-    from scenefit.modeling import chat_messages
+    from scenefit.models.loading import chat_messages
 
     images = [Image.new("RGB", (112, 84), (200, 30, 30)), Image.new("RGB", (140, 112), (30, 200, 30))]
     text = processor.apply_chat_template(chat_messages("Where is it?"), tokenize=False, add_generation_prompt=True)
@@ -193,7 +193,7 @@ def tiny_batch(processor):
 
 
 def test_load_model_installs_it_for_the_tower_only_and_logits_are_unchanged(tiny_model_dir, tmp_path):
-    from scenefit.modeling import load_model, load_processor
+    from scenefit.models.loading import load_model, load_processor
 
     packed = load_model(tiny_model_dir, dtype="fp32", device="cpu")
     plain = load_model(tiny_model_dir, dtype="fp32", device="cpu", vision_attention="transformers")
@@ -209,7 +209,7 @@ def test_load_model_installs_it_for_the_tower_only_and_logits_are_unchanged(tiny
 
 
 def test_load_model_refuses_an_unknown_setting_before_loading(tmp_path):
-    from scenefit.modeling import load_model
+    from scenefit.models.loading import load_model
 
     with pytest.raises(ValueError, match="vision_attention='windows' is not one of packed, transformers"):
         load_model(tmp_path / "no-model-here", device="cpu", vision_attention="windows")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .criteria import Criterion, Label
+from scenefit.core.criteria import Criterion, Label
 
 #: The assistant answer starts with exactly this text; the fast path forces it and reads
 #: the logits of the next token. It must tokenize exactly as in training.

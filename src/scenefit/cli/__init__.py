@@ -34,7 +34,7 @@ def _root() -> None:
 
 
 #: Verb modules, in pipeline order (each registers its commands on `app`).
-VERB_MODULES = ("env", "tiny", "standin", "synth", "ingest", "annotate", "data", "train", "evaluate", "predict", "serve")
+VERB_MODULES = ("env", "tiny_model", "standin_model", "synth", "ingest", "annotate", "data", "train", "evaluate", "predict", "serve")
 
 for _name in VERB_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import (
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, summary_table,
     synthetic_banner,
 )
@@ -55,7 +55,7 @@ def annotate_cmd(
     try:
         _annotate(manifest, db, cfg, json_out)
     except KeyboardInterrupt:
-        from ..store import stored_answers
+        from scenefit.teachers.store import stored_answers
 
         # Ctrl-C at any moment — before the teachers start, mid-run, during the last commit or
         # the summary — ends the same way: 130, what is stored, and how to continue.
@@ -67,9 +67,9 @@ def annotate_cmd(
 def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     import asyncio
 
-    from .. import SYNTHETIC_NOTICE
-    from ..manifest import ManifestError, read_manifest
-    from ..teachers.annotate import annotate_async
+    from scenefit import SYNTHETIC_NOTICE
+    from scenefit.data.manifest import ManifestError, read_manifest
+    from scenefit.teachers.annotate import annotate_async
 
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
@@ -123,7 +123,7 @@ def parse_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Parse one teacher answer (--text-file), or re-parse a store after the parser improved (--db)."""
-    from ..parse import parse_teacher_answer
+    from scenefit.teachers.parse import parse_teacher_answer
 
     if (text_file is None) == (db is None):
         fail("give exactly one of --text-file FILE or --db STORE")
@@ -179,7 +179,7 @@ def import_answers_cmd(
     """
     import re
 
-    from ..teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
+    from scenefit.teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
     errors = errors or db.parent / f"import-errors-{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)}.jsonl"
     try:

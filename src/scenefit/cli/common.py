@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import ConfigError, StageConfig, flag_help, parse_set, resolve, section_class
+from scenefit.core.config import ConfigError, StageConfig, flag_help, parse_set, resolve, section_class
 
 console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for data (JSON)
 
@@ -77,7 +77,7 @@ def print_json(obj: Any) -> None:
 def synthetic_banner(is_synthetic: bool) -> None:
     """Every output that comes from the synthetic world says so."""
     if is_synthetic:
-        from .. import SYNTHETIC_NOTICE
+        from scenefit import SYNTHETIC_NOTICE
 
         console.print(f"[yellow]{SYNTHETIC_NOTICE}[/]")
 
@@ -93,7 +93,7 @@ def summary_table(title: str, rows: Mapping[str, Any]) -> None:
 
 def open_store(db: Path):
     """The answer store at ``db``, or a clear error (a folder, a file that is not SQLite)."""
-    from ..store import AnnotationStore, StoreError
+    from scenefit.teachers.store import AnnotationStore, StoreError
 
     try:
         return AnnotationStore(db)

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import (
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, synthetic_banner,
 )
 
@@ -44,9 +44,9 @@ def consensus_cmd(
 
     All four rules are computed for the report; the configured one decides what is kept.
     """
-    from ..consensus import build_consensus, write_consensus
-    from ..consensus_tables import report_tables
-    from ..parquet_io import file_sha256
+    from scenefit.data.consensus import build_consensus, write_consensus
+    from scenefit.data.consensus_report import report_tables
+    from scenefit.core.parquet_io import file_sha256
 
     cfg = load_config(
         "consensus", config, sets, rule=rule, designated=designated, prompt_hash=prompt_hash,
@@ -100,8 +100,8 @@ def split_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Balanced 1:1 (on the consensus final decision), group-aware, seeded train/val/test split."""
-    from ..parquet_io import file_sha256, read_table
-    from ..split import balanced_split, write_split
+    from scenefit.core.parquet_io import file_sha256, read_table
+    from scenefit.data.split import balanced_split, write_split
 
     cfg = load_config(
         "split", config, sets, seed=seed, allow_fewer=allow_fewer,
@@ -141,9 +141,9 @@ def datasets_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
-    from ..parquet_io import file_sha256
-    from ..sft_data import build_student_datasets, read_splits, write_student_datasets
-    from ..split import SPLITS
+    from scenefit.core.parquet_io import file_sha256
+    from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
+    from scenefit.data.split import SPLITS
 
     cfg = load_config(
         "datasets", config, sets, rebalance=rebalance, seed=seed,
@@ -168,7 +168,7 @@ def datasets_cmd(
 
 
 def _read_manifest(path: Path):
-    from ..parquet_io import read_table
+    from scenefit.core.parquet_io import read_table
 
     if not path.is_file():
         fail(f"manifest not found: {path}")

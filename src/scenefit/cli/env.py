@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import console, examples, print_json
+from scenefit.cli import app
+from scenefit.cli.common import console, examples, print_json
 
 STACK = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets", "pillow",
          "pydantic", "typer", "pyarrow", "scikit-learn", "matplotlib", "fastapi", "uvicorn", "httpx",
@@ -35,7 +35,7 @@ def environment() -> dict:
                   "bf16": torch.cuda.is_bf16_supported()}
     else:
         device = {"type": "cpu", "threads": torch.get_num_threads()}
-    from .. import __version__
+    from scenefit import __version__
 
     return {"scenefit": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "packages": versions, "device": device}

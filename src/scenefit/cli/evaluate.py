@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli import app
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
 
 @app.command("evaluate", epilog=examples(__doc__, "evaluate"))
@@ -49,9 +49,9 @@ def evaluate_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..evaluate.runner import EvaluateError, evaluate_dirs
-    from ..inference import StudentError
-    from ..modeling import DeviceError
+    from scenefit.evaluate.runner import EvaluateError, evaluate_dirs
+    from scenefit.predict import StudentError
+    from scenefit.models.loading import DeviceError
 
     crit_list = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
     cfg = load_config("evaluate", config, sets, split=split, originals=originals, base=base, limit=limit,
@@ -78,7 +78,7 @@ def evaluate_cmd(
         console.print(f"[yellow]{metrics['failed']} sample(s) could not be evaluated; see {Path(out) / 'errors.jsonl'}[/]")
     console.print(f"report: [bold]{html_path}[/]\nmetrics: {json_path}")
     if json_out:
-        from ..evaluate.report import headline_rows
+        from scenefit.evaluate.report import headline_rows
 
         print_json(headline_rows(metrics))
 
@@ -92,8 +92,8 @@ def print_headline(metrics: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from ..evaluate.metrics import headline_value
-    from ..evaluate.report import headline_rows, pct_ci
+    from scenefit.evaluate.metrics import headline_value
+    from scenefit.evaluate.report import headline_rows, pct_ci
 
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"

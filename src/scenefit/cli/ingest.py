@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import (
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
 )
 
@@ -42,8 +42,8 @@ def ingest_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..ingest import ingest
-    from ..manifest import ManifestError
+    from scenefit.data.ingest import ingest
+    from scenefit.data.manifest import ManifestError
 
     cfg = load_config(
         "ingest", config, sets, layout=layout, images_dir=str(images_dir) if images_dir else None,

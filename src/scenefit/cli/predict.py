@@ -7,7 +7,7 @@
     scenefit export-vllm --students runs/x/students --out runs/x/vllm.json --probe 4
 
 ``predict`` loads one base model with the three criterion adapters (see
-:mod:`scenefit.inference`) and prints, per criterion, the label, its probability and (with
+:mod:`scenefit.predict`) and prints, per criterion, the label, its probability and (with
 ``--explain``) the explanation, plus the fused decision. On a terminal it prints a table; when
 stdout is not a terminal, or with ``--json``, it prints JSON. Items that cannot be judged get an
 error line naming the item; the others go on.
@@ -23,8 +23,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import (
+from scenefit.cli import app
+from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, error_line, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
 )
 
@@ -87,9 +87,9 @@ def predict_cmd(
                       base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
                       batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
 
-    from ..inference import PredictItem, Predictor, StudentError
-    from ..inference.items import ItemError, parse_box
-    from ..manifest import ManifestError, read_manifest
+    from scenefit.predict import PredictItem, Predictor, StudentError
+    from scenefit.predict.items import ItemError, parse_box
+    from scenefit.data.manifest import ManifestError, read_manifest
 
     items: list = []
     read_errors: list[dict] = []
@@ -116,7 +116,7 @@ def predict_cmd(
         if baseline:
             base_ref = cfg.base
             if not base_ref and cfg.students:
-                from ..inference.students import choose_base, find_students
+                from scenefit.predict.students import choose_base, find_students
 
                 base_ref = choose_base(find_students(cfg.students, [c for c in _crits(cfg)]), None)
             if not base_ref:
@@ -173,14 +173,14 @@ def predict_cmd(
 
 
 def _crits(cfg):
-    from ..criteria import Criterion
+    from scenefit.core.criteria import Criterion
 
     return [Criterion.parse(c) for c in cfg.criteria]
 
 
 def _rows(items, predictions, synthetic: bool) -> list[dict]:
-    from .. import SYNTHETIC_NOTICE
-    from ..inference import to_item
+    from scenefit import SYNTHETIC_NOTICE
+    from scenefit.predict import to_item
 
     rows = []
     for i, (item, p) in enumerate(zip(items, predictions)):
@@ -199,7 +199,7 @@ def _error_row(err: dict) -> dict:
 def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
     import pandas as pd
 
-    from .. import SYNTHETIC_NOTICE
+    from scenefit import SYNTHETIC_NOTICE
 
     out.parent.mkdir(parents=True, exist_ok=True)
     kind = OUT_FORMATS[out.suffix.lower()]
@@ -225,7 +225,7 @@ def _print_tables(predictions) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..criteria import CRITERIA
+    from scenefit.core.criteria import CRITERIA
 
     stdout = Console()
     for p in predictions:
@@ -264,7 +264,7 @@ def export_vllm_cmd(
     Refuses adapters vLLM cannot serve: modules_to_save (e.g. a trained lm_head), vision-tower or
     other unsupported target modules, DoRA, biases, rank above 512.
     """
-    from ..vllm_export import VllmExportError, export_vllm
+    from scenefit.serve.vllm_export import VllmExportError, export_vllm
 
     if demo and students is not None:
         fail("give either --demo or --students, not both")

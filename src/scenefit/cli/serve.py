@@ -24,8 +24,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
+from scenefit.cli import app
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
 
 
 #: Addresses that only this machine can reach: binding anything else without a token is refused
@@ -117,7 +117,7 @@ def serve_cmd(
         fail("--openai needs --model DIR (a model folder, e.g. runs/demo/model)")
     if not model.is_dir():
         fail(f"--model {model}: not a model folder")
-    from ..serve.openai_server import build_openai_app, model_runner, run_app
+    from scenefit.serve.openai_server import build_openai_app, model_runner, run_app
 
     name = model_name or model.name
     default_tokens = 512 if max_new_tokens is None else max_new_tokens
@@ -146,9 +146,9 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     bearer token from --api-token or the environment."""
     import sys
 
-    from ..serve.app import serve_students
-    from .predict import demo_students
-    from ..serve.security import resolve_token
+    from scenefit.serve.app import serve_students
+    from scenefit.cli.predict import demo_students
+    from scenefit.serve.security import resolve_token
 
     if demo and students is not None:
         fail("give either --demo or --students, not both")
@@ -183,7 +183,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     except OSError as e:
         fail(f"cannot listen on {cfg.host}:{cfg.port}: {e}")
     except Exception as e:  # students that cannot be loaded: say which and why, no traceback
-        from ..inference import StudentError
+        from scenefit.predict import StudentError
 
         if isinstance(e, StudentError):
             fail(str(e))

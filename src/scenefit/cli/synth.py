@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli import app
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
 
 @app.command("synth", epilog=examples(__doc__, "synth"))
@@ -39,8 +39,8 @@ def synth_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from ..criteria import CRITERIA
-    from ..synth.world import WorldExistsError, check_output, generate_world
+    from scenefit.core.criteria import CRITERIA
+    from scenefit.testbed.world import WorldExistsError, check_output, generate_world
 
     cfg = load_config("world", config, sets, n=n, seed=seed, image_size=image_size,
                       samples_per_group=samples_per_group, originals=originals)

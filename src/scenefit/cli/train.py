@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app
-from .common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli import app
+from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
 
 @app.command("train", epilog=examples(__doc__, "train"))
@@ -34,8 +34,8 @@ def train(
     sets: SetOpt = None,
 ) -> None:
     """Train the students (LoRA on the language model, loss on the answer only, early stopping)."""
-    from ..criteria import Criterion
-    from ..train.data import DatasetError
+    from scenefit.core.criteria import Criterion
+    from scenefit.train.data import DatasetError
 
     cfg = load_config("train", config, sets, base_model=model, max_steps=max_steps, seed=seed, resume=resume)
     if not cfg.base_model:
@@ -50,8 +50,8 @@ def train(
     if not data.is_dir():
         fail(f"--data {data} is not a folder")
 
-    from ..train.launch import is_main_process, single_process_warning
-    from ..train.trainer import train_student
+    from scenefit.train.launch import is_main_process, single_process_warning
+    from scenefit.train.trainer import train_student
 
     main = is_main_process()
     warning = single_process_warning()

@@ -10,8 +10,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ..config import StageConfig
-from ..criteria import CRITERIA, criteria_list
+from scenefit.core.config import StageConfig
+from scenefit.core.criteria import CRITERIA, criteria_list
 
 
 class EvaluateConfig(StageConfig):

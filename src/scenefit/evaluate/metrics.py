@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..criteria import CRITERIA, LABELS, Criterion, Label, fuse
+from scenefit.core.criteria import CRITERIA, LABELS, Criterion, Label, fuse
 
 #: Written into metrics.json so a reader knows how the numbers were made.
 CONVENTIONS = {
@@ -215,7 +215,7 @@ def fuse_by_id(per_criterion: Mapping[Criterion | str, Mapping[str, Any]]) -> di
     """Fused decision per sample id over the ids present for every given criterion.
 
     ``per_criterion`` maps a criterion to {id: label or None}; the result follows
-    :func:`scenefit.criteria.fuse` (out when any is out; unknown when none is out but one is unknown).
+    :func:`scenefit.core.criteria.fuse` (out when any is out; unknown when none is out but one is unknown).
     """
     if not per_criterion:
         return {}

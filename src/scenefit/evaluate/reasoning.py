@@ -32,8 +32,8 @@ import re
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
-from ..criteria import Label
-from .metrics import as_label
+from scenefit.core.criteria import Label
+from scenefit.evaluate.metrics import as_label
 
 _OUT_CUES = [
     r"float(?:s|ing)?", r"hang(?:s|ing)?", r"hover(?:s|ing)?", r"in (?:the )?(?:sky|air)", r"mid-?air",

@@ -17,9 +17,9 @@ import io
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .. import SYNTHETIC_NOTICE
-from ..parquet_io import write_json
-from .metrics import HEADLINE_KEYS, headline_key, headline_value
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.parquet_io import write_json
+from scenefit.evaluate.metrics import HEADLINE_KEYS, headline_key, headline_value
 
 #: Section ids of report.html, in page order.
 SECTION_IDS = (
@@ -398,7 +398,7 @@ def write_report(metrics: dict[str, Any], out_dir: Path | str, gallery: Sequence
 def thumbnail_data_url(image_path: str, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
     """A PNG data URL of an image, shrunk to ``max_px`` on its longer side, with its red box
     drawn when the file does not already carry it."""
-    from ..images import draw_box, load_image, png_data_url
+    from scenefit.core.images import draw_box, load_image, png_data_url
 
     im = load_image(image_path)
     if box is not None and not boxed:

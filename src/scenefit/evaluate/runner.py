@@ -9,7 +9,7 @@ the metrics dict, the gallery and the report files.
 
 The model-free part (:func:`evaluate_answers`) takes answers already collected, so it is
 tested on hand-made answers; :func:`collect_answers` drives any object with the
-``predict(items, explain=..., criteria=[...])`` method of :class:`scenefit.inference.Predictor`.
+``predict(items, explain=..., criteria=[...])`` method of :class:`scenefit.predict.Predictor`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
-from .. import SYNTHETIC_NOTICE
-from ..criteria import Criterion, Label
-from ..records import Sample
-from .config import EvaluateConfig
-from .metrics import (
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.criteria import Criterion, Label
+from scenefit.core.records import Sample
+from scenefit.evaluate.config import EvaluateConfig
+from scenefit.evaluate.metrics import (
     CONVENTIONS, HEADLINE_KEYS, as_label, criteria_order, error_breakdown, fuse_by_id, headline_key, label_metrics,
     reliability, top_confusions,
 )
-from .reasoning import RULE_SUMMARY, reasoning_metrics
-from .shortcut import originals_in_split, shortcut_metrics
+from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
+from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
 
 ProgressFn = Optional[Callable[[int], None]]
 
@@ -55,7 +55,7 @@ class EvaluateError(ValueError):
 
 def load_split(data_dir: Path | str, criteria: Sequence[str], split: str, limit: Optional[int] = None) -> dict[str, pd.DataFrame]:
     """DATA/<criterion>/<split>.parquet per criterion (the first ``limit`` rows)."""
-    from ..parquet_io import read_table
+    from scenefit.core.parquet_io import read_table
 
     frames = {}
     for name in criteria_order(criteria):
@@ -100,7 +100,7 @@ def _field(obj: Any, *names: str) -> Any:
 
 
 def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
-    """Read one criterion's answer out of a :class:`scenefit.inference.Prediction`.
+    """Read one criterion's answer out of a :class:`scenefit.predict.Prediction`.
 
     With an explanation (``raw`` set) the label is the one parsed from the generated text
     (``generated_label``): the predictor falls back to the decision logits when that text is
@@ -353,14 +353,14 @@ def evaluate_dirs(
     Predictors are built from ``students_dir`` unless given (tests pass stubs).
     ``progress_factory(description, total)`` returns a callable advancing a progress bar.
     """
-    from ..parquet_io import write_table
-    from .report import thumbnail_data_url, write_report
+    from scenefit.core.parquet_io import write_table
+    from scenefit.evaluate.report import thumbnail_data_url, write_report
 
     frames = load_split(data_dir, cfg.criteria, cfg.split, cfg.limit)
     if student_predictor is None:
         student_predictor, baseline_predictor = build_predictors(students_dir, cfg)
     originals_path = cfg.originals or default_originals(data_dir)
-    from ..manifest import read_manifest
+    from scenefit.data.manifest import read_manifest
 
     originals, originals_errors = (read_manifest(originals_path) if originals_path else ([], []))
     originals, originals_selection = originals_in_split(
@@ -427,7 +427,7 @@ def evaluate_dirs(
 def build_predictors(students_dir: Path | str, cfg: EvaluateConfig) -> tuple[Any, Any]:
     """The students' predictor (one base + one adapter per criterion) and, when
     ``cfg.baseline``, the same model with its adapters switched off."""
-    from ..inference import PredictConfig, Predictor
+    from scenefit.predict import PredictConfig, Predictor
 
     pcfg = PredictConfig(base=cfg.base, criteria=cfg.criteria, device=cfg.device, dtype=cfg.dtype,
                          batch_size=cfg.batch_size, explain=cfg.explain, max_new_tokens=cfg.max_new_tokens)

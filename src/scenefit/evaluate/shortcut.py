@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence
 
-from ..criteria import Label
-from ..records import Sample
-from .metrics import criteria_order, fuse_by_id, in_context_share
+from scenefit.core.criteria import Label
+from scenefit.core.records import Sample
+from scenefit.evaluate.metrics import criteria_order, fuse_by_id, in_context_share
 
 
 def originals_in_split(originals: Sequence[Sample], split_groups: Iterable[Any]) -> tuple[list[Sample], dict[str, Any]]:

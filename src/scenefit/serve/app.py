@@ -37,10 +37,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..criteria import CRITERIA, Criterion
-from .batching import BatcherClosed, FairLock, MicroBatcher
-from .config import ServeConfig
-from .security import (
+from scenefit.core.criteria import CRITERIA, Criterion
+from scenefit.serve.batching import BatcherClosed, FairLock, MicroBatcher
+from scenefit.serve.config import ServeConfig
+from scenefit.serve.security import (
     ApiError,
     GuardCounters,
     GuardMiddleware,
@@ -62,7 +62,7 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 class PredictorLike(Protocol):
-    """What the server needs from :class:`scenefit.inference.Predictor` (tests pass fakes).
+    """What the server needs from :class:`scenefit.predict.Predictor` (tests pass fakes).
 
     ``items`` are ``(PIL image, object, box | None, boxed)``; each result is a Prediction
     (``.to_json()``) or already its JSON dict."""
@@ -173,7 +173,7 @@ class ImageDecoding:
         return load_image_bytes(raw, **self.options())
 
     def options(self) -> dict[str, Any]:
-        """Keyword arguments of scenefit.images.load_image_bytes (the chat route decodes with them)."""
+        """Keyword arguments of scenefit.core.images.load_image_bytes (the chat route decodes with them)."""
         return {"max_pixels": self.cfg.max_image_pixels, "allowed_formats": self.cfg.allowed_formats,
                 "fit_pixels": self.fit_pixels, "decode_budget": self.budget}
 
@@ -248,7 +248,7 @@ def _check_chat_images(body: Any, decoding: ImageDecoding) -> None:
 
 def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate,
                decoding: ImageDecoding) -> dict[str, Any]:
-    from .openai_server import BatchingRunner, build_openai_app
+    from scenefit.serve.openai_server import BatchingRunner, build_openai_app
 
     def generator(adapter: Optional[str]):
         return lambda reqs: chat_generate(adapter, reqs)
@@ -264,13 +264,13 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
 
 
 def predictor_chat(predictor: Any) -> Optional[ChatGenerate]:
-    """The chat generator of a :class:`scenefit.inference.Predictor` (its ``chat()`` runs the
+    """The chat generator of a :class:`scenefit.predict.Predictor` (its ``chat()`` runs the
     named adapter, or the bare base, on the shared model); None for predictors without one."""
     chat = getattr(predictor, "chat", None)
     if chat is None:
         return None
-    from .openai_server import ChatReply
-    from .streaming import RequestWatch
+    from scenefit.serve.openai_server import ChatReply
+    from scenefit.serve.streaming import RequestWatch
 
     def generate(adapter: Optional[str], reqs: list) -> list:
         first = reqs[0]  # the batching runner only merges requests with equal decoding settings
@@ -387,7 +387,7 @@ def create_app(
             err = payload["error"]
             raise ApiError(422, str(err.get("code") or "bad_item"), str(err.get("message") or "the item cannot be judged"))
         if synthetic:
-            from .. import SYNTHETIC_NOTICE
+            from scenefit import SYNTHETIC_NOTICE
 
             payload = {**payload, "notice": SYNTHETIC_NOTICE}
         return JSONResponse(payload)
@@ -422,8 +422,8 @@ def serve_students(
     on_ready: Optional[Callable[[str], None]] = None,
 ) -> None:
     """Load the students once (one base + adapters) and serve them until interrupted."""
-    from ..inference import Predictor
-    from .openai_server import run_app
+    from scenefit.predict import Predictor
+    from scenefit.serve.openai_server import run_app
 
     predictor = Predictor.from_students(students, config=predict_cfg)
     app = create_app(predictor, cfg, token, synthetic=is_synthetic(predictor))

@@ -15,15 +15,15 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
-from ..images import DEFAULT_FORMATS
+from scenefit.core.config import StageConfig
+from scenefit.core.images import DEFAULT_FORMATS
 
 
 class ServeConfig(StageConfig):
     """Where the server listens, what it calls its models, and the limits it enforces.
 
     The model side (students, base, device, dtype, batch size, explanation length) is the
-    ``predict`` section (:class:`scenefit.inference.PredictConfig`), shared with
+    ``predict`` section (:class:`scenefit.predict.PredictConfig`), shared with
     ``scenefit predict`` so both verbs judge alike."""
 
     model_prefix: str = Field(

@@ -35,7 +35,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .security import log
+from scenefit.serve.security import log
 
 
 @dataclass
@@ -81,10 +81,10 @@ class BadRequest(ValueError):
 
 
 def decode_data_url(url: str, **image_options):
-    """A PIL RGB image from a ``data:image/...;base64,`` URL, decoded with scenefit.images'
+    """A PIL RGB image from a ``data:image/...;base64,`` URL, decoded with scenefit.core.images'
     checks (format allow-list, pixel cap before decoding, full decode; ``image_options`` are
-    :func:`scenefit.images.load_image_bytes` keywords); BadRequest otherwise."""
-    from ..images import ImageError, load_image_bytes
+    :func:`scenefit.core.images.load_image_bytes` keywords); BadRequest otherwise."""
+    from scenefit.core.images import ImageError, load_image_bytes
 
     if not isinstance(url, str) or not url.startswith("data:"):
         raise BadRequest("image_url must be a data: URL (base64); this server fetches nothing")
@@ -174,10 +174,10 @@ def build_openai_router(runner: ChatRunner, model_name: str, default_max_tokens:
                         decode: Optional[Callable[..., Awaitable[Any]]] = None) -> APIRouter:
     """``POST /v1/chat/completions`` (plain or streamed) and ``GET /v1/models`` answering with
     ``runner``. A request whose client disconnects is cancelled (its generation stops).
-    ``image_options``: :func:`scenefit.images.load_image_bytes` keywords for the data URLs;
+    ``image_options``: :func:`scenefit.core.images.load_image_bytes` keywords for the data URLs;
     ``decode(fn, *args)``: where to run the parsing that decodes them (default: the thread pool)."""
     decode = decode or run_in_threadpool
-    from .streaming import ClientGone, sse_chunks, unless_client_leaves, usage
+    from scenefit.serve.streaming import ClientGone, sse_chunks, unless_client_leaves, usage
 
     router = APIRouter()
     created = int(time.time())
@@ -240,7 +240,7 @@ class BatchingRunner:
     hung up skipped, a failing merged call retried item by item)."""
 
     def __init__(self, generate: Callable[[list[ChatRequest]], list[ChatReply]], max_batch: int = 8, max_wait_s: float = 0.005):
-        from .batching import MicroBatcher
+        from scenefit.serve.batching import MicroBatcher
 
         self.generate = generate
         self._batcher = MicroBatcher(self._generate_batch, max_batch=max(1, max_batch), max_wait_ms=max_wait_s * 1000)
@@ -262,10 +262,10 @@ class BatchingRunner:
 def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = None, dtype: str = "auto",
                  max_pixels: Optional[int] = None) -> BatchingRunner:
     """A batching runner over a local model folder (loaded once, here)."""
-    from ..modeling import load_model, load_processor
-    from ..teachers.transformers_backend import generate_chat
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.teachers.transformers_backend import generate_chat
 
-    from .streaming import RequestWatch
+    from scenefit.serve.streaming import RequestWatch
 
     processor = load_processor(model_dir, max_pixels=max_pixels, padding_side="left")
     model = load_model(model_dir, dtype=dtype, device=device)

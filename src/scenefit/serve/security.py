@@ -26,12 +26,12 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from fastapi import HTTPException
 
-from .. import images
-from ..images import ImageError, check_box
+from scenefit.core import images
+from scenefit.core.images import ImageError, check_box
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, configured by uvicorn at its log level
 
-#: Image reason code (scenefit.images.REASON_CODES) -> HTTP status of the refusal.
+#: Image reason code (scenefit.core.images.REASON_CODES) -> HTTP status of the refusal.
 IMAGE_ERROR_STATUS: dict[str, int] = {
     "bomb": 413,
     "too_large": 413,
@@ -304,7 +304,7 @@ def decode_base64_image(data: str) -> bytes:
 
 def load_image_bytes(raw: bytes, max_pixels: int, allowed_formats: Sequence[str],
                      fit_pixels: Optional[int] = None, decode_budget: Optional["PixelBudget"] = None):
-    """Decode untrusted bytes through scenefit.images (format allow-list, pixel cap checked
+    """Decode untrusted bytes through scenefit.core.images (format allow-list, pixel cap checked
     before decoding, full decode, scaled down to ``fit_pixels`` while decoding, decoded pixels
     held in ``decode_budget``); an ImageError becomes the API error of its code."""
     try:
@@ -373,7 +373,7 @@ def _finite(v: float) -> bool:
 def place_box(box: tuple[float, float, float, float], size: tuple[int, int],
               image_size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
     """The box in whole pixels on an image of ``size``, by scenefit's one box rule
-    (:func:`scenefit.images.check_box`, as in ingest and predict; its message names the box, the
+    (:func:`scenefit.core.images.check_box`, as in ingest and predict; its message names the box, the
     image size and how much of the box lies on it). ``image_size``: the size the image was scaled
     down to while decoding; the box is scaled with it."""
     try:

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from transformers import StoppingCriteria
 
-from .security import log
+from scenefit.serve.security import log
 
 
 class RequestWatch(StoppingCriteria):

@@ -11,7 +11,7 @@ shared list and hand answers to one writer, which commits them in batches of
 answers not yet committed; a rerun skips every stored (sample, teacher, prompt hash) — also
 stored request failures, unless ``redo_failed``. A run holds the store's :class:`RunLock`
 while it works, so a second run on the same store waits for it (``lock_wait_s``) or refuses
-with :class:`~scenefit.store.StoreBusy`, and never asks a teacher what the first one asks; the
+with :class:`~scenefit.teachers.store.StoreBusy`, and never asks a teacher what the first one asks; the
 summary's ``stored`` counts the rows the store really wrote.
 """
 
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from ..parse import parse_teacher_answer
-from ..progress import progress_bar
-from ..prompts import PromptTemplate, teacher_prompt
-from ..records import Sample
-from ..store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
-from .base import Teacher, TeacherRequest, TeacherResult, make_teacher
-from .config import AnnotateConfig
+from scenefit.teachers.parse import parse_teacher_answer
+from scenefit.core.progress import progress_bar
+from scenefit.prompts import PromptTemplate, teacher_prompt
+from scenefit.core.records import Sample
+from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, make_teacher
+from scenefit.teachers.config import AnnotateConfig
 
 
 @dataclass

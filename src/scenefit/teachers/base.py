@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..records import Sample
-from .config import TeacherConfig
+from scenefit.core.records import Sample
+from scenefit.teachers.config import TeacherConfig
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,10 @@ class Teacher(ABC):
 
 def teacher_image(sample: Sample, max_pixels: Optional[int] = None):
     """The image a teacher sees: loaded defensively, the red box drawn when the file lacks it,
-    downscaled (aspect kept) to at most ``max_pixels``. Raises scenefit.images.ImageError."""
+    downscaled (aspect kept) to at most ``max_pixels``. Raises scenefit.core.images.ImageError."""
     from PIL import Image
 
-    from ..images import draw_box, load_image
+    from scenefit.core.images import draw_box, load_image
 
     img = load_image(sample.image)
     if not sample.boxed and sample.box is not None:
@@ -110,15 +110,15 @@ def teacher_image(sample: Sample, max_pixels: Optional[int] = None):
 def make_teacher(cfg: TeacherConfig, json_answer: bool = False, manifest_path: Optional[Path] = None) -> Teacher:
     """The backend object for one teacher config (backends are imported only when used)."""
     if cfg.backend == "openai":
-        from .openai_backend import OpenAITeacher
+        from scenefit.teachers.openai_backend import OpenAITeacher
 
         return OpenAITeacher(cfg, json_answer=json_answer)
     if cfg.backend == "transformers":
-        from .transformers_backend import TransformersTeacher
+        from scenefit.teachers.transformers_backend import TransformersTeacher
 
         return TransformersTeacher(cfg)
     if cfg.backend == "simulated":
-        from .simulated_backend import SimulatedBackend
+        from scenefit.testbed.simulated_backend import SimulatedBackend
 
         return SimulatedBackend(cfg, manifest_path=manifest_path)
     raise ValueError(f"teacher {cfg.name!r}: unknown backend {cfg.backend!r}")

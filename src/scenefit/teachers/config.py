@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
+from scenefit.core.config import StageConfig
 
 Backend = Literal["openai", "transformers", "simulated"]
 
@@ -26,7 +26,7 @@ class TeacherConfig(StageConfig):
         default=None,
         description="Model id sent to the endpoint (openai), model folder or hub id (transformers); unused by simulated teachers.",
     )
-    persona: Optional[str] = Field(default=None, description="Simulated teacher persona (one of scenefit.synth.teachers.PERSONAS); defaults to the teacher name.")
+    persona: Optional[str] = Field(default=None, description="Simulated teacher persona (one of scenefit.testbed.personas.PERSONAS); defaults to the teacher name.")
     world_dir: Optional[str] = Field(
         default=None,
         description="Simulated teachers: folder of the synthetic world (its layout.jsonl); default: found near the manifest, else answer from the sample alone.",

@@ -7,7 +7,7 @@ may name the id ``sample_id`` or ``id`` and the answer ``raw``, ``answer`` or ``
 consensus can compare teachers, every import uses the same prompt hash
 (:data:`IMPORTED_PROMPT_HASH` unless ``--prompt-hash`` says otherwise). A row without an id or
 an answer, an unreadable row (an unclosed quote, bytes that are not UTF-8, a cell over
-:data:`scenefit.table_rows.MAX_CELL_CHARS`) is one error naming the file and its line; the
+:data:`scenefit.core.table_rows.MAX_CELL_CHARS`) is one error naming the file and its line; the
 rest goes on. The file is checked whole before anything is written, and its good rows are
 stored in one transaction: an import is never half done. An empty answer is stored (status
 ``empty``), never skipped. Re-importing skips keys already stored.
@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..manifest import _text, detect_format
-from ..parquet_io import write_jsonl
-from ..parse import parse_teacher_answer
-from ..store import AnnotationStore, parsed_fields
-from ..table_rows import RowReader
+from scenefit.data.manifest import _text, detect_format
+from scenefit.core.parquet_io import write_jsonl
+from scenefit.teachers.parse import parse_teacher_answer
+from scenefit.teachers.store import AnnotationStore, parsed_fields
+from scenefit.core.table_rows import RowReader
 
 IMPORTED_PROMPT_HASH = "imported"
 ID_COLUMNS = ("sample_id", "id", "coco_index")

@@ -25,9 +25,9 @@ import ssl
 import time
 from typing import Any, Optional
 
-from ..images import ImageError, png_data_url
-from .base import Teacher, TeacherRequest, TeacherResult, teacher_image
-from .config import TeacherConfig
+from scenefit.core.images import ImageError, png_data_url
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, teacher_image
+from scenefit.teachers.config import TeacherConfig
 
 #: HTTP statuses worth asking again: the server may answer later.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -124,7 +124,7 @@ class OpenAITeacher(Teacher):
                 raise RuntimeError(f"teacher {cfg.name!r}: environment variable {cfg.api_key_env} (api_key_env) is not set")
             self._headers["Authorization"] = f"Bearer {key}"
         if self.json_answer and cfg.structured_output:
-            from ..parse import teacher_json_schema
+            from scenefit.teachers.parse import teacher_json_schema
 
             self._schema = teacher_json_schema()
         self._sem = asyncio.Semaphore(cfg.concurrency)

@@ -3,7 +3,7 @@
     scenefit annotate MANIFEST --db annotations.sqlite --set 'teachers=[{name: local, backend: transformers, model: runs/demo/model}]'
 
 Qwen2.5-VL (and Qwen2-VL) load through their own classes, other image-text-to-text models
-through the Auto classes (:func:`scenefit.modeling.load_model`). Generation is batched with
+through the Auto classes (:func:`scenefit.models.loading.load_model`). Generation is batched with
 left padding: ``batch_size`` samples per ``generate()`` call, run in a worker thread so the
 event loop (and the database writer) keep going. :func:`generate_chat` is also what
 ``scenefit serve --openai`` runs.
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any, Optional, Sequence
 
-from ..images import ImageError
-from .base import Teacher, TeacherRequest, TeacherResult, teacher_image
-from .config import TeacherConfig
+from scenefit.core.images import ImageError
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, teacher_image
+from scenefit.teachers.config import TeacherConfig
 
 
 def generate_chat(
@@ -97,7 +97,7 @@ class TransformersTeacher(Teacher):
         return min(self.cfg.concurrency, 2)
 
     async def start(self) -> None:
-        from ..modeling import load_model, load_processor
+        from scenefit.models.loading import load_model, load_processor
 
         def load():
             self.processor = load_processor(self.cfg.model, max_pixels=self.cfg.max_pixels, padding_side="left")
@@ -116,7 +116,7 @@ class TransformersTeacher(Teacher):
         return await asyncio.to_thread(self._answer_batch_sync, requests)
 
     def _answer_batch_sync(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
-        from ..modeling import chat_messages
+        from scenefit.models.loading import chat_messages
 
         results: list[Optional[TeacherResult]] = [None] * len(requests)
         ready: list[tuple[int, Any]] = []

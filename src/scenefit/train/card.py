@@ -6,10 +6,10 @@ from typing import Any
 
 import yaml
 
-from .. import SYNTHETIC_NOTICE
-from ..criteria import Criterion
-from ..prompts import student_image_after_text
-from .config import TrainConfig
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.criteria import Criterion
+from scenefit.prompts import student_image_after_text
+from scenefit.train.config import TrainConfig
 
 
 def _pct(x: Any) -> str:
@@ -101,7 +101,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], cfg: TrainConfig) 
         "",
         "```python",
         "from peft import PeftModel",
-        "from scenefit.modeling import load_model, load_processor",
+        "from scenefit.models.loading import load_model, load_processor",
         f"base = load_model({info['base_model']!r})",
         "student = PeftModel.from_pretrained(base, 'THIS_FOLDER')",
         "processor = load_processor('THIS_FOLDER')",

@@ -15,8 +15,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
-from ..criteria import CRITERIA, criteria_list
+from scenefit.core.config import StageConfig
+from scenefit.core.criteria import CRITERIA, criteria_list
 
 #: Metrics the trainer can pick the best checkpoint by (names as the Trainer logs them).
 # name -> greater is better

@@ -16,10 +16,10 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
-from ..criteria import LABELS
-from ..images import load_image
-from ..modeling import student_messages
-from ..parquet_io import read_table
+from scenefit.core.criteria import LABELS
+from scenefit.core.images import load_image
+from scenefit.models.loading import student_messages
+from scenefit.core.parquet_io import read_table
 
 IGNORE_INDEX = -100
 #: ChatML turn markers of every Qwen2.5-VL chat template (the stock one and the tiny model's).

@@ -5,7 +5,7 @@ answer prefix ``Decision:`` (:data:`scenefit.formats.DECISION_PREFIX`) appended;
 the alternative (:func:`scenefit.formats.decision_continuations`) whose first token has the
 larger logit at the last position. The alternatives' first tokens must differ and the prefix must
 tokenize as it does after the prompt — both checked once, for training and prediction alike, by
-:func:`scenefit.inference.predictor.decision_token_ids` (a test also checks the prefix against
+:func:`scenefit.predict.predictor.decision_token_ids` (a test also checks the prefix against
 :func:`scenefit.train.data.encode_example`). Training-time eval and the demo's test scores use
 this path; generation + :func:`scenefit.formats.parse_student_answer` is the slow equivalent.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from ..criteria import Label
-from ..formats import DECISION_PREFIX
-from .data import open_image, row_messages
+from scenefit.core.criteria import Label
+from scenefit.formats import DECISION_PREFIX
+from scenefit.train.data import open_image, row_messages
 
 
 def prompt_text(processor, row: dict) -> str:
@@ -36,7 +36,7 @@ def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, prog
     """Per row: predicted label and P(Out-of-context) from the two first-token logits."""
     import torch
 
-    from ..inference.predictor import decision_token_ids
+    from scenefit.predict.predictor import decision_token_ids
 
     _, ids = decision_token_ids(processor)
     order = [ids[Label.IN], ids[Label.OUT]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from .config import LoraSettings
+from scenefit.train.config import LoraSettings
 
 #: Path fragments of vision modules; a test and :func:`apply_lora` check none is adapted.
 VISION_MARKERS = ("visual", "vision_tower", "vision_model", "merger")

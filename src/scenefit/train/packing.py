@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import IGNORE_INDEX
+from scenefit.train.data import IGNORE_INDEX
 
 
 def rope_index_function(model):
@@ -124,7 +124,7 @@ def use_packed_attention(model) -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
     AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
     # the text model only: a plain string would reach every sub-config and undo the vision tower's
-    # one-call window attention (scenefit.vision_attention) that load_model installed
+    # one-call window attention (scenefit.models.vision_attention) that load_model installed
     model.set_attn_implementation({"text_config": PACKED_ATTENTION})
 
 

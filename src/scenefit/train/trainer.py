@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import SYNTHETIC_NOTICE
-from ..config import dump_yaml
-from ..criteria import Criterion, Label
-from ..formats import DECISION_PREFIX, decision_continuations
-from ..parquet_io import atomic_write_text, file_sha256, write_json
-from ..prompts import student_prompt_version
-from .checkpoints import (
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.config import dump_yaml
+from scenefit.core.criteria import Criterion, Label
+from scenefit.formats import DECISION_PREFIX, decision_continuations
+from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
+from scenefit.prompts import student_prompt_version
+from scenefit.train.checkpoints import (
     STATE_FILE,
     CheckpointScan,
     checkpoint_problem,
@@ -42,11 +42,11 @@ from .checkpoints import (
     trim_jsonl_log,
     whole_run_train_loss,
 )
-from .config import TrainConfig
-from .data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
-from .decision import accuracy, score_rows
-from .launch import sharding_fallback_warning, world_size
-from .packing import PackedCollator, use_packed_attention
+from scenefit.train.config import TrainConfig
+from scenefit.train.data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, read_split, split_path
+from scenefit.train.decision import accuracy, score_rows
+from scenefit.train.launch import sharding_fallback_warning, world_size
+from scenefit.train.packing import PackedCollator, use_packed_attention
 
 CHECKPOINTS_DIR = "trainer"
 STUDENT_FILE = "scenefit_student.json"
@@ -106,7 +106,7 @@ def _trainer_classes():
             pad = share - len(mine)
             rows = mine + self.decision_rows[:pad]
             preds = score_rows(self.model, self.scoring_processor, rows, self.scoring_batch_size)
-            from ..evaluate.metrics import balanced_accuracy
+            from scenefit.evaluate.metrics import balanced_accuracy
 
             labels = (Label.IN.value, Label.OUT.value)
             # confusion matrix (rows: the validation label, columns: the prediction), summed over processes
@@ -297,9 +297,9 @@ def train_student(
     import torch
     from transformers import EarlyStoppingCallback
 
-    from ..modeling import load_model, load_processor, save_processor
-    from .card import model_card
-    from .lora import adapted_modules, apply_lora
+    from scenefit.models.loading import load_model, load_processor, save_processor
+    from scenefit.train.card import model_card
+    from scenefit.train.lora import adapted_modules, apply_lora
 
     crit = Criterion.parse(criterion).value
     data_dir = Path(data_dir)

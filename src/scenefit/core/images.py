@@ -1,0 +1,317 @@
+"""Defensive image loading, red-box drawing and small encoding helpers.
+
+    from scenefit.core.images import load_image, draw_box, ImageError
+    img = load_image("photo.jpg")              # PIL RGB image, EXIF orientation applied
+    boxed = draw_box(img, (10, 20, 110, 90))   # new image with a red box
+
+Every refusal is an :class:`ImageError` whose ``code`` is a short stable word (see
+:data:`REASON_CODES`), so that a batch can count its failures by kind. The checks run in
+the order that keeps a hostile file cheap: existence and size on disk, the real format (from
+the file's bytes, never its suffix), the dimensions declared in the header — refused before
+any pixel is decoded — and only then a full decode, which is what exposes truncated and
+corrupt data (``ImageFile.LOAD_TRUNCATED_IMAGES`` is deliberately left off).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP")
+#: Above this many pixels an image is refused before decoding (~ 7000 x 5700; COCO is 640 x 480).
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Longest side accepted, whatever the pixel count: a 1 x 10^6 strip is not a photograph.
+DEFAULT_MAX_SIDE = 30_000
+#: Declared pixels per byte of file above which an oversized image counts as a decompression
+#: bomb rather than a merely large photo (photos stay well under ~10 pixels per byte).
+BOMB_PIXELS_PER_BYTE = 100
+
+#: code -> what it means. Codes are part of the contract (errors.jsonl groups by them).
+REASON_CODES: dict[str, str] = {
+    "not_found": "the file does not exist or is not a regular file",
+    "unreadable": "the file exists but cannot be read (permissions, I/O error)",
+    "empty": "the file has zero bytes",
+    "not_image": "the bytes are not an image format Pillow recognises",
+    "format_not_allowed": "a recognised image format outside the allow-list (e.g. GIF, TIFF)",
+    "bad_dimensions": "the header declares a zero or absurd width/height",
+    "too_large": "more pixels than the cap (refused before decoding)",
+    "bomb": "declares far more pixels than its size on disk can honestly hold (decompression bomb)",
+    "truncated": "the file ends before the image data does",
+    "corrupt": "the image data cannot be decoded",
+    "box_outside": "the box lies outside the image",
+    "bad_box": "the box has a negative coordinate or covers less than one whole pixel",
+}
+
+# Leading bytes of the formats we know: a file that starts like an image but that Pillow cannot
+# open is a damaged image ("corrupt"), not some other kind of file ("not_image").
+_SIGNATURES: tuple[bytes, ...] = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
+
+
+class ImageError(Exception):
+    """An image (or a box on it) that is refused; ``code`` is one of :data:`REASON_CODES`."""
+
+    def __init__(self, code: str, message: str):
+        if code not in REASON_CODES:
+            raise ValueError(f"unknown image reason code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def _open_checked(
+    path: Path, max_pixels: int, allowed: Sequence[str], max_side: int
+) -> Image.Image:
+    """Open a file lazily (header only) and refuse by format and declared size before any decode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError("not_found", f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageError("unreadable", f"{path}: {e.strerror or e}") from None
+    if not path.is_file():
+        raise ImageError("not_found", f"{path}: not a regular file")
+
+    def head() -> bytes:
+        with open(path, "rb") as f:
+            return f.read(32)
+
+    return _open_source(path, path, st.st_size, head, max_pixels, allowed, max_side)
+
+
+def _open_source(
+    source: Path | io.BytesIO, label: str | Path, n_bytes: int, head: Callable[[], bytes],
+    max_pixels: int, allowed: Sequence[str], max_side: int,
+) -> Image.Image:
+    """The checks of :func:`_open_checked` on a file or on bytes in memory (``label`` names it in
+    messages; ``n_bytes`` is its size; ``head()`` its first bytes)."""
+    if n_bytes == 0:
+        raise ImageError("empty", f"{label}: file is empty (0 bytes)")
+    try:
+        im = Image.open(source)
+    except UnidentifiedImageError:
+        start = head()
+        if start.startswith(_SIGNATURES[0]) and start[12:16] == b"IHDR" and b"\0\0\0\0" in (start[16:20], start[20:24]):
+            w, h = int.from_bytes(start[16:20], "big"), int.from_bytes(start[20:24], "big")
+            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible") from None
+        if start.startswith(_SIGNATURES):
+            raise ImageError("corrupt", f"{label}: starts like an image but its header cannot be read") from None
+        raise ImageError("not_image", f"{label}: not an image file (unrecognised content)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError("bomb", f"{label}: {e}") from None
+    except PermissionError as e:
+        raise ImageError("unreadable", f"{label}: {e.strerror or e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise _decode_error(label, e, "header") from None
+    try:
+        fmt = (im.format or "").upper()
+        if fmt == "MPO":  # a phone camera's JPEG with extra frames: read as JPEG (its first frame)
+            fmt = "JPEG"
+        if fmt not in allowed:
+            raise ImageError(
+                "format_not_allowed",
+                f"{label}: format {fmt or 'unknown'} is not allowed (allowed: {', '.join(allowed)})",
+            )
+        w, h = im.size
+        if w <= 0 or h <= 0 or max(w, h) > max_side:
+            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
+        pixels = w * h
+        if pixels > max_pixels:
+            if pixels > BOMB_PIXELS_PER_BYTE * n_bytes:
+                raise ImageError(
+                    "bomb",
+                    f"{label}: declares {w}x{h} = {pixels:,} pixels in a {n_bytes:,}-byte file "
+                    f"(cap {max_pixels:,}); refused as a decompression bomb",
+                )
+            raise ImageError("too_large", f"{label}: {w}x{h} = {pixels:,} pixels exceeds the cap of {max_pixels:,}")
+    except ImageError:
+        im.close()
+        raise
+    return im
+
+
+def _decode(im: Image.Image, path: str | Path) -> None:
+    """Full decode; Pillow reports truncation as OSError('... truncated ...')."""
+    try:
+        im.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError("bomb", f"{path}: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise _decode_error(path, e, "image data") from None
+
+
+def _decode_error(path: str | Path, exc: BaseException, part: str) -> ImageError:
+    """Pillow says 'truncated' (OSError) or raises EOFError when a file ends early."""
+    text = str(exc) or type(exc).__name__
+    if "truncat" in text.lower() or isinstance(exc, EOFError):
+        return ImageError("truncated", f"{path}: {part} is truncated ({text})")
+    return ImageError("corrupt", f"{path}: {part} cannot be decoded ({text})")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparent parts are composited on white."""
+    if im.mode == "RGB":
+        return im
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode.startswith("I") or im.mode == "F":
+        # 16/32-bit greyscale: scale the 16-bit range to 8 bits (a plain convert would clip).
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode != "F":
+            arr = arr / 257.0
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(
+    path: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allowed_formats: Optional[Iterable[str]] = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> Image.Image:
+    """Load an image defensively: allow-listed format, size checked before decoding, full decode,
+    EXIF orientation applied, RGB out. Raises :class:`ImageError` with a reason code."""
+    p = Path(path)
+    allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
+    return _finish(_open_checked(p, max_pixels, allowed, max_side), p)
+
+
+def _finish(im: Image.Image, label: str | Path, fit_pixels: Optional[int] = None,
+            decode_budget=None) -> Image.Image:
+    """Full decode, EXIF orientation, RGB; closes ``im``. With ``fit_pixels`` an image over that
+    many pixels comes out scaled down (aspect kept) — a JPEG already while decoding (draft
+    mode), so its full size is never in memory — and ``out.info["original_size"]`` holds the
+    upright size before scaling (boxes are given in it). ``decode_budget.hold(n)``, when given,
+    is held around the decode of ``n`` pixels (bounds the decoded pixels in flight)."""
+    with im:
+        w, h = im.size
+        if fit_pixels and w * h > fit_pixels and im.format in ("JPEG", "MPO"):
+            scale = (fit_pixels / (w * h)) ** 0.5
+            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # scale >= the request
+        hold = decode_budget.hold(im.size[0] * im.size[1]) if decode_budget is not None else contextlib.nullcontext()
+        with hold:
+            _decode(im, label)
+            try:
+                upright = ImageOps.exif_transpose(im)
+            except Exception as e:  # a malformed EXIF block must not pass as a good image
+                raise ImageError("corrupt", f"{label}: EXIF orientation cannot be applied ({e})") from None
+            out = to_rgb(upright)
+            if out is im:  # detach from the file handle closed by `with`
+                out = im.copy()
+            if fit_pixels:
+                turned = upright.size == im.size[::-1] and im.size[0] != im.size[1]  # EXIF rotated by 90°
+                original = (h, w) if turned else (w, h)
+                out = _fit(out, fit_pixels)
+                out.info["original_size"] = original
+    return out
+
+
+def _fit(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` scaled down (aspect kept) to at most ``max_pixels`` pixels; as is when it fits."""
+    w, h = image.size
+    if w * h <= max_pixels:
+        return image
+    scale = (max_pixels / (w * h)) ** 0.5
+    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+
+
+def load_image_bytes(
+    raw: bytes,
+    name: str = "uploaded image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allowed_formats: Optional[Iterable[str]] = None,
+    fit_pixels: Optional[int] = None,
+    decode_budget=None,
+) -> Image.Image:
+    """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks, in
+    memory; messages name ``name``. ``fit_pixels``, ``decode_budget``: see :func:`_finish`."""
+    allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
+    im = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:32], max_pixels, allowed, DEFAULT_MAX_SIDE)
+    return _finish(im, name, fit_pixels, decode_budget)
+
+
+#: A user's box must have at least this share of its area on the image; a smaller overshoot past
+#: the right or bottom edge is clipped, a box mostly outside is refused (clipping it would judge a
+#: sliver of something else).
+MIN_BOX_INSIDE = 0.5
+
+
+def check_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The one rule for a box given by a user (ingest's manifest rows, serve's requests,
+    predict's items): (x0, y0, x1, y1) in pixels of an image of ``size`` (w, h). A coordinate that
+    is not a finite number or is negative is refused (``bad_box``), so is a box under one whole
+    pixel once rounded; a box with less than :data:`MIN_BOX_INSIDE` of its area on the image is
+    ``box_outside``; a smaller overshoot past the right or bottom edge is clipped."""
+    values = [float(v) for v in box]
+    if not all(math.isfinite(v) for v in values):
+        raise ImageError("bad_box", f"box {tuple(box)} holds a value that is not a finite number")
+    if min(values) < 0:
+        raise ImageError("bad_box", f"box {tuple(box)} has a negative coordinate (boxes are in pixels from the top left)")
+    x0, y0, x1, y1 = (int(round(v)) for v in values)
+    if x1 <= x0 or y1 <= y0:
+        raise ImageError("bad_box", f"box {tuple(box)} covers less than one whole pixel")
+    cx0, cy0, cx1, cy1 = clip_box(box, size)
+    inside = (cx1 - cx0) * (cy1 - cy0) / ((x1 - x0) * (y1 - y0))
+    if inside < MIN_BOX_INSIDE:
+        raise ImageError("box_outside", f"box {(x0, y0, x1, y1)} lies mostly outside the {size[0]}x{size[1]} image "
+                                        f"(only {inside:.0%} of it is on the image)")
+    return cx0, cy0, cx1, cy1
+
+
+def clip_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Clip (x0, y0, x1, y1) to an image of ``size`` (w, h); ImageError when nothing is left."""
+    w, h = size
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise ImageError("box_outside", f"box {(x0, y0, x1, y1)} lies outside the {w}x{h} image")
+    return cx0, cy0, cx1, cy1
+
+
+def draw_box(
+    image: Image.Image,
+    box: Sequence[float],
+    width: int = 3,
+    color: tuple[int, int, int] = (255, 0, 0),
+) -> Image.Image:
+    """A new RGB image with a ``width``-pixel outline drawn inside ``box`` (x1, y1 exclusive).
+
+    The box is clipped to the image first; a box wholly outside it is an ImageError.
+    """
+    if width < 1:
+        raise ValueError(f"box width must be >= 1, got {width}")
+    x0, y0, x1, y1 = clip_box(box, image.size)
+    out = to_rgb(image).copy()
+    ImageDraw.Draw(out).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color), width=width)
+    return out
+
+
+def png_bytes(image: Image.Image, compress_level: int = 1) -> bytes:
+    """PNG encoding of an image (level 1: fast, still lossless)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def png_base64(image: Image.Image) -> str:
+    """Base64 PNG, e.g. for OpenAI-compatible ``data:image/png;base64,...`` URLs."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def png_data_url(image: Image.Image) -> str:
+    return "data:image/png;base64," + png_base64(image)

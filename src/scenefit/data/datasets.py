@@ -1,0 +1,294 @@
+"""Per-criterion student datasets (chat-format SFT rows) from the balanced splits.
+
+    scenefit datasets runs/demo/split --out runs/demo/datasets --config configs/demo.yaml
+
+For each criterion, OUT/<criterion>/{train,val,test}.parquet hold one row per sample:
+the image path and object, the student prompt for that criterion (``scenefit.prompts``,
+versioned), the system prompt, and the target — the criterion's label and the designated
+teacher's analysis sentence in the student answer format (``scenefit.formats``) that
+evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML front matter
+lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits; OUT/manifest.json records
+counts, label balance, drops and input hashes.
+
+Label per criterion: the consensus label for that criterion, else the designated teacher's
+own label. A row is dropped (and counted) when there is still no label, when there is no
+analysis sentence, or — with ``drop_conflicts`` — when the label differs from the designated
+teacher's, whose sentence would then argue for the other label (possible under ``majority``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.config import StageConfig
+from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
+from scenefit.formats import render_student_answer
+from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
+from scenefit.data.split import SPLITS, stable_hash
+
+#: Columns of every student dataset file, in order.
+DATASET_COLUMNS = [
+    "id", "group", "image", "object", "box", "criterion", "label", "analysis", "prompt", "system",
+    "target", "prompt_version", "truth", "final", "scene", "synthetic",
+]
+#: Split file name -> the split name the dataset card declares (Hugging Face's convention).
+CARD_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+class DatasetsConfig(StageConfig):
+    """Section ``datasets``: which criteria, label re-balancing, card metadata."""
+
+    criteria: list[str] = Field(
+        default_factory=lambda: [c.value for c in CRITERIA],
+        description="Criteria to build datasets for (location, size, co_occurrence).",
+    )
+    rebalance: list[str] = Field(
+        default_factory=list,
+        description="Splits to balance 1:1 per criterion (down-sample the majority label to the minority's "
+        "count, seeded): e.g. [train, val, test] (balanced checkpoint pick and test, majority class 50 %), "
+        "[train], or [] (as split). true/false mean [train]/[] (older configs).",
+    )
+    seed: int = Field(default=0, description="Seed of the re-balancing draw.")
+    drop_conflicts: bool = Field(
+        default=True,
+        description="Drop rows whose label differs from the designated teacher's own label (its analysis "
+        "sentence would argue for the other label).",
+    )
+    license: str = Field(default="apache-2.0", description="License written into the dataset cards.")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, v: list[str]) -> list[str]:
+        return criteria_list(v)
+
+    @field_validator("rebalance", mode="before")
+    @classmethod
+    def _rebalance(cls, v: Any) -> list[str]:
+        if isinstance(v, bool):
+            return ["train"] if v else []
+        if isinstance(v, str):
+            v = [] if v.strip().lower() in ("", "none") else [p.strip() for p in v.split(",") if p.strip()]
+        unknown = [p for p in v if p not in SPLITS]
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        return [p for p in SPLITS if p in v]  # split order, no repeats
+
+
+@dataclass
+class StudentDatasets:
+    frames: dict[str, dict[str, pd.DataFrame]]  # criterion -> split -> rows
+    manifest: dict
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
+    """SFT rows of one split for one criterion, and the counts of dropped rows by reason."""
+    crit = Criterion(criterion)
+    c = crit.value
+    teacher_label = _column(split_frame, f"designated_{c}")
+    label = _column(split_frame, f"label_{c}").where(lambda s: s.notna(), teacher_label)
+    analysis = _column(split_frame, f"analysis_{c}")
+    analysis = analysis.where(analysis.notna() & (analysis.astype(str).str.strip() != ""), None)
+    no_label = label.isna()
+    no_analysis = ~no_label & analysis.isna()
+    conflict = ~no_label & ~no_analysis & teacher_label.notna() & (label != teacher_label)
+    drop = no_label | no_analysis | (conflict if drop_conflicts else False)
+    info = {
+        "no_label": int(no_label.sum()),
+        "no_analysis": int(no_analysis.sum()),
+        ("conflict" if drop_conflicts else "conflict_kept"): int(conflict.sum()),
+    }
+    df = split_frame.assign(_label=label, _analysis=analysis)
+    df = df.loc[~drop].reset_index(drop=True)
+    template = student_prompt(crit)
+    prompts = {o: template.render(str(o)) for o in df["object"].unique()}
+    out = pd.DataFrame(
+        {
+            "id": df["id"].astype(str),
+            "group": _column(df, "group"),
+            "image": df["image"].astype(str),
+            "object": df["object"].astype(str),
+            "box": _column(df, "box"),
+            "criterion": crit.value,
+            "label": df["_label"].astype(str),
+            "analysis": df["_analysis"].map(lambda s: " ".join(str(s).split())),
+            "prompt": df["object"].map(prompts),
+            "system": student_system_prompt(),
+            "target": [render_student_answer(crit, Label(lab), a) for lab, a in zip(df["_label"], df["_analysis"])],
+            "prompt_version": student_prompt_version(),
+            "truth": _column(df, f"truth_{crit.value}"),
+            "final": _column(df, "final"),
+            "scene": _column(df, "scene"),
+            "synthetic": _column(df, "synthetic").fillna(False).astype(bool),
+        }
+    )
+    return out[DATASET_COLUMNS].reset_index(drop=True), info
+
+
+def rebalance_labels(rows: pd.DataFrame, seed: int, tag: str) -> pd.DataFrame:
+    """Down-sample the majority label to the minority's count, in hash(seed, tag, id) order."""
+    counts = rows["label"].value_counts()
+    if len(counts) < 2:
+        return rows  # one label only: nothing to balance against (reported as is)
+    keep_n = int(counts.min())
+    order = stable_hash(seed, tag, rows["id"])
+    keep = np.zeros(len(rows), dtype=bool)
+    for lab in counts.index:
+        idx = np.flatnonzero((rows["label"] == lab).to_numpy())
+        keep[idx[np.argsort(order[idx], kind="stable")][:keep_n]] = True
+    return rows.loc[keep].reset_index(drop=True)
+
+
+def label_balance(rows: pd.DataFrame) -> dict:
+    n_in = int((rows["label"] == Label.IN.value).sum())
+    n_out = int((rows["label"] == Label.OUT.value).sum())
+    return {"rows": len(rows), Label.IN.value: n_in, Label.OUT.value: n_out, "out_share": n_out / len(rows) if len(rows) else None}
+
+
+def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig, split_manifest: Optional[dict] = None) -> StudentDatasets:
+    """Rows per criterion and split; ``splits`` maps split name (train/val/test) to split rows."""
+    split_manifest = split_manifest or {}
+    synthetic = bool(split_manifest.get("synthetic")) or any(
+        bool(df["synthetic"].any()) for df in splits.values() if "synthetic" in df and len(df)
+    )
+    frames: dict[str, dict[str, pd.DataFrame]] = {}
+    per_criterion = {}
+    for cname in cfg.criteria:
+        crit = Criterion(cname)
+        frames[cname] = {}
+        info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}}
+        for split_name, df in splits.items():
+            rows, drops = build_rows(df, crit, cfg.drop_conflicts)
+            if split_name in cfg.rebalance:
+                info["before_rebalance"][split_name] = label_balance(rows)
+                # train keeps its historical tag, so existing seeds draw the same rows
+                tag = f"rebalance:{cname}" if split_name == "train" else f"rebalance:{cname}:{split_name}"
+                rows = rebalance_labels(rows, cfg.seed, tag)
+            frames[cname][split_name] = rows
+            info["splits"][split_name] = label_balance(rows)
+            info["dropped"][split_name] = drops
+        per_criterion[cname] = info
+    manifest = {
+        "stage": "datasets",
+        "criteria": per_criterion,
+        "prompt_version": student_prompt_version(),
+        "seed": cfg.seed,
+        "rebalance": cfg.rebalance,
+        "drop_conflicts": cfg.drop_conflicts,
+        "rule": split_manifest.get("rule"),
+        "designated": split_manifest.get("designated"),
+        "split_seed": split_manifest.get("seed"),
+        "synthetic": synthetic,
+        "notice": SYNTHETIC_NOTICE if synthetic else None,
+    }
+    return StudentDatasets(frames, manifest)
+
+
+def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
+    """README.md with YAML front matter (configs/data_files, license, task, tags) and a summary."""
+    import yaml
+
+    info = manifest["criteria"][criterion]
+    crit = Criterion(criterion)
+    tags = ["scenefit", "out-of-context", "vision-language", "distillation", crit.value]
+    if manifest["synthetic"]:
+        tags.append("synthetic")
+    front = {
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": CARD_SPLIT_NAMES[s], "path": f"{s}.parquet"} for s in info["splits"]],
+            }
+        ],
+        "license": license_id,
+        "task_categories": ["image-text-to-text"],
+        "language": ["en"],
+        "tags": tags,
+        "pretty_name": f"scenefit student data — {crit.display}",
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# scenefit student dataset: {crit.display}",
+        "",
+    ]
+    if manifest["synthetic"]:
+        lines += [f"> **{SYNTHETIC_NOTICE}**", ""]
+    lines += [
+        f"Question: {crit.question}",
+        "",
+        "Each row is one image with one object in a red box (`image` is a file path, relative to this "
+        "file's folder when the image lies in the run, `box` its pixels), "
+        "the student prompt for this criterion (`system`, `prompt`; version "
+        f"`{manifest['prompt_version']}`) and the `target`: `Decision: <label>` then the designated teacher's "
+        "analysis sentence for this criterion.",
+        "",
+        f"Labels: consensus rule `{manifest.get('rule')}`, designated teacher `{manifest.get('designated')}`. "
+        f"Split seed {manifest.get('split_seed')}; balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}.",
+        "",
+        "| split | rows | In-context | Out-of-context | dropped (no label / no analysis / conflict) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for s, b in info["splits"].items():
+        d = info["dropped"][s]
+        lines.append(
+            f"| {CARD_SPLIT_NAMES[s]} | {b['rows']} | {b[Label.IN.value]} | {b[Label.OUT.value]} | "
+            f"{d['no_label']} / {d['no_analysis']} / {d.get('conflict', 0)} |"
+        )
+    lines += [
+        "",
+        "Load with:",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("path/to/{crit.value}")  # this folder',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_splits(split_dir: Path | str) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The split files and manifest written by ``scenefit split``."""
+    import json
+
+    from scenefit.core.parquet_io import read_table
+
+    d = Path(split_dir)
+    present = [s for s in SPLITS if (d / f"{s}.parquet").is_file()]
+    if not present:
+        raise FileNotFoundError(f"no split files ({', '.join(s + '.parquet' for s in SPLITS)}) in {d}")
+    manifest = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
+    return {s: read_table(d / f"{s}.parquet")[0] for s in present}, manifest
+
+
+def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs: dict[str, str], license_id: str) -> dict[str, Path]:
+    """OUT/<criterion>/{split}.parquet, OUT/<criterion>/README.md, OUT/manifest.json."""
+    from scenefit.core.parquet_io import write_json, write_table
+
+    out = Path(out_dir)
+    manifest = {**result.manifest, "inputs": inputs}
+    paths: dict[str, Path] = {}
+    for cname, per_split in result.frames.items():
+        meta = {k: manifest[k] for k in ("stage", "prompt_version", "rule", "designated", "synthetic", "notice")}
+        for split_name, rows in per_split.items():
+            paths[f"{cname}/{split_name}"] = write_table(
+                rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name}
+            )
+        card = out / cname / "README.md"
+        card.write_text(dataset_card(cname, manifest, license_id))
+        paths[f"{cname}/README.md"] = card
+    paths["manifest"] = write_json(manifest, out / "manifest.json")
+    return paths

@@ -1,0 +1,267 @@
+"""Balanced, group-aware, seeded train/val/test split of the consensus samples.
+
+    scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config configs/demo.yaml
+
+Every split holds exactly as many In-context as Out-of-context samples (by the consensus final
+decision), and no group (source image) appears in two splits. Assignment is a pure function of
+the seed and the group / sample ids (SHA-256), so the same input and seed give byte-identical
+files, whatever the input row order.
+
+How: groups are visited in the order of hash(seed, group); each goes to its preferred split
+(drawn from hash(seed, group) in proportion to the split sizes) or, when that split needs none
+of the group's classes any more, to the next split that does. Within a split, the samples of
+each class are taken in the order of hash(seed, id) until the split has its count. When the
+data cannot fill the requested sizes, every size shrinks by one factor (proportions kept) until
+the assignment fills them exactly, and the manifest says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from scenefit.core.config import StageConfig
+from scenefit.data.consensus import label_codes
+from scenefit.data.agreement import MISSING
+from scenefit.core.criteria import Label
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitCounts(StageConfig):
+    """Exact sample counts per split; each must be even (half In-context, half Out-of-context)."""
+
+    train: int = Field(description="Training samples (even).", ge=0)
+    val: int = Field(description="Validation samples (even).", ge=0)
+    test: int = Field(description="Test samples (even).", ge=0)
+
+    @model_validator(mode="after")
+    def _even(self):
+        odd = [s for s in SPLITS if getattr(self, s) % 2]
+        if odd:
+            raise ValueError(f"split count(s) {odd} must be even: every split is balanced 1:1")
+        if self.train + self.val + self.test == 0:
+            raise ValueError("split counts are all zero")
+        return self
+
+
+class SplitFractions(StageConfig):
+    """Shares of the largest balanced set; normalised to sum to 1."""
+
+    train: float = Field(default=0.8, ge=0, description="Share of the balanced set for training.")
+    val: float = Field(default=0.1, ge=0, description="Share for validation.")
+    test: float = Field(default=0.1, ge=0, description="Share for testing.")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.train + self.val + self.test <= 0:
+            raise ValueError("split fractions sum to zero")
+        return self
+
+
+class SplitConfig(StageConfig):
+    """Section ``split``: sizes (counts or fractions), seed, what to do when data is short."""
+
+    seed: int = Field(default=0, description="Seed of the hash-based assignment (same seed → same files).")
+    counts: Optional[SplitCounts] = Field(
+        default=None,
+        description="Exact counts per split (paper: train 20000, val 2000, test 2000); when unset, fractions apply.",
+    )
+    fractions: SplitFractions = Field(
+        default_factory=SplitFractions,
+        description="Shares of the largest balanced set per split, used when counts is unset.",
+    )
+    allow_fewer: bool = Field(
+        default=True,
+        description="When the data cannot fill the requested counts, take the largest balanced set with the "
+        "same proportions (and say so) instead of failing.",
+    )
+
+
+def stable_hash(seed: int, tag: str, keys: pd.Series) -> np.ndarray:
+    """64-bit SHA-256 prefix of 'seed:tag:key' per key (stable across runs, platforms, versions)."""
+    prefix = f"{seed}:{tag}:"
+    return np.fromiter(
+        (int.from_bytes(hashlib.sha256((prefix + k).encode()).digest()[:8], "big") for k in keys.astype(str)),
+        dtype=np.uint64,
+        count=len(keys),
+    )
+
+
+@dataclass
+class SplitResult:
+    frames: dict[str, pd.DataFrame]
+    manifest: dict
+
+
+def _assign_groups(g_in: np.ndarray, g_out: np.ndarray, pref: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Greedy fill in the given group order; returns the split index per group (-1 = unused).
+
+    ``need``: (splits × 2) samples still wanted per split and class (0 = in, 1 = out).
+    """
+    rem = need.astype(np.int64).copy()
+    assigned = np.full(len(g_in), -1, dtype=np.int64)
+    left = int(rem.sum())
+    n_splits = rem.shape[0]
+    for gi in range(len(g_in)):
+        if left <= 0:
+            break
+        a, b = int(g_in[gi]), int(g_out[gi])
+        p = int(pref[gi])
+        for k in range(n_splits):
+            s = (p + k) % n_splits
+            ra, rb = rem[s]
+            if (ra > 0 and a) or (rb > 0 and b):
+                take_a, take_b = min(ra, a), min(rb, b)
+                rem[s, 0] -= take_a
+                rem[s, 1] -= take_b
+                left -= take_a + take_b
+                assigned[gi] = s
+                break
+    return assigned
+
+
+def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[dict] = None) -> SplitResult:
+    """Split consensus rows (needs columns id, final; group optional) into balanced splits."""
+    input_meta = input_meta or {}
+    missing = [c for c in ("id", "final") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the consensus table lacks column(s) {', '.join(missing)} (is it `scenefit consensus` output?)")
+    y_all = label_codes(frame["final"]) if len(frame) else np.zeros(0, np.int8)
+    usable = y_all != MISSING
+    pool = frame.loc[usable].reset_index(drop=True)
+    y = y_all[usable]
+    ids = pool["id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"consensus table repeats sample id {ids[ids.duplicated()].iloc[0]!r}")
+    group_col = pool["group"] if "group" in pool else pd.Series([None] * len(pool))
+    has_group = group_col.notna() & (group_col.astype(str).str.strip() != "")
+    groups = np.where(has_group, "g:" + group_col.astype(str), "id:" + ids)
+
+    avail = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.int64)
+    pairs_possible = int(avail.min())
+    if cfg.counts is not None:
+        mode = "counts"
+        requested = np.array([getattr(cfg.counts, s) // 2 for s in SPLITS], dtype=np.int64)
+    else:
+        mode = "fractions"
+        fr = np.array([getattr(cfg.fractions, s) for s in SPLITS], dtype=np.float64)
+        requested = np.floor(pairs_possible * fr / fr.sum()).astype(np.int64)
+    total_requested = int(requested.sum())
+
+    # Per-group class counts, and the two hash draws (visit order, preferred split) per group.
+    gdf = pd.DataFrame({"g": groups, "y": y})
+    per_group = pd.crosstab(gdf["g"], gdf["y"]).reindex(columns=[0, 1], fill_value=0)
+    gkeys = per_group.index.to_series()
+    order_h = stable_hash(cfg.seed, "order", gkeys)
+    pref_u = stable_hash(cfg.seed, "split", gkeys).astype(np.float64) / 2.0**64
+    order = np.argsort(order_h, kind="stable")
+    g_in = per_group[0].to_numpy()[order]
+    g_out = per_group[1].to_numpy()[order]
+
+    def preferred(pairs: np.ndarray) -> np.ndarray:
+        w = pairs / max(int(pairs.sum()), 1)
+        return np.minimum(np.searchsorted(np.cumsum(w), pref_u[order], side="right"), len(SPLITS) - 1)
+
+    def attempt(total: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Sizes for `total` pairs in the requested proportions; whether the assignment fills them."""
+        pairs = np.floor(requested * total / max(total_requested, 1)).astype(np.int64)
+        need = np.stack([pairs, pairs], axis=1)
+        assigned = _assign_groups(g_in, g_out, preferred(pairs), need)
+        got = np.stack([[g_in[assigned == s].sum(), g_out[assigned == s].sum()] for s in range(len(SPLITS))])
+        return pairs, assigned, bool((got >= need).all())
+
+    pairs, assigned, filled = attempt(total_requested)
+    if not filled:
+        if not cfg.allow_fewer:
+            raise ValueError(
+                f"requested {2 * total_requested} samples ({dict(zip(SPLITS, (2 * requested).tolist()))}) but only "
+                f"{pairs_possible} balanced pairs exist (In-context {avail[0]}, Out-of-context {avail[1]}) "
+                "or the groups cannot be packed into them; set split.allow_fewer to take fewer"
+            )
+        # The largest total (same proportions) that the assignment fills: binary search, since
+        # packing whole groups can waste a few samples below the class-count bound.
+        lo, hi = 0, min(total_requested, pairs_possible)
+        best = attempt(0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial = attempt(mid)
+            if trial[2]:
+                lo, best = mid, trial
+            else:
+                hi = mid - 1
+        pairs, assigned, _ = best
+
+    # Samples: group's split, then per split and class the first `pairs[s]` by hash(seed, id).
+    split_of_group = pd.Series(np.full(len(per_group), -1), index=per_group.index)
+    split_of_group.iloc[order] = assigned
+    sample_split = split_of_group.reindex(groups).to_numpy()
+    pick_h = stable_hash(cfg.seed, "pick", ids)
+    chosen = np.zeros(len(pool), dtype=bool)
+    for s in range(len(SPLITS)):
+        for cls in (0, 1):
+            idx = np.flatnonzero((sample_split == s) & (y == cls))
+            idx = idx[np.argsort(pick_h[idx], kind="stable")][: pairs[s]]
+            chosen[idx] = True
+
+    frames, counts, ratios, n_groups = {}, {}, {}, {}
+    for s, name in enumerate(SPLITS):
+        rows = pool.loc[chosen & (sample_split == s)].sort_values("id", kind="stable").reset_index(drop=True)
+        frames[name] = rows
+        n_in = int((rows["final"] == Label.IN.value).sum())
+        n_out = int((rows["final"] == Label.OUT.value).sum())
+        counts[name] = len(rows)
+        ratios[name] = {Label.IN.value: n_in, Label.OUT.value: n_out, "out_share": n_out / len(rows) if len(rows) else None}
+        n_groups[name] = int(rows["group"].nunique()) if "group" in rows else len(rows)
+
+    shortfall = int(pairs.sum()) < total_requested
+    message = None
+    if shortfall:
+        message = (
+            f"too few samples for the requested sizes {dict(zip(SPLITS, (2 * requested).tolist()))}: "
+            f"In-context {avail[0]}, Out-of-context {avail[1]} available; took the largest balanced set with the "
+            f"same proportions the group-aware assignment fills: {counts}"
+        )
+    manifest = {
+        "stage": "split",
+        "seed": cfg.seed,
+        "mode": mode,
+        "requested": dict(zip(SPLITS, (2 * requested).tolist())),
+        "counts": counts,
+        "class_ratios": ratios,
+        "groups": n_groups,
+        "shortfall": shortfall,
+        "message": message,
+        "available": {Label.IN.value: int(avail[0]), Label.OUT.value: int(avail[1])},
+        "dropped_without_final": int((~usable).sum()),
+        "unused": int(len(pool) - chosen.sum()),
+        "rule": input_meta.get("rule"),
+        "designated": input_meta.get("designated"),
+        "teachers": input_meta.get("teachers"),
+        "prompt_hash": input_meta.get("prompt_hash"),
+        "synthetic": bool(input_meta.get("synthetic")) or bool(frame.get("synthetic", pd.Series([False])).any()),
+    }
+    from scenefit import SYNTHETIC_NOTICE
+
+    manifest["notice"] = SYNTHETIC_NOTICE if manifest["synthetic"] else None
+    return SplitResult(frames, manifest)
+
+
+def write_split(result: SplitResult, out_dir: Path | str, inputs: dict[str, str]) -> dict[str, Path]:
+    """OUT/{train,val,test}.parquet + OUT/manifest.json; ``inputs``: file name -> sha256."""
+    from scenefit.core.parquet_io import write_json, write_table
+
+    out = Path(out_dir)
+    manifest = {**result.manifest, "inputs": inputs}
+    paths = {}
+    for name, df in result.frames.items():
+        meta = {k: manifest[k] for k in ("stage", "seed", "rule", "designated", "synthetic", "notice")}
+        paths[name] = write_table(df, out / f"{name}.parquet", {**meta, "split": name})
+    paths["manifest"] = write_json(manifest, out / "manifest.json")
+    return paths

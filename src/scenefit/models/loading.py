@@ -1,0 +1,266 @@
+"""Loading Qwen2.5-VL models and processors — the same code for the tiny model and the 3B/72B.
+
+The one environment quirk lives here: transformers 5.x builds a Qwen2.5-VL processor with a
+video processor, and the video processor needs torchvision. Where torchvision is missing (the
+CPU wheel of torch used here has no working torchvision), :func:`load_processor` builds an
+images-only processor instead; :func:`save_processor` then also writes the video processor's
+config by hand, so the folder still loads where torchvision exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+#: Video processor settings written beside an images-only processor (Qwen2-VL defaults) so a
+#: folder saved here loads with AutoProcessor on a machine that has torchvision.
+_VIDEO_PROCESSOR_CONFIG = {
+    "video_processor_type": "Qwen2VLVideoProcessor",
+    "processor_class": "Qwen2_5_VLProcessor",
+    "do_resize": True,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "size": {"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28},
+}
+
+
+@lru_cache(maxsize=None)
+def torchvision_available() -> bool:
+    """True when torchvision imports *and* its C ops load (a CUDA-linked wheel beside a CPU
+    torch imports but fails on `torchvision::nms`)."""
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+        from torchvision.ops import nms  # noqa: F401
+        import torch
+
+        nms(torch.zeros((1, 4)), torch.zeros(1), 0.5)
+        return True
+    except Exception:
+        return False
+
+
+def _images_only_processor_class():
+    from transformers import Qwen2_5_VLProcessor
+
+    class ImagesOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL processor without its video part (used only when torchvision is absent).
+
+        It saves as a plain ``Qwen2_5_VLProcessor`` so saved folders stay standard.
+        """
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            kwargs.pop("video_processor", None)
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+        def to_dict(self):
+            d = super().to_dict()
+            d["processor_class"] = "Qwen2_5_VLProcessor"
+            return d
+
+    # Saved configs name the public class, never this local one.
+    ImagesOnlyQwen2_5_VLProcessor.__name__ = "Qwen2_5_VLProcessor"
+    return ImagesOnlyQwen2_5_VLProcessor
+
+
+def pixel_size(min_pixels: Optional[int], max_pixels: Optional[int]) -> dict[str, int]:
+    """transformers 5 keeps min/max pixels in the image processor's ``size`` dict."""
+    size = {}
+    if min_pixels is not None:
+        size["shortest_edge"] = int(min_pixels)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+    return size
+
+
+def load_processor(
+    name_or_path: str | Path,
+    min_pixels: Optional[int] = None,
+    max_pixels: Optional[int] = None,
+    padding_side: Optional[str] = None,
+):
+    """Processor of a Qwen2.5-VL folder or hub id; min/max pixels override the saved ones."""
+    from transformers import AutoProcessor
+
+    size = pixel_size(min_pixels, max_pixels)
+    if torchvision_available():
+        proc = AutoProcessor.from_pretrained(str(name_or_path))
+        if size:
+            ip = proc.image_processor
+            ip.size = {"shortest_edge": ip.size.shortest_edge, "longest_edge": ip.size.longest_edge, **size}
+    else:
+        from transformers import AutoTokenizer
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(name_or_path))
+        if size:
+            current = {"shortest_edge": image_processor.size.shortest_edge, "longest_edge": image_processor.size.longest_edge}
+            image_processor.size = {**current, **size}
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        chat_template = _read_chat_template(Path(str(name_or_path)))
+        proc = _images_only_processor_class()(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template or tokenizer.chat_template
+        )
+    if padding_side:
+        proc.tokenizer.padding_side = padding_side
+    return proc
+
+
+def _read_chat_template(folder: Path) -> Optional[str]:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        p = folder / name
+        if p.is_file():
+            text = p.read_text()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return None
+
+
+def build_processor(image_processor, tokenizer):
+    """A Qwen2.5-VL processor from an image processor (PIL) and a tokenizer carrying the chat
+    template: the full one with its video part where torchvision works, else the images-only one
+    (see :func:`_images_only_processor_class`)."""
+    if torchvision_available():
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=image_processor.size), tokenizer=tokenizer,
+                                   video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
+    return _images_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
+                                          chat_template=tokenizer.chat_template)
+
+
+def save_processor(processor, out_dir: str | Path) -> None:
+    """Save a processor so it loads with and without torchvision."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(str(out))
+    if getattr(processor, "video_processor", None) is None:
+        vp = dict(_VIDEO_PROCESSOR_CONFIG)
+        ip = processor.image_processor
+        vp.update(patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size, merge_size=ip.merge_size)
+        (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class DeviceError(ValueError):
+    """A device setting this machine cannot honour (said before any weights are loaded)."""
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else :class:`DeviceError` naming the setting."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device {device!r} is not a torch device (expected cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: no CUDA GPU is visible to torch {torch.__version__}; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r}: MPS is not available here; use cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """'auto' -> bf16 on a CUDA device with bf16, else fp32 (CPU training/eval stay in fp32)."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+                "fp32": torch.float32, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto, bf16, fp16 or fp32") from None
+
+
+def load_model(name_or_path: str | Path, dtype: str = "auto", device: Optional[str] = None, attn_implementation: Optional[str] = None,
+               vision_attention: str = "packed"):
+    """A Qwen2.5-VL (or any image-text-to-text model through the Auto class) in eval mode.
+
+    ``vision_attention``: "packed" runs each vision block's windows in one attention call,
+    "transformers" keeps transformers' call per window (see scenefit.models.vision_attention)."""
+    from transformers import AutoConfig
+
+    from scenefit.models.vision_attention import check_vision_attention, set_vision_attention
+
+    check_vision_attention(vision_attention)
+    device = check_device(device or default_device())
+    torch_dtype = resolve_dtype(dtype, device)
+    cfg = AutoConfig.from_pretrained(str(name_or_path))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if cfg.model_type in ("qwen2_5_vl", "qwen2_vl"):
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+        cls = Qwen2_5_VLForConditionalGeneration if cfg.model_type == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    else:
+        from transformers import AutoModelForImageTextToText as cls  # type: ignore[no-redef]
+    try:
+        model = cls.from_pretrained(str(name_or_path), **kwargs)
+    except ImportError as e:
+        if not attn_implementation:
+            raise
+        # e.g. flash_attention_2 without the flash-attn package: say which setting asked for it
+        raise ValueError(f"attn_implementation={attn_implementation} cannot be used here ({e}); "
+                         "leave it unset for transformers' default (sdpa)") from None
+    set_vision_attention(model, vision_attention)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def user_message(text: str, with_image: bool = True, image_after_text: bool = False) -> dict:
+    """One user turn: the image and the question, the image first unless ``image_after_text``
+    (the students' layout, see prompts.student_image_after_text)."""
+    content: list[dict] = [{"type": "text", "text": text}]
+    if with_image:
+        content.insert(len(content) if image_after_text else 0, {"type": "image"})
+    return {"role": "user", "content": content}
+
+
+def chat_messages(
+    prompt: str, system: Optional[str] = None, answer: Optional[str] = None, image_after_text: bool = False
+) -> list[dict]:
+    """System (optional) + user(image, prompt) + assistant answer (optional)."""
+    msgs: list[dict] = []
+    if system:
+        msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    msgs.append(user_message(prompt, image_after_text=image_after_text))
+    if answer is not None:
+        msgs.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return msgs
+
+
+def student_messages(prompt: str, system: Optional[str] = None, answer: Optional[str] = None) -> list[dict]:
+    """A student's chat, in the layout of the student prompt file (image before or after the text)."""
+    from scenefit.prompts import student_image_after_text
+
+    return chat_messages(prompt, system, answer, image_after_text=student_image_after_text())
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

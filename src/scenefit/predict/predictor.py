@@ -1,0 +1,476 @@
+"""The Predictor: one base model, the three criterion adapters loaded once, a fast decision
+path and batched explanations.
+
+    from scenefit.predict import Predictor
+    pred = Predictor.from_students("runs/demo/students")        # base + 3 adapters, once
+    out = pred.predict([("photo.jpg", "zebra", (10, 20, 200, 220))], explain=True)
+    out[0].to_json()   # {"criteria": {"location": {...}, ...}, "final": "Out-of-context"}
+
+Fast path: the prompt plus the forced answer prefix ``Decision:`` goes through the model once
+and the first-token logits of the two alternatives (`` In-context`` / `` Out-of-context``)
+decide; ``probability`` is their two-way softmax. The prefix is tokenized together with the
+prompt exactly as training saw it (checked when the predictor starts: the prompt, the prefix
+and each alternative must tokenize as concatenations of their own tokens, and the two
+alternatives must start with different tokens).
+
+Explanations: batched greedy generation with left padding and a bounded number of new tokens;
+by default it continues from the forced prefix, so the prefill that produces the text also
+gives the decision logits. The label reported is then the one parsed from the generated
+answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
+
+Adapters switch per batch (``set_adapter``); the vision tower is shared by all three, so when
+no adapter touches it each image is encoded once per batch and its features are reused.
+A lock serialises model calls, so one Predictor can serve several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from scenefit.core.criteria import Criterion, Label
+from scenefit.formats import DECISION_PREFIX, decision_continuations, parse_student_answer
+from scenefit.models.loading import default_device, load_model, load_processor, student_messages
+from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.predict.config import PredictConfig
+from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
+from scenefit.predict.results import CriterionResult, Prediction
+from scenefit.predict.students import StudentInfo, StudentsArg, choose_base, find_students, module_bytes
+
+
+class DecisionTokenError(RuntimeError):
+    """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
+
+
+def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
+    """(token ids of the forced prefix in context, first token id of each alternative).
+
+    Raises DecisionTokenError when the prefix would tokenize differently joined to the prompt
+    than on its own (training and inference could then disagree), when an alternative does not
+    extend the prefix's tokens, or when both alternatives start with the same token.
+    """
+    tok = processor.tokenizer
+    prompt = processor.apply_chat_template(
+        student_messages("x", system=student_system_prompt()), tokenize=False, add_generation_prompt=True
+    )
+
+    def ids(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    prompt_ids, joined = ids(prompt), ids(prompt + DECISION_PREFIX)
+    prefix_ids = ids(DECISION_PREFIX)
+    if joined != prompt_ids + prefix_ids:
+        raise DecisionTokenError(
+            f"the answer prefix {DECISION_PREFIX!r} tokenizes differently after the prompt "
+            f"({tok.convert_ids_to_tokens(joined[len(prompt_ids):])}) than alone "
+            f"({tok.convert_ids_to_tokens(prefix_ids)}): the fast path cannot match training"
+        )
+    first: dict[Label, int] = {}
+    for label, continuation in decision_continuations().items():
+        full = ids(prompt + DECISION_PREFIX + continuation + "\n")
+        if full[: len(joined)] != joined or len(full) <= len(joined):
+            raise DecisionTokenError(
+                f"{DECISION_PREFIX + continuation!r} does not start with the prefix's own tokens; "
+                "the decision position is not well defined for this tokenizer"
+            )
+        first[label] = full[len(joined)]
+    if first[Label.IN] == first[Label.OUT]:
+        token = tok.convert_ids_to_tokens([first[Label.IN]])[0]
+        raise DecisionTokenError(
+            f"both decision alternatives start with the same token {token!r}; the fast path cannot tell them apart"
+        )
+    return prefix_ids, first
+
+
+@dataclass
+class BatchPixels:
+    """One batch's images as the processor prepared them, kept for the batch's other criteria."""
+
+    tensors: dict = field(default_factory=dict)  # pixel_values, image_grid_thw, on the model's device
+    tokens: list[int] = field(default_factory=list)  # image placeholder tokens per image
+    type_ids: bool = False  # the processor also gives mm_token_type_ids
+
+
+class Predictor:
+    """Judge items on the three criteria with one base model and one adapter per criterion.
+
+    Build with :meth:`from_students`, :meth:`baseline` or :meth:`from_config`, then call
+    :meth:`predict`. ``adapters`` maps each criterion to its PEFT adapter name (None: baseline).
+    """
+
+    def __init__(self, model, processor, adapters: Optional[dict[Criterion, str]], config: PredictConfig,
+                 base: str, students: Optional[dict[Criterion, StudentInfo]] = None):
+        import torch
+
+        self.config = config
+        self.base = base
+        self.students = students or {}
+        self.adapters = dict(adapters) if adapters else {}
+        self.peft_model = model if self.adapters else None
+        # The transformers model with the LoRA layers injected; calling it directly keeps
+        # generate() and the multimodal kwargs exactly as transformers defines them.
+        self.model = model.get_base_model() if self.adapters else model
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        self.tokenizer = processor.tokenizer
+        self.prefix_ids, self.decision_ids = decision_token_ids(processor)
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self.criteria: tuple[Criterion, ...] = tuple(self.adapters) if self.adapters else tuple(
+            Criterion.parse(c) for c in config.criteria)
+        self._lock = threading.RLock()
+        self._prompt_cache: dict[tuple[Criterion, str], str] = {}
+        self.share_vision = (
+            config.share_vision
+            and "mm_encoder_outputs" in inspect.signature(self.model.forward).parameters
+            and hasattr(self.model, "get_image_features")
+            and not self._adapters_touch_vision()
+        )
+        self.generated_tokens: list[int] = []  # new tokens per explanation, from the last predict()
+        self._torch = torch
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_students(cls, students: StudentsArg, base: Optional[str] = None, device: Optional[str] = None,
+                      dtype: str = "auto", batch_size: int = 16, config: Optional[PredictConfig] = None,
+                      criteria: Optional[Sequence[str | Criterion]] = None) -> "Predictor":
+        """Load the base once and every criterion's adapter onto it (PEFT multi-adapter).
+
+        ``students`` is a folder with one subfolder per criterion, or {criterion: folder}.
+        ``base`` overrides the base model named in the students' metadata.
+        """
+        from peft import PeftModel
+
+        cfg = _merge_config(config, device, dtype, batch_size, criteria)
+        wanted = [Criterion.parse(c) for c in cfg.criteria]
+        infos = find_students(students, wanted)
+        base_ref = choose_base(infos, base or cfg.base)
+        dev = cfg.device or default_device()
+        model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
+        first, *rest = infos.values()
+        # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
+        model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
+                                          is_trainable=False, autocast_adapter_dtype=False)
+        for info in rest:
+            model.load_adapter(str(info.path), adapter_name=info.criterion.value, is_trainable=False,
+                               autocast_adapter_dtype=False)
+        model.to(dev)
+        model.eval()
+        processor = load_processor(_processor_source(first.path, base_ref))
+        return cls(model, processor, {c: c.value for c in infos}, cfg, base_ref, infos)
+
+    @classmethod
+    def baseline(cls, base: str, device: Optional[str] = None, dtype: str = "auto", batch_size: int = 16,
+                 config: Optional[PredictConfig] = None,
+                 criteria: Optional[Sequence[str | Criterion]] = None) -> "Predictor":
+        """The untrained base model asked the student prompts (the evaluation baseline)."""
+        cfg = _merge_config(config, device, dtype, batch_size, criteria)
+        dev = cfg.device or default_device()
+        model = load_model(base, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
+        return cls(model, load_processor(base), None, cfg, str(base))
+
+    @classmethod
+    def from_config(cls, cfg: PredictConfig, students: Optional[StudentsArg] = None) -> "Predictor":
+        """From a ``predict`` config section; without students (argument or cfg.students) and
+        with cfg.base set, the baseline."""
+        students = students if students is not None else cfg.students
+        if students is None:
+            if not cfg.base:
+                raise ValueError("predict config names neither students nor a base model")
+            return cls.baseline(cfg.base, config=cfg)
+        return cls.from_students(students, config=cfg)
+
+    # ---- information --------------------------------------------------------------------
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.adapters
+
+    def weight_bytes(self) -> int:
+        """Resident bytes of all weights (base once + every adapter), shared storage counted once."""
+        return module_bytes(self.peft_model if self.peft_model is not None else self.model)
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded (for /v1/models, logs and reports)."""
+        return {
+            "base": self.base,
+            "baseline": self.is_baseline,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "criteria": [c.value for c in self.criteria],
+            "adapters": {c.value: str(self.students[c].path) for c in self.students},
+            "share_vision": self.share_vision,
+            "weight_bytes": self.weight_bytes(),
+            "batch_size": self.config.batch_size,
+        }
+
+    # ---- prediction ---------------------------------------------------------------------
+
+    def predict(self, items: Iterable[Any], explain: Optional[bool] = None,
+                criteria: Optional[Sequence[str | Criterion]] = None,
+                on_progress: Optional[Callable[[int], None]] = None, use_adapters: bool = True) -> list[Prediction]:
+        """Judge every item (see :mod:`scenefit.predict.items` for the accepted forms).
+
+        Items that cannot be judged (missing image, box outside the image, …) come back as a
+        Prediction with ``error = {"code", "message"}``; the others go on. ``criteria`` narrows
+        the judged criteria; ``use_adapters=False`` runs the base model without the adapters
+        (the baseline) on an already loaded Predictor. ``on_progress(n)`` is called as items finish.
+        """
+        explain = self.config.explain if explain is None else bool(explain)
+        crits = self._criteria(criteria)
+        results: list[Optional[Prediction]] = []
+        pending: list[tuple[int, PredictItem]] = []
+        for i, obj in enumerate(items):
+            try:
+                pending.append((i, to_item(obj, i)))
+                results.append(None)
+            except ItemError as e:
+                results.append(Prediction(id=str(i), error=e.to_dict()))
+        self.generated_tokens = []
+        size = self.config.batch_size
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
+            ready: list[tuple[int, PredictItem, Any]] = []
+            for i, item in chunk:
+                try:
+                    image = prepare_image(item, self.config.box_width, self.config.box_color, self.config.max_image_pixels)
+                    ready.append((i, item, image))
+                except ItemError as e:
+                    results[i] = Prediction(id=str(item.id), error=e.to_dict())
+            if ready:
+                judged = self._judge([img for _, _, img in ready], [it.object for _, it, _ in ready], crits,
+                                     explain, use_adapters)
+                for (i, item, _), per_crit in zip(ready, judged):
+                    results[i] = Prediction(id=str(item.id), criteria=per_crit)
+            if on_progress:
+                on_progress(len(chunk))
+        return [r for r in results if r is not None]
+
+    def _criteria(self, criteria: Optional[Sequence[str | Criterion]]) -> list[Criterion]:
+        if criteria is None:
+            return list(self.criteria)
+        out = [c if isinstance(c, Criterion) else Criterion.parse(str(c)) for c in criteria]
+        missing = [c.value for c in out if c not in self.criteria]
+        if missing:
+            raise ValueError(f"this predictor has no student for {', '.join(missing)}; loaded: "
+                             f"{', '.join(c.value for c in self.criteria)}")
+        return out
+
+    def _judge(self, images: list, objects: list[str], crits: list[Criterion], explain: bool,
+               use_adapters: bool) -> list[dict[Criterion, CriterionResult]]:
+        out: list[dict[Criterion, CriterionResult]] = [{} for _ in images]
+        with self._lock, self._torch.inference_mode(), self._adapters_enabled(use_adapters):
+            vision = None
+            pixels = BatchPixels()  # the batch's preprocessed images, filled by the first criterion
+            for crit in crits:
+                with self._adapter(crit, use_adapters):
+                    if explain:
+                        rows, _ = self._explain(crit, images, objects, pixels)
+                    else:
+                        rows, vision = self._decide(crit, images, objects, vision, pixels)
+                for per_item, row in zip(out, rows):
+                    per_item[crit] = row
+        return out
+
+    # ---- the two paths ------------------------------------------------------------------
+
+    def prompt_text(self, criterion: Criterion, object_name: str) -> str:
+        """The chat-templated student prompt, ending with the assistant turn's opening."""
+        key = (criterion, object_name)
+        text = self._prompt_cache.get(key)
+        if text is None:
+            msgs = student_messages(student_prompt(criterion).render(object_name), system=student_system_prompt())
+            text = self.processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            if len(self._prompt_cache) < 4096:
+                self._prompt_cache[key] = text
+        return text
+
+    def _encode(self, texts: list[str], images: list, pixels: Optional[BatchPixels] = None) -> dict:
+        """Processor inputs on the model's device, one image per text.
+
+        ``pixels`` (one per batch, shared by its criteria) makes the image work happen once: the
+        first call runs the processor and keeps its image tensors there; later calls only
+        tokenise their texts (image placeholders expanded as the processor does) and reuse them.
+        Image preprocessing is CPU work that would otherwise be repeated for every criterion.
+        """
+        if pixels is not None and pixels.tensors:
+            return self._encode_texts(texts, pixels)
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if pixels is not None:
+            merge = self.processor.image_processor.merge_size ** 2
+            pixels.tokens = [n // merge for n in inputs["image_grid_thw"].prod(-1).tolist()]
+            pixels.type_ids = "mm_token_type_ids" in inputs
+            pixels.tensors = {k: inputs[k] for k in ("pixel_values", "image_grid_thw")}
+        return inputs
+
+    def _encode_texts(self, texts: list[str], pixels: BatchPixels) -> dict:
+        """Tokenised ``texts`` beside the batch's already preprocessed images (see :meth:`_encode`)."""
+        token = self.processor.image_token
+        if len(texts) != len(pixels.tokens):
+            raise ValueError(f"{len(texts)} prompts for the {len(pixels.tokens)} images preprocessed for this batch")
+        for i, t in enumerate(texts):
+            if t.count(token) != 1:
+                raise ValueError(f"prompt {i} holds {t.count(token)} image placeholders; reused images need exactly one")
+        expanded = [t.replace(token, token * n) for t, n in zip(texts, pixels.tokens)]
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask")}
+        if pixels.type_ids:
+            inputs["mm_token_type_ids"] = self._torch.tensor(self.processor.create_mm_token_type_ids(enc["input_ids"]))
+        return {**{k: v.to(self.device) for k, v in inputs.items()}, **pixels.tensors}
+
+    def _two_way(self, logits) -> tuple[list[float], list[Label]]:
+        """p(out) from the first-token logits of the two alternatives, and the argmax label."""
+        pair = logits[:, [self.decision_ids[Label.IN], self.decision_ids[Label.OUT]]].float()
+        p_out = self._torch.softmax(pair, dim=-1)[:, 1].tolist()
+        return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
+
+    def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None,
+                pixels: Optional[BatchPixels] = None):
+        """Fast path: one forward pass over prompt + 'Decision:'; returns rows and the vision
+        features (reusable by the next criterion when shared)."""
+        inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images, pixels)
+        n = len(self.prefix_ids)
+        tail = inputs["input_ids"][:, -n:]
+        expected = self._torch.tensor(self.prefix_ids, device=tail.device).expand_as(tail)
+        if not bool((tail == expected).all()):
+            raise DecisionTokenError("a batch row does not end with the answer prefix tokens (is padding on the right?)")
+        if self.share_vision:
+            if vision is None:
+                vision = self.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
+            inputs.pop("pixel_values")
+            inputs["mm_encoder_outputs"] = {"image": vision}
+        logits = self.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        p_out, labels = self._two_way(logits)
+        rows = [CriterionResult(crit, lab, p if lab is Label.OUT else 1 - p, p, lab) for p, lab in zip(p_out, labels)]
+        return rows, vision
+
+    def generate(self, texts: list[str], images: list, max_new_tokens: int, first_logits: bool = False,
+                 temperature: float = 0.0, top_p: float = 1.0, pixels: Optional[BatchPixels] = None,
+                 stopping_criteria: Optional[list] = None, inputs: Optional[dict] = None):
+        """Batched generation (left padding; greedy unless temperature > 0) for already
+        templated ``texts`` and their images (flat, in order; None for text only). Returns (decoded new text, new-token counts,
+        first-step logits or None). Call inside :meth:`use` to pick the adapter. ``pixels``: see
+        :meth:`_encode`; ``inputs``: ``texts`` already encoded; ``stopping_criteria``: extra
+        transformers stopping criteria (e.g. the server's, stopping rows whose client left)."""
+        inputs = inputs if inputs is not None else self._encode(texts, images, pixels)
+        gen_cfg = self.model.generation_config
+        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, return_dict_in_generate=True,
+                                      output_logits=first_logits, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=eos)
+        if stopping_criteria:
+            kwargs["stopping_criteria"] = list(stopping_criteria)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            # plain argmax, as in training and the fast path: the stock Qwen2.5-VL generation
+            # config would otherwise add its repetition_penalty (1.05) to greedy decoding
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.0)
+        out = self.model.generate(**inputs, **kwargs)
+        new = out.sequences[:, inputs["input_ids"].shape[1]:]
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {self.tokenizer.pad_token_id}
+        counts = []
+        for row in new.tolist():
+            n = 0
+            for t in row:
+                n += 1
+                if t in eos_ids:
+                    break
+            counts.append(n)
+        texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return texts_out, counts, (out.logits[0] if first_logits else None)
+
+    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None):
+        force = self.config.force_decision_prefix
+        prompts = [self.prompt_text(crit, o) for o in objects]
+        if force:
+            texts, counts, first = self.generate([p + DECISION_PREFIX for p in prompts], images,
+                                                 self.config.max_new_tokens, first_logits=True, pixels=pixels)
+            answers = [DECISION_PREFIX + t for t in texts]
+            p_out, fast = self._two_way(first)
+        else:
+            fast_rows, _ = self._decide(crit, images, objects, pixels=pixels)
+            p_out, fast = [r.p_out for r in fast_rows], [r.fast_label for r in fast_rows]
+            answers, counts, _ = self.generate(prompts, images, self.config.max_new_tokens, pixels=pixels)
+        self.generated_tokens.extend(counts)
+        rows = []
+        for answer, p, fast_label in zip(answers, p_out, fast):
+            parsed = parse_student_answer(answer, crit)
+            # The generated answer decides; an unreadable one falls back to the logits, and the
+            # status says so (never hidden, never a third class).
+            label = parsed.label or fast_label
+            prob = p if label is Label.OUT else 1 - p
+            rows.append(CriterionResult(crit, label, prob, p, fast_label, parsed.analysis, answer.strip(),
+                                        parsed.label, parsed.status))
+        return rows, None
+
+    def chat(self, messages: list[list[dict]], images: list, adapter: Optional[str | Criterion] = None,
+             max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+             stopping_criteria: Optional[list] = None) -> tuple[list[str], list[int], list[int]]:
+        """Free generation for chat requests (e.g. the OpenAI-compatible route): ``messages`` in the
+        processor's chat format, one conversation per request; ``images`` all their images, flat, in
+        the order their image parts appear (None for text only). Answered by the adapter named
+        ``adapter`` (a criterion) or by the base when None. Returns (texts, new-token counts,
+        prompt-token counts)."""
+        crit = None if adapter is None else (adapter if isinstance(adapter, Criterion) else Criterion.parse(str(adapter)))
+        texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+        with self._lock, self._torch.inference_mode(), self._adapters_enabled(crit is not None):
+            with self._adapter(crit, crit is not None):
+                inputs = self._encode(texts, images)
+                out, counts, _ = self.generate(texts, images, max_new_tokens, temperature=temperature, top_p=top_p,
+                                               stopping_criteria=stopping_criteria, inputs=inputs)
+        return out, counts, [int(n) for n in inputs["attention_mask"].sum(-1).tolist()]
+
+    @contextlib.contextmanager
+    def use(self, criterion: Optional[Criterion]):
+        """Hold the model with ``criterion``'s adapter active (None: the base without adapters)."""
+        with self._lock, self._torch.inference_mode(), self._adapters_enabled(criterion is not None):
+            with self._adapter(criterion, criterion is not None):
+                yield self
+
+    # ---- adapters -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _adapter(self, crit: Optional[Criterion], use_adapters: bool):
+        if self.peft_model is not None and use_adapters and crit is not None:
+            if crit not in self.adapters:
+                raise ValueError(f"no adapter for {crit.value}")
+            self.peft_model.set_adapter(self.adapters[crit])
+        yield
+
+    def _adapters_enabled(self, use_adapters: bool):
+        if self.peft_model is not None and not use_adapters:
+            return self.peft_model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _adapters_touch_vision(self) -> bool:
+        if self.peft_model is None:
+            return False
+        from peft.tuners.lora import LoraLayer
+
+        return any(isinstance(m, LoraLayer) and ".visual." in f".{name}." for name, m in self.model.named_modules())
+
+
+def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype: str, batch_size: int,
+                  criteria: Optional[Sequence[str | Criterion]]) -> PredictConfig:
+    """A config given as a whole wins for dtype and batch size; device and criteria arguments
+    narrow it when passed."""
+    cfg = config.model_copy() if config is not None else PredictConfig(dtype=dtype, batch_size=batch_size)
+    if device:
+        cfg.device = device
+    if criteria is not None:
+        cfg.criteria = [Criterion.parse(str(getattr(c, "value", c))).value for c in criteria]
+    return cfg
+
+
+def _processor_source(student_dir: Path, base: str) -> str:
+    """The processor saved beside the adapter (what training used), else the base's."""
+    if any((student_dir / f).is_file() for f in ("preprocessor_config.json", "processor_config.json", "tokenizer.json")):
+        return str(student_dir)
+    return base

@@ -1,0 +1,96 @@
+"""What the predictor returns: per criterion a label, a probability and (when asked) the
+explanation, plus the fused decision.
+
+``probability`` is always the probability of the reported ``label`` — the softmax over the two
+decision alternatives' first-token logits at the decision position (so on the fast path it is
+>= 0.5; with explanations it can fall below 0.5 when the generated answer names the less likely
+label). ``p_out`` is the same softmax's probability of out-of-context, for ROC-style metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
+
+
+@dataclass
+class CriterionResult:
+    """One criterion's verdict on one item."""
+
+    criterion: Criterion
+    label: Optional[Label]
+    probability: float  # of `label` (see module docstring)
+    p_out: float
+    fast_label: Label  # the label the decision logits pick
+    analysis: Optional[str] = None
+    raw: Optional[str] = None  # the generated answer text (explanations only)
+    generated_label: Optional[Label] = None  # parsed from `raw`; None when unreadable or not explained
+    status: str = "fast"  # "fast" | parse status of the generated answer ("ok", "no_analysis", ...)
+
+    @property
+    def agrees_with_fast(self) -> Optional[bool]:
+        """With explanations: does the generated answer's label equal the fast decision?"""
+        if self.raw is None:
+            return None
+        return self.generated_label is self.fast_label
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label.value if self.label else None,
+            "probability": round(float(self.probability), 6),
+            "analysis": self.analysis,
+        }
+
+
+@dataclass
+class Prediction:
+    """The three (or the requested) criteria and the fused decision for one item, or its error."""
+
+    id: str
+    criteria: dict[Criterion, CriterionResult] = field(default_factory=dict)
+    error: Optional[dict] = None  # {"code", "message"} when the item could not be judged
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def final(self) -> Optional[Label]:
+        """scenefit.core.criteria.fuse over the judged criteria."""
+        if not self.criteria:
+            return None
+        return fuse(r.label for r in self.criteria.values())
+
+    @property
+    def disagreements(self) -> list[Criterion]:
+        """Criteria whose generated answer names another label than the fast decision."""
+        return [c for c, r in self.criteria.items() if r.agrees_with_fast is False]
+
+    def to_json(self) -> dict:
+        """The public JSON (CLI, HTTP API): ``{"criteria": {name: {label, probability, analysis}},
+        "final": label}``; an item that failed gives ``{"error": {"code", "message"}}``."""
+        if self.error is not None:
+            return {"error": dict(self.error)}
+        return {
+            "criteria": {c.value: self.criteria[c].to_json() for c in CRITERIA if c in self.criteria},
+            "final": self.final.value if self.final else None,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat row for JSONL/CSV/Parquet output: everything, disagreements included."""
+        row: dict[str, Any] = {"id": self.id, "final": self.final.value if self.final else None,
+                               "error_code": None, "error": None}
+        if self.error is not None:
+            row["error_code"], row["error"] = self.error.get("code"), self.error.get("message")
+        for c in CRITERIA:
+            r = self.criteria.get(c)
+            row[f"{c.value}_label"] = r.label.value if r and r.label else None
+            row[f"{c.value}_probability"] = round(float(r.probability), 6) if r else None
+            row[f"{c.value}_p_out"] = round(float(r.p_out), 6) if r else None
+            row[f"{c.value}_analysis"] = r.analysis if r else None
+            row[f"{c.value}_raw"] = r.raw if r else None
+            row[f"{c.value}_status"] = r.status if r else None
+            row[f"{c.value}_agrees_with_fast"] = r.agrees_with_fast if r else None
+        return row

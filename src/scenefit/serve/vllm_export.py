@@ -1,0 +1,255 @@
+"""What ``vllm serve`` needs to serve the three students as LoRA adapters on one base.
+
+    scenefit export-vllm --students runs/demo/students --out runs/demo/vllm.json
+
+vLLM's multi-LoRA serving (``vllm serve BASE --enable-lora --lora-modules name=path …
+--max-lora-rank R --max-loras 3``) applies LoRA A/B matrices to the language model's linear
+layers only. An adapter is refused (unless forced) when it:
+
+- carries ``modules_to_save`` (e.g. a trained ``lm_head`` copy): vLLM only serves adapters
+  whose ``modules_to_save`` is empty ("vLLM only supports modules_to_save being None");
+- targets the vision tower (``visual.*``), or a module that is not one of the language model's
+  attention/MLP projections vLLM packs for LoRA on Qwen2.5-VL (q/k/v → ``qkv_proj``, ``o_proj``,
+  gate/up → ``gate_up_proj``, ``down_proj``);
+- uses DoRA, a LoRA bias, or a rank above vLLM's largest ``--max-lora-rank``.
+
+``--max-lora-rank`` only accepts the values in :data:`VLLM_MAX_LORA_RANKS` (vLLM's
+``MaxLoRARanks``, vllm/config/lora.py, v0.14 and later), so the largest adapter rank is rounded
+up to the next of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from scenefit.core.criteria import CRITERIA, Criterion
+from scenefit.predict.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
+
+#: vLLM's accepted --max-lora-rank values (vllm.config.lora.MaxLoRARanks).
+VLLM_MAX_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: Language-model linear layers vLLM applies LoRA to on Qwen2-family decoders (it packs
+#: q/k/v into qkv_proj and gate/up into gate_up_proj; the adapter names the unpacked ones).
+VLLM_LORA_LEAVES: frozenset[str] = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+#: How vLLM's Qwen2.5-VL loader renames checkpoint (and LoRA) module paths:
+#: ``Qwen2_5_VLForConditionalGeneration.hf_to_vllm_mapper`` in vllm/model_executor/models/qwen2_5_vl.py
+#: (checked at vLLM main 002d181a, the 0.11/0.12 line), applied by ``WeightsMapper._map_name`` in order,
+#: every matching prefix in turn; LoRA names pass through it after ``base_model.model.`` is removed
+#: (vllm/lora/utils.py ``parse_fine_tuned_lora_name``).
+VLLM_QWEN25VL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.language_model.", "language_model.model."),
+    ("model.visual.", "visual."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.", "language_model.model."),
+)
+#: Where vLLM's Qwen2.5-VL keeps the decoder layers LoRA can adapt.
+VLLM_LM_LAYERS = re.compile(r"^language_model\.model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:A|B|magnitude_vector)(?:\.[^.]+)?\.weight$")
+_VISION = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
+_LM_LAYER = re.compile(r"(^|\.)(language_model\.)?layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
+
+
+class VllmExportError(ValueError):
+    """Adapters vLLM cannot serve (the message lists every problem, per adapter)."""
+
+
+@dataclass
+class AdapterCheck:
+    """One adapter as vLLM would see it."""
+
+    name: str
+    path: Path
+    rank: int
+    modules: list[str] = field(default_factory=list)  # LoRA-wrapped module paths, from the weights
+    modules_to_save: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    decision_shift: Optional[float] = None  # largest ' In'/' Out' logit change on probe images, when probed
+
+
+def round_rank(rank: int) -> int:
+    """The smallest vLLM --max-lora-rank value >= rank."""
+    for r in VLLM_MAX_LORA_RANKS:
+        if r >= rank:
+            return r
+    raise VllmExportError(f"LoRA rank {rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
+
+
+def vllm_module_name(module: str) -> str:
+    """The module path vLLM's Qwen2.5-VL gives an adapter's module path (PEFT's ``base_model.model.``
+    removed, then :data:`VLLM_QWEN25VL_PREFIXES`)."""
+    name = module.removeprefix("base_model.model.")
+    for old, new in VLLM_QWEN25VL_PREFIXES:
+        if name.startswith(old):
+            name = new + name[len(old):]
+    return name
+
+
+def _weight_keys(folder: Path) -> list[str]:
+    st = folder / "adapter_model.safetensors"
+    if st.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(st), framework="pt") as f:
+            return list(f.keys())
+    binf = folder / "adapter_model.bin"
+    if binf.is_file():
+        import torch
+
+        return list(torch.load(str(binf), map_location="cpu", weights_only=True).keys())
+    raise VllmExportError(f"{folder}: no adapter_model.safetensors or adapter_model.bin")
+
+
+def check_adapter(name: str, folder: Path) -> AdapterCheck:
+    """Read an adapter folder (config and weight names, not the weights) and list what vLLM refuses."""
+    cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
+    ranks = [int(cfg.get("r") or 0)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+    check = AdapterCheck(name=name, path=folder.resolve(), rank=max(ranks))
+    keys = _weight_keys(folder)
+    modules = sorted({m.group("module") for k in keys if (m := _LORA_KEY.match(k))})
+    check.modules = modules
+    saved = list(cfg.get("modules_to_save") or [])
+    full_weights = sorted({k.removeprefix("base_model.model.") for k in keys if not _LORA_KEY.match(k)})
+    check.modules_to_save = saved or full_weights
+    p = check.problems
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        p.append(f"is a {cfg.get('peft_type')} adapter; vLLM serves LoRA only")
+    if check.modules_to_save:
+        p.append(f"carries modules_to_save {check.modules_to_save} (full weights, e.g. a trained lm_head); "
+                 "vLLM only serves LoRA A/B matrices — retrain without modules_to_save")
+    if cfg.get("use_dora"):
+        p.append("uses DoRA, which vLLM does not serve")
+    if str(cfg.get("bias", "none")) != "none":
+        p.append(f"trains biases (bias={cfg.get('bias')!r}); vLLM serves LoRA A/B only")
+    if not modules:
+        p.append("holds no LoRA weights")
+    vision = [m for m in modules if _VISION.search(m)]
+    if vision:
+        p.append(f"targets vision modules ({len(vision)}, e.g. {vision[0]}); vLLM applies LoRA to the language model only")
+    other = [m for m in modules if m not in vision and not (_LM_LAYER.search(m) and m.rsplit(".", 1)[-1] in VLLM_LORA_LEAVES)]
+    if other:
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in other})
+        p.append(f"targets modules vLLM cannot serve with LoRA ({', '.join(leaves)}; e.g. {other[0]}); "
+                 f"supported: the language model's {', '.join(sorted(VLLM_LORA_LEAVES))}")
+    # A name vLLM maps to no module of its model loads as a silent no-op: refuse it here.
+    unmapped = [m for m in modules if m not in vision and m not in other and not VLLM_LM_LAYERS.match(vllm_module_name(m))]
+    if unmapped:
+        p.append(f"{len(unmapped)} module name(s) match no vLLM Qwen2.5-VL module (e.g. {unmapped[0]} -> "
+                 f"{vllm_module_name(unmapped[0])}); vLLM would load the adapter as a no-op")
+    if check.rank > VLLM_MAX_LORA_RANKS[-1]:
+        p.append(f"rank {check.rank} exceeds vLLM's largest --max-lora-rank {VLLM_MAX_LORA_RANKS[-1]}")
+    return check
+
+
+@dataclass
+class VllmExport:
+    base: str
+    adapters: list[AdapterCheck]
+    max_lora_rank: int
+    forced: bool
+
+    @property
+    def command(self) -> list[str]:
+        argv = ["vllm", "serve", self.base, "--enable-lora", "--lora-modules"]
+        argv += [f"{a.name}={a.path}" for a in self.adapters]
+        argv += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(len(self.adapters))]
+        return argv
+
+    def to_json(self) -> dict:
+        return {
+            "base_model": self.base,
+            "enable_lora": True,
+            "lora_modules": [{"name": a.name, "path": str(a.path), "base_model_name": self.base} for a in self.adapters],
+            "max_lora_rank": self.max_lora_rank,
+            "max_loras": len(self.adapters),
+            "adapter_ranks": {a.name: a.rank for a in self.adapters},
+            "decision_shifts": {a.name: a.decision_shift for a in self.adapters if a.decision_shift is not None},
+            "command": self.command,
+            "command_line": shlex.join(self.command),
+            "forced": self.forced,
+            "problems": {a.name: a.problems for a in self.adapters if a.problems},
+        }
+
+
+#: A probe shift at or below this share of (1 + the largest base logit) is no change at all: fp32
+#: rounding through the PEFT wrapper stays far below it, any trained update far above.
+NO_OP_RELATIVE = 1e-6
+
+
+def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: int = 4, device: str = "cpu",
+                          seed: int = 0) -> dict[Criterion, float]:
+    """Per adapter, the largest change it makes to the base's ' In'/' Out' decision logits on
+    ``images`` synthetic boxed probe scenes, each adapter loaded with PEFT on the untouched base as
+    a server loads it. 0 means it changes nothing beyond rounding (:data:`NO_OP_RELATIVE`): its names
+    matched no module (a silent no-op) or its weights are zero."""
+    import torch
+    from peft import PeftModel
+
+    from scenefit.core.images import draw_box
+    from scenefit.predict.predictor import decision_token_ids
+    from scenefit.testbed.toy_students import toy_items
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.train.decision import scoring_batch
+
+    first = next(iter(adapters.values()))
+    processor = load_processor(first, padding_side="left")
+    _, ids = decision_token_ids(processor)
+    items, _ = toy_items(images, seed=seed)
+    probes = [draw_box(im, box, width=3) for im, _, box in items]
+
+    def logits(model, crit: Criterion):
+        rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}
+                for i, (_, obj, _) in enumerate(items)]
+        with torch.no_grad():
+            out = model(**scoring_batch(processor, rows, probes).to(device), logits_to_keep=1).logits[:, -1, :]
+        return out[:, [ids[label] for label in ids]].float()
+
+    model = load_model(base, dtype="fp32", device=device)
+    before = {c: logits(model, c) for c in adapters}
+    shifts: dict[Criterion, float] = {}
+    for crit, path in adapters.items():
+        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=crit.value)
+        shift = float((logits(peft_model, crit) - before[crit]).abs().max())
+        floor = NO_OP_RELATIVE * (1.0 + float(before[crit].abs().max()))
+        shifts[crit] = shift if shift > floor else 0.0
+        model = peft_model.unload()  # the untouched base again for the next adapter
+    return shifts
+
+
+def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] = None, force: bool = False,
+                prefix: str = "scenefit-", criteria: Optional[list[Criterion]] = None, probe: int = 0,
+                device: str = "cpu") -> VllmExport:
+    """Check every student adapter against vLLM's limits and write the serving spec (JSON) to ``out``.
+
+    With ``probe`` > 0, also load each adapter on the base and refuse one that leaves the decision
+    logits of ``probe`` synthetic scenes unchanged (:func:`decision_logit_shifts`). Raises
+    VllmExportError listing every problem unless ``force`` (then the problems are kept in the file
+    and the caller warns)."""
+    try:
+        infos = find_students(students, criteria or list(CRITERIA))
+        base_ref = choose_base(infos, base)
+    except StudentError as e:
+        raise VllmExportError(str(e)) from None
+    checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
+    if probe:
+        shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
+        for check, crit in zip(checks, infos):
+            check.decision_shift = shifts[crit]
+            if shifts[crit] == 0.0:
+                check.problems.append(f"changes no decision logit on {probe} probe images: its weights "
+                                      f"load as a no-op on {base_ref}")
+    bad = [c for c in checks if c.problems]
+    if bad and not force:
+        lines = [f"{c.name} ({c.path}): {problem}" for c in bad for problem in c.problems]
+        raise VllmExportError("vLLM cannot serve these adapters as they are (--force writes anyway):\n  " + "\n  ".join(lines))
+    rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
+    export = VllmExport(base_ref, checks, rank, forced=bool(bad))
+    if out is not None:
+        o = Path(out)
+        o.parent.mkdir(parents=True, exist_ok=True)
+        o.write_text(json.dumps(export.to_json(), indent=2) + "\n")
+    return export
