@@ -60,7 +60,7 @@ echo "scenefit demo: the whole pipeline on the SYNTHETIC world (procedurally dra
 echo "teachers, a tiny Qwen2.5-VL built here) on CPU — a test bed, not a result on real data."
 echo "Outputs: $D/   each stage's full log: $D/logs/"
 echo
-run_stage 1 model "tiny Qwen2.5-VL (local tokenizer; ~1 min of vision perception and ~30 s of catalog-knowledge pretraining)" \
+run_stage 1 model "tiny Qwen2.5-VL (local tokenizer; ~2 min of vision perception and ~30 s of catalog-knowledge pretraining)" \
   $SF tiny-model "$D/model" --config "$C"
 
 run_stage 2 world "synthetic world (scenes with one boxed object, known truth)" \

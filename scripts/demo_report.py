@@ -30,6 +30,8 @@ def model(d: Path) -> str:
     if vp:
         line += (f"; vision tower: box patches {_pct(vp['box_patch_accuracy_after'])} held-out "
                  f"(majority {_pct(vp['box_patch_majority'])})")
+        if "ground_line_accuracy_after" in vp:
+            line += f", box bottom vs ground line {_pct(vp['ground_line_accuracy_after'])}"
     if kp:
         line += (f"; catalog knowledge: scene named {_pct(kp['scene_accuracy_after'])}, 'at home here' "
                  f"{_pct(kp['at_home_accuracy_after'])} on held-out pictures")

@@ -13,7 +13,11 @@ only**, never the demo's samples, images, teacher answers or labels:
   it can be up in the air, and its typical height relative to a person;
 - image-grounded captions of the world's own kind of pictures, drawn with this model's own seed
   (``knowledge_pretrain_seed``): which kind of place the picture shows and which things are at
-  home there (perception plus the catalog, as a captioning corpus would teach a real model).
+  home there (perception plus the catalog, as a captioning corpus would teach a real model), and
+  what the red box shows — up in the sky (or on the wall) or on the ground, and how tall its
+  content is next to the picture's person — read off the world's own drawing of that picture, as
+  a grounding corpus describes boxes. A caption states where and how tall, never whether that is
+  right for the thing: the students still learn every judgement.
 
 The vision tower stays as it is (frozen); the whole language model learns. What it learned is
 measured on held-out pictures and recorded in the model folder's ``scenefit_tiny.json``. No in/out
@@ -52,11 +56,29 @@ def text_facts() -> list[str]:
     return facts
 
 
-def caption(scene: str, rng: random.Random) -> str:
-    """One caption of a picture of ``scene``: the place, then what is at home there."""
+def box_ratio(layout: dict) -> float:
+    """Height of the boxed thing relative to the picture's reference person, to one decimal."""
+    _, y0, _, y1 = layout["target"]["box"]
+    person = next(r["box"] for r in layout["references"] if r["role"] == "reference")
+    return round((y1 - y0) / max(1, person[3] - person[1]), 1)
+
+
+def box_caption(layout: dict) -> str:
+    """Where the red box is against the ground line and how tall its content is next to the
+    person — what the picture shows, read off the world's own drawing (no judgement)."""
+    scene = SCENES[layout["scene"]]
+    above = layout["target"]["box"][3] <= int(layout["horizon"])
+    where = f"up in the {scene.sky_word}" if above else f"on the {scene.ground_word}"
+    return f"The red box is {where}. It is {box_ratio(layout):.1f} times as tall as the person."
+
+
+def caption(scene: str, rng: random.Random, layout: dict | None = None) -> str:
+    """One caption of a picture of ``scene``: the place, then what is at home there (and, with the
+    picture's ``layout``, where its red box is and how tall its content is: :func:`box_caption`)."""
     things = home_categories(scene)
     rng.shuffle(things)
-    return f"This picture shows a {scene}. At home here: {', '.join(things)}."
+    text = f"This picture shows a {scene}. At home here: {', '.join(things)}."
+    return text + " " + box_caption(layout) if layout is not None else text
 
 
 def pretrain_language(
@@ -81,8 +103,10 @@ def pretrain_language(
     tok = processor.tokenizer
     rng = random.Random(seed)
     facts = text_facts()
-    pictures = [(im, layout["scene"]) for im, layout in
-                draw_pictures(WorldConfig(n=images, seed=seed, image_size=image_size, originals=False))]
+    # every kind of target in equal measure: standing and up in the air, small, normal and big
+    world = WorldConfig(n=images, seed=seed, image_size=image_size, originals=False,
+                        violation_rates={"location": 0.5, "size": 0.5, "co_occurrence": 0.5})
+    pictures = list(draw_pictures(world))
     held_out = pictures[-max(1, len(pictures) // 8):]
     train = pictures[: len(pictures) - len(held_out)]
 
@@ -98,32 +122,48 @@ def pretrain_language(
     def step_batch() -> dict:
         n_pic = batch_size // 2
         pics = rng.sample(train, n_pic)
-        texts = [IMAGE + " " + caption(s, rng) for _, s in pics]
+        texts = [IMAGE + " " + caption(layout["scene"], rng, layout) for _, layout in pics]
         # text facts ride along in the same sequences, after a caption (one padded batch)
         texts = [t + " " + " ".join(rng.sample(facts, 3)) for t in texts]
         return batch(texts, [p for p, _ in pics])
 
-    scene_ids = {s: tok.encode(f" {s}", add_special_tokens=False)[0] for s in SCENES}
-    category_ids = {c: tok.encode(f" {c}", add_special_tokens=False)[0] for c in CATEGORIES}
+    def first_id(text: str) -> int:
+        return tok.encode(text, add_special_tokens=False)[0]
 
-    def held_out_accuracy() -> tuple[float, float]:
+    scene_ids = {s: first_id(f" {s}") for s in SCENES}
+    category_ids = {c: first_id(f" {c}") for c in CATEGORIES}
+    where_ids = [first_id(" on"), first_id(" up")]  # on the ground / up in the sky
+    digit_ids = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+
+    def next_pick(texts: list[str], pics: list, ids: list[int]) -> list[int]:
+        enc = processor(text=texts, images=pics, return_tensors="pt", padding=True)
+        return model(**enc).logits[:, -1, ids].argmax(-1).tolist()
+
+    def held_out_accuracy() -> tuple[float, ...]:
         """On held-out pictures: is the scene the likeliest place word after "This picture shows a",
-        and is the likeliest thing after "... At home here:" one that belongs there?"""
-        scene_right = home_right = 0
+        is the likeliest thing after "... At home here:" one that belongs there, is the likelier of
+        "on"/"up" after "The red box is" right, and is the height ratio read after "It is" within
+        0.2 of the drawn one (its units digit, then its tenths given the true units)?"""
+        right = [0, 0, 0, 0]
         scenes, cats = list(scene_ids), list(category_ids)
         with torch.no_grad():
             for i in range(0, len(held_out), 16):
                 chunk = held_out[i : i + 16]
                 pics = [p for p, _ in chunk]
-                enc = processor(text=[IMAGE + " This picture shows a" for _ in chunk], images=pics,
-                                return_tensors="pt", padding=True)
-                pick = model(**enc).logits[:, -1, list(scene_ids.values())].argmax(-1).tolist()
-                scene_right += sum(scenes[k] == s for k, (_, s) in zip(pick, chunk))
-                enc = processor(text=[IMAGE + f" This picture shows a {s}. At home here:" for _, s in chunk], images=pics,
-                                return_tensors="pt", padding=True)
-                pick = model(**enc).logits[:, -1, list(category_ids.values())].argmax(-1).tolist()
-                home_right += sum(s in CATEGORIES[cats[k]].home for k, (_, s) in zip(pick, chunk))
-        return scene_right / len(held_out), home_right / len(held_out)
+                lays = [lay for _, lay in chunk]
+                pick = next_pick([IMAGE + " This picture shows a" for _ in chunk], pics, list(scene_ids.values()))
+                right[0] += sum(scenes[k] == lay["scene"] for k, lay in zip(pick, lays))
+                heads = [IMAGE + f" This picture shows a {lay['scene']}. At home here:" for lay in lays]
+                pick = next_pick(heads, pics, list(category_ids.values()))
+                right[1] += sum(lay["scene"] in CATEGORIES[cats[k]].home for k, lay in zip(pick, lays))
+                heads = [h + f" {', '.join(home_categories(lay['scene']))}. The red box is" for h, lay in zip(heads, lays)]
+                pick = next_pick(heads, pics, where_ids)
+                right[2] += sum(k == int(box_caption(lay).startswith("The red box is up")) for k, lay in zip(pick, lays))
+                heads = [h + box_caption(lay)[len("The red box is"):].split(" It is")[0] + " It is " for h, lay in zip(heads, lays)]
+                units = next_pick(heads, pics, digit_ids)
+                tenths = next_pick([h + f"{int(box_ratio(lay))}." for h, lay in zip(heads, lays)], pics, digit_ids)
+                right[3] += sum(abs(u + t / 10 - box_ratio(lay)) <= 0.2 + 1e-9 for u, t, lay in zip(units, tenths, lays))
+        return tuple(r / len(held_out) for r in right)
 
     side, tok.padding_side = tok.padding_side, "left"
     visual = model.model.visual
@@ -150,7 +190,10 @@ def pretrain_language(
     after = held_out_accuracy()
     tok.padding_side = side
     return {"scene_accuracy_before": round(before[0], 4), "scene_accuracy_after": round(after[0], 4),
-            "scene_majority": round(max(sum(s == k for _, s in held_out) for k in SCENES) / len(held_out), 4),
+            "scene_majority": round(max(sum(lay["scene"] == k for _, lay in held_out) for k in SCENES) / len(held_out), 4),
             "at_home_accuracy_before": round(before[1], 4), "at_home_accuracy_after": round(after[1], 4),
+            "box_ground_line_accuracy_before": round(before[2], 4), "box_ground_line_accuracy_after": round(after[2], 4),
+            "box_height_ratio_within_0.2_before": round(before[3], 4),
+            "box_height_ratio_within_0.2_after": round(after[3], 4),
             "held_out_pictures": len(held_out), "steps": steps, "images": images, "seed": seed,
             "facts": len(facts)}

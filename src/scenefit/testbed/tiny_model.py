@@ -66,7 +66,10 @@ class TinyModelConfig(StageConfig):
     vision_pretrain_seed: int = Field(
         7, description="World seed of those images; keep it apart from the demo world's seed so no demo sample is seen."
     )
-    vision_pretrain_lr: float = Field(1e-3, gt=0, lt=1, description="AdamW learning rate of the vision pretraining.")
+    vision_pretrain_lr: float = Field(
+        1e-3, gt=0, lt=1,
+        description="Peak AdamW learning rate of the vision pretraining (a tenth of the steps warming up, then a cosine decay).",
+    )
     vision_pretrain_image_size: int = Field(
         112, ge=56, le=1024, description="Side of the pretraining images (the demo world's image_size)."
     )
@@ -298,7 +301,8 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     save_processor(processor, out)
     language = ("language model pretrained on the synthetic world's catalog facts and captions of its own pictures"
                 if knowledge_record else "random language model")
-    vision = ("vision tower pretrained on synthetic images to see the box colour and each cell's colour"
+    vision = ("vision tower pretrained on synthetic images to see the box colour, each cell's colour, the box's "
+              "height next to the person and its bottom against the ground line"
               if vision_record else "random vision tower")
     note = (f"tiny Qwen2.5-VL built by scenefit: {language}; {vision} (SYNTHETIC; no in/out labels, student prompts "
             "or demo samples)" if vision_record or knowledge_record
