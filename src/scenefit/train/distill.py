@@ -38,6 +38,7 @@ from typing import Any, Literal, Optional, Sequence
 from pydantic import Field
 
 from scenefit.core.config import StageConfig
+from scenefit.student.answer import DECISION_PREFIX
 from scenefit.train.data import IGNORE_INDEX, DatasetError
 
 #: dataset column of each target
@@ -109,6 +110,11 @@ def target_probabilities(frame, settings: DistillSettings, path: Any = "dataset"
     return [_probability(v, sid, column) for v, sid in zip(frame[column].tolist(), frame["id"].tolist())]
 
 
+#: Text the decision token follows in either answer format: "Decision:" (decision-first) and
+#: "Final decision:" (reasoning-first) both end in it — taken from the answer format, not retyped.
+_DECISION_CUE = DECISION_PREFIX.lower()
+
+
 def decision_position(tokenizer, input_ids: Sequence[int], labels: Sequence[int], label_ids: Sequence[int],
                       sample_id: Any = "?") -> int:
     """Index of the decision token in an encoded example: the last labelled token that is a label's
@@ -124,7 +130,7 @@ def decision_position(tokenizer, input_ids: Sequence[int], labels: Sequence[int]
     for i in answer:
         if ids[i] in label_ids and i > start:
             before = tokenizer.decode(ids[start:i]).rstrip().lower()
-            if before.endswith("decision:"):
+            if before.endswith(_DECISION_CUE):
                 found = i
     if found is None:
         raise DatasetError(
