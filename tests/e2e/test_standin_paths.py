@@ -172,7 +172,8 @@ def test_evaluate_with_the_paper_section(students, data_dir, tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(app, [
         "evaluate", "--students", str(students), "--data", str(data_dir), "--out", str(out), "--config", str(PAPER),
-        "--device", "cpu", "--set", "dtype=fp32", "--set", "max_new_tokens=6", "--set", "batch_size=4", "--json"])
+        "--device", "cpu", "--set", "predict.dtype=fp32", "--set", "predict.max_new_tokens=6", "--set", "predict.batch_size=4",
+        "--json"])
     assert res.exit_code == 0, res.output[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     answers = pd.read_parquet(out / "answers.parquet")

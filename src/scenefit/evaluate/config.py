@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, criteria_list
@@ -74,6 +74,18 @@ class EvaluateConfig(StageConfig):
         default=10, ge=1, description="Object categories and scenes listed per criterion in the error breakdown."
     )
     thumbnail_px: int = Field(default=192, ge=32, le=1024, description="Longer side of gallery thumbnails, pixels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _predict_keys_live_in_predict(cls, data):
+        """An inference setting written at evaluate's top level (the layout before evaluate nested
+        the predict settings) is named with where it goes now, instead of a bare 'not a setting'."""
+        if isinstance(data, dict):
+            moved = sorted(k for k in data if k not in cls.model_fields and k in PredictConfig.model_fields)
+            if moved:
+                raise ValueError(f"{', '.join(moved)}: inference settings live under evaluate.predict (or the "
+                                 f"file's predict section), e.g. --set predict.{moved[0]}=...")
+        return data
 
     @field_validator("criteria")
     @classmethod
