@@ -28,7 +28,7 @@ from scenefit.serve.config import ServeConfig, ServeTeacherConfig  # noqa: E402
 from scenefit.serve.openai_server import (  # noqa: E402
     BatchingRunner, ChatReply, PromptGuard, guarded_openai_app, serve_in_thread,
 )
-from test_serve import FakePredictor, b64, png_bytes  # noqa: E402
+from support.serve import FakePredictor, b64, png_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +305,7 @@ def test_clients_leaving_mid_stream_leave_no_pending_task(caplog):
     import logging
 
     import openai
-    from test_serve import TOKEN
+    from support.serve import TOKEN
     from test_serve_chat import ScriptedChat, image_message, serve
 
     caplog.set_level(logging.ERROR, logger="asyncio")

@@ -65,7 +65,7 @@ def test_extreme_images_are_refused_before_they_reach_a_batch():
     from scenefit.serve.app import create_app
     from scenefit.serve.config import ServeConfig
     from scenefit.serve.openai_server import serve_in_thread
-    from test_serve import FakePredictor, b64
+    from support.serve import FakePredictor, b64
 
     fake = FakePredictor()
     with serve_in_thread(create_app(fake, ServeConfig(max_wait_ms=50, max_batch=16))) as base:
