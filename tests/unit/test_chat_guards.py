@@ -149,12 +149,30 @@ def test_a_prompt_over_the_token_cap_is_refused_before_the_model(server, process
         r = c.post("/v1/chat/completions", json={"model": name, "messages": user("zebra " * 400)})
         assert r.status_code == 400, r.text
         error = r.json()["error"]
-        assert error["code"] == "context_length_exceeded" and "at most 200" in error["message"], error
+        assert error["code"] == "context_length_exceeded" and "200 tokens" in error["message"], error
         image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(png_bytes((112, 112)))}}
         ok = c.post("/v1/chat/completions", json={"model": name, "messages": [{"role": "user", "content": [
             image, {"type": "text", "text": "Is the zebra in context?"}]}]})
         assert ok.status_code == 200, ok.text
     assert len(chat.batches) == 1
+
+
+def test_a_huge_prompt_is_refused_after_counting_its_first_chunks(processor, monkeypatch):
+    """A 16 MiB message used to be tokenized whole (seconds, hundreds of MB) before the cap said no."""
+    from scenefit.serve.openai_server import BadRequest, parse_chat_body
+
+    guard = PromptGuard(processor, 1000)
+    seen = []
+    real = guard.tokenizer
+    monkeypatch.setattr(guard, "tokenizer", lambda text, **kw: seen.append(len(text)) or real(text, **kw))
+    req = parse_chat_body({"messages": user("zebra " * 2_000_000)})
+    with pytest.raises(BadRequest, match="more than 1,000 tokens") as caught:
+        guard.check(req)
+    assert caught.value.code == "context_length_exceeded"
+    assert sum(seen) < 100_000, sum(seen)  # a few chunks of the 12 MB text were tokenized, not all of it
+    near = parse_chat_body({"messages": user("zebra " * 300)})  # just under: counted exactly, allowed
+    assert guard.count(near) < 1000
+    guard.check(near)
 
 
 def test_prompt_guard_counts_what_the_processor_makes(processor):

@@ -334,7 +334,8 @@ def create_app(
             with lock.hold("chat"):
                 return chat_generate(adapter, reqs)
 
-        guard = PromptGuard(predictor.processor, cfg.chat_max_prompt_tokens) if hasattr(predictor, "processor") else None
+        processor = getattr(predictor, "processor", None)
+        guard = PromptGuard(processor, cfg.chat_max_prompt_tokens) if processor is not None else None
         dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding, guard), cfg.base_model_name,
                                     decoding)
         app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])

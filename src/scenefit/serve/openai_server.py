@@ -263,14 +263,39 @@ class PromptGuard:
             n += sum(patches(im.size[1], im.size[0], {}) // merge - 1 for im in req.images)
         return n
 
+    #: Characters tokenized at once while a long prompt is counted against the cap.
+    CHUNK_CHARS = 16_384
+
     def check(self, req: ChatRequest) -> None:
-        """BadRequest ``context_length_exceeded`` when ``req``'s prompt is over the cap."""
-        if self.max_prompt_tokens is None:
+        """BadRequest ``context_length_exceeded`` when ``req``'s prompt is over the cap. A long
+        text is first counted in chunks that stop once the cap is passed, so a 16 MiB message
+        costs what its first few thousand tokens cost, not a tokenization of the whole."""
+        cap = self.max_prompt_tokens
+        if cap is None:
             return
+        if self._surely_over(req, cap):
+            raise BadRequest(f"the prompt has more than {cap:,} tokens, the most this server takes (shorten the "
+                             "messages)", "context_length_exceeded")
         n = self.count(req)
-        if n > self.max_prompt_tokens:
-            raise BadRequest(f"the prompt has {n:,} tokens; this server takes at most {self.max_prompt_tokens:,} "
+        if n > cap:
+            raise BadRequest(f"the prompt has {n:,} tokens; this server takes at most {cap:,} "
                              "(shorten the messages)", "context_length_exceeded")
+
+    def _surely_over(self, req: ChatRequest, cap: int) -> bool:
+        """Whether the messages' text alone has more than ``cap`` tokens, counted chunk by chunk
+        and stopped as soon as that is certain (each cut between chunks may add one token, so
+        the count less the cuts must pass the cap)."""
+        texts = [p["text"] for m in req.conversation for p in m["content"] if p.get("type") == "text"]
+        if sum(len(t) for t in texts) <= cap:  # short: the exact count is cheap
+            return False
+        counted = cuts = 0
+        for text in texts:
+            for start in range(0, len(text), self.CHUNK_CHARS):
+                counted += len(self.tokenizer(text[start:start + self.CHUNK_CHARS], add_special_tokens=False)["input_ids"])
+                cuts += 1
+                if counted - cuts > cap:
+                    return True
+        return False
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", code: Optional[str] = None) -> JSONResponse:
