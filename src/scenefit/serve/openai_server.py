@@ -7,10 +7,11 @@
     async def runner(req: ChatRequest) -> ChatReply: ...
     app.include_router(build_openai_router(runner, model_name="tiny"))
 
-The router validates the request (messages with text and ``image_url`` parts — images only as
-``data:`` URLs, nothing is fetched), turns it into a :class:`ChatRequest` (the conversation in
-the transformers chat format plus decoded PIL images) and answers with what the runner
-returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
+The router validates the request (:class:`ChatBody` for the parameters; messages with text and
+``image_url`` parts — images only as ``data:`` URLs, nothing is fetched; no text that spells a
+special token, :mod:`scenefit.core.text`), turns it into a :class:`ChatRequest` (the conversation
+in the transformers chat format plus decoded PIL images), checks its prompt-token cap
+(:class:`PromptGuard`) and answers with what the runner returns. The runner may raise ``fastapi.HTTPException`` to answer with an error status.
 :class:`BatchingRunner` gathers concurrent requests into batched calls of a synchronous
 generate function (``scenefit serve-teacher`` batches the model's ``generate()`` this way).
 Streaming (``stream: true``) answers server-sent events in the OpenAI chunk format
@@ -18,6 +19,8 @@ Streaming (``stream: true``) answers server-sent events in the OpenAI chunk form
 generated token's log-probability and its ``k`` best alternatives in the OpenAI shape
 (``choices[0].logprobs.content``), plain or streamed; a stream that asks for them gets its
 chunks, one token each, when generation ends. Not supported: ``n`` > 1, tools.
+:func:`teacher_app` is ``scenefit serve-teacher``'s app: a model folder behind the guards both
+servers share (:func:`guarded_openai_app`).
 """
 
 from __future__ import annotations
