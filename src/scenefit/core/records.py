@@ -53,7 +53,9 @@ class Sample(BaseModel):
     @classmethod
     def _safe_object(cls, v: str) -> str:
         # the name goes into every prompt: no special-token spelling, no control characters
-        return check_object_name(v, "the object name")
+        # (kept as written; prompts join its whitespace runs into one space when they render it)
+        check_object_name(v, "the object name")
+        return v
 
     @field_validator("box", mode="before")
     @classmethod
