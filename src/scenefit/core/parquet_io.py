@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scenefit.core.errors import DatasetError
 from scenefit.core.files import atomic_path
 
 META_KEY = b"scenefit"
@@ -155,7 +156,7 @@ def _refuse_paths_leaving_the_run(df: pd.DataFrame, column: str, path: Path) -> 
     for i, p in enumerate(df[column]):
         if isinstance(p, str) and p and not os.path.isabs(p) and _climb(p) > MAX_RELATIVE_UP:
             who = f"row {df['id'].iloc[i]!r}" if "id" in df.columns else f"row {i}"
-            raise ValueError(f"{path}: {who}: {column} path {p!r} leaves the run (it climbs {_climb(p)} folders above "
+            raise DatasetError(f"{path}: {who}: {column} path {p!r} leaves the run (it climbs {_climb(p)} folders above "
                              f"the table; scenefit stores relative paths within {MAX_RELATIVE_UP}, farther images by "
                              "their absolute path); write it absolute if that image is meant")
 

@@ -31,6 +31,8 @@ import re
 import unicodedata
 from typing import Iterable, Optional
 
+from scenefit.core.errors import ScenefitError
+
 #: Characters an object name may not hold: the spelling of special tokens and template syntax.
 OBJECT_FORBIDDEN = frozenset("<>[]{}|\\`")
 
@@ -53,7 +55,7 @@ _CHAT_FORBIDDEN_CHARS = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + "".join(sorted(CHAT_FORBIDDEN_FORMAT)) + "]")
 
 
-class UnsafeText(ValueError):
+class UnsafeText(ScenefitError, ValueError):
     """User text refused before it reaches a prompt; ``code`` is ``bad_object`` or ``unsafe_text``."""
 
     def __init__(self, code: str, message: str):

@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.text import UnsafeText, check_chat_text
 from scenefit.serve.security import error_bytes, error_payload, log, status_code_name
 
@@ -94,7 +95,7 @@ MAX_TOP_LOGPROBS = 20
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
-class BadRequest(ValueError):
+class BadRequest(ScenefitError, ValueError):
     """A request the server refuses with 400 (message says which field and why); ``code`` is
     the error's stable word (``bad_request``, ``unsafe_text``, ``context_length_exceeded``)."""
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion
 from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
 
@@ -25,7 +26,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-class StudentError(ValueError):
+class StudentError(ScenefitError, ValueError):
     """Students that cannot be used as asked (missing folders, mismatched bases, bad prefix)."""
 
 

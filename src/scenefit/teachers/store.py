@@ -44,6 +44,7 @@ try:
 except ImportError:  # Windows: runs are not locked against each other
     fcntl = None
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA
 from scenefit.teachers.parse import Parser, TeacherParse
 
@@ -169,7 +170,7 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class StoreError(OSError):
+class StoreError(ScenefitError, OSError):
     """The answer store cannot be opened or written (a folder, a file that is not SQLite, a
     read-only file or folder, a full disk); the message names the file and what to do."""
 
@@ -204,7 +205,7 @@ def _nearly_full(path: Path) -> bool:
         return False
 
 
-class StoreBusy(RuntimeError):
+class StoreBusy(ScenefitError, RuntimeError):
     """Another run holds the store's run lock."""
 
 
