@@ -50,5 +50,5 @@ def test_bad_items_are_error_rows_and_the_run_finishes(random_head_students, tmp
     assert len(frame) == 6
     assert frame.loc["good", "final"] in ("In-context", "Out-of-context")
     assert frame.loc["good2", "final"] in ("In-context", "Out-of-context")
-    codes = {i: frame.loc[i, "error_code"] for i in ("pad", "turns", "strip", "boom")}
+    codes = {i: frame.loc[i, "code"] for i in ("pad", "turns", "strip", "boom")}
     assert codes == {"pad": "bad_object", "turns": "bad_object", "strip": "bad_dimensions", "boom": "prediction_failed"}
