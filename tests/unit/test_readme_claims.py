@@ -24,8 +24,8 @@ runner = CliRunner()
 
 #: README, "The pipeline": the verbs that take --config and --set, and the helpers that take flags only.
 STAGE_VERBS = ("tiny-model", "synth", "ingest", "annotate", "consensus", "split", "datasets", "train", "evaluate",
-               "predict", "serve")
-FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "serve-teacher", "env")
+               "predict", "serve", "serve-teacher")
+FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "env")
 
 
 def test_every_verb_is_classed_as_a_stage_or_a_helper():

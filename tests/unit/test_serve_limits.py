@@ -256,9 +256,8 @@ def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monk
     served = []
     monkeypatch.setattr(serve_app, "serve_students", lambda folder, pcfg, cfg, token, on_ready=None:
                         served.append(("students", cfg.host, token)))
-    monkeypatch.setattr(openai_server, "model_runner", lambda *a, **kw: object())
-    monkeypatch.setattr(openai_server, "build_openai_app", lambda *a, **kw: object())
-    monkeypatch.setattr(openai_server, "run_app", lambda api, host, port, on_ready=None: served.append(("teacher", host, None)))
+    monkeypatch.setattr(openai_server, "teacher_app", lambda *a, **kw: object())
+    monkeypatch.setattr(openai_server, "run_app", lambda api, host, port, on_ready=None, **kw: served.append(("teacher", host, None)))
     runner = CliRunner()
     r = runner.invoke(app, ["serve", "--students", str(tmp_path / "students"), "--host", "0.0.0.0", "--insecure-no-auth"])
     assert r.exit_code == 0, r.output

@@ -15,7 +15,9 @@ import typer
 
 from scenefit.core.progress import Progress
 from scenefit.cli import app
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli.common import (
+    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
 
 
 @app.command("evaluate", epilog=examples(__doc__, "evaluate"))
@@ -61,7 +63,7 @@ def evaluate_cmd(
         if not path.is_dir():
             fail(f"{label} {path}: not a folder")
     try:
-        with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+        with disk_errors(out, "run the same command again"), Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
             metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress=bars)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))

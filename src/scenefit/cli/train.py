@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 import typer
 
 from scenefit.cli import app
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli.common import (
+    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
 
 
 @app.command("train", epilog=examples(__doc__, "train"))
@@ -63,7 +65,8 @@ def train(
         if main:
             console.rule(f"student: {name}")
         try:
-            result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
+            with disk_errors(out, "run the same command again: it resumes from the last complete checkpoint"):
+                result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
         except (DatasetError, FileNotFoundError, ValueError) as e:
             console.print(f"[bold red]error:[/] {name}: {e}")
             summary[name] = {"error": str(e)}

@@ -32,6 +32,11 @@ DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP")
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Longest side accepted, whatever the pixel count: a 1 x 10^6 strip is not a photograph.
 DEFAULT_MAX_SIDE = 30_000
+#: Longest side over shortest side that Qwen2.5-VL's image processor accepts: its ``smart_resize``
+#: raises ValueError beyond 200 (transformers 5.24, models/qwen2_vl/image_processing_qwen2_vl.py;
+#: qwen-vl-utils' MAX_RATIO is the same). It has no minimum side: a 1 x 1 image is scaled up to
+#: its minimum area (56 x 56 pixels), so a side of one pixel is the only floor.
+MAX_ASPECT_RATIO = 200
 #: Declared pixels per byte of file above which an oversized image counts as a decompression
 #: bomb rather than a merely large photo (photos stay well under ~10 pixels per byte).
 BOMB_PIXELS_PER_BYTE = 100
@@ -43,7 +48,7 @@ REASON_CODES: dict[str, str] = {
     "empty": "the file has zero bytes",
     "not_image": "the bytes are not an image format Pillow recognises",
     "format_not_allowed": "a recognised image format outside the allow-list (e.g. GIF, TIFF)",
-    "bad_dimensions": "the header declares a zero or absurd width/height",
+    "bad_dimensions": "the header declares a zero or absurd width/height, or an aspect ratio over 200:1",
     "too_large": "more pixels than the cap (refused before decoding)",
     "bomb": "declares far more pixels than its size on disk can honestly hold (decompression bomb)",
     "truncated": "the file ends before the image data does",
@@ -125,8 +130,7 @@ def _open_source(
                 f"{label}: format {fmt or 'unknown'} is not allowed (allowed: {', '.join(allowed)})",
             )
         w, h = im.size
-        if w <= 0 or h <= 0 or max(w, h) > max_side:
-            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
+        check_dimensions(w, h, label, max_side)
         pixels = w * h
         if pixels > max_pixels:
             if pixels > BOMB_PIXELS_PER_BYTE * n_bytes:
@@ -140,6 +144,17 @@ def _open_source(
         im.close()
         raise
     return im
+
+
+def check_dimensions(w: int, h: int, label: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> None:
+    """``bad_dimensions`` unless ``w`` x ``h`` is a size the students' image processor takes:
+    both sides from 1 to ``max_side`` and the long side at most :data:`MAX_ASPECT_RATIO` times
+    the short one. Runs on the header's size, before any pixel is decoded."""
+    if w <= 0 or h <= 0 or max(w, h) > max_side:
+        raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageError("bad_dimensions", f"{label}: {w}x{h} has an aspect ratio of {max(w, h) / min(w, h):.0f}:1; "
+                                           f"the model's image processor takes at most {MAX_ASPECT_RATIO}:1")
 
 
 def _decode(im: Image.Image, path: str | Path) -> None:

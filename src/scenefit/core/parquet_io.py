@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scenefit.core.errors import DatasetError
 from scenefit.core.files import atomic_path
 
 META_KEY = b"scenefit"
@@ -142,8 +143,31 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     folder = path.parent.resolve()
     for c in PATH_COLUMNS:
         if c in df.columns:
+            _refuse_paths_leaving_the_run(df, c, path)
             df[c] = df[c].map(lambda p: resolved_path(p, folder))
     return df, read_meta(table.schema)
+
+
+def _refuse_paths_leaving_the_run(df: pd.DataFrame, column: str, path: Path) -> None:
+    """A relative path that climbs more than :data:`MAX_RELATIVE_UP` folders above its table
+    leaves the run: :func:`portable_path` never writes one (an image further off keeps its
+    absolute path, in plain sight), so a table holding one was made or edited by hand, and a
+    ``../../../../home/...`` disguised as a file of the run is refused, naming the row."""
+    for i, p in enumerate(df[column]):
+        if isinstance(p, str) and p and not os.path.isabs(p) and _climb(p) > MAX_RELATIVE_UP:
+            who = f"row {df['id'].iloc[i]!r}" if "id" in df.columns else f"row {i}"
+            raise DatasetError(f"{path}: {who}: {column} path {p!r} leaves the run (it climbs {_climb(p)} folders above "
+                             f"the table; scenefit stores relative paths within {MAX_RELATIVE_UP}, farther images by "
+                             "their absolute path); write it absolute if that image is meant")
+
+
+def _climb(relative: str) -> int:
+    """How many folders above its start a relative path reaches at its highest."""
+    depth = lowest = 0
+    for part in Path(relative).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        lowest = min(lowest, depth)
+    return -lowest
 
 
 def read_meta(schema_or_path: pa.Schema | Path | str) -> dict[str, Any]:

@@ -21,6 +21,9 @@ Label per criterion: the consensus label for that criterion, else the designated
 own label. A row is dropped (and counted) when there is still no label, when there is no
 analysis sentence, or — with ``drop_conflicts`` — when the label differs from the designated
 teacher's, whose sentence would then argue for the other label (possible under ``majority``).
+A row whose object name or teacher sentence would put a special-token spelling or a control
+character into the prompt or the target (:mod:`scenefit.core.text`) is dropped too, counted as
+``unsafe_text``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pydantic import Field, field_validator
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
+from scenefit.core.text import chat_text_problem, object_name_problem
 from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat, render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.data.split import SPLITS, stable_hash
@@ -127,12 +131,18 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
     no_label = label.isna()
     no_analysis = ~no_label & analysis.isna()
     conflict = ~no_label & ~no_analysis & teacher_label.notna() & (label != teacher_label)
-    drop = no_label | no_analysis | (conflict if drop_conflicts else False)
+    # text that would become a special token in the prompt (the object) or the target (a
+    # teacher's sentence): the row is dropped and counted, never trained on
+    unsafe = ~no_label & ~no_analysis & pd.Series(
+        [unsafe_row(o, a) for o, a in zip(_column(split_frame, "object"), analysis)], index=split_frame.index, dtype=bool)
+    drop = no_label | no_analysis | unsafe | (conflict if drop_conflicts else False)
     info = {
         "no_label": int(no_label.sum()),
         "no_analysis": int(no_analysis.sum()),
         ("conflict" if drop_conflicts else "conflict_kept"): int(conflict.sum()),
     }
+    if unsafe.any():
+        info["unsafe_text"] = int(unsafe.sum())
     df = split_frame.assign(_label=label, _analysis=analysis)
     df = df.loc[~drop].reset_index(drop=True)
     template = student_prompt(crit)
@@ -161,6 +171,13 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
         }
     )
     return out[DATASET_COLUMNS].reset_index(drop=True), info
+
+
+def unsafe_row(obj: Any, analysis: Any) -> bool:
+    """Whether a row's object name or teacher sentence may not enter a prompt (scenefit.core.text)."""
+    if object_name_problem(" ".join(str(obj).split())):
+        return True
+    return analysis is not None and chat_text_problem(str(analysis)) is not None
 
 
 def rebalance_labels(rows: pd.DataFrame, seed: int, tag: str) -> pd.DataFrame:

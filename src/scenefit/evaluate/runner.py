@@ -63,7 +63,10 @@ def load_split(data_dir: Path | str, criteria: Sequence[str], split: str, limit:
         path = Path(data_dir) / name / f"{split}.parquet"
         if not path.is_file():
             raise EvaluateError(f"{name}: dataset file not found: {path} (run `scenefit datasets` first)")
-        df, _ = read_table(path)
+        try:
+            df, _ = read_table(path)
+        except ValueError as e:  # e.g. an image path that leaves the run
+            raise EvaluateError(f"{name}: {e}") from None
         if limit:
             df = df.head(limit)
         if df.empty:

@@ -20,15 +20,18 @@ from typing import Any, Optional, Sequence, Union
 from PIL import Image
 
 from scenefit.core.errors import ScenefitError
-from scenefit.core.images import REASON_CODES, ImageError, check_box, draw_box, load_image, parse_box
+from scenefit.core.images import REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_image, parse_box
 from scenefit.core.records import Sample
+from scenefit.core.text import UnsafeText, check_object_name
 
 #: Reason codes of a refused item: the image codes of scenefit.core.images plus the item's own.
 ITEM_CODES: dict[str, str] = {
     **REASON_CODES,
     "missing_object": "the item names no object",
+    "bad_object": "the object name holds a special-token spelling or a control character (scenefit.core.text)",
     "missing_box": "the image is not boxed and the item gives no box",
     "bad_item": "the item is not a Sample, mapping or (image, object, box[, boxed]) tuple",
+    "prediction_failed": "the model failed on this item alone (its batch neighbours were judged)",
 }
 
 ImageLike = Union[str, os.PathLike, Image.Image]
@@ -92,6 +95,10 @@ def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color:
     if not str(item.object or "").strip():
         raise ItemError("missing_object", f"{where}: no object name")
     try:
+        check_object_name(item.object)
+    except UnsafeText as e:
+        raise ItemError(e.code, f"{where}: {e.message}") from None
+    try:
         box = parse_box(item.box)
     except ImageError as e:
         raise ItemError(e.code, f"{where}: {e.message}") from None
@@ -100,6 +107,7 @@ def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color:
     try:
         if isinstance(item.image, Image.Image):
             w, h = item.image.size
+            check_dimensions(w, h, "image")
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageError("too_large", f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,}")
             image = item.image

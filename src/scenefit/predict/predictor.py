@@ -46,7 +46,7 @@ from scenefit.student.decision import DecisionTokenError, decide, decision_token
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
-from scenefit.predict.students import StudentInfo, StudentsArg, choose_base, find_students, module_bytes
+from scenefit.predict.students import StudentError, StudentInfo, StudentsArg, choose_base, find_students, module_bytes
 
 
 __all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
@@ -122,11 +122,13 @@ class Predictor:
         model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
         first, *rest = infos.values()
         # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
-        model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
-                                          is_trainable=False, autocast_adapter_dtype=False)
+        with _adapter_load(first):
+            model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
+                                              is_trainable=False, autocast_adapter_dtype=False)
         for info in rest:
-            model.load_adapter(str(info.path), adapter_name=info.criterion.value, is_trainable=False,
-                               autocast_adapter_dtype=False)
+            with _adapter_load(info):
+                model.load_adapter(str(info.path), adapter_name=info.criterion.value, is_trainable=False,
+                                   autocast_adapter_dtype=False)
         model.to(dev)
         model.eval()
         processor = load_processor(_processor_source(first.path, base_ref))
@@ -211,14 +213,33 @@ class Predictor:
                     ready.append((i, item, image))
                 except ItemError as e:
                     results[i] = Prediction(id=str(item.id), error=e.to_dict())
-            if ready:
-                judged = self._judge([img for _, _, img in ready], [it.object for _, it, _ in ready], crits,
-                                     explain, use_adapters)
-                for (i, item, _), per_crit in zip(ready, judged):
-                    results[i] = Prediction(id=str(item.id), criteria=per_crit)
+            for (i, item, _), outcome in zip(ready, self._judge_apart(ready, crits, explain, use_adapters)):
+                if isinstance(outcome, ItemError):
+                    results[i] = Prediction(id=str(item.id), error=outcome.to_dict())
+                else:
+                    results[i] = Prediction(id=str(item.id), criteria=outcome)
             if progress:
                 progress.advance(len(chunk))
         return [r for r in results if r is not None]
+
+    def _judge_apart(self, ready: list[tuple[int, PredictItem, Any]], crits: list[Criterion], explain: bool,
+                     use_adapters: bool) -> list:
+        """:meth:`_judge` on ``ready`` (index, item, image) triples; when the batch fails, its two
+        halves are judged apart, down to the item that fails alone (an ItemError
+        ``prediction_failed`` naming it and the error). One bad item in a batch of n costs about
+        2 log2(n) extra calls, not n; the others are judged as usual."""
+        if not ready:
+            return []
+        try:
+            return self._judge([img for _, _, img in ready], [it.object for _, it, _ in ready], crits, explain,
+                               use_adapters)
+        except Exception as e:
+            if len(ready) == 1:
+                return [ItemError("prediction_failed", f"item {ready[0][1].id}: the model failed on it: "
+                                                       f"{type(e).__name__}: {e}")]
+            mid = len(ready) // 2
+            return (self._judge_apart(ready[:mid], crits, explain, use_adapters)
+                    + self._judge_apart(ready[mid:], crits, explain, use_adapters))
 
     def _criteria(self, criteria: Optional[Sequence[str | Criterion]]) -> list[Criterion]:
         if criteria is None:
@@ -435,6 +456,19 @@ def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype:
     if criteria is not None:
         cfg.criteria = [Criterion.parse(str(getattr(c, "value", c))).value for c in criteria]
     return cfg
+
+
+@contextlib.contextmanager
+def _adapter_load(info: StudentInfo):
+    """A student whose adapter cannot be loaded (damaged weights, shapes of another base) is a
+    StudentError naming its folder and the reason, not a library traceback."""
+    try:
+        yield
+    except StudentError:
+        raise
+    except Exception as e:  # safetensors' SafetensorError is a bare Exception
+        raise StudentError(f"{info.path}: the {info.criterion.value} adapter cannot be loaded: "
+                           f"{type(e).__name__}: {e}") from None
 
 
 def _processor_source(student_dir: Path, base: str) -> str:

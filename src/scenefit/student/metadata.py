@@ -22,6 +22,8 @@ from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, Answ
 
 STUDENT_META = "scenefit_student.json"
 ADAPTER_CONFIG = "adapter_config.json"
+#: The adapter's weights, in the names PEFT saves them under (the first that exists is read).
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class StudentError(ScenefitError, ValueError):
@@ -129,19 +131,35 @@ class StudentInfo:
 
 
 def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:
-    """Read one student folder; the criterion comes from its metadata, else from ``criterion``,
-    else from the folder's name."""
+    """Read one student folder: its adapter config, its weights file (present, not empty) and
+    its ``scenefit_student.json``, which must exist: without it nothing says how the adapter was
+    trained (answer format, decision prefix, prompt version), and serving it with guessed
+    defaults could read its decisions at the wrong place. A StudentError names the file."""
     from scenefit.prompts import student_prompt_version
 
     path = Path(path)
     if not (path / ADAPTER_CONFIG).is_file():
         raise StudentError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
-    adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
+    try:
+        adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
+    except ValueError as e:
+        raise StudentError(f"{path / ADAPTER_CONFIG}: not valid JSON ({e})") from None
+    weights = next((path / w for w in ADAPTER_WEIGHTS if (path / w).is_file()), None)
+    if weights is None:
+        raise StudentError(f"{path}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    if weights.stat().st_size == 0:
+        raise StudentError(f"{weights}: the adapter weights file is empty (0 bytes); copy or train it again")
     meta = read_student_meta(path)
-    crit = Criterion.parse(meta.criterion) if meta else (criterion or Criterion.parse(path.name))
+    if meta is None:
+        raise StudentError(
+            f"{path}: no {STUDENT_META}, so nothing says how this adapter was trained (answer format, decision "
+            f"prefix, prompt version); train it with `scenefit train`, or write one: "
+            f'{{"criterion": "{criterion.value if criterion else path.name}"}} declares a decision-first student '
+            "of this version"
+        )
+    crit = Criterion.parse(meta.criterion)
     if criterion is not None and crit is not criterion:
         raise StudentError(f"{path}: {STUDENT_META} says criterion {crit.value}, but it was given for {criterion.value}")
-    meta = meta or StudentMeta(criterion=crit.value)
     expected = answer_prefix(meta.answer_format)
     if meta.decision_prefix != expected:
         raise StudentError(

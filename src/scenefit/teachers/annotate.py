@@ -28,7 +28,7 @@ from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.core.progress import Progress
 from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.core.records import Sample
-from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
+from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, StoreError, failure_kind, parsed_fields
 from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, make_teacher
 from scenefit.teachers.config import AnnotateConfig
 
@@ -222,9 +222,19 @@ async def _annotate_locked(
             if todo:
                 started.append(t)  # closed below even when start() fails half-way
                 await t.start()
-        await asyncio.gather(*(_run_teacher(t, todo, prompt, writer) for t, todo in work if todo))
+        runs = [asyncio.ensure_future(_run_teacher(t, todo, prompt, writer)) for t, todo in work if todo]
+        try:
+            await asyncio.gather(*runs)
+        except BaseException:  # one teacher's run failed (or Ctrl-C): the others stop too, nothing runs on
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         summary.interrupted = True
+        raise
+    except StoreError:  # the store refused a write (full disk, read-only): what it refused is not retried
+        writer.pending = []
         raise
     finally:
         ticker.cancel()
