@@ -124,6 +124,10 @@ class OpenAITeacher(Teacher):
         #: Set (to the server's message) when a server refused logprobs: later requests ask without.
         self._logprobs_refused: Optional[str] = None
 
+    @classmethod
+    def create(cls, cfg: TeacherConfig, context: Any) -> "OpenAITeacher":
+        return cls(cfg, json_answer=context.json_answer)
+
     async def start(self) -> None:
         import httpx
 
