@@ -2,14 +2,15 @@
 and the wall-time projections that follow from it (stated as projections, with their assumptions).
 
     .venv/bin/python benchmarks/ray_predict.py            # 96 items, 3 repeats (~3-5 minutes on 2 cores)
-    .venv/bin/python benchmarks/ray_predict.py --smoke    # 6 items, 1 repeat: does it run (seconds after Ray starts)
+    .venv/bin/python benchmarks/ray_predict.py --smoke    # 6 items, 1 repeat, 1 actor: does it run (~1 minute: Ray's start)
 
 Same items (tiny Qwen2.5-VL, three random toy students, 112x112 scenes), same batch size, same
 machine. In process: one Predictor loaded, then ``predict`` over all items. Ray: a local Ray started
 once (its start is reported apart), then :func:`scenefit.predict.ray_engine.predict_on_ray` — which
-starts the actors (each loads the model), judges, commits shards and reads them back. Both are
-timed end to end, model loading included, and the rates compare rows per second of wall time.
-The per-row overhead is (Ray seconds - in-process seconds) / rows at one actor. On a loaded
+starts the actors (each loads the model), judges, commits shards and reads them back. Each path is
+split into its start (loading the model; on Ray, until the first rows come back) and its steady
+rate (rows per second after that), and Ray's steady cost per row is 1/rate(Ray, 1 actor) -
+1/rate(in process). A smoke run is dominated by Ray's and the actors' start (tens of seconds here). On a loaded
 machine (other agents share the cores) the figures move between runs: read the ratios.
 """
 
@@ -54,26 +55,34 @@ def build(root: Path, n: int):
     return students, items
 
 
-def in_process(students: Path, items: list, batch: int) -> float:
+def in_process(students: Path, items: list, batch: int) -> tuple[float, float]:
+    """(seconds to load the Predictor and judge the first batch, seconds to judge the rest) — split
+    as the Ray side is, at the first batch."""
     from scenefit.predict import PredictConfig, Predictor
 
     t0 = time.perf_counter()
     pred = Predictor.from_students(students, config=PredictConfig(batch_size=batch))
-    pred.predict(items)
-    return time.perf_counter() - t0
+    pred.predict(items[:batch])
+    t1 = time.perf_counter()
+    pred.predict(items[batch:])
+    return t1 - t0, time.perf_counter() - t1
 
 
-def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> float:
+def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> tuple[float, float, int]:
+    """(seconds until the first rows came back — actors started, model loaded, first batch judged —,
+    seconds from then to the end, rows that came in the first arrival)."""
     from scenefit.predict import PredictConfig
     from scenefit.predict.ray_engine import RaySettings, predict_on_ray
     from scenefit.predict.shards import remove_parts
 
     cfg = PredictConfig(students=str(students), batch_size=batch)
+    arrivals: list[tuple[float, int]] = []
     t0 = time.perf_counter()
-    predict_on_ray(items, cfg, out, RaySettings(actors=actors, shard_size=max(batch, len(items) // (4 * actors) or 1)))
-    took = time.perf_counter() - t0
+    predict_on_ray(items, cfg, out, RaySettings(actors=actors, shard_size=batch),
+                   on_progress=lambda n: arrivals.append((time.perf_counter(), n)))
+    end = time.perf_counter()
     remove_parts(out)
-    return took
+    return arrivals[0][0] - t0, end - arrivals[0][0], arrivals[0][1]
 
 
 def main() -> int:
@@ -85,6 +94,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = ap.parse_args()
     n, repeats, actor_counts = (6, 1, (1,)) if args.smoke else (args.items, args.repeats, (1, 2))
+    args.batch = 2 if args.smoke else args.batch
 
     import torch
 
@@ -99,37 +109,41 @@ def main() -> int:
         ray_start = time.perf_counter() - t0
         times: dict[str, list[float]] = {"in process": []}
         for a in actor_counts:
-            times[f"ray, {a} actor(s)"] = []
+            times[f"ray, {a} actor(s)"] = []  # (start s, steady s, rows in the first arrival)
         for _ in range(repeats):  # interleaved, so drifting load hits every path alike
-            times["in process"].append(in_process(students, items, args.batch))
+            times["in process"].append((*in_process(students, items, args.batch), args.batch))
             for a in actor_counts:
                 times[f"ray, {a} actor(s)"].append(on_ray(students, items, args.batch, a, root / "p.jsonl"))
         ray.shutdown()
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["in process"]
-    print(f"\n{n} items, batch {args.batch}, median of {repeats}, 2 CPUs shared with other work; local Ray start "
-          f"{ray_start:.1f} s (not in the rows below)\n")
-    print(f"{'path':<20} {'wall s':>8} {'rows/s':>8} {'x in process':>13}")
-    for k, v in med.items():
-        print(f"{k:<20} {v:8.2f} {n / v:8.2f} {base / v:13.2f}")
-    overhead = (med["ray, 1 actor(s)"] - base) / n
-    print(f"\nRay's cost at one actor: {overhead * 1000:.1f} ms per row over in process (actor start and model "
-          f"load included, spread over {n} rows)")
-    figures = {"items": n, "batch": args.batch, "repeats": repeats, "ray_start_s": ray_start, "median_s": med,
-               "overhead_s_per_row": overhead}
-    print(projections(overhead))
+    n_after = {k: n - statistics.median(r[2] for r in v) for k, v in times.items()}
+    first = {k: statistics.median(r[0] for r in v) for k, v in times.items()}
+    steady = {k: statistics.median(r[1] for r in v) for k, v in times.items()}
+    rate = {k: n_after[k] / steady[k] for k in times}
+    print(f"\n{n} items, batch {args.batch}, median of {repeats}, torch 1 thread per process, 2 CPUs shared with other "
+          f"work; local Ray start {ray_start:.1f} s (not in the rows below)\n")
+    print(f"{'path':<18} {'start s':>8} {'steady rows/s':>14} {'x in process':>13}")
+    for k in times:
+        print(f"{k:<18} {first[k]:8.2f} {rate[k]:14.2f} {rate[k] / rate['in process']:13.2f}")
+    print("start: in process, loading the Predictor and judging the first batch; Ray, until the first rows came back (actors started, "
+          "model loaded, first batch judged). steady: rows after that / seconds after that.")
+    overhead = 1 / rate["ray, 1 actor(s)"] - 1 / rate["in process"]
+    print(f"\nRay's steady cost at one actor: {overhead * 1000:.1f} ms per row over in process")
+    figures = {"items": n, "batch": args.batch, "repeats": repeats, "ray_start_s": ray_start, "start_s": first,
+               "steady_rows_per_s": rate, "overhead_s_per_row": overhead}
+    print(projections(overhead, first["ray, 1 actor(s)"]))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
-def projections(overhead_s: float) -> str:
-    """Wall-time projections from the GPU figures of benchmarks/RESULTS.md and the overhead measured here."""
-    lines = ["\nProjections (not measured; assumptions stated):"]
+def projections(overhead_s: float, start_s: float) -> str:
+    """Wall-time projections from the GPU figures of benchmarks/RESULTS.md and the Ray costs measured here."""
+    lines = ["\nProjections (not measured; assumptions stated): each GPU one actor at the H200 rate below, Ray's "
+             f"steady cost per row added in series (conservative), plus one start of {start_s:.0f} s as measured here"]
     for label, rate in (("fast path", GPU_FAST_IMAGES_PER_S), ("explanations", GPU_EXPLAIN_IMAGES_PER_S)):
-        per_row = 1 / rate + max(overhead_s, 0.0)  # the CPU overhead per row, taken as if added in series
+        per_row = 1 / rate + max(overhead_s, 0.0)
         for gpus in (1, 8, 32):
-            hours = 1_000_000 * per_row / gpus / 3600
+            hours = (1_000_000 * per_row / gpus + start_s) / 3600
             lines.append(f"  1,000,000 images, {label}, {gpus:>2} GPU(s), one actor per GPU: {hours:7.1f} h "
                          f"({rate} images/s per H200 measured for the 3B, + {overhead_s * 1000:.0f} ms/row Ray)")
     answers = PAPER_IMAGES * PAPER_TEACHERS
