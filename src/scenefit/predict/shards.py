@@ -5,7 +5,7 @@
 The items are cut, in input order, into shards of ``shard_size``. Beside the output ``P`` a folder
 ``P.parts/`` holds ``plan.json`` (item count, shard size and a fingerprint of the items and the
 settings that decide the answers) and one ``shard-NNNNNN.jsonl`` per finished shard, written
-atomically through :func:`scenefit.core.parquet_io.atomic_write_text` by the one writer (the
+atomically through :func:`scenefit.core.files.atomic_write_text` by the one writer (the
 driver). A kill at any moment leaves each shard either complete or absent (a ``.tmp`` left
 behind is never read), so a rerun redoes only the missing shards and no row is lost or written
 twice. When every shard is there the rows are read back in input order, ``P`` is written
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from scenefit.core.parquet_io import atomic_write_text, write_json
+from scenefit.core.files import atomic_write_text, write_json
 
 PLAN = "plan.json"
 
