@@ -1,16 +1,16 @@
 """What Ray adds to `scenefit predict`: rows/s in process vs on a local Ray with 1 and 2 actors,
 and the wall-time projections that follow from it (stated as projections, with their assumptions).
 
-    .venv/bin/python benchmarks/ray_predict.py            # 96 items, 3 repeats (~3-5 minutes on 2 cores)
+    .venv/bin/python benchmarks/ray_predict.py            # 192 items, 3 repeats (~5-8 minutes on 2 shared cores)
     .venv/bin/python benchmarks/ray_predict.py --smoke    # 6 items, 1 repeat, 1 actor: does it run (~1 minute: Ray's start)
 
 Same items (tiny Qwen2.5-VL, three random toy students, 112x112 scenes), same batch size, same
 machine. In process: one Predictor loaded, then ``predict`` over all items. Ray: a local Ray started
 once (its start is reported apart), then :func:`scenefit.predict.ray_engine.predict_on_ray` — which
 starts the actors (each loads the model), judges, commits shards and reads them back. Each path is
-split into its start (loading the model; on Ray, until the first rows come back) and its steady
-rate (rows per second after that), and Ray's steady cost per row is 1/rate(Ray, 1 actor) -
-1/rate(in process). A smoke run is dominated by Ray's and the actors' start (tens of seconds here). On a loaded
+split into its start (until the first rows are judged: the model loaded; on Ray, the actors
+started) and its steady rate (rows per second from the arrival that passes a quarter of the rows
+to the last), and Ray's steady cost per row is 1/rate(Ray, 1 actor) - 1/rate(in process). A smoke run is dominated by Ray's and the actors' start (tens of seconds here). On a loaded
 machine (other agents share the cores) the figures move between runs: read the ratios.
 """
 
@@ -55,22 +55,33 @@ def build(root: Path, n: int):
     return students, items
 
 
+def steady(arrivals: list[tuple[float, int]], n: int) -> tuple[float, float]:
+    """(time the first rows came, rows/s from the arrival that passes a quarter of the rows to the
+    last): past the start and any rows Ray had buffered before the first arrival."""
+    done, marks = 0, []
+    for t, k in arrivals:
+        done += k
+        marks.append((t, done))
+    t_q, rows_q = next((t, d) for t, d in marks if d >= n / 4)
+    t_end = marks[-1][0]
+    return marks[0][0], (n - rows_q) / (t_end - t_q) if t_end > t_q else float("nan")
+
+
 def in_process(students: Path, items: list, batch: int) -> tuple[float, float]:
-    """(seconds to load the Predictor and judge the first batch, seconds to judge the rest) — split
-    as the Ray side is, at the first batch."""
+    """(seconds until the first batch was judged, the Predictor loaded; steady rows/s)."""
     from scenefit.predict import PredictConfig, Predictor
 
+    arrivals: list[tuple[float, int]] = []
     t0 = time.perf_counter()
     pred = Predictor.from_students(students, config=PredictConfig(batch_size=batch))
-    pred.predict(items[:batch])
-    t1 = time.perf_counter()
-    pred.predict(items[batch:])
-    return t1 - t0, time.perf_counter() - t1
+    pred.predict(items, on_progress=lambda k: arrivals.append((time.perf_counter(), k)))
+    first, rate = steady(arrivals, len(items))
+    return first - t0, rate
 
 
-def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> tuple[float, float, int]:
-    """(seconds until the first rows came back — actors started, model loaded, first batch judged —,
-    seconds from then to the end, rows that came in the first arrival)."""
+def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> tuple[float, float]:
+    """(seconds until the first rows came back — actors started, model loaded, first shard judged —;
+    steady rows/s)."""
     from scenefit.predict import PredictConfig
     from scenefit.predict.ray_engine import RaySettings, predict_on_ray
     from scenefit.predict.shards import remove_parts
@@ -79,22 +90,22 @@ def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> t
     arrivals: list[tuple[float, int]] = []
     t0 = time.perf_counter()
     predict_on_ray(items, cfg, out, RaySettings(actors=actors, shard_size=batch),
-                   on_progress=lambda n: arrivals.append((time.perf_counter(), n)))
-    end = time.perf_counter()
+                   on_progress=lambda k: arrivals.append((time.perf_counter(), k)))
     remove_parts(out)
-    return arrivals[0][0] - t0, end - arrivals[0][0], arrivals[0][1]
+    first, rate = steady(arrivals, len(items))
+    return first - t0, rate
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="smallest size: 6 items, one repeat, 1 actor")
-    ap.add_argument("--items", type=int, default=96)
+    ap.add_argument("--items", type=int, default=192)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = ap.parse_args()
     n, repeats, actor_counts = (6, 1, (1,)) if args.smoke else (args.items, args.repeats, (1, 2))
-    args.batch = 2 if args.smoke else args.batch
+    args.batch = 1 if args.smoke else args.batch
 
     import torch
 
@@ -109,23 +120,21 @@ def main() -> int:
         ray_start = time.perf_counter() - t0
         times: dict[str, list[float]] = {"in process": []}
         for a in actor_counts:
-            times[f"ray, {a} actor(s)"] = []  # (start s, steady s, rows in the first arrival)
+            times[f"ray, {a} actor(s)"] = []  # (start s, steady rows/s)
         for _ in range(repeats):  # interleaved, so drifting load hits every path alike
-            times["in process"].append((*in_process(students, items, args.batch), args.batch))
+            times["in process"].append(in_process(students, items, args.batch))
             for a in actor_counts:
                 times[f"ray, {a} actor(s)"].append(on_ray(students, items, args.batch, a, root / "p.jsonl"))
         ray.shutdown()
-    n_after = {k: n - statistics.median(r[2] for r in v) for k, v in times.items()}
     first = {k: statistics.median(r[0] for r in v) for k, v in times.items()}
-    steady = {k: statistics.median(r[1] for r in v) for k, v in times.items()}
-    rate = {k: n_after[k] / steady[k] for k in times}
+    rate = {k: statistics.median(r[1] for r in v) for k, v in times.items()}
     print(f"\n{n} items, batch {args.batch}, median of {repeats}, torch 1 thread per process, 2 CPUs shared with other "
           f"work; local Ray start {ray_start:.1f} s (not in the rows below)\n")
     print(f"{'path':<18} {'start s':>8} {'steady rows/s':>14} {'x in process':>13}")
     for k in times:
         print(f"{k:<18} {first[k]:8.2f} {rate[k]:14.2f} {rate[k] / rate['in process']:13.2f}")
-    print("start: in process, loading the Predictor and judging the first batch; Ray, until the first rows came back (actors started, "
-          "model loaded, first batch judged). steady: rows after that / seconds after that.")
+    print("start: until the first rows were judged (in process: the Predictor loaded; Ray: actors started, model "
+          "loaded). steady: rows/s from the arrival passing a quarter of the rows to the last.")
     overhead = 1 / rate["ray, 1 actor(s)"] - 1 / rate["in process"]
     print(f"\nRay's steady cost at one actor: {overhead * 1000:.1f} ms per row over in process")
     figures = {"items": n, "batch": args.batch, "repeats": repeats, "ray_start_s": ray_start, "start_s": first,
@@ -145,7 +154,7 @@ def projections(overhead_s: float, start_s: float) -> str:
         for gpus in (1, 8, 32):
             hours = (1_000_000 * per_row / gpus + start_s) / 3600
             lines.append(f"  1,000,000 images, {label}, {gpus:>2} GPU(s), one actor per GPU: {hours:7.1f} h "
-                         f"({rate} images/s per H200 measured for the 3B, + {overhead_s * 1000:.0f} ms/row Ray)")
+                         f"({rate} images/s per H200 measured for the 3B, + {max(overhead_s, 0) * 1000:.0f} ms/row Ray)")
     answers = PAPER_IMAGES * PAPER_TEACHERS
     for per_engine in (1.0, 4.0):
         for engines in (1, 4):
