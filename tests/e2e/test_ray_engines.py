@@ -76,7 +76,7 @@ def test_predict_on_ray_gives_the_in_process_rows(random_head_students, manifest
     there = predict(random_head_students, manifest, tmp_path / "ray.jsonl", "--engine", "ray", "--actors", "2",
                     "--shard-size", "4")
     assert_same_rows(here, there)
-    assert {r["id"]: r["error_code"] for r in there if r["error_code"]} == {
+    assert {r["id"]: r["code"] for r in there if r.get("code")} == {
         "missing": "not_found", "outside": "box_outside", "noobject": "missing_field"}
     assert sum(r.get("location_label") is not None for r in there) == 8
     assert not (tmp_path / "ray.jsonl.parts").exists()  # the shards are gone once the file is written

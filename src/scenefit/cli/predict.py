@@ -27,6 +27,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.errors import error_row
 from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import (
@@ -94,7 +95,7 @@ def predict_cmd(
         pred_rows = prediction_rows(items, predictions, synthetic)
 
     rows = pred_rows + [read_error_row(e) for e in read_errors]
-    n_bad = sum(r["error_code"] is not None for r in pred_rows) + len(read_errors)
+    n_bad = sum(r["code"] is not None for r in pred_rows) + len(read_errors)
     _report(pred_rows, len(read_errors), rows, out, synthetic)
     if json_out or not sys.stdout.isatty():
         _print_json(predictions, read_errors, rows, n_bad, single=image is not None, out=out)
@@ -193,7 +194,7 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
     except ManifestError as e:
         fail(str(e))
     for err in read_errors:
-        error_line(f"{err['id']}: {err['reason']} ({err['code']})")
+        error_line(f"{err['id']}: {err['message']} ({err['code']})")
     return samples, read_errors
 
 
@@ -236,8 +237,8 @@ def _report(pred_rows: list[dict], n_read_errors: int, rows: list[dict], out: Op
     from scenefit.predict.output import write_rows
 
     for r in pred_rows:
-        if r["error_code"] is not None:
-            error_line(f"{r['error']} ({r['error_code']})")
+        if r["code"] is not None:
+            error_line(f"{r['message']} ({r['code']})")
     if out is not None:
         write_rows(rows, out, synthetic)
         from scenefit.predict.shards import remove_parts
@@ -250,7 +251,7 @@ def _report(pred_rows: list[dict], n_read_errors: int, rows: list[dict], out: Op
         console.print(f"[yellow]note:[/] {disagree} explanation(s) name another label than the decision logits "
                       "(the explanation's label is reported; see *_agrees_with_fast in --out)")
     if len(pred_rows) + n_read_errors > 1:
-        judged = sum(r["error_code"] is None for r in pred_rows)
+        judged = sum(r["code"] is None for r in pred_rows)
         console.print(f"judged {judged} item(s), {len(pred_rows) - judged + n_read_errors} could not be judged")
 
 
@@ -264,7 +265,7 @@ def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: i
         print_json(predictions[0].to_json())
     else:
         print_json([{"id": p.id, **p.to_json()} for p in predictions]
-                   + [{"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors])
+                   + [error_row(e["id"], e["code"], e["message"]) for e in read_errors])
 
 
 def _crits(cfg):

@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+from scenefit.core.errors import ScenefitError
+
 #: How to get Ray, said in every "missing" message.
 RAY_EXTRA_HINT = "pip install 'scenefit[ray]'  (the `ray` extra: ray[data] and aiohttp)"
 
 
-class MissingRayExtra(ImportError):
+class MissingRayExtra(ScenefitError, ImportError):
     """Ray (or a part of Ray Data this feature needs) is not installed."""
 
 

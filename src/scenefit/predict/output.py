@@ -4,7 +4,7 @@
 
 One row per item: ``image``, ``object`` and :meth:`~scenefit.predict.results.Prediction.to_record`
 (with ``notice`` when the item or the students are synthetic); a manifest row that could not be
-read is a row with its ``id``, ``error_code`` and ``error``. The file (JSONL, CSV or Parquet, by
+read is its error row ``{id, code, message}``. The file (JSONL, CSV or Parquet, by
 its suffix) is written atomically.
 """
 
@@ -35,8 +35,10 @@ def prediction_rows(items: Sequence[Any], predictions: Sequence[Any], synthetic:
 
 
 def read_error_row(err: dict) -> dict:
-    """The output row of a manifest row that could not be read."""
-    return {"id": err["id"], "error_code": err["code"], "error": err["reason"]}
+    """The output row of a manifest row that could not be read: its error row ``{id, code, message}``."""
+    from scenefit.core.errors import error_row
+
+    return error_row(err["id"], err["code"], err["message"])
 
 
 def write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
