@@ -67,15 +67,31 @@ def steady(arrivals: list[tuple[float, int]], n: int) -> tuple[float, float]:
     return marks[0][0], (n - rows_q) / (t_end - t_q) if t_end > t_q else float("nan")
 
 
+class Arrivals:
+    """A Progress stand-in recording when rows finish: (time, rows) per advance."""
+
+    def __init__(self):
+        self.marks: list[tuple[float, int]] = []
+
+    def bar(self, *args, **kwargs) -> "Arrivals":
+        return self
+
+    def note(self, **counts) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        self.marks.append((time.perf_counter(), n))
+
+
 def in_process(students: Path, items: list, batch: int) -> tuple[float, float]:
     """(seconds until the first batch was judged, the Predictor loaded; steady rows/s)."""
     from scenefit.predict import PredictConfig, Predictor
 
-    arrivals: list[tuple[float, int]] = []
+    arrivals = Arrivals()
     t0 = time.perf_counter()
     pred = Predictor.from_students(students, config=PredictConfig(batch_size=batch))
-    pred.predict(items, on_progress=lambda k: arrivals.append((time.perf_counter(), k)))
-    first, rate = steady(arrivals, len(items))
+    pred.predict(items, progress=arrivals)
+    first, rate = steady(arrivals.marks, len(items))
     return first - t0, rate
 
 
@@ -87,12 +103,11 @@ def on_ray(students: Path, items: list, batch: int, actors: int, out: Path) -> t
     from scenefit.predict.shards import remove_parts
 
     cfg = PredictConfig(students=str(students), batch_size=batch)
-    arrivals: list[tuple[float, int]] = []
+    arrivals = Arrivals()
     t0 = time.perf_counter()
-    predict_on_ray(items, cfg, out, RaySettings(actors=actors, shard_size=batch),
-                   on_progress=lambda k: arrivals.append((time.perf_counter(), k)))
+    predict_on_ray(items, cfg, out, RaySettings(actors=actors, shard_size=batch), progress=arrivals)
     remove_parts(out)
-    first, rate = steady(arrivals, len(items))
+    first, rate = steady(arrivals.marks, len(items))
     return first - t0, rate
 
 

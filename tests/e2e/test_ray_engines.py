@@ -83,6 +83,7 @@ def test_predict_on_ray_gives_the_in_process_rows(random_head_students, manifest
 
 
 def test_an_interrupted_ray_run_resumes_without_redoing_its_shards(random_head_students, manifest, tmp_path):
+    from scenefit.core.progress import Progress
     from scenefit.data.manifest import read_manifest
     from scenefit.predict.config import PredictConfig
     from scenefit.predict.ray_engine import RaySettings, predict_on_ray
@@ -92,20 +93,26 @@ def test_an_interrupted_ray_run_resumes_without_redoing_its_shards(random_head_s
     cfg = PredictConfig(students=str(random_head_students), batch_size=2)
     out = tmp_path / "p.jsonl"
     settings = RaySettings(actors=1, shard_size=2)
-    seen = []
-
-    def stop_after_the_first_shard(n: int) -> None:
-        seen.append(n)
-        if list(parts_folder(out).glob("shard-*.jsonl")):
-            raise KeyboardInterrupt  # as a Ctrl-C between two rows
+    class StopAfterTheFirstShard(Progress):
+        def advance(self, n: int = 1) -> None:
+            if list(parts_folder(out).glob("shard-*.jsonl")):
+                raise KeyboardInterrupt  # as a Ctrl-C between two rows
 
     with pytest.raises(KeyboardInterrupt):
-        predict_on_ray(items, cfg, out, settings, on_progress=stop_after_the_first_shard)
+        predict_on_ray(items, cfg, out, settings, progress=StopAfterTheFirstShard(enabled=False))
     kept = {p.name: p.stat().st_mtime_ns for p in parts_folder(out).glob("shard-*.jsonl")}
     assert 1 <= len(kept) < 5
-    starts = []
-    rows = predict_on_ray(items, cfg, out, settings, on_start=lambda pending, done: starts.append((pending, done)))
-    assert starts == [(len(items) - 2 * len(kept), 2 * len(kept))]
+    class Recorder(Progress):
+        def bar(self, desc, total, unit=None):
+            self.total = total
+            return self
+
+        def note(self, **counts):
+            self.counts = counts
+
+    seen = Recorder(enabled=False)
+    rows = predict_on_ray(items, cfg, out, settings, progress=seen)
+    assert (seen.total, seen.counts) == (len(items) - 2 * len(kept), {"resumed": 2 * len(kept)})
     assert {p.name: p.stat().st_mtime_ns for p in parts_folder(out).glob("shard-*.jsonl") if p.name in kept} == kept
     from scenefit.predict import Predictor
     from scenefit.predict.output import prediction_rows

@@ -20,7 +20,6 @@ the same rows as in process, committed in shards so that a killed run resumes.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -114,7 +113,7 @@ def _predict_in_process(cfg, items: list, baseline: bool, explain: Optional[bool
     synthetic = is_synthetic(*items, *predictor.students.values())
     with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
-        return predictor.predict(items, on_progress=bars.advance), synthetic
+        return predictor.predict(items, progress=bars), synthetic
 
 
 def _predict_on_ray(cfg, items: list, baseline: bool, explain: Optional[bool], out: Path) -> tuple[list[dict], bool]:
@@ -141,15 +140,9 @@ def _predict_on_ray(cfg, items: list, baseline: bool, explain: Optional[bool], o
     cfg.students = str(Path(cfg.students).resolve()) if cfg.students else None
     synthetic = is_synthetic(*items, *infos.values())
     settings = RaySettings.from_config(cfg)
-    with Progress(enabled=sys.stderr.isatty(), unit="item") as bars:
-        def started(pending: int, done: int) -> None:
-            if done:
-                console.print(f"resuming: {done} item(s) already judged in {out.name}.parts/, {pending} to go")
-            bars.bar(f"predict on ray ({settings.actors} actor(s))", pending)
-
+    with Progress(enabled=sys.stderr.isatty(), unit="item") as progress:
         try:
-            rows = predict_on_ray(items, cfg, out, settings, baseline=baseline, synthetic=synthetic,
-                                  on_start=started, on_progress=bars.advance)
+            rows = predict_on_ray(items, cfg, out, settings, baseline=baseline, synthetic=synthetic, progress=progress)
         except (MissingRayExtra, ValueError) as e:
             fail(str(e))
     return rows, synthetic

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
+from scenefit.core.progress import Progress
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import PredictItem, to_item
 from scenefit.predict.shards import ShardPlan, fingerprint
@@ -86,26 +87,27 @@ def run_key(records: Sequence[dict], cfg: PredictConfig, baseline: bool, shard_s
 
 
 def predict_on_ray(items: Sequence[Any], cfg: PredictConfig, out: Path, settings: RaySettings, *, baseline: bool = False,
-                   synthetic: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
-                   on_progress: Optional[Callable[[int], None]] = None) -> list[dict]:
+                   synthetic: bool = False, progress: Optional[Progress] = None) -> list[dict]:
     """Judge ``items`` on Ray and return their output rows in input order (the shards are kept
     beside ``out`` until the caller has written it and called
-    :func:`scenefit.predict.shards.remove_parts`). ``cfg`` names the
-    students (or, with ``baseline``, the base) as every node can read them. ``on_start(pending,
-    done)`` is told how many items are left and how many were committed by an earlier run;
-    ``on_progress(n)`` as rows arrive."""
+    :func:`scenefit.predict.shards.remove_parts`). ``cfg`` names the students (or, with
+    ``baseline``, the base) as every node can read them. ``progress`` gets a bar over the items
+    still to judge (with ``resumed=N``, the items an earlier run committed) and advances as rows arrive."""
     records = [item_record(it, i) for i, it in enumerate(items)]
     plan = ShardPlan.open(out, len(records), settings.shard_size, run_key(records, cfg, baseline, settings.shard_size))
     pending = plan.pending()
-    if on_start is not None:
-        on_start(sum(len(plan.indices(k)) for k in pending), len(records) - sum(len(plan.indices(k)) for k in pending))
+    todo = sum(len(plan.indices(k)) for k in pending)
+    if progress is not None:
+        progress.bar(f"predict on ray ({settings.actors} actor(s))", todo)
+        if todo < len(records):
+            progress.note(resumed=len(records) - todo)
     if pending:
-        _run_shards(plan, pending, records, cfg, settings, baseline, synthetic, on_progress)
+        _run_shards(plan, pending, records, cfg, settings, baseline, synthetic, progress)
     return list(plan.rows())
 
 
 def _run_shards(plan: ShardPlan, pending: list[int], records: list[dict], cfg: PredictConfig, settings: RaySettings,
-                baseline: bool, synthetic: bool, on_progress: Optional[Callable[[int], None]]) -> None:
+                baseline: bool, synthetic: bool, progress: Optional[Progress]) -> None:
     import os
 
     import pyarrow as pa
@@ -134,7 +136,7 @@ def _run_shards(plan: ShardPlan, pending: list[int], records: list[dict], cfg: P
             if len(got) == len(plan.indices(shard)):
                 plan.write(shard, [got[i] for i in plan.indices(shard)])
                 del waiting[shard]
-        if on_progress is not None:
-            on_progress(len(batch["index"]))
+        if progress is not None:
+            progress.advance(len(batch["index"]))
     if waiting:
         raise RuntimeError(f"Ray returned incomplete shards {sorted(waiting)}; run again to redo them")
