@@ -46,7 +46,9 @@ from scenefit.student.decision import DecisionTokenError, decide, decision_token
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
-from scenefit.predict.students import StudentError, StudentInfo, StudentsArg, choose_base, find_students, module_bytes
+from scenefit.predict.students import (
+    StudentError, StudentInfo, StudentsArg, choose_base, fast_path_note, find_students, module_bytes,
+)
 
 
 __all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
@@ -280,12 +282,7 @@ class Predictor:
 
     def fast_path_note(self, criteria: Optional[Sequence[str | Criterion]] = None) -> Optional[str]:
         """One sentence naming the students without a fast path (None when all have one)."""
-        slow = self.without_fast_path(criteria)
-        if not slow:
-            return None
-        names = ", ".join(f"{c.value} ({self.students[c].path})" if c in self.students else c.value for c in slow)
-        return (f"student(s) {names} answer reasoning_first: the decision is read from the generated "
-                "'Final decision:' line, there is no one-pass fast path (slower; no decision probability)")
+        return fast_path_note(self.students, self._criteria(criteria))
 
     # ---- the two paths ------------------------------------------------------------------
 

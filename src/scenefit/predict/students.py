@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from scenefit.core.criteria import CRITERIA, Criterion
 from scenefit.student.metadata import ADAPTER_CONFIG, STUDENT_META, StudentError, StudentInfo, read_student
 
 __all__ = ["ADAPTER_CONFIG", "STUDENT_META", "StudentError", "StudentInfo", "StudentsArg", "choose_base",
-           "find_students", "module_bytes", "read_student", "resolve_base"]
+           "fast_path_note", "find_students", "module_bytes", "read_student", "resolve_base"]
 
 StudentsArg = Union[str, os.PathLike, Mapping[Any, Union[str, os.PathLike]]]
 
@@ -78,6 +78,17 @@ def choose_base(infos: Mapping[Criterion, StudentInfo], base: Optional[str]) -> 
         raise StudentError(f"the students were trained on different base models ({detail}); "
                            "one Predictor shares one base — pass base= to override")
     return distinct.pop()
+
+
+def fast_path_note(students: Mapping[Criterion, StudentInfo], criteria: Sequence[Criterion]) -> Optional[str]:
+    """One sentence naming the students among ``criteria`` that answer reasoning-first (no one-pass
+    fast path), or None when every one has it (criteria without a student: the base, decision-first)."""
+    slow = [c for c in criteria if c in students and not students[c].answer_format.has_fast_path]
+    if not slow:
+        return None
+    names = ", ".join(f"{c.value} ({students[c].path})" for c in slow)
+    return (f"student(s) {names} answer reasoning_first: the decision is read from the generated "
+            "'Final decision:' line, there is no one-pass fast path (slower; no decision probability)")
 
 
 def module_bytes(module) -> int:

@@ -29,8 +29,9 @@ from scenefit.core.progress import Progress
 from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.core.records import Sample
 from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, StoreError, failure_kind, parsed_fields
-from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, make_teacher
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.registry import make_teacher
 
 
 @dataclass
@@ -156,6 +157,12 @@ async def _run_teacher(teacher: Teacher, samples: Sequence[Sample], prompt: Prom
             if len(batch) >= teacher.batch_size:
                 break
         return batch
+
+    if teacher.streams:  # an engine that takes the whole run (Ray Data): answers come back as they finish
+        requests = [TeacherRequest(sample=s, prompt=prompt.render(s.object)) for s in samples]
+        async for request, res in teacher.answer_stream(requests):
+            writer.add(result_row(teacher, request.sample.id, prompt.hash, res))
+        return
 
     async def worker() -> None:
         while batch := next_batch():
