@@ -45,7 +45,7 @@ from scenefit.student.decision import DecisionTokenError, decide, decision_token
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
-from scenefit.predict.students import StudentInfo, StudentsArg, choose_base, find_students, module_bytes
+from scenefit.predict.students import StudentError, StudentInfo, StudentsArg, choose_base, find_students, module_bytes
 
 
 __all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
@@ -118,7 +118,7 @@ class Predictor:
         infos = find_students(students, wanted)
         base_ref = choose_base(infos, base or cfg.base)
         dev = cfg.device or default_device()
-        model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
+        model = _load_base(base_ref, cfg, dev, given=bool(base or cfg.base))
         first, *rest = infos.values()
         # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
         model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
@@ -422,6 +422,17 @@ class Predictor:
         from peft.tuners.lora import LoraLayer
 
         return any(isinstance(m, LoraLayer) and ".visual." in f".{name}." for name, m in self.model.named_modules())
+
+
+def _load_base(base_ref: str, cfg: PredictConfig, device: str, given: bool):
+    """The students' base model; a base that does not load is a StudentError naming it and
+    where it came from (never an OSError a server would take for its socket)."""
+    try:
+        return load_model(base_ref, dtype=cfg.dtype, device=device, attn_implementation=cfg.attn_implementation)
+    except OSError as e:
+        source = "given as --base (Python: base=)" if given else "found from the students' record"
+        raise StudentError(f"cannot load the base model {base_ref} ({source}): {e}; "
+                           "pass --base FOLDER_OR_HUB_ID") from e
 
 
 def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype: str, batch_size: int,

@@ -446,10 +446,13 @@ def serve_students(
     on_ready: Optional[Callable[[str], None]] = None,
 ) -> None:
     """Load the students once (one base + adapters) and serve them until interrupted."""
-    from scenefit.predict import Predictor
+    from scenefit.predict import Predictor, StudentError
     from scenefit.serve.openai_server import run_app
 
-    predictor = Predictor.from_students(students, config=predict_cfg)
+    try:
+        predictor = Predictor.from_students(students, config=predict_cfg)
+    except OSError as e:  # a file of the students or their base: not the socket the CLI would blame
+        raise StudentError(f"cannot load the students from {students}: {e}") from e
     note = predictor.fast_path_note()
     if note:  # /v1/classify generates their answers whatever `explain` says
         print(f"note: {note}; /v1/classify generates their answers even with explain=false", file=sys.stderr)

@@ -9,7 +9,7 @@ import yaml
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
 from scenefit.prompts import student_image_after_text
-from scenefit.student.metadata import StudentMeta
+from scenefit.student.metadata import StudentMeta, loadable_base
 from scenefit.train.config import TrainConfig
 
 
@@ -32,7 +32,8 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         model_index_metrics.append({"type": "accuracy", "name": "decision accuracy vs truth (test)",
                                     "value": round(test["student"]["accuracy_vs_truth"], 4)})
     front: dict[str, Any] = {
-        "base_model": info["base_model"],
+        # the hub reads base_model as a hub id: a local folder's name is no such id, so it is left out
+        **({} if meta.base_model_path else {"base_model": info["base_model"]}),
         "library_name": "peft",
         "pipeline_tag": "image-text-to-text",
         "tags": tags,
@@ -58,7 +59,7 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
     lines += [
         f"Question: {crit.question}",
         "",
-        f"A LoRA adapter on `{info['base_model']}` that answers one criterion for an image whose object is marked "
+        f"A LoRA adapter on {_base_words(meta)} that answers one criterion for an image whose object is marked "
         f"with a red box: {_answer_shape(meta, crit)}. Prompt version `{info['prompt_version']}`; the user turn is "
         f"{'the question, then the image' if student_image_after_text() else 'the image, then the question'} "
         "(send it in that order, e.g. to vLLM).",
@@ -112,7 +113,7 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         "```python",
         "from peft import PeftModel",
         "from scenefit.models.loading import load_model, load_processor",
-        f"base = load_model({info['base_model']!r})",
+        f"base = load_model({loadable_base(info)!r})",
         "student = PeftModel.from_pretrained(base, 'THIS_FOLDER')",
         "processor = load_processor('THIS_FOLDER')",
         "```",
@@ -128,3 +129,12 @@ def _answer_shape(meta: StudentMeta, crit: Criterion) -> str:
     return (f"`Analysis:` with one `{crit.display}: …` sentence, `Summary:` with its label, then "
             f"`{meta.decision_prefix} In-context|Out-of-context` last (answer format reasoning_first: the "
             "decision is read from the generated text)")
+
+
+def _base_words(meta: StudentMeta) -> str:
+    """The base as the card names it: the hub id, or the folder it was trained from (a moved run
+    finds it again at the same place relative to the students folder)."""
+    if not meta.base_model_path:
+        return f"`{meta.base_model}`"
+    return (f"the local base `{meta.base_model}` (trained from `{meta.base_model_path}`; from the students folder "
+            f"`{meta.base_model_relative}`)")
