@@ -245,6 +245,32 @@ def load_image_bytes(
     return _finish(im, name, fit_pixels, decode_budget)
 
 
+def embedded_image(path: str | os.PathLike) -> dict[str, Any]:
+    """An image file as a table cell that carries it: ``{"bytes": the file's bytes, "path": its
+    file name}`` — the layout of the Hugging Face ``datasets`` ``Image`` feature, so a Parquet
+    file holding such cells loads and decodes anywhere, with no file beside it."""
+    p = Path(path)
+    return {"bytes": p.read_bytes(), "path": p.name}
+
+
+def stored_image_name(value: Any) -> str:
+    """How a table's image cell is named in messages and reports: a path as it is, an embedded
+    image (:func:`embedded_image`) by its file name."""
+    if isinstance(value, dict):
+        return str(value.get("path") or "embedded image")
+    return str(value)
+
+
+def load_stored_image(value: Any, **checks: Any) -> Image.Image:
+    """A table's image cell as an RGB image, with :func:`load_image`'s checks: a path, or an
+    embedded image (:func:`embedded_image`; one without bytes falls back to its path)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return load_image_bytes(bytes(value["bytes"]), name=stored_image_name(value), **checks)
+        value = value.get("path")
+    return load_image(value, **checks)
+
+
 #: A user's box must have at least this share of its area on the image; a smaller overshoot past
 #: the right or bottom edge is clipped, a box mostly outside is refused (clipping it would judge a
 #: sliver of something else).

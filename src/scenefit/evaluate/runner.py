@@ -23,6 +23,7 @@ import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import stored_image_name
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import (
@@ -31,6 +32,7 @@ from scenefit.evaluate.metrics import (
 )
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
+from scenefit.predict.items import PredictItem
 
 ProgressFn = Optional[Callable[[int], None]]
 
@@ -75,13 +77,13 @@ def _clean(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and v != v) else v
 
 
-def row_sample(row: dict) -> Sample:
-    """A Sample of one dataset row (its image already carries the red box)."""
+def row_sample(row: dict) -> PredictItem:
+    """The predictor's item of one dataset row (its image, a path or embedded in the row, already
+    carries the red box)."""
     box = _clean(row.get("box"))
-    box = None if box is None else [float(x) for x in box]
-    return Sample(id=str(row["id"]), image=str(row["image"]), object=str(row["object"]), box=box,
-                  group=_clean(row.get("group")), scene=_clean(row.get("scene")), boxed=True,
-                  synthetic=bool(_clean(row.get("synthetic")) or False))
+    box = None if box is None else tuple(float(x) for x in box)
+    image = row["image"] if isinstance(row["image"], dict) else str(row["image"])
+    return PredictItem(image, str(row["object"]), box, True, str(row["id"]))
 
 
 # ---------------------------------------------------------------- answers from a predictor
@@ -135,7 +137,7 @@ class BaseOnly:
 
 
 def collect_answers(
-    predictor: Any, samples: Sequence[Sample], criteria: Sequence[str], explain: bool, chunk: int = 32,
+    predictor: Any, samples: Sequence[Sample | PredictItem], criteria: Sequence[str], explain: bool, chunk: int = 32,
     progress: ProgressFn = None,
 ) -> tuple[dict[str, list[Answer]], list[dict]]:
     """Answers per criterion for every sample, and one error dict per sample that failed.
@@ -147,14 +149,14 @@ def collect_answers(
     out: dict[str, list[Answer]] = {c.value: [] for c in crits}
     errors: list[dict] = []
 
-    def _take(part: Sequence[Sample], preds: Sequence[Any]) -> None:
+    def _take(part: Sequence[Sample | PredictItem], preds: Sequence[Any]) -> None:
         if len(preds) != len(part):
             raise RuntimeError(f"the predictor returned {len(preds)} predictions for {len(part)} items")
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
                 reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
-                errors.append({"id": smp.id, "image": smp.image, "reason": reason})
+                errors.append({"id": smp.id, "image": stored_image_name(smp.image), "reason": reason})
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -168,7 +170,8 @@ def collect_answers(
                 try:
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
-                    errors.append({"id": smp.id, "image": smp.image, "reason": f"{type(e).__name__}: {e}"})
+                    errors.append({"id": smp.id, "image": stored_image_name(smp.image),
+                                   "reason": f"{type(e).__name__}: {e}"})
         if progress:
             progress(len(part))
     return out, errors
@@ -437,6 +440,7 @@ def evaluate_dirs(
             g["thumbnail"] = thumbnail_data_url(g["image"], g["box"], True, cfg.thumbnail_px)
         except Exception as e:  # noqa: BLE001 — a missing thumbnail must not lose the report
             g["image_error"] = f"{type(e).__name__}: {e}"
+        g["image"] = stored_image_name(g["image"])  # the report names an embedded image, never carries its bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = [answers_table(student, "student")] + ([answers_table(baseline, "baseline")] if baseline else [])

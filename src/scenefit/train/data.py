@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from scenefit.core.criteria import LABELS
-from scenefit.core.images import load_image
+from scenefit.core.images import load_stored_image, stored_image_name
 from scenefit.student.chat import student_messages
 from scenefit.core.parquet_io import read_table
 from scenefit.student.answer import AnswerFormat
@@ -91,10 +91,11 @@ def row_messages(row: dict, image, with_answer: bool = True) -> list[dict]:
 
 
 def open_image(row: dict):
+    """The row's image: a path, or the image embedded in the dataset (``scenefit datasets``)."""
     try:
-        return load_image(row["image"])
+        return load_stored_image(row["image"])
     except Exception as e:  # ImageError or a missing file: say which sample
-        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
+        raise DatasetError(f"sample {row['id']!r}: image {stored_image_name(row['image'])!r} cannot be read: {e}") from None
 
 
 def answer_span(tokenizer, ids: Sequence[int], sample_id: Any = "?") -> tuple[int, int]:
