@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.images import draw_box
-from scenefit.models.loading import load_model, load_processor, save_processor
+from scenefit.models.loading import load_model, load_processor, save_student_processor
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.student.answer import AnswerFormat, render_student_answer
 from scenefit.student.chat import student_messages
@@ -111,7 +111,7 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
         for crit in group:
             folder = out / crit.value
             model.save_pretrained(str(folder))
-            save_processor(processor, folder)
+            save_student_processor(processor, folder)
             # a toy of the test bed: shown with the SYNTHETIC notice wherever it answers
             write_student_meta(StudentMeta(
                 criterion=crit.value, **base_record(base_dir, out), prompt_version=student_prompt_version(),

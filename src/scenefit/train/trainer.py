@@ -481,13 +481,13 @@ def _save_student(trainer, processor, cfg: TrainConfig, info, metrics: dict, dat
                   run_dir: Path) -> None:
     """The student folder: adapter, processor, config, dataset manifest, metadata, card, and
     metrics.json last — its presence marks the student complete."""
-    from scenefit.models.loading import save_processor
+    from scenefit.models.loading import save_student_processor
     from scenefit.train.card import model_card
 
     trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml is the readable record
-        save_processor(processor, out)
+        save_student_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
         write_json(dataset_manifest(data_dir, info.criterion), out / "dataset_manifest.json")
         write_student_meta(info, out)
