@@ -35,7 +35,7 @@ def _run(*argv: str):
 def moved(tmp_path_factory, tiny_model_dir) -> dict:
     """run/{model,datasets,students}: trained from inside run/ with the relative `--model model`
     (as `make demo` names runs/demo/model), then copied to elsewhere/run2 and the original renamed."""
-    from test_train_run import make_datasets, small_config  # tests/ is on sys.path under pytest
+    from support.train_data import make_datasets, small_config
 
     root = tmp_path_factory.mktemp("moved")
     run = root / "first" / "run"

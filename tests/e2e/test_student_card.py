@@ -22,7 +22,7 @@ def test_the_trained_students_card_code_runs_and_decides_as_predict(tiny_model_d
     from scenefit.predict import Predictor
     from scenefit.train.trainer import train_student
 
-    from test_train_run import make_datasets, small_config  # tests/ is on sys.path under pytest
+    from support.train_data import make_datasets, small_config
 
     data = make_datasets(tmp_path / "data")
     res = train_student("location", data, str(tiny_model_dir), tmp_path / "students",

@@ -381,7 +381,8 @@ def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs:
     """OUT/<criterion>/{split}.parquet (each row carrying its image), OUT/<criterion>/README.md,
     OUT/README.md (one config per criterion), OUT/manifest.json and OUT/errors.jsonl (rows left
     out for want of an image, :func:`missing_images`)."""
-    from scenefit.core.parquet_io import atomic_write_text, write_json, write_jsonl, write_table
+    from scenefit.core.files import atomic_write_text, write_json, write_jsonl
+    from scenefit.core.parquet_io import write_table
 
     out = Path(out_dir)
     manifest = {**result.manifest, "inputs": inputs, "images": "embedded", "missing_images": len(errors or [])}

@@ -14,7 +14,6 @@ tested on hand-made answers; :func:`collect_answers` drives any object with the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -22,6 +21,8 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.errors import ScenefitError, error_row
+from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.images import stored_image_name
 from scenefit.core.records import Sample, is_synthetic
@@ -47,9 +48,10 @@ class Answer:
     analysis: Optional[str] = None
     raw: Optional[str] = None
     status: str = "ok"
+    fast_label: Optional[Label] = None  # the logits' decision after the forced prefix (decision-first students)
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ScenefitError, ValueError):
     """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
 
 
@@ -121,7 +123,8 @@ def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
         if prob is not None and label is not None:
             p_out = float(prob) if label is Label.OUT else 1.0 - float(prob)
     status = _field(res, "status") or ("ok" if label is not None else "unparseable")
-    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status))
+    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status),
+                  as_label(_field(res, "fast_label")))
 
 
 class BaseOnly:
@@ -155,8 +158,8 @@ def collect_answers(
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
-                reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
-                errors.append({"id": smp.id, "image": stored_image_name(smp.image), "reason": reason})
+                code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
+                errors.append(error_row(smp.id, code, message, image=stored_image_name(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -170,8 +173,8 @@ def collect_answers(
                 try:
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
-                    errors.append({"id": smp.id, "image": stored_image_name(smp.image),
-                                   "reason": f"{type(e).__name__}: {e}"})
+                    errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
+                                            image=stored_image_name(smp.image)))
         if progress:
             progress(len(part))
     return out, errors
@@ -267,7 +270,24 @@ def criterion_metrics(
     m["errors_by_scene"] = error_breakdown(scenes, teacher, _labels(student), cfg.top_confusions)
     m["top_confusions"] = top_confusions(objects, teacher, _labels(student), cfg.top_confusions)
     m["parse_status"] = pd.Series([a.status for a in student], dtype=object).value_counts().to_dict()
+    m["decision"] = decision_block(teacher, student)
     return m
+
+
+def decision_block(teacher: Sequence[Any], student: Sequence[Answer]) -> dict[str, Any]:
+    """Which decision the criterion's numbers score — ``generated_text`` (explanations were
+    generated, or a reasoning-first student) or ``logits`` (the fast path) — and, where the other
+    exists too (explained decision-first students), its balanced accuracy vs the teacher and the
+    share of answers on which the two agree (an unreadable text counts as a disagreement)."""
+    scored = "generated_text" if any(a.raw is not None for a in student) else "logits"
+    out: dict[str, Any] = {"scored": scored, "other": None}
+    fast = [a.fast_label for a in student]
+    if scored == "generated_text" and student and all(f is not None for f in fast):
+        other = label_metrics(teacher, fast)
+        out["other"] = {"decision": "logits", "balanced_accuracy": other.get("balanced_accuracy"),
+                        "accuracy": other.get("accuracy"),
+                        "agreement": sum(a.label is a.fast_label for a in student) / len(student)}
+    return out
 
 
 def fused_metrics(
@@ -448,7 +468,7 @@ def evaluate_dirs(
         tables.append(answers_table(shortcut, "shortcut"))
     write_table(pd.concat(tables, ignore_index=True), out / "answers.parquet",
                 {"notice": SYNTHETIC_NOTICE} if metrics["synthetic"] else {})
-    (out / "errors.jsonl").write_text("".join(json.dumps(f, default=str) + "\n" for f in failures))
+    write_jsonl(failures, out / "errors.jsonl")
     json_path, html_path = write_report(metrics, out, gallery)
     return metrics, json_path, html_path
 

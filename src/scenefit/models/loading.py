@@ -9,6 +9,9 @@ config by hand, so the folder still loads where torchvision exists.
 
 from __future__ import annotations
 
+from scenefit.core.errors import ScenefitError
+from scenefit.core.files import write_json
+
 import importlib.util
 import json
 import os
@@ -151,7 +154,7 @@ def save_processor(processor, out_dir: str | Path) -> None:
         vp = dict(_VIDEO_PROCESSOR_CONFIG)
         ip = processor.image_processor
         vp.update(patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size, merge_size=ip.merge_size)
-        (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2))
+        write_json(vp, out / "video_preprocessor_config.json")
 
 
 #: The processor class a student folder names. transformers 5.24's ``Qwen2_5_VLProcessor`` always
@@ -168,8 +171,6 @@ def save_student_processor(processor, out_dir: str | Path) -> None:
     """Save a student's processor as an images-only one that ``AutoProcessor`` loads anywhere
     (:data:`STUDENT_PROCESSOR_CLASS`): the image processor, the tokenizer (naming its image
     token, which that class reads from it) and the chat template; no video processor."""
-    from scenefit.core.parquet_io import write_json
-
     out = Path(out_dir)
     images_only = _images_only_processor_class()(image_processor=processor.image_processor,
                                                  tokenizer=processor.tokenizer, chat_template=processor.chat_template)
@@ -187,7 +188,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class DeviceError(ValueError):
+class DeviceError(ScenefitError, ValueError):
     """A device setting this machine cannot honour (said before any weights are loaded)."""
 
 

@@ -15,8 +15,9 @@ alternatives must start with different tokens).
 
 Explanations: batched greedy generation with left padding and a bounded number of new tokens;
 by default it continues from the forced prefix, so the prefill that produces the text also
-gives the decision logits. The label reported is then the one parsed from the generated
-answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
+gives the decision logits. The label reported stays the fast decision (one decision per
+criterion, whatever ``explain`` says); the label the generated text names is kept beside it
+(``generated_label``) and the result says whether the two agree (``agrees_with_fast``).
 
 Reasoning-first students (``answer_format`` in their metadata) have no fast path: their whole
 answer is generated and the label read from its ``Final decision:`` line (None when unreadable,
@@ -356,11 +357,11 @@ class Predictor:
         rows = []
         for answer, p, fast_label in zip(answers, p_out, fast):
             parsed = parse_student_answer(answer, crit)
-            # The generated answer decides; an unreadable one falls back to the logits, and the
-            # status says so (never hidden, never a third class).
-            label = parsed.label or fast_label
-            prob = p if label is Label.OUT else 1 - p
-            rows.append(CriterionResult(crit, label, prob, p, fast_label, parsed.analysis, answer.strip(),
+            # One decision per criterion: the logits'. The generated text's own label is kept
+            # beside it (generated_label, agrees_with_fast) and its reading status says whether
+            # the explanation could be read.
+            prob = p if fast_label is Label.OUT else 1 - p
+            rows.append(CriterionResult(crit, fast_label, prob, p, fast_label, parsed.analysis, answer.strip(),
                                         parsed.label, parsed.status))
         return rows, None
 

@@ -97,7 +97,8 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
     if test:
         s, b = test.get("student", {}), test.get("base", {})
         lines += [
-            "## Test split (decision scored from the logits after the forced prefix)",
+            "## Test split (decision scored " + ("from the logits after the forced prefix)" if meta.answer_format.has_fast_path
+                                                  else "from the generated Final decision: line)"),
             "",
             "| model | accuracy vs labels | accuracy vs truth |",
             "|---|---:|---:|",

@@ -31,7 +31,7 @@ from typing import Any, Optional
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import dump_yaml
 from scenefit.core.criteria import Criterion, Label
-from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
+from scenefit.core.files import atomic_write_text, file_sha256, write_json
 from scenefit.core.records import is_synthetic
 from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat
@@ -230,7 +230,8 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool,
     the way its answer format allows (:func:`scenefit.student.decision.judge_rows`); the bare
     base is asked on the fast path (it was trained on neither format)."""
     rows = frame.to_dict("records")
-    result: dict[str, Any] = {"n": len(rows)}
+    # which decision the accuracy is of: the logits after the forced prefix, or the generated text's
+    result: dict[str, Any] = {"n": len(rows), "decision": "logits" if answer_format.has_fast_path else "generated_text"}
     preds = judge_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
     result["student"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
     if not answer_format.has_fast_path:
