@@ -78,7 +78,8 @@ def test_no_table_names_the_old_folder_and_every_image_is_found_after_the_move(m
             assert images and all(isinstance(p, dict) and p["bytes"] for p in images), table
             continue
         assert images and not any(str(old) in p for p in images), table
-    from scenefit.train.data import open_image, read_split
+    from scenefit.core.images import open_image
+    from scenefit.train.data import read_split
 
     for c in CRITERIA:
         for split in ("train", "val", "test"):
@@ -91,7 +92,8 @@ def test_the_data_stages_carry_on_from_the_moved_folder(moved_run):
     for stage in ("consensus", "split", "datasets"):
         shutil.rmtree(moved / stage)
     data_stages(moved, moved_run["config"])
-    from scenefit.train.data import open_image, read_split
+    from scenefit.core.images import open_image
+    from scenefit.train.data import read_split
 
     frame = read_split(moved / "datasets", "size", "train")
     assert all(isinstance(p, dict) and p["bytes"] for p in frame["image"])  # embedded, nothing to resolve
