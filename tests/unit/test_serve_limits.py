@@ -136,7 +136,7 @@ def test_decoded_pixels_in_flight_are_bounded():
 
         async def main():
             async with httpx.AsyncClient(base_url=base, timeout=300) as c:
-                body = {"image": b64(encoded((3000, 3000))), "object": "dog"}
+                body = {"image": b64(encoded((3000, 3000))), "object": "dog", "box": [10, 10, 2000, 2000]}
                 return await asyncio.gather(*[c.post("/v1/classify", json=body) for _ in range(6)])
 
         responses = asyncio.run(main())
@@ -165,7 +165,7 @@ def test_serve_demo_takes_the_demo_configs_limits(repo_root):
 
     path = demo_config()
     assert path is not None and path.resolve() == (repo_root / "configs" / "demo.yaml").resolve()
-    assert load_config("serve", path, None).max_image_pixels == 4_000_000  # not the 25 M default
+    assert load_config("serve", path, None).max_image_pixels == 50_000_000  # not the 25 M default: a 12 MP phone JPEG passes
 
 
 # --------------------------------------------------------------------------- smaller refusals (21.8)

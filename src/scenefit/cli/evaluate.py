@@ -83,6 +83,26 @@ def evaluate_cmd(
         print_json(headline_rows(metrics))
 
 
+def decision_line(metrics: dict) -> str:
+    """Which decision the headline scores, per criterion, and the other one beside it with their agreement."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    words = {"logits": "the logits after the forced prefix (what predict/serve report)",
+             "generated_text": "the label in the generated text"}
+    parts, scored = [], set()
+    for name in metrics.get("criteria", []):
+        d = (metrics.get(name) or {}).get("decision") or {}
+        if not d:
+            continue
+        scored.add(d["scored"])
+        if d.get("other"):
+            o = d["other"]
+            parts.append(f"{name}: logits {pct(o['balanced_accuracy'])} balanced vs teacher, agreement {pct(o['agreement'])}")
+    head = "decision scored: " + ("; ".join(words[k] for k in sorted(scored)) or "–")
+    return head + (" — the other decision beside it: " + ", ".join(parts) if parts else "")
+
+
 def print_headline(metrics: dict) -> None:
     """The headline on stderr, narrow enough for an 80-column terminal: per criterion and
     reference (teacher labels, truth when known), balanced accuracy and accuracy, each with its
@@ -113,6 +133,7 @@ def print_headline(metrics: dict) -> None:
     console.print(t)
     console.print("base: the untrained base model's balanced accuracy; majority: the share of the commonest label "
                   "(what always answering it scores)")
+    console.print(decision_line(metrics))
     unparseable = {r["criterion"]: r["unparseable"] for r in rows if r.get("unparseable")}
     if unparseable:
         console.print("unparseable answers (counted wrong): " + ", ".join(f"{k} {v}" for k, v in unparseable.items()))

@@ -18,7 +18,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -108,28 +108,36 @@ def _arrow_type(column: str, series: pd.Series) -> pa.DataType:
     return pa.string()
 
 
-def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance."""
+def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, Any]] = None,
+                types: Optional[Mapping[str, pa.DataType]] = None,
+                batches: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None, batch_rows: int = 64 * 1024,
+                schema_metadata: Optional[Mapping[bytes, bytes]] = None) -> Path:
+    """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance.
+
+    ``types`` overrides the Arrow type of named columns (a path column named there is not made
+    relative: ``batches`` gets it as given); ``batches``, when given, turns each
+    slice of ``batch_rows`` rows into what is written (one row group each, so only one slice's
+    converted rows are in memory: e.g. image bytes read per slice); ``schema_metadata`` adds keys
+    beside the provenance (e.g. ``huggingface`` features)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.parent.resolve()
-    df = df.assign(**{c: df[c].map(lambda p: portable_path(p, folder)) for c in PATH_COLUMNS if c in df.columns})
-    schema = pa.schema([pa.field(c, _arrow_type(c, df[c])) for c in df.columns])
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    types = dict(types or {})
+    # a column of a given type is written as ``batches`` makes it (e.g. an image path turned into the image)
+    df = df.assign(**{c: df[c].map(lambda p: portable_path(p, folder))
+                      for c in PATH_COLUMNS if c in df.columns and c not in types})
+    schema = pa.schema([pa.field(c, types.get(c) or _arrow_type(c, df[c])) for c in df.columns])
     # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
-    metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode()}
-    table = table.replace_schema_metadata(metadata)
+    metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode(), **(schema_metadata or {})}
+    schema = schema.with_metadata(metadata)
     with atomic_path(path) as tmp:  # a killed run never leaves half a file under the final name
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=3,
-            row_group_size=64 * 1024,
-            use_dictionary=True,
-            write_statistics=True,
-            store_schema=True,
-        )
+        with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=3, use_dictionary=True,
+                              write_statistics=True, store_schema=True) as writer:
+            for start in range(0, max(len(df), 1), batch_rows):
+                part = df.iloc[start:start + batch_rows]
+                part = batches(part) if batches is not None else part
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False),
+                                   row_group_size=batch_rows)
     return path
 
 

@@ -426,12 +426,12 @@ def write_report(metrics: dict[str, Any], out_dir: Path | str, gallery: Sequence
     return json_path, html_path
 
 
-def thumbnail_data_url(image_path: str, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
-    """A PNG data URL of an image, shrunk to ``max_px`` on its longer side, with its red box
-    drawn when the file does not already carry it."""
-    from scenefit.core.images import draw_box, load_image, png_data_url
+def thumbnail_data_url(image: Any, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
+    """A PNG data URL of an image (a path, or one embedded in a dataset row), shrunk to ``max_px``
+    on its longer side, with its red box drawn when the file does not already carry it."""
+    from scenefit.core.images import draw_box, load_stored_image, png_data_url
 
-    im = load_image(image_path)
+    im = load_stored_image(image)
     if box is not None and not boxed:
         im = draw_box(im, box)  # the one width rule, as the students saw it
     im.thumbnail((max_px, max_px))

@@ -25,6 +25,7 @@ from scenefit.core.progress import Progress
 from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import stored_image_name
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import (
@@ -33,6 +34,7 @@ from scenefit.evaluate.metrics import (
 )
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
+from scenefit.predict.items import PredictItem
 
 
 
@@ -46,6 +48,7 @@ class Answer:
     analysis: Optional[str] = None
     raw: Optional[str] = None
     status: str = "ok"
+    fast_label: Optional[Label] = None  # the logits' decision after the forced prefix (decision-first students)
 
 
 class EvaluateError(ScenefitError, ValueError):
@@ -79,13 +82,13 @@ def _clean(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and v != v) else v
 
 
-def row_sample(row: dict) -> Sample:
-    """A Sample of one dataset row (its image already carries the red box)."""
+def row_sample(row: dict) -> PredictItem:
+    """The predictor's item of one dataset row (its image, a path or embedded in the row, already
+    carries the red box)."""
     box = _clean(row.get("box"))
-    box = None if box is None else [float(x) for x in box]
-    return Sample(id=str(row["id"]), image=str(row["image"]), object=str(row["object"]), box=box,
-                  group=_clean(row.get("group")), scene=_clean(row.get("scene")), boxed=True,
-                  synthetic=bool(_clean(row.get("synthetic")) or False))
+    box = None if box is None else tuple(float(x) for x in box)
+    image = row["image"] if isinstance(row["image"], dict) else str(row["image"])
+    return PredictItem(image, str(row["object"]), box, True, str(row["id"]))
 
 
 # ---------------------------------------------------------------- answers from a predictor
@@ -123,7 +126,8 @@ def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
         if prob is not None and label is not None:
             p_out = float(prob) if label is Label.OUT else 1.0 - float(prob)
     status = _field(res, "status") or ("ok" if label is not None else "unparseable")
-    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status))
+    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status),
+                  as_label(_field(res, "fast_label")))
 
 
 class BaseOnly:
@@ -139,7 +143,7 @@ class BaseOnly:
 
 
 def collect_answers(
-    predictor: Any, samples: Sequence[Sample], criteria: Sequence[str], explain: bool, chunk: int = 32,
+    predictor: Any, samples: Sequence[Sample | PredictItem], criteria: Sequence[str], explain: bool, chunk: int = 32,
     progress: Optional[Progress] = None,
 ) -> tuple[dict[str, list[Answer]], list[dict]]:
     """Answers per criterion for every sample, and one error dict per sample that failed.
@@ -151,14 +155,14 @@ def collect_answers(
     out: dict[str, list[Answer]] = {c.value: [] for c in crits}
     errors: list[dict] = []
 
-    def _take(part: Sequence[Sample], preds: Sequence[Any]) -> None:
+    def _take(part: Sequence[Sample | PredictItem], preds: Sequence[Any]) -> None:
         if len(preds) != len(part):
             raise RuntimeError(f"the predictor returned {len(preds)} predictions for {len(part)} items")
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
                 code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
-                errors.append(error_row(smp.id, code, message, image=str(smp.image)))
+                errors.append(error_row(smp.id, code, message, image=stored_image_name(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -173,7 +177,7 @@ def collect_answers(
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
                     errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
-                                            image=str(smp.image)))
+                                            image=stored_image_name(smp.image)))
         if progress:
             progress.advance(len(part))
     return out, errors
@@ -269,7 +273,24 @@ def criterion_metrics(
     m["errors_by_scene"] = error_breakdown(scenes, teacher, _labels(student), cfg.top_confusions)
     m["top_confusions"] = top_confusions(objects, teacher, _labels(student), cfg.top_confusions)
     m["parse_status"] = pd.Series([a.status for a in student], dtype=object).value_counts().to_dict()
+    m["decision"] = decision_block(teacher, student)
     return m
+
+
+def decision_block(teacher: Sequence[Any], student: Sequence[Answer]) -> dict[str, Any]:
+    """Which decision the criterion's numbers score — ``generated_text`` (explanations were
+    generated, or a reasoning-first student) or ``logits`` (the fast path) — and, where the other
+    exists too (explained decision-first students), its balanced accuracy vs the teacher and the
+    share of answers on which the two agree (an unreadable text counts as a disagreement)."""
+    scored = "generated_text" if any(a.raw is not None for a in student) else "logits"
+    out: dict[str, Any] = {"scored": scored, "other": None}
+    fast = [a.fast_label for a in student]
+    if scored == "generated_text" and student and all(f is not None for f in fast):
+        other = label_metrics(teacher, fast)
+        out["other"] = {"decision": "logits", "balanced_accuracy": other.get("balanced_accuracy"),
+                        "accuracy": other.get("accuracy"),
+                        "agreement": sum(a.label is a.fast_label for a in student) / len(student)}
+    return out
 
 
 def fused_metrics(
@@ -442,6 +463,7 @@ def evaluate_dirs(
             g["thumbnail"] = thumbnail_data_url(g["image"], g["box"], True, cfg.thumbnail_px)
         except Exception as e:  # noqa: BLE001 — a missing thumbnail must not lose the report
             g["image_error"] = f"{type(e).__name__}: {e}"
+        g["image"] = stored_image_name(g["image"])  # the report names an embedded image, never carries its bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = [answers_table(student, "student")] + ([answers_table(baseline, "baseline")] if baseline else [])

@@ -2,7 +2,8 @@
 
 An item is a :class:`~scenefit.core.records.Sample`, a :class:`PredictItem`, a mapping with the
 keys ``image, object, box, boxed`` (and optionally ``id``), or a tuple
-``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path or a PIL image.
+``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path, a PIL image or
+an image embedded in a dataset row (``{"bytes", "path"}``, as ``scenefit datasets`` writes it).
 
 The box is read by :func:`scenefit.core.images.parse_box` and placed by
 :func:`scenefit.core.images.check_box` (the rules of ``scenefit ingest`` and ``scenefit serve``: a small
@@ -20,7 +21,9 @@ from typing import Any, Optional, Sequence, Union
 from PIL import Image
 
 from scenefit.core.errors import ScenefitError
-from scenefit.core.images import REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_image, parse_box
+from scenefit.core.images import (
+    REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_stored_image, parse_box,
+)
 from scenefit.core.records import Sample
 from scenefit.core.text import UnsafeText, check_object_name
 
@@ -111,11 +114,12 @@ def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color:
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageError("too_large", f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,}")
             image = item.image
-        elif isinstance(item.image, (str, os.PathLike)) and str(item.image).strip():
+        elif isinstance(item.image, dict) or (isinstance(item.image, (str, os.PathLike)) and str(item.image).strip()):
             kwargs = {"max_pixels": max_pixels} if max_pixels is not None else {}
-            image = load_image(item.image, **kwargs)
+            image = load_stored_image(item.image, **kwargs)  # a path, or an image embedded in a dataset row
         else:
-            raise ItemError("bad_item", f"{where}: image must be a path or a PIL image, got {type(item.image).__name__}")
+            raise ItemError("bad_item", f"{where}: image must be a path, a PIL image or an embedded image "
+                                        f"{{'bytes', 'path'}}, got {type(item.image).__name__}")
         if box is not None:
             box = check_box(box, image.size)  # ingest's and serve's rule: a known box must lie on the image
         if item.boxed:

@@ -15,8 +15,9 @@ alternatives must start with different tokens).
 
 Explanations: batched greedy generation with left padding and a bounded number of new tokens;
 by default it continues from the forced prefix, so the prefill that produces the text also
-gives the decision logits. The label reported is then the one parsed from the generated
-answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
+gives the decision logits. The label reported stays the fast decision (one decision per
+criterion, whatever ``explain`` says); the label the generated text names is kept beside it
+(``generated_label``) and the result says whether the two agree (``agrees_with_fast``).
 
 Reasoning-first students (``answer_format`` in their metadata) have no fast path: their whole
 answer is generated and the label read from its ``Final decision:`` line (None when unreadable,
@@ -121,7 +122,7 @@ class Predictor:
         infos = find_students(students, wanted)
         base_ref = choose_base(infos, base or cfg.base)
         dev = cfg.device or default_device()
-        model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
+        model = _load_base(base_ref, cfg, dev, given=bool(base or cfg.base))
         first, *rest = infos.values()
         # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
         with _adapter_load(first):
@@ -375,11 +376,11 @@ class Predictor:
         rows = []
         for answer, p, fast_label in zip(answers, p_out, fast):
             parsed = parse_student_answer(answer, crit)
-            # The generated answer decides; an unreadable one falls back to the logits, and the
-            # status says so (never hidden, never a third class).
-            label = parsed.label or fast_label
-            prob = p if label is Label.OUT else 1 - p
-            rows.append(CriterionResult(crit, label, prob, p, fast_label, parsed.analysis, answer.strip(),
+            # One decision per criterion: the logits'. The generated text's own label is kept
+            # beside it (generated_label, agrees_with_fast) and its reading status says whether
+            # the explanation could be read.
+            prob = p if fast_label is Label.OUT else 1 - p
+            rows.append(CriterionResult(crit, fast_label, prob, p, fast_label, parsed.analysis, answer.strip(),
                                         parsed.label, parsed.status))
         return rows, None
 
@@ -441,6 +442,17 @@ class Predictor:
         from peft.tuners.lora import LoraLayer
 
         return any(isinstance(m, LoraLayer) and ".visual." in f".{name}." for name, m in self.model.named_modules())
+
+
+def _load_base(base_ref: str, cfg: PredictConfig, device: str, given: bool):
+    """The students' base model; a base that does not load is a StudentError naming it and
+    where it came from (never an OSError a server would take for its socket)."""
+    try:
+        return load_model(base_ref, dtype=cfg.dtype, device=device, attn_implementation=cfg.attn_implementation)
+    except OSError as e:
+        source = "given as --base (Python: base=)" if given else "found from the students' record"
+        raise StudentError(f"cannot load the base model {base_ref} ({source}): {e}; "
+                           "pass --base FOLDER_OR_HUB_ID") from e
 
 
 def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype: str, batch_size: int,

@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scenefit.core.criteria import CRITERIA, Criterion
-from scenefit.core.images import parse_box
+from scenefit.core.images import find_box_outline, parse_box
 from scenefit.core.records import is_synthetic
 from scenefit.serve.batching import BatcherClosed, MicroBatcher, ModelTurns
 from scenefit.serve.openai_server import CHAT_PATH, DECODED_IMAGES_SCOPE_KEY, PromptGuard
@@ -146,7 +146,19 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecodi
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
     image = decoding.load(fields["image"])
     pixel_box = place_box(box, image.info.get("original_size", image.size), image.size) if box is not None else None
+    if box is None:
+        require_box_outline(image, decoding.box_color)
     return (image, obj, pixel_box, boxed), explain
+
+
+def require_box_outline(image, color: Sequence[int]) -> None:
+    """An image sent without ``box`` must show its box: a rectangle outline in the box colour
+    (:func:`scenefit.core.images.find_box_outline`, run on the image as decoded for the model),
+    else 422 ``no_red_box`` — three verdicts about nothing in particular would be worse."""
+    if find_box_outline(image, color) is None:
+        raise ApiError(422, "no_red_box", f"no box given and no rectangle outline in the box colour {tuple(color)} found "
+                                          "in the image (as scaled for the model): send 'box' (x0,y0,x1,y1 in pixels) "
+                                          "or draw the box")
 
 
 class ImageDecoding:
@@ -156,9 +168,10 @@ class ImageDecoding:
     allocator keeps a heap per thread that decoded a large image, so decoding on the server's
     general thread pool (up to 40 threads) left gigabytes resident after a burst."""
 
-    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int]):
+    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int], box_color: Sequence[int] = (255, 0, 0)):
         self.cfg = cfg
         self.fit_pixels = fit_pixels
+        self.box_color = tuple(box_color)  # the colour an image sent without a box must show its box in
         self.budget = PixelBudget(cfg.decode_pixels_in_flight)
         self.executor = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="scenefit-decode")
 
@@ -167,7 +180,15 @@ class ImageDecoding:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
     def load(self, raw: bytes):
-        return load_image_bytes(raw, **self.options())
+        try:
+            return load_image_bytes(raw, **self.options())
+        except ApiError as e:
+            if e.code != "too_large":
+                raise
+            # say which setting refused it, and how to raise it
+            raise ApiError(e.status_code, e.code, f"{e.message}: the server's cap is serve.max_image_pixels = "
+                                     f"{self.cfg.max_image_pixels:,} (raise it with --max-image-pixels or "
+                                     "--set max_image_pixels=N; images are scaled down while decoding)") from None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of scenefit.core.images.load_image_bytes (the chat route decodes with them)."""
@@ -307,7 +328,8 @@ def create_app(
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
-    decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor))
+    decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor),
+                             getattr(getattr(predictor, "config", None), "box_color", (255, 0, 0)))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
         with lock.hold("classify"):
@@ -429,10 +451,13 @@ def serve_students(
     on_ready: Optional[Callable[[str], None]] = None,
 ) -> None:
     """Load the students once (one base + adapters) and serve them until interrupted."""
-    from scenefit.predict import Predictor
+    from scenefit.predict import Predictor, StudentError
     from scenefit.serve.openai_server import run_app
 
-    predictor = Predictor.from_students(students, config=predict_cfg)
+    try:
+        predictor = Predictor.from_students(students, config=predict_cfg)
+    except OSError as e:  # a file of the students or their base: not the socket the CLI would blame
+        raise StudentError(f"cannot load the students from {students}: {e}") from e
     note = predictor.fast_path_note()
     if note:  # /v1/classify generates their answers whatever `explain` says
         print(f"note: {note}; /v1/classify generates their answers even with explain=false", file=sys.stderr)

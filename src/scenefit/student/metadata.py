@@ -9,6 +9,7 @@ student prompt version).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,14 @@ class StudentMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     criterion: str = Field(description="The criterion this student answers (machine name).")
-    base_model: Optional[str] = Field(default=None, description="Base model the adapter was trained on "
-                                      "(folder or hub id; a relative folder resolves against the student).")
+    base_model: Optional[str] = Field(default=None, description="Base model the adapter was trained on, as the "
+                                      "user named it: a hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct), else the base "
+                                      "folder's own name. Older files hold the path as given (resolved as before).")
+    base_model_path: Optional[str] = Field(default=None, description="Absolute path of the base folder at training "
+                                           "time; null when the base was a hub id.")
+    base_model_relative: Optional[str] = Field(default=None, description="Path of the base folder relative to the "
+                                               "students folder (the one holding this student's folder), so a run "
+                                               "moved whole finds its base; null when the base was a hub id.")
     prompt_version: Optional[str] = Field(default=None, description="Student prompt file version and hash.")
     answer_format: AnswerFormat = Field(default=AnswerFormat.DECISION_FIRST, description=(
         "Answer layout the student was trained on: decision_first (fast path possible) or reasoning_first "
@@ -80,6 +87,24 @@ class StudentMeta(BaseModel):
         """Trained on the synthetic world, or a toy student: what it says carries the SYNTHETIC
         notice wherever it is shown (predict, serve, evaluate)."""
         return bool(self.synthetic or self.toy)
+
+
+def base_record(base: str, students_root: Path | str) -> dict[str, Optional[str]]:
+    """How a student records its base (the ``base_model*`` fields): an existing folder as its own
+    name, its absolute path and its path relative to ``students_root`` (the folder that holds the
+    student folders); anything else as the hub id given."""
+    folder = Path(base).expanduser()
+    if not folder.is_dir():
+        return {"base_model": base, "base_model_path": None, "base_model_relative": None}
+    folder = folder.resolve()
+    return {"base_model": folder.name, "base_model_path": str(folder),
+            "base_model_relative": os.path.relpath(folder, Path(students_root).resolve())}
+
+
+def loadable_base(record: dict[str, Optional[str]]) -> str:
+    """What PEFT and vLLM can load from any working folder: the absolute path of a folder base,
+    else the hub id (``adapter_config.json``'s ``base_model_name_or_path``)."""
+    return record.get("base_model_path") or record["base_model"]
 
 
 def write_student_meta(meta: StudentMeta, folder: Path | str) -> Path:
