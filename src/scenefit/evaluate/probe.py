@@ -71,17 +71,23 @@ def fit_probe(features, labels: Sequence[Any], seed: int = 0):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    import warnings
+
     y = [str(v) for v in labels]
     folds = max(2, min(5, min(y.count(v) for v in set(y))))
     clf = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, class_weight="balanced", scoring="balanced_accuracy",
                                max_iter=5000, random_state=seed)
-    return make_pipeline(StandardScaler(), clf).fit(features, y)
+    with warnings.catch_warnings():  # scikit-learn 1.9 announces changes of defaults this probe does not use
+        warnings.simplefilter("ignore", FutureWarning)
+        return make_pipeline(StandardScaler(), clf).fit(features, y)
 
 
 def probe_criterion(model, processor, train_rows: Sequence[dict], test_rows: Sequence[dict], batch_size: int = 16,
                     progress: Optional[Callable[[int], None]] = None, seed: int = 0) -> dict[str, Any]:
     """One criterion's probe block: fitted on ``train_rows``' labels, scored on ``test_rows``
     against their labels (``student``-style metrics) and their truth (``vs_truth``, None without)."""
+    import numpy as np
+
     from scenefit.evaluate.metrics import as_label
 
     usable = [r for r in train_rows if as_label(r.get("label")) is not None]
@@ -94,7 +100,7 @@ def probe_criterion(model, processor, train_rows: Sequence[dict], test_rows: Seq
     truth = [r.get("truth") for r in test_rows]
     vs_truth = label_metrics(truth, predicted) if any(as_label(t) is not None for t in truth) else None
     return {"available": True, "features": FEATURES, "train_rows": len(usable), "test_rows": len(test_rows),
-            "C": float(pipe[-1].C_[0]), "fitted_on": "the training split's labels (the designated teacher's)",
+            "C": float(np.ravel(pipe[-1].C_)[0]), "fitted_on": "the training split's labels (the designated teacher's)",
             "vs_teacher": label_metrics([r.get("label") for r in test_rows], predicted), "vs_truth": vs_truth,
             "labels": predicted}
 
