@@ -203,7 +203,7 @@ def table(runs: dict[int, dict], ablation: Optional[dict], smoke: bool, threads:
 
 def write_between_markers(doc: Path, text: str) -> None:
     """Replace what lies between BEGIN and END in ``doc`` (appended at the end when absent)."""
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     body = doc.read_text() if doc.is_file() else ""
     block = f"{BEGIN}\n{text}{END}"

@@ -61,7 +61,7 @@ def evaluate_cmd(
             fail(f"{label} {path}: not a folder")
     try:
         with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
-            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bars.bar)
+            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress=bars)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))
         return

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fhelp, load_config
 
@@ -58,9 +59,10 @@ def tiny_model_cmd(
     pretrained = bool(cfg.vision_pretrain_steps or cfg.knowledge_pretrain_steps)
     how = "built"
     if cache:
-        out, how = cached_tiny_model(out_dir, cfg, progress=pretrained, log=lambda line: console.print(f"[yellow]{line}[/]"))
+        out, how = cached_tiny_model(out_dir, cfg, progress=Progress(enabled=True) if pretrained else None,
+                                     log=lambda line: console.print(f"[yellow]{line}[/]"))
     elif pretrained:
-        out = build_tiny_model(out_dir, cfg, progress=True)
+        out = build_tiny_model(out_dir, cfg, progress=Progress(enabled=True))
     else:
         with console.status("building tiny Qwen2.5-VL"):
             out = build_tiny_model(out_dir, cfg)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
+from scenefit.core.progress import Progress
+
 from scenefit.evaluate.metrics import label_metrics
 
 #: Regularisation strengths tried by the cross-validation (inverse of the L2 penalty).
@@ -34,8 +36,7 @@ FEATURES = ("the base's hidden state at the decision position in every layer, an
             "the sequence (prompt, image and answer prefix as a student sees them)")
 
 
-def probe_features(model, processor, rows: Sequence[dict], batch_size: int = 16,
-                   progress: Optional[Callable[[int], None]] = None):
+def probe_features(model, processor, rows: Sequence[dict], batch_size: int = 16, progress: Optional[Progress] = None):
     """Feature matrix (rows × features, float32 numpy) of ``rows`` (dataset rows with ``prompt``,
     ``system`` and ``image``) from the frozen ``model``."""
     import numpy as np
@@ -58,7 +59,7 @@ def probe_features(model, processor, rows: Sequence[dict], batch_size: int = 16,
                 last = [h[:, -1, :] for h in hidden]  # left padding: the decision position is the last
                 chunks.append(torch.cat([*last, mean], dim=-1).float().cpu().numpy())
                 if progress:
-                    progress(len(part))
+                    progress.advance(len(part))
     finally:
         model.train(was_training)
     return np.concatenate(chunks).astype(np.float32)
@@ -83,7 +84,7 @@ def fit_probe(features, labels: Sequence[Any], seed: int = 0):
 
 
 def probe_criterion(model, processor, train_rows: Sequence[dict], test_rows: Sequence[dict], batch_size: int = 16,
-                    progress: Optional[Callable[[int], None]] = None, seed: int = 0) -> dict[str, Any]:
+                    progress: Optional[Progress] = None, seed: int = 0) -> dict[str, Any]:
     """One criterion's probe block: fitted on ``train_rows``' labels, scored on ``test_rows``
     against their labels (``student``-style metrics) and their truth (``vs_truth``, None without)."""
     import numpy as np
@@ -105,7 +106,8 @@ def probe_criterion(model, processor, train_rows: Sequence[dict], test_rows: Seq
             "labels": predicted}
 
 
-def run_probes(base: Optional[str], data_dir, frames: dict, cfg, bar: Callable[[str, int], Any]) -> dict[str, dict]:
+def run_probes(base: Optional[str], data_dir, frames: dict, cfg,
+               bar: Callable[[str, int], Optional[Progress]]) -> dict[str, dict]:
     """Each criterion's probe block for ``frames`` (the evaluated split's rows, per criterion),
     fitted on DATA/<criterion>/train.parquet with the frozen ``base`` loaded once; a block saying
     why where the probe cannot run (no base named, no training rows)."""

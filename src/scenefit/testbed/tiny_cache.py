@@ -38,7 +38,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional
 
+from scenefit.core.files import atomic_path, file_sha256, write_json
+
 if TYPE_CHECKING:
+    from scenefit.core.progress import Progress
     from scenefit.testbed.tiny_model import TinyModelConfig
 
 #: Format of cache-entry.json and of the key's inputs (bumped when either changes).
@@ -106,14 +109,6 @@ def cache_key(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name != ENTRY_FILE)
 
@@ -133,7 +128,7 @@ def verify_entry(entry: Path, key: str) -> Optional[str]:
     if present != set(files):
         return f"files differ from the record (extra {sorted(present - set(files))}, missing {sorted(set(files) - present)})"
     for name, digest in files.items():
-        if _sha256(entry / name) != digest:
+        if file_sha256(entry / name) != digest:
             return f"{name} does not match its SHA-256"
     return None
 
@@ -150,8 +145,6 @@ def _discard(entry: Path) -> None:
 
 def copy_model(src: Path, out: Path) -> Path:
     """Copy a model folder's files into ``out``, each through a temporary name, ``scenefit_tiny.json`` last."""
-    from scenefit.core.parquet_io import atomic_path
-
     out.mkdir(parents=True, exist_ok=True)
     files = _files(src)
     for path in sorted(files, key=lambda p: p.name == LAST_FILE):
@@ -172,7 +165,7 @@ def _prune(models: Path, keep: int = KEEP_ENTRIES) -> None:
         shutil.rmtree(left, ignore_errors=True)
 
 
-def cached_tiny_model(out_dir: str | Path, cfg: TinyModelConfig, progress: bool = False,
+def cached_tiny_model(out_dir: str | Path, cfg: TinyModelConfig, progress: Optional[Progress] = None,
                       cache_dir: Optional[str | Path] = None, log=None) -> tuple[Path, How]:
     """The tiny model of ``cfg`` in ``out_dir``: copied from a verified cache entry when there is
     one ("reused"), else built into the cache and copied ("built"); built straight into
@@ -202,8 +195,8 @@ def cached_tiny_model(out_dir: str | Path, cfg: TinyModelConfig, progress: bool 
         return build_tiny_model(out, cfg, progress=progress), "uncached"
     try:
         build_tiny_model(staging, cfg, progress=progress)
-        record = {"key": key, "inputs": inputs, "files": {p.name: _sha256(p) for p in _files(staging)}}
-        (staging / ENTRY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        record = {"key": key, "inputs": inputs, "files": {p.name: file_sha256(p) for p in _files(staging)}}
+        write_json(record, staging / ENTRY_FILE)
         try:
             os.rename(staging, entry)  # atomic; fails when another builder's entry got there first
         except OSError:

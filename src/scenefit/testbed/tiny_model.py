@@ -16,6 +16,8 @@ from typing import Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from scenefit.core.progress import Progress
+from scenefit.core.files import write_json
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, LABELS
 
@@ -93,6 +95,7 @@ class TinyModelConfig(StageConfig):
         "gain little from a second thread, and on busy cores idle threads spin (measured 7x the CPU time on 2 shared "
         "cores); the build's figures are then the same on machines with any number of cores.",
     )
+
 
     @field_validator("num_heads")
     @classmethod
@@ -271,7 +274,7 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _pretrain(model, image_processor, tokenizer, cfg: TinyModelConfig, progress: bool):
+def _pretrain(model, image_processor, tokenizer, cfg: TinyModelConfig, progress: Optional[Progress]):
     """The vision pretraining (when asked for), the processor, then the knowledge pretraining
     (when asked for): ``(vision record, processor, knowledge record)``, records None when skipped."""
     from scenefit.models.loading import build_processor
@@ -298,7 +301,8 @@ def _pretrain(model, image_processor, tokenizer, cfg: TinyModelConfig, progress:
     return vision_record, processor, knowledge_record
 
 
-def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None, progress: bool = False) -> Path:
+def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
+                     progress: Optional[Progress] = None) -> Path:
     """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
     minute more with ``vision_pretrain_steps`` and half a minute with ``knowledge_pretrain_steps``,
     whose progress bars ``progress`` shows)."""
@@ -341,8 +345,6 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     # the machine's arithmetic, which the pretraining's figures depend on (docs/demo-results.md)
     built_with = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                   "pretrain_threads": cfg.pretrain_threads or torch.get_num_threads()}
-    (out / "scenefit_tiny.json").write_text(
-        json.dumps({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
-                    "knowledge_pretraining": knowledge_record, "built_with": built_with}, indent=2)
-    )
+    write_json({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
+                "knowledge_pretraining": knowledge_record, "built_with": built_with}, out / "scenefit_tiny.json")
     return out
