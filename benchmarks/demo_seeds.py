@@ -8,9 +8,10 @@ every seed in it moved by ``k * SEED_STRIDE`` (the tiny model's weights and both
 worlds, the demo world, the split, the datasets, the training): tiny-model, synth, ingest,
 annotate, consensus, split, datasets, train, evaluate — the verbs and arguments of ``make demo``,
 run in this process, each stage's output in ``OUT/seed-k/logs/``. Evaluation also fits the
-linear probe on the frozen base (``evaluate.probe``). Then the **ablation**: seed 0's datasets,
-students trained the same way on a tiny base that is *not* pretrained (no vision, no knowledge
-pretraining), evaluated the same way. Finished stages are skipped on a rerun (``OUT/seed-k/.done/``).
+linear probe on the frozen base (``evaluate.probe``). Then the **ablation**: seed 0's pipeline
+again (the same world, labels and datasets: they do not depend on the model) with a tiny base that
+is *not* pretrained (no vision, no knowledge pretraining). Finished stages are skipped on a rerun
+(``OUT/seed-k/.done/``); ``--only`` runs one part, so parts can run side by side.
 
 The table (mean ± standard deviation over the seeds, min–max beside it; balanced accuracy vs
 the synthetic truth on each seed's test split) goes to stdout, to ``OUT/table.md`` and, unless
@@ -98,12 +99,10 @@ def run_verb(args: list[str], log: Path, stdout: Optional[Path] = None) -> None:
                 raise RuntimeError(f"scenefit {args[0]} exited {e.code}; see {log}") from None
 
 
-def pipeline(d: Path, config: Path, stages: list[str], shared: Optional[Path] = None) -> dict[str, float]:
-    """The demo's stages into ``d`` (``make demo``'s arguments), skipping those already done;
-    ``shared``: take the datasets (and world) from that run instead of making them. Returns the
-    seconds each stage took in this call."""
+def pipeline(d: Path, config: Path, stages: list[str]) -> dict[str, float]:
+    """The demo's stages into ``d`` (``make demo``'s arguments), skipping those already done.
+    Returns the seconds each stage took in this call."""
     c = str(config)
-    src = shared or d
     commands = {
         "model": (["tiny-model", f"{d}/model", "--config", c], None),
         "world": (["synth", "--config", c, "--out", f"{d}/world"], None),
@@ -114,10 +113,10 @@ def pipeline(d: Path, config: Path, stages: list[str], shared: Optional[Path] = 
                        f"{d}/ingest/manifest.parquet", "--out", f"{d}/consensus", "--config", c], None),
         "split": (["split", f"{d}/consensus/consensus.parquet", "--out", f"{d}/split", "--config", c], None),
         "datasets": (["datasets", f"{d}/split", "--out", f"{d}/datasets", "--config", c], None),
-        "train": (["train", "--criterion", "all", "--data", f"{src}/datasets", "--model", f"{d}/model", "--out",
+        "train": (["train", "--criterion", "all", "--data", f"{d}/datasets", "--model", f"{d}/model", "--out",
                    f"{d}/students", "--config", c], d / "students.json"),
-        "evaluate": (["evaluate", "--students", f"{d}/students", "--data", f"{src}/datasets", "--split", "test",
-                      "--out", f"{d}/report", "--originals", f"{src}/world/originals/manifest.parquet", "--config", c],
+        "evaluate": (["evaluate", "--students", f"{d}/students", "--data", f"{d}/datasets", "--split", "test",
+                      "--out", f"{d}/report", "--originals", f"{d}/world/originals/manifest.parquet", "--config", c],
                      None),
     }
     seconds = {}
@@ -225,7 +224,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "demo-results.md", help="Markdown file to write the table into.")
     ap.add_argument("--no-write", action="store_true", help="Print the table only.")
     ap.add_argument("--only", default=None, help="Run one part and stop without a table: seed-K, or ablation "
-                    "(after seed-0's datasets exist); to run parts in parallel, then rerun without it for the table.")
+                    "; to run parts side by side, then rerun without it for the table.")
     args = ap.parse_args(argv)
 
     import torch
@@ -247,7 +246,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_ablation:
         d = args.out / "ablation-not-pretrained"
         cfg = write_config(seeded_config(base, 0, args.smoke, pretrained=False), d / "config.yaml")
-        pipeline(d, cfg, ["model", "train", "evaluate"], shared=args.out / "seed-0")
+        pipeline(d, cfg, stages)
         ablation = read_run(d)
         if args.only:
             return 0
