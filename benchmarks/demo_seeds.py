@@ -10,8 +10,9 @@ annotate, consensus, split, datasets, train, evaluate — the verbs and argument
 run in this process, each stage's output in ``OUT/seed-k/logs/``. Evaluation also fits the
 linear probe on the frozen base (``evaluate.probe``). Then the **ablation**: seed 0's pipeline
 again (the same world, labels and datasets: they do not depend on the model) with a tiny base that
-is *not* pretrained (no vision, no knowledge pretraining). Finished stages are skipped on a rerun
-(``OUT/seed-k/.done/``); ``--only`` runs one part, so parts can run side by side.
+is *not* pretrained (no vision, no knowledge pretraining). Stages finished with the same config
+and code are skipped on a rerun (``OUT/seed-k/.done/``); ``--only`` runs one part, so parts can
+run side by side.
 
 The table (mean ± standard deviation over the seeds, min–max beside it; balanced accuracy vs
 the synthetic truth on each seed's test split) goes to stdout, to ``OUT/table.md`` and, unless
@@ -100,9 +101,15 @@ def run_verb(args: list[str], log: Path, stdout: Optional[Path] = None) -> None:
 
 
 def pipeline(d: Path, config: Path, stages: list[str]) -> dict[str, float]:
-    """The demo's stages into ``d`` (``make demo``'s arguments), skipping those already done.
-    Returns the seconds each stage took in this call."""
+    """The demo's stages into ``d`` (``make demo``'s arguments), skipping those already done with
+    the same config and code (a stage after a redone one is redone too). Returns the seconds each
+    stage took in this call."""
+    import hashlib
+
+    from scenefit.testbed.tiny_cache import code_digest
+
     c = str(config)
+    version = hashlib.sha256(config.read_bytes() + code_digest().encode()).hexdigest()[:16]
     commands = {
         "model": (["tiny-model", f"{d}/model", "--config", c], None),
         "world": (["synth", "--config", c, "--out", f"{d}/world"], None),
@@ -120,16 +127,18 @@ def pipeline(d: Path, config: Path, stages: list[str]) -> dict[str, float]:
                      None),
     }
     seconds = {}
+    redo = False
     for name in stages:
         done = d / ".done" / name
-        if done.exists():
+        if not redo and done.is_file() and json.loads(done.read_text()).get("version") == version:
             continue
+        redo = True
         args, stdout = commands[name]
         t0 = time.time()
         run_verb(args, d / "logs" / f"{name}.log", stdout)
         seconds[name] = round(time.time() - t0, 1)
         done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps({"seconds": seconds[name]}))
+        done.write_text(json.dumps({"seconds": seconds[name], "version": version}))
         print(f"  {d.name}: {name} {seconds[name]:.0f} s", file=sys.stderr, flush=True)
     return seconds
 
