@@ -116,13 +116,13 @@ def run_probes(base: Optional[str], data_dir, frames: dict, cfg,
 
     if not base:
         return {name: {"available": False, "reason": "no base model named"} for name in frames}
-    model = load_model(base, dtype=cfg.dtype, device=cfg.device)
+    model = load_model(base, dtype=cfg.predict.dtype, device=cfg.predict.device)
     processor = load_processor(base, padding_side="left")
     train = load_split(data_dir, list(frames), "train")
     out = {}
     for name, df in frames.items():
         rows = df.to_dict("records")
         tr = train[name].to_dict("records")
-        out[name] = probe_criterion(model, processor, tr, rows, cfg.batch_size,
+        out[name] = probe_criterion(model, processor, tr, rows, cfg.predict.batch_size,
                                     bar(f"probe · {name}", len(tr) + len(rows)), cfg.probe_seed)
     return out

@@ -435,7 +435,7 @@ def evaluate_dirs(
         out: dict[str, list[Answer]] = {}
         for name, df in frames.items():
             samples = [row_sample(r) for r in df.to_dict("records")]
-            got, errs = collect_answers(predictor, samples, [name], explain, chunk=cfg.batch_size * 2,
+            got, errs = collect_answers(predictor, samples, [name], explain, chunk=cfg.predict.batch_size * 2,
                                         progress=bar(f"{tag} · {name}", len(samples)))
             failures.extend({**e, "stage": f"{tag}/{name}"} for e in errs)
             failed = {e["id"] for e in errs}
@@ -456,10 +456,10 @@ def evaluate_dirs(
     shortcut = None
     if originals:
         shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
-                                         chunk=cfg.batch_size * 2, progress=bar("shortcut test", len(originals)))
+                                         chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)))
         failures.extend({**e, "stage": "shortcut"} for e in errs)
     probes = None
-    base_model = getattr(student_predictor, "base", None) or cfg.base
+    base_model = getattr(student_predictor, "base", None) or cfg.predict.base
     if cfg.probe:
         from scenefit.evaluate.probe import run_probes
 
@@ -494,9 +494,8 @@ def evaluate_dirs(
 def build_predictors(students_dir: Path | str, cfg: EvaluateConfig) -> tuple[Any, Any]:
     """The students' predictor (one base + one adapter per criterion) and, when
     ``cfg.baseline``, the same model with its adapters switched off."""
-    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.predict import Predictor
 
-    pcfg = PredictConfig(base=cfg.base, criteria=cfg.criteria, device=cfg.device, dtype=cfg.dtype,
-                         batch_size=cfg.batch_size, explain=cfg.explain, max_new_tokens=cfg.max_new_tokens)
-    student = Predictor.from_students(students_dir, base=cfg.base, config=pcfg)
+    pcfg = cfg.predict.model_copy(update={"criteria": cfg.criteria, "explain": cfg.explain})
+    student = Predictor.from_students(students_dir, base=pcfg.base, config=pcfg)
     return student, (BaseOnly(student) if cfg.baseline else None)

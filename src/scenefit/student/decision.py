@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import open_image
 from scenefit.core.progress import Progress
 from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
 from scenefit.student.chat import student_prompt_text
@@ -97,12 +98,6 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
         raise DecisionTokenError("a batch row does not end with the answer prefix tokens (is padding on the right?)")
     logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
     return two_way(logits, first)
-
-
-def open_image(row: dict):
-    from scenefit.train.data import open_image as _open
-
-    return _open(row)
 
 
 def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None):
