@@ -68,6 +68,21 @@ class EvaluateConfig(StageConfig):
         description="A student is called robust in the shortcut test when at least this share of its answers on "
         "unmodified images is in-context.",
     )
+    shortcut_min_recall: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The shortcut test calls a criterion robust only when its out-of-context recall on the evaluated "
+        "split (vs the truth where known) is at least this too: a student that answers In to everything is 100 % "
+        "in-context on unmodified images.",
+    )
+    probe: bool = Field(
+        default=False,
+        description="Also fit a linear probe (logistic regression) on the frozen base's features with the training "
+        "split's labels and score it on the evaluated split: what the base's features carry before any student "
+        "(scenefit.evaluate.probe; one forward pass over the train and evaluated rows).",
+    )
+    probe_seed: int = Field(default=0, description="Seed of the probe's cross-validation folds.")
     calibration_bins: int = Field(default=10, ge=2, le=50, description="Bins of the reliability (calibration) plot.")
     gallery_size: int = Field(default=12, ge=0, le=200, description="Worst errors shown in the report's gallery.")
     top_confusions: int = Field(

@@ -255,15 +255,25 @@ def calibration_blocks(p_out: Sequence[Optional[float]], df: pd.DataFrame, bins:
     return {**flat, **blocks}
 
 
+def probe_keys(block: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The linear probe's headline keys (``probe_balanced_accuracy_vs_truth``, ...) from its block
+    (:func:`scenefit.evaluate.probe.probe_criterion`); all None without one."""
+    ok = block is not None and block.get("available")
+    return {**_headline_keys(block["vs_teacher"] if ok else None, "probe_"),
+            **_headline_keys(block["vs_truth"] if ok else None, "probe_", "_vs_truth")}
+
+
 def criterion_metrics(
     name: str, df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]],
-    cfg: EvaluateConfig,
+    cfg: EvaluateConfig, probe: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """All numbers of one criterion: headline keys first, full blocks below."""
     teacher = list(df["label"])
     truth = list(df["truth"]) if "truth" in df else [None] * len(df)
     m = _headline(Criterion.parse(name).display, teacher, truth, _labels(student),
                   _labels(baseline) if baseline is not None else None)
+    m.update(probe_keys(probe))
+    m["probe"] = {k: v for k, v in probe.items() if k != "labels"} if probe else None
     m["reasoning"] = reasoning_metrics(_labels(student), [a.analysis for a in student], teacher,
                                        list(df["analysis"]) if "analysis" in df else [None] * len(df))
     m.update(calibration_blocks([a.p_out for a in student], df, cfg.calibration_bins))
@@ -295,6 +305,7 @@ def decision_block(teacher: Sequence[Any], student: Sequence[Answer]) -> dict[st
 
 def fused_metrics(
     frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
+    probes: Optional[dict[str, dict[str, Any]]] = None,
 ) -> Optional[dict[str, Any]]:
     """Fused decision over the ids every criterion's split holds, vs the teacher's final decision
     (``final``) and, where all three truths are known, the fused truth. None unless all criteria ran."""
@@ -315,6 +326,11 @@ def fused_metrics(
     m = _headline("Fused", final, fused_truth, [fused_student[i] for i in ids],
                   [fb[i] for i in ids] if fb is not None else None)
     m["ids"] = len(ids)
+    if probes and all((probes.get(c) or {}).get("available") for c in frames):
+        fp = fuse_by_id({c: dict(zip(df["id"].astype(str), probes[c]["labels"])) for c, df in frames.items()})
+        block = {"available": True, "vs_teacher": label_metrics(final, [fp.get(i) for i in ids]),
+                 "vs_truth": label_metrics(fused_truth, [fp.get(i) for i in ids]) if _truth_known(fused_truth) else None}
+        m.update(probe_keys(block))
     objects = [first.at[i, "object"] if "object" in first else None for i in ids]
     scenes = [first.at[i, "scene"] if "scene" in first else None for i in ids]
     pred = [fused_student[i] for i in ids]
@@ -350,9 +366,10 @@ def worst_errors(frames: dict[str, pd.DataFrame], student: dict[str, list[Answer
 def evaluate_answers(
     frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
     cfg: EvaluateConfig, shortcut_answers: Optional[dict[str, list[Answer]]] = None, shortcut_source: str = "",
-    info: Optional[dict[str, Any]] = None,
+    info: Optional[dict[str, Any]] = None, probes: Optional[dict[str, dict[str, Any]]] = None,
 ) -> dict[str, Any]:
-    """The metrics dict of ``metrics.json`` from answers already collected (same order as the frames' rows)."""
+    """The metrics dict of ``metrics.json`` from answers already collected (same order as the
+    frames' rows); ``probes`` holds each criterion's linear-probe block (its labels in row order)."""
     for name, df in frames.items():
         if len(student[name]) != len(df) or (baseline is not None and len(baseline[name]) != len(df)):
             raise EvaluateError(f"{name}: {len(df)} rows but a different number of answers")
@@ -364,18 +381,35 @@ def evaluate_answers(
         "reasoning_rule": RULE_SUMMARY,
     }
     for name, df in frames.items():
-        metrics[name] = criterion_metrics(name, df, student[name], baseline[name] if baseline else None, cfg)
-    fused = fused_metrics(frames, student, baseline)
+        metrics[name] = criterion_metrics(name, df, student[name], baseline[name] if baseline else None, cfg,
+                                          (probes or {}).get(name))
+    fused = fused_metrics(frames, student, baseline, probes)
     if fused is not None:
         metrics["fused"] = fused
     if shortcut_answers is not None:
         metrics["shortcut"] = shortcut_metrics({c: _labels(a) for c, a in shortcut_answers.items()},
                                                [a.id for a in next(iter(shortcut_answers.values()))],
-                                               cfg.shortcut_threshold, shortcut_source)
+                                               cfg.shortcut_threshold, shortcut_source,
+                                               recall=split_recall(metrics), min_recall=cfg.shortcut_min_recall)
     else:
         metrics["shortcut"] = {"available": False, "reason": "no unmodified images given (--originals)",
                                "threshold": cfg.shortcut_threshold, "in_context_share": {}}
     return metrics
+
+
+def split_recall(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Each criterion's (and the fused decision's) out-of-context recall on the evaluated split, vs
+    the truth where known, else vs the teacher's labels: the other half of the shortcut test (a
+    student that answers In to everything is 100 % in-context on unmodified images)."""
+    out: dict[str, Any] = {"reference": {}, "recall_out": {}}
+    for name in [*metrics.get("criteria", []), "fused"]:
+        m = metrics.get(name)
+        if not m:
+            continue
+        ref = "truth" if m.get("vs_truth") else "teacher"
+        block = m["vs_truth"]["student"] if ref == "truth" else m["student"]
+        out["recall_out"][name], out["reference"][name] = block.get("recall_out"), ref
+    return out
 
 
 # ---------------------------------------------------------------- end to end
@@ -448,13 +482,19 @@ def evaluate_dirs(
         shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
                                          chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)))
         failures.extend({**e, "stage": "shortcut"} for e in errs)
+    probes = None
+    base_model = getattr(student_predictor, "base", None) or cfg.predict.base
+    if cfg.probe:
+        from scenefit.evaluate.probe import run_probes
+
+        probes = run_probes(base_model, data_dir, frames, cfg, bar)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
-            "base_model": getattr(student_predictor, "base", None) or cfg.predict.base, "failed": len(failures),
+            "base_model": base_model, "failed": len(failures),
             # reasoning-first students are read from generated text whatever `explain` says
             "answer_formats": {c.value: f.value for c, f in getattr(student_predictor, "answer_formats", {}).items()},
             "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
                         "shortcut": cfg.shortcut_explain if originals else None}}
-    metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
+    metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info, probes)
     if originals_path:
         metrics["shortcut"]["selection"] = originals_selection
     gallery = worst_errors(frames, student, cfg.gallery_size)
