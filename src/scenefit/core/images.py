@@ -20,10 +20,11 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
 
 from scenefit.core.errors import DatasetError, ScenefitError
 
@@ -375,11 +376,50 @@ def box_width_for(size: tuple[int, int], width: Optional[int] = None) -> int:
     return max(MIN_BOX_WIDTH, round(min(size) / BOX_WIDTH_PER_SIDE))
 
 
+#: The box colour every stage draws unless a config says otherwise.
+BOX_RED: tuple[int, int, int] = (255, 0, 0)
+
+
+class BoxStyle(BaseModel):
+    """How the red boxes of a set of images were drawn: the ``box_width`` setting of the stage
+    that drew them and its colour. Recorded by ``synth`` and ``ingest`` (key ``box_style`` of their
+    manifests' provenance), carried by consensus, split and datasets, and kept in each student's
+    ``scenefit_student.json``, so that predict and serve draw the box the students were trained on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    width: Optional[int] = Field(None, ge=1, le=64, description="Line width in pixels when the stage set one; "
+                                 "null = grown with each image (box_width_for: the shorter side / 150, at least 2).")
+    color: tuple[int, int, int] = Field(BOX_RED, description="RGB colour of the box.")
+
+    @staticmethod
+    def words(style: Optional["BoxStyle | Mapping[str, Any]"]) -> str:
+        """The style in words, for cards (``style`` may be its JSON, or None: not recorded)."""
+        if style is None:
+            return "not recorded (images that came boxed, or boxes drawn in more than one way)"
+        style = style if isinstance(style, BoxStyle) else BoxStyle.model_validate(style)
+        width = (f"{style.width} px wide" if style.width is not None else
+                 f"grown with the image (shorter side / {BOX_WIDTH_PER_SIDE}, at least {MIN_BOX_WIDTH} px)")
+        return f"{width}, RGB {tuple(style.color)}"
+
+
+def common_box_style(styles: Iterable[Optional[BoxStyle | Mapping[str, Any]]]) -> Optional[BoxStyle]:
+    """The one box style every source shares (BoxStyles or their JSON); None when there is no
+    source, when any source does not know how its boxes were drawn (None), or when two differ:
+    a mix is recorded as unknown rather than as one of its parts."""
+    found: set[BoxStyle] = set()
+    for style in styles:
+        if style is None:
+            return None
+        found.add(style if isinstance(style, BoxStyle) else BoxStyle.model_validate(style))
+    return found.pop() if len(found) == 1 else None
+
+
 def draw_box(
     image: Image.Image,
     box: Sequence[float],
     width: Optional[int] = None,
-    color: Sequence[int] = (255, 0, 0),
+    color: Sequence[int] = BOX_RED,
 ) -> Image.Image:
     """The one box drawer: a new RGB image with the red outline drawn inside ``box`` (x1, y1
     exclusive), ``width`` pixels wide by :func:`box_width_for` (None: by the image's size).
@@ -407,7 +447,7 @@ BOX_MIN_SIDE = 0.03
 BOX_SEARCH_SIDE = 512
 
 
-def find_box_outline(image: Image.Image, color: Sequence[int] = (255, 0, 0),
+def find_box_outline(image: Image.Image, color: Sequence[int] = BOX_RED,
                      tolerance: int = BOX_COLOR_TOLERANCE) -> Optional[tuple[int, int, int, int]]:
     """The rule for "this image carries its box": a rectangle outline in ``color``. Returns its
     (x0, y0, x1, y1) in ``image``'s pixels, None when there is none.

@@ -46,7 +46,7 @@ from pydantic import Field, field_validator
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
-from scenefit.core.images import embedded_image
+from scenefit.core.images import BoxStyle, embedded_image
 from scenefit.core.text import chat_text_problem, object_name_problem
 from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat, render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
@@ -245,6 +245,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
         "rule": split_manifest.get("rule"),
         "designated": split_manifest.get("designated"),
         "split_seed": split_manifest.get("seed"),
+        "box_style": split_manifest.get("box_style"),  # how the images' boxes were drawn (train keeps it)
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
     }
@@ -298,6 +299,7 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "",
         f"Labels: consensus rule `{manifest.get('rule')}`, designated teacher `{manifest.get('designated')}`. "
         f"Split seed {manifest.get('split_seed')}; balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}.",
+        f"The red boxes: {BoxStyle.words(manifest.get('box_style'))}.",
         "",
         "| split | rows | In-context | Out-of-context | dropped (no label / no analysis / conflict) |",
         "|---|---:|---:|---:|---|",

@@ -8,6 +8,7 @@ import yaml
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
+from scenefit.core.images import BoxStyle
 from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
 from scenefit.student.metadata import StudentMeta, loadable_base
 from scenefit.train.config import TrainConfig
@@ -83,6 +84,9 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         f"{metrics.get('train_rows')} rows; best checkpoint by `{cfg.metric_for_best_model}` = "
         f"{metrics.get('best_metric', {}).get('value')}.",
         "- Loss on the assistant answer only; images never truncated.",
+        f"- The red boxes it was trained on: {BoxStyle.words(meta.box_style)}"
+        + ("; `scenefit predict` and `serve` draw theirs so unless `predict.box_width`/`box_color` say otherwise."
+           if meta.box_style else "."),
         "",
     ]
     distill = metrics.get("distill")

@@ -209,12 +209,18 @@ def dataset_manifest(data_dir: Path, criterion: str) -> dict[str, Any]:
         p = split_path(data_dir, criterion, split)
         if p.is_file():
             files[split] = {"path": str(p), "sha256": file_sha256(p)}
+    return {"criterion": criterion, "files": files, "datasets_manifest": datasets_stage_manifest(data_dir)}
+
+
+def datasets_stage_manifest(data_dir: Path) -> Optional[dict[str, Any]]:
+    """The datasets stage's ``manifest.json`` (None for datasets without one)."""
     stage = data_dir / "manifest.json"
-    return {
-        "criterion": criterion,
-        "files": files,
-        "datasets_manifest": json.loads(stage.read_text()) if stage.is_file() else None,
-    }
+    return json.loads(stage.read_text()) if stage.is_file() else None
+
+
+def datasets_box_style(data_dir: Path) -> Optional[dict]:
+    """How the datasets' images were boxed, as the datasets stage recorded it (None: not recorded)."""
+    return (datasets_stage_manifest(data_dir) or {}).get("box_style")
 
 
 def _subset(frame, n: Optional[int], seed: int):
@@ -245,9 +251,10 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool,
 
 def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
                  answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST,
-                 students_root: Path | str = ".") -> StudentMeta:
+                 students_root: Path | str = ".", box_style: Optional[dict] = None) -> StudentMeta:
     """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter (the base
-    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``)."""
+    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``; the
+    ``box_style`` its datasets record)."""
     vllm_ok = not cfg.lora.modules_to_save
     fmt = AnswerFormat.parse(answer_format)
     return StudentMeta(**{
@@ -266,6 +273,7 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
         },
         "min_pixels": cfg.min_pixels,
         "max_pixels": cfg.max_pixels,
+        "box_style": box_style,
         "vllm_servable": vllm_ok,
         "vllm_note": None if vllm_ok else (
             f"modules_to_save={list(cfg.lora.modules_to_save)} are fully trained copies; vLLM's --lora-modules "
@@ -369,7 +377,8 @@ def train_student(
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
                                       with_base=True, answer_format=answer_format,
                                       max_new_tokens=cfg.eval_max_new_tokens)
-    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format, students_root=out_root)
+    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format, students_root=out_root,
+                        box_style=datasets_box_style(data_dir))
     _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
     return TrainResult(crit, out, metrics)
 
