@@ -73,8 +73,8 @@ def test_extreme_images_are_refused_before_they_reach_a_batch():
         async def main():
             async with httpx.AsyncClient(base_url=base, timeout=120) as c:
                 sizes = [(64, 48)] * 48 + [(1, 250), (300, 1), (1, 30000), (2, 600)] * 3
-                return await asyncio.gather(*(c.post("/v1/classify", json={"image": b64(png(s)), "object": "dog"})
-                                              for s in sizes))
+                return await asyncio.gather(*(c.post("/v1/classify", json={"image": b64(png(s)), "object": "dog",
+                                                                            "box": [0, 0, 1, 1]}) for s in sizes))
 
         answers = asyncio.run(main())
     assert [r.status_code for r in answers] == [200] * 48 + [422] * 12
@@ -118,6 +118,7 @@ def test_the_predictor_judges_a_failing_batch_apart_and_keeps_the_others():
 
     pred = Predictor.__new__(Predictor)
     pred.config = PredictConfig(batch_size=16)
+    pred.box_width, pred.box_color = None, (255, 0, 0)  # what __init__ resolves from the settings and the students
     pred.criteria = ()
     pred.generated_tokens = []
     pred._criteria = lambda criteria: []

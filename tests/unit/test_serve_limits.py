@@ -165,7 +165,7 @@ def test_serve_demo_takes_the_demo_configs_limits(repo_root):
 
     path = demo_config()
     assert path is not None and path.resolve() == (repo_root / "configs" / "demo.yaml").resolve()
-    assert load_config("serve", path, None).max_image_pixels == 50_000_000  # not the 25 M default: a 12 MP phone JPEG passes
+    assert load_config("serve", path, None).max_body_bytes == 8_388_608  # not the 16 MiB default
 
 
 # --------------------------------------------------------------------------- smaller refusals (21.8)

@@ -183,12 +183,13 @@ class ImageDecoding:
         try:
             return load_image_bytes(raw, **self.options())
         except ApiError as e:
-            if e.code != "too_large":
+            if e.code != "too_large":  # a bomb is not a photo to let through by raising the cap
                 raise
             # say which setting refused it, and how to raise it
             raise ApiError(e.status_code, e.code, f"{e.message}: the server's cap is serve.max_image_pixels = "
-                                     f"{self.cfg.max_image_pixels:,} (raise it with --max-image-pixels or "
-                                     "--set max_image_pixels=N; images are scaled down while decoding)") from None
+                                     f"{self.cfg.max_image_pixels:,} pixels decoded (raise it with --max-image-pixels "
+                                     "or --set max_image_pixels=N; a JPEG counts at the size it decodes to, scaled "
+                                     "down to the model's input while decoding, other formats at their full size)") from None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of scenefit.core.images.load_image_bytes (the chat route decodes with them)."""
