@@ -46,7 +46,7 @@ def test_paths_scenefit_writes_are_read_back(tmp_path):
 
 
 def test_train_and_evaluate_name_the_table(tmp_path):
-    from scenefit.evaluate.runner import EvaluateError, load_split
+    from scenefit.evaluate.splits import EvaluateError, load_split
     from scenefit.train.data import read_split
 
     table = tmp_path / "location" / "test.parquet"

@@ -111,7 +111,7 @@ def run_probes(base: Optional[str], data_dir, frames: dict, cfg,
     """Each criterion's probe block for ``frames`` (the evaluated split's rows, per criterion),
     fitted on DATA/<criterion>/train.parquet with the frozen ``base`` loaded once; a block saying
     why where the probe cannot run (no base named, no training rows)."""
-    from scenefit.evaluate.runner import load_split
+    from scenefit.evaluate.splits import load_split
     from scenefit.models.loading import load_model, load_processor
 
     if not base:

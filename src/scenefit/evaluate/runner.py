@@ -22,7 +22,7 @@ import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.progress import Progress
-from scenefit.core.errors import ScenefitError, error_row
+from scenefit.core.errors import error_row
 from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.images import stored_image_name
@@ -34,6 +34,7 @@ from scenefit.evaluate.metrics import (
 )
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
+from scenefit.evaluate.splits import EvaluateError, clean_cell, load_split, row_sample
 from scenefit.predict.items import PredictItem
 
 
@@ -51,45 +52,7 @@ class Answer:
     fast_label: Optional[Label] = None  # the logits' decision after the forced prefix (decision-first students)
 
 
-class EvaluateError(ScenefitError, ValueError):
-    """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
-
-
 # ---------------------------------------------------------------- inputs
-
-def load_split(data_dir: Path | str, criteria: Sequence[str], split: str, limit: Optional[int] = None) -> dict[str, pd.DataFrame]:
-    """DATA/<criterion>/<split>.parquet per criterion (the first ``limit`` rows)."""
-    from scenefit.core.parquet_io import read_table
-
-    frames = {}
-    for name in criteria_order(criteria):
-        path = Path(data_dir) / name / f"{split}.parquet"
-        if not path.is_file():
-            raise EvaluateError(f"{name}: dataset file not found: {path} (run `scenefit datasets` first)")
-        try:
-            df, _ = read_table(path)
-        except ValueError as e:  # e.g. an image path that leaves the run
-            raise EvaluateError(f"{name}: {e}") from None
-        if limit:
-            df = df.head(limit)
-        if df.empty:
-            raise EvaluateError(f"{name}: {path} has no rows")
-        frames[name] = df.reset_index(drop=True)
-    return frames
-
-
-def _clean(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and v != v) else v
-
-
-def row_sample(row: dict) -> PredictItem:
-    """The predictor's item of one dataset row (its image, a path or embedded in the row, already
-    carries the red box)."""
-    box = _clean(row.get("box"))
-    box = None if box is None else tuple(float(x) for x in box)
-    image = row["image"] if isinstance(row["image"], dict) else str(row["image"])
-    return PredictItem(image, str(row["object"]), box, True, str(row["id"]))
-
 
 # ---------------------------------------------------------------- answers from a predictor
 
@@ -351,12 +314,12 @@ def worst_errors(frames: dict[str, pd.DataFrame], student: dict[str, list[Answer
             if ans.p_out is not None and ans.label is not None:
                 conf = ans.p_out if ans.label is Label.OUT else 1.0 - ans.p_out
             rows.append({
-                "criterion": name, "id": str(rec["id"]), "image": rec.get("image"), "box": _clean(rec.get("box")),
-                "object": rec.get("object"), "scene": _clean(rec.get("scene")),
+                "criterion": name, "id": str(rec["id"]), "image": rec.get("image"), "box": clean_cell(rec.get("box")),
+                "object": rec.get("object"), "scene": clean_cell(rec.get("scene")),
                 "student_label": ans.label.value if ans.label else None, "student_analysis": ans.analysis,
                 "student_raw": ans.raw, "confidence": conf,
                 "teacher_label": rec.get("label"), "teacher_analysis": rec.get("analysis"),
-                "truth": _clean(rec.get("truth")),
+                "truth": clean_cell(rec.get("truth")),
             })
     rows.sort(key=lambda r: (r["student_label"] is None, -(r["confidence"] if r["confidence"] is not None else -1.0),
                              r["criterion"], r["id"]))
