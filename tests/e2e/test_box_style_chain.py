@@ -1,5 +1,5 @@
 """How the images' boxes were drawn travels from synth and ingest through consensus, split and
-datasets into the record train writes beside each student (issue 28 item 1).
+datasets into the record train writes beside each student, which predict then draws (issue 28 item 1).
 
     .venv/bin/python -m pytest tests/e2e/test_box_style_chain.py -q
 """
@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from PIL import Image
 
@@ -20,10 +21,10 @@ from support.annotate import PERSONAS
 from support.cli import run_verb
 
 
-def test_the_worlds_box_reaches_the_students_record(tmp_path):
-    from scenefit.train.config import TrainConfig
-    from scenefit.train.trainer import datasets_box_style, student_info
-
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """synth (3 px boxes) -> ingest -> annotate -> consensus -> split -> datasets."""
+    tmp_path = tmp_path_factory.mktemp("box_chain")
     config = tmp_path / "run.yaml"
     teachers = [{"name": p, "backend": "simulated", "persona": p, "concurrency": 4} for p in PERSONAS]
     config.write_text(yaml.safe_dump({
@@ -44,7 +45,10 @@ def test_the_worlds_box_reaches_the_students_record(tmp_path):
              "--out", str(run / "consensus"), "--config", str(config))
     run_verb("split", str(run / "consensus" / "consensus.parquet"), "--out", str(run / "split"), "--config", str(config))
     run_verb("datasets", str(run / "split"), "--out", str(run / "datasets"), "--config", str(config))
+    return run
 
+
+def test_the_worlds_box_reaches_the_datasets(run):
     world = {"width": 3, "color": [255, 0, 0]}
     assert read_meta(run / "world" / "manifest.parquet")["box_style"] == world
     assert json.loads((run / "ingest" / "summary.json").read_text())["box_style"] == world
@@ -52,8 +56,22 @@ def test_the_worlds_box_reaches_the_students_record(tmp_path):
     assert json.loads((run / "split" / "manifest.json").read_text())["box_style"] == world
     assert json.loads((run / "datasets" / "manifest.json").read_text())["box_style"] == world
     assert "The red boxes: 3 px wide, RGB (255, 0, 0)." in (run / "datasets" / "location" / "README.md").read_text()
-    meta = student_info(TrainConfig(), "location", "model", True, [], box_style=datasets_box_style(run / "datasets"))
-    assert meta.box_style == BoxStyle(width=3)
+
+
+@pytest.mark.slow
+def test_train_records_the_datasets_box_in_each_student(run, tiny_model_dir, tmp_path):
+    from scenefit.predict import Predictor
+    from scenefit.student.metadata import read_student_meta
+    from scenefit.train.trainer import train_student
+
+    from support.train_data import small_config
+
+    cfg = small_config(max_steps=1, eval_steps=1, score_test=False, per_device_batch_size=2, effective_batch_size=2)
+    train_student("location", run / "datasets", str(tiny_model_dir), tmp_path / "students", cfg)
+    assert read_student_meta(tmp_path / "students" / "location").box_style == BoxStyle(width=3)
+    assert "trained on: 3 px wide, RGB (255, 0, 0)" in (tmp_path / "students" / "location" / "README.md").read_text()
+    predictor = Predictor.from_students(tmp_path / "students", device="cpu", criteria=["location"])
+    assert predictor.info()["box"] == {"width": 3, "color": [255, 0, 0], "from": "students"}
 
 
 def photo_manifest(folder: Path, boxed: list[bool]) -> Path:
