@@ -24,7 +24,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress
+from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
@@ -49,7 +49,7 @@ def predict_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write one row per item to FILE.jsonl, FILE.csv or FILE.parquet.")] = None,
     explain: Annotated[Optional[bool], typer.Option("--explain/--no-explain", help=fhelp("predict", "explain"))] = None,
     students: Annotated[Optional[Path], typer.Option("--students", help=fhelp("predict", "students"))] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Use the demo's students: $DEMO_DIR/students (default runs/demo/students, what `scenefit run --config demo --out runs/demo` trains).")] = False,
     baseline: Annotated[bool, typer.Option("--baseline", help="Judge with the untrained base model (--base, or the students' base) and no adapters.")] = False,
     base: Annotated[Optional[str], typer.Option("--base", help=fhelp("predict", "base"))] = None,
     criteria: Annotated[Optional[str], typer.Option("--criteria", help="Comma-separated criteria to judge (default: all three).")] = None,
@@ -76,7 +76,7 @@ def predict_cmd(
     predictor = _load_predictor(cfg, baseline)
     _check_fast_path(predictor, explain)
     synthetic = is_synthetic(*items, *predictor.students.values())
-    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
+    with Progress(enabled=progress_enabled() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
         predictions = predictor.predict(items, on_progress=bars.advance)
 
@@ -107,7 +107,7 @@ def _check_flags(image: Optional[Path], object_name: Optional[str], box: Optiona
     if demo:
         students = demo_students()
         if not students.is_dir():
-            fail(f"no demo students at {students}: run `make demo` first (or set DEMO_DIR)")
+            fail(f"no demo students at {students}: run `scenefit run --config demo --out runs/demo` first (or set DEMO_DIR)")
     return students
 
 

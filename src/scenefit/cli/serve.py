@@ -36,13 +36,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SERVE_EXTRA = ("fastapi", "uvicorn", "python-multipart")
 
 
-def demo_config() -> Optional[Path]:
-    """configs/demo.yaml — the file `make demo` trained with — from the working directory, else
-    from this checkout; None when neither exists (an installed package without the repo)."""
-    for candidate in (Path("configs/demo.yaml"), Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"):
-        if candidate.is_file():
-            return candidate
-    return None
+def demo_config() -> Path:
+    """The settings the demo's students were trained with: $DEMO_DIR/run.yaml (what `scenefit run`
+    recorded), else the packaged demo config."""
+    from scenefit.cli.common import demo_dir
+    from scenefit.core.config import find_config
+    from scenefit.pipeline.run_folder import RUN_FILE
+
+    recorded = demo_dir() / RUN_FILE
+    return recorded if recorded.is_file() else find_config("demo")
 
 
 def require_serve_extra() -> None:
@@ -66,7 +68,7 @@ ALIAS_HELP = "With the deprecated --openai only: see `scenefit serve-teacher --h
 @app.command("serve", epilog=examples(__doc__, "serve"))
 def serve_cmd(
     ctx: typer.Context,
-    demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve the demo's students: $DEMO_DIR/students (default runs/demo/students, what `scenefit run --config demo --out runs/demo` trains).")] = False,
     students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student per criterion (default: predict.students).", file_okay=False)] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model under the adapters (default: the one the students name).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
@@ -139,7 +141,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
                     dtype: Optional[str], api_token: Optional[str], config: Optional[Path],
                     sets: Optional[list[str]], insecure_no_auth: bool, **server_flags) -> None:
     """The student server: students from --demo / --students / predict.students, limits from
-    the serve section (--set applies to it; with --demo and no --config, configs/demo.yaml's),
+    the serve section (--set applies to it; with --demo and no --config, the demo run's run.yaml, else the packaged demo config's),
     bearer token from --api-token or the environment."""
     import sys
 
@@ -151,8 +153,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         fail("give either --demo or --students, not both")
     if demo and config is None:
         config = demo_config()
-        if config is not None:
-            console.print(f"limits and model settings from {config} (--config overrides)")
+        console.print(f"limits and model settings from {config} (--config overrides)")
     cfg = load_config("serve", config, sets, **server_flags)
     pcfg = load_config("predict", config, None, base=base, device=device, dtype=dtype)
     folder = demo_students() if demo else students or (Path(pcfg.students) if pcfg.students else None)
@@ -160,7 +161,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         fail("say which students to serve: --demo, --students DIR, or predict.students in --config "
              "(a plain model for the teachers' protocol: `scenefit serve-teacher --model DIR`)")
     if not folder.is_dir():
-        hint = " (run `make demo` first)" if demo else ""
+        hint = " (run `scenefit run --config demo --out runs/demo` first, or set DEMO_DIR)" if demo else ""
         fail(f"no students folder at {folder}{hint}")
     token = resolve_token(api_token, cfg.api_token_env)
     if cfg.host not in LOOPBACK and token is None:

@@ -1,6 +1,6 @@
 """`scenefit tiny-model` — build the tiny random-weight Qwen2.5-VL used by tests and the demo.
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml
+    scenefit tiny-model runs/demo/model --config demo
 """
 
 from __future__ import annotations

@@ -9,8 +9,18 @@ model's pretraining): tqdm on stderr, so stdout stays free for a command's JSON.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Optional
+
+#: Set to 1 by `scenefit run` for its stages: their bars are drawn although stderr is not a
+#: terminal, and the run turns them into progress lines in the stage's log.
+PROGRESS_ENV = "SCENEFIT_PROGRESS"
+
+
+def progress_enabled() -> bool:
+    """Whether a CLI verb shows progress bars: on a terminal, or as a stage of `scenefit run`."""
+    return sys.stderr.isatty() or os.environ.get(PROGRESS_ENV) == "1"
 
 
 def progress_bar(total: Optional[int], enabled: bool, desc: str, unit: str = "it"):
@@ -26,8 +36,8 @@ def progress_bar(total: Optional[int], enabled: bool, desc: str, unit: str = "it
 class Progress:
     """Bars for a verb whose work comes in stages, one bar at a time (:func:`progress_bar`):
     :meth:`bar` closes the previous bar and returns the ``advance(n)`` of the new one; leaving
-    the ``with`` block closes the last. Disabled, every call is a no-op. CLI verbs enable it when
-    stderr is a terminal."""
+    the ``with`` block closes the last. Disabled, every call is a no-op. CLI verbs enable it with
+    :func:`progress_enabled`."""
 
     def __init__(self, enabled: bool = True, unit: str = "it"):
         self.enabled = enabled

@@ -1,7 +1,7 @@
 """Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how.
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
-        --config configs/demo.yaml
+        --config demo
 """
 
 from __future__ import annotations

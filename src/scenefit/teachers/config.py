@@ -1,6 +1,6 @@
 """Typed config of the annotate stage (YAML section ``annotate``).
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
 
 Each teacher has a name, a backend (``openai``, ``transformers`` or ``simulated``), a model,
 decoding settings and a concurrency; backend-specific fields are ignored by the others.

@@ -1,6 +1,6 @@
 """Simulated teachers: the synthetic world's personas answering in the teachers' text format.
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
 
 The answers come from :mod:`scenefit.testbed.personas` (per-persona error rates and style noise).
 The scene layout (``layout.jsonl`` of the world folder) lets a persona describe what is really
