@@ -23,8 +23,10 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp
 
+# The demo is the product's own path: `scenefit run` on the packaged demo config (a rerun keeps
+# the stages that are done and continues the others; `make clean` starts over).
 demo: venv
-	DEMO_DIR=$(DEMO_DIR) VERBOSE=$(VERBOSE) bash scripts/demo.sh
+	$(VENV)/bin/scenefit run --config demo --out $(DEMO_DIR) $(if $(filter 1,$(VERBOSE)),--verbose,)
 
 # Debian's chromium + chromedriver for the browser tests (report rendering, web page).
 browser:

@@ -6,7 +6,7 @@ images/s of each path.
 
 ``--run`` is a folder holding the demo's ``split/`` and ``model/`` (`make demo`, or its first six
 stages). For each answer format the script builds the datasets from that one split with
-``configs/demo.yaml``'s datasets section (only ``answer_format`` differs), trains the three
+`the `demo` config`'s datasets section (only ``answer_format`` differs), trains the three
 students with its train section (same seed, same steps; ``--max-steps`` overrides both alike),
 evaluates them on the test split (the evaluate section with 128 new tokens; no baseline, no
 shortcut test: they do not depend on the format) and times the Predictor on the test images: the decision-first fast path

@@ -7,7 +7,7 @@ stand-in (issue 14, item 4). One prepared script for a device session; not run y
 
 Builds the stand-in at full size (`scenefit standin-model` without flags: real vocabulary,
 random bf16 weights), draws 448x448 boxed scenes (256 image tokens each, the paper's pixel budget
-floor), and trains one student with `configs/paper.yaml`'s train section (LoRA r=256, alpha 512,
+floor), and trains one student with the `paper` config's train section (LoRA r=256, alpha 512,
 dropout 0.1 on q/k/v/o, AdamW 2e-4, bf16, gradient checkpointing) at batch 4 x accumulation 4 on
 one GPU for --steps optimizer steps. Reports samples/s over the steps after the first five (warm-up
 excluded), peak GPU memory, and the projected wall time of the paper's run: 20,000 samples x 3

@@ -29,8 +29,8 @@ def configs_cmd(
     path: Annotated[bool, typer.Option("--path", help="With NAME: print only its file path.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="The list as JSON.")] = False,
 ) -> None:
-    """List the packaged configs: every verb's --config takes their names (demo, paper, own-data)
-    from any folder; accelerate/* are launch configs for multi-GPU training.
+    """List the packaged configs: every verb's config option takes their names (demo, paper,
+    own-data) from any folder; accelerate/* are launch configs for multi-GPU training.
 
     `scenefit init DIR` writes a commented starter config and manifest for your own images.
     """

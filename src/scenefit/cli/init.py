@@ -29,7 +29,7 @@ def init_cmd(
 
     The config asks one or three OpenAI-compatible teachers (base_url, model, the API key read
     from an environment variable) and trains the students on Qwen/Qwen2.5-VL-3B-Instruct with
-    the paper's training recipe. Edit both files, then `scenefit run --config DIR/scenefit.yaml`.
+    the paper's training recipe. Edit both files, then start the run it prints (`scenefit run`).
     """
     from scenefit.pipeline.starter import StarterError, write_starter
 

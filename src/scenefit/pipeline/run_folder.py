@@ -126,6 +126,7 @@ def start_or_continue(root: Path, config: Optional[str], manifest: Optional[Path
         data["run"]["manifest"] = str((source.resolve().parent / str(data["run"]["manifest"])).resolve())
     for name in data:  # every section validates before anything is written
         resolve_section(name, data[name], origin)
+    _check_samples(data)
     if old is not None and not reconfigure:
         changed = differences(old, data)
         if changed:
@@ -138,6 +139,16 @@ def start_or_continue(root: Path, config: Optional[str], manifest: Optional[Path
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(_header(origin, sets) + yaml.safe_dump(data, sort_keys=False), run.config_file)
     return RunFolder(root)
+
+
+def _check_samples(data: dict[str, Any]) -> None:
+    """A run needs samples: a manifest that exists, or a synthetic world to draw."""
+    manifest = data["run"].get("manifest")
+    if manifest is None and "world" not in data:
+        raise ConfigError("no samples: pass --manifest FILE (your samples; columns: `scenefit ingest --help`) or set "
+                          "run.manifest in the config (`scenefit init DIR` writes a config and an example manifest)")
+    if manifest is not None and not Path(manifest).is_file():
+        raise ConfigError(f"manifest not found: {manifest}")
 
 
 def resolve_section(name: str, raw: Any, where: str) -> StageConfig:

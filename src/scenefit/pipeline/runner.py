@@ -59,7 +59,7 @@ class LogLines:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._tail = ""
         self._redraw: Optional[str] = None  # the latest redraw not yet in the log
-        self._redraw_written = 0.0
+        self._redraw_written = float("-inf")
 
     def feed(self, data: bytes) -> None:
         text = self._tail + self._decoder.decode(data)

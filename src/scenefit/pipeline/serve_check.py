@@ -57,13 +57,14 @@ def _start_server(run: RunFolder, token: str, log: IO[str]) -> tuple[subprocess.
     reader.join(START_TIMEOUT_S)
     line = first[0].strip() if first else ""
     if not line.startswith("serving http://127.0.0.1:"):
-        _stop(proc)
+        stop_server(proc)
         raise ServeCheckError(f"the server did not start within {START_TIMEOUT_S:.0f} s (first line: {line!r}); "
                               "its log is above")
     return proc, line.split()[1].rstrip("/")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops it; killed when it does not exit within 30 s."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -95,7 +96,7 @@ def classify_one(run: RunFolder, log: IO[str]) -> dict[str, Any]:
             raise ServeCheckError(f"POST /v1/classify answered {r.status_code}: {r.text[:500]}")
         answer = r.json()
     finally:
-        _stop(proc)
+        stop_server(proc)
     sample = {"id": row["id"], "object": row["object"], "box": list(row["box"]), "table": str(table),
               "truth": {k[len("truth_"):]: v for k, v in row.items() if k.startswith("truth_") and v}}
     record = {"url": url, "seconds": round(time.monotonic() - t0, 3), "sample": sample, "response": answer}
