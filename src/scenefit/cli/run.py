@@ -82,13 +82,13 @@ def run_cmd(
     if bad is not None:
         what = "interrupted" if bad.outcome == "interrupted" else "failed"
         console.print(f"[bold red]{bad.name} {what}[/]; fix the cause if there is one, then continue with: "
-                      f"[bold]{_escape(continue_cmd)}[/]")
+                      f"[bold]{_escape(continue_cmd)}[/]", soft_wrap=True, highlight=False)
         raise typer.Exit(bad.exit_code or 1)
     last = outcome.stages[-1].name if outcome.stages else None
     if stop is not None and last != stages[-1].name:
         later = [s.name for s in stages[stages.index(next(s for s in stages if s.name == last)) + 1:]]
         console.print(f"stopped after {last} (--to); the rest ({', '.join(later)}) runs with: "
-                      f"[bold]{_escape('scenefit run --out ' + _quote(run.root))}[/]")
+                      f"[bold]{_escape('scenefit run --out ' + _quote(run.root))}[/]", soft_wrap=True, highlight=False)
         if start is not None and any(s.state(run).status == DONE for s in stages if s.name in later):
             console.print(f"[yellow]note:[/] stages after {last} that are done were made from the earlier outputs; "
                           f"--from {later[0]} runs them again")

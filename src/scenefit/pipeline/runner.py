@@ -229,7 +229,7 @@ def run_stages(run: RunFolder, stages: list[Stage], start: Optional[str], stop: 
             if not redo and stage.state(run).status == DONE:
                 line = headline(stage, run)
                 outcome.stages.append(StageResult(stage.name, "kept", line=line))
-                console.print(f"{label}     –  done earlier: {_first(line)}", highlight=False, markup=False)
+                console.print(f"{label}     –  done earlier: {_first(line)}", highlight=False, markup=False, soft_wrap=True)
                 _more(console, line)
                 continue
             result = _run_one(stage, run, k + 1, label, redo, console, verbose, in_process)
@@ -249,7 +249,7 @@ def _first(text: str) -> str:
 
 def _more(console, text: str) -> None:
     for extra in text.split("\n")[1:]:
-        console.print(f"{'':>22}{extra}", highlight=False, markup=False)
+        console.print(f"{'':>22}{extra}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_one(stage: Stage, run: RunFolder, number: int, label: str, redo: bool, console, verbose: bool,
@@ -262,7 +262,7 @@ def _run_one(stage: Stage, run: RunFolder, number: int, label: str, redo: bool, 
     def on_line(text: str) -> None:
         live.last = text
         if verbose:
-            console.print(text, highlight=False, markup=False)
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     if verbose:
         console.rule(f"{number}. {stage.title}")
@@ -290,16 +290,16 @@ def _run_one(stage: Stage, run: RunFolder, number: int, label: str, redo: bool, 
     if interrupted is not None:
         code = 130 if isinstance(interrupted, KeyboardInterrupt) else 143
         console.print(f"{label} {seconds:5.0f}s  interrupted; what it finished is kept (log: {log_path})",
-                      highlight=False, markup=False)
+                      highlight=False, markup=False, soft_wrap=True)
         return StageResult(stage.name, "interrupted", seconds, code)
     if code != 0:
-        console.print(f"{label} {seconds:5.0f}s  FAILED (exit {code}); the end of {log_path}:", highlight=False,
+        console.print(f"{label} {seconds:5.0f}s  FAILED (exit {code}); the end of {log_path}:", highlight=False, soft_wrap=True,
                       markup=False)
         for text in tail(log_path, TAIL_LINES):
-            console.print(f"    {text}", highlight=False, markup=False)
+            console.print(f"    {text}", highlight=False, markup=False, soft_wrap=True)
         return StageResult(stage.name, "failed", seconds, code)
     line = headline(stage, run)
-    console.print(f"{label} {seconds:5.0f}s  {_first(line)}", highlight=False, markup=False)
+    console.print(f"{label} {seconds:5.0f}s  {_first(line)}", highlight=False, markup=False, soft_wrap=True)
     _more(console, line)
     return StageResult(stage.name, "ran", seconds, 0, line)
 
