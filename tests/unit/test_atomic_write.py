@@ -1,4 +1,4 @@
-"""The one atomic writer (scenefit.core.parquet_io.atomic_path) that every output file goes through.
+"""The one atomic writer (scenefit.core.files.atomic_path) that every output file goes through.
 
     .venv/bin/python -m pytest tests/unit/test_atomic_write.py -q
 """
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from scenefit.core.parquet_io import atomic_path, atomic_write_text, read_table, write_json, write_table
+from scenefit.core.parquet_io import read_table, write_table
+from scenefit.core.files import atomic_path, atomic_write_text, write_json
 
 
 def test_a_finished_write_replaces_the_file_whole(tmp_path):

@@ -98,7 +98,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
         fail(str(e))
         return
     if errors:
-        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['reason'])})")
+        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['message'])})")
     if not samples:
         fail(f"{manifest}: no usable samples")
     synthetic = is_synthetic(*samples)
@@ -198,7 +198,7 @@ def import_answers_cmd(
     p_out_location, p_out_size, p_out_co_occurrence, p_out_final hold the teacher's probabilities
     of Out-of-context (0 to 1, or empty); another value is an error naming its line and column.
     """
-    from scenefit.core.parquet_io import safe_stem
+    from scenefit.core.files import safe_stem
     from scenefit.teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
     # one file per teacher: names differing only in unsafe characters ('a/b', 'a_b') get their own
@@ -219,7 +219,7 @@ def import_answers_cmd(
     if res["line_note"]:
         console.print(f"[dim]{escape(res['line_note'])}[/]")
     for e in res["errors"][:5]:
-        console.print(f"  [yellow]rejected[/] {escape(e['reason'])}")
+        console.print(f"  [yellow]rejected[/] {escape(e['message'])}")
     if res["errors"]:
         console.print(f"rejected rows and reasons: {errors}")
     if json_out:

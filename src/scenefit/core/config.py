@@ -18,6 +18,8 @@ from typing import Any, Mapping, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from scenefit.core.errors import ScenefitError
+
 
 class StageConfig(BaseModel):
     """Base of every stage config: unknown keys are errors, assignments are validated."""
@@ -25,7 +27,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(ScenefitError, ValueError):
     """A config file or flag that does not validate; the message names file, section and field."""
 
 
@@ -218,6 +220,6 @@ def _deep_copy(d: Any) -> Any:
 
 def dump_yaml(cfg: BaseModel, path: Path | str) -> None:
     """Write a resolved config (run folders keep the exact settings they ran with)."""
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     atomic_write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), path)

@@ -14,7 +14,6 @@ tested on hand-made answers; :func:`collect_answers` drives any object with the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -22,6 +21,8 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.errors import ScenefitError, error_row
+from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
@@ -47,7 +48,7 @@ class Answer:
     status: str = "ok"
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ScenefitError, ValueError):
     """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
 
 
@@ -153,8 +154,8 @@ def collect_answers(
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
-                reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
-                errors.append({"id": smp.id, "image": smp.image, "reason": reason})
+                code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
+                errors.append(error_row(smp.id, code, message, image=str(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -168,7 +169,8 @@ def collect_answers(
                 try:
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
-                    errors.append({"id": smp.id, "image": smp.image, "reason": f"{type(e).__name__}: {e}"})
+                    errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
+                                            image=str(smp.image)))
         if progress:
             progress(len(part))
     return out, errors
@@ -444,7 +446,7 @@ def evaluate_dirs(
         tables.append(answers_table(shortcut, "shortcut"))
     write_table(pd.concat(tables, ignore_index=True), out / "answers.parquet",
                 {"notice": SYNTHETIC_NOTICE} if metrics["synthetic"] else {})
-    (out / "errors.jsonl").write_text("".join(json.dumps(f, default=str) + "\n" for f in failures))
+    write_jsonl(failures, out / "errors.jsonl")
     json_path, html_path = write_report(metrics, out, gallery)
     return metrics, json_path, html_path
 

@@ -9,6 +9,9 @@ config by hand, so the folder still loads where torchvision exists.
 
 from __future__ import annotations
 
+from scenefit.core.errors import ScenefitError
+from scenefit.core.files import write_json
+
 import importlib.util
 import json
 import os
@@ -151,7 +154,7 @@ def save_processor(processor, out_dir: str | Path) -> None:
         vp = dict(_VIDEO_PROCESSOR_CONFIG)
         ip = processor.image_processor
         vp.update(patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size, merge_size=ip.merge_size)
-        (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2))
+        write_json(vp, out / "video_preprocessor_config.json")
 
 
 def default_device() -> str:
@@ -160,7 +163,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class DeviceError(ValueError):
+class DeviceError(ScenefitError, ValueError):
     """A device setting this machine cannot honour (said before any weights are loaded)."""
 
 

@@ -98,7 +98,7 @@ def start_or_continue(root: Path, config: Optional[str], manifest: Optional[Path
     """Record the run's settings in RUN/run.yaml (first start, or --reconfigure) or check that
     what was given matches them; return the run folder. ConfigError on anything wrong."""
     from scenefit.core.config import find_config
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     run = RunFolder(root)
     old = read_yaml(run.config_file) if run.exists() else None

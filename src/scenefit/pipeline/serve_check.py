@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from scenefit.core.errors import ScenefitError
+
 from scenefit.pipeline.run_folder import RunFolder
 
 #: How long the server may take to load the students and listen.
@@ -27,7 +29,7 @@ START_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 300.0
 
 
-class ServeCheckError(RuntimeError):
+class ServeCheckError(ScenefitError, RuntimeError):
     """The server did not come up or did not answer; the message says what happened."""
 
 
@@ -79,7 +81,7 @@ def classify_one(run: RunFolder, log: IO[str]) -> dict[str, Any]:
     RUN/serve/classify.json."""
     import httpx
 
-    from scenefit.core.parquet_io import write_json
+    from scenefit.core.files import write_json
 
     row, table = first_test_sample(run)
     token = secrets.token_urlsafe(18)

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from scenefit.core.errors import ScenefitError
+
 CONFIG_NAME = "scenefit.yaml"
 MANIFEST_NAME = "manifest.csv"
 IMAGES_DIR = "images"
@@ -30,7 +32,7 @@ EXAMPLE_MANIFEST = (
 )
 
 
-class StarterError(ValueError):
+class StarterError(ScenefitError, ValueError):
     """The folder already holds a starter, or a value does not fit the config."""
 
 
@@ -85,7 +87,7 @@ def check_config_text(text: str) -> None:
 def write_starter(folder: Path, teachers: int = 1, base_url: Optional[str] = None, model: Optional[str] = None,
                   api_key_env: Optional[str] = None, force: bool = False) -> dict[str, Path]:
     """Write FOLDER/scenefit.yaml, FOLDER/manifest.csv (an example) and FOLDER/images/."""
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     config, manifest = folder / CONFIG_NAME, folder / MANIFEST_NAME
     existing = [p for p in (config, manifest) if p.exists()]

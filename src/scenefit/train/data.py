@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import LABELS
 from scenefit.core.images import load_image
 from scenefit.student.chat import student_messages
@@ -30,7 +31,7 @@ SPLIT_FILES = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "image", "prompt", "system", "target", "label", "criterion")
 
 
-class DatasetError(ValueError):
+class DatasetError(ScenefitError, ValueError):
     """A dataset file or row the trainer cannot use; the message names it."""
 
 
