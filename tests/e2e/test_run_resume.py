@@ -147,3 +147,27 @@ def test_killed_and_failed_runs_continue_with_the_same_command_to_the_same_table
     assert (cut / "logs" / "04-consensus.log").read_text().count("=== exit 0") == 2
     assert (cut / "datasets" / "manifest.json").stat().st_mtime_ns == datasets_mark
     pd.testing.assert_frame_equal(table(cut, "split/train.parquet"), table(tmp_path / "ref", "split/train.parquet"))
+
+
+def test_a_signal_to_the_runner_alone_reaches_its_stage_and_the_run_says_how_to_continue(tmp_path):
+    """SIGTERM to the runner (not its group): the stage gets it too and ends, the run exits 143,
+    says the stage was interrupted and prints the command that continues; the stage's process is gone."""
+    import psutil
+
+    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("n: 40", "n: 16"))
+    exe = Path(sys.executable).with_name("scenefit")
+    proc = subprocess.Popen([str(exe), "run", "--config", "cfg.yaml", "--out", "r", "--to", "annotate"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while stored(tmp_path / "r") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "annotate never stored an answer"
+        time.sleep(0.2)
+    stage = [c for c in psutil.Process(proc.pid).children() if "annotate" in " ".join(c.cmdline())]
+    assert len(stage) == 1
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "annotate" in err and "interrupted" in err and f"continue with: scenefit run --out {tmp_path / 'r'}" in err
+    stage[0].wait(timeout=60)  # raises if it were still running
+    assert (tmp_path / "r" / "logs" / "03-annotate.log").read_text().rstrip().splitlines()[-1].startswith("=== exit 143")
+    assert 2 <= stored(tmp_path / "r") < 32

@@ -3,4 +3,5 @@ starts its stages: with this interpreter, so the same install runs them from any
 
 from scenefit.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -47,8 +47,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _BREAK = re.compile(r"\r\n|\r|\n")
 
 
-class Stopped(BaseException):
-    """The runner was asked to stop (SIGTERM); raised where it waits, like KeyboardInterrupt."""
+class _Signals:
+    """SIGTERM to the runner is handled as Ctrl-C (KeyboardInterrupt where it waits), remembered
+    here so the stage gets SIGTERM too and the run exits 143 rather than 130."""
+
+    terminated = False
+
+    @classmethod
+    def on_term(cls, signum, frame):
+        cls.terminated = True
+        raise KeyboardInterrupt
+
+
+def _interrupt_code() -> int:
+    return 143 if _Signals.terminated else 130
 
 
 class LogLines:
@@ -131,9 +143,9 @@ def run_logged(cmd: list[str], log: IO[str], on_line: Callable[[str], None], env
     try:
         while chunk := os.read(fd, 65536):
             lines.feed(chunk)
-    except (KeyboardInterrupt, Stopped) as e:
+    except KeyboardInterrupt:
         # Ctrl-C on a terminal reached the stage too; a signal sent to the runner alone is passed on
-        proc.send_signal(signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM if _Signals.terminated else signal.SIGINT)
         deadline = time.monotonic() + INTERRUPT_GRACE_S
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -216,11 +228,8 @@ def run_stages(run: RunFolder, stages: list[Stage], start: Optional[str], stop: 
     t_run = time.monotonic()
     total = len(stages)
     previous = signal.getsignal(signal.SIGTERM)
-
-    def stop_on_term(signum, frame):
-        raise Stopped()
-
-    signal.signal(signal.SIGTERM, stop_on_term)
+    _Signals.terminated = False
+    signal.signal(signal.SIGTERM, _Signals.on_term)
     try:
         for k in range(i, j + 1):
             stage = stages[k]
@@ -266,7 +275,7 @@ def _run_one(stage: Stage, run: RunFolder, number: int, label: str, redo: bool, 
 
     if verbose:
         console.rule(f"{number}. {stage.title}")
-    code, interrupted = 0, None
+    code, interrupted = 0, False
     with open(log_path, "a", encoding="utf-8") as log:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         argv = stage.argv(run, redo) if stage.argv else None
@@ -282,13 +291,12 @@ def _run_one(stage: Stage, run: RunFolder, number: int, label: str, redo: bool, 
                     code = run_logged(stage_command(argv), log, on_line)
                 else:
                     code = in_process(stage, run, log) if in_process else 0
-        except (KeyboardInterrupt, Stopped) as e:
-            interrupted = e
-        log.write(f"=== exit {130 if isinstance(interrupted, KeyboardInterrupt) else 143 if interrupted else code} "
-                  f"after {time.monotonic() - t0:.0f} s\n")
+        except KeyboardInterrupt:
+            interrupted = True
+        log.write(f"=== exit {_interrupt_code() if interrupted else code} after {time.monotonic() - t0:.0f} s\n")
     seconds = time.monotonic() - t0
-    if interrupted is not None:
-        code = 130 if isinstance(interrupted, KeyboardInterrupt) else 143
+    if interrupted:
+        code = _interrupt_code()
         console.print(f"{label} {seconds:5.0f}s  interrupted; what it finished is kept (log: {log_path})",
                       highlight=False, markup=False, soft_wrap=True)
         return StageResult(stage.name, "interrupted", seconds, code)
