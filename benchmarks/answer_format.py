@@ -16,6 +16,8 @@ Writes OUT/answer_format.json and prints a Markdown table. Every number is from 
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import argparse
 import json
 import os
@@ -79,7 +81,7 @@ def images_per_second(students: Path, data: Path, config: Path, explain: bool, l
     cfg = resolve("predict", config, {"max_new_tokens": MAX_NEW_TOKENS})
     pred = Predictor.from_students(students, config=cfg)
     test = pd.read_parquet(data / "location" / "test.parquet").head(limit)
-    items = [PredictItem(str(data / "location" / p) if not Path(p).is_absolute() else p, o, None, True, id=str(i))
+    items = [PredictItem(p, o, None, True, id=str(i))  # each row carries its image (scenefit datasets)
              for i, p, o in zip(test["id"], test["image"], test["object"])]
     pred.predict(items[: cfg.batch_size], explain=explain)  # warm-up
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, default=REPO / "runs" / "demo", help="folder with split/ and model/")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "answer_format")
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    ap.add_argument("--config", type=Path, default=packaged_configs_dir() / "demo.yaml")
     ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps for both formats")
     ap.add_argument("--speed-images", type=int, default=64, help="test images timed per path")
     ap.add_argument("--table", type=Path, default=None, help="only print the table of an answer_format.json")

@@ -72,7 +72,7 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
-    from scenefit.core.config import resolve
+    from scenefit.core.config import packaged_configs_dir, resolve
     from scenefit.testbed.standin import StandinSize, build_standin_model
     from scenefit.train.trainer import train_student
 
@@ -94,7 +94,7 @@ def main() -> None:
     per_step = args.batch * args.accum
     data = write_dataset(work, per_step * args.steps, 2 * args.batch, args.side)
     pixels = args.side * args.side
-    cfg = resolve("train", REPO / "configs" / "paper.yaml", {
+    cfg = resolve("train", packaged_configs_dir() / "paper.yaml", {
         "max_steps": args.steps, "num_devices": 1, "per_device_batch_size": args.batch,
         "gradient_accumulation_steps": args.accum, "effective_batch_size": per_step, "eval_steps": args.steps,
         "save_steps": args.steps, "report_to": [], "score_test": False, "min_pixels": pixels, "max_pixels": pixels,

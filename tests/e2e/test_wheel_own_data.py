@@ -184,8 +184,8 @@ def test_from_pip_install_to_served_students_in_any_folder(installed, tmp_path):
                 "train.gradient_accumulation_steps=1", "train.effective_batch_size=2",
                 "train.per_device_eval_batch_size=4", "train.eval_samples=4", "train.precision=fp32",
                 "train.gradient_checkpointing=false", "train.dataloader_num_workers=0", "train.min_pixels=3136",
-                "train.max_pixels=12544", "train.report_to=[]", "evaluate.device=cpu", "evaluate.dtype=fp32",
-                "evaluate.max_new_tokens=8", "evaluate.batch_size=8", "predict.device=cpu", "predict.dtype=fp32"]
+                "train.max_pixels=12544", "train.report_to=[]", "predict.device=cpu", "predict.dtype=fp32",
+                "evaluate.predict.max_new_tokens=8", "evaluate.predict.batch_size=8"]
         first = sf(installed, "run", "--config", "proj/scenefit.yaml", "--out", "runs/mine", "--to", "annotate",
                    *[w for s in sets for w in ("--set", s)], cwd=elsewhere)
         assert first.returncode == 0, first.stderr

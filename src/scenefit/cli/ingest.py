@@ -41,7 +41,7 @@ def ingest_cmd(
     reason code; the rest of the batch goes on. Exit status is 0 unless --strict and a sample
     was rejected (then 1).
     """
-    from scenefit.data.ingest import ingest
+    from scenefit.data.ingest import copies_line, ingest
     from scenefit.data.manifest import ManifestError
 
     cfg = load_config(
@@ -52,8 +52,7 @@ def ingest_cmd(
         # the bar appears once the manifest is read (not before its error), and is gone before
         # any error line below it
         with Progress(enabled=progress_enabled(), unit="sample") as bars:
-            result = ingest(manifest, out, cfg, fmt=fmt, on_start=lambda n: bars.bar("ingest", n),
-                            on_progress=bars.advance)
+            result = ingest(manifest, out, cfg, fmt=fmt, progress=bars)
     except ManifestError as e:
         fail(str(e))
         return
@@ -66,6 +65,7 @@ def ingest_cmd(
     rows.update({"boxes drawn": summary["boxes_drawn"], "already boxed": summary["already_boxed"],
                  "boxes clipped to the image": summary["boxes_clipped"]})
     summary_table(f"ingest -> {out}", rows)
+    console.print(copies_line(summary["boxed_copies"], cfg.jpeg_quality))
     if result.line_note:
         console.print(f"[yellow]{escape(result.line_note)}[/]")
     if result.errors:

@@ -1,4 +1,5 @@
-"""Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how.
+"""Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how; how the
+students run is the nested ``predict`` settings (the file's ``predict`` section unless overridden).
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
         --config demo
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, criteria_list
+from scenefit.predict.config import PredictConfig
 
 
 class EvaluateConfig(StageConfig):
@@ -30,10 +32,11 @@ class EvaluateConfig(StageConfig):
     baseline: bool = Field(
         default=True, description="Also run the untrained base model (no adapter) as the baseline."
     )
-    base: Optional[str] = Field(
-        default=None,
-        description="Base model (hub id or folder) for the students and the baseline; default: the one the "
-        "students were trained on (scenefit_student.json).",
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig,
+        description="How the students and the baseline run: the predict section's settings (base, device, dtype, "
+        "batch_size, max_new_tokens, box drawing, attention kernels, ...). Keys left out here come from the file's "
+        "own `predict` section, so a setting is written once; set one here to differ for evaluate only.",
     )
     explain: bool = Field(
         default=True,
@@ -50,12 +53,6 @@ class EvaluateConfig(StageConfig):
         description="Generate sentences in the shortcut test too; by default it scores decisions only, which is "
         "all the test reads.",
     )
-    max_new_tokens: int = Field(
-        default=96, ge=4, le=4096, description="Upper bound on generated tokens per explanation (stops at EOS)."
-    )
-    batch_size: int = Field(default=16, ge=1, description="Images per forward pass.")
-    device: Optional[str] = Field(default=None, description="Torch device (cpu, cuda, cuda:1); default: best available.")
-    dtype: str = Field(default="auto", description="Model dtype (auto, float32, bfloat16, float16).")
     originals: Optional[str] = Field(
         default=None,
         description="Manifest of unmodified images (one in-context object boxed) for the shortcut test; default: "
@@ -71,12 +68,39 @@ class EvaluateConfig(StageConfig):
         description="A student is called robust in the shortcut test when at least this share of its answers on "
         "unmodified images is in-context.",
     )
+    shortcut_min_recall: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The shortcut test calls a criterion robust only when its out-of-context recall on the evaluated "
+        "split (vs the truth where known) is at least this too: a student that answers In to everything is 100 % "
+        "in-context on unmodified images.",
+    )
+    probe: bool = Field(
+        default=False,
+        description="Also fit a linear probe (logistic regression) on the frozen base's features with the training "
+        "split's labels and score it on the evaluated split: what the base's features carry before any student "
+        "(scenefit.evaluate.probe; one forward pass over the train and evaluated rows).",
+    )
+    probe_seed: int = Field(default=0, description="Seed of the probe's cross-validation folds.")
     calibration_bins: int = Field(default=10, ge=2, le=50, description="Bins of the reliability (calibration) plot.")
     gallery_size: int = Field(default=12, ge=0, le=200, description="Worst errors shown in the report's gallery.")
     top_confusions: int = Field(
         default=10, ge=1, description="Object categories and scenes listed per criterion in the error breakdown."
     )
     thumbnail_px: int = Field(default=192, ge=32, le=1024, description="Longer side of gallery thumbnails, pixels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _predict_keys_live_in_predict(cls, data):
+        """An inference setting written at evaluate's top level (the layout before evaluate nested
+        the predict settings) is named with where it goes now, instead of a bare 'not a setting'."""
+        if isinstance(data, dict):
+            moved = sorted(k for k in data if k not in cls.model_fields and k in PredictConfig.model_fields)
+            if moved:
+                raise ValueError(f"{', '.join(moved)}: inference settings live under evaluate.predict (or the "
+                                 f"file's predict section), e.g. --set predict.{moved[0]}=...")
+        return data
 
     @field_validator("criteria")
     @classmethod
