@@ -25,14 +25,13 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from scenefit.core.progress import PROGRESS_ENV
+from scenefit.pipeline.process import child_env, parent_death_hook, stage_command
 from scenefit.pipeline.run_folder import RunFolder
 from scenefit.pipeline.stages import DONE, Stage, headline
 
@@ -111,32 +110,11 @@ class LogLines:
         self.log.flush()
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _parent_death_hook() -> Optional[Callable[[], None]]:
-    """Linux: a function for the child to run between fork and exec that asks the kernel to send
-    it SIGTERM when the runner dies (libc is loaded here, so the child only makes one call)."""
-    if sys.platform != "linux":
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return lambda: libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def child_env() -> dict[str, str]:
-    """The environment of a stage: unbuffered output, progress bars on (they become log lines)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{PROGRESS_ENV: "1"})
-    env.setdefault("COLUMNS", "120")  # tables in the logs as wide as a usual terminal
-    return env
-
-
 def run_logged(cmd: list[str], log: IO[str], on_line: Callable[[str], None], env: Optional[dict] = None) -> int:
     """Run ``cmd`` with its output through :class:`LogLines`; return its exit status. Ctrl-C or
     SIGTERM is passed on to it; the exception is raised again once it has exited."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env or child_env(), preexec_fn=_parent_death_hook())
+                            env=env or child_env(), preexec_fn=parent_death_hook())
     lines = LogLines(log, on_line)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -161,11 +139,6 @@ def run_logged(cmd: list[str], log: IO[str], on_line: Callable[[str], None], env
         raise
     lines.close()
     return proc.wait()
-
-
-def stage_command(argv: list[str]) -> list[str]:
-    """The process of one stage: this interpreter's own scenefit (the same install, any folder)."""
-    return [sys.executable, "-m", "scenefit.cli", *argv]
 
 
 @dataclass

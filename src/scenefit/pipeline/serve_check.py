@@ -48,7 +48,7 @@ def first_test_sample(run: RunFolder) -> tuple[dict[str, Any], Path]:
 
 
 def _start_server(run: RunFolder, token: str, log: IO[str]) -> tuple[subprocess.Popen, str]:
-    from scenefit.pipeline.runner import child_env, stage_command
+    from scenefit.pipeline.process import child_env, stage_command
 
     cmd = stage_command(["serve", "--students", str(run.students), "--port", "0", "--config", str(run.config_file)])
     env = dict(child_env(), SCENEFIT_API_TOKEN=token)
