@@ -6,7 +6,7 @@ images/s of each path.
 
 ``--run`` is a folder holding the demo's ``split/`` and ``model/`` (`make demo`, or its first six
 stages). For each answer format the script builds the datasets from that one split with
-``configs/demo.yaml``'s datasets section (only ``answer_format`` differs), trains the three
+`the `demo` config`'s datasets section (only ``answer_format`` differs), trains the three
 students with its train section (same seed, same steps; ``--max-steps`` overrides both alike),
 evaluates them on the test split (the evaluate section with 128 new tokens; no baseline, no
 shortcut test: they do not depend on the format) and times the Predictor on the test images: the decision-first fast path
@@ -15,6 +15,8 @@ Writes OUT/answer_format.json and prints a Markdown table. Every number is from 
 """
 
 from __future__ import annotations
+
+from scenefit.core.config import packaged_configs_dir
 
 import argparse
 import json
@@ -127,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, default=REPO / "runs" / "demo", help="folder with split/ and model/")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "answer_format")
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    ap.add_argument("--config", type=Path, default=packaged_configs_dir() / "demo.yaml")
     ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps for both formats")
     ap.add_argument("--speed-images", type=int, default=64, help="test images timed per path")
     ap.add_argument("--table", type=Path, default=None, help="only print the table of an answer_format.json")

@@ -64,11 +64,10 @@ SMOKE = {
 
 
 def default_config() -> Path:
-    """The demo config: packaged (src/scenefit/configs) once it moves there, else configs/."""
-    for cand in (REPO / "src" / "scenefit" / "configs" / "demo.yaml", REPO / "configs" / "demo.yaml"):
-        if cand.is_file():
-            return cand
-    raise SystemExit("demo config not found (configs/demo.yaml)")
+    """The packaged demo config (`--config demo`)."""
+    from scenefit.core.config import find_config
+
+    return find_config("demo")
 
 
 def seeded_config(base: dict, k: int, smoke: bool, pretrained: bool = True) -> dict:

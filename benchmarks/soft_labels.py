@@ -7,7 +7,7 @@ probabilities (``RUN/datasets``: columns ``teacher_p_out`` and ``teachers_mean_p
 first seven stages (``make demo DEMO_DIR=runs/soft`` builds them and more), or by hand (~7 min on
 2 loaded cores, most of it the tiny model)::
 
-    D=runs/soft SF=.venv/bin/scenefit C=configs/demo.yaml
+    D=runs/soft SF=.venv/bin/scenefit C=demo
     $SF tiny-model $D/model --config $C && $SF synth --config $C --out $D/world
     $SF ingest $D/world/manifest.parquet --out $D/ingest --config $C
     $SF annotate $D/ingest/manifest.parquet --db $D/annotate/annotations.sqlite --config $C
@@ -155,7 +155,7 @@ def table(records: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, default=Path("runs/soft"), help="folder with model/ and datasets/")
-    ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
+    ap.add_argument("--config", type=Path, default=Path("demo"))
     ap.add_argument("--criteria", nargs="+", default=["size"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))

@@ -7,7 +7,7 @@ stand-in (issue 14, item 4). One prepared script for a device session; not run y
 
 Builds the stand-in at full size (`scenefit standin-model` without flags: real vocabulary,
 random bf16 weights), draws 448x448 boxed scenes (256 image tokens each, the paper's pixel budget
-floor), and trains one student with `configs/paper.yaml`'s train section (LoRA r=256, alpha 512,
+floor), and trains one student with the `paper` config's train section (LoRA r=256, alpha 512,
 dropout 0.1 on q/k/v/o, AdamW 2e-4, bf16, gradient checkpointing) at batch 4 x accumulation 4 on
 one GPU for --steps optimizer steps. Reports samples/s over the steps after the first five (warm-up
 excluded), peak GPU memory, and the projected wall time of the paper's run: 20,000 samples x 3
@@ -72,7 +72,7 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
-    from scenefit.core.config import resolve
+    from scenefit.core.config import packaged_configs_dir, resolve
     from scenefit.testbed.standin import StandinSize, build_standin_model
     from scenefit.train.trainer import train_student
 
@@ -94,7 +94,7 @@ def main() -> None:
     per_step = args.batch * args.accum
     data = write_dataset(work, per_step * args.steps, 2 * args.batch, args.side)
     pixels = args.side * args.side
-    cfg = resolve("train", REPO / "configs" / "paper.yaml", {
+    cfg = resolve("train", packaged_configs_dir() / "paper.yaml", {
         "max_steps": args.steps, "num_devices": 1, "per_device_batch_size": args.batch,
         "gradient_accumulation_steps": args.accum, "effective_batch_size": per_step, "eval_steps": args.steps,
         "save_steps": args.steps, "report_to": [], "score_test": False, "min_pixels": pixels, "max_pixels": pixels,

@@ -9,6 +9,8 @@ mask) is the control that shows the comparison can fail.
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 
 import pytest
 
@@ -111,7 +113,7 @@ def test_packing_is_on_only_where_it_was_measured_to_win(repo_root):
     """benchmarks/packing.py: a win at the paper recipe's image budget, none on the demo's shape."""
     from scenefit.core.config import resolve
 
-    assert resolve("train", repo_root / "configs" / "paper.yaml").packing is True
-    assert resolve("train", repo_root / "configs" / "demo.yaml").packing is False
+    assert resolve("train", packaged_configs_dir() / "paper.yaml").packing is True
+    assert resolve("train", packaged_configs_dir() / "demo.yaml").packing is False
     assert resolve("train").packing is False
 

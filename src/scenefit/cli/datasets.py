@@ -1,6 +1,6 @@
 """`scenefit datasets` — per-criterion chat-format SFT datasets for the three students.
 
-    scenefit datasets runs/demo/split --out runs/demo/datasets --config configs/demo.yaml
+    scenefit datasets runs/demo/split --out runs/demo/datasets --config demo
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Consensus between teachers: keep the samples they agree on, and report how well they agree.
 
     scenefit consensus --db runs/demo/annotate/annotations.sqlite \
-        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config configs/demo.yaml
+        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config demo
 
 Input: one row per (sample, teacher) answer, as ``AnnotationStore.to_frame()`` returns it
 (``sample_id, teacher, prompt_hash, status, final, label_<criterion>, analysis_<criterion>`` …),

@@ -1,6 +1,6 @@
 """Per-criterion student datasets (chat-format SFT rows) from the balanced splits.
 
-    scenefit datasets runs/demo/split --out runs/demo/datasets --config configs/demo.yaml
+    scenefit datasets runs/demo/split --out runs/demo/datasets --config demo
 
 For each criterion, OUT/<criterion>/{train,val,test}.parquet hold one row per sample:
 the image path and object, the student prompt for that criterion (``scenefit.prompts``,

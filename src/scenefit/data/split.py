@@ -1,6 +1,6 @@
 """Balanced, group-aware, seeded train/val/test split of the consensus samples.
 
-    scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config configs/demo.yaml
+    scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config demo
 
 Every split holds exactly as many In-context as Out-of-context samples (by the consensus final
 decision), and no group (source image) appears in two splits. Assignment is a pure function of

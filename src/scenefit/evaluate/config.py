@@ -2,7 +2,7 @@
 students run is the nested ``predict`` settings (the file's ``predict`` section unless overridden).
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
-        --config configs/demo.yaml
+        --config demo
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the metrics dict, the gallery and the report files.
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --split test \
-        --out runs/demo/report --config configs/demo.yaml
+        --out runs/demo/report --config demo
 
     from scenefit.evaluate.runner import evaluate_dirs
     metrics = evaluate_dirs("runs/demo/students", "runs/demo/datasets", "runs/demo/report", EvaluateConfig())

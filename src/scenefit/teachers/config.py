@@ -1,6 +1,6 @@
 """Typed config of the annotate stage (YAML section ``annotate``).
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
 
 Each teacher has a name, a backend (``openai``, ``transformers``, ``ray_http``, ``ray_vllm`` or
 ``simulated``; :mod:`scenefit.teachers.registry` knows them), a model, decoding settings and a

@@ -1,11 +1,11 @@
 """Section ``train`` of a project config: the student's LoRA recipe and the trainer settings.
 
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
-        --out runs/demo/students --config configs/demo.yaml
+        --out runs/demo/students --config demo
 
-``configs/paper.yaml`` carries the paper's recipe (LoRA r=256/alpha=512/dropout 0.1 on the
+The packaged ``paper`` config carries the paper's recipe (LoRA r=256/alpha=512/dropout 0.1 on the
 language model's q/k/v/o, AdamW 2e-4, warmup 10 %, 3 epochs, effective batch 64 on 4 GPUs,
-eval every 125 steps, best by eval loss, patience 3, bf16); ``configs/demo.yaml`` a tiny CPU run.
+eval every 125 steps, best by eval loss, patience 3, bf16); ``demo`` a tiny CPU run.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ class TrainConfig(StageConfig):
     packing: bool = Field(
         False, description="Pack each batch's samples into one row without padding, each with its own mRoPE "
         "positions and no attention across samples (scenefit.train.packing). Off by default (the demo's samples are all "
-        "one length: 0.94x); on in configs/paper.yaml, whose image budget gives varied lengths (1.14x on CPU, "
-        "benchmarks/packing.py).",
+        "one length: 0.94x); on in the packaged paper config, whose image budget gives varied lengths (1.14x on CPU, "
+        "measured by the project's packing benchmark).",
     )
     seed: int = Field(42, description="Seed of weights init (LoRA), data order and dropout.")
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes that encode samples.")

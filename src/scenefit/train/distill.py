@@ -1,7 +1,7 @@
 """Distil the teachers' confidence: a KL term on the student's decision token (``train.distill``).
 
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
-        --out runs/demo/students --config configs/demo.yaml --set distill.weight=1.0
+        --out runs/demo/students --config demo --set distill.weight=1.0
 
 The loss of one batch is
 

@@ -37,7 +37,8 @@ from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat
 from scenefit.student.decision import accuracy, judge_rows
 from scenefit.student.metadata import StudentMeta, answer_prefix, base_record, loadable_base, write_student_meta
-from scenefit.train.checkpoints import (
+from scenefit.train.checkpoints import (  # noqa: F401 - is_trained: importable from here too
+    is_trained,
     CheckpointScan,
     checkpoint_problem,
     scan_checkpoints,
@@ -298,10 +299,6 @@ def _finish_from_checkpoint(trainer, scan: CheckpointScan) -> dict[str, Any]:
         "loaded_adapter_from": str(best),
         "epoch": state.epoch,
     }
-
-
-def is_trained(out_dir: Path) -> bool:
-    return (out_dir / "adapter_config.json").is_file() and (out_dir / "metrics.json").is_file()
 
 
 def train_student(
