@@ -45,7 +45,6 @@ def test_train_criterion_all_trains_one_student_per_criterion(tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "train_student", fake_train_student)
     (tmp_path / "data").mkdir()
-    repo = README.parent
     for extra in ([], ["--config", str(packaged_configs_dir() / "demo.yaml")], ["--config", str(packaged_configs_dir() / "paper.yaml")]):
         calls.clear()
         r = runner.invoke(app, ["train", "--criterion", "all", "--data", str(tmp_path / "data"), "--model", "m",
