@@ -69,6 +69,7 @@ def test_special_tokens_sit_at_their_ids(processor, standin_model_dir):
     cfg = json.loads((standin_model_dir / "config.json").read_text())
     assert (cfg["image_token_id"], cfg["video_token_id"]) == (151655, 151656)
     assert (cfg["vision_start_token_id"], cfg["vision_end_token_id"]) == (151652, 151653)
+    assert cfg["vision_token_id"] == 151654  # <|vision_pad|>, as the published config.json names it
     text = cfg["text_config"]
     assert (text["bos_token_id"], text["eos_token_id"], text["vocab_size"]) == (151643, 151645, QWEN25VL_VOCAB_SIZE)
     gen = json.loads((standin_model_dir / "generation_config.json").read_text())
