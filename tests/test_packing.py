@@ -130,10 +130,11 @@ def test_training_with_packing_follows_the_padded_run(tiny_model_dir, tmp_path):
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
 
 
-def test_packing_is_on_only_where_it_was_measured_to_win(repo_root):
-    """benchmarks/packing.py: a win at the paper recipe's image budget, none on the demo's shape."""
+def test_packing_is_off_where_the_authors_ran_without_it(repo_root):
+    """benchmarks/packing.py measured a win at the paper recipe's image budget, none on the demo's shape;
+    the authors' students trained without packing, so paper.yaml names it as an option (docs/paper-setup.md)."""
     from scenefit.core.config import resolve
 
-    assert resolve("train", repo_root / "configs" / "paper.yaml").packing is True
+    assert resolve("train", repo_root / "configs" / "paper.yaml").packing is False
     assert resolve("train", repo_root / "configs" / "demo.yaml").packing is False
     assert resolve("train").packing is False

@@ -192,7 +192,9 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     from scenefit.student.decision import decision_token_ids, scoring_batch
     from scenefit.testbed.toy_students import toy_items
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.answer import AnswerFormat
+    from scenefit.student.chat import StudentChat
+    from scenefit.student.metadata import read_student_meta
 
     first = next(iter(adapters.values()))
     processor = load_processor(first, padding_side="left")
@@ -200,11 +202,18 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     items, _ = toy_items(images, seed=seed)
     probes = [draw_box(im, box) for im, _, box in items]
 
+    def asked_as_trained(path: Path) -> StudentChat:
+        """The adapter's own questions (its metadata), its decision read on the fast path."""
+        meta = read_student_meta(path)
+        return (meta.chat if meta else StudentChat.packaged()).with_answer_format(AnswerFormat.DECISION_FIRST)
+
+    chats = {c: asked_as_trained(Path(p)) for c, p in adapters.items()}
+
     def logits(model, crit: Criterion):
-        rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}
-                for i, (_, obj, _) in enumerate(items)]
+        chat = chats[crit]
+        rows = [{"id": str(i), **chat.request(crit, obj)._asdict()} for i, (_, obj, _) in enumerate(items)]
         with torch.no_grad():
-            out = model(**scoring_batch(processor, rows, probes).to(device), logits_to_keep=1).logits[:, -1, :]
+            out = model(**scoring_batch(processor, rows, probes, chat).to(device), logits_to_keep=1).logits[:, -1, :]
         return out[:, [ids[label] for label in ids]].float()
 
     model = load_model(base, dtype="fp32", device=device)
