@@ -72,6 +72,13 @@ def test_lora_only_students_export(lora_students, tmp_path):
     assert argv[:4] == ["vllm", "serve", spec["base_model"], "--enable-lora"]
     assert argv[argv.index("--max-lora-rank") + 1] == "32" and argv[argv.index("--max-loras") + 1] == "3"
     assert f"scenefit-size={lora_students.resolve() / 'size'}" in argv
+    # how a client asks each adapter, as its scenefit_student.json records it
+    from scenefit.student.metadata import read_student_meta
+
+    for c in CRITERIA:
+        asked = spec["asked_as"][f"scenefit-{c.value}"]
+        assert asked == read_student_meta(lora_students / c.value).chat.model_dump(mode="json")
+        assert set(asked["prompts"]) == {c.value} and "{object}" in asked["prompts"][c.value]
 
 
 def test_modules_to_save_refused_unless_forced(head_students, tmp_path):

@@ -241,3 +241,44 @@ def test_the_authors_second_test_set_is_a_test_only_pool():
         test = result.frames[crit.value]["test"]
         assert len(test) == 200 and (test["label"] == Label.OUT.value).sum() == 100
         assert result.frames[crit.value]["train"].empty
+
+
+def test_the_shortcut_test_draws_its_boxes_at_the_configured_width():
+    """evaluate.shortcut_box_width reaches the predictor for the unmodified images (the authors draw 3 px);
+    unset, the predictor's own rule applies (no width passed)."""
+    from scenefit.core.records import Sample
+    from scenefit.evaluate.runner import collect_answers
+
+    seen = []
+
+    class Recorder:
+        def predict(self, items, explain=False, criteria=None, **kwargs):
+            seen.append(kwargs.get("box_width"))
+            return [{"criteria": {}} for _ in items]
+
+    originals = [Sample(id="o1", image="o1.png", object="cow", box=[1, 2, 30, 40])]
+    collect_answers(Recorder(), originals, ["location"], explain=False, box_width=3)
+    collect_answers(Recorder(), originals, ["location"], explain=False)
+    assert seen == [3, None]
+
+
+def test_a_teacher_without_temperature_samples_with_the_models_generation_config(tiny_model_dir):
+    """The authors' Qwen teacher: generate(do_sample=True) and nothing else — temperature, top-k, top-p and
+    repetition penalty come from the checkpoint's generation config; 0.0 is greedy with those switched off."""
+    from scenefit.models.loading import generate_text, load_model, load_processor
+
+    model, tok = load_model(tiny_model_dir, "fp32", "cpu"), load_processor(tiny_model_dir).tokenizer
+    calls = []
+    real = model.generate
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    model.generate = spy
+    inputs = dict(tok(["Hello"], return_tensors="pt"))
+    generate_text(model, tok, inputs, 2, temperature=None, seed=0)
+    generate_text(model, tok, inputs, 2, temperature=0.0)
+    sampled, greedy = calls
+    assert sampled["do_sample"] is True and not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(sampled)
+    assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0

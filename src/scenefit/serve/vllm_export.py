@@ -68,6 +68,7 @@ class AdapterCheck:
     modules_to_save: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     decision_shift: Optional[float] = None  # largest ' In'/' Out' logit change on probe images, when probed
+    asked_as: Optional[dict] = None  # how the student was trained to be asked (its StudentChat), for clients
 
 
 def round_rank(rank: int) -> int:
@@ -167,6 +168,9 @@ class VllmExport:
             "max_loras": len(self.adapters),
             "adapter_ranks": {a.name: a.rank for a in self.adapters},
             "decision_shifts": {a.name: a.decision_shift for a in self.adapters if a.decision_shift is not None},
+            # a client of `vllm serve` asks each adapter as it was trained: this prompt ({object} filled),
+            # this system turn (null: none of its own), the image before or after the text, this answer layout
+            "asked_as": {a.name: a.asked_as for a in self.adapters if a.asked_as is not None},
             "command": self.command,
             "command_line": shlex.join(self.command),
             "forced": self.forced,
@@ -243,6 +247,8 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     except StudentError as e:
         raise VllmExportError(str(e)) from None
     checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
+    for check, info in zip(checks, infos.values()):
+        check.asked_as = info.chat.model_dump(mode="json")
     if probe:
         shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
         for check, crit in zip(checks, infos):
