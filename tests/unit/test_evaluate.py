@@ -206,8 +206,8 @@ def test_failing_samples_are_left_out_and_reported(datasets, tmp_path):
     assert metrics["size"]["n"] == len(ids) - 2 and metrics["size"]["accuracy"] == 1.0
     assert metrics["failed"] == 2 and "fused" not in metrics  # one criterion: no fused decision
     errors = {e["id"]: e for e in map(json.loads, (tmp_path / "errors.jsonl").read_text().splitlines())}
-    assert "cannot read image" in errors[ids[3]]["reason"]
-    assert errors[ids[8]]["reason"].startswith("missing_image")
+    assert "cannot read image" in errors[ids[3]]["message"]
+    assert errors[ids[8]]["code"] == "missing_image" and errors[ids[8]]["message"]
     assert metrics["size"]["baseline_accuracy"] is None
     assert metrics["shortcut"]["available"] is False
 

@@ -24,6 +24,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.errors import error_row
 from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import (
@@ -130,7 +131,7 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
     except ManifestError as e:
         fail(str(e))
     for err in read_errors:
-        error_line(f"{err['id']}: {err['reason']} ({err['code']})")
+        error_line(f"{err['id']}: {err['message']} ({err['code']})")
     return samples, read_errors
 
 
@@ -193,7 +194,7 @@ def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: i
         print_json(predictions[0].to_json())
     elif out is None:
         print_json([{"id": p.id, **p.to_json()} for p in predictions]
-                   + [{"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors])
+                   + [error_row(e["id"], e["code"], e["message"]) for e in read_errors])
     else:
         print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
 
@@ -219,7 +220,7 @@ def _rows(items, predictions, synthetic: bool) -> list[dict]:
 
 
 def _error_row(err: dict) -> dict:
-    return {"id": err["id"], "error_code": err["code"], "error": err["reason"]}
+    return error_row(err["id"], err["code"], err["message"])
 
 
 def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:

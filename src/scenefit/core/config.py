@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from scenefit.core.errors import ScenefitError
+
 
 class StageConfig(BaseModel):
     """Base of every stage config: unknown keys are errors, assignments are validated."""
@@ -23,7 +25,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(ScenefitError, ValueError):
     """A config file or flag that does not validate; the message names file, section and field."""
 
 

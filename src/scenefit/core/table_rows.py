@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from scenefit.core.errors import ScenefitError
+
 #: Longest cell (characters) a row may hold; longer ones reject their row, not the file.
 MAX_CELL_CHARS = 1_000_000
 #: Error codes of rows that could not be read as rows (the manifest adds its own).
@@ -50,7 +52,7 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
-class ManifestError(ValueError):
+class ManifestError(ScenefitError, ValueError):
     """The file as a whole cannot be read (missing, unknown format, unreadable header or Parquet)."""
 
 

@@ -16,7 +16,7 @@ Outputs in DIR:
 - ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
   (already-boxed images are validated and referenced where they are, never copied; a rerun
   removes the copies of this manifest's samples that it no longer uses);
-- ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``reason`` (and ``row``
+- ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``message`` (and ``row``
   when the manifest row itself was bad);
 - ``summary.json`` — counts (``input_rows``: every one ends as a sample or an error line;
   ``input_lines``: the manifest's non-blank data lines, with a ``line_note`` when the two
@@ -37,6 +37,7 @@ from typing import Callable, Literal, Optional
 
 from pydantic import Field, field_validator
 
+from scenefit.core.errors import error_row
 from scenefit.core.config import StageConfig
 from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from scenefit.data.manifest import read_manifest, write_manifest
@@ -198,7 +199,7 @@ def ingest(
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         for sample, outcome in zip(samples, pool.map(work, samples)):
             if isinstance(outcome, ImageError):
-                errors.append({"id": sample.id, "code": outcome.code, "reason": f"sample {sample.id}: {outcome.message}"})
+                errors.append(error_row(sample.id, outcome.code, f"sample {sample.id}: {outcome.message}"))
                 continue
             new, was_clipped = outcome
             accepted.append(new)

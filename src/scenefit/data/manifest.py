@@ -6,7 +6,8 @@ normalised Parquet manifest.
     samples, errors = read_manifest("paper.parquet", layout="paper", images_dir="images/")
     write_manifest(samples, "out/manifest.parquet")              # exactly MANIFEST_COLUMNS
 
-A bad row never stops the read: it becomes an error ``{"id", "row", "line", "code", "reason"}``
+A bad row never stops the read: it becomes an error row ``{"id", "code", "message", "row", "line"}``
+(:func:`scenefit.core.errors.error_row`)
 (``row`` is 1-based among the data rows, ``line`` the physical line where it starts in a CSV
 or JSONL file) and the other rows go on — also after an unclosed quote, bytes that are not
 UTF-8 or a huge cell (see :mod:`scenefit.core.table_rows`). The result also says how many rows
@@ -38,6 +39,7 @@ from typing import Any, Iterator, Literal, Optional
 
 from pydantic import ValidationError
 
+from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.images import ImageError, parse_box
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.core.table_rows import BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader
@@ -82,7 +84,7 @@ ROW_CODES: dict[str, str] = {
 }
 
 
-class RowError(ValueError):
+class RowError(ScenefitError, ValueError):
     def __init__(self, code: str, reason: str):
         super().__init__(reason)
         self.code = code
@@ -271,7 +273,7 @@ def read_manifest(
         i, row = raw.row, raw.data
         where = {"row": i} if raw.line is None else {"row": i, "line": raw.line}
         if row is None:
-            errors.append({"id": f"row {i}", **where, "code": raw.code, "reason": f"row {i}: {raw.problem}"})
+            errors.append(error_row(f"row {i}", raw.code, f"row {i}: {raw.problem}", **where))
             continue
         if chosen is None:
             chosen = detect_layout(set(row))
@@ -279,13 +281,11 @@ def read_manifest(
             s = row_to_sample(row, chosen, base)
         except RowError as e:
             rid = _text(row.get(PAPER_ID) if chosen == "paper" else _first(row, ALIASES["id"]))
-            errors.append({"id": rid or f"row {i}", **where, "code": e.code, "reason": f"{_where(raw)}: {e}"})
+            errors.append(error_row(rid or f"row {i}", e.code, f"{_where(raw)}: {e}", **where))
             continue
         if s.id in seen:
-            errors.append({
-                "id": s.id, **where, "code": "duplicate_id",
-                "reason": f"{_where(raw)}: id {s.id!r} already used by row {seen[s.id]}",
-            })
+            errors.append(error_row(s.id, "duplicate_id", f"{_where(raw)}: id {s.id!r} already used by row {seen[s.id]}",
+                                    **where))
             continue
         seen[s.id] = i
         samples.append(s)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.records import Sample, is_synthetic
@@ -47,7 +48,7 @@ class Answer:
     status: str = "ok"
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ScenefitError, ValueError):
     """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
 
 
@@ -155,8 +156,8 @@ def collect_answers(
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
-                reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
-                errors.append({"id": smp.id, "image": smp.image, "reason": reason})
+                code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
+                errors.append(error_row(smp.id, code, message, image=str(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -170,7 +171,8 @@ def collect_answers(
                 try:
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits, **extra))
                 except Exception as e:  # noqa: BLE001
-                    errors.append({"id": smp.id, "image": smp.image, "reason": f"{type(e).__name__}: {e}"})
+                    errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
+                                            image=str(smp.image)))
         if progress:
             progress(len(part))
     return out, errors

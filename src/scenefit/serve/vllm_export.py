@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA, Criterion
 from scenefit.predict.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
 
@@ -53,7 +54,7 @@ _VISION = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
 _LM_LAYER = re.compile(r"(^|\.)(language_model\.)?layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
 
 
-class VllmExportError(ValueError):
+class VllmExportError(ScenefitError, ValueError):
     """Adapters vLLM cannot serve (the message lists every problem, per adapter)."""
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
 from scenefit.student.answer import AnswerFormat, decision_continuations, parse_student_answer
 from scenefit.student.chat import StudentChat, StudentRequest
 
 
-class DecisionTokenError(RuntimeError):
+class DecisionTokenError(ScenefitError, RuntimeError):
     """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from scenefit.core.errors import error_row
 from scenefit.data.manifest import _text, detect_format
 from scenefit.core.files import write_jsonl
 from scenefit.teachers.parse import parse_teacher_answer
@@ -102,9 +103,8 @@ def import_answers(
     reader = RowReader(p, fmt)
 
     def reject(raw, code: str, reason: str, sid: Optional[str] = None) -> None:
-        err = {"file": str(p), "line": raw.line, "row": raw.row, "code": code,
-               "reason": f"{p.name} line {raw.line}: {reason}"}
-        errors.append(err if sid is None else {**err, "id": sid})
+        errors.append(error_row(sid or f"line {raw.line}", code, f"{p.name} line {raw.line}: {reason}",
+                                file=str(p), line=raw.line, row=raw.row))
 
     for raw in reader:
         row = raw.data

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from pydantic import Field, field_validator, model_validator
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.errors import ScenefitError
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 from scenefit.core.records import Sample
@@ -360,7 +361,7 @@ def load_layouts(world_dir: Path | str) -> dict[str, dict]:
     return out
 
 
-class WorldExistsError(RuntimeError):
+class WorldExistsError(ScenefitError, RuntimeError):
     """The output folder holds something else (another world's config, or foreign files)."""
 
 

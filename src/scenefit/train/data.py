@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import LABELS, Criterion
 from scenefit.core.images import load_image
 from scenefit.core.parquet_io import read_table
@@ -37,7 +38,7 @@ SPLIT_FILES = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "image", "prompt", "system", "target", "label", "criterion")
 
 
-class DatasetError(ValueError):
+class DatasetError(ScenefitError, ValueError):
     """A dataset file or row the trainer cannot use; the message names it."""
 
 
