@@ -23,7 +23,7 @@ from scenefit.data.consensus import ConsensusConfig, build_consensus
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 
-from scenefit.teachers.parse import render_teacher_answer
+from scenefit.prompts import render_teacher_answer
 
 from scenefit.core.records import Sample
 

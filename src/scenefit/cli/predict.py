@@ -17,7 +17,6 @@ are always generated and the decision read from the ``Final decision:`` line (a 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -79,7 +78,7 @@ def predict_cmd(
     synthetic = is_synthetic(*items, *predictor.students.values())
     with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
-        predictions = predictor.predict(items, on_progress=bars.advance)
+        predictions = predictor.predict(items, progress=bars)
 
     rows = _rows(items, predictions, synthetic) + [_error_row(e) for e in read_errors]
     n_bad = sum(not p.ok for p in predictions) + len(read_errors)

@@ -29,6 +29,10 @@ class ScenefitError(Exception):
     code: str = "error"
 
 
+class DatasetError(ScenefitError, ValueError):
+    """A dataset file or row that cannot be used (training, scoring); the message names it."""
+
+
 def error_row(item_id: Any, code: str, message: str, **where: Any) -> dict[str, Any]:
     """One rejected item: ``{"id", "code", "message"}`` plus the optional ``where`` fields
     (``row``, ``line``, ``image``, ...); ``None`` values in ``where`` are left out."""

@@ -33,10 +33,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
+from scenefit.core.progress import Progress
 from scenefit.core.errors import error_row
 from scenefit.core.config import StageConfig
 from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
@@ -170,19 +171,18 @@ def ingest(
     out_dir: str | os.PathLike,
     cfg: Optional[IngestConfig] = None,
     fmt: Optional[str] = None,
-    on_start: Optional[Callable[[int], None]] = None,
-    on_progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Progress] = None,
 ) -> IngestResult:
-    """Run the ingest stage (see module docstring). ``on_start(total)`` and ``on_progress(n)``
-    let a caller drive a progress bar. Raises ManifestError when the manifest is unreadable."""
+    """Run the ingest stage (see module docstring); ``progress`` gets one bar over the samples
+    once the manifest is read. Raises ManifestError when the manifest is unreadable."""
     cfg = cfg or IngestConfig()
     out = Path(out_dir)
     images_out = out / "images"
     images_out.mkdir(parents=True, exist_ok=True)
     read = read_manifest(manifest, fmt=fmt, layout=cfg.layout, images_dir=cfg.images_dir)
     samples, errors = read
-    if on_start:
-        on_start(len(samples))
+    if progress:
+        progress.bar("ingest", len(samples))
 
     def work(sample: Sample):
         try:
@@ -190,8 +190,8 @@ def ingest(
         except ImageError as e:
             return e
         finally:
-            if on_progress:
-                on_progress(1)
+            if progress:
+                progress.advance(1)
 
     accepted: list[Sample] = []
     drawn = clipped = 0

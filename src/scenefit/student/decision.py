@@ -18,10 +18,12 @@ reasoning-first student uses; the Predictor does the same on its batches.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import open_image
+from scenefit.core.progress import Progress
 from scenefit.student.answer import AnswerFormat, decision_continuations, parse_student_answer
 from scenefit.student.chat import StudentChat, StudentRequest
 
@@ -94,12 +96,6 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
     return two_way(logits, first)
 
 
-def open_image(row: dict):
-    from scenefit.train.data import open_image as _open
-
-    return _open(row)
-
-
 def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None,
                   chat: Optional[StudentChat] = None):
     """Left-padded model inputs whose last position predicts the label's first token (``chat``: the
@@ -110,7 +106,7 @@ def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = 
     return processor(text=texts, images=imgs, padding=True, padding_side="left", return_tensors="pt")
 
 
-def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -> list[dict]:
+def _in_batches(model, rows: Sequence[dict], batch_size: int, progress: Optional[Progress], judge) -> list[dict]:
     """``judge(chunk, device)`` over ``rows`` in batches, the model in eval mode without gradients
     (its training mode restored after)."""
     import torch
@@ -124,14 +120,14 @@ def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 out.extend(judge(chunk, device))
-                if progress is not None:
-                    progress.update(len(chunk))  # type: ignore[attr-defined]
+                if progress:
+                    progress.advance(len(chunk))
     finally:
         model.train(was_training)
     return out
 
 
-def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Iterable] = None,
+def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Progress] = None,
                chat: Optional[StudentChat] = None) -> list[dict]:
     """Fast path over dataset rows: per row the predicted label and P(Out-of-context) (``chat``: the
     students' layout, default the packaged decision-first one)."""
@@ -147,7 +143,7 @@ def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, prog
 
 
 def generate_rows(model, processor, rows: Sequence[dict], chat: StudentChat, batch_size: int = 8,
-                  max_new_tokens: int = 128, progress: Optional[Iterable] = None) -> list[dict]:
+                  max_new_tokens: int = 128, progress: Optional[Progress] = None) -> list[dict]:
     """Generation over dataset rows (any answer format): per row the label parsed from the
     greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
     from scenefit.models.loading import generate_text
