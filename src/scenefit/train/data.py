@@ -17,6 +17,7 @@ a row whose cut would reach the prompt or the decision line is left out of train
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -254,6 +255,25 @@ def length_plan(processor, frame: pd.DataFrame, chat: StudentChat, max_seq_lengt
             "prompt, an image or the decision)"
         )
     return LengthPlan(keep, cut, dropped, longest)
+
+
+def fit_lengths(processor, frames: dict[str, pd.DataFrame], chat: StudentChat, max_seq_length: int, truncation: bool,
+                paths: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The train and val rows that fit ``max_seq_length`` (:func:`length_plan`: too long is an error, or
+    with ``truncation`` the answer's end is cut and a row whose decision would not fit is left out),
+    and what was done, per split, for metrics.json (``paths``: split -> file, for messages)."""
+    out, report = dict(frames), {"max_seq_length": max_seq_length, "truncation": truncation}
+    for split in ("train", "val"):
+        plan = length_plan(processor, frames[split], chat, max_seq_length, truncation, paths.get(split, split))
+        out[split] = frames[split].iloc[plan.keep].reset_index(drop=True)
+        report[split] = plan.summary()
+        if plan.dropped or plan.cut:
+            print(f"warning: {paths.get(split, split)}: {len(plan.cut)} answer(s) cut to max_seq_length "
+                  f"{max_seq_length}; {len(plan.dropped)} row(s) left out (their decision would not fit), "
+                  f"e.g. {plan.dropped[:3]}", file=sys.stderr)
+        if out[split].empty:
+            raise DatasetError(f"{paths.get(split, split)}: no row fits max_seq_length {max_seq_length}")
+    return out, report
 
 
 class StudentExamples:

@@ -47,7 +47,7 @@ from scenefit.train.checkpoints import (
 )
 from scenefit.train.config import TrainConfig
 from scenefit.train.data import (
-    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, length_plan, read_split, split_path,
+    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, fit_lengths, read_split, split_path,
 )
 from scenefit.train.launch import sharding_fallback_warning, world_size
 from scenefit.train.packing import PackedCollator, use_packed_attention
@@ -330,7 +330,8 @@ def train_student(
     synthetic = is_synthetic(*frames.values())
     chat = dataset_chat(data_dir, crit, frames)
     processor, model, targets = _load_base(base_model, cfg)
-    frames, lengths = _fit_lengths(processor, frames, chat, cfg, data_dir, crit)
+    frames, lengths = fit_lengths(processor, frames, chat, cfg.max_seq_length, cfg.truncation,
+                                  {s: split_path(data_dir, crit, s) for s in frames})
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     trainer, distill_summary = _build_trainer(model, processor, args, cfg, frames, val_rows, data_dir, crit, out,
                                               chat, extra_callbacks)
@@ -375,25 +376,6 @@ def _read_frames(data_dir: Path, crit: str) -> dict:
         if need not in frames or frames[need].empty:
             raise FileNotFoundError(f"{split_path(data_dir, crit, need)}: missing or empty; the student needs it")
     return frames
-
-
-def _fit_lengths(processor, frames: dict, chat: StudentChat, cfg: TrainConfig, data_dir: Path, crit: str):
-    """The train and val rows that fit ``max_seq_length`` (:func:`scenefit.train.data.length_plan`:
-    too long is an error, or with ``truncation`` the answer's end is cut and a row whose decision would
-    not fit is left out) and what was done, per split, for metrics.json."""
-    out, report = dict(frames), {"max_seq_length": cfg.max_seq_length, "truncation": cfg.truncation}
-    for split in ("train", "val"):
-        plan = length_plan(processor, frames[split], chat, cfg.max_seq_length, cfg.truncation,
-                           split_path(data_dir, crit, split))
-        out[split] = frames[split].iloc[plan.keep].reset_index(drop=True)
-        report[split] = plan.summary()
-        if plan.dropped or plan.cut:
-            print(f"warning: {crit}/{split}: {len(plan.cut)} answer(s) cut to max_seq_length {cfg.max_seq_length}; "
-                  f"{len(plan.dropped)} row(s) left out (their decision would not fit), e.g. {plan.dropped[:3]}",
-                  file=sys.stderr)
-        if out[split].empty:
-            raise ValueError(f"{split_path(data_dir, crit, split)}: no row fits max_seq_length {cfg.max_seq_length}")
-    return out, report
 
 
 def _load_base(base_model: str, cfg: TrainConfig):
