@@ -26,7 +26,7 @@ import pandas as pd
 
 from scenefit.core.errors import DatasetError
 from scenefit.core.criteria import LABELS, Criterion
-from scenefit.core.images import open_image
+from scenefit.core.images import open_image, stored_image_name
 from scenefit.core.parquet_io import read_table
 from scenefit.student.answer import AnswerFormat
 from scenefit.student.chat import StudentChat, StudentRequest
@@ -181,15 +181,21 @@ def encode_example(processor, row: dict, max_seq_length: int, chat: Optional[Stu
 
 
 def _upright_size(row: dict) -> tuple[int, int]:
-    """The image's (width, height) after its EXIF orientation, read from the header only."""
+    """The image's (width, height) after its EXIF orientation, read from the header only (a path,
+    or the image embedded in the row by ``scenefit datasets``)."""
+    import io
+
     from PIL import Image
 
+    value = row["image"]
+    if isinstance(value, dict):
+        value = io.BytesIO(bytes(value["bytes"])) if value.get("bytes") is not None else value.get("path")
     try:
-        with Image.open(row["image"]) as im:
+        with Image.open(value) as im:
             w, h = im.size
             turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # rotated by 90 degrees
     except Exception as e:
-        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
+        raise DatasetError(f"sample {row['id']!r}: image {stored_image_name(row['image'])!r} cannot be read: {e}") from None
     return (h, w) if turned else (w, h)
 
 

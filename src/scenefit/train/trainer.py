@@ -36,7 +36,7 @@ from scenefit.core.records import is_synthetic
 from scenefit.student.answer import AnswerFormat
 from scenefit.student.chat import StudentChat
 from scenefit.student.decision import accuracy, judge_rows
-from scenefit.student.metadata import StudentMeta, write_student_meta
+from scenefit.student.metadata import StudentMeta, base_record, loadable_base, write_student_meta
 from scenefit.train.checkpoints import (
     CheckpointScan,
     checkpoint_problem,
@@ -232,7 +232,8 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool, chat:
     the way its answer format allows (:func:`scenefit.student.decision.judge_rows`); the bare
     base is asked the same prompts on the fast path (it was trained on neither format)."""
     rows = frame.to_dict("records")
-    result: dict[str, Any] = {"n": len(rows)}
+    # which decision the accuracy is of: the logits after the forced prefix, or the generated text's
+    result: dict[str, Any] = {"n": len(rows), "decision": "logits" if chat.answer_format.has_fast_path else "generated_text"}
     preds = judge_rows(model, processor, rows, chat, batch_size, max_new_tokens)
     result["student"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
     if not chat.answer_format.has_fast_path:
@@ -245,12 +246,13 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool, chat:
 
 
 def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
-                 chat: StudentChat) -> StudentMeta:
-    """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter and to ask it
-    as it was trained (``chat``: its prompt, system turn, image position, answer format)."""
+                 chat: StudentChat, students_root: Path | str = ".") -> StudentMeta:
+    """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter (the base
+    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``) and to ask
+    it as it was trained (``chat``: its prompt, system turn, image position, answer format)."""
     vllm_ok = not cfg.lora.modules_to_save
     return StudentMeta.for_chat(chat, criterion, **{
-        "base_model": base_model,
+        **base_record(base_model, students_root),
         "lora": {
             "r": cfg.lora.r,
             "alpha": cfg.lora.alpha,
@@ -329,6 +331,9 @@ def train_student(
     frames = _read_frames(data_dir, crit)
     synthetic = is_synthetic(*frames.values())
     chat = dataset_chat(data_dir, crit, frames)
+    # PEFT records the name the base was loaded by in adapter_config.json: load it by what loads
+    # from any folder (an absolute path or a hub id), never a path relative to where train ran.
+    base_model = loadable_base(base_record(base_model, out_root))
     processor, model, targets = _load_base(base_model, cfg)
     frames, lengths = fit_lengths(processor, frames, chat, cfg.max_seq_length, cfg.truncation,
                                   {s: split_path(data_dir, crit, s) for s in frames})
@@ -364,7 +369,7 @@ def train_student(
         # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
                                       with_base=True, chat=chat, max_new_tokens=cfg.eval_max_new_tokens)
-    info = student_info(cfg, crit, base_model, synthetic, targets, chat)
+    info = student_info(cfg, crit, base_model, synthetic, targets, chat, students_root=out_root)
     _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
     return TrainResult(crit, out, metrics)
 
@@ -477,13 +482,13 @@ def _save_student(trainer, processor, cfg: TrainConfig, info, metrics: dict, dat
                   run_dir: Path) -> None:
     """The student folder: adapter, processor, config, dataset manifest, metadata, card, and
     metrics.json last — its presence marks the student complete."""
-    from scenefit.models.loading import save_processor
+    from scenefit.models.loading import save_student_processor
     from scenefit.train.card import model_card
 
     trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml is the readable record
-        save_processor(processor, out)
+        save_student_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
         write_json(dataset_manifest(data_dir, info.criterion), out / "dataset_manifest.json")
         write_student_meta(info, out)
