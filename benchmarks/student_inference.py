@@ -52,8 +52,7 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
 
     from scenefit.student.answer import parse_student_answer
     from scenefit.predict import prepare_image, to_item
-    from scenefit.student.chat import student_messages
-    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.chat import StudentChat
 
     labels, counts = [], []
     with torch.inference_mode():
@@ -61,8 +60,8 @@ def run_reference(models, items, box_width: int, max_new_tokens: int = 512) -> t
             item = to_item(raw, i)
             image = prepare_image(item, box_width)
             for crit, (model, processor) in models.items():
-                msgs = student_messages(student_prompt(crit).render(item.object), system=student_system_prompt())
-                text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                chat = StudentChat.packaged()
+                text = chat.prompt_text(processor, chat.request(crit, item.object))
                 inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                      top_p=None, top_k=None, pad_token_id=processor.tokenizer.pad_token_id)

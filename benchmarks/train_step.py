@@ -53,14 +53,14 @@ def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int) -> f
     from trl import SFTConfig, SFTTrainer
 
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.student.chat import student_messages
+    from scenefit.student.chat import StudentChat, StudentRequest
     from scenefit.core.parquet_io import read_table
 
     rows = read_table(data / "location" / "train.parquet")[0].to_dict("records")  # images resolved
     ds = Dataset.from_list([
         {
-            # the same chat as the project's (student_messages: the students' image position)
-            "prompt": student_messages(r["prompt"], r["system"]),
+            # the same chat as the project's (the packaged students' layout)
+            "prompt": StudentChat.packaged().messages(StudentRequest.of_row(r)),
             "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["target"]}]}],
             "images": [Image.open(r["image"]).convert("RGB")],
         }

@@ -120,6 +120,9 @@ def standin_config(tokenizer, size: StandinSize):
         rope_theta=1_000_000.0, mrope_section=mrope_section(size.hidden // size.heads),
         vocab_size=QWEN25VL_VOCAB_SIZE, tie_word_embeddings=True,
     )
+    # The published config.json also names <|vision_pad|>; transformers' config class has no field for
+    # it, so it travels as an extra key (saved and loaded back unchanged)
+    config.vision_token_id = tokenizer.convert_tokens_to_ids("<|vision_pad|>")
     config.dtype = "bfloat16"
     return config
 
