@@ -9,7 +9,6 @@ docs/paper-setup.md table states.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
