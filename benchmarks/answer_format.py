@@ -43,7 +43,7 @@ MAX_NEW_TOKENS = 128
 def build(fmt: str, run: Path, out: Path, config: Path, max_steps: int | None) -> tuple[Path, Path, dict]:
     """datasets + train for one format; returns (datasets dir, students dir, train metrics per criterion)."""
     from scenefit.core.config import resolve
-    from scenefit.core.parquet_io import file_sha256
+    from scenefit.core.files import file_sha256
     from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
     from scenefit.train.trainer import train_student
 

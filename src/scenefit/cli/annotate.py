@@ -180,7 +180,7 @@ def import_answers_cmd(
     p_out_location, p_out_size, p_out_co_occurrence, p_out_final hold the teacher's probabilities
     of Out-of-context (0 to 1, or empty); another value is an error naming its line and column.
     """
-    from scenefit.core.parquet_io import safe_stem
+    from scenefit.core.files import safe_stem
     from scenefit.teachers.import_answers import IMPORTED_PROMPT_HASH, import_answers
 
     # one file per teacher: names differing only in unsafe characters ('a/b', 'a_b') get their own

@@ -42,7 +42,7 @@ def consensus_cmd(
     """
     from scenefit.data.consensus import build_consensus, write_consensus
     from scenefit.data.consensus_report import report_tables
-    from scenefit.core.parquet_io import file_sha256
+    from scenefit.core.files import file_sha256
 
     cfg = load_config(
         "consensus", config, sets, rule=rule, designated=designated, prompt_hash=prompt_hash,

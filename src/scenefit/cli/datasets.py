@@ -32,7 +32,7 @@ def datasets_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
-    from scenefit.core.parquet_io import file_sha256
+    from scenefit.core.files import file_sha256
     from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
     from scenefit.data.split import SPLITS
 

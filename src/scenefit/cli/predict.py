@@ -226,7 +226,7 @@ def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
     import pandas as pd
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.core.parquet_io import atomic_path
+    from scenefit.core.files import atomic_path
 
     kind = OUT_FORMATS[out.suffix.lower()]
     with atomic_path(out) as tmp:

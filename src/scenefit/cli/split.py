@@ -35,7 +35,8 @@ def split_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Balanced 1:1 (on the consensus final decision), group-aware, seeded train/val/test split."""
-    from scenefit.core.parquet_io import file_sha256, read_table
+    from scenefit.core.parquet_io import read_table
+    from scenefit.core.files import file_sha256
     from scenefit.data.split import balanced_split, write_split
 
     cfg = load_config(

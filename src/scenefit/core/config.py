@@ -157,6 +157,6 @@ def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
 
 def dump_yaml(cfg: BaseModel, path: Path | str) -> None:
     """Write a resolved config (run folders keep the exact settings they ran with)."""
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     atomic_write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), path)

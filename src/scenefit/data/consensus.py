@@ -500,7 +500,8 @@ def build_consensus(
 
 def write_consensus(result: ConsensusResult, out_dir: Path | str, inputs: Optional[dict] = None) -> dict[str, Path]:
     """OUT/consensus.parquet and OUT/report.json (``inputs``: name -> file hash, for provenance)."""
-    from scenefit.core.parquet_io import write_json, write_table
+    from scenefit.core.parquet_io import write_table
+    from scenefit.core.files import write_json
 
     out = Path(out_dir)
     meta = {**result.meta, "inputs": inputs or {}}

@@ -312,7 +312,8 @@ def read_splits(split_dir: Path | str) -> tuple[dict[str, pd.DataFrame], dict]:
 
 def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs: dict[str, str], license_id: str) -> dict[str, Path]:
     """OUT/<criterion>/{split}.parquet, OUT/<criterion>/README.md, OUT/manifest.json."""
-    from scenefit.core.parquet_io import write_json, write_table
+    from scenefit.core.parquet_io import write_table
+    from scenefit.core.files import atomic_write_text, write_json
 
     out = Path(out_dir)
     manifest = {**result.manifest, "inputs": inputs}
@@ -325,7 +326,7 @@ def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs:
                 rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name}
             )
         card = out / cname / "README.md"
-        card.write_text(dataset_card(cname, manifest, license_id))
+        atomic_write_text(dataset_card(cname, manifest, license_id), card)
         paths[f"{cname}/README.md"] = card
     paths["manifest"] = write_json(manifest, out / "manifest.json")
     return paths

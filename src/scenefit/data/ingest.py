@@ -40,7 +40,7 @@ from pydantic import Field, field_validator
 from scenefit.core.config import StageConfig
 from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from scenefit.data.manifest import read_manifest, write_manifest
-from scenefit.core.parquet_io import atomic_path, safe_stem, write_json, write_jsonl
+from scenefit.core.files import atomic_path, safe_stem, write_json, write_jsonl
 from scenefit.core.records import Sample, is_synthetic
 
 

@@ -288,7 +288,8 @@ def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str
 
 def write_split(result: SplitResult, out_dir: Path | str, inputs: dict[str, str]) -> dict[str, Path]:
     """OUT/{train,val,test}.parquet + OUT/manifest.json; ``inputs``: file name -> sha256."""
-    from scenefit.core.parquet_io import write_json, write_table
+    from scenefit.core.parquet_io import write_table
+    from scenefit.core.files import write_json
 
     out = Path(out_dir)
     manifest = {**result.manifest, "inputs": inputs}

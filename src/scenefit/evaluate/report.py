@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.parquet_io import atomic_write_text, write_json
+from scenefit.core.files import atomic_write_text, write_json
 from scenefit.evaluate.metrics import HEADLINE_KEYS, headline_key, headline_value
 
 #: Section ids of report.html, in page order.

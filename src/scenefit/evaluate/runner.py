@@ -14,7 +14,6 @@ tested on hand-made answers; :func:`collect_answers` drives any object with the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
@@ -444,7 +444,7 @@ def evaluate_dirs(
         tables.append(answers_table(shortcut, "shortcut"))
     write_table(pd.concat(tables, ignore_index=True), out / "answers.parquet",
                 {"notice": SYNTHETIC_NOTICE} if metrics["synthetic"] else {})
-    (out / "errors.jsonl").write_text("".join(json.dumps(f, default=str) + "\n" for f in failures))
+    write_jsonl(failures, out / "errors.jsonl")
     json_path, html_path = write_report(metrics, out, gallery)
     return metrics, json_path, html_path
 

@@ -9,6 +9,8 @@ config by hand, so the folder still loads where torchvision exists.
 
 from __future__ import annotations
 
+from scenefit.core.files import write_json
+
 import importlib.util
 import json
 import os
@@ -151,7 +153,7 @@ def save_processor(processor, out_dir: str | Path) -> None:
         vp = dict(_VIDEO_PROCESSOR_CONFIG)
         ip = processor.image_processor
         vp.update(patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size, merge_size=ip.merge_size)
-        (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2))
+        write_json(vp, out / "video_preprocessor_config.json")
 
 
 def default_device() -> str:

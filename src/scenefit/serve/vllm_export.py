@@ -248,7 +248,7 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
     export = VllmExport(base_ref, checks, rank, forced=bool(bad))
     if out is not None:
-        from scenefit.core.parquet_io import atomic_write_text
+        from scenefit.core.files import atomic_write_text
 
         atomic_write_text(json.dumps(export.to_json(), indent=2) + "\n", out)
     return export

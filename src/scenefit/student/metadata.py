@@ -81,7 +81,7 @@ class StudentMeta(BaseModel):
 
 def write_student_meta(meta: StudentMeta, folder: Path | str) -> Path:
     """Write ``folder/scenefit_student.json`` atomically."""
-    from scenefit.core.parquet_io import write_json
+    from scenefit.core.files import write_json
 
     return write_json(meta.model_dump(mode="json"), Path(folder) / STUDENT_META)
 

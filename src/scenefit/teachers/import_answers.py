@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scenefit.data.manifest import _text, detect_format
-from scenefit.core.parquet_io import write_jsonl
+from scenefit.core.files import write_jsonl
 from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.teachers.store import P_OUT_KEYS, AnnotationStore, parsed_fields
 from scenefit.core.table_rows import RowReader

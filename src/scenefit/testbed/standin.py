@@ -13,7 +13,6 @@ processor stay exact whatever the size.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Optional
@@ -21,6 +20,7 @@ from typing import Optional
 from pydantic import BaseModel, Field, model_validator
 
 # QWEN2_SPLIT: the pattern Qwen's tiktoken tokenizer (and Qwen2's) splits text with before BPE.
+from scenefit.core.files import atomic_write_text, write_json
 from scenefit.testbed.tiny_model import QWEN2_SPLIT, SPECIAL_TOKENS, chat_template, mrope_section, qwen_vl_config
 
 #: The package that ships the Qwen BPE ranks, its pinned version, and the file's md5.
@@ -172,11 +172,10 @@ def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None,
     image_processor = _stock_image_processor()
     processor = build_processor(image_processor, tokenizer)
     save_processor(processor, out)
-    (out / "NOTICE").write_text(_notice())
-    (out / "scenefit_standin.json").write_text(json.dumps(
-        {"note": "stand-in for Qwen/Qwen2.5-VL-3B-Instruct: real vocabulary, template, processor and config; "
-                 "RANDOM weights", "size": size.model_dump(), "vocab": f"{VOCAB_PACKAGE}=={VOCAB_PACKAGE_VERSION}"},
-        indent=2))
+    atomic_write_text(_notice(), out / "NOTICE")
+    write_json({"note": "stand-in for Qwen/Qwen2.5-VL-3B-Instruct: real vocabulary, template, processor and config; "
+                        "RANDOM weights", "size": size.model_dump(), "vocab": f"{VOCAB_PACKAGE}=={VOCAB_PACKAGE_VERSION}"},
+               out / "scenefit_standin.json")
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from scenefit.core.files import write_json
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, LABELS
 
@@ -307,8 +308,6 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     note = (f"tiny Qwen2.5-VL built by scenefit: {language}; {vision} (SYNTHETIC; no in/out labels, student prompts "
             "or demo samples)" if vision_record or knowledge_record
             else "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model")
-    (out / "scenefit_tiny.json").write_text(
-        json.dumps({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
-                    "knowledge_pretraining": knowledge_record}, indent=2)
-    )
+    write_json({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
+                "knowledge_pretraining": knowledge_record}, out / "scenefit_tiny.json")
     return out

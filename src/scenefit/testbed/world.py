@@ -402,7 +402,7 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
     """
     from scenefit.core.images import png_bytes
     from scenefit.data.manifest import write_manifest
-    from scenefit.core.parquet_io import write_json
+    from scenefit.core.files import atomic_write_bytes, write_json, write_jsonl
     from scenefit.testbed.render import render_scene
 
     out = Path(out_dir)
@@ -411,21 +411,19 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
     for p in parts.values():
         (p / "images").mkdir(parents=True, exist_ok=True)
     samples: dict[str, list[Sample]] = {k: [] for k in parts}
-    layout_files = {k: open(p / "layout.jsonl", "w") for k, p in parts.items()}
-    try:
-        for layout, original in iter_layouts(cfg):
-            for key, lay in (("", layout), ("originals", original)):
-                if lay is None:
-                    continue
-                rel = f"images/{lay['id']}.png"
-                (parts[key] / rel).write_bytes(png_bytes(render_scene(lay)))
-                layout_files[key].write(json.dumps({**lay, "synthetic": True}, sort_keys=True) + "\n")
-                samples[key].append(layout_sample(lay, rel))
-            if progress:
-                progress(1)
-    finally:
-        for f in layout_files.values():
-            f.close()
+    layouts: dict[str, list[dict]] = {k: [] for k in parts}
+    for layout, original in iter_layouts(cfg):
+        for key, lay in (("", layout), ("originals", original)):
+            if lay is None:
+                continue
+            rel = f"images/{lay['id']}.png"
+            atomic_write_bytes(png_bytes(render_scene(lay)), parts[key] / rel)
+            layouts[key].append({**lay, "synthetic": True})
+            samples[key].append(layout_sample(lay, rel))
+        if progress:
+            progress(1)
+    for key, p in parts.items():
+        write_jsonl(layouts[key], p / "layout.jsonl")
     summary = summarize(cfg, samples[""], samples.get("originals", []))
     meta = {"stage": "synth", "seed": cfg.seed, "format_version": FORMAT_VERSION}
     for key, p in parts.items():

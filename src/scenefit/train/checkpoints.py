@@ -122,7 +122,7 @@ def whole_run_train_loss(log_history: list[dict], resumed_step: int, segment_los
 def trim_jsonl_log(path: Path, up_to_step: int) -> int:
     """Keep the JSONL log lines at or before ``up_to_step`` (a resumed run logs the later steps
     again); returns how many lines were dropped."""
-    from scenefit.core.parquet_io import atomic_write_text
+    from scenefit.core.files import atomic_write_text
 
     if not path.is_file():
         return 0

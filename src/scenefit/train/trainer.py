@@ -31,7 +31,7 @@ from typing import Any, Optional
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import dump_yaml
 from scenefit.core.criteria import Criterion, Label
-from scenefit.core.parquet_io import atomic_write_text, file_sha256, write_json
+from scenefit.core.files import atomic_write_text, file_sha256, write_json
 from scenefit.core.records import is_synthetic
 from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat

@@ -1,0 +1,107 @@
+"""The student contract (scenefit.student): both answer formats written and read back, the typed
+``scenefit_student.json``, the one fast scorer shared by training and prediction, the one
+generation call shared by the Predictor and in-process teachers, and a reasoning-first
+Predictor whose decision comes from the text only.
+
+    .venv/bin/python -m pytest tests/unit/test_student_contract.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scenefit.core.criteria import CRITERIA, Criterion, Label
+
+from scenefit.student.answer import AnswerFormat, parse_student_answer, render_student_answer
+
+from scenefit.student.metadata import (
+    STUDENT_META, StudentError, StudentMeta, read_student, read_student_meta, write_student_meta,
+)
+
+DF, RF = AnswerFormat.DECISION_FIRST, AnswerFormat.REASONING_FIRST
+
+@pytest.mark.parametrize("fmt", [DF, RF])
+@pytest.mark.parametrize("crit", CRITERIA)
+@pytest.mark.parametrize("label", [Label.IN, Label.OUT])
+def test_every_target_parses_back_to_its_label_and_sentence(fmt, crit, label):
+    text = render_student_answer(crit, label, "  The cow  stands\n on the grass. ", fmt)
+    parsed = parse_student_answer(text, crit, fmt)
+    assert (parsed.label, parsed.analysis, parsed.status) == (label, "The cow stands on the grass.", "ok")
+
+def test_reasoning_first_is_the_authors_shape_decision_last():
+    text = render_student_answer(Criterion.SIZE, Label.OUT, "The cat is larger than the car.", RF)
+    assert text.splitlines() == ["Analysis:", "Size: The cat is larger than the car.", "Summary:",
+                                 "Size: Out-of-context", "Final decision: Out-of-context"]
+
+def test_each_format_reads_only_its_own_decision_line():
+    rf = render_student_answer(Criterion.LOCATION, Label.OUT, "It floats.", RF)
+    df = render_student_answer(Criterion.LOCATION, Label.OUT, "It floats.", DF)
+    # a decision-first reader never takes "Final decision:" for its line, nor the reverse
+    assert parse_student_answer(rf, Criterion.LOCATION, DF).label is None
+    assert parse_student_answer(df, Criterion.LOCATION, RF).status == "no_decision"
+
+@pytest.mark.parametrize("text, label, status", [
+    ("Analysis:\nLocation: It floats.\nSummary:\nLocation: Out\nFinal decision: Out", Label.OUT, "ok"),
+    ("Analysis:\nLocation: It stands on the grass.\nSummary:\nLocation: In-context", None, "no_decision"),
+    ("Location: It floats.\nFinal decision: not in-context", None, "ambiguous_decision"),
+    ("Location: It floats.\nFinal decision: yes", None, "ambiguous_decision"),
+    ("Location: x.\nFinal decision: In-context\nFinal decision: Out-of-context", None, "ambiguous_decision"),
+    ("Analysis:\nLocation: It floats.\nSummary:\nLocation: In-context\nFinal decision: Out-of-context",
+     Label.OUT, "summary_disagrees"),
+    ("Analysis: Location: It floats.\nSummary: Location: Out-of-context\nFinal decision: Out-of-context",
+     Label.OUT, "ok"),
+    ("Final decision: In-context", Label.IN, "no_analysis"),
+])
+def test_reasoning_first_parser_never_guesses(text, label, status):
+    parsed = parse_student_answer(text, Criterion.LOCATION, RF)
+    assert (parsed.label, parsed.status) == (label, status)
+    if status == "ok":
+        assert parsed.analysis == "It floats."
+
+def test_unknown_answer_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="answer_format 'thinking_first'"):
+        AnswerFormat.parse("thinking_first")
+    assert AnswerFormat.parse(None) is DF and AnswerFormat.parse("reasoning-first") is RF
+
+def test_datasets_config_takes_the_setting():
+    from scenefit.core.config import resolve
+
+    assert resolve("datasets").answer_format is DF  # the default stays decision-first
+    assert resolve("datasets", overrides={"answer_format": "reasoning_first"}).answer_format is RF
+    with pytest.raises(Exception, match="answer_format"):
+        resolve("datasets", overrides={"answer_format": "bogus"})
+
+def _adapter_folder(path, meta: dict | None):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "base"}))
+    if meta is not None:
+        (path / STUDENT_META).write_text(json.dumps(meta))
+    return path
+
+def test_metadata_round_trips_and_keeps_unknown_keys(tmp_path):
+    meta = StudentMeta(criterion="Co-occurrence", base_model="b", answer_format="reasoning_first",
+                       decision_prefix="Final decision:", synthetic=True)
+    write_student_meta(meta, tmp_path)
+    back = read_student_meta(tmp_path)
+    assert back == meta and back.criterion == "co_occurrence" and back.answer_format is RF
+    raw = json.loads((tmp_path / STUDENT_META).read_text())
+    raw["from_a_newer_version"] = 1
+    (tmp_path / STUDENT_META).write_text(json.dumps(raw))
+    assert read_student_meta(tmp_path).model_extra == {"from_a_newer_version": 1}
+
+def test_older_students_are_decision_first_and_bad_files_name_themselves(tmp_path):
+    old = _adapter_folder(tmp_path / "old", {"criterion": "size", "base_model": "b", "decision_prefix": "Decision:"})
+    info = read_student(old)
+    assert info.answer_format is DF and info.criterion is Criterion.SIZE and not info.synthetic
+    bad = _adapter_folder(tmp_path / "bad", {"criterion": "size", "answer_format": "sideways"})
+    with pytest.raises(StudentError, match=f"{bad / STUDENT_META}.*answer_format"):
+        read_student(bad)
+    mixed = _adapter_folder(tmp_path / "mixed", {"criterion": "size", "answer_format": "reasoning_first",
+                                                  "decision_prefix": "Decision:"})
+    with pytest.raises(StudentError, match="reasoning_first students decide after 'Final decision:'"):
+        read_student(mixed)
+    none = _adapter_folder(tmp_path / "location", None)  # no metadata: criterion from the folder name
+    assert read_student(none).criterion is Criterion.LOCATION and read_student(none).answer_format is DF
+
