@@ -72,3 +72,20 @@ def out_dir(name: str) -> Path:
     folder = Path(env) if env else Path(tempfile.mkdtemp(prefix=f"scenefit-bench-{name}-"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def shown_command(script: str, argv: list[str], path_flags=("--out", "--results", "--write-results")) -> str:
+    """The command line as a results file shows it: the values of path flags (machine-specific)
+    replaced by the flag's name in capitals."""
+    shown, hide = [f"benchmarks/{script}"], False
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if hide:
+            shown.append(shown[-1].lstrip("-").upper().replace("-", "_"))
+            hide = False
+        elif flag in path_flags and "=" in arg:
+            shown.append(f"{flag}={flag.lstrip('-').upper().replace('-', '_')}")
+        else:
+            shown.append(arg)
+            hide = arg in path_flags
+    return " ".join(shown)

@@ -58,7 +58,10 @@ def _key(*parts) -> str:
 
 
 def demo_students() -> Optional[Path]:
-    d = Path(os.environ.get("DEMO_DIR", "runs/demo")) / "students"
+    """The students `make demo` trained, when all three are there."""
+    from scenefit.cli.common import demo_students as demo_dir
+
+    d = demo_dir()
     ok = all((d / c.value / "adapter_config.json").is_file() for c in CRITERIA)
     return d if ok else None
 
