@@ -14,7 +14,9 @@ Every script in ``benchmarks/`` (not starting with ``_``) is discovered by ``run
 - optionally set a module-level ``BENCH_ARGS``: the arguments ``make bench`` runs it with (a list
   of strings; default: none), or the string ``"smoke"`` when its full run does not belong in
   ``make bench`` (hours, or a GPU) — ``make bench`` then runs its smoke mode only and says so;
-- write any files under :func:`out_dir` (``$SCENEFIT_BENCH_OUT`` when ``run_all.py`` sets it).
+- write any files under :func:`out_dir` (``$SCENEFIT_BENCH_OUT`` when ``run_all.py`` sets it);
+- when it cannot run here (an optional extra such as ``ray`` not installed), call :func:`skipped`
+  and exit 0: ``run_all.py`` reports it as skipped, with the reason, instead of failed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,23 @@ def ratio(name: str, value: float, what: str = "", goal: Optional[str] = None, m
     line = f"RATIO {name}={text} {json.dumps(info, ensure_ascii=False, default=str)}"
     print(line, flush=True)
     return line
+
+
+#: The line of a script that cannot run here: ``SKIPPED <reason>``.
+SKIPPED_LINE = re.compile(r"^SKIPPED (?P<reason>.+)$", re.MULTILINE)
+
+
+def skipped(reason: str) -> str:
+    """Print (and return) the line saying this script cannot run here and why."""
+    line = f"SKIPPED {reason}"
+    print(line, flush=True)
+    return line
+
+
+def parse_skipped(text: str) -> Optional[str]:
+    """The reason of a script's ``SKIPPED`` line, or None."""
+    m = SKIPPED_LINE.search(text)
+    return m["reason"].strip() if m else None
 
 
 def parse_ratios(text: str) -> list[dict[str, Any]]:

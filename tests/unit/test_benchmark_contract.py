@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
-from _report import parse_ratios, ratio, shown_command  # noqa: E402
+from _report import parse_ratios, parse_skipped, ratio, shown_command, skipped  # noqa: E402
 
 
 def test_ratio_lines_round_trip_and_other_lines_are_ignored(capsys):
@@ -27,6 +27,12 @@ def test_ratio_lines_round_trip_and_other_lines_are_ignored(capsys):
     assert got[0]["value"] == pytest.approx(11.84, abs=1e-2)
     assert got[0]["goal"] == ">= 10" and got[0]["met"] is True and "103.9" in got[0]["what"]
     assert got[1]["value"] != got[1]["value"]  # nan
+
+
+def test_a_script_that_cannot_run_here_says_why(capsys):
+    skipped("ray is not installed (pip install 'scenefit[ray]')")
+    assert parse_skipped(capsys.readouterr().out) == "ray is not installed (pip install 'scenefit[ray]')"
+    assert parse_skipped("RATIO a=1\nall measured") is None
 
 
 def test_bench_args_are_read_from_the_source_without_importing_it(tmp_path):
