@@ -149,10 +149,11 @@ def scenes(n: int, side: int = 448) -> list[dict]:
 
 
 def student_datasets(root: Path, sizes=(("train", 32), ("val", 8), ("test", 8)), side: int = 112,
-                     criterion: str = "location") -> Path:
+                     criterion: str = "location", distinct: Optional[int] = None) -> Path:
     """ROOT/datasets/<criterion>/{split}.parquet in the format `scenefit datasets` writes: boxed
     scenes, a cow floating (Out-of-context) or standing (In-context), the students' prompt and
-    answer. Returns ROOT/datasets."""
+    answer. ``distinct``: at most this many image files per split, rows reusing them in turn (for
+    speed runs of hundreds of large images). Returns ROOT/datasets."""
     import pandas as pd
 
     from scenefit import SYNTHETIC_NOTICE
@@ -170,9 +171,10 @@ def student_datasets(root: Path, sizes=(("train", 32), ("val", 8), ("test", 8)),
         rows = []
         for i in range(n):
             label = Label.OUT if i % 2 else Label.IN
-            im, box = _scene(side, label is Label.OUT, k)
-            path = images / f"{split}-{i}.png"
-            draw_box(im, box).save(path)
+            path = images / f"{split}-{i % distinct if distinct else i}.png"
+            if not path.is_file():
+                im, box = _scene(side, label is Label.OUT, k)
+                draw_box(im, box).save(path)
             sentence = "The cow hangs in the sky." if label is Label.OUT else "The cow stands on the grass."
             rows.append({
                 "id": f"{split}-{i}", "group": f"g{k}", "image": str(path), "object": "cow", "box": None,

@@ -28,10 +28,11 @@ written to the JSON as soon as it ends (a failure or a kill keeps what was measu
    loaded as LoRA adapters in vLLM; each decision's P(Out-of-context) from vLLM's prompt
    log-probabilities of the two decision tokens vs the PEFT fast path's on the same images;
    skipped with a message when vLLM is absent (``import vllm`` happens only there);
-4. **explanations** and **reference** (when time is left) — the Predictor generating 64-token
-   explanations at each batch; three separately loaded students generating at batch 1, one
-   criterion at a time (``student_inference.py``'s reference path), with every path's ratio to it.
-   Random students do not stop: every answer has exactly ``--new-tokens`` tokens (EOS suppressed).
+4. **explanations** and **reference**, last, with the time left (the Predictor loaded again) — the
+   Predictor generating 64-token explanations at each batch (one batch each); three separately
+   loaded students generating at batch 1, one criterion at a time (``student_inference.py``'s
+   reference path), with every path's ratio to it. Random students do not stop: every answer has
+   exactly ``--new-tokens`` tokens (EOS suppressed).
 
 Writes ``OUT/gpu_all.json`` and ``OUT/gpu_all.md`` (a Markdown table of everything) and prints
 ``RATIO`` lines. ``--budget-s`` (default 540: a device command stops at 600 s) skips the optional
@@ -71,8 +72,8 @@ NEEDS = {
     "vllm": ("vllm",),
 }
 VERSIONS = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "pydantic", "pyarrow", "vllm")
-#: Estimated device seconds of each section after the setup (for --budget-s).
-ESTIMATE_S = {"fast": 120, "train": 330, "vllm": 150, "explain": 100, "reference": 60}
+#: Estimated device seconds of the optional sections, run last with the time left (--budget-s).
+ESTIMATE_S = {"load": 20, "explain": 60, "reference": 80}
 
 
 class Run:
@@ -211,24 +212,35 @@ def flops_per_image(predictor, item: dict) -> tuple[float, int, int]:
     return 3 * 2 * (params - vision - embed) * tokens + 2 * vision * patches, tokens, patches
 
 
+def load_predictor(run: Run, students: Path) -> dict:
+    """The Predictor on the students (one base + three adapters) and the scenes it judges."""
+    from _students import scenes
+
+    from scenefit.predict import PredictConfig, Predictor
+
+    args = run.args
+    cfg = PredictConfig(device=args.device, dtype=args.dtype, batch_size=max(args.batches), max_new_tokens=args.new_tokens)
+    predictor = Predictor.from_students(students, config=cfg)
+    predictor.model.generation_config.min_new_tokens = args.new_tokens  # random students: fixed-length answers
+    return {"predictor": predictor, "items": scenes(max(args.batches) * args.n_batches, args.side)}
+
+
 def fast_section(run: Run, students: Path) -> dict:
     import torch
 
     from _stages import StageClock
-    from _students import scenes
 
     from scenefit.models.vision_attention import counting_sdpa_calls, set_vision_attention, vision_towers
-    from scenefit.predict import PredictConfig, Predictor, prepare_image, to_item
+    from scenefit.predict import prepare_image, to_item
 
     args = run.args
     cuda = args.device.startswith("cuda")
-    cfg = PredictConfig(device=args.device, dtype=args.dtype, batch_size=max(args.batches), max_new_tokens=args.new_tokens)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    predictor = Predictor.from_students(students, config=cfg)
-    predictor.model.generation_config.min_new_tokens = args.new_tokens  # random students: fixed-length answers
+    ctx = load_predictor(run, students)
+    predictor, items = ctx["predictor"], ctx["items"]
+    cfg = predictor.config
     loaded = torch.cuda.memory_allocated() if cuda else None
-    items = scenes(max(args.batches) * args.n_batches, args.side)
     flops, tokens, patches = flops_per_image(predictor, items[0])
     sec: dict = {"tokens_per_prompt": tokens, "patches_per_image": patches, "flops_per_image": flops,
                  "peak_tflops": args.peak_tflops, "rows": {}, "breakdown": {}, "sdpa_calls": {}}
@@ -271,41 +283,45 @@ def fast_section(run: Run, students: Path) -> dict:
         reference["items"].append({"image": image, "object": it["object"], "p_out": {
             c.value: p.criteria[c].p_out for c in predictor.criteria},
             "prompts": {c.value: predictor.prompt_text(c, it["object"]) for c in predictor.criteria}})
-    return {"predictor": predictor, "items": items, "reference": reference}
-
-
-def explain_section(run: Run, fast: dict) -> None:
-    from scenefit.models.vision_attention import set_vision_attention
-
-    args = run.args
-    predictor, items = fast["predictor"], fast["items"]
     set_vision_attention(predictor.model, "packed")
+    return reference
+
+
+def explain_section(run: Run, ctx: dict) -> None:
+    """Explanations at each batch size (one batch each, after one small warm-up call)."""
+    args = run.args
+    predictor, items = ctx["predictor"], ctx["items"]
     rows = run.result["sections"]["explain"] = {"new_tokens": args.new_tokens, "rows": {}}
+    predictor.predict(items[:2], explain=True)  # warm-up
     for b in args.batches:
         predictor.config = predictor.config.model_copy(update={"batch_size": b})
-        batch_items = items[: b * args.n_batches]
-        t = timed_on(args.device, lambda: predictor.predict(batch_items, explain=True), 1)
+        batch_items = items[:b]
+        t = _once(args.device, lambda: predictor.predict(batch_items, explain=True))
         rows["rows"][f"packed@{b}"] = {"batch": b, "images_per_s": len(batch_items) / t, "seconds": t,
                                        "mean_new_tokens": statistics.mean(predictor.generated_tokens)}
         print(f"explanations, batch {b:>3}: {len(batch_items) / t:8.2f} images/s", flush=True)
         run.save()
 
 
-def reference_section(run: Run, fast: dict) -> None:
+def _once(device: str, fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def reference_section(run: Run, ctx: dict) -> None:
     """Three separately loaded students, HF ``generate`` at batch 1, one criterion at a time: the
     baseline the fast path and the explanations are read against."""
     from student_inference import reference_models, run_reference
 
     args = run.args
-    predictor, items = fast["predictor"], fast["items"][: args.reference_images]
+    predictor, items = ctx["predictor"], ctx["items"][: args.reference_images]
     models = reference_models(predictor, args.new_tokens)
     box_width = predictor.config.box_width
     run_reference(models, items[:1], box_width, args.new_tokens)  # warm-up, one image
     counts: list[int] = []
-    t0 = time.perf_counter()
-    counts += run_reference(models, items, box_width, args.new_tokens)[1]
-    sync(args.device)
-    t = time.perf_counter() - t0
+    t = _once(args.device, lambda: counts.extend(run_reference(models, items, box_width, args.new_tokens)[1]))
     rate = len(items) / t
     sec = run.result["sections"]["reference"] = {"images": len(items), "images_per_s": rate,
                                                  "mean_new_tokens": statistics.mean(counts), "vs_reference": {}}
@@ -351,7 +367,7 @@ def train_section(run: Run, base: Path) -> None:
     cuda = args.device.startswith("cuda")
     per_step = args.train_batch * args.accum
     data = student_datasets(args.work / "train", (("train", per_step * args.steps), ("val", 8), ("test", 4)),
-                            side=args.side)
+                            side=args.side, distinct=64)
     paper = resolve("train", REPO / "configs" / "paper.yaml")
     lora = paper.lora.model_dump()
     pixels = {"min_pixels": args.side * args.side, "max_pixels": args.side * args.side}
@@ -382,8 +398,8 @@ def train_section(run: Run, base: Path) -> None:
     if any(m in run.result["missing"] for m in NEEDS["trl"]):
         run.result["skipped"]["train: plain TRL"] = "trl or datasets not importable here"
         return
+    _free(args.device)
     if cuda:
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     clock = step_clock(sync=cuda)
     trl_run(data, base, args.work / "trl", args.steps, args.train_batch, lora, clock=clock, accumulation=args.accum,
@@ -623,22 +639,25 @@ def main() -> int:
         base, students = run.section("setup", build) or (None, None)
         if base is None:
             return 1
-        fast = None if "fast" in args.skip else run.section("fast", fast_section, students)
-        required = sum(ESTIMATE_S[s] for s in ("train", "vllm") if s not in args.skip and s not in run.result["missing"])
-        for name, fn in (("explain", explain_section), ("reference", reference_section)):
-            left = args.budget_s - run.elapsed()
-            if fast and name not in args.skip and left >= ESTIMATE_S[name] + required:
-                run.section(name, fn, fast)
-            elif fast and name not in args.skip:
-                run.skip(name, f"{left:.0f} s of the {args.budget_s:.0f} s budget left; training and vLLM come first")
-        reference = fast["reference"] if fast else None
-        del fast  # the predictor's memory back before training
-        _free(args.device)
+        reference = None if "fast" in args.skip else run.section("fast", fast_section, students)
+        _free(args.device)  # the predictor's memory back before training
         if "train" not in args.skip:
             run.section("train", train_section, base, needs=NEEDS["train"])
         _free(args.device)
         if "vllm" not in args.skip and reference:
             run.section("vllm", vllm_section, students, reference)
+        _free(args.device)
+        optional = [(n, fn) for n, fn in (("explain", explain_section), ("reference", reference_section))
+                    if n not in args.skip]
+        ctx = None
+        for name, fn in optional:  # with the time left: the Predictor loaded again (seconds)
+            left = args.budget_s - run.elapsed()
+            if left < ESTIMATE_S[name] + (0 if ctx else ESTIMATE_S["load"]):
+                run.skip(name, f"{left:.0f} s of the {args.budget_s:.0f} s budget left")
+                continue
+            ctx = ctx or run.section("load predictor", load_predictor, students)
+            if ctx:
+                run.section(name, fn, ctx)
     finally:
         run.save()
         shutil.rmtree(args.work, ignore_errors=True)  # (the stand-in's temporary folder goes at exit: ~7.5 GB)
