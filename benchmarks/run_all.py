@@ -198,7 +198,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="run only these scripts (names without .py)")
     ap.add_argument("--smoke", action="store_true", help="every script with --smoke (seconds each)")
-    ap.add_argument("--timeout", type=float, default=None, help="seconds allowed per script (default 1200; smoke 300)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds allowed per script, to stop a hung one (default 3600; smoke 900)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench", help="folder for the scripts' files")
     ap.add_argument("--results", type=Path, default=None,
                     help="Markdown file whose generated section to write (default: benchmarks/RESULTS.md after a full run)")
@@ -209,7 +210,7 @@ def main() -> int:
     if unknown:
         ap.error(f"no benchmark named {', '.join(unknown)}; there are: {', '.join(scripts)}")
     names = args.only or list(scripts)
-    timeout = args.timeout or (300.0 if args.smoke else 1200.0)
+    timeout = args.timeout or (900.0 if args.smoke else 3600.0)
     started = dt.datetime.now(dt.timezone.utc)
     load0 = os.getloadavg()[0]
     t_all = time.perf_counter()
