@@ -146,7 +146,7 @@ def main() -> None:
         from _students import small_run
 
         args.out = out_dir("answer_format")
-        args.run, args.max_steps, args.speed_images, args.max_new_tokens = small_run(args.out / "run"), 2, 4, 8
+        args.run, args.max_steps, args.speed_images, args.max_new_tokens = small_run(), 2, 4, 8
     if args.table is not None:
         print(table(json.loads(args.table.read_text())))
         return

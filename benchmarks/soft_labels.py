@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import out_dir, ratio, smoke_flag  # noqa: E402
+from _report import ratio, smoke_flag  # noqa: E402
 
 BENCH_ARGS = "smoke"
 CONDITIONS = {
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     if args.smoke:
         from _students import small_run
 
-        args.run = small_run(out_dir("soft_labels") / "run")
+        args.run = small_run()
         args.criteria, args.seeds, args.steps, args.eval_steps = ["location"], [0], 2, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
