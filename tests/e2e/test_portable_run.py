@@ -75,7 +75,8 @@ def test_no_table_names_the_old_folder_and_every_image_is_found_after_the_move(m
     for table in tables:
         images = pq.read_table(table).column("image").to_pylist()
         assert images and not any(str(old) in p for p in images), table
-    from scenefit.train.data import open_image, read_split
+    from scenefit.core.images import open_image
+    from scenefit.train.data import read_split
 
     for c in CRITERIA:
         for split in ("train", "val", "test"):
@@ -88,7 +89,8 @@ def test_the_data_stages_carry_on_from_the_moved_folder(moved_run):
     for stage in ("consensus", "split", "datasets"):
         shutil.rmtree(moved / stage)
     data_stages(moved, moved_run["config"])
-    from scenefit.train.data import open_image, read_split
+    from scenefit.core.images import open_image
+    from scenefit.train.data import read_split
 
     frame = read_split(moved / "datasets", "size", "train")
     assert all(Path(p).is_relative_to(moved) for p in frame["image"])

@@ -48,8 +48,8 @@ def test_probabilities_from_annotation_through_training_to_calibration(tiny_mode
     log = [json.loads(x) for x in (res.out_dir / "log.jsonl").read_text().splitlines()]
     assert any(r.get("distill_rows_used", 0) > 0 and r["distill_kl"] >= 0 for r in log if "loss" in r)
 
-    ecfg = EvaluateConfig(criteria=[crit], baseline=False, explain=False, device="cpu", dtype="fp32", batch_size=4,
-                          gallery_size=0)
+    ecfg = EvaluateConfig(criteria=[crit], baseline=False, explain=False, gallery_size=0,
+                          predict={"device": "cpu", "dtype": "fp32", "batch_size": 4})
     metrics, _, _ = evaluate_dirs(tmp_path / "students", data, tmp_path / "report", ecfg)
     m = metrics[crit]
     assert m["calibration_vs_teacher_p"]["n"] == m["n"] > 0

@@ -82,7 +82,7 @@ def test_pretraining_sees_only_its_own_pictures_and_no_decision(tiny_model_dir, 
 
     monkeypatch.setattr(type(processor), "__call__", spy_call)
     model = load_model(tiny_model_dir, dtype="fp32", device="cpu")
-    pretrain_language(model, processor, steps=2, images=24, seed=123, batch_size=4, progress=False)
+    pretrain_language(model, processor, steps=2, images=24, seed=123, batch_size=4)
     assert [c.seed for c in drawn] == [123] and not drawn[0].originals
     assert texts and not any(w in t for t in texts for w in ("Decision", "In-context", "Out-of-context", "<|im_start|>"))
 

@@ -180,3 +180,22 @@ def test_wrong_files_get_clear_errors_and_are_left_alone(tmp_path):
     for argv in (["synth", "--n", "2", "--out", str(text)], ["tiny-model", str(text)]):
         res = runner.invoke(app, argv)
         assert res.exit_code == 2 and "is a file" in res.output, argv
+
+
+def test_evaluate_runs_the_students_with_the_predict_settings_of_the_same_file(tmp_path):
+    """evaluate nests the predict settings: keys it leaves out come from the file's `predict`
+    section (box width, attention kernel, prefix forcing included); its own keys win; flags and
+    --set reach them by their dotted name."""
+    from scenefit.core.config import resolve
+
+    f = tmp_path / "c.yaml"
+    f.write_text("predict:\n  batch_size: 7\n  box_width: 3\n  force_decision_prefix: false\n"
+                 "  attn_implementation: sdpa\n  max_new_tokens: 64\n"
+                 "evaluate:\n  split: val\n  predict:\n    max_new_tokens: 48\n")
+    cfg = resolve("evaluate", f)
+    assert cfg.split == "val" and cfg.predict.max_new_tokens == 48
+    assert (cfg.predict.batch_size, cfg.predict.box_width, cfg.predict.force_decision_prefix,
+            cfg.predict.attn_implementation) == (7, 3, False, "sdpa")
+    cfg = resolve("evaluate", f, {"predict.batch_size": 2})
+    assert cfg.predict.batch_size == 2 and cfg.predict.box_width == 3
+    assert resolve("predict", f).max_new_tokens == 64  # the predict section itself is untouched

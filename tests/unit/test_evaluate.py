@@ -126,7 +126,7 @@ def test_runner_numbers_contract_and_shortcut(world, datasets, tmp_path):
     student = StubPredictor(teacher, wrong=wrong, garbled=garbled, out_object=out_object)
     # the "untrained base" says in-context for everything
     base = StubPredictor({k: I for k in teacher})
-    cfg = EvaluateConfig(originals=str(world / "originals" / "manifest.parquet"), gallery_size=5, batch_size=4)
+    cfg = EvaluateConfig(originals=str(world / "originals" / "manifest.parquet"), gallery_size=5, predict={"batch_size": 4})
     metrics, json_path, html_path = evaluate_dirs("unused", datasets, tmp_path / "report", cfg,
                                                   student_predictor=student, baseline_predictor=base)
     saved = json.loads(json_path.read_text())
@@ -201,13 +201,13 @@ def test_failing_samples_are_left_out_and_reported(datasets, tmp_path):
     teacher = _teacher_map(datasets)
     ids = list(pd.read_parquet(datasets / "size" / "test.parquet")["id"])
     student = StubPredictor(teacher, fail_ids={ids[3]}, error_ids={ids[8]})
-    cfg = EvaluateConfig(baseline=False, criteria=["size"], batch_size=2)
+    cfg = EvaluateConfig(baseline=False, criteria=["size"], predict={"batch_size": 2})
     metrics, _, _ = evaluate_dirs("unused", datasets, tmp_path, cfg, student_predictor=student)
     assert metrics["size"]["n"] == len(ids) - 2 and metrics["size"]["accuracy"] == 1.0
     assert metrics["failed"] == 2 and "fused" not in metrics  # one criterion: no fused decision
     errors = {e["id"]: e for e in map(json.loads, (tmp_path / "errors.jsonl").read_text().splitlines())}
-    assert "cannot read image" in errors[ids[3]]["reason"]
-    assert errors[ids[8]]["reason"].startswith("missing_image")
+    assert "cannot read image" in errors[ids[3]]["message"]
+    assert errors[ids[8]]["code"] == "missing_image" and errors[ids[8]]["message"]
     assert metrics["size"]["baseline_accuracy"] is None
     assert metrics["shortcut"]["available"] is False
 

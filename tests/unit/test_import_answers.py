@@ -63,8 +63,8 @@ def test_bad_rows_are_error_lines_and_the_rest_is_stored(tmp_path):
     assert sorted(errors) == [1200, 1500, 2100]
     for row, e in errors.items():
         assert e["file"] == str(f) and e["line"] == starts[row]
-        assert e["reason"].startswith(f"qwen.csv line {e['line']}: ")
-    assert "characters (limit" in errors[1200]["reason"] and "not UTF-8 (byte 0xe9" in errors[1500]["reason"]
+        assert e["message"].startswith(f"qwen.csv line {e['line']}: ")
+    assert "characters (limit" in errors[1200]["message"] and "not UTF-8 (byte 0xe9" in errors[1500]["message"]
     assert [errors[r]["code"] for r in (1200, 1500, 2100)] == ["cell_too_large", "bad_encoding", "bad_row"]
     written = [json.loads(line) for line in (tmp_path / "import-errors-qwen72b.jsonl").read_text().splitlines()]
     assert [e["row"] for e in written] == [1200, 1500, 2100]

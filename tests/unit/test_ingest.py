@@ -68,12 +68,12 @@ def test_batch_keeps_good_samples_and_names_each_bad_one(batch, tmp_path):
     codes = {e["id"]: e["code"] for e in result.errors}
     assert codes == batch["expected"]
     for e in result.errors:
-        assert e["id"] in e["reason"]  # each reason names its sample
+        assert e["id"] in e["message"]  # each reason names its sample
 
     # errors.jsonl: one line per rejected sample, with id, reason and code
     lines = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
     assert {x["id"]: x["code"] for x in lines} == batch["expected"]
-    assert all(x["reason"] for x in lines)
+    assert all(x["message"] for x in lines)
 
     # the normalised manifest: exactly the columns, everything boxed, absolute paths
     table = pq.read_table(out / "manifest.parquet")

@@ -102,7 +102,7 @@ def test_paper_layout(tmp_path):
     assert first.image == str(images.resolve() / "139.png") and first.boxed and first.group == "139"
     assert first.object == "zebra" and first.box == (5, 6, 50, 60)
     assert second.box is None and second.boxed  # no box needed: the image carries it
-    assert len(errors) == 1 and errors[0]["id"] == "632" and "replacement_object" in errors[0]["reason"]
+    assert len(errors) == 1 and errors[0]["id"] == "632" and "replacement_object" in errors[0]["message"]
     again, _ = read_manifest(write_rows(rows[:2], tmp_path / "paper.csv"), layout="paper", images_dir=images)
     assert again == samples
 
@@ -127,13 +127,13 @@ def test_bad_rows_are_reported_and_the_rest_goes_on(tmp_path):
     by_id = {e["id"]: e for e in errors}
     assert set(by_id) == {"row 2", "noobj", "flat", "three", "nobox", "badlabel", "ok1", "ok2"}
     assert by_id["row 2"]["code"] == "bad_row"
-    assert by_id["noobj"]["code"] == "missing_field" and "object" in by_id["noobj"]["reason"]
+    assert by_id["noobj"]["code"] == "missing_field" and "object" in by_id["noobj"]["message"]
     assert by_id["flat"]["code"] == "bad_box" and by_id["three"]["code"] == "bad_box"
     assert by_id["nobox"]["code"] == "bad_box"
-    assert by_id["badlabel"]["code"] == "bad_value" and "huge" in by_id["badlabel"]["reason"]
+    assert by_id["badlabel"]["code"] == "bad_value" and "huge" in by_id["badlabel"]["message"]
     assert by_id["ok1"]["code"] == "duplicate_id" and by_id["ok1"]["row"] == 8  # the later one is the error
-    assert by_id["ok2"]["code"] == "bad_box" and "h" in by_id["ok2"]["reason"]
-    assert all(e["reason"].startswith(f"row {e['row']}") or e["code"] == "bad_row" for e in errors)
+    assert by_id["ok2"]["code"] == "bad_box" and "h" in by_id["ok2"]["message"]
+    assert all(e["message"].startswith(f"row {e['row']}") or e["code"] == "bad_row" for e in errors)
 
 
 def test_format_detection(tmp_path):

@@ -216,7 +216,7 @@ def test_bad_items_are_reported_and_the_rest_goes_on(random_head, tmp_path):
                      "bad_item", None, "bad_box", "box_outside", None]
     assert "not a finite number" in out[10].error["message"] and "mostly outside" in out[11].error["message"]
     assert "missing.png" in out[1].error["message"] and out[9].id == "pil"
-    assert out[1].to_json() == {"error": out[1].error}
+    assert out[1].to_json() == {"id": out[1].id, **out[1].error}  # the one error-row shape
     assert out[0].final is not None and out[7].final is not None
 
 def test_missing_student_and_wrong_prefix_are_clear_errors(random_head_dir, tmp_path):

@@ -98,10 +98,10 @@ def test_manifest_to_file_with_bad_items(students, images, suffix):
     by_id = frame.set_index("id")
     assert by_id.loc["good", "final"] in ("In-context", "Out-of-context")
     assert by_id.loc["good2", "size_label"] in ("In-context", "Out-of-context")
-    assert by_id.loc["gone", "error_code"] == "not_found"
-    assert by_id.loc["far", "error_code"] == "box_outside"
-    assert by_id.loc["broken", "error_code"] in ("corrupt", "truncated")
-    assert by_id.loc["bad-row", "error_code"] == "bad_box"
+    assert by_id.loc["gone", "code"] == "not_found"
+    assert by_id.loc["far", "code"] == "box_outside"
+    assert by_id.loc["broken", "code"] in ("corrupt", "truncated")
+    assert by_id.loc["bad-row", "code"] == "bad_box"
     summary = json.loads(r.stdout)
     assert summary == {"out": str(out), "rows": 6, "judged": 2, "errors": 4}
 

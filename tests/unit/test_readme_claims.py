@@ -162,4 +162,4 @@ def test_paper_config_matches_the_readme_table_of_departures(repo_root):
     train = resolve("train", paper)
     assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (200704, 1003520, "linear")
     evaluate = resolve("evaluate", paper)
-    assert train.precision == evaluate.dtype == "bf16"
+    assert train.precision == evaluate.predict.dtype == "bf16"

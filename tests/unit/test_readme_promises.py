@@ -293,7 +293,7 @@ def test_predict_reads_a_parquet_manifest_and_explain_reports_agreement(random_h
                             "--out", str(out), "--explain", "--max-new-tokens", "6"])
     assert r.exit_code == 1, r.output  # one item cannot be judged; the other is
     rows = pd.read_parquet(out).set_index("id")
-    assert rows.loc["b", "error_code"] == "not_found"
+    assert rows.loc["b", "code"] == "not_found"
     for c in CRITERIA:
         assert rows.loc["a", f"{c.value}_label"] in ("In-context", "Out-of-context")
         assert rows.loc["a", f"{c.value}_agrees_with_fast"] in (True, False)  # explained, so compared

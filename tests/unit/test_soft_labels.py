@@ -23,7 +23,7 @@ from scenefit.data.consensus import ConsensusConfig, build_consensus
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 
-from scenefit.teachers.parse import render_teacher_answer
+from scenefit.prompts import render_teacher_answer
 
 from scenefit.core.records import Sample
 
@@ -309,7 +309,7 @@ def test_import_answers_reads_probability_columns_and_rejects_bad_ones_by_line_a
         res = import_answers(f, store, teacher="qwen72b")
         rows = {r["sample_id"]: r for r in store.rows()}
     assert res["stored"] == 2 and sorted(rows) == ["1", "2"]
-    reasons = {e["id"]: e["reason"] for e in res["errors"]}
+    reasons = {e["id"]: e["message"] for e in res["errors"]}
     assert set(reasons) == {"3", "4", "5"}
     assert {e["id"]: e["row"] for e in res["errors"]} == {"3": 3, "4": 4, "5": 5}
     # each answer spans 9 lines: row 3 starts on line 20, row 4 on line 29

@@ -38,7 +38,7 @@ def test_an_unclosed_quote_costs_one_row_not_the_rest_of_the_file(tmp_path):
     assert read.rows == 1000 and len(read.samples) == 999
     [err] = read.errors
     assert err["row"] == 10 and err["line"] == 11 and err["code"] == "bad_row"
-    assert "line 11" in err["reason"] and "unclosed quote" in err["reason"]
+    assert "line 11" in err["message"] and "unclosed quote" in err["message"]
     assert [s.id for s in read.samples] == [f"s{i}" for i in range(1, 1001) if i != 10]
     assert read.lines == 1000 and read.line_note is None
 
@@ -62,7 +62,7 @@ def test_big_cells_reject_their_row_only(tmp_path):
     assert read.rows == 5000 and len(read.samples) == 4999
     assert next(s for s in read.samples if s.id == "s100").object == "x" * 200_000
     [err] = read.errors
-    assert err["row"] == 200 and err["code"] == "cell_too_large" and "line 201" in err["reason"]
+    assert err["row"] == 200 and err["code"] == "cell_too_large" and "line 201" in err["message"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -82,7 +82,7 @@ def test_bytes_that_are_not_utf8_cost_their_row(tmp_path, suffix):
     [err] = read.errors
     line = 16 if suffix == ".csv" else 15
     assert err["code"] == "bad_encoding" and err["line"] == line
-    assert f"line {line}: not UTF-8 (byte 0x" in err["reason"]
+    assert f"line {line}: not UTF-8 (byte 0x" in err["message"]
 
 
 def test_quoted_line_breaks_are_rows_and_the_difference_is_said(tmp_path):

@@ -80,7 +80,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
         fail(str(e))
         return
     if errors:
-        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['reason'])})")
+        console.print(f"[yellow]{len(errors)} manifest row(s) skipped[/] (first: {escape(errors[0]['message'])})")
     if not samples:
         fail(f"{manifest}: no usable samples")
     synthetic = is_synthetic(*samples)
@@ -201,7 +201,7 @@ def import_answers_cmd(
     if res["line_note"]:
         console.print(f"[dim]{escape(res['line_note'])}[/]")
     for e in res["errors"][:5]:
-        console.print(f"  [yellow]rejected[/] {escape(e['reason'])}")
+        console.print(f"  [yellow]rejected[/] {escape(e['message'])}")
     if res["errors"]:
         console.print(f"rejected rows and reasons: {errors}")
     if json_out:

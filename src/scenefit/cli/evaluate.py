@@ -30,14 +30,14 @@ def evaluate_cmd(
     sets: SetOpt = None,
     split: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "split"))] = None,
     originals: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "originals"))] = None,
-    base: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "base"))] = None,
+    base: Annotated[Optional[str], typer.Option(help=fhelp("predict", "base"))] = None,
     limit: Annotated[Optional[int], typer.Option(help=fhelp("evaluate", "limit"))] = None,
     criteria: Annotated[Optional[str], typer.Option(
         help="Comma-separated criteria (default: all three; the fused decision needs all three).")] = None,
     baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help=fhelp("evaluate", "baseline"))] = None,
     explain: Annotated[Optional[bool], typer.Option("--explain/--no-explain", help=fhelp("evaluate", "explain"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=fhelp("evaluate", "batch_size"))] = None,
-    device: Annotated[Optional[str], typer.Option(help=fhelp("evaluate", "device"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=fhelp("predict", "batch_size"))] = None,
+    device: Annotated[Optional[str], typer.Option(help=fhelp("predict", "device"))] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the headline rows as JSON on stdout.")] = False,
 ) -> None:
     """Evaluate the students against the teacher labels (and the truth when the data has it).
@@ -54,14 +54,15 @@ def evaluate_cmd(
     from scenefit.models.loading import DeviceError
 
     crit_list = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
-    cfg = load_config("evaluate", config, sets, split=split, originals=originals, base=base, limit=limit,
-                      criteria=crit_list, baseline=baseline, explain=explain, batch_size=batch_size, device=device)
+    cfg = load_config("evaluate", config, sets, split=split, originals=originals, limit=limit, criteria=crit_list,
+                      baseline=baseline, explain=explain,
+                      **{"predict.base": base, "predict.batch_size": batch_size, "predict.device": device})
     for label, path in (("--students", students), ("--data", data)):
         if not path.is_dir():
             fail(f"{label} {path}: not a folder")
     try:
         with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
-            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress_factory=bars.bar)
+            metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress=bars)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))
         return

@@ -53,8 +53,7 @@ def ingest_cmd(
         # the bar appears once the manifest is read (not before its error), and is gone before
         # any error line below it
         with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
-            result = ingest(manifest, out, cfg, fmt=fmt, on_start=lambda n: bars.bar("ingest", n),
-                            on_progress=bars.advance)
+            result = ingest(manifest, out, cfg, fmt=fmt, progress=bars)
     except ManifestError as e:
         fail(str(e))
         return

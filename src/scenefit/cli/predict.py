@@ -17,13 +17,13 @@ are always generated and the decision read from the ``Final decision:`` line (a 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.errors import error_row
 from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import (
@@ -78,7 +78,7 @@ def predict_cmd(
     synthetic = is_synthetic(*items, *predictor.students.values())
     with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
-        predictions = predictor.predict(items, on_progress=bars.advance)
+        predictions = predictor.predict(items, progress=bars)
 
     rows = _rows(items, predictions, synthetic) + [_error_row(e) for e in read_errors]
     n_bad = sum(not p.ok for p in predictions) + len(read_errors)
@@ -130,7 +130,7 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
     except ManifestError as e:
         fail(str(e))
     for err in read_errors:
-        error_line(f"{err['id']}: {err['reason']} ({err['code']})")
+        error_line(f"{err['id']}: {err['message']} ({err['code']})")
     return samples, read_errors
 
 
@@ -193,7 +193,7 @@ def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: i
         print_json(predictions[0].to_json())
     elif out is None:
         print_json([{"id": p.id, **p.to_json()} for p in predictions]
-                   + [{"id": e["id"], "error": {"code": e["code"], "message": e["reason"]}} for e in read_errors])
+                   + [error_row(e["id"], e["code"], e["message"]) for e in read_errors])
     else:
         print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
 
@@ -219,7 +219,7 @@ def _rows(items, predictions, synthetic: bool) -> list[dict]:
 
 
 def _error_row(err: dict) -> dict:
-    return {"id": err["id"], "error_code": err["code"], "error": err["reason"]}
+    return error_row(err["id"], err["code"], err["message"])
 
 
 def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:

@@ -52,8 +52,7 @@ def synth_cmd(
     synthetic_banner(True)
     try:
         with Progress(enabled=sys.stderr.isatty(), unit="scene") as bars:
-            bars.bar("synth", cfg.n)
-            summary = generate_world(cfg, out, overwrite=overwrite, progress=bars.advance)
+            summary = generate_world(cfg, out, overwrite=overwrite, progress=bars.bar("synth", cfg.n))
     except WorldExistsError as e:
         fail(str(e))
         return

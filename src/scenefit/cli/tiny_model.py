@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fhelp, load_config
 
@@ -47,7 +48,7 @@ def tiny_model_cmd(
                       num_layers=num_layers, vision_pretrain_steps=vision_pretrain_steps,
                       knowledge_pretrain_steps=knowledge_pretrain_steps)
     if cfg.vision_pretrain_steps or cfg.knowledge_pretrain_steps:
-        out = build_tiny_model(out_dir, cfg, progress=True)
+        out = build_tiny_model(out_dir, cfg, progress=Progress(enabled=True))
     else:
         with console.status("building tiny Qwen2.5-VL"):
             out = build_tiny_model(out_dir, cfg)

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from scenefit.core.errors import ScenefitError
+
 
 class StageConfig(BaseModel):
     """Base of every stage config: unknown keys are errors, assignments are validated."""
@@ -23,7 +25,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(ScenefitError, ValueError):
     """A config file or flag that does not validate; the message names file, section and field."""
 
 
@@ -92,15 +94,21 @@ def resolve(
 ) -> C:
     """Build one stage's config: class defaults, then the YAML section, then non-None flags.
 
-    ``overrides`` keys may be dotted (``lora.r``) to reach nested models.
+    ``overrides`` keys may be dotted (``lora.r``) to reach nested models. A field whose type is
+    another section's model (``evaluate.predict``) starts from that section of the same file, so
+    its settings are written once: ``evaluate.predict.batch_size`` overrides ``predict.batch_size``
+    for evaluate only.
     """
     model = cls or section_class(section)
     data: dict[str, Any] = {}
     if config_path is not None:
-        raw = read_yaml(config_path).get(section) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{config_path}: section {section!r} must be a mapping")
-        data = _deep_copy(raw)
+        sections = read_yaml(config_path)
+        data = _section(sections, section, config_path)
+        for field, nested in _nested_sections(model).items():
+            own = data.get(field)
+            if own is not None and not isinstance(own, dict):
+                raise ConfigError(f"{config_path}: {section}.{field} must be a mapping")
+            data[field] = _deep_merge(_section(sections, nested, config_path), own or {})
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -112,8 +120,36 @@ def resolve(
         raise ConfigError(f"{where}[{section}] {_format_validation(e, model)}") from None
 
 
+def _section(sections: Mapping[str, Any], name: str, config_path: Path | str) -> dict[str, Any]:
+    raw = sections.get(name) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: section {name!r} must be a mapping")
+    return _deep_copy(raw)
+
+
+def _nested_sections(model: type[BaseModel]) -> dict[str, str]:
+    """Fields of ``model`` typed with another section's model -> that section's name."""
+    by_target = {target: name for name, target in SECTIONS.items()}
+    out = {}
+    for field, info in model.model_fields.items():
+        t = info.annotation
+        if isinstance(t, type) and issubclass(t, StageConfig):
+            name = by_target.get(f"{t.__module__}:{t.__name__}") or next(
+                (n for n in SECTIONS if section_class(n) is t), None)
+            if name:
+                out[field] = name
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_project(config_path: Path | str) -> dict[str, StageConfig]:
-    """Validate every section of a project file (used by tests and `scenefit config check`)."""
+    """Validate every section of a project file (tests load every shipped config with it)."""
     data = read_yaml(config_path)
     return {name: resolve(name, config_path) for name in data}
 

@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from scenefit.core.errors import DatasetError, ScenefitError
+
 DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP")
 #: Above this many pixels an image is refused before decoding (~ 7000 x 5700; COCO is 640 x 480).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -55,7 +57,7 @@ REASON_CODES: dict[str, str] = {
 _SIGNATURES: tuple[bytes, ...] = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 
 
-class ImageError(Exception):
+class ImageError(ScenefitError):
     """An image (or a box on it) that is refused; ``code`` is one of :data:`REASON_CODES`."""
 
     def __init__(self, code: str, message: str):
@@ -364,3 +366,12 @@ def png_base64(image: Image.Image) -> str:
 
 def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + png_base64(image)
+
+
+def open_image(row: dict) -> Image.Image:
+    """The image of a dataset row (``row["image"]``, decoded by :func:`load_image`), or a
+    DatasetError naming the sample and the image."""
+    try:
+        return load_image(row["image"])
+    except Exception as e:  # ImageError or a missing file: say which sample
+        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None

@@ -1,47 +1,49 @@
-"""The one progress-bar style of long CLI work (ingest, synth, annotate, evaluate, predict, the tiny
-model's pretraining): tqdm on stderr, so stdout stays free for a command's JSON.
+"""The one progress interface of long work (ingest, synth, annotate, evaluate, predict, the tiny
+model's pretraining): a :class:`Progress` object, handed down from the CLI to the library. The
+code that knows a stage's size opens a bar with :meth:`Progress.bar`; the code doing the work
+calls :meth:`Progress.advance` as items finish. Bars are tqdm on stderr, so stdout stays free
+for a command's JSON; a disabled Progress (or ``progress=None``) makes every call a no-op.
 
     from scenefit.core.progress import Progress
-    with Progress(enabled=sys.stderr.isatty()) as bars:
-        advance = bars.bar("evaluate location", total=500)   # closes the previous bar, if any
-        advance(16)
+    with Progress(enabled=sys.stderr.isatty(), unit="sample") as progress:
+        progress.bar("evaluate location", total=500)   # closes the previous bar, if any
+        predictor.predict(items, progress=progress)    # calls progress.advance(n)
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
-
-
-def progress_bar(total: Optional[int], enabled: bool, desc: str, unit: str = "it"):
-    """A tqdm bar over ``total`` units, or None when disabled or there is nothing to do."""
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                mininterval=0.5)
+from typing import Any, Optional
 
 
 class Progress:
-    """Bars for a verb whose work comes in stages, one bar at a time (:func:`progress_bar`):
-    :meth:`bar` closes the previous bar and returns the ``advance(n)`` of the new one; leaving
-    the ``with`` block closes the last. Disabled, every call is a no-op. CLI verbs enable it when
-    stderr is a terminal."""
+    """Bars for work that comes in stages, one bar at a time: :meth:`bar` closes the previous bar
+    and opens the next; :meth:`advance` moves the open one; :meth:`note` shows a few counts beside
+    it; leaving the ``with`` block closes the last. CLI verbs enable it when stderr is a terminal."""
 
     def __init__(self, enabled: bool = True, unit: str = "it"):
         self.enabled = enabled
         self.unit = unit
         self._bar = None
 
-    def bar(self, desc: str, total: Optional[int]) -> Callable[[int], None]:
+    def bar(self, desc: str, total: Optional[int], unit: Optional[str] = None) -> "Progress":
+        """Open the bar of the next stage (``total`` units; none when disabled or 0) and return self."""
         self.close()
-        self._bar = progress_bar(total, self.enabled, desc, self.unit)
-        return self.advance
+        if self.enabled and total != 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit or self.unit, file=sys.stderr, dynamic_ncols=True,
+                             smoothing=0.1, mininterval=0.5)
+        return self
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(n)
+
+    def note(self, **counts: Any) -> None:
+        """Counts shown after the bar (e.g. ``failed=3``), refreshed with the bar's next update."""
+        if self._bar is not None:
+            self._bar.set_postfix(counts, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

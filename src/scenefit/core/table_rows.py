@@ -31,10 +31,13 @@ import codecs
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
+
+from scenefit.core.errors import ScenefitError
 
 #: Longest cell (characters) a row may hold; longer ones reject their row, not the file.
 MAX_CELL_CHARS = 1_000_000
@@ -50,7 +53,7 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
-class ManifestError(ValueError):
+class ManifestError(ScenefitError, ValueError):
     """The file as a whole cannot be read (missing, unknown format, unreadable header or Parquet)."""
 
 
@@ -245,3 +248,43 @@ class RowReader:
                 yield RawRow(i, first, None, CELL_TOO_LARGE, f"line {first}: {too_long}")
                 continue
             yield RawRow(i, first, row)
+
+
+FORMATS = ("jsonl", "csv", "parquet")
+_SUFFIX_FORMAT = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv", ".tsv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+
+
+def detect_format(path: Path, fmt: Optional[str] = None) -> str:
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise ManifestError(f"unknown manifest format {fmt!r}; known: {', '.join(FORMATS)}")
+        return fmt
+    try:
+        return _SUFFIX_FORMAT[path.suffix.lower()]
+    except KeyError:
+        raise ManifestError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+            f"use one of {', '.join(sorted(_SUFFIX_FORMAT))} or say the format (--format {'|'.join(FORMATS)})"
+        ) from None
+
+
+def is_blank(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return isinstance(v, str) and not v.strip()
+
+
+def cell_text(v: Any) -> Optional[str]:
+    """A cell as stripped text, None when blank; integral floats (pandas/CSV ids like 12.0) lose the '.0'."""
+    if is_blank(v):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()

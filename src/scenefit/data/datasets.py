@@ -265,8 +265,8 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "file's folder when the image lies in the run, `box` its pixels), "
         "the student prompt for this criterion (`system`, `prompt`; version "
         f"`{manifest['prompt_version']}`) and the `target`, "
-        + (f"in the authors' order: `Analysis:` with the designated teacher's sentence for this criterion, "
-           f"`Summary:` with its label, then `Final decision: <label>` (answer format reasoning_first)."
+        + ("in the authors' order: `Analysis:` with the designated teacher's sentence for this criterion, "
+           "`Summary:` with its label, then `Final decision: <label>` (answer format reasoning_first)."
            if manifest.get("answer_format") == AnswerFormat.REASONING_FIRST.value else
            "`Decision: <label>` then the designated teacher's analysis sentence for this criterion "
            "(answer format decision_first)."),

@@ -16,7 +16,7 @@ Outputs in DIR:
 - ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
   (already-boxed images are validated and referenced where they are, never copied; a rerun
   removes the copies of this manifest's samples that it no longer uses);
-- ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``reason`` (and ``row``
+- ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``message`` (and ``row``
   when the manifest row itself was bad);
 - ``summary.json`` — counts (``input_rows``: every one ends as a sample or an error line;
   ``input_lines``: the manifest's non-blank data lines, with a ``line_note`` when the two
@@ -33,10 +33,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
+from scenefit.core.progress import Progress
+from scenefit.core.errors import error_row
 from scenefit.core.config import StageConfig
 from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
 from scenefit.data.manifest import read_manifest, write_manifest
@@ -169,19 +171,18 @@ def ingest(
     out_dir: str | os.PathLike,
     cfg: Optional[IngestConfig] = None,
     fmt: Optional[str] = None,
-    on_start: Optional[Callable[[int], None]] = None,
-    on_progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Progress] = None,
 ) -> IngestResult:
-    """Run the ingest stage (see module docstring). ``on_start(total)`` and ``on_progress(n)``
-    let a caller drive a progress bar. Raises ManifestError when the manifest is unreadable."""
+    """Run the ingest stage (see module docstring); ``progress`` gets one bar over the samples
+    once the manifest is read. Raises ManifestError when the manifest is unreadable."""
     cfg = cfg or IngestConfig()
     out = Path(out_dir)
     images_out = out / "images"
     images_out.mkdir(parents=True, exist_ok=True)
     read = read_manifest(manifest, fmt=fmt, layout=cfg.layout, images_dir=cfg.images_dir)
     samples, errors = read
-    if on_start:
-        on_start(len(samples))
+    if progress:
+        progress.bar("ingest", len(samples))
 
     def work(sample: Sample):
         try:
@@ -189,8 +190,8 @@ def ingest(
         except ImageError as e:
             return e
         finally:
-            if on_progress:
-                on_progress(1)
+            if progress:
+                progress.advance(1)
 
     accepted: list[Sample] = []
     drawn = clipped = 0
@@ -198,7 +199,7 @@ def ingest(
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         for sample, outcome in zip(samples, pool.map(work, samples)):
             if isinstance(outcome, ImageError):
-                errors.append({"id": sample.id, "code": outcome.code, "reason": f"sample {sample.id}: {outcome.message}"})
+                errors.append(error_row(sample.id, outcome.code, f"sample {sample.id}: {outcome.message}"))
                 continue
             new, was_clipped = outcome
             accepted.append(new)

@@ -6,7 +6,8 @@ normalised Parquet manifest.
     samples, errors = read_manifest("paper.parquet", layout="paper", images_dir="images/")
     write_manifest(samples, "out/manifest.parquet")              # exactly MANIFEST_COLUMNS
 
-A bad row never stops the read: it becomes an error ``{"id", "row", "line", "code", "reason"}``
+A bad row never stops the read: it becomes an error row ``{"id", "code", "message", "row", "line"}``
+(:func:`scenefit.core.errors.error_row`)
 (``row`` is 1-based among the data rows, ``line`` the physical line where it starts in a CSV
 or JSONL file) and the other rows go on — also after an unclosed quote, bytes that are not
 UTF-8 or a huge cell (see :mod:`scenefit.core.table_rows`). The result also says how many rows
@@ -30,7 +31,6 @@ the samples carry absolute paths.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from dataclasses import dataclass
@@ -38,17 +38,15 @@ from typing import Any, Iterator, Literal, Optional
 
 from pydantic import ValidationError
 
+from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.images import ImageError, parse_box
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
-from scenefit.core.table_rows import BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader
+from scenefit.core.table_rows import (
+    BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader, cell_text, detect_format,
+    is_blank,
+)
 
 Layout = Literal["auto", "scenefit", "paper"]
-FORMATS = ("jsonl", "csv", "parquet")
-_SUFFIX_FORMAT = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-    ".csv": "csv", ".tsv": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-}
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "id": ("id", "sample_id"),
@@ -82,46 +80,14 @@ ROW_CODES: dict[str, str] = {
 }
 
 
-class RowError(ValueError):
+class RowError(ScenefitError, ValueError):
     def __init__(self, code: str, reason: str):
         super().__init__(reason)
         self.code = code
 
 
-def detect_format(path: Path, fmt: Optional[str] = None) -> str:
-    if fmt:
-        fmt = fmt.lower()
-        if fmt not in FORMATS:
-            raise ManifestError(f"unknown manifest format {fmt!r}; known: {', '.join(FORMATS)}")
-        return fmt
-    try:
-        return _SUFFIX_FORMAT[path.suffix.lower()]
-    except KeyError:
-        raise ManifestError(
-            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-            f"use one of {', '.join(sorted(_SUFFIX_FORMAT))} or say the format (--format {'|'.join(FORMATS)})"
-        ) from None
-
-
-def _blank(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    return isinstance(v, str) and not v.strip()
-
-
-def _text(v: Any) -> Optional[str]:
-    """Cell to string; integral floats (pandas/CSV ids like 12.0) lose the '.0'."""
-    if _blank(v):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
 def _flag(v: Any, column: str) -> bool:
-    if _blank(v):
+    if is_blank(v):
         return False
     if isinstance(v, bool):
         return v
@@ -135,7 +101,7 @@ def _flag(v: Any, column: str) -> bool:
 
 def _first(row: dict, names: tuple[str, ...]) -> Any:
     for n in names:
-        if n in row and not _blank(row[n]):
+        if n in row and not is_blank(row[n]):
             return row[n]
     return None
 
@@ -152,14 +118,14 @@ def _box(row: dict) -> Optional[tuple[float, float, float, float]]:
     checked where the Sample is made (scenefit.core.images.box_pixels)."""
     for col in BOX_COLUMNS:
         v = row.get(col)
-        if _blank(v):
+        if is_blank(v):
             continue
         try:
             return parse_box(v)
         except ImageError as e:
             raise RowError("bad_box", f"{col}: {e.message}") from None
     for names, is_wh in BOX_QUADS:
-        present = [n for n in names if not _blank(row.get(n))]
+        present = [n for n in names if not is_blank(row.get(n))]
         if not present:
             continue
         if len(present) < 4:
@@ -191,10 +157,10 @@ def row_to_sample(row: dict, layout: str, image_base: Path) -> Sample:
     """One raw row to a Sample; RowError (code, reason) when it cannot be one."""
     data: dict[str, Any] = {}
     if layout == "paper":
-        sid = _text(row.get(PAPER_ID))
+        sid = cell_text(row.get(PAPER_ID))
         if sid is None:
             raise RowError("missing_field", f"{PAPER_ID} is empty")
-        obj = _text(row.get(PAPER_OBJECT))
+        obj = cell_text(row.get(PAPER_OBJECT))
         if obj is None:
             raise RowError("missing_field", f"{PAPER_OBJECT} is empty")
         data.update(id=sid, object=obj, group=sid, boxed=True,
@@ -204,14 +170,14 @@ def row_to_sample(row: dict, layout: str, image_base: Path) -> Sample:
         data["synthetic"] = _flag(_first(row, ALIASES["synthetic"]), "synthetic")
     else:
         for f in ("id", "image", "object"):
-            v = _text(_first(row, ALIASES[f]))
+            v = cell_text(_first(row, ALIASES[f]))
             if v is None:
                 raise RowError("missing_field", f"no {f} (columns tried: {', '.join(ALIASES[f])})")
             data[f] = v
         data["image"] = _resolve_image(data["image"], image_base)
         for f in ("group", "scene", "truth_location", "truth_size", "truth_co_occurrence"):
             data[f] = _first(row, ALIASES[f])
-        data["group"] = _text(data["group"])
+        data["group"] = cell_text(data["group"])
         for f in ("boxed", "synthetic"):
             data[f] = _flag(_first(row, ALIASES[f]), f)
     data["box"] = _box(row)
@@ -271,21 +237,19 @@ def read_manifest(
         i, row = raw.row, raw.data
         where = {"row": i} if raw.line is None else {"row": i, "line": raw.line}
         if row is None:
-            errors.append({"id": f"row {i}", **where, "code": raw.code, "reason": f"row {i}: {raw.problem}"})
+            errors.append(error_row(f"row {i}", raw.code, f"row {i}: {raw.problem}", **where))
             continue
         if chosen is None:
             chosen = detect_layout(set(row))
         try:
             s = row_to_sample(row, chosen, base)
         except RowError as e:
-            rid = _text(row.get(PAPER_ID) if chosen == "paper" else _first(row, ALIASES["id"]))
-            errors.append({"id": rid or f"row {i}", **where, "code": e.code, "reason": f"{_where(raw)}: {e}"})
+            rid = cell_text(row.get(PAPER_ID) if chosen == "paper" else _first(row, ALIASES["id"]))
+            errors.append(error_row(rid or f"row {i}", e.code, f"{_where(raw)}: {e}", **where))
             continue
         if s.id in seen:
-            errors.append({
-                "id": s.id, **where, "code": "duplicate_id",
-                "reason": f"{_where(raw)}: id {s.id!r} already used by row {seen[s.id]}",
-            })
+            errors.append(error_row(s.id, "duplicate_id", f"{_where(raw)}: id {s.id!r} already used by row {seen[s.id]}",
+                                    **where))
             continue
         seen[s.id] = i
         samples.append(s)

@@ -1,4 +1,5 @@
-"""Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how.
+"""Section ``evaluate`` of the project YAML: what ``scenefit evaluate`` measures and how; how the
+students run is the nested ``predict`` settings (the file's ``predict`` section unless overridden).
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
         --config configs/demo.yaml
@@ -12,6 +13,7 @@ from pydantic import Field, field_validator
 
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, criteria_list
+from scenefit.predict.config import PredictConfig
 
 
 class EvaluateConfig(StageConfig):
@@ -30,10 +32,11 @@ class EvaluateConfig(StageConfig):
     baseline: bool = Field(
         default=True, description="Also run the untrained base model (no adapter) as the baseline."
     )
-    base: Optional[str] = Field(
-        default=None,
-        description="Base model (hub id or folder) for the students and the baseline; default: the one the "
-        "students were trained on (scenefit_student.json).",
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig,
+        description="How the students and the baseline run: the predict section's settings (base, device, dtype, "
+        "batch_size, max_new_tokens, box drawing, attention kernels, ...). Keys left out here come from the file's "
+        "own `predict` section, so a setting is written once; set one here to differ for evaluate only.",
     )
     explain: bool = Field(
         default=True,
@@ -50,12 +53,6 @@ class EvaluateConfig(StageConfig):
         description="Generate sentences in the shortcut test too; by default it scores decisions only, which is "
         "all the test reads.",
     )
-    max_new_tokens: int = Field(
-        default=96, ge=4, le=4096, description="Upper bound on generated tokens per explanation (stops at EOS)."
-    )
-    batch_size: int = Field(default=16, ge=1, description="Images per forward pass.")
-    device: Optional[str] = Field(default=None, description="Torch device (cpu, cuda, cuda:1); default: best available.")
-    dtype: str = Field(default="auto", description="Model dtype (auto, float32, bfloat16, float16).")
     originals: Optional[str] = Field(
         default=None,
         description="Manifest of unmodified images (one in-context object boxed) for the shortcut test; default: "

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.progress import Progress
+from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.records import Sample, is_synthetic
@@ -32,7 +34,6 @@ from scenefit.evaluate.metrics import (
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
 
-ProgressFn = Optional[Callable[[int], None]]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Answer:
     status: str = "ok"
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ScenefitError, ValueError):
     """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
 
 
@@ -136,7 +137,7 @@ class BaseOnly:
 
 def collect_answers(
     predictor: Any, samples: Sequence[Sample], criteria: Sequence[str], explain: bool, chunk: int = 32,
-    progress: ProgressFn = None,
+    progress: Optional[Progress] = None,
 ) -> tuple[dict[str, list[Answer]], list[dict]]:
     """Answers per criterion for every sample, and one error dict per sample that failed.
 
@@ -153,8 +154,8 @@ def collect_answers(
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
-                reason = f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else str(err)
-                errors.append({"id": smp.id, "image": smp.image, "reason": reason})
+                code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
+                errors.append(error_row(smp.id, code, message, image=str(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -168,9 +169,10 @@ def collect_answers(
                 try:
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
-                    errors.append({"id": smp.id, "image": smp.image, "reason": f"{type(e).__name__}: {e}"})
+                    errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
+                                            image=str(smp.image)))
         if progress:
-            progress(len(part))
+            progress.advance(len(part))
     return out, errors
 
 
@@ -368,13 +370,13 @@ def answers_table(answers: dict[str, list[Answer]], model: str) -> pd.DataFrame:
 
 def evaluate_dirs(
     students_dir: Path | str, data_dir: Path | str, out_dir: Path | str, cfg: EvaluateConfig,
-    student_predictor: Any = None, baseline_predictor: Any = None, progress_factory: Optional[Callable] = None,
+    student_predictor: Any = None, baseline_predictor: Any = None, progress: Optional[Progress] = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Evaluate students on DATA/<criterion>/<split>.parquet; write OUT/metrics.json,
     OUT/report.html, OUT/answers.parquet (every answer) and OUT/errors.jsonl (failed samples).
 
     Predictors are built from ``students_dir`` unless given (tests pass stubs).
-    ``progress_factory(description, total)`` returns a callable advancing a progress bar.
+    ``progress`` gets one bar per criterion and model, and one for the shortcut test.
     """
     from scenefit.core.parquet_io import write_table
     from scenefit.evaluate.report import thumbnail_data_url, write_report
@@ -390,18 +392,18 @@ def evaluate_dirs(
         originals, (g for df in frames.values() if "group" in df for g in df["group"].unique()))
     originals = originals[: cfg.originals_limit] if cfg.originals_limit else originals  # the limit after the choice
 
-    def bar(desc: str, total: int) -> ProgressFn:
-        return progress_factory(desc, total) if progress_factory else None
+    def bar(desc: str, total: int) -> Optional[Progress]:
+        return progress.bar(desc, total) if progress else None
 
-    failures: list[dict] = [{"stage": "originals", **e} for e in originals_errors]
+    failures: list[dict] = [{**e, "stage": "originals"} for e in originals_errors]
 
     def run(predictor: Any, tag: str, explain: bool) -> dict[str, list[Answer]]:
         out: dict[str, list[Answer]] = {}
         for name, df in frames.items():
             samples = [row_sample(r) for r in df.to_dict("records")]
-            got, errs = collect_answers(predictor, samples, [name], explain, chunk=cfg.batch_size * 2,
+            got, errs = collect_answers(predictor, samples, [name], explain, chunk=cfg.predict.batch_size * 2,
                                         progress=bar(f"{tag} · {name}", len(samples)))
-            failures.extend({"stage": f"{tag}/{name}", **e} for e in errs)
+            failures.extend({**e, "stage": f"{tag}/{name}"} for e in errs)
             failed = {e["id"] for e in errs}
             # a sample the model could not be run on is an input error, not a model error: left out
             if failed:
@@ -420,10 +422,10 @@ def evaluate_dirs(
     shortcut = None
     if originals:
         shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
-                                         chunk=cfg.batch_size * 2, progress=bar("shortcut test", len(originals)))
-        failures.extend({"stage": "shortcut", **e} for e in errs)
+                                         chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)))
+        failures.extend({**e, "stage": "shortcut"} for e in errs)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
-            "base_model": getattr(student_predictor, "base", None) or cfg.base, "failed": len(failures),
+            "base_model": getattr(student_predictor, "base", None) or cfg.predict.base, "failed": len(failures),
             # reasoning-first students are read from generated text whatever `explain` says
             "answer_formats": {c.value: f.value for c, f in getattr(student_predictor, "answer_formats", {}).items()},
             "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
@@ -452,9 +454,8 @@ def evaluate_dirs(
 def build_predictors(students_dir: Path | str, cfg: EvaluateConfig) -> tuple[Any, Any]:
     """The students' predictor (one base + one adapter per criterion) and, when
     ``cfg.baseline``, the same model with its adapters switched off."""
-    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.predict import Predictor
 
-    pcfg = PredictConfig(base=cfg.base, criteria=cfg.criteria, device=cfg.device, dtype=cfg.dtype,
-                         batch_size=cfg.batch_size, explain=cfg.explain, max_new_tokens=cfg.max_new_tokens)
-    student = Predictor.from_students(students_dir, base=cfg.base, config=pcfg)
+    pcfg = cfg.predict.model_copy(update={"criteria": cfg.criteria, "explain": cfg.explain})
+    student = Predictor.from_students(students_dir, base=pcfg.base, config=pcfg)
     return student, (BaseOnly(student) if cfg.baseline else None)

@@ -9,6 +9,7 @@ config by hand, so the folder still loads where torchvision exists.
 
 from __future__ import annotations
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.files import write_json
 
 import importlib.util
@@ -162,7 +163,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class DeviceError(ValueError):
+class DeviceError(ScenefitError, ValueError):
     """A device setting this machine cannot honour (said before any weights are loaded)."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 from PIL import Image
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.images import REASON_CODES, ImageError, check_box, draw_box, load_image, parse_box
 from scenefit.core.records import Sample
 
@@ -33,7 +34,7 @@ ITEM_CODES: dict[str, str] = {
 ImageLike = Union[str, os.PathLike, Image.Image]
 
 
-class ItemError(ValueError):
+class ItemError(ScenefitError, ValueError):
     """An item that cannot be judged; ``code`` is one of :data:`ITEM_CODES`."""
 
     def __init__(self, code: str, message: str):

@@ -34,8 +34,9 @@ import inspect
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
+from scenefit.core.progress import Progress
 from scenefit.core.criteria import Criterion, Label
 from scenefit.models.loading import default_device, generate_text, load_model, load_processor
 from scenefit.prompts import student_prompt, student_system_prompt
@@ -181,13 +182,13 @@ class Predictor:
 
     def predict(self, items: Iterable[Any], explain: Optional[bool] = None,
                 criteria: Optional[Sequence[str | Criterion]] = None,
-                on_progress: Optional[Callable[[int], None]] = None, use_adapters: bool = True) -> list[Prediction]:
+                progress: Optional[Progress] = None, use_adapters: bool = True) -> list[Prediction]:
         """Judge every item (see :mod:`scenefit.predict.items` for the accepted forms).
 
         Items that cannot be judged (missing image, box outside the image, …) come back as a
         Prediction with ``error = {"code", "message"}``; the others go on. ``criteria`` narrows
         the judged criteria; ``use_adapters=False`` runs the base model without the adapters
-        (the baseline) on an already loaded Predictor. ``on_progress(n)`` is called as items finish.
+        (the baseline) on an already loaded Predictor. ``progress.advance(n)`` is called as items finish.
         """
         explain = self.config.explain if explain is None else bool(explain)
         crits = self._criteria(criteria)
@@ -215,8 +216,8 @@ class Predictor:
                                      explain, use_adapters)
                 for (i, item, _), per_crit in zip(ready, judged):
                     results[i] = Prediction(id=str(item.id), criteria=per_crit)
-            if on_progress:
-                on_progress(len(chunk))
+            if progress:
+                progress.advance(len(chunk))
         return [r for r in results if r is not None]
 
     def _criteria(self, criteria: Optional[Sequence[str | Criterion]]) -> list[Criterion]:

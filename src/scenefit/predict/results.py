@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from scenefit.core.errors import error_row
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 
 
@@ -73,9 +74,9 @@ class Prediction:
 
     def to_json(self) -> dict:
         """The public JSON (CLI, HTTP API): ``{"criteria": {name: {label, probability, analysis}},
-        "final": label}``; an item that failed gives ``{"error": {"code", "message"}}``."""
+        "final": label}``; an item that failed gives its error row ``{"id", "code", "message"}``."""
         if self.error is not None:
-            return {"error": dict(self.error)}
+            return error_row(self.id, self.error.get("code"), self.error.get("message"))
         return {
             "criteria": {c.value: self.criteria[c].to_json() for c in CRITERIA if c in self.criteria},
             "final": self.final.value if self.final else None,
@@ -84,9 +85,9 @@ class Prediction:
     def to_record(self) -> dict[str, Any]:
         """A flat row for JSONL/CSV/Parquet output: everything, disagreements included."""
         row: dict[str, Any] = {"id": self.id, "final": self.final.value if self.final else None,
-                               "error_code": None, "error": None}
+                               "code": None, "message": None}  # an error row's two fields, None when judged
         if self.error is not None:
-            row["error_code"], row["error"] = self.error.get("code"), self.error.get("message")
+            row["code"], row["message"] = self.error.get("code"), self.error.get("message")
         for c in CRITERIA:
             r = self.criteria.get(c)
             row[f"{c.value}_label"] = r.label.value if r and r.label else None

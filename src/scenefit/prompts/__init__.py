@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from scenefit.core.criteria import Criterion
+from scenefit.core.criteria import CRITERIA, TEACHER_ORDER, Criterion, Label, fuse
 
 _PACKAGE_FILES = resources.files("scenefit") / "prompts"
 
@@ -92,9 +92,6 @@ def _teacher_v2_text(variant: str) -> str:
     """v2 = the shared rules + the variant's answer format + the worked examples written in that
     variant, so the text and JSON prompts never drift apart and every example is a well-formed
     answer (a test parses them back)."""
-    from scenefit.core.criteria import Criterion, Label
-    from scenefit.teachers.parse import render_teacher_answer
-
     examples = []
     for i, ex in enumerate(json.loads(_package_text("teacher_v2_examples.json")), start=1):
         analyses = {Criterion(k): v for k, v in ex["analysis"].items()}
@@ -139,3 +136,19 @@ def student_image_after_text() -> bool:
 def student_prompt_version() -> str:
     """Version tag plus hash of the whole student prompt file."""
     return f"{_student_spec()['version']}-{text_hash(_package_text(STUDENT_PROMPT_FILE))}"
+
+def render_teacher_answer(analyses: dict[Criterion, str], labels: dict[Criterion, Label], variant: str = "text") -> str:
+    """A well-formed teacher answer (the prompt's worked examples): ``text`` (Analysis / Summary /
+    Final decision, criteria in the prompt's order) or ``json`` (the JSON variant's object)."""
+    final = fuse(labels[c] for c in CRITERIA)
+    if variant == "json":
+        return json.dumps({
+            "analysis": {c.value: analyses[c] for c in TEACHER_ORDER},
+            "summary": {c.value: Label(labels[c]).value for c in TEACHER_ORDER},
+            "final_decision": final.value,
+        })
+    if variant != "text":
+        raise ValueError(f"unknown answer variant {variant!r}; expected 'text' or 'json'")
+    lines = ["Analysis:", *(f"{c.display}: {analyses[c]}" for c in TEACHER_ORDER), "Summary:",
+             *(f"{c.display}: {Label(labels[c]).value}" for c in TEACHER_ORDER), f"Final decision: {final.value}."]
+    return "\n".join(lines)

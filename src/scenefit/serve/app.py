@@ -418,9 +418,9 @@ def _add_classify_route(app: FastAPI, cfg: ServeConfig, batcher: MicroBatcher, d
             raise ApiError(503, "shutting_down", str(e)) from None
         except Exception as e:  # the model failed on this item: say so, keep serving the others
             raise ApiError(500, "prediction_failed", f"the predictor failed on this request: {type(e).__name__}: {e}") from None
-        if "error" in payload:  # the predictor refused the item itself (its code names why)
-            err = payload["error"]
-            raise ApiError(422, str(err.get("code") or "bad_item"), str(err.get("message") or "the item cannot be judged"))
+        if "criteria" not in payload:  # the predictor refused the item itself: its error row names why
+            raise ApiError(422, str(payload.get("code") or "bad_item"),
+                           str(payload.get("message") or "the item cannot be judged"))
         if synthetic:
             from scenefit import SYNTHETIC_NOTICE
 

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, Sequence
 
+from scenefit.core.errors import ScenefitError
+
 
 @dataclass
 class _Pending:
@@ -55,7 +57,7 @@ class BatchStats:
         }
 
 
-class BatcherClosed(RuntimeError):
+class BatcherClosed(ScenefitError, RuntimeError):
     """Raised to requests still waiting when the server shuts down."""
 
 

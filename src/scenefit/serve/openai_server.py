@@ -37,6 +37,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from scenefit.core.errors import ScenefitError
 from scenefit.serve.security import error_bytes, error_payload, log, status_code_name
 
 
@@ -87,7 +88,7 @@ ChatRunner = Callable[[ChatRequest], Awaitable[ChatReply]]
 MAX_TOP_LOGPROBS = 20
 
 
-class BadRequest(ValueError):
+class BadRequest(ScenefitError, ValueError):
     """A request the server refuses with 400 (message says which field and why)."""
 
 

@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from fastapi import HTTPException
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core import images
 from scenefit.core.images import ImageError, check_box
 
@@ -48,7 +49,7 @@ IMAGE_ERROR_STATUS: dict[str, int] = {
 }
 
 
-class ApiError(HTTPException):
+class ApiError(ScenefitError, HTTPException):
     """A refusal with a stable ``code``. An HTTPException subclass so that FastAPI re-raises it
     untouched even when it surfaces while FastAPI reads the body (it wraps other errors as 400)."""
 

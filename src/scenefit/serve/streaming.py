@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from transformers import StoppingCriteria
 
+from scenefit.core.errors import ScenefitError
 from scenefit.serve.security import error_payload, log
 
 
@@ -153,7 +154,7 @@ def usage(reply: Any) -> dict[str, int]:
             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
 
-class ClientGone(Exception):
+class ClientGone(ScenefitError):
     """The client disconnected before its answer was ready."""
 
 

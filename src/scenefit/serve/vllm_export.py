@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA, Criterion
 from scenefit.predict.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
 
@@ -53,7 +54,7 @@ _VISION = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
 _LM_LAYER = re.compile(r"(^|\.)(language_model\.)?layers\.\d+\.(self_attn|mlp)\.[a-z_]+$")
 
 
-class VllmExportError(ValueError):
+class VllmExportError(ScenefitError, ValueError):
     """Adapters vLLM cannot serve (the message lists every problem, per adapter)."""
 
 
@@ -179,10 +180,27 @@ class VllmExport:
 NO_OP_RELATIVE = 1e-6
 
 
+def probe_items(n: int, seed: int = 0) -> list[tuple]:
+    """``n`` probe inputs (image, object, box) for :func:`decision_logit_shifts`: seeded noise
+    images of 112 x 112 pixels with a box in varying places. Any input serves, since the check
+    is whether an adapter moves the decision logits at all, not whether it is right."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x0, y0 = (int(v) for v in rng.integers(4, 56, 2))
+        side = int(rng.integers(24, 52))
+        image = Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), "RGB")
+        out.append((image, ("cup", "dog", "car", "kite")[i % 4], (x0, y0, x0 + side, y0 + side)))
+    return out
+
+
 def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: int = 4, device: str = "cpu",
                           seed: int = 0) -> dict[Criterion, float]:
     """Per adapter, the largest change it makes to the base's ' In'/' Out' decision logits on
-    ``images`` synthetic boxed probe scenes, each adapter loaded with PEFT on the untouched base as
+    ``images`` boxed probe images (:func:`probe_items`), each adapter loaded with PEFT on the untouched base as
     a server loads it. 0 means it changes nothing beyond rounding (:data:`NO_OP_RELATIVE`): its names
     matched no module (a silent no-op) or its weights are zero."""
     import torch
@@ -190,14 +208,13 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
 
     from scenefit.core.images import draw_box
     from scenefit.student.decision import decision_token_ids, scoring_batch
-    from scenefit.testbed.toy_students import toy_items
     from scenefit.models.loading import load_model, load_processor
     from scenefit.prompts import student_prompt, student_system_prompt
 
     first = next(iter(adapters.values()))
     processor = load_processor(first, padding_side="left")
     _, ids = decision_token_ids(processor)
-    items, _ = toy_items(images, seed=seed)
+    items = probe_items(images, seed)
     probes = [draw_box(im, box) for im, _, box in items]
 
     def logits(model, crit: Criterion):
@@ -225,7 +242,7 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     """Check every student adapter against vLLM's limits and write the serving spec (JSON) to ``out``.
 
     With ``probe`` > 0, also load each adapter on the base and refuse one that leaves the decision
-    logits of ``probe`` synthetic scenes unchanged (:func:`decision_logit_shifts`). Raises
+    logits of ``probe`` probe images unchanged (:func:`decision_logit_shifts`). Raises
     VllmExportError listing every problem unless ``force`` (then the problems are kept in the file
     and the caller warns)."""
     try:

@@ -18,14 +18,17 @@ reasoning-first student uses; the Predictor does the same on its batches.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import open_image
+from scenefit.core.progress import Progress
 from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
 from scenefit.student.chat import student_prompt_text
 
 
-class DecisionTokenError(RuntimeError):
+class DecisionTokenError(ScenefitError, RuntimeError):
     """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
 
 
@@ -97,12 +100,6 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
     return two_way(logits, first)
 
 
-def open_image(row: dict):
-    from scenefit.train.data import open_image as _open
-
-    return _open(row)
-
-
 def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None):
     """Left-padded model inputs whose last position predicts the label's first token."""
     imgs = list(images) if images is not None else [open_image(r) for r in rows]
@@ -110,7 +107,7 @@ def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = 
     return processor(text=texts, images=imgs, padding=True, padding_side="left", return_tensors="pt")
 
 
-def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -> list[dict]:
+def _in_batches(model, rows: Sequence[dict], batch_size: int, progress: Optional[Progress], judge) -> list[dict]:
     """``judge(chunk, device)`` over ``rows`` in batches, the model in eval mode without gradients
     (its training mode restored after)."""
     import torch
@@ -124,14 +121,14 @@ def _in_batches(model, rows: Sequence[dict], batch_size: int, progress, judge) -
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 out.extend(judge(chunk, device))
-                if progress is not None:
-                    progress.update(len(chunk))  # type: ignore[attr-defined]
+                if progress:
+                    progress.advance(len(chunk))
     finally:
         model.train(was_training)
     return out
 
 
-def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Iterable] = None) -> list[dict]:
+def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Progress] = None) -> list[dict]:
     """Fast path over dataset rows: per row the predicted label and P(Out-of-context)."""
     prefix_ids, first = decision_token_ids(processor)
 
@@ -143,7 +140,7 @@ def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, prog
 
 
 def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
-                  max_new_tokens: int = 128, progress: Optional[Iterable] = None) -> list[dict]:
+                  max_new_tokens: int = 128, progress: Optional[Progress] = None) -> list[dict]:
     """Generation over dataset rows (any answer format): per row the label parsed from the
     greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
     from scenefit.models.loading import generate_text

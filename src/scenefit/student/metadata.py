@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion
 from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
 
@@ -23,7 +24,7 @@ STUDENT_META = "scenefit_student.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-class StudentError(ValueError):
+class StudentError(ScenefitError, ValueError):
     """Students that cannot be used as asked (missing folders, mismatched bases, bad prefix)."""
 
 

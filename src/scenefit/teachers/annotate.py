@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from scenefit.teachers.parse import parse_teacher_answer
-from scenefit.core.progress import progress_bar
+from scenefit.core.progress import Progress
 from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.core.records import Sample
 from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
@@ -102,15 +102,15 @@ def result_row(teacher: Teacher, sample_id: str, prompt_hash: str, result: Teach
 class _Writer:
     """Collects rows and commits them in batches (the only place that writes the store)."""
 
-    def __init__(self, store: AnnotationStore, cfg: AnnotateConfig, tallies: dict[str, TeacherTally], bar):
-        self.store, self.cfg, self.tallies, self.bar = store, cfg, tallies, bar
+    def __init__(self, store: AnnotationStore, cfg: AnnotateConfig, tallies: dict[str, TeacherTally],
+                 progress: Progress):
+        self.store, self.cfg, self.tallies, self.progress = store, cfg, tallies, progress
         self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
 
     def add(self, row: dict[str, Any]) -> None:
         self.pending.append(row)
-        if self.bar is not None:
-            self.bar.update(1)
+        self.progress.advance(1)
         if len(self.pending) >= self.cfg.commit_every:
             self.flush()
         else:
@@ -142,9 +142,7 @@ class _Writer:
             t.by_status[r["status"]] += 1
             if r["status"] == FAILED:
                 t.failed_by_reason[failure_kind(r["reason"])] += 1
-        if self.bar is not None:
-            total_failed = sum(sum(t.failed_by_reason.values()) for t in self.tallies.values())
-            self.bar.set_postfix(failed=total_failed, refresh=False)
+        self.progress.note(failed=sum(sum(t.failed_by_reason.values()) for t in self.tallies.values()))
 
 
 async def _run_teacher(teacher: Teacher, samples: Sequence[Sample], prompt: PromptTemplate, writer: _Writer) -> None:
@@ -215,8 +213,8 @@ async def _annotate_locked(
         work.append((t, todo))
     summary = AnnotateSummary(prompt.name, prompt.hash, len(samples), tallies)
     total = sum(len(todo) for _, todo in work)
-    bar = progress_bar(total, cfg.progress, "annotate", "ans")
-    writer = _Writer(store, cfg, tallies, bar)
+    progress = Progress(enabled=cfg.progress, unit="ans").bar("annotate", total)
+    writer = _Writer(store, cfg, tallies, progress)
     started: list[Teacher] = []
     ticker = asyncio.get_running_loop().create_task(writer.tick())
     try:
@@ -231,8 +229,7 @@ async def _annotate_locked(
     finally:
         ticker.cancel()
         writer.flush()  # answers already received are kept, even on Ctrl-C
-        if bar is not None:
-            bar.close()
+        progress.close()
         for t in started:
             try:
                 await t.aclose()

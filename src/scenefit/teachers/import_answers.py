@@ -24,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from scenefit.data.manifest import _text, detect_format
+from scenefit.core.errors import error_row
+from scenefit.core.table_rows import cell_text, detect_format
 from scenefit.core.files import write_jsonl
 from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.teachers.store import P_OUT_KEYS, AnnotationStore, parsed_fields
@@ -102,9 +103,8 @@ def import_answers(
     reader = RowReader(p, fmt)
 
     def reject(raw, code: str, reason: str, sid: Optional[str] = None) -> None:
-        err = {"file": str(p), "line": raw.line, "row": raw.row, "code": code,
-               "reason": f"{p.name} line {raw.line}: {reason}"}
-        errors.append(err if sid is None else {**err, "id": sid})
+        errors.append(error_row(sid or f"line {raw.line}", code, f"{p.name} line {raw.line}: {reason}",
+                                file=str(p), line=raw.line, row=raw.row))
 
     for raw in reader:
         row = raw.data
@@ -117,7 +117,7 @@ def import_answers(
         if fmt == "jsonl" and (id_col not in row or ans_col not in row):
             reject(raw, "missing_field", f"no {id_col!r} or no {ans_col!r} key (the first row has both)")
             continue
-        sid = _text(row.get(id_col))
+        sid = cell_text(row.get(id_col))
         if sid is None:
             reject(raw, "missing_field", f"empty {id_col}")
             continue

@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from scenefit.core.criteria import CRITERIA, TEACHER_ORDER, Criterion, Label, fuse
+from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 
 STATUSES = ("ok", "partial", "contradiction", "unparseable", "empty")
 
@@ -90,22 +90,6 @@ def teacher_json_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
 
-
-def render_teacher_answer(analyses: dict[Criterion, str], labels: dict[Criterion, Label], variant: str = "text") -> str:
-    """A well-formed teacher answer (the prompt's worked examples): ``text`` (Analysis / Summary /
-    Final decision, criteria in the prompt's order) or ``json`` (the JSON variant's object)."""
-    final = fuse(labels[c] for c in CRITERIA)
-    if variant == "json":
-        return json.dumps({
-            "analysis": {c.value: analyses[c] for c in TEACHER_ORDER},
-            "summary": {c.value: Label(labels[c]).value for c in TEACHER_ORDER},
-            "final_decision": final.value,
-        })
-    if variant != "text":
-        raise ValueError(f"unknown answer variant {variant!r}; expected 'text' or 'json'")
-    lines = ["Analysis:", *(f"{c.display}: {analyses[c]}" for c in TEACHER_ORDER), "Summary:",
-             *(f"{c.display}: {Label(labels[c]).value}" for c in TEACHER_ORDER), f"Final decision: {final.value}."]
-    return "\n".join(lines)
 
 
 #: What a re-parse takes: raw text in, a parse out (``AnnotationStore.reparse`` accepts any such).

@@ -43,6 +43,7 @@ try:
 except ImportError:  # Windows: runs are not locked against each other
     fcntl = None
 
+from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA
 from scenefit.teachers.parse import Parser, TeacherParse
 
@@ -168,11 +169,11 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class StoreError(OSError):
+class StoreError(ScenefitError, OSError):
     """The answer store cannot be opened (a folder, or a file that is not SQLite)."""
 
 
-class StoreBusy(RuntimeError):
+class StoreBusy(ScenefitError, RuntimeError):
     """Another run holds the store's run lock."""
 
 

@@ -28,8 +28,9 @@ its decision. SYNTHETIC: a test-bed device.
 from __future__ import annotations
 
 import random
+from typing import Optional
 
-from scenefit.core.progress import progress_bar
+from scenefit.core.progress import Progress
 from scenefit.testbed.catalog import CATEGORIES, SCENES, article, home_categories, plural
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -90,7 +91,7 @@ def pretrain_language(
     lr: float = 1e-3,
     batch_size: int = 16,
     image_size: int = 112,
-    progress: bool = True,
+    progress: Optional[Progress] = None,
 ) -> dict[str, float]:
     """Train ``model``'s language model in place on the catalog's facts and captions of pictures
     of its own seed; return held-out scene and at-home accuracies before and after."""
@@ -173,17 +174,15 @@ def pretrain_language(
     opt = torch.optim.AdamW(params, lr=lr)
     before = held_out_accuracy()
     model.train()
-    bar = progress_bar(steps, progress, "knowledge pretraining", "step")
+    bar = (progress or Progress(enabled=False)).bar("knowledge pretraining", steps, unit="step")
     for _ in range(steps):
         loss = model(**step_batch()).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            bar.update()
-    if bar is not None:
-        bar.close()
+        bar.note(loss=f"{loss.item():.4f}")
+        bar.advance()
+    bar.close()
     model.eval()
     for p in visual.parameters():
         p.requires_grad_(True)

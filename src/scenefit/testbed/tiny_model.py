@@ -15,6 +15,7 @@ from typing import Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from scenefit.core.progress import Progress
 from scenefit.core.files import write_json
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, LABELS
@@ -251,7 +252,8 @@ def set_generation_defaults(model, tokenizer) -> None:
     model.generation_config.do_sample = False
 
 
-def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None, progress: bool = False) -> Path:
+def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
+                     progress: Optional[Progress] = None) -> Path:
     """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
     minute more with ``vision_pretrain_steps`` and half a minute with ``knowledge_pretrain_steps``,
     whose progress bars ``progress`` shows)."""

@@ -29,10 +29,11 @@ the model folder's ``scenefit_tiny.json``.
 from __future__ import annotations
 
 import random
+from typing import Optional
 
 import numpy as np
 
-from scenefit.core.progress import progress_bar
+from scenefit.core.progress import Progress
 from scenefit.testbed.catalog import BOX_RED, SCENES
 
 #: Box height bins, as fractions of the image side (log-spaced; bin 0 also means "no box").
@@ -128,7 +129,7 @@ def pretrain_vision(
     lr: float = 1e-3,
     batch_size: int = 32,
     image_size: int = 112,
-    progress: bool = True,
+    progress: Optional[Progress] = None,
 ) -> dict[str, float]:
     """Train ``model``'s vision tower in place on :func:`token_targets`; return held-out
     box-patch accuracy (and its majority-class rate) and the exact-bin accuracies of the box's
@@ -179,18 +180,16 @@ def pretrain_vision(
     visual.train()
     before = box_accuracy()
     rng = random.Random(seed)
-    bar = progress_bar(steps, progress, "vision pretraining", "step")
+    bar = (progress or Progress(enabled=False)).bar("vision pretraining", steps, unit="step")
     for _ in range(steps):
         loss, _, _ = forward(rng.sample(train, min(batch_size, len(train))))
         loss.backward()
         opt.step()
         opt.zero_grad()
         schedule.step()
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            bar.update()
-    if bar is not None:
-        bar.close()
+        bar.note(loss=f"{loss.item():.4f}")
+        bar.advance()
+    bar.close()
     after = box_accuracy()
     majority = float(1.0 - torch.cat([targets[i] for i in val])[:, :BITS].mean())
     visual.eval()

@@ -46,11 +46,13 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.progress import Progress
+from scenefit.core.errors import ScenefitError
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 from scenefit.core.records import Sample
@@ -360,7 +362,7 @@ def load_layouts(world_dir: Path | str) -> dict[str, dict]:
     return out
 
 
-class WorldExistsError(RuntimeError):
+class WorldExistsError(ScenefitError, RuntimeError):
     """The output folder holds something else (another world's config, or foreign files)."""
 
 
@@ -394,10 +396,10 @@ def _prepare(out: Path, cfg: WorldConfig, overwrite: bool) -> None:
 
 
 def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = False,
-                   progress: Optional[Callable[[int], None]] = None) -> dict:
+                   progress: Optional[Progress] = None) -> dict:
     """Draw the world into ``out_dir`` and return its summary (also written as world.json).
 
-    ``progress(k)`` is called after every k samples written. Rerunning with the same config
+    ``progress.advance(1)`` is called after every sample written. Rerunning with the same config
     rewrites identical files; another config in the same folder needs ``overwrite``.
     """
     from scenefit.core.images import png_bytes
@@ -421,7 +423,7 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
             layouts[key].append({**lay, "synthetic": True})
             samples[key].append(layout_sample(lay, rel))
         if progress:
-            progress(1)
+            progress.advance(1)
     for key, p in parts.items():
         write_jsonl(layouts[key], p / "layout.jsonl")
     summary = summarize(cfg, samples[""], samples.get("originals", []))

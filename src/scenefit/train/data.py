@@ -16,8 +16,9 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from scenefit.core.errors import DatasetError
 from scenefit.core.criteria import LABELS
-from scenefit.core.images import load_image
+from scenefit.core.images import open_image
 from scenefit.student.chat import student_messages
 from scenefit.core.parquet_io import read_table
 from scenefit.student.answer import AnswerFormat
@@ -29,9 +30,6 @@ SPLIT_FILES = ("train", "val", "test")
 #: Columns the trainer reads; the rest of the dataset's columns travel along untouched.
 REQUIRED_COLUMNS = ("id", "image", "prompt", "system", "target", "label", "criterion")
 
-
-class DatasetError(ValueError):
-    """A dataset file or row the trainer cannot use; the message names it."""
 
 
 def split_path(data_dir: Path | str, criterion: str, split: str) -> Path:
@@ -89,12 +87,6 @@ def row_messages(row: dict, image, with_answer: bool = True) -> list[dict]:
                     part["image"] = image
     return msgs
 
-
-def open_image(row: dict):
-    try:
-        return load_image(row["image"])
-    except Exception as e:  # ImageError or a missing file: say which sample
-        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
 
 
 def answer_span(tokenizer, ids: Sequence[int], sample_id: Any = "?") -> tuple[int, int]:
