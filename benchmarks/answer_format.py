@@ -71,7 +71,7 @@ def evaluate(data: Path, students: Path, out: Path, config: Path, max_new_tokens
     from scenefit.evaluate.runner import evaluate_dirs
 
     # 128 new tokens: a reasoning-first answer (~50 tokens) must not be cut before its decision line
-    cfg = resolve("evaluate", config, {"baseline": False, "originals": None, "max_new_tokens": max_new_tokens})
+    cfg = resolve("evaluate", config, {"baseline": False, "predict.max_new_tokens": max_new_tokens})
     metrics, _, _ = evaluate_dirs(students, data, out, cfg)
     return metrics
 

@@ -89,7 +89,7 @@ def score(students: Path, data: Path, criterion: str, config: Path) -> dict:
     frames = load_split(data, [criterion], "test")
     predictor, _ = build_predictors(students, ecfg)
     samples = [row_sample(r) for r in frames[criterion].to_dict("records")]
-    answers, errors = collect_answers(predictor, samples, [criterion], explain=False, chunk=2 * ecfg.batch_size)
+    answers, errors = collect_answers(predictor, samples, [criterion], explain=False, chunk=2 * ecfg.predict.batch_size)
     if errors:
         raise RuntimeError(f"{criterion}: {len(errors)} test samples failed, e.g. {errors[0]}")
     m = evaluate_answers(frames, answers, None, ecfg)[criterion]
