@@ -19,7 +19,8 @@ written to the JSON as soon as it ends (a failure or a kill keeps what was measu
 2. **training** — the paper recipe (``configs/paper.yaml``: LoRA r=256, alpha 512, dropout 0.1 on
    q/k/v/o, bf16, gradient checkpointing, padding-free packing) at 448x448 images, batch 4 x
    accumulation 4, ``--steps`` optimizer steps, ``scenefit train`` vs a plain TRL SFTTrainer on the
-   same rows and LoRA (no packing): samples/s after ``--warm-steps``, MFU (4 x decoder matmul
+   same rows, LoRA, precision, gradient checkpointing and data-loading workers (no packing):
+   samples/s after ``--warm-steps``, MFU (4 x decoder matmul
    parameters x tokens: the forward and the backward to activations — the frozen base gets no weight
    gradients, the LoRA's are negligible — + 2 x tower parameters x patches, forward only;
    recomputation not counted), peak GPU memory, and the projected wall time of the paper's run
@@ -404,7 +405,8 @@ def train_section(run: Run, base: Path) -> None:
     clock = step_clock(sync=cuda)
     trl_run(data, base, args.work / "trl", args.steps, args.train_batch, lora, clock=clock, accumulation=args.accum,
             precision=device_settings.get("precision", paper.precision), device=args.device,
-            gradient_checkpointing=device_settings.get("gradient_checkpointing", paper.gradient_checkpointing), **pixels)
+            gradient_checkpointing=device_settings.get("gradient_checkpointing", paper.gradient_checkpointing),
+            workers=device_settings.get("dataloader_num_workers", paper.dataloader_num_workers), **pixels)
     record("plain TRL SFTTrainer (no packing)", clock.samples_per_s(per_step, args.warm_steps))
 
 

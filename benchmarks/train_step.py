@@ -97,7 +97,7 @@ def project_run(data: Path, model: Path, out: Path, steps: int, batch: int, lora
 
 def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int, lora: dict, clock=None,
             accumulation: int = 1, precision: str = "fp32", device: str = "cpu", gradient_checkpointing: bool = False,
-            min_pixels=None, max_pixels=None) -> float:
+            min_pixels=None, max_pixels=None, workers: int = 0) -> float:
     """Steady samples/s of a plain TRL SFTTrainer script on the same rows and LoRA."""
     from datasets import Dataset
     from peft import LoraConfig
@@ -123,7 +123,7 @@ def trl_run(data: Path, model_dir: Path, out: Path, steps: int, batch: int, lora
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
         learning_rate=1e-3, logging_steps=steps, save_strategy="no", report_to="none", max_length=None,
         bf16=precision == "bf16", gradient_checkpointing=gradient_checkpointing, seed=0, dataloader_pin_memory=False,
-        disable_tqdm=True, use_cpu=device == "cpu",
+        disable_tqdm=True, use_cpu=device == "cpu", dataloader_num_workers=workers,
     )
     targets = "|".join(lora["target_modules"])
     peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
