@@ -23,6 +23,10 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp
 
+# One torch thread: the tiny models' small matrices gain little from a second core, idle threads spin
+# on a busy machine (7x the CPU time measured beside other jobs), and the figures then do not depend
+# on the number of cores (docs/demo-results.md, "Where stage 1 diverges between CPUs").
+demo: export OMP_NUM_THREADS ?= 1
 demo: venv
 	DEMO_DIR=$(DEMO_DIR) VERBOSE=$(VERBOSE) bash scripts/demo.sh
 

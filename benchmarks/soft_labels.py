@@ -82,7 +82,8 @@ def train_config(config: Path, steps: int, seed: int, condition: str, weight: fl
 def score(students: Path, data: Path, criterion: str, config: Path) -> dict:
     """The test split's metrics of one student (fast decision path, no baseline, no shortcut test)."""
     from scenefit.core.config import resolve
-    from scenefit.evaluate.runner import build_predictors, collect_answers, evaluate_answers, load_split, row_sample
+    from scenefit.evaluate.runner import build_predictors, collect_answers, evaluate_answers
+    from scenefit.evaluate.splits import load_split, row_sample
 
     ecfg = resolve("evaluate", config).model_copy(update={"criteria": [criterion], "baseline": False,
                                                           "explain": False, "split": "test"})

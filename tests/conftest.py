@@ -9,6 +9,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# The tiny-model cache (scenefit.testbed.tiny_cache): a fresh one per test session, removed at the
+# end, so tests never read or fill the user's; set SCENEFIT_CACHE_DIR to share one on purpose.
+if not os.environ.get("SCENEFIT_CACHE_DIR"):
+    os.environ["SCENEFIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="scenefit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SCENEFIT_CACHE_DIR"], True)
+
 import ipaddress  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -39,10 +49,12 @@ socket.socket.connect = _loopback_only
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen2.5-VL folder (default TinyModelConfig), built once per session."""
-    from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
+    """A tiny random Qwen2.5-VL folder (default TinyModelConfig), built once per session through
+    the tiny-model cache, as `scenefit tiny-model` builds it."""
+    from scenefit.testbed.tiny_cache import cached_tiny_model
+    from scenefit.testbed.tiny_model import TinyModelConfig
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), TinyModelConfig(seed=0))
+    return cached_tiny_model(tmp_path_factory.mktemp("tiny_model"), TinyModelConfig(seed=0))[0]
 
 
 @pytest.fixture(autouse=True)

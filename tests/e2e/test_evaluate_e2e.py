@@ -64,7 +64,7 @@ def test_cli_evaluates_real_students_end_to_end(toy_setup, tiny_model_dir):
     out = root / "report"
     res = CliRunner().invoke(app, [
         "evaluate", "--students", str(students), "--data", str(root / "data"), "--out", str(out),
-        "--originals", str(root / "originals.parquet"), "--batch-size", "4", "--set", "max_new_tokens=12",
+        "--originals", str(root / "originals.parquet"), "--batch-size", "4", "--set", "predict.max_new_tokens=12",
         "--device", "cpu", "--json",
     ])
     assert res.exit_code == 0, res.output

@@ -74,6 +74,9 @@ def test_no_table_names_the_old_folder_and_every_image_is_found_after_the_move(m
     assert {t.parent.name for t in tables} >= {"world", "ingest", "consensus", "split", *(c.value for c in CRITERIA)}
     for table in tables:
         images = pq.read_table(table).column("image").to_pylist()
+        if table.parent.parent.name == "datasets":  # the student datasets carry their images
+            assert images and all(isinstance(p, dict) and p["bytes"] for p in images), table
+            continue
         assert images and not any(str(old) in p for p in images), table
     from scenefit.core.images import open_image
     from scenefit.train.data import read_split
@@ -93,7 +96,7 @@ def test_the_data_stages_carry_on_from_the_moved_folder(moved_run):
     from scenefit.train.data import read_split
 
     frame = read_split(moved / "datasets", "size", "train")
-    assert all(Path(p).is_relative_to(moved) for p in frame["image"])
+    assert all(isinstance(p, dict) and p["bytes"] for p in frame["image"])  # embedded, nothing to resolve
     assert all(open_image(row).size == (112, 112) for row in frame.to_dict("records"))
 
 

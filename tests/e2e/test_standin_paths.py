@@ -97,7 +97,7 @@ def test_paper_recipe_trains_on_the_stock_base(students, standin_model_dir):
         assert all(t in adapter["target_modules"] for t in ("q_proj", "k_proj", "v_proj", "o_proj"))
         assert "language_model" in adapter["target_modules"] and "visual" not in adapter["target_modules"]
         info = json.loads((folder / "scenefit_student.json").read_text())
-        assert info["base_model"] == str(standin_model_dir) and info["vllm_servable"] is True
+        assert info["base_model_path"] == str(standin_model_dir) and info["vllm_servable"] is True
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["global_step"] == 3 and len(metrics["eval_history"]) == 3
         # a loss over the answer tokens: finite and positive (NaN/inf/0 would mean no answer token was found)
@@ -172,7 +172,8 @@ def test_evaluate_with_the_paper_section(students, data_dir, tmp_path):
     out = tmp_path / "report"
     res = CliRunner().invoke(app, [
         "evaluate", "--students", str(students), "--data", str(data_dir), "--out", str(out), "--config", str(PAPER),
-        "--device", "cpu", "--set", "dtype=fp32", "--set", "max_new_tokens=6", "--set", "batch_size=4", "--json"])
+        "--device", "cpu", "--set", "predict.dtype=fp32", "--set", "predict.max_new_tokens=6", "--set", "predict.batch_size=4",
+        "--json"])
     assert res.exit_code == 0, res.output[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     answers = pd.read_parquet(out / "answers.parquet")

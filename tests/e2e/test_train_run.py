@@ -50,14 +50,16 @@ def test_train_writes_a_complete_student(datasets_dir, tiny_model_dir, tmp_path)
     assert "visual" not in str(adapter["target_modules"])
     assert adapter["modules_to_save"] == ["lm_head"]
     info = json.loads((out / "scenefit_student.json").read_text())
-    assert info["criterion"] == "location" and info["base_model"] == str(tiny_model_dir)
+    assert info["criterion"] == "location" and info["base_model_path"] == str(tiny_model_dir)
+    assert info["base_model"] == tiny_model_dir.name and adapter["base_model_name_or_path"] == str(tiny_model_dir)
     assert info["decision_prefix"] == "Decision:" and set(info["label_continuations"]) == {"In-context", "Out-of-context"}
     assert info["synthetic"] is True and info["vllm_servable"] is False and "vLLM" in info["vllm_note"]
     assert all(".language_model.layers." in t for t in info["lora"]["targets"])
     # Model card: YAML front matter a hub reads.
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["base_model"] == str(tiny_model_dir) and front["library_name"] == "peft"
+    # a local base is no hub id: the front matter leaves base_model out, the text names the folder
+    assert "base_model" not in front and front["library_name"] == "peft" and str(tiny_model_dir) in card
     assert "synthetic" in front["tags"] and "SYNTHETIC WORLD" in card and "vLLM" in card
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 6

@@ -50,9 +50,17 @@ class FakePredictor:
         return out
 
 
-def png_bytes(size=(64, 48), color=(40, 160, 60)) -> bytes:
+def png_bytes(size=(64, 48), color=(40, 160, 60), boxed: bool = True) -> bytes:
+    """A plain image; ``boxed`` draws a red box outline on it, as an image sent without ``box``
+    must show (the server answers 422 no_red_box otherwise)."""
+    from scenefit.core.images import draw_box
+
+    image = Image.new("RGB", size, color)
+    if boxed:
+        w, h = size
+        image = draw_box(image, (w // 8, h // 8, w - w // 8, h - h // 8), width=2)
     buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -36,7 +36,8 @@ def test_tables_and_images_go_through_it(tmp_path):
     table = write_table(pd.DataFrame({"id": ["a"], "n_teachers": [3]}), tmp_path / "t.parquet", {"k": 1})
     frame, meta = read_table(table)
     assert frame["id"].tolist() == ["a"] and meta == {"k": 1}
-    from scenefit.data.ingest import _save_png
+    from scenefit.data.ingest import save_boxed
 
-    _save_png(Image.new("RGB", (4, 4)), tmp_path / "a.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "t.parquet"]
+    save_boxed(Image.new("RGB", (4, 4)), tmp_path / "a.png", "PNG", 95)
+    save_boxed(Image.new("RGB", (4, 4)), tmp_path / "a.jpg", "JPEG", 95)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "a.png", "t.parquet"]

@@ -146,7 +146,8 @@ def test_the_teacher_server_is_its_own_verb_and_serve_openai_names_it(tmp_path, 
     res = runner.invoke(app, ["serve-teacher", "--model", str(model), "--port", "0", "--max-new-tokens", "9"])
     assert res.exit_code == 0, res.output
     assert calls[-1] == (model, {"model_name": None, "host": None, "port": 0, "max_batch": None, "max_new_tokens": 9,
-                                 "max_tokens_limit": None, "device": None, "dtype": None, "insecure_no_auth": False})
+                                 "max_tokens_limit": None, "device": None, "dtype": None, "insecure_no_auth": False,
+                                 "config": None, "sets": None})
     # the deprecated alias prints the new command and runs the same server with the same flags
     res = runner.invoke(app, ["serve", "--openai", "--port", "0", "--model", str(model), "--max-new-tokens", "9"])
     assert res.exit_code == 0, res.output
@@ -156,9 +157,9 @@ def test_the_teacher_server_is_its_own_verb_and_serve_openai_names_it(tmp_path, 
 
 
 def test_serve_names_the_missing_extra(monkeypatch):
-    import scenefit.cli.serve as serve_cli
+    import scenefit.cli.common as common
 
-    monkeypatch.setattr(serve_cli, "SERVE_EXTRA", (*serve_cli.SERVE_EXTRA, "scenefit-no-such-dist"))
+    monkeypatch.setattr(common, "SERVE_EXTRA", (*common.SERVE_EXTRA, "scenefit-no-such-dist"))
     res = runner.invoke(app, ["serve", "--demo"])
     assert res.exit_code == 2
     out = " ".join(res.output.split())

@@ -72,6 +72,14 @@ def test_lora_only_students_export(lora_students, tmp_path):
     assert argv[:4] == ["vllm", "serve", spec["base_model"], "--enable-lora"]
     assert argv[argv.index("--max-lora-rank") + 1] == "32" and argv[argv.index("--max-loras") + 1] == "3"
     assert f"scenefit-size={lora_students.resolve() / 'size'}" in argv
+    # the base as loadable from anywhere, and the engine bounded to one image per student request
+    assert os.path.isabs(spec["base_model"]) and (Path(spec["base_model"]) / "config.json").is_file()
+    assert json.loads(argv[argv.index("--limit-mm-per-prompt") + 1]) == {"image": 1, "video": 0}
+    parts = spec["max_model_len_parts"]
+    assert parts["image_tokens"] == 16 and parts["answer_tokens"] == 512 and parts["prompt_tokens"] > 50
+    length = int(argv[argv.index("--max-model-len") + 1])
+    assert length == spec["max_model_len"] and length % 256 == 0 and length >= sum(parts.values())
+    assert "--mm-processor-kwargs" not in argv  # the students see images as their base does
 
 
 def test_modules_to_save_refused_unless_forced(head_students, tmp_path):
@@ -130,3 +138,19 @@ def test_demo_students_if_trained(repo_root):
             assert any("modules_to_save" in p for p in check.problems)
         else:
             _assert_servable(check)
+
+
+def test_students_that_see_smaller_images_than_their_base_carry_their_pixel_bounds(lora_students, tmp_path):
+    import shutil
+
+    students = tmp_path / "students"
+    shutil.copytree(lora_students, students)
+    for c in CRITERIA:
+        path = students / c.value / "processor_config.json"
+        cfg = json.loads(path.read_text())
+        cfg["image_processor"]["size"]["longest_edge"] = 6272  # 8 image tokens instead of the base's 16
+        path.write_text(json.dumps(cfg))
+    spec = export_vllm(students, tmp_path / "v.json").to_json()
+    argv = spec["command"]
+    kwargs = json.loads(argv[argv.index("--mm-processor-kwargs") + 1])
+    assert kwargs["max_pixels"] == 6272 and spec["max_model_len_parts"]["image_tokens"] == 8

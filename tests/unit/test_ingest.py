@@ -94,7 +94,7 @@ def test_batch_keeps_good_samples_and_names_each_bad_one(batch, tmp_path):
 
     # already-boxed image: validated, referenced in place, not copied
     assert by_id["pre"].image == str((batch["data"] / "boxed.png").resolve())
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["good1.png", "good2.png"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["good1.png", "good2.jpg"]  # a JPEG stays JPEG
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] == 3 and summary["rejected"] == len(batch["expected"])
@@ -126,13 +126,13 @@ def test_rerun_removes_boxed_copies_the_new_manifest_no_longer_uses(batch, tmp_p
     out = tmp_path / "out"
     ingest(batch["manifest"], out, IngestConfig())
     copies = {p.name for p in (out / "images").iterdir()}
-    assert {image_name("good1"), image_name("good2")} <= copies
+    assert {image_name("good1"), image_name("good2", "JPEG")} <= copies
     (out / "images" / "keep_me.png").write_bytes(b"not ingest's")  # a file no sample of the manifest names
     (batch["data"] / "good2.jpg").write_bytes(b"broken now")  # good2 is rejected on the rerun
     rerun = ingest(batch["manifest"], out, IngestConfig())
     assert "good2" not in {s.id for s in rerun.samples}
     left = {p.name for p in (out / "images").iterdir()}
-    assert image_name("good2") not in left  # no stale copy of a rejected sample
+    assert image_name("good2", "JPEG") not in left  # no stale copy of a rejected sample
     assert image_name("good1") in left and "keep_me.png" in left
 
 

@@ -64,12 +64,19 @@ def test_same_first_token_is_a_clear_error(random_head, monkeypatch):
         decision_token_ids(random_head.processor)
 
 def test_disagreement_is_reported_not_hidden():
-    r = CriterionResult(Criterion.SIZE, Label.OUT, 0.3, 0.3, Label.IN, "It is huge.", "Decision: Out-of-context\nSize: It is huge.",
+    # one decision (the logits'), the generated text's own label beside it
+    r = CriterionResult(Criterion.SIZE, Label.IN, 0.7, 0.3, Label.IN, "It is huge.", "Decision: Out-of-context\nSize: It is huge.",
                         Label.OUT, "ok")
     p = Prediction("x", {Criterion.SIZE: r})
     assert r.agrees_with_fast is False and p.disagreements == [Criterion.SIZE]
-    assert p.to_record()["size_agrees_with_fast"] is False
-    assert p.to_json()["criteria"]["size"] == {"label": "Out-of-context", "probability": 0.3, "analysis": "It is huge."}
+    assert p.to_record()["size_agrees_with_fast"] is False and p.to_record()["size_text_label"] == "Out-of-context"
+    assert p.to_json()["criteria"]["size"] == {"label": "In-context", "probability": 0.7, "decision": "logits",
+                                               "analysis": "It is huge.", "analysis_status": "ok",
+                                               "text_label": "Out-of-context", "text_agrees": False}
+    unread = CriterionResult(Criterion.SIZE, Label.IN, 0.7, 0.3, Label.IN, None, "Decision: In-context", Label.IN, "no_analysis")
+    assert unread.to_json()["analysis"] is None and unread.to_json()["analysis_status"] == "no_analysis"
+    fast = CriterionResult(Criterion.SIZE, Label.IN, 0.7, 0.3, Label.IN)
+    assert fast.to_json()["analysis_status"] == "not_requested" and "text_agrees" not in fast.to_json()
 
 def test_batch_size_and_vision_sharing_do_not_change_results(random_head_dir, random_head):
     items, _ = toy_items(10, seed=3)
@@ -158,8 +165,14 @@ def test_json_shape(random_head):
     assert set(doc) == {"criteria", "final"}
     assert list(doc["criteria"]) == ["location", "size", "co_occurrence"]
     for v in doc["criteria"].values():
-        assert set(v) == {"label", "probability", "analysis"}
+        assert set(v) == {"label", "probability", "decision", "analysis", "analysis_status"}
         assert v["label"] in ("In-context", "Out-of-context") and 0.5 <= v["probability"] <= 1 and v["analysis"] is None
+        assert v["decision"] == "logits" and v["analysis_status"] == "not_requested"
+    explained = random_head.predict(items, explain=True)[0].to_json()
+    for v in explained["criteria"].values():  # the same one decision, the text's own label beside it
+        assert v["decision"] == "logits" and 0.5 <= v["probability"] <= 1
+        assert v["analysis_status"] == "ok" if v["analysis"] else v["analysis_status"] not in ("ok", "not_requested")
+        assert v["text_agrees"] is (v["text_label"] == v["label"])
     assert doc["final"] in ("In-context", "Out-of-context")
     json.dumps(doc)
 

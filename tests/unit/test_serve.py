@@ -134,6 +134,9 @@ def test_no_box_means_the_image_already_carries_it(server, fake):
     assert r.status_code == 200, r.text
     _, _, box, boxed = fake.items[-1]
     assert box is None and boxed is True
+    # an image that shows no box in the box colour is named, not judged
+    bare = server.post("/v1/classify", headers=auth(), json={"image": b64(png_bytes(boxed=False)), "object": "cat"})
+    assert_error(bare, 422, "no_red_box", "send 'box'")
 
 def test_oversized_body_is_413_declared_or_streamed(server):
     big = b64(b"\0" * 300_000)
@@ -158,7 +161,8 @@ def test_decompression_bomb_is_refused_before_decoding(server):
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="JPEG", quality=5)  # ~70 kB for 1.1 M pixels
     big = buf.getvalue()
-    assert_error(server.post("/v1/classify", headers=auth(), json={"image": b64(big), "object": "dog"}), 413, "too_large", "1,000,000")
+    assert_error(server.post("/v1/classify", headers=auth(), json={"image": b64(big), "object": "dog"}), 413, "too_large",
+                 "serve.max_image_pixels")  # the 413 names the setting to raise
 
 def test_a_wrong_method_is_405_in_the_error_shape(server):
     """README, the error list: `method_not_allowed` 405."""

@@ -169,26 +169,59 @@ def test_max_tokens_is_capped_by_a_setting():
         ServeConfig(chat_max_tokens=600, chat_max_tokens_limit=512)
 
 
-def test_the_model_is_handed_out_in_arrival_order():
-    """Classify and chat batches wait for the one model in a FairLock: whoever waits first is
-    served first, so a stream of chat batches cannot keep a classify batch waiting."""
+def queue_up(turns, kinds: list[str], order: list[str]) -> list[threading.Thread]:
+    """One thread per kind, started one after the other while the caller holds the model; each
+    waits until the previous one has queued (an event, not a speed)."""
     import time
 
-    from scenefit.serve.batching import FairLock
+    def take_turn(kind: str) -> None:
+        with turns.hold(kind):
+            order.append(kind)
 
-    lock, order, threads = FairLock(), [], []
-    with lock:  # a batch holds the model while three others arrive, one after the other
-        for name in ("classify", "chat-a", "chat-b"):
-            t = threading.Thread(target=lambda n=name: [lock.__enter__(), order.append(n), lock.__exit__()])
-            t.start()
-            threads.append(t)
-            deadline = time.monotonic() + 120
-            while lock.waiting < len(threads):  # wait until it queues (an event, not a speed)
-                assert time.monotonic() < deadline, "a thread never queued for the lock"
-                time.sleep(0.005)
+    threads = []
+    for kind in kinds:
+        t = threading.Thread(target=take_turn, args=(kind,))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 120
+        while turns.waiting < len(threads):
+            assert time.monotonic() < deadline, "a thread never queued for the model"
+            time.sleep(0.005)
+    return threads
+
+
+def release_all(threads) -> None:
     for t in threads:
         t.join(120)
-    assert order == ["classify", "chat-a", "chat-b"] and lock.waiting == 0
+
+
+def test_the_model_is_handed_out_in_arrival_order():
+    """With classify_turns_before_chat=0 the model goes to whoever waited first."""
+    from scenefit.serve.batching import ModelTurns
+
+    turns, order = ModelTurns(0), []
+    with turns.hold("chat"):  # a batch holds the model while three others arrive, one after the other
+        threads = queue_up(turns, ["chat", "classify", "chat"], order)
+    release_all(threads)
+    assert order == ["chat", "classify", "chat"] and turns.waiting == 0
+
+
+def test_classify_goes_before_waiting_chats_but_never_starves_them():
+    """Classify waits for at most the generation holding the model, not a queue of them; and
+    after classify_turns_before_chat classify turns in a row a waiting chat gets its turn."""
+    from scenefit.serve.batching import ModelTurns
+
+    turns, order = ModelTurns(2), []
+    with turns.hold("chat"):
+        threads = queue_up(turns, ["chat", "chat", "chat", "chat", "classify"], order)
+    release_all(threads)
+    assert order[0] == "classify", order  # arrived last, served first
+
+    turns, order = ModelTurns(2), []
+    with turns.hold("classify"):
+        threads = queue_up(turns, ["chat", "classify", "classify", "classify", "classify"], order)
+    release_all(threads)
+    assert order == ["classify", "classify", "chat", "classify", "classify"], order
 
 
 def test_a_chat_image_is_decoded_once(monkeypatch):

@@ -76,6 +76,7 @@ def test_datasets_config_takes_the_setting():
 def _adapter_folder(path, meta: dict | None):
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "base"}))
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
     if meta is not None:
         (path / STUDENT_META).write_text(json.dumps(meta))
     return path
@@ -102,6 +103,7 @@ def test_older_students_are_decision_first_and_bad_files_name_themselves(tmp_pat
                                                   "decision_prefix": "Decision:"})
     with pytest.raises(StudentError, match="reasoning_first students decide after 'Final decision:'"):
         read_student(mixed)
-    none = _adapter_folder(tmp_path / "location", None)  # no metadata: criterion from the folder name
-    assert read_student(none).criterion is Criterion.LOCATION and read_student(none).answer_format is DF
+    none = _adapter_folder(tmp_path / "location", None)  # no metadata: refused, never served with guessed defaults
+    with pytest.raises(StudentError, match=f"{none}: no {STUDENT_META}.*\\{{\"criterion\": \"location\"\\}}"):
+        read_student(none)
 

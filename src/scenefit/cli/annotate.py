@@ -71,6 +71,7 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     from scenefit.data.manifest import ManifestError, read_manifest
     from scenefit.core.records import is_synthetic
     from scenefit.teachers.annotate import annotate_async
+    from scenefit.teachers.store import StoreError
 
     if not cfg.selected():
         fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
@@ -86,10 +87,13 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     synthetic = is_synthetic(*samples)
     synthetic_banner(synthetic)
     with open_store(db) as store:
-        if synthetic:
-            store.set_meta("notice", SYNTHETIC_NOTICE)
         try:
+            if synthetic:
+                store.set_meta("notice", SYNTHETIC_NOTICE)
             summary = asyncio.run(annotate_async(samples, cfg, store, manifest_path=manifest))
+        except StoreError as e:  # full disk, read-only store: one clear line, what is stored is kept
+            fail(f"annotate: {e}")
+            return
         except (RuntimeError, ValueError, FileNotFoundError, ImportError) as e:
             fail(f"annotate: {e}")
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -60,6 +61,45 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     raise typer.Exit(code)
 
 
+#: How a full or read-only disk shows in the errors of the libraries that write our files (torch,
+#: safetensors and Arrow wrap the OS error in their own exception types and texts).
+_DISK_FULL_WORDS = ("no space left on device", "os error 28", "database or disk is full", "disk quota exceeded")
+_READ_ONLY_WORDS = ("read-only file system", "os error 30")
+
+
+def disk_problem(exc: BaseException) -> Optional[str]:
+    """"full" or "read-only" when ``exc`` (or an exception it was raised from) is the disk
+    refusing a write — ENOSPC, EDQUOT or EROFS, however a library wrapped it — else None."""
+    import errno
+
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "errno", None)
+        text = str(current).lower()
+        if code in (errno.ENOSPC, errno.EDQUOT) or any(w in text for w in _DISK_FULL_WORDS):
+            return "full"
+        if code == errno.EROFS or any(w in text for w in _READ_ONLY_WORDS):
+            return "read-only"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def disk_errors(where: Path, rerun: str):
+    """Inside it, a write the disk refuses (full, read-only) ends the command with one error line
+    naming ``where`` and what a rerun does (``rerun``), not a library's traceback."""
+    try:
+        yield
+    except Exception as e:
+        problem = disk_problem(e)
+        if problem is None:
+            raise
+        fail(f"the disk holding {where} is {problem} ({type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}); "
+             f"{'free some space' if problem == 'full' else 'make it writable'} and {rerun}")
+
+
 def load_config(section: str, config: Optional[Path], sets: Optional[list[str]] = None, **flags: Any) -> StageConfig:
     """defaults < YAML section < --set < explicit flags; a validation error exits with its message."""
     try:
@@ -104,6 +144,28 @@ def open_store(db: Path):
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the report / manifest as JSON on stdout.")]
+
+
+#: Addresses that only this machine can reach: binding anything else without a token is refused
+#: unless --insecure-no-auth says it is meant (both servers).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+#: Distributions of the ``serve`` extra (pyproject.toml), checked before the server modules load.
+SERVE_EXTRA = ("fastapi", "uvicorn", "python-multipart")
+
+
+def require_serve_extra() -> None:
+    """Fail with the install command, not an import traceback, when the serve extra is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for dist in SERVE_EXTRA:
+        try:
+            version(dist)
+        except PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
 
 
 def demo_students() -> Path:

@@ -33,7 +33,7 @@ def datasets_cmd(
 ) -> None:
     """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
     from scenefit.core.files import file_sha256
-    from scenefit.data.datasets import build_student_datasets, read_splits, write_student_datasets
+    from scenefit.data.datasets import build_student_datasets, missing_images, read_splits, write_student_datasets
     from scenefit.data.split import SPLITS
 
     cfg = load_config(
@@ -45,12 +45,17 @@ def datasets_cmd(
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
         return
-    result = build_student_datasets(splits, cfg, split_manifest)
     inputs = {f"{s}.parquet": file_sha256(split_dir / f"{s}.parquet") for s in SPLITS if s in splits}
-    write_student_datasets(result, out, inputs, cfg.license)
+    splits, errors = missing_images(splits)  # each row carries its image: one without is an error row
+    for e in errors:
+        console.print(f"[yellow]{e['id']}[/]: {e['code']}: {e['message']}")
+    result = build_student_datasets(splits, cfg, split_manifest)
+    write_student_datasets(result, out, inputs, cfg.license, errors)
     synthetic_banner(result.manifest["synthetic"])
     _datasets_table(result.manifest)
-    console.print(f"wrote {out}/<criterion>/{{{','.join(splits)}}}.parquet, README.md and {out / 'manifest.json'}")
+    console.print(f"wrote {out}/<criterion>/{{{','.join(splits)}}}.parquet (images inside), README.md, "
+                  f"{out / 'README.md'} (one config per criterion) and {out / 'manifest.json'}"
+                  + (f"; {len(errors)} rows without a readable image in {out / 'errors.jsonl'}" if errors else ""))
     if json_out:
         print_json(result.manifest)
 

@@ -15,7 +15,9 @@ import typer
 
 from scenefit.core.progress import Progress
 from scenefit.cli import app
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli.common import (
+    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
 
 
 @app.command("evaluate", epilog=examples(__doc__, "evaluate"))
@@ -61,7 +63,7 @@ def evaluate_cmd(
         if not path.is_dir():
             fail(f"{label} {path}: not a folder")
     try:
-        with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+        with disk_errors(out, "run the same command again"), Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
             metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress=bars)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))
@@ -81,12 +83,33 @@ def evaluate_cmd(
         print_json(headline_rows(metrics))
 
 
+def decision_line(metrics: dict) -> str:
+    """Which decision the headline scores, per criterion, and the other one beside it with their agreement."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    words = {"logits": "the logits after the forced prefix (what predict/serve report)",
+             "generated_text": "the label in the generated text"}
+    parts, scored = [], set()
+    for name in metrics.get("criteria", []):
+        d = (metrics.get(name) or {}).get("decision") or {}
+        if not d:
+            continue
+        scored.add(d["scored"])
+        if d.get("other"):
+            o = d["other"]
+            parts.append(f"{name}: logits {pct(o['balanced_accuracy'])} balanced vs teacher, agreement {pct(o['agreement'])}")
+    head = "decision scored: " + ("; ".join(words[k] for k in sorted(scored)) or "–")
+    return head + (" — the other decision beside it: " + ", ".join(parts) if parts else "")
+
+
 def print_headline(metrics: dict) -> None:
     """The headline on stderr, narrow enough for an 80-column terminal: per criterion and
-    reference (teacher labels, truth when known), balanced accuracy and accuracy, each with its
-    95 % interval, the majority-class rate beside them, and the untrained base's balanced
-    accuracy; unparseable answers are counted below. metrics.json and the report hold the rest
-    (macro-F1, the baseline's accuracy with its interval, per-label scores)."""
+    reference (teacher labels, truth when known), balanced accuracy with its 95 % interval and
+    accuracy, the majority-class rate beside them, the untrained base's balanced accuracy (the
+    floor), the linear probe's (when run) and the designated teacher's vs the truth; the shortcut
+    test with each criterion's Out recall; unparseable answers are counted below. metrics.json
+    and the report hold the rest (macro-F1, every interval, per-label scores)."""
     from rich import box
     from rich.table import Table
 
@@ -98,24 +121,41 @@ def print_headline(metrics: dict) -> None:
 
     rows = headline_rows(metrics)
     refs = [("", "teacher")] + ([("_vs_truth", "truth")] if any(r["accuracy_vs_truth"] is not None for r in rows) else [])
+    probe = any(r.get("probe_balanced_accuracy") is not None for r in rows)
     t = Table(title=f"students on {metrics.get('split')}" + (" (SYNTHETIC)" if metrics.get("synthetic") else ""),
               box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False, collapse_padding=True)
-    for col in ("criterion", "vs", "n", "balanced\n[95% CI]", "accuracy\n[95% CI]", "majority", "base"):
+    cols = ["criterion", "vs", "n", "balanced\n[95% CI]", "accuracy", "majority", "floor"]
+    cols += (["probe"] if probe else []) + (["teacher"] if len(refs) > 1 else [])
+    for col in cols:
         t.add_column(col, justify="left" if col in ("criterion", "vs") else "right", no_wrap=True)
     for r in rows:
         for suffix, ref in refs:
             g = lambda key, prefix="": headline_value(r, key, prefix, suffix)  # noqa: E731
-            t.add_row(r["criterion"], ref, str(r["n"]), pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95"), "%", 0),
-                      pct_ci(g("accuracy"), g("accuracy_ci95"), "%", 0), pct(g("majority_rate")),
-                      pct(g("balanced_accuracy", "baseline_")))
+            cells = [r["criterion"], ref, str(r["n"]), pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95"), "%", 0),
+                     pct(g("accuracy")), pct(g("majority_rate")),
+                     pct(g("balanced_accuracy", "baseline_"))]
+            cells += [pct(g("balanced_accuracy", "probe_"))] if probe else []
+            # the teacher against itself is 100 % by definition: its own score is read against the truth
+            cells += ([pct(g("balanced_accuracy", "teacher_")) if suffix else ""] if len(refs) > 1 else [])
+            t.add_row(*cells)
     console.print(t)
-    console.print("base: the untrained base model's balanced accuracy; majority: the share of the commonest label "
-                  "(what always answering it scores)")
+    console.print("balanced accuracy throughout. floor: the untrained base (it answers about one label: a floor, not "
+                  "a baseline); majority: what always answering the commonest label scores"
+                  + ("; probe: a linear read-out of the frozen base's features, fitted on the training labels (the "
+                     "informative baseline)" if probe else "")
+                  + ("; teacher: the designated teacher's own labels vs the truth" if len(refs) > 1 else ""))
+    console.print(decision_line(metrics))
     unparseable = {r["criterion"]: r["unparseable"] for r in rows if r.get("unparseable")}
     if unparseable:
         console.print("unparseable answers (counted wrong): " + ", ".join(f"{k} {v}" for k, v in unparseable.items()))
     sc = metrics.get("shortcut") or {}
     if sc.get("available"):
-        order = [*metrics.get("criteria", []), "fused"]
-        shares = ", ".join(f"{k} {pct(sc['in_context_share'][k])}" for k in order if k in sc["in_context_share"])
-        console.print(f"shortcut test (in-context on {sc['n']} unmodified images; robust ≥ {pct(sc['threshold'])}): {shares}")
+        order = [k for k in (*metrics.get("criteria", []), "fused") if k in sc["in_context_share"]]
+        recall = sc.get("recall_out_on_split") or {}
+        shares = ", ".join(f"{k} {pct(sc['in_context_share'][k])}"
+                           + (f" (Out recall {pct(recall[k])})" if recall.get(k) is not None else "") for k in order)
+        console.print(f"shortcut test (in-context on {sc['n']} unmodified images; robust ≥ {pct(sc['threshold'])} with "
+                      f"Out recall on the split ≥ {pct(sc.get('min_recall'))}): {shares}")
+        weak = [k for k in order if (sc.get("verdict") or {}).get(k) == "uninformative"]
+        if weak:
+            console.print(f"[yellow]uninformative (seldom answers Out, so in-context here says little): {', '.join(weak)}[/]")

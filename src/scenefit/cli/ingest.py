@@ -42,7 +42,7 @@ def ingest_cmd(
     reason code; the rest of the batch goes on. Exit status is 0 unless --strict and a sample
     was rejected (then 1).
     """
-    from scenefit.data.ingest import ingest
+    from scenefit.data.ingest import copies_line, ingest
     from scenefit.data.manifest import ManifestError
 
     cfg = load_config(
@@ -66,6 +66,7 @@ def ingest_cmd(
     rows.update({"boxes drawn": summary["boxes_drawn"], "already boxed": summary["already_boxed"],
                  "boxes clipped to the image": summary["boxes_clipped"]})
     summary_table(f"ingest -> {out}", rows)
+    console.print(copies_line(summary["boxed_copies"], cfg.jpeg_quality))
     if result.line_note:
         console.print(f"[yellow]{escape(result.line_note)}[/]")
     if result.errors:

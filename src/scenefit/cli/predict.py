@@ -3,6 +3,7 @@
     scenefit predict --demo --image photo.jpg --object zebra --box 10,20,200,220
     scenefit predict --students runs/x/students --manifest samples.csv --out preds.parquet --explain
     scenefit predict --demo --image boxed.png --object cow --boxed --json
+    scenefit predict --students runs/x/students --manifest big.parquet --out preds.parquet --engine ray --actors 2
 
 ``predict`` loads one base model with the three criterion adapters (see
 :mod:`scenefit.predict`) and prints, per criterion, the label, its probability and (with
@@ -12,11 +13,12 @@ error line naming the item; the others go on. Students trained reasoning-first
 (``datasets.answer_format``, recorded in each student) have no one-pass fast path: their answers
 are always generated and the decision read from the ``Final decision:`` line (a note says so;
 ``--no-explain``, an explicit request for the fast path, is refused with the students' names).
+``--engine ray`` judges a manifest on a pool of Ray actors (:mod:`scenefit.predict.ray_engine`),
+the same rows as in process, committed in shards so that a killed run resumes.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -30,7 +32,7 @@ from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
 )
 
-OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+OUT_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")  # scenefit.predict.output.OUT_FORMATS (imported late)
 
 
 def _criteria_arg(value: Optional[str]) -> Optional[list[str]]:
@@ -59,6 +61,12 @@ def predict_cmd(
     max_new_tokens: Annotated[Optional[int], typer.Option(help=fhelp("predict", "max_new_tokens"))] = None,
     box_width: Annotated[Optional[int], typer.Option(help=fhelp("predict", "box_width"))] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON even on a terminal.")] = False,
+    engine: Annotated[Optional[str], typer.Option(help=fhelp("predict", "engine"))] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help=fhelp("predict", "ray_address"))] = None,
+    actors: Annotated[Optional[int], typer.Option("--actors", help=fhelp("predict", "ray_actors"))] = None,
+    cpus_per_actor: Annotated[Optional[float], typer.Option("--cpus-per-actor", help=fhelp("predict", "ray_cpus_per_actor"))] = None,
+    gpus_per_actor: Annotated[Optional[float], typer.Option("--gpus-per-actor", help=fhelp("predict", "ray_gpus_per_actor"))] = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help=fhelp("predict", "shard_size"))] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -69,26 +77,74 @@ def predict_cmd(
     students = _check_flags(image, object_name, box, boxed, manifest, out, demo, students)
     cfg = load_config("predict", config, sets, explain=explain, students=str(students) if students else None,
                       base=base, criteria=_criteria_arg(criteria), device=device, dtype=dtype,
-                      batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width)
-    from scenefit.core.records import is_synthetic
+                      batch_size=batch_size, max_new_tokens=max_new_tokens, box_width=box_width, engine=engine,
+                      ray_address=address, ray_actors=actors, ray_cpus_per_actor=cpus_per_actor,
+                      ray_gpus_per_actor=gpus_per_actor, shard_size=shard_size)
+    if cfg.engine == "ray" and (manifest is None or out is None):
+        fail("--engine ray judges a manifest into a file: give --manifest and --out")
+    from scenefit.predict.output import prediction_rows, read_error_row
 
     items, read_errors = _read_items(image, object_name, box, boxed, manifest, fmt, images_dir)
-    predictor = _load_predictor(cfg, baseline)
-    _check_fast_path(predictor, explain)
-    synthetic = is_synthetic(*items, *predictor.students.values())
-    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
-        bars.bar("predict", len(items))
-        predictions = predictor.predict(items, progress=bars)
+    predictions = None
+    if cfg.engine == "ray":
+        pred_rows, synthetic = _predict_on_ray(cfg, items, baseline, explain, out)
+    else:
+        predictions, synthetic = _predict_in_process(cfg, items, baseline, explain)
+        pred_rows = prediction_rows(items, predictions, synthetic)
 
-    rows = _rows(items, predictions, synthetic) + [_error_row(e) for e in read_errors]
-    n_bad = sum(not p.ok for p in predictions) + len(read_errors)
-    _report(predictions, len(read_errors), rows, out, synthetic)
+    rows = pred_rows + [read_error_row(e) for e in read_errors]
+    n_bad = sum(r["code"] is not None for r in pred_rows) + len(read_errors)
+    _report(pred_rows, len(read_errors), rows, out, synthetic)
     if json_out or not sys.stdout.isatty():
         _print_json(predictions, read_errors, rows, n_bad, single=image is not None, out=out)
     elif out is None:
         _print_tables(predictions)
     if n_bad:
         raise typer.Exit(1)
+
+
+def _predict_in_process(cfg, items: list, baseline: bool, explain: Optional[bool]) -> tuple[list, bool]:
+    """Judge the items here: (predictions, synthetic)."""
+    from scenefit.core.records import is_synthetic
+
+    predictor = _load_predictor(cfg, baseline)
+    _check_fast_path(predictor.fast_path_note(), explain)
+    synthetic = is_synthetic(*items, *predictor.students.values())
+    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
+        bars.bar("predict", len(items))
+        return predictor.predict(items, progress=bars), synthetic
+
+
+def _predict_on_ray(cfg, items: list, baseline: bool, explain: Optional[bool], out: Path) -> tuple[list[dict], bool]:
+    """Judge the items on Ray actors (the students read here only for their metadata): (rows, synthetic)."""
+    from scenefit.core.records import is_synthetic
+    from scenefit.core.ray_session import MissingRayExtra
+    from scenefit.predict.ray_engine import RaySettings, predict_on_ray
+    from scenefit.predict.students import StudentError, choose_base, fast_path_note, find_students
+
+    infos = {}
+    try:
+        if cfg.students:
+            infos = find_students(cfg.students, _crits(cfg))
+        if baseline:
+            cfg.base = cfg.base or (choose_base(infos, None) if infos else None)
+            if not cfg.base:
+                fail("--baseline needs --base MODEL or --students DIR (whose base is used)")
+        elif not cfg.students:
+            fail("no students: pass --students DIR, --demo, or --baseline --base MODEL")
+    except (StudentError, OSError, ValueError) as e:
+        fail(str(e))
+    if not baseline:
+        _check_fast_path(fast_path_note(infos, _crits(cfg)), explain)
+    cfg.students = str(Path(cfg.students).resolve()) if cfg.students else None
+    synthetic = is_synthetic(*items, *infos.values())
+    settings = RaySettings.from_config(cfg)
+    with Progress(enabled=sys.stderr.isatty(), unit="item") as progress:
+        try:
+            rows = predict_on_ray(items, cfg, out, settings, baseline=baseline, synthetic=synthetic, progress=progress)
+        except (MissingRayExtra, ValueError) as e:
+            fail(str(e))
+    return rows, synthetic
 
 
 def _check_flags(image: Optional[Path], object_name: Optional[str], box: Optional[str], boxed: bool,
@@ -155,9 +211,9 @@ def _load_predictor(cfg, baseline: bool):
         fail(str(e))
 
 
-def _check_fast_path(predictor, explain: Optional[bool]) -> None:
-    """A reasoning-first student always generates: say so, and refuse an explicit --no-explain."""
-    slow = predictor.fast_path_note()
+def _check_fast_path(slow: Optional[str], explain: Optional[bool]) -> None:
+    """A reasoning-first student always generates (``slow``: the note naming them): say so, and
+    refuse an explicit --no-explain."""
     if slow and explain is False:
         # --no-explain asks for the one-pass decision, which a reasoning-first student cannot give
         fail(f"--no-explain asks for the fast path, but {slow}; drop --no-explain (its answers are generated "
@@ -166,82 +222,48 @@ def _check_fast_path(predictor, explain: Optional[bool]) -> None:
         console.print(f"[yellow]note:[/] {slow}")
 
 
-def _report(predictions, n_read_errors: int, rows: list[dict], out: Optional[Path], synthetic: bool) -> None:
+def _report(pred_rows: list[dict], n_read_errors: int, rows: list[dict], out: Optional[Path], synthetic: bool) -> None:
     """On stderr: each item that could not be judged, the --out file written, the synthetic
     banner, explanations that disagree with the decision, and the count of judged items."""
-    for p in predictions:
-        if not p.ok:
-            error_line(f"{p.error['message']} ({p.error['code']})")
+    from scenefit.core.criteria import CRITERIA
+    from scenefit.predict.output import write_rows
+
+    for r in pred_rows:
+        if r["code"] is not None:
+            error_line(f"{r['message']} ({r['code']})")
     if out is not None:
-        _write_rows(rows, out, synthetic)
+        write_rows(rows, out, synthetic)
+        from scenefit.predict.shards import remove_parts
+
+        remove_parts(out)  # a Ray run's committed shards, now in the file
         console.print(f"wrote {len(rows)} rows to {out}")
     synthetic_banner(synthetic)
-    disagree = sum(len(p.disagreements) for p in predictions)
+    disagree = sum(r.get(f"{c.value}_agrees_with_fast") is False for r in pred_rows for c in CRITERIA)
     if disagree:
         console.print(f"[yellow]note:[/] {disagree} explanation(s) name another label than the decision logits "
                       "(the explanation's label is reported; see *_agrees_with_fast in --out)")
-    if len(predictions) + n_read_errors > 1:
-        n_bad = sum(not p.ok for p in predictions) + n_read_errors
-        console.print(f"judged {sum(p.ok for p in predictions)} item(s), {n_bad} could not be judged")
+    if len(pred_rows) + n_read_errors > 1:
+        judged = sum(r["code"] is None for r in pred_rows)
+        console.print(f"judged {judged} item(s), {len(pred_rows) - judged + n_read_errors} could not be judged")
 
 
 def _print_json(predictions, read_errors: list[dict], rows: list[dict], n_bad: int, single: bool,
                 out: Optional[Path]) -> None:
     """stdout: the one item's verdict, every item's (with the unreadable rows as errors), or with
-    --out a summary of the file."""
-    if single:
+    --out a summary of the file (the only form of a Ray run, whose ``predictions`` are None)."""
+    if out is not None:
+        print_json({"out": str(out), "rows": len(rows), "judged": len(rows) - n_bad, "errors": n_bad})
+    elif single:
         print_json(predictions[0].to_json())
-    elif out is None:
+    else:
         print_json([{"id": p.id, **p.to_json()} for p in predictions]
                    + [error_row(e["id"], e["code"], e["message"]) for e in read_errors])
-    else:
-        print_json({"out": str(out), "rows": len(rows), "judged": sum(p.ok for p in predictions), "errors": n_bad})
 
 
 def _crits(cfg):
     from scenefit.core.criteria import Criterion
 
     return [Criterion.parse(c) for c in cfg.criteria]
-
-
-def _rows(items, predictions, synthetic: bool) -> list[dict]:
-    from scenefit import SYNTHETIC_NOTICE
-    from scenefit.predict import to_item
-
-    rows = []
-    for i, (item, p) in enumerate(zip(items, predictions)):
-        it = to_item(item, i)
-        row = {"image": str(it.image), "object": it.object, **p.to_record()}
-        if synthetic:
-            row["notice"] = SYNTHETIC_NOTICE
-        rows.append(row)
-    return rows
-
-
-def _error_row(err: dict) -> dict:
-    return error_row(err["id"], err["code"], err["message"])
-
-
-def _write_rows(rows: list[dict], out: Path, synthetic: bool) -> None:
-    import pandas as pd
-
-    from scenefit import SYNTHETIC_NOTICE
-    from scenefit.core.files import atomic_path
-
-    kind = OUT_FORMATS[out.suffix.lower()]
-    with atomic_path(out) as tmp:
-        if kind == "jsonl":
-            tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-        elif kind == "csv":
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-            meta = {"notice": SYNTHETIC_NOTICE} if synthetic else {}
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"scenefit": json.dumps(meta).encode()})
-            pq.write_table(table, tmp)
 
 
 def _print_tables(predictions) -> None:

@@ -2,6 +2,7 @@
 
     scenefit serve --demo                                        # the students `make demo` trained
     scenefit serve --students runs/x/students --api-token "$TOKEN" --port 8100
+    scenefit serve --demo --set max_concurrency=16 --set predict.max_new_tokens=48
 
 It serves the three students (one base + three adapters): the classify API
 (``POST /v1/classify``), a web page at ``/``, ``/v1/models``, ``/v1/metrics`` and the OpenAI
@@ -25,15 +26,9 @@ import typer
 from scenefit.cli import app
 from rich.markup import escape
 
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config
-
-
-#: Addresses that only this machine can reach: binding anything else without a token is refused
-#: unless --insecure-no-auth says it is meant.
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-#: Distributions of the ``serve`` extra (pyproject.toml), checked before the server modules load.
-SERVE_EXTRA = ("fastapi", "uvicorn", "python-multipart")
+from scenefit.cli.common import (
+    LOOPBACK, ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, require_serve_extra,
+)
 
 
 def demo_config() -> Optional[Path]:
@@ -43,20 +38,6 @@ def demo_config() -> Optional[Path]:
         if candidate.is_file():
             return candidate
     return None
-
-
-def require_serve_extra() -> None:
-    """Fail with the install command, not an import traceback, when the serve extra is missing."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    missing = []
-    for dist in SERVE_EXTRA:
-        try:
-            version(dist)
-        except PackageNotFoundError:
-            missing.append(dist)
-    if missing:
-        fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
 
 
 #: Help of the flags `serve` keeps only for its deprecated --openai alias.
@@ -129,6 +110,18 @@ def _given(value) -> bool:
     return not (value is None or value is False or (isinstance(value, (list, tuple)) and not value))
 
 
+def split_sets(sets: Optional[list[str]], other: str) -> tuple[list[str], list[str]]:
+    """``--set`` items for this verb's section, and those for the section ``other`` (written
+    ``other.KEY=VALUE``, the prefix removed)."""
+    mine, theirs = [], []
+    for item in sets or []:
+        if item.startswith(f"{other}."):
+            theirs.append(item.removeprefix(f"{other}."))
+        else:
+            mine.append(item)
+    return mine, theirs
+
+
 def _refuse_flags(flags: list, why: str) -> None:
     if flags:
         names = [p.opts[0] for p in flags]
@@ -139,8 +132,9 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
                     dtype: Optional[str], api_token: Optional[str], config: Optional[Path],
                     sets: Optional[list[str]], insecure_no_auth: bool, **server_flags) -> None:
     """The student server: students from --demo / --students / predict.students, limits from
-    the serve section (--set applies to it; with --demo and no --config, configs/demo.yaml's),
-    bearer token from --api-token or the environment."""
+    the serve section (``--set KEY=VALUE``), model settings from the predict section (``--set
+    predict.KEY=VALUE``; with --demo and no --config, both from configs/demo.yaml), bearer token
+    from --api-token or the environment."""
     import sys
 
     from scenefit.serve.app import serve_students
@@ -153,8 +147,9 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         config = demo_config()
         if config is not None:
             console.print(f"limits and model settings from {config} (--config overrides)")
-    cfg = load_config("serve", config, sets, **server_flags)
-    pcfg = load_config("predict", config, None, base=base, device=device, dtype=dtype)
+    serve_sets, predict_sets = split_sets(sets, "predict")
+    cfg = load_config("serve", config, serve_sets, **server_flags)
+    pcfg = load_config("predict", config, predict_sets, base=base, device=device, dtype=dtype)
     folder = demo_students() if demo else students or (Path(pcfg.students) if pcfg.students else None)
     if folder is None:
         fail("say which students to serve: --demo, --students DIR, or predict.students in --config "

@@ -1,6 +1,7 @@
 """`scenefit tiny-model` — build the tiny random-weight Qwen2.5-VL used by tests and the demo.
 
     scenefit tiny-model runs/demo/model --config configs/demo.yaml
+    scenefit tiny-model runs/demo/model --config configs/demo.yaml --no-cache
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def tiny_model_cmd(
     knowledge_pretrain_steps: Annotated[
         Optional[int], typer.Option(help=fhelp("tiny_model", "knowledge_pretrain_steps"))
     ] = None,
+    cache: Annotated[bool, typer.Option(
+        "--cache/--no-cache",
+        help="Reuse a verified build of the same configuration and code from the cache folder "
+        "($SCENEFIT_CACHE_DIR, else ~/.cache/scenefit), or build once into it; --no-cache always builds into OUT_DIR.",
+    )] = True,
 ) -> None:
     """Build a tiny Qwen2.5-VL (random weights, local tokenizer, real processor) in seconds.
 
@@ -41,13 +47,21 @@ def tiny_model_cmd(
     4,800 images on 2 cores). With --knowledge-pretrain-steps N the language model then learns the
     synthetic world's catalog (where each thing belongs, whether it flies, how tall it is) and
     captions of pictures of its own seed (half a minute for 300 steps); otherwise it stays random.
+    A build is cached (keyed on the configuration, the code and the machine's arithmetic, each
+    file checked on reuse), so the next run with the same settings copies it in a second.
     """
+    from scenefit.testbed.tiny_cache import cached_tiny_model
     from scenefit.testbed.tiny_model import build_tiny_model
 
     cfg = load_config("tiny_model", config, sets, seed=seed, rope_theta=rope_theta, hidden_size=hidden_size,
                       num_layers=num_layers, vision_pretrain_steps=vision_pretrain_steps,
                       knowledge_pretrain_steps=knowledge_pretrain_steps)
-    if cfg.vision_pretrain_steps or cfg.knowledge_pretrain_steps:
+    pretrained = bool(cfg.vision_pretrain_steps or cfg.knowledge_pretrain_steps)
+    how = "built"
+    if cache:
+        out, how = cached_tiny_model(out_dir, cfg, progress=Progress(enabled=True) if pretrained else None,
+                                     log=lambda line: console.print(f"[yellow]{line}[/]"))
+    elif pretrained:
         out = build_tiny_model(out_dir, cfg, progress=Progress(enabled=True))
     else:
         with console.status("building tiny Qwen2.5-VL"):
@@ -58,7 +72,9 @@ def tiny_model_cmd(
     kind = ", ".join(part for part in ("language model pretrained on the catalog" if knowledge else "random language model",
                                        "vision tower pretrained" if record else "")
                      if part) if record or knowledge else "random weights"
-    console.print(f"tiny Qwen2.5-VL ({kind}) written to [bold]{out}[/] ({n / 1e6:.1f} MB of weights)")
+    origin = {"reused": "copied from the cache (same configuration and code; every file checked)",
+              "built": "built" + (" and cached" if cache else ""), "uncached": "built (cache folder not writable)"}[how]
+    console.print(f"tiny Qwen2.5-VL ({kind}) {origin}, written to [bold]{out}[/] ({n / 1e6:.1f} MB of weights)")
     if record:
         console.print(
             f"vision pretraining: box-patch accuracy {record['box_patch_accuracy_before']:.3f} -> "

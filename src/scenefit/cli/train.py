@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 import typer
 
 from scenefit.cli import app
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli.common import (
+    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+)
 
 
 @app.command("train", epilog=examples(__doc__, "train"))
@@ -63,7 +65,8 @@ def train(
         if main:
             console.rule(f"student: {name}")
         try:
-            result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
+            with disk_errors(out, "run the same command again: it resumes from the last complete checkpoint"):
+                result = train_student(name, data, cfg.base_model, out, cfg, overwrite=overwrite)
         except (DatasetError, FileNotFoundError, ValueError) as e:
             console.print(f"[bold red]error:[/] {name}: {e}")
             summary[name] = {"error": str(e)}
@@ -89,15 +92,19 @@ def _print_table(summary: dict) -> None:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
-    t = Table(title="students: decision accuracy on the test split (fast path)")
-    for col in ("criterion", "steps", "time", "student vs labels", "student vs truth", "base vs labels", "base vs truth"):
+    t = Table(title="students: decision accuracy on the test split")
+    for col in ("criterion", "steps", "time", "decision", "student vs labels", "student vs truth", "base vs labels",
+                "base vs truth"):
         t.add_column(col)
     for name, s in summary.items():
         if "error" in s:
-            t.add_row(name, "-", "-", "[red]failed[/]", "", "", "")
+            t.add_row(name, "-", "-", "-", "[red]failed[/]", "", "", "")
             continue
         test = s.get("test") or {}
         st, ba = test.get("student", {}), test.get("base", {})
-        t.add_row(name, str(s.get("global_step")), f"{s.get('wall_seconds') or 0:.0f} s",
+        t.add_row(name, str(s.get("global_step")), f"{s.get('wall_seconds') or 0:.0f} s", test.get("decision", "-"),
                   pct(st.get("accuracy")), pct(st.get("accuracy_vs_truth")), pct(ba.get("accuracy")), pct(ba.get("accuracy_vs_truth")))
     console.print(t)
+    console.print("decision: logits = the first-token logits after the forced answer prefix (what predict and serve "
+                  "report); generated text = the Final decision: line of a reasoning-first answer. The base is asked "
+                  "by its logits.")

@@ -20,9 +20,10 @@ from scenefit.core.errors import ScenefitError
 
 
 class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors, assignments are validated."""
+    """Base of every stage config: unknown keys are errors, assignments are validated, and a
+    number must be finite (``--set learning_rate=inf`` or ``nan`` is refused, naming the field)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ConfigError(ScenefitError, ValueError):
@@ -42,6 +43,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "scenefit.evaluate.config:EvaluateConfig",
     "predict": "scenefit.predict:PredictConfig",
     "serve": "scenefit.serve.config:ServeConfig",
+    "serve_teacher": "scenefit.serve.config:ServeTeacherConfig",
 }
 
 C = TypeVar("C", bound=StageConfig)

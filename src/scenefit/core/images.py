@@ -32,6 +32,11 @@ DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP")
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Longest side accepted, whatever the pixel count: a 1 x 10^6 strip is not a photograph.
 DEFAULT_MAX_SIDE = 30_000
+#: Longest side over shortest side that Qwen2.5-VL's image processor accepts: its ``smart_resize``
+#: raises ValueError beyond 200 (transformers 5.24, models/qwen2_vl/image_processing_qwen2_vl.py;
+#: qwen-vl-utils' MAX_RATIO is the same). It has no minimum side: a 1 x 1 image is scaled up to
+#: its minimum area (56 x 56 pixels), so a side of one pixel is the only floor.
+MAX_ASPECT_RATIO = 200
 #: Declared pixels per byte of file above which an oversized image counts as a decompression
 #: bomb rather than a merely large photo (photos stay well under ~10 pixels per byte).
 BOMB_PIXELS_PER_BYTE = 100
@@ -43,7 +48,7 @@ REASON_CODES: dict[str, str] = {
     "empty": "the file has zero bytes",
     "not_image": "the bytes are not an image format Pillow recognises",
     "format_not_allowed": "a recognised image format outside the allow-list (e.g. GIF, TIFF)",
-    "bad_dimensions": "the header declares a zero or absurd width/height",
+    "bad_dimensions": "the header declares a zero or absurd width/height, or an aspect ratio over 200:1",
     "too_large": "more pixels than the cap (refused before decoding)",
     "bomb": "declares far more pixels than its size on disk can honestly hold (decompression bomb)",
     "truncated": "the file ends before the image data does",
@@ -125,8 +130,7 @@ def _open_source(
                 f"{label}: format {fmt or 'unknown'} is not allowed (allowed: {', '.join(allowed)})",
             )
         w, h = im.size
-        if w <= 0 or h <= 0 or max(w, h) > max_side:
-            raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
+        check_dimensions(w, h, label, max_side)
         pixels = w * h
         if pixels > max_pixels:
             if pixels > BOMB_PIXELS_PER_BYTE * n_bytes:
@@ -140,6 +144,17 @@ def _open_source(
         im.close()
         raise
     return im
+
+
+def check_dimensions(w: int, h: int, label: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> None:
+    """``bad_dimensions`` unless ``w`` x ``h`` is a size the students' image processor takes:
+    both sides from 1 to ``max_side`` and the long side at most :data:`MAX_ASPECT_RATIO` times
+    the short one. Runs on the header's size, before any pixel is decoded."""
+    if w <= 0 or h <= 0 or max(w, h) > max_side:
+        raise ImageError("bad_dimensions", f"{label}: declared size {w}x{h} is not plausible")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageError("bad_dimensions", f"{label}: {w}x{h} has an aspect ratio of {max(w, h) / min(w, h):.0f}:1; "
+                                           f"the model's image processor takes at most {MAX_ASPECT_RATIO}:1")
 
 
 def _decode(im: Image.Image, path: str | Path) -> None:
@@ -247,6 +262,32 @@ def load_image_bytes(
     return _finish(im, name, fit_pixels, decode_budget)
 
 
+def embedded_image(path: str | os.PathLike) -> dict[str, Any]:
+    """An image file as a table cell that carries it: ``{"bytes": the file's bytes, "path": its
+    file name}`` — the layout of the Hugging Face ``datasets`` ``Image`` feature, so a Parquet
+    file holding such cells loads and decodes anywhere, with no file beside it."""
+    p = Path(path)
+    return {"bytes": p.read_bytes(), "path": p.name}
+
+
+def stored_image_name(value: Any) -> str:
+    """How a table's image cell is named in messages and reports: a path as it is, an embedded
+    image (:func:`embedded_image`) by its file name."""
+    if isinstance(value, dict):
+        return str(value.get("path") or "embedded image")
+    return str(value)
+
+
+def load_stored_image(value: Any, **checks: Any) -> Image.Image:
+    """A table's image cell as an RGB image, with :func:`load_image`'s checks: a path, or an
+    embedded image (:func:`embedded_image`; one without bytes falls back to its path)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return load_image_bytes(bytes(value["bytes"]), name=stored_image_name(value), **checks)
+        value = value.get("path")
+    return load_image(value, **checks)
+
+
 #: A user's box must have at least this share of its area on the image; a smaller overshoot past
 #: the right or bottom edge is clipped, a box mostly outside is refused (clipping it would judge a
 #: sliver of something else).
@@ -352,6 +393,100 @@ def draw_box(
     return out
 
 
+#: A pixel belongs to a drawn box when each channel is within this of the box colour (JPEG
+#: artefacts and the model's downscaling blur a thin line's colour).
+BOX_COLOR_TOLERANCE = 90
+#: Outline test of :func:`find_box_outline`: each side of a candidate rectangle must be covered by
+#: box-coloured pixels over at least this share of its length, and its inside must be mostly other.
+BOX_SIDE_COVERAGE = 0.8
+BOX_INSIDE_MAX = 0.5
+#: The smallest box found: each side at least this share of the image's shorter side (and 5 pixels).
+BOX_MIN_SIDE = 0.03
+#: The detector works on a copy at most this many pixels on its longer side (max-pooled, so a thin
+#: line survives): its cost stays flat for phone photos.
+BOX_SEARCH_SIDE = 512
+
+
+def find_box_outline(image: Image.Image, color: Sequence[int] = (255, 0, 0),
+                     tolerance: int = BOX_COLOR_TOLERANCE) -> Optional[tuple[int, int, int, int]]:
+    """The rule for "this image carries its box": a rectangle outline in ``color``. Returns its
+    (x0, y0, x1, y1) in ``image``'s pixels, None when there is none.
+
+    Pixels within ``tolerance`` of ``color`` on every channel form a mask (max-pooled down to
+    :data:`BOX_SEARCH_SIDE`). Every row holding a run of mask pixels at least 5 pixels and
+    :data:`BOX_MIN_SIDE` of the shorter side long is a candidate top or bottom edge (the rows of one
+    stroke count once); a pair of them spanning nearly the same columns is a box when the stroke
+    leaves room inside the box, its left and right columns are each covered
+    over :data:`BOX_SIDE_COVERAGE` of the height between them, and both its inside and a ring one
+    stroke wide around it are under :data:`BOX_INSIDE_MAX` box-coloured — a drawn outline, not a red
+    object or part of a larger red area."""
+    rgb = np.asarray(to_rgb(image), dtype=np.int16)
+    mask = (np.abs(rgb - np.asarray(color, dtype=np.int16)[None, None, :]) <= tolerance).all(axis=2)
+    h, w = mask.shape
+    step = max(1, math.ceil(max(h, w) / BOX_SEARCH_SIDE))
+    if step > 1:  # max-pool: any box pixel in a block keeps the block
+        ph, pw = -(-h // step) * step, -(-w // step) * step
+        padded = np.zeros((ph, pw), dtype=bool)
+        padded[:h, :w] = mask
+        mask = padded.reshape(ph // step, step, pw // step, step).any(axis=(1, 3))
+    found = _outline_in_mask(mask)
+    if found is None:
+        return None
+    x0, y0, x1, y1 = found
+    return x0 * step, y0 * step, min(w, (x1 + 1) * step), min(h, (y1 + 1) * step)
+
+
+def _longest_run(row: np.ndarray) -> tuple[int, int]:
+    """(start, end inclusive) of the longest run of True in a 1-D bool array ((0, -1) when none)."""
+    padded = np.concatenate(([False], row, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    if not len(edges):
+        return 0, -1
+    starts, ends = edges[::2], edges[1::2] - 1
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k])
+
+
+def _outline_in_mask(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    h, w = mask.shape
+    min_len = max(5, round(BOX_MIN_SIDE * min(h, w)))
+    bars: list[list[int]] = []  # [first row, x0, x1, last row]: the rows of one horizontal line
+    for y in np.flatnonzero(mask.sum(axis=1) >= min_len):
+        x0, x1 = _longest_run(mask[y])
+        if x1 - x0 + 1 < min_len:
+            continue
+        if bars and y == bars[-1][3] + 1 and abs(x0 - bars[-1][1]) <= 2 and abs(x1 - bars[-1][2]) <= 2:
+            bars[-1][3] = int(y)
+        else:
+            bars.append([int(y), x0, x1, int(y)])
+    for i, (top, tx0, tx1, top_end) in enumerate(bars):
+        for bottom_start, bx0, bx1, bottom in reversed(bars[i + 1:]):
+            if bottom - top + 1 < min_len:
+                break
+            tol = max(2, round(0.05 * (tx1 - tx0 + 1)))
+            if abs(tx0 - bx0) > tol or abs(tx1 - bx1) > tol:
+                continue
+            x0, x1 = min(tx0, bx0), max(tx1, bx1)
+            line = max(top_end - top, bottom - bottom_start) + 1  # the stroke's width
+            if 2 * line >= min(bottom - top + 1, x1 - x0 + 1):
+                continue  # a filled block, not a drawn outline
+            left = mask[top:bottom + 1, max(0, x0 - tol):x0 + line + tol].any(axis=1).mean()
+            right = mask[top:bottom + 1, max(0, x1 - line - tol + 1):x1 + tol + 1].any(axis=1).mean()
+            if left < BOX_SIDE_COVERAGE or right < BOX_SIDE_COVERAGE:
+                continue
+            inside = mask[top_end + 1:bottom_start, x0 + line:x1 - line + 1]
+            if not inside.size or inside.mean() >= BOX_INSIDE_MAX:
+                continue  # no room inside, or filled: a red object, not an outline
+            ring = np.concatenate([mask[max(0, top - line):top, x0:x1 + 1].ravel(),
+                                   mask[bottom + 1:bottom + 1 + line, x0:x1 + 1].ravel(),
+                                   mask[top:bottom + 1, max(0, x0 - line):x0].ravel(),
+                                   mask[top:bottom + 1, x1 + 1:x1 + 1 + line].ravel()])
+            if ring.size and ring.mean() >= BOX_INSIDE_MAX:
+                continue  # the colour goes on outside: part of a larger red area
+            return x0, top, x1, bottom
+    return None
+
+
 def png_bytes(image: Image.Image, compress_level: int = 1) -> bytes:
     """PNG encoding of an image (level 1: fast, still lossless)."""
     buf = io.BytesIO()
@@ -369,9 +504,10 @@ def png_data_url(image: Image.Image) -> str:
 
 
 def open_image(row: dict) -> Image.Image:
-    """The image of a dataset row (``row["image"]``, decoded by :func:`load_image`), or a
-    DatasetError naming the sample and the image."""
+    """The image of a dataset row (``row["image"]``: a path, or the image embedded in the row by
+    ``scenefit datasets``, decoded by :func:`load_stored_image`), or a DatasetError naming the
+    sample and the image."""
     try:
-        return load_image(row["image"])
+        return load_stored_image(row["image"])
     except Exception as e:  # ImageError or a missing file: say which sample
-        raise DatasetError(f"sample {row['id']!r}: image {row['image']!r} cannot be read: {e}") from None
+        raise DatasetError(f"sample {row['id']!r}: image {stored_image_name(row['image'])!r} cannot be read: {e}") from None

@@ -18,12 +18,13 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scenefit.core.errors import DatasetError
 from scenefit.core.files import atomic_path
 
 META_KEY = b"scenefit"
@@ -107,28 +108,36 @@ def _arrow_type(column: str, series: pd.Series) -> pa.DataType:
     return pa.string()
 
 
-def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance."""
+def write_table(df: pd.DataFrame, path: Path | str, meta: Optional[Mapping[str, Any]] = None,
+                types: Optional[Mapping[str, pa.DataType]] = None,
+                batches: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None, batch_rows: int = 64 * 1024,
+                schema_metadata: Optional[Mapping[bytes, bytes]] = None) -> Path:
+    """Write ``df`` as Parquet with fixed settings; ``meta`` is stored as JSON provenance.
+
+    ``types`` overrides the Arrow type of named columns (a path column named there is not made
+    relative: ``batches`` gets it as given); ``batches``, when given, turns each
+    slice of ``batch_rows`` rows into what is written (one row group each, so only one slice's
+    converted rows are in memory: e.g. image bytes read per slice); ``schema_metadata`` adds keys
+    beside the provenance (e.g. ``huggingface`` features)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.parent.resolve()
-    df = df.assign(**{c: df[c].map(lambda p: portable_path(p, folder)) for c in PATH_COLUMNS if c in df.columns})
-    schema = pa.schema([pa.field(c, _arrow_type(c, df[c])) for c in df.columns])
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    types = dict(types or {})
+    # a column of a given type is written as ``batches`` makes it (e.g. an image path turned into the image)
+    df = df.assign(**{c: df[c].map(lambda p: portable_path(p, folder))
+                      for c in PATH_COLUMNS if c in df.columns and c not in types})
+    schema = pa.schema([pa.field(c, types.get(c) or _arrow_type(c, df[c])) for c in df.columns])
     # Only our own metadata: pandas' block adds nothing a reader needs and ties files to versions.
-    metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode()}
-    table = table.replace_schema_metadata(metadata)
+    metadata = {META_KEY: json.dumps(dict(meta or {}), sort_keys=True, default=str).encode(), **(schema_metadata or {})}
+    schema = schema.with_metadata(metadata)
     with atomic_path(path) as tmp:  # a killed run never leaves half a file under the final name
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=3,
-            row_group_size=64 * 1024,
-            use_dictionary=True,
-            write_statistics=True,
-            store_schema=True,
-        )
+        with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=3, use_dictionary=True,
+                              write_statistics=True, store_schema=True) as writer:
+            for start in range(0, max(len(df), 1), batch_rows):
+                part = df.iloc[start:start + batch_rows]
+                part = batches(part) if batches is not None else part
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False),
+                                   row_group_size=batch_rows)
     return path
 
 
@@ -142,8 +151,31 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     folder = path.parent.resolve()
     for c in PATH_COLUMNS:
         if c in df.columns:
+            _refuse_paths_leaving_the_run(df, c, path)
             df[c] = df[c].map(lambda p: resolved_path(p, folder))
     return df, read_meta(table.schema)
+
+
+def _refuse_paths_leaving_the_run(df: pd.DataFrame, column: str, path: Path) -> None:
+    """A relative path that climbs more than :data:`MAX_RELATIVE_UP` folders above its table
+    leaves the run: :func:`portable_path` never writes one (an image further off keeps its
+    absolute path, in plain sight), so a table holding one was made or edited by hand, and a
+    ``../../../../home/...`` disguised as a file of the run is refused, naming the row."""
+    for i, p in enumerate(df[column]):
+        if isinstance(p, str) and p and not os.path.isabs(p) and _climb(p) > MAX_RELATIVE_UP:
+            who = f"row {df['id'].iloc[i]!r}" if "id" in df.columns else f"row {i}"
+            raise DatasetError(f"{path}: {who}: {column} path {p!r} leaves the run (it climbs {_climb(p)} folders above "
+                             f"the table; scenefit stores relative paths within {MAX_RELATIVE_UP}, farther images by "
+                             "their absolute path); write it absolute if that image is meant")
+
+
+def _climb(relative: str) -> int:
+    """How many folders above its start a relative path reaches at its highest."""
+    depth = lowest = 0
+    for part in Path(relative).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        lowest = min(lowest, depth)
+    return -lowest
 
 
 def read_meta(schema_or_path: pa.Schema | Path | str) -> dict[str, Any]:

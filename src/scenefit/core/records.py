@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.core.images import ImageError, box_pixels, parse_box
+from scenefit.core.text import check_object_name
 
 Box = tuple[int, int, int, int]
 
@@ -46,6 +47,14 @@ class Sample(BaseModel):
         v = str(v).strip()
         if not v:
             raise ValueError("must not be empty")
+        return v
+
+    @field_validator("object")
+    @classmethod
+    def _safe_object(cls, v: str) -> str:
+        # the name goes into every prompt: no special-token spelling, no control characters
+        # (kept as written; prompts join its whitespace runs into one space when they render it)
+        check_object_name(v, "the object name")
         return v
 
     @field_validator("box", mode="before")

@@ -8,8 +8,12 @@ versioned), the system prompt, and the target — the criterion's label and the 
 teacher's analysis sentence in the student answer format (``scenefit.student.answer``:
 ``answer_format`` decision_first or reasoning_first, recorded in every row and in the manifest,
 and from there in every student trained on it) that evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML front matter
-lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits; OUT/manifest.json records
-counts, label balance, drops and input hashes.
+lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits, and OUT/README.md declares one
+config per criterion (``load_dataset(OUT, "location", split="test")``); OUT/manifest.json records
+counts, label balance, drops and input hashes. Every row carries its image (``image`` as the
+``datasets`` ``Image`` layout ``{bytes, path}``), so the folder loads anywhere and is laid out as
+a hub dataset repository (docs/artifacts.md); a split row whose image cannot be read is left
+out and listed in OUT/errors.jsonl.
 
 Soft labels beside the hard one (null when unknown): ``teacher_p_out``, the designated
 teacher's probability of Out-of-context for the row's criterion, and ``teachers_mean_p_out``,
@@ -21,21 +25,29 @@ Label per criterion: the consensus label for that criterion, else the designated
 own label. A row is dropped (and counted) when there is still no label, when there is no
 analysis sentence, or — with ``drop_conflicts`` — when the label differs from the designated
 teacher's, whose sentence would then argue for the other label (possible under ``majority``).
+A row whose object name or teacher sentence would put a special-token spelling or a control
+character into the prompt or the target (:mod:`scenefit.core.text`) is dropped too, counted as
+``unsafe_text``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
+from scenefit.core.images import embedded_image
+from scenefit.core.text import chat_text_problem, object_name_problem
 from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat, render_student_answer
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.data.split import SPLITS, stable_hash
@@ -127,12 +139,18 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
     no_label = label.isna()
     no_analysis = ~no_label & analysis.isna()
     conflict = ~no_label & ~no_analysis & teacher_label.notna() & (label != teacher_label)
-    drop = no_label | no_analysis | (conflict if drop_conflicts else False)
+    # text that would become a special token in the prompt (the object) or the target (a
+    # teacher's sentence): the row is dropped and counted, never trained on
+    unsafe = ~no_label & ~no_analysis & pd.Series(
+        [unsafe_row(o, a) for o, a in zip(_column(split_frame, "object"), analysis)], index=split_frame.index, dtype=bool)
+    drop = no_label | no_analysis | unsafe | (conflict if drop_conflicts else False)
     info = {
         "no_label": int(no_label.sum()),
         "no_analysis": int(no_analysis.sum()),
         ("conflict" if drop_conflicts else "conflict_kept"): int(conflict.sum()),
     }
+    if unsafe.any():
+        info["unsafe_text"] = int(unsafe.sum())
     df = split_frame.assign(_label=label, _analysis=analysis)
     df = df.loc[~drop].reset_index(drop=True)
     template = student_prompt(crit)
@@ -161,6 +179,13 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
         }
     )
     return out[DATASET_COLUMNS].reset_index(drop=True), info
+
+
+def unsafe_row(obj: Any, analysis: Any) -> bool:
+    """Whether a row's object name or teacher sentence may not enter a prompt (scenefit.core.text)."""
+    if object_name_problem(" ".join(str(obj).split())):
+        return True
+    return analysis is not None and chat_text_problem(str(analysis)) is not None
 
 
 def rebalance_labels(rows: pd.DataFrame, seed: int, tag: str) -> pd.DataFrame:
@@ -261,8 +286,8 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
     lines += [
         f"Question: {crit.question}",
         "",
-        "Each row is one image with one object in a red box (`image` is a file path, relative to this "
-        "file's folder when the image lies in the run, `box` its pixels), "
+        "Each row is one image with one object in a red box (`image` carries the image itself — a `datasets` "
+        "`Image`: bytes and file name —, `box` its pixels), "
         "the student prompt for this criterion (`system`, `prompt`; version "
         f"`{manifest['prompt_version']}`) and the `target`, "
         + ("in the authors' order: `Analysis:` with the designated teacher's sentence for this criterion, "
@@ -289,7 +314,7 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "",
         "```python",
         "from datasets import load_dataset",
-        f'ds = load_dataset("path/to/{crit.value}")  # this folder',
+        f'ds = load_dataset("path/to/{crit.value}")  # this folder; or the parent folder with "{crit.value}"',
         "```",
         "",
     ]
@@ -298,8 +323,6 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
 
 def read_splits(split_dir: Path | str) -> tuple[dict[str, pd.DataFrame], dict]:
     """The split files and manifest written by ``scenefit split``."""
-    import json
-
     from scenefit.core.parquet_io import read_table
 
     d = Path(split_dir)
@@ -310,23 +333,88 @@ def read_splits(split_dir: Path | str) -> tuple[dict[str, pd.DataFrame], dict]:
     return {s: read_table(d / f"{s}.parquet")[0] for s in present}, manifest
 
 
-def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs: dict[str, str], license_id: str) -> dict[str, Path]:
-    """OUT/<criterion>/{split}.parquet, OUT/<criterion>/README.md, OUT/manifest.json."""
+#: Arrow type of an embedded image cell and the schema note that makes ``datasets`` read the
+#: column as its ``Image`` feature (only the ``image`` field is declared: ``datasets`` derives the
+#: other columns' features from their Arrow types).
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+HF_FEATURES = {b"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}}).encode()}
+#: Rows per Parquet row group of a dataset file: the images of one group are read into memory at
+#: once, while writing and by ``datasets`` when reading.
+IMAGE_ROW_GROUP = 100
+
+
+def missing_images(splits: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+    """The split rows whose image file can be read, and one error row ``{id, code, message}``
+    (code ``not_found``) for each that cannot: the datasets carry their images, so a row
+    without one cannot be kept."""
+    kept, errors = {}, []
+    for name, df in splits.items():
+        ok = df["image"].map(lambda p: isinstance(p, str) and os.path.isfile(p)) if len(df) else df["image"].astype(bool)
+        for sid, image in zip(df.loc[~ok, "id"], df.loc[~ok, "image"]):
+            errors.append({"id": str(sid), "code": "not_found", "split": name,
+                           "message": f"image {image!r} is not a readable file; the row is left out of every criterion"})
+        kept[name] = df.loc[ok].reset_index(drop=True)
+    return kept, errors
+
+
+def _embed_images(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(image=[embedded_image(p) for p in rows["image"]])
+
+
+def root_card(manifest: dict, license_id: str) -> str:
+    """OUT/README.md: one ``datasets`` config per criterion (its splits' files), so
+    ``load_dataset(OUT, "location", split="test")`` reads one criterion and ``load_dataset(OUT)``
+    asks which, instead of merging the three."""
+    import yaml
+
+    configs = [{"config_name": c, "data_files": [{"split": CARD_SPLIT_NAMES[s], "path": f"{c}/{s}.parquet"}
+                                                 for s in info["splits"]]}
+               for c, info in manifest["criteria"].items()]
+    tags = ["scenefit", "out-of-context", "vision-language", "distillation"] + (["synthetic"] if manifest["synthetic"] else [])
+    front = {"configs": configs, "license": license_id, "task_categories": ["image-text-to-text"], "language": ["en"],
+             "tags": tags, "pretty_name": "scenefit student datasets"}
+    first = next(iter(manifest["criteria"]), "location")
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             "# scenefit student datasets", ""]
+    if manifest["synthetic"]:
+        lines += [f"> **{SYNTHETIC_NOTICE}**", ""]
+    lines += [
+        "One configuration per criterion (" + ", ".join(f"`{c}`" for c in manifest["criteria"]) + "), each with its "
+        "train / validation / test split; every row carries its image (the `image` column, a `datasets` `Image`), "
+        "so this folder needs nothing beside it. Each criterion's folder has its own card with its counts.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("path/to/this/folder", "{first}", split="test")',
+        'ds[0]["image"]  # a PIL image with the red box',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs: dict[str, str], license_id: str,
+                           errors: Optional[list[dict]] = None) -> dict[str, Path]:
+    """OUT/<criterion>/{split}.parquet (each row carrying its image), OUT/<criterion>/README.md,
+    OUT/README.md (one config per criterion), OUT/manifest.json and OUT/errors.jsonl (rows left
+    out for want of an image, :func:`missing_images`)."""
+    from scenefit.core.files import atomic_write_text, write_json, write_jsonl
     from scenefit.core.parquet_io import write_table
-    from scenefit.core.files import atomic_write_text, write_json
 
     out = Path(out_dir)
-    manifest = {**result.manifest, "inputs": inputs}
+    manifest = {**result.manifest, "inputs": inputs, "images": "embedded", "missing_images": len(errors or [])}
     paths: dict[str, Path] = {}
     for cname, per_split in result.frames.items():
         meta = {k: manifest.get(k) for k in ("stage", "prompt_version", "answer_format", "rule", "designated",
                                               "synthetic", "notice")}
         for split_name, rows in per_split.items():
             paths[f"{cname}/{split_name}"] = write_table(
-                rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name}
+                rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name},
+                types={"image": IMAGE_TYPE}, batches=_embed_images, batch_rows=IMAGE_ROW_GROUP,
+                schema_metadata=HF_FEATURES,
             )
-        card = out / cname / "README.md"
-        atomic_write_text(dataset_card(cname, manifest, license_id), card)
-        paths[f"{cname}/README.md"] = card
+        paths[f"{cname}/README.md"] = atomic_write_text(dataset_card(cname, manifest, license_id), out / cname / "README.md")
+    paths["README.md"] = atomic_write_text(root_card(manifest, license_id), out / "README.md")
+    paths["errors"] = write_jsonl(errors or [], out / "errors.jsonl")
     paths["manifest"] = write_json(manifest, out / "manifest.json")
     return paths

@@ -13,12 +13,15 @@ Outputs in DIR:
 - ``manifest.parquet`` — the accepted samples (exactly MANIFEST_COLUMNS), every sample
   ``boxed=True``; image paths relative to DIR when the image lies in the same run folder
   (see :mod:`scenefit.core.parquet_io`), so the run can be moved;
-- ``images/<id>.png`` — the boxed copy of each sample whose image did not carry its box yet
-  (already-boxed images are validated and referenced where they are, never copied; a rerun
-  removes the copies of this manifest's samples that it no longer uses);
+- ``images/<id>.jpg`` or ``images/<id>.png`` — the boxed copy of each sample whose image did
+  not carry its box yet: a JPEG photo stays JPEG (``jpeg_quality``, 95 by default, colour at full
+  resolution), any other format becomes PNG (lossless); already-boxed images are validated and
+  referenced where they are, never copied; a rerun removes the copies of this manifest's samples
+  that it no longer uses;
 - ``errors.jsonl`` — one line per rejected sample: ``id``, ``code``, ``message`` (and ``row``
   when the manifest row itself was bad);
 - ``summary.json`` — counts (``input_rows``: every one ends as a sample or an error line;
+  ``boxed_copies``: copies written, bytes read and written, per format;
   ``input_lines``: the manifest's non-blank data lines, with a ``line_note`` when the two
   differ), rejection counts by code, the config used, and the synthetic-world notice when
   the samples come from it.
@@ -75,6 +78,11 @@ class IngestConfig(StageConfig):
         default_factory=lambda: list(DEFAULT_FORMATS),
         description="Image formats accepted, as detected from the file's bytes (not its suffix).",
     )
+    jpeg_quality: int = Field(
+        95, ge=50, le=100,
+        description="JPEG quality of the boxed copy of a JPEG photo (it stays JPEG, colour at full resolution; "
+        "other formats are written as PNG, lossless).",
+    )
     workers: int = Field(4, ge=1, le=64, description="Threads that validate and box images in parallel.")
     strict: bool = Field(False, description="Exit non-zero when any sample is rejected.")
 
@@ -99,6 +107,7 @@ class IngestResult:
     synthetic: bool = False
     out_dir: Optional[Path] = None
     rejected_by_code: dict[str, int] = field(default_factory=dict)
+    boxed_copies: dict = field(default_factory=lambda: copy_bytes([]))  # images written, bytes in and out
 
     def summary(self) -> dict:
         from scenefit import SYNTHETIC_NOTICE
@@ -112,6 +121,7 @@ class IngestResult:
             "boxes_drawn": self.drawn,
             "already_boxed": len(self.samples) - self.drawn,
             "boxes_clipped": self.clipped,
+            "boxed_copies": self.boxed_copies,
             "synthetic": self.synthetic,
         }
         if self.line_note:
@@ -121,15 +131,39 @@ class IngestResult:
         return out
 
 
-def image_name(sample_id: str) -> str:
-    """File name for a sample's boxed image: the id when it is a safe name, else a sanitised
-    id plus a short hash (ids like 'a/b' and 'a_b' must not collide)."""
-    return f"{safe_stem(sample_id, empty='sample')}.png"
+#: Formats a boxed copy keeps (the camera's lossy JPEG stays JPEG, an MPO — a phone's
+#: multi-picture JPEG — is written as its first picture in JPEG); anything else is written as PNG.
+KEPT_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG"}
+SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
 
 
-def _save_png(image, path: Path) -> None:
+def image_name(sample_id: str, fmt: str = "PNG") -> str:
+    """File name for a sample's boxed image in format ``fmt`` (PNG or JPEG): the id when it is a
+    safe name, else a sanitised id plus a short hash (ids like 'a/b' and 'a_b' must not collide)."""
+    return f"{safe_stem(sample_id, empty='sample')}{SUFFIXES[fmt]}"
+
+
+def save_boxed(image, path: Path, fmt: str, jpeg_quality: int, icc_profile: Optional[bytes] = None) -> Path:
+    """Write a boxed copy atomically: JPEG at ``jpeg_quality`` with full-resolution colour (4:4:4,
+    so the thin red line keeps its colour), else PNG (lossless). The pixels are already upright
+    (EXIF orientation applied on load) and no EXIF block is written, so no viewer turns them again;
+    the colour profile is kept."""
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)  # fast; lossless at any level
+        if fmt == "JPEG":
+            image.save(tmp, format="JPEG", quality=jpeg_quality, subsampling=0, optimize=True, **extra)
+        else:
+            image.save(tmp, format="PNG", compress_level=1, **extra)  # fast; lossless at any level
+    return path
+
+
+def _source_format(path: str) -> tuple[str, Optional[bytes]]:
+    """(the format a boxed copy of ``path`` is written in, the source's colour profile) — from
+    the header only (the image was already checked and decoded by load_image)."""
+    from PIL import Image
+
+    with Image.open(path) as src:
+        return KEPT_FORMATS.get(src.format or "", "PNG"), src.info.get("icc_profile")
 
 
 def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[Sample, bool]:
@@ -148,10 +182,47 @@ def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[
         box = inside
     image_path = str(Path(sample.image).resolve())
     if not sample.boxed:
-        out = images_out / image_name(sample.id)
-        _save_png(draw_box(image, box, width=cfg.box_width, color=cfg.box_color), out)
+        fmt, icc = _source_format(sample.image)
+        out = save_boxed(draw_box(image, box, width=cfg.box_width, color=cfg.box_color),
+                         images_out / image_name(sample.id, fmt), fmt, cfg.jpeg_quality, icc)
         image_path = str(out.resolve())
     return sample.model_copy(update={"image": image_path, "box": box, "boxed": True}), clipped
+
+
+def copy_record(source: Sample, ingested: Sample) -> Optional[dict]:
+    """``{"format", "bytes_in", "bytes_out"}`` of the boxed copy ingest wrote for ``source``
+    (None when the image already carried its box and was not copied)."""
+    if source.boxed:
+        return None
+    out = Path(ingested.image)
+    return {"format": "JPEG" if out.suffix == SUFFIXES["JPEG"] else "PNG",
+            "bytes_in": os.path.getsize(source.image), "bytes_out": out.stat().st_size}
+
+
+def copies_line(copies: dict, jpeg_quality: int) -> str:
+    """One line on the boxed copies written: images and bytes in and out, per format."""
+    if not copies["images"]:
+        return "boxed copies: none written (every image already carried its box)"
+    parts = [f"{f} {c['images']:,} ({_mb(c['bytes_in'])} -> {_mb(c['bytes_out'])}"
+             + (f", quality {jpeg_quality})" if f == "JPEG" else ")") for f, c in copies["by_format"].items()]
+    return (f"boxed copies: {copies['images']:,} images, {_mb(copies['bytes_in'])} in -> {_mb(copies['bytes_out'])} "
+            f"out; " + "; ".join(parts))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def copy_bytes(copies: list[dict]) -> dict:
+    """``summary.json``'s ``boxed_copies``: how many copies per format, bytes read and written."""
+    by_format: dict[str, dict[str, int]] = {}
+    for c in copies:
+        f = by_format.setdefault(c["format"], {"images": 0, "bytes_in": 0, "bytes_out": 0})
+        f["images"] += 1
+        f["bytes_in"] += c["bytes_in"]
+        f["bytes_out"] += c["bytes_out"]
+    return {"images": len(copies), "bytes_in": sum(c["bytes_in"] for c in copies),
+            "bytes_out": sum(c["bytes_out"] for c in copies), "by_format": dict(sorted(by_format.items()))}
 
 
 def _remove_stale_copies(images_out: Path, samples: list[Sample], accepted: list[Sample]) -> None:
@@ -161,9 +232,10 @@ def _remove_stale_copies(images_out: Path, samples: list[Sample], accepted: list
     folder = images_out.resolve()
     used = {Path(s.image).name for s in accepted if Path(s.image).parent == folder}
     for sample in samples:
-        name = image_name(sample.id)
-        if name not in used:
-            (images_out / name).unlink(missing_ok=True)
+        for fmt in SUFFIXES:  # a photo now written as JPEG leaves no PNG of an earlier version behind
+            name = image_name(sample.id, fmt)
+            if name not in used:
+                (images_out / name).unlink(missing_ok=True)
 
 
 def ingest(
@@ -194,6 +266,7 @@ def ingest(
                 progress.advance(1)
 
     accepted: list[Sample] = []
+    copies: list[dict] = []
     drawn = clipped = 0
     # threads: Pillow releases the GIL while decoding and encoding; map keeps input order
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
@@ -203,6 +276,7 @@ def ingest(
                 continue
             new, was_clipped = outcome
             accepted.append(new)
+            copies += [c for c in (copy_record(sample, new),) if c]
             drawn += not sample.boxed
             clipped += was_clipped
     _remove_stale_copies(images_out, samples, accepted)
@@ -217,6 +291,7 @@ def ingest(
         synthetic=is_synthetic(*samples),
         out_dir=out,
         rejected_by_code=dict(Counter(e["code"] for e in errors)),
+        boxed_copies=copy_bytes(copies),
     )
     summary = result.summary()
     write_manifest(accepted, out / "manifest.parquet",

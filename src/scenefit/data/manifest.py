@@ -77,6 +77,7 @@ ROW_CODES: dict[str, str] = {
     "bad_box": "the box is not four numbers, or is empty, inverted or negative",
     "bad_value": "a flag or a truth label that cannot be read",
     "duplicate_id": "the id is already used by an earlier row",
+    "bad_object": "the object name holds a special-token spelling or a control character (scenefit.core.text)",
 }
 
 
@@ -189,7 +190,8 @@ def row_to_sample(row: dict, layout: str, image_base: Path) -> Sample:
             loc = ".".join(str(x) for x in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             msgs.append(f"{loc}: {msg}" if loc else msg)
-        code = "bad_box" if any("box" in m for m in msgs) else "bad_value"
+        locs = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+        code = "bad_object" if "object" in locs else "bad_box" if any("box" in m for m in msgs) else "bad_value"
         raise RowError(code, "; ".join(msgs)) from None
     except ValueError as e:  # from_row's label check
         raise RowError("bad_value", str(e)) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, criteria_list
@@ -68,12 +68,39 @@ class EvaluateConfig(StageConfig):
         description="A student is called robust in the shortcut test when at least this share of its answers on "
         "unmodified images is in-context.",
     )
+    shortcut_min_recall: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The shortcut test calls a criterion robust only when its out-of-context recall on the evaluated "
+        "split (vs the truth where known) is at least this too: a student that answers In to everything is 100 % "
+        "in-context on unmodified images.",
+    )
+    probe: bool = Field(
+        default=False,
+        description="Also fit a linear probe (logistic regression) on the frozen base's features with the training "
+        "split's labels and score it on the evaluated split: what the base's features carry before any student "
+        "(scenefit.evaluate.probe; one forward pass over the train and evaluated rows).",
+    )
+    probe_seed: int = Field(default=0, description="Seed of the probe's cross-validation folds.")
     calibration_bins: int = Field(default=10, ge=2, le=50, description="Bins of the reliability (calibration) plot.")
     gallery_size: int = Field(default=12, ge=0, le=200, description="Worst errors shown in the report's gallery.")
     top_confusions: int = Field(
         default=10, ge=1, description="Object categories and scenes listed per criterion in the error breakdown."
     )
     thumbnail_px: int = Field(default=192, ge=32, le=1024, description="Longer side of gallery thumbnails, pixels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _predict_keys_live_in_predict(cls, data):
+        """An inference setting written at evaluate's top level (the layout before evaluate nested
+        the predict settings) is named with where it goes now, instead of a bare 'not a setting'."""
+        if isinstance(data, dict):
+            moved = sorted(k for k in data if k not in cls.model_fields and k in PredictConfig.model_fields)
+            if moved:
+                raise ValueError(f"{', '.join(moved)}: inference settings live under evaluate.predict (or the "
+                                 f"file's predict section), e.g. --set predict.{moved[0]}=...")
+        return data
 
     @field_validator("criteria")
     @classmethod

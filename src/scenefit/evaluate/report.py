@@ -114,6 +114,7 @@ def plot_comparison(metrics: dict[str, Any]) -> str:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.4), squeeze=False)
     width = 0.27
     whos = {"": "student", "baseline_": "baseline", "teacher_": "teacher"}
+    legend = {"student": "student", "baseline": "untrained base (floor)", "teacher": "teacher"}
     for ax, (title, suffix, prefixes) in zip(axes[0], panels):
         for k, prefix in enumerate(("", "baseline_", "teacher_")):
             if prefix in prefixes:
@@ -124,7 +125,7 @@ def plot_comparison(metrics: dict[str, Any]) -> str:
             xs = [i + (k - 1) * width for i in range(len(names))]
             errs = [[max(0.0, v - c[0]) if v is not None and c else 0.0 for v, c in zip(vals, cis)],
                     [max(0.0, c[1] - v) if v is not None and c else 0.0 for v, c in zip(vals, cis)]]
-            ax.bar(xs, [v or 0.0 for v in vals], width, label=whos[prefix], color=_COLOURS[whos[prefix]],
+            ax.bar(xs, [v or 0.0 for v in vals], width, label=legend[whos[prefix]], color=_COLOURS[whos[prefix]],
                    yerr=errs, error_kw={"elinewidth": 0.8, "capsize": 2})
             for x, v in zip(xs, vals):
                 ax.text(x, (v or 0.0) + 0.01, "–" if v is None else f"{100 * v:.0f}", ha="center", fontsize=7)
@@ -219,7 +220,7 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         m = metrics[name]
         row: dict[str, Any] = {"criterion": name, "n": m.get("n")}
         for suffix in ("", "_vs_truth"):
-            for prefix in ("", "baseline_"):
+            for prefix in ("", "baseline_", "probe_", "teacher_"):
                 row.update({(k := headline_key(key, prefix, suffix)): m.get(k) for key in HEADLINE_KEYS})
         row.update({"f1_out": m.get("f1_out"), "unparseable": m.get("unparseable")})
         rows.append(row)
@@ -239,7 +240,7 @@ def headline_cells(row: dict[str, Any], suffix: str = "") -> list[str]:
 
 #: Header of :func:`headline_cells`.
 HEADLINE_HEADER = ("accuracy [95 % CI]", "majority rate", "balanced acc [95 % CI]", "macro-F1",
-                   "baseline acc [95 % CI]", "baseline balanced acc")
+                   "untrained base (floor) acc [95 % CI]", "untrained base (floor) balanced acc")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -262,7 +263,31 @@ def _summary_html(metrics: dict[str, Any]) -> str:
     body = [[_esc(r["criterion"]), r["n"], *(_esc(c) for suffix, _ in refs for c in headline_cells(r, suffix)),
              _num(r["f1_out"]), r["unparseable"]] for r in rows]
     header = ["criterion", "n", *(f"{h} ({ref})" for _, ref in refs for h in HEADLINE_HEADER), "F1 (out)", "unparseable"]
-    return _table(header, body, "headline")
+    return _table(header, body, "headline") + _references_html(metrics, rows)
+
+
+def _references_html(metrics: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """The students beside what they are measured against, in balanced accuracy against the truth
+    (the teacher labels when no truth is known): the untrained base (a floor), the linear probe on
+    the frozen base's features (the informative baseline, when run) and the designated teacher."""
+    suffix = "_vs_truth" if any(r.get("accuracy_vs_truth") is not None for r in rows) else ""
+    probe = any(r.get(f"probe_balanced_accuracy{suffix}") is not None for r in rows)
+    header = ["criterion", "student", "untrained base (floor)", "majority class"]
+    header += (["linear probe on the frozen base"] if probe else []) + (["designated teacher"] if suffix else [])
+    body = []
+    for r in rows:
+        g = lambda key, prefix="": headline_value(r, key, prefix, suffix)  # noqa: E731
+        cells = [_esc(r["criterion"]), pct_ci(g("balanced_accuracy"), g("balanced_accuracy_ci95")),
+                 _pct(g("balanced_accuracy", "baseline_")), _pct(g("majority_rate"))]
+        cells += [pct_ci(g("balanced_accuracy", "probe_"), g("balanced_accuracy_ci95", "probe_"))] if probe else []
+        cells += [_pct(g("balanced_accuracy", "teacher_"))] if suffix else []
+        body.append(cells)
+    ref = "the truth" if suffix else "the teacher labels"
+    note = (f'<p class="muted">Balanced accuracy against {ref}. The untrained base answers about one label: a floor, '
+            "not a baseline. The linear probe (logistic regression on the frozen base's hidden states, fitted on the "
+            "training split's teacher labels) shows what the base's features already carry; a student above it learned "
+            "more than a linear read-out of them. The teacher's own labels are what the students learn from.</p>")
+    return "<h3>Against what</h3>" + _table(header, body, "references") + note
 
 
 def _reasoning_html(metrics: dict[str, Any]) -> str:
@@ -331,18 +356,24 @@ def _shortcut_html(shortcut: dict[str, Any]) -> str:
     thr = shortcut.get("threshold", 0.95)
     rows = []
     shares = shortcut.get("in_context_share") or {}
+    recall = shortcut.get("recall_out_on_split") or {}
+    ref = shortcut.get("recall_reference") or {}
     for name in sorted(shares, key=_canonical):
         share = shares[name]
         d = (shortcut.get("details") or {}).get(name, {})
-        verdict = "robust" if share is not None and share >= thr else "shortcut suspected"
-        rows.append([_esc(name), d.get("n", "–"), _pct(share), d.get("unparseable", "–"), _esc(verdict)])
+        verdict = (shortcut.get("verdict") or {}).get(name) or ("robust" if share is not None and share >= thr
+                                                                else "shortcut suspected")
+        rows.append([_esc(name), d.get("n", "–"), _pct(share), d.get("unparseable", "–"),
+                     _pct(recall.get(name)) + (f" (vs {_esc(ref[name])})" if ref.get(name) else ""), _esc(verdict)])
     sel = shortcut.get("selection") or {}
     chosen = (f" — of {sel['given']} originals, the {sel['used']} whose scene is in the evaluated split (unseen in training)"
               if sel.get("unseen_scenes_only") else (f" — {_esc(sel['reason'])}" if sel.get("reason") else ""))
     return (f"<p>{shortcut.get('n', 0)} unmodified images ({_esc(shortcut.get('source', ''))}){chosen}, each boxing an "
             f"object that belongs there: every answer should be in-context. Reference: ≥ {100 * thr:.0f} % in-context "
-            "is robust.</p>"
-            + _table(["criterion", "n", "in-context share", "unparseable", "verdict"], rows)
+            f"is robust when the student also finds ≥ {100 * shortcut.get('min_recall', 0.5):.0f} % of the out-of-context "
+            "samples of the evaluated split (its Out recall): a student answering In to everything passes the share alone "
+            "(uninformative).</p>"
+            + _table(["criterion", "n", "in-context share", "unparseable", "Out recall on the split", "verdict"], rows)
             + _img(plot_shortcut(shortcut), "shortcut test", ""))
 
 
@@ -397,7 +428,7 @@ def render_html(metrics: dict[str, Any], gallery: Sequence[dict[str, Any]] = ())
                     + f'<p class="muted">Split {_esc(metrics.get("split"))}; students {_esc(metrics.get("students"))}; '
                     f'base {_esc(metrics.get("base_model") or "–")}; teacher = the dataset labels (100 % against itself).</p>'),
         "confusion": ("Confusion matrices", _img(plot_confusions(metrics), "confusion matrices", "")),
-        "comparison": ("Student vs baseline vs teacher", _img(plot_comparison(metrics), "accuracy comparison", "")),
+        "comparison": ("Student vs untrained base (floor) vs teacher", _img(plot_comparison(metrics), "accuracy comparison", "")),
         "agreement": ("Agreement with the teacher", _img(plot_agreement(metrics), "kappa", "")),
         "calibration": ("Calibration", _calibration_html(metrics) + _img(plot_calibration(metrics), "reliability diagram",
                                                                        "No probabilities in the answers: no calibration plot.")),
@@ -426,12 +457,12 @@ def write_report(metrics: dict[str, Any], out_dir: Path | str, gallery: Sequence
     return json_path, html_path
 
 
-def thumbnail_data_url(image_path: str, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
-    """A PNG data URL of an image, shrunk to ``max_px`` on its longer side, with its red box
-    drawn when the file does not already carry it."""
-    from scenefit.core.images import draw_box, load_image, png_data_url
+def thumbnail_data_url(image: Any, box: Optional[Sequence[float]], boxed: bool, max_px: int) -> str:
+    """A PNG data URL of an image (a path, or one embedded in a dataset row), shrunk to ``max_px``
+    on its longer side, with its red box drawn when the file does not already carry it."""
+    from scenefit.core.images import draw_box, load_stored_image, png_data_url
 
-    im = load_image(image_path)
+    im = load_stored_image(image)
     if box is not None and not boxed:
         im = draw_box(im, box)  # the one width rule, as the students saw it
     im.thumbnail((max_px, max_px))

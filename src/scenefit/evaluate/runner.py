@@ -22,9 +22,10 @@ import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.progress import Progress
-from scenefit.core.errors import ScenefitError, error_row
+from scenefit.core.errors import error_row
 from scenefit.core.files import write_jsonl
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import stored_image_name
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import (
@@ -33,6 +34,8 @@ from scenefit.evaluate.metrics import (
 )
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
+from scenefit.evaluate.splits import EvaluateError, clean_cell, load_split, row_sample
+from scenefit.predict.items import PredictItem
 
 
 
@@ -46,44 +49,10 @@ class Answer:
     analysis: Optional[str] = None
     raw: Optional[str] = None
     status: str = "ok"
-
-
-class EvaluateError(ScenefitError, ValueError):
-    """Inputs that cannot be evaluated (missing dataset files, no rows); the message names them."""
+    fast_label: Optional[Label] = None  # the logits' decision after the forced prefix (decision-first students)
 
 
 # ---------------------------------------------------------------- inputs
-
-def load_split(data_dir: Path | str, criteria: Sequence[str], split: str, limit: Optional[int] = None) -> dict[str, pd.DataFrame]:
-    """DATA/<criterion>/<split>.parquet per criterion (the first ``limit`` rows)."""
-    from scenefit.core.parquet_io import read_table
-
-    frames = {}
-    for name in criteria_order(criteria):
-        path = Path(data_dir) / name / f"{split}.parquet"
-        if not path.is_file():
-            raise EvaluateError(f"{name}: dataset file not found: {path} (run `scenefit datasets` first)")
-        df, _ = read_table(path)
-        if limit:
-            df = df.head(limit)
-        if df.empty:
-            raise EvaluateError(f"{name}: {path} has no rows")
-        frames[name] = df.reset_index(drop=True)
-    return frames
-
-
-def _clean(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and v != v) else v
-
-
-def row_sample(row: dict) -> Sample:
-    """A Sample of one dataset row (its image already carries the red box)."""
-    box = _clean(row.get("box"))
-    box = None if box is None else [float(x) for x in box]
-    return Sample(id=str(row["id"]), image=str(row["image"]), object=str(row["object"]), box=box,
-                  group=_clean(row.get("group")), scene=_clean(row.get("scene")), boxed=True,
-                  synthetic=bool(_clean(row.get("synthetic")) or False))
-
 
 # ---------------------------------------------------------------- answers from a predictor
 
@@ -120,7 +89,8 @@ def answer_of(prediction: Any, criterion: Criterion, sample_id: str) -> Answer:
         if prob is not None and label is not None:
             p_out = float(prob) if label is Label.OUT else 1.0 - float(prob)
     status = _field(res, "status") or ("ok" if label is not None else "unparseable")
-    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status))
+    return Answer(sample_id, label, None if p_out is None else float(p_out), _field(res, "analysis"), raw, str(status),
+                  as_label(_field(res, "fast_label")))
 
 
 class BaseOnly:
@@ -136,7 +106,7 @@ class BaseOnly:
 
 
 def collect_answers(
-    predictor: Any, samples: Sequence[Sample], criteria: Sequence[str], explain: bool, chunk: int = 32,
+    predictor: Any, samples: Sequence[Sample | PredictItem], criteria: Sequence[str], explain: bool, chunk: int = 32,
     progress: Optional[Progress] = None,
 ) -> tuple[dict[str, list[Answer]], list[dict]]:
     """Answers per criterion for every sample, and one error dict per sample that failed.
@@ -148,14 +118,14 @@ def collect_answers(
     out: dict[str, list[Answer]] = {c.value: [] for c in crits}
     errors: list[dict] = []
 
-    def _take(part: Sequence[Sample], preds: Sequence[Any]) -> None:
+    def _take(part: Sequence[Sample | PredictItem], preds: Sequence[Any]) -> None:
         if len(preds) != len(part):
             raise RuntimeError(f"the predictor returned {len(preds)} predictions for {len(part)} items")
         for smp, pred in zip(part, preds):
             err = _field(pred, "error")
             if err:  # the predictor could not judge this item (missing image, bad box, ...)
                 code, message = (err.get("code"), err.get("message")) if isinstance(err, dict) else ("error", str(err))
-                errors.append(error_row(smp.id, code, message, image=str(smp.image)))
+                errors.append(error_row(smp.id, code, message, image=stored_image_name(smp.image)))
                 continue
             for c in crits:
                 out[c.value].append(answer_of(pred, c, smp.id))
@@ -170,7 +140,7 @@ def collect_answers(
                     _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
                 except Exception as e:  # noqa: BLE001
                     errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
-                                            image=str(smp.image)))
+                                            image=stored_image_name(smp.image)))
         if progress:
             progress.advance(len(part))
     return out, errors
@@ -248,15 +218,25 @@ def calibration_blocks(p_out: Sequence[Optional[float]], df: pd.DataFrame, bins:
     return {**flat, **blocks}
 
 
+def probe_keys(block: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The linear probe's headline keys (``probe_balanced_accuracy_vs_truth``, ...) from its block
+    (:func:`scenefit.evaluate.probe.probe_criterion`); all None without one."""
+    ok = block is not None and block.get("available")
+    return {**_headline_keys(block["vs_teacher"] if ok else None, "probe_"),
+            **_headline_keys(block["vs_truth"] if ok else None, "probe_", "_vs_truth")}
+
+
 def criterion_metrics(
     name: str, df: pd.DataFrame, student: Sequence[Answer], baseline: Optional[Sequence[Answer]],
-    cfg: EvaluateConfig,
+    cfg: EvaluateConfig, probe: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """All numbers of one criterion: headline keys first, full blocks below."""
     teacher = list(df["label"])
     truth = list(df["truth"]) if "truth" in df else [None] * len(df)
     m = _headline(Criterion.parse(name).display, teacher, truth, _labels(student),
                   _labels(baseline) if baseline is not None else None)
+    m.update(probe_keys(probe))
+    m["probe"] = {k: v for k, v in probe.items() if k != "labels"} if probe else None
     m["reasoning"] = reasoning_metrics(_labels(student), [a.analysis for a in student], teacher,
                                        list(df["analysis"]) if "analysis" in df else [None] * len(df))
     m.update(calibration_blocks([a.p_out for a in student], df, cfg.calibration_bins))
@@ -266,11 +246,29 @@ def criterion_metrics(
     m["errors_by_scene"] = error_breakdown(scenes, teacher, _labels(student), cfg.top_confusions)
     m["top_confusions"] = top_confusions(objects, teacher, _labels(student), cfg.top_confusions)
     m["parse_status"] = pd.Series([a.status for a in student], dtype=object).value_counts().to_dict()
+    m["decision"] = decision_block(teacher, student)
     return m
+
+
+def decision_block(teacher: Sequence[Any], student: Sequence[Answer]) -> dict[str, Any]:
+    """Which decision the criterion's numbers score — ``generated_text`` (explanations were
+    generated, or a reasoning-first student) or ``logits`` (the fast path) — and, where the other
+    exists too (explained decision-first students), its balanced accuracy vs the teacher and the
+    share of answers on which the two agree (an unreadable text counts as a disagreement)."""
+    scored = "generated_text" if any(a.raw is not None for a in student) else "logits"
+    out: dict[str, Any] = {"scored": scored, "other": None}
+    fast = [a.fast_label for a in student]
+    if scored == "generated_text" and student and all(f is not None for f in fast):
+        other = label_metrics(teacher, fast)
+        out["other"] = {"decision": "logits", "balanced_accuracy": other.get("balanced_accuracy"),
+                        "accuracy": other.get("accuracy"),
+                        "agreement": sum(a.label is a.fast_label for a in student) / len(student)}
+    return out
 
 
 def fused_metrics(
     frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
+    probes: Optional[dict[str, dict[str, Any]]] = None,
 ) -> Optional[dict[str, Any]]:
     """Fused decision over the ids every criterion's split holds, vs the teacher's final decision
     (``final``) and, where all three truths are known, the fused truth. None unless all criteria ran."""
@@ -291,6 +289,11 @@ def fused_metrics(
     m = _headline("Fused", final, fused_truth, [fused_student[i] for i in ids],
                   [fb[i] for i in ids] if fb is not None else None)
     m["ids"] = len(ids)
+    if probes and all((probes.get(c) or {}).get("available") for c in frames):
+        fp = fuse_by_id({c: dict(zip(df["id"].astype(str), probes[c]["labels"])) for c, df in frames.items()})
+        block = {"available": True, "vs_teacher": label_metrics(final, [fp.get(i) for i in ids]),
+                 "vs_truth": label_metrics(fused_truth, [fp.get(i) for i in ids]) if _truth_known(fused_truth) else None}
+        m.update(probe_keys(block))
     objects = [first.at[i, "object"] if "object" in first else None for i in ids]
     scenes = [first.at[i, "scene"] if "scene" in first else None for i in ids]
     pred = [fused_student[i] for i in ids]
@@ -311,12 +314,12 @@ def worst_errors(frames: dict[str, pd.DataFrame], student: dict[str, list[Answer
             if ans.p_out is not None and ans.label is not None:
                 conf = ans.p_out if ans.label is Label.OUT else 1.0 - ans.p_out
             rows.append({
-                "criterion": name, "id": str(rec["id"]), "image": rec.get("image"), "box": _clean(rec.get("box")),
-                "object": rec.get("object"), "scene": _clean(rec.get("scene")),
+                "criterion": name, "id": str(rec["id"]), "image": rec.get("image"), "box": clean_cell(rec.get("box")),
+                "object": rec.get("object"), "scene": clean_cell(rec.get("scene")),
                 "student_label": ans.label.value if ans.label else None, "student_analysis": ans.analysis,
                 "student_raw": ans.raw, "confidence": conf,
                 "teacher_label": rec.get("label"), "teacher_analysis": rec.get("analysis"),
-                "truth": _clean(rec.get("truth")),
+                "truth": clean_cell(rec.get("truth")),
             })
     rows.sort(key=lambda r: (r["student_label"] is None, -(r["confidence"] if r["confidence"] is not None else -1.0),
                              r["criterion"], r["id"]))
@@ -326,9 +329,10 @@ def worst_errors(frames: dict[str, pd.DataFrame], student: dict[str, list[Answer
 def evaluate_answers(
     frames: dict[str, pd.DataFrame], student: dict[str, list[Answer]], baseline: Optional[dict[str, list[Answer]]],
     cfg: EvaluateConfig, shortcut_answers: Optional[dict[str, list[Answer]]] = None, shortcut_source: str = "",
-    info: Optional[dict[str, Any]] = None,
+    info: Optional[dict[str, Any]] = None, probes: Optional[dict[str, dict[str, Any]]] = None,
 ) -> dict[str, Any]:
-    """The metrics dict of ``metrics.json`` from answers already collected (same order as the frames' rows)."""
+    """The metrics dict of ``metrics.json`` from answers already collected (same order as the
+    frames' rows); ``probes`` holds each criterion's linear-probe block (its labels in row order)."""
     for name, df in frames.items():
         if len(student[name]) != len(df) or (baseline is not None and len(baseline[name]) != len(df)):
             raise EvaluateError(f"{name}: {len(df)} rows but a different number of answers")
@@ -340,18 +344,35 @@ def evaluate_answers(
         "reasoning_rule": RULE_SUMMARY,
     }
     for name, df in frames.items():
-        metrics[name] = criterion_metrics(name, df, student[name], baseline[name] if baseline else None, cfg)
-    fused = fused_metrics(frames, student, baseline)
+        metrics[name] = criterion_metrics(name, df, student[name], baseline[name] if baseline else None, cfg,
+                                          (probes or {}).get(name))
+    fused = fused_metrics(frames, student, baseline, probes)
     if fused is not None:
         metrics["fused"] = fused
     if shortcut_answers is not None:
         metrics["shortcut"] = shortcut_metrics({c: _labels(a) for c, a in shortcut_answers.items()},
                                                [a.id for a in next(iter(shortcut_answers.values()))],
-                                               cfg.shortcut_threshold, shortcut_source)
+                                               cfg.shortcut_threshold, shortcut_source,
+                                               recall=split_recall(metrics), min_recall=cfg.shortcut_min_recall)
     else:
         metrics["shortcut"] = {"available": False, "reason": "no unmodified images given (--originals)",
                                "threshold": cfg.shortcut_threshold, "in_context_share": {}}
     return metrics
+
+
+def split_recall(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Each criterion's (and the fused decision's) out-of-context recall on the evaluated split, vs
+    the truth where known, else vs the teacher's labels: the other half of the shortcut test (a
+    student that answers In to everything is 100 % in-context on unmodified images)."""
+    out: dict[str, Any] = {"reference": {}, "recall_out": {}}
+    for name in [*metrics.get("criteria", []), "fused"]:
+        m = metrics.get(name)
+        if not m:
+            continue
+        ref = "truth" if m.get("vs_truth") else "teacher"
+        block = m["vs_truth"]["student"] if ref == "truth" else m["student"]
+        out["recall_out"][name], out["reference"][name] = block.get("recall_out"), ref
+    return out
 
 
 # ---------------------------------------------------------------- end to end
@@ -424,13 +445,19 @@ def evaluate_dirs(
         shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
                                          chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)))
         failures.extend({**e, "stage": "shortcut"} for e in errs)
+    probes = None
+    base_model = getattr(student_predictor, "base", None) or cfg.predict.base
+    if cfg.probe:
+        from scenefit.evaluate.probe import run_probes
+
+        probes = run_probes(base_model, data_dir, frames, cfg, bar)
     info = {"students": str(students_dir), "data": str(data_dir), "originals": str(originals_path) if originals else None,
-            "base_model": getattr(student_predictor, "base", None) or cfg.predict.base, "failed": len(failures),
+            "base_model": base_model, "failed": len(failures),
             # reasoning-first students are read from generated text whatever `explain` says
             "answer_formats": {c.value: f.value for c, f in getattr(student_predictor, "answer_formats", {}).items()},
             "explain": {"student": cfg.explain, "baseline": baseline_explain if baseline is not None else None,
                         "shortcut": cfg.shortcut_explain if originals else None}}
-    metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info)
+    metrics = evaluate_answers(frames, student, baseline, cfg, shortcut, str(originals_path or ""), info, probes)
     if originals_path:
         metrics["shortcut"]["selection"] = originals_selection
     gallery = worst_errors(frames, student, cfg.gallery_size)
@@ -439,6 +466,7 @@ def evaluate_dirs(
             g["thumbnail"] = thumbnail_data_url(g["image"], g["box"], True, cfg.thumbnail_px)
         except Exception as e:  # noqa: BLE001 — a missing thumbnail must not lose the report
             g["image_error"] = f"{type(e).__name__}: {e}"
+        g["image"] = stored_image_name(g["image"])  # the report names an embedded image, never carries its bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = [answers_table(student, "student")] + ([answers_table(baseline, "baseline")] if baseline else [])

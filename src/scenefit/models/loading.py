@@ -157,6 +157,31 @@ def save_processor(processor, out_dir: str | Path) -> None:
         write_json(vp, out / "video_preprocessor_config.json")
 
 
+#: The processor class a student folder names. transformers 5.24's ``Qwen2_5_VLProcessor`` always
+#: loads a video processor, and every video processor needs torchvision, which no wheel provides
+#: beside the CPU torch pinned here; ``PaddleOCRVLProcessor`` is transformers' own image +
+#: tokenizer processor with the same placeholder rule (one ``image_token`` per grid cell t·h·w /
+#: merge_size², transformers/models/paddleocr_vl/processing_paddleocr_vl.py) and no video part, so
+#: ``AutoProcessor.from_pretrained(student)`` loads with plain transformers, torchvision or not.
+#: tests/unit/test_student_processor.py checks it gives exactly the Qwen2.5-VL processor's inputs.
+STUDENT_PROCESSOR_CLASS = "PaddleOCRVLProcessor"
+
+
+def save_student_processor(processor, out_dir: str | Path) -> None:
+    """Save a student's processor as an images-only one that ``AutoProcessor`` loads anywhere
+    (:data:`STUDENT_PROCESSOR_CLASS`): the image processor, the tokenizer (naming its image
+    token, which that class reads from it) and the chat template; no video processor."""
+    out = Path(out_dir)
+    images_only = _images_only_processor_class()(image_processor=processor.image_processor,
+                                                 tokenizer=processor.tokenizer, chat_template=processor.chat_template)
+    images_only.save_pretrained(str(out))
+    (out / "video_preprocessor_config.json").unlink(missing_ok=True)
+    for name, extra in (("processor_config.json", {}), ("tokenizer_config.json", {"image_token": processor.image_token})):
+        path = out / name
+        if path.is_file():
+            write_json({**json.loads(path.read_text()), "processor_class": STUDENT_PROCESSOR_CLASS, **extra}, path)
+
+
 def default_device() -> str:
     import torch
 

@@ -1,5 +1,5 @@
 """Settings of ``scenefit predict`` and of the :class:`~scenefit.predict.Predictor`
-(config section ``predict``)."""
+(config section ``predict``); the ``engine`` and ``ray_*`` fields choose where a manifest is judged."""
 
 from __future__ import annotations
 
@@ -59,6 +59,25 @@ class PredictConfig(StageConfig):
         description="Attention kernels of the loaded model; null = transformers' default (sdpa). Without flash "
         "attention, Qwen2.5-VL's vision tower runs its window attention as a loop of small calls (on an H200 it took "
         "most of the fast path's time, benchmarks/RESULTS.md); flash_attention_2 needs the flash-attn package and a GPU.",
+    )
+
+    # Where the items are judged (scenefit predict --manifest ... --out ...)
+    engine: Literal["inprocess", "ray"] = Field(
+        "inprocess",
+        description="inprocess: this process judges every item; ray: a pool of Ray actors does (needs --manifest, --out "
+        "and the `ray` extra), committing shards so a killed run resumes.",
+    )
+    ray_address: Optional[str] = Field(
+        None,
+        description="engine ray: the Ray cluster (the address `ray start --head` printed, or auto); null = a local Ray "
+        "on this machine (or the Ray this process already joined).",
+    )
+    ray_actors: int = Field(1, ge=1, description="engine ray: actors, each loading one base + the adapters once.")
+    ray_cpus_per_actor: float = Field(1.0, gt=0, description="engine ray: CPUs Ray reserves for each actor (its torch threads).")
+    ray_gpus_per_actor: float = Field(0.0, ge=0, description="engine ray: GPUs per actor (1: one actor per GPU; 0.5: two share one).")
+    shard_size: int = Field(
+        512, ge=1,
+        description="engine ray: items per committed shard (a killed run redoes at most the shards in flight).",
     )
 
     @field_validator("criteria")

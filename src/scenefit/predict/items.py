@@ -2,7 +2,8 @@
 
 An item is a :class:`~scenefit.core.records.Sample`, a :class:`PredictItem`, a mapping with the
 keys ``image, object, box, boxed`` (and optionally ``id``), or a tuple
-``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path or a PIL image.
+``(image, object, box)`` / ``(image, object, box, boxed)``. ``image`` is a path, a PIL image or
+an image embedded in a dataset row (``{"bytes", "path"}``, as ``scenefit datasets`` writes it).
 
 The box is read by :func:`scenefit.core.images.parse_box` and placed by
 :func:`scenefit.core.images.check_box` (the rules of ``scenefit ingest`` and ``scenefit serve``: a small
@@ -20,15 +21,20 @@ from typing import Any, Optional, Sequence, Union
 from PIL import Image
 
 from scenefit.core.errors import ScenefitError
-from scenefit.core.images import REASON_CODES, ImageError, check_box, draw_box, load_image, parse_box
+from scenefit.core.images import (
+    REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_stored_image, parse_box,
+)
 from scenefit.core.records import Sample
+from scenefit.core.text import UnsafeText, check_object_name
 
 #: Reason codes of a refused item: the image codes of scenefit.core.images plus the item's own.
 ITEM_CODES: dict[str, str] = {
     **REASON_CODES,
     "missing_object": "the item names no object",
+    "bad_object": "the object name holds a special-token spelling or a control character (scenefit.core.text)",
     "missing_box": "the image is not boxed and the item gives no box",
     "bad_item": "the item is not a Sample, mapping or (image, object, box[, boxed]) tuple",
+    "prediction_failed": "the model failed on this item alone (its batch neighbours were judged)",
 }
 
 ImageLike = Union[str, os.PathLike, Image.Image]
@@ -92,6 +98,10 @@ def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color:
     if not str(item.object or "").strip():
         raise ItemError("missing_object", f"{where}: no object name")
     try:
+        check_object_name(item.object)
+    except UnsafeText as e:
+        raise ItemError(e.code, f"{where}: {e.message}") from None
+    try:
         box = parse_box(item.box)
     except ImageError as e:
         raise ItemError(e.code, f"{where}: {e.message}") from None
@@ -100,14 +110,16 @@ def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color:
     try:
         if isinstance(item.image, Image.Image):
             w, h = item.image.size
+            check_dimensions(w, h, "image")
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageError("too_large", f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,}")
             image = item.image
-        elif isinstance(item.image, (str, os.PathLike)) and str(item.image).strip():
+        elif isinstance(item.image, dict) or (isinstance(item.image, (str, os.PathLike)) and str(item.image).strip()):
             kwargs = {"max_pixels": max_pixels} if max_pixels is not None else {}
-            image = load_image(item.image, **kwargs)
+            image = load_stored_image(item.image, **kwargs)  # a path, or an image embedded in a dataset row
         else:
-            raise ItemError("bad_item", f"{where}: image must be a path or a PIL image, got {type(item.image).__name__}")
+            raise ItemError("bad_item", f"{where}: image must be a path, a PIL image or an embedded image "
+                                        f"{{'bytes', 'path'}}, got {type(item.image).__name__}")
         if box is not None:
             box = check_box(box, image.size)  # ingest's and serve's rule: a known box must lie on the image
         if item.boxed:

@@ -15,8 +15,9 @@ alternatives must start with different tokens).
 
 Explanations: batched greedy generation with left padding and a bounded number of new tokens;
 by default it continues from the forced prefix, so the prefill that produces the text also
-gives the decision logits. The label reported is then the one parsed from the generated
-answer; where it differs from the fast decision the result says so (``agrees_with_fast``).
+gives the decision logits. The label reported stays the fast decision (one decision per
+criterion, whatever ``explain`` says); the label the generated text names is kept beside it
+(``generated_label``) and the result says whether the two agree (``agrees_with_fast``).
 
 Reasoning-first students (``answer_format`` in their metadata) have no fast path: their whole
 answer is generated and the label read from its ``Final decision:`` line (None when unreadable,
@@ -46,7 +47,9 @@ from scenefit.student.decision import DecisionTokenError, decide, decision_token
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
-from scenefit.predict.students import StudentInfo, StudentsArg, choose_base, find_students, module_bytes
+from scenefit.predict.students import (
+    StudentError, StudentInfo, StudentsArg, choose_base, fast_path_note, find_students, module_bytes,
+)
 
 
 __all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
@@ -119,14 +122,16 @@ class Predictor:
         infos = find_students(students, wanted)
         base_ref = choose_base(infos, base or cfg.base)
         dev = cfg.device or default_device()
-        model = load_model(base_ref, dtype=cfg.dtype, device=dev, attn_implementation=cfg.attn_implementation)
+        model = _load_base(base_ref, cfg, dev, given=bool(base or cfg.base))
         first, *rest = infos.values()
         # autocast_adapter_dtype=False: on a bf16 GPU base the adapters stay bf16 too (no fp32 copies).
-        model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
-                                          is_trainable=False, autocast_adapter_dtype=False)
+        with _adapter_load(first):
+            model = PeftModel.from_pretrained(model, str(first.path), adapter_name=first.criterion.value,
+                                              is_trainable=False, autocast_adapter_dtype=False)
         for info in rest:
-            model.load_adapter(str(info.path), adapter_name=info.criterion.value, is_trainable=False,
-                               autocast_adapter_dtype=False)
+            with _adapter_load(info):
+                model.load_adapter(str(info.path), adapter_name=info.criterion.value, is_trainable=False,
+                                   autocast_adapter_dtype=False)
         model.to(dev)
         model.eval()
         processor = load_processor(_processor_source(first.path, base_ref))
@@ -211,14 +216,33 @@ class Predictor:
                     ready.append((i, item, image))
                 except ItemError as e:
                     results[i] = Prediction(id=str(item.id), error=e.to_dict())
-            if ready:
-                judged = self._judge([img for _, _, img in ready], [it.object for _, it, _ in ready], crits,
-                                     explain, use_adapters)
-                for (i, item, _), per_crit in zip(ready, judged):
-                    results[i] = Prediction(id=str(item.id), criteria=per_crit)
+            for (i, item, _), outcome in zip(ready, self._judge_apart(ready, crits, explain, use_adapters)):
+                if isinstance(outcome, ItemError):
+                    results[i] = Prediction(id=str(item.id), error=outcome.to_dict())
+                else:
+                    results[i] = Prediction(id=str(item.id), criteria=outcome)
             if progress:
                 progress.advance(len(chunk))
         return [r for r in results if r is not None]
+
+    def _judge_apart(self, ready: list[tuple[int, PredictItem, Any]], crits: list[Criterion], explain: bool,
+                     use_adapters: bool) -> list:
+        """:meth:`_judge` on ``ready`` (index, item, image) triples; when the batch fails, its two
+        halves are judged apart, down to the item that fails alone (an ItemError
+        ``prediction_failed`` naming it and the error). One bad item in a batch of n costs about
+        2 log2(n) extra calls, not n; the others are judged as usual."""
+        if not ready:
+            return []
+        try:
+            return self._judge([img for _, _, img in ready], [it.object for _, it, _ in ready], crits, explain,
+                               use_adapters)
+        except Exception as e:
+            if len(ready) == 1:
+                return [ItemError("prediction_failed", f"item {ready[0][1].id}: the model failed on it: "
+                                                       f"{type(e).__name__}: {e}")]
+            mid = len(ready) // 2
+            return (self._judge_apart(ready[:mid], crits, explain, use_adapters)
+                    + self._judge_apart(ready[mid:], crits, explain, use_adapters))
 
     def _criteria(self, criteria: Optional[Sequence[str | Criterion]]) -> list[Criterion]:
         if criteria is None:
@@ -259,12 +283,7 @@ class Predictor:
 
     def fast_path_note(self, criteria: Optional[Sequence[str | Criterion]] = None) -> Optional[str]:
         """One sentence naming the students without a fast path (None when all have one)."""
-        slow = self.without_fast_path(criteria)
-        if not slow:
-            return None
-        names = ", ".join(f"{c.value} ({self.students[c].path})" if c in self.students else c.value for c in slow)
-        return (f"student(s) {names} answer reasoning_first: the decision is read from the generated "
-                "'Final decision:' line, there is no one-pass fast path (slower; no decision probability)")
+        return fast_path_note(self.students, self._criteria(criteria))
 
     # ---- the two paths ------------------------------------------------------------------
 
@@ -357,11 +376,11 @@ class Predictor:
         rows = []
         for answer, p, fast_label in zip(answers, p_out, fast):
             parsed = parse_student_answer(answer, crit)
-            # The generated answer decides; an unreadable one falls back to the logits, and the
-            # status says so (never hidden, never a third class).
-            label = parsed.label or fast_label
-            prob = p if label is Label.OUT else 1 - p
-            rows.append(CriterionResult(crit, label, prob, p, fast_label, parsed.analysis, answer.strip(),
+            # One decision per criterion: the logits'. The generated text's own label is kept
+            # beside it (generated_label, agrees_with_fast) and its reading status says whether
+            # the explanation could be read.
+            prob = p if fast_label is Label.OUT else 1 - p
+            rows.append(CriterionResult(crit, fast_label, prob, p, fast_label, parsed.analysis, answer.strip(),
                                         parsed.label, parsed.status))
         return rows, None
 
@@ -425,6 +444,17 @@ class Predictor:
         return any(isinstance(m, LoraLayer) and ".visual." in f".{name}." for name, m in self.model.named_modules())
 
 
+def _load_base(base_ref: str, cfg: PredictConfig, device: str, given: bool):
+    """The students' base model; a base that does not load is a StudentError naming it and
+    where it came from (never an OSError a server would take for its socket)."""
+    try:
+        return load_model(base_ref, dtype=cfg.dtype, device=device, attn_implementation=cfg.attn_implementation)
+    except OSError as e:
+        source = "given as --base (Python: base=)" if given else "found from the students' record"
+        raise StudentError(f"cannot load the base model {base_ref} ({source}): {e}; "
+                           "pass --base FOLDER_OR_HUB_ID") from e
+
+
 def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype: str, batch_size: int,
                   criteria: Optional[Sequence[str | Criterion]]) -> PredictConfig:
     """A config given as a whole wins for dtype and batch size; device and criteria arguments
@@ -435,6 +465,19 @@ def _merge_config(config: Optional[PredictConfig], device: Optional[str], dtype:
     if criteria is not None:
         cfg.criteria = [Criterion.parse(str(getattr(c, "value", c))).value for c in criteria]
     return cfg
+
+
+@contextlib.contextmanager
+def _adapter_load(info: StudentInfo):
+    """A student whose adapter cannot be loaded (damaged weights, shapes of another base) is a
+    StudentError naming its folder and the reason, not a library traceback."""
+    try:
+        yield
+    except StudentError:
+        raise
+    except Exception as e:  # safetensors' SafetensorError is a bare Exception
+        raise StudentError(f"{info.path}: the {info.criterion.value} adapter cannot be loaded: "
+                           f"{type(e).__name__}: {e}") from None
 
 
 def _processor_source(student_dir: Path, base: str) -> str:

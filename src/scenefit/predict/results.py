@@ -1,10 +1,12 @@
 """What the predictor returns: per criterion a label, a probability and (when asked) the
 explanation, plus the fused decision.
 
-``probability`` is always the probability of the reported ``label`` — the softmax over the two
-decision alternatives' first-token logits at the decision position (so on the fast path it is
->= 0.5; with explanations it can fall below 0.5 when the generated answer names the less likely
-label). ``p_out`` is the same softmax's probability of out-of-context, for ROC-style metrics.
+``label`` is one decision per criterion, named by ``decision``: the fast path's (the logits after
+the forced prefix) for a decision-first student, also when explanations are generated — the
+label the generated text names is kept beside it (``generated_label``, ``agrees_with_fast``;
+``text_label``/``text_agrees`` in the JSON) and ``analysis_status`` says whether the explanation
+could be read. ``probability`` is the probability of ``label`` — the softmax over the two
+decision alternatives' first-token logits at the decision position (>= 0.5). ``p_out`` is the same softmax's probability of out-of-context, for ROC-style metrics.
 A reasoning-first student has no decision logits (its decision is the generated ``Final
 decision:`` line): its ``probability``, ``p_out`` and ``fast_label`` are None, and its
 ``label`` is None when the answer cannot be read (never guessed).
@@ -40,12 +42,32 @@ class CriterionResult:
             return None
         return self.generated_label is self.fast_label
 
+    @property
+    def decision(self) -> str:
+        """Which decision ``label`` is: ``logits`` (the fast path's, decision-first students) or
+        ``generated_text`` (the ``Final decision:`` line of a reasoning-first student)."""
+        return "logits" if self.fast_label is not None else "generated_text"
+
+    @property
+    def analysis_status(self) -> str:
+        """``not_requested`` (no explanation asked), ``ok``, or why the explanation could not be
+        read (the answer parser's status, e.g. ``no_analysis``)."""
+        if self.raw is None:
+            return "not_requested"
+        return "ok" if self.analysis and self.status == "ok" else (self.status if self.status != "ok" else "no_analysis")
+
     def to_json(self) -> dict:
-        return {
+        out = {
             "label": self.label.value if self.label else None,
             "probability": _round(self.probability),
+            "decision": self.decision,
             "analysis": self.analysis,
+            "analysis_status": self.analysis_status,
         }
+        if self.raw is not None and self.fast_label is not None:  # explained: does the text say the same?
+            out["text_label"] = self.generated_label.value if self.generated_label else None
+            out["text_agrees"] = self.agrees_with_fast
+        return out
 
 
 @dataclass
@@ -73,8 +95,9 @@ class Prediction:
         return [c for c, r in self.criteria.items() if r.agrees_with_fast is False]
 
     def to_json(self) -> dict:
-        """The public JSON (CLI, HTTP API): ``{"criteria": {name: {label, probability, analysis}},
-        "final": label}``; an item that failed gives its error row ``{"id", "code", "message"}``."""
+        """The public JSON (CLI, HTTP API): ``{"criteria": {name: {label, probability, decision,
+        analysis, analysis_status[, text_label, text_agrees]}}, "final": label}`` (see
+        :meth:`CriterionResult.to_json`); an item that failed gives its error row ``{"id", "code", "message"}``."""
         if self.error is not None:
             return error_row(self.id, self.error.get("code"), self.error.get("message"))
         return {
@@ -96,6 +119,9 @@ class Prediction:
             row[f"{c.value}_analysis"] = r.analysis if r else None
             row[f"{c.value}_raw"] = r.raw if r else None
             row[f"{c.value}_status"] = r.status if r else None
+            row[f"{c.value}_decision"] = r.decision if r else None
+            row[f"{c.value}_analysis_status"] = r.analysis_status if r else None
+            row[f"{c.value}_text_label"] = r.generated_label.value if r and r.generated_label else None
             row[f"{c.value}_agrees_with_fast"] = r.agrees_with_fast if r else None
         return row
 

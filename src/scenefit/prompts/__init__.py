@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from scenefit.core.criteria import CRITERIA, TEACHER_ORDER, Criterion, Label, fuse
+from scenefit.core.text import check_object_name
 
 _PACKAGE_FILES = resources.files("scenefit") / "prompts"
 
@@ -38,7 +39,9 @@ class PromptTemplate:
         return text_hash(self.text)
 
     def render(self, object_name: str) -> str:
-        return self.text.replace("{object}", object_name.strip())
+        """The prompt for ``object_name``; UnsafeText (code ``bad_object``) when the name could
+        become a special token or hides control characters (:mod:`scenefit.core.text`)."""
+        return self.text.replace("{object}", check_object_name(object_name))
 
     @classmethod
     def from_text(cls, name: str, text: str) -> "PromptTemplate":

@@ -33,37 +33,35 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scenefit.core.criteria import CRITERIA, Criterion
-from scenefit.core.images import parse_box
+from scenefit.core.images import find_box_outline, parse_box
 from scenefit.core.records import is_synthetic
-from scenefit.serve.batching import BatcherClosed, FairLock, MicroBatcher
-from scenefit.serve.openai_server import DECODED_IMAGES_SCOPE_KEY
+from scenefit.serve.batching import BatcherClosed, MicroBatcher, ModelTurns
+from scenefit.serve.openai_server import CHAT_PATH, DECODED_IMAGES_SCOPE_KEY, PromptGuard
 from scenefit.serve.config import ServeConfig
 from scenefit.serve.security import (
     ApiError,
+    add_error_handlers,
     GuardCounters,
     GuardMiddleware,
     decode_base64_image,
     error_bytes,
-    error_payload,
+    error_type,
     load_image_bytes,
     image_refusals,
     parse_flag,
     parse_object,
     place_box,
     replay_body,
-    status_code_name,
     PixelBudget,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CLASSIFY_PATH = "/v1/classify"
-CHAT_PATH = "/v1/chat/completions"
 
 
 class PredictorLike(Protocol):
@@ -148,7 +146,19 @@ def _build_item(fields: dict[str, Any], cfg: ServeConfig, decoding: "ImageDecodi
     boxed = parse_flag(fields.get("boxed"), "boxed") if fields.get("boxed") is not None else box is None
     image = decoding.load(fields["image"])
     pixel_box = place_box(box, image.info.get("original_size", image.size), image.size) if box is not None else None
+    if box is None:
+        require_box_outline(image, decoding.box_color)
     return (image, obj, pixel_box, boxed), explain
+
+
+def require_box_outline(image, color: Sequence[int]) -> None:
+    """An image sent without ``box`` must show its box: a rectangle outline in the box colour
+    (:func:`scenefit.core.images.find_box_outline`, run on the image as decoded for the model),
+    else 422 ``no_red_box`` — three verdicts about nothing in particular would be worse."""
+    if find_box_outline(image, color) is None:
+        raise ApiError(422, "no_red_box", f"no box given and no rectangle outline in the box colour {tuple(color)} found "
+                                          "in the image (as scaled for the model): send 'box' (x0,y0,x1,y1 in pixels) "
+                                          "or draw the box")
 
 
 class ImageDecoding:
@@ -158,9 +168,10 @@ class ImageDecoding:
     allocator keeps a heap per thread that decoded a large image, so decoding on the server's
     general thread pool (up to 40 threads) left gigabytes resident after a burst."""
 
-    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int]):
+    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int], box_color: Sequence[int] = (255, 0, 0)):
         self.cfg = cfg
         self.fit_pixels = fit_pixels
+        self.box_color = tuple(box_color)  # the colour an image sent without a box must show its box in
         self.budget = PixelBudget(cfg.decode_pixels_in_flight)
         self.executor = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="scenefit-decode")
 
@@ -169,7 +180,15 @@ class ImageDecoding:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
     def load(self, raw: bytes):
-        return load_image_bytes(raw, **self.options())
+        try:
+            return load_image_bytes(raw, **self.options())
+        except ApiError as e:
+            if e.code != "too_large":
+                raise
+            # say which setting refused it, and how to raise it
+            raise ApiError(e.status_code, e.code, f"{e.message}: the server's cap is serve.max_image_pixels = "
+                                     f"{self.cfg.max_image_pixels:,} (raise it with --max-image-pixels or "
+                                     "--set max_image_pixels=N; images are scaled down while decoding)") from None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of scenefit.core.images.load_image_bytes (the chat route decodes with them)."""
@@ -209,6 +228,8 @@ class ChatDispatcher:
             name = parsed.get("model") or self.default
         except Exception:  # let the OpenAI app answer the malformed body in its own words
             parsed, name = None, self.default
+        if not isinstance(name, str):  # {"model": ["x"]}: the chat app refuses it with 400, naming the field
+            name = self.default
         target = self.apps.get(name)
         refusal, decoded = None, {}
         if target is None:
@@ -219,7 +240,7 @@ class ChatDispatcher:
             except ApiError as e:
                 refusal = e
         if refusal is not None:
-            payload = error_bytes(refusal.code, refusal.message)
+            payload = error_bytes(refusal.code, refusal.message, error_type(refusal.status_code))
             await send({"type": "http.response.start", "status": refusal.status_code,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": payload})
@@ -250,7 +271,7 @@ def _decode_chat_images(body: Any, decoding: ImageDecoding) -> dict[tuple[int, i
 
 
 def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerate,
-               decoding: ImageDecoding) -> dict[str, Any]:
+               decoding: ImageDecoding, guard: Optional[PromptGuard] = None) -> dict[str, Any]:
     from scenefit.serve.openai_server import BatchingRunner, build_openai_app
 
     def generator(adapter: Optional[str]):
@@ -261,7 +282,7 @@ def _chat_apps(cfg: ServeConfig, criteria: list[str], chat_generate: ChatGenerat
     return {
         name: build_openai_app(BatchingRunner(generator(adapter), max_batch=cfg.max_batch), name, cfg.chat_max_tokens,
                                max_tokens_limit=cfg.chat_max_tokens_limit, image_options=decoding.options(),
-                               decode=decoding.run)
+                               decode=decoding.run, guard=guard)
         for name, adapter in names.items()
     }
 
@@ -298,18 +319,20 @@ def create_app(
     chat_generate: Optional[ChatGenerate] = None,
     model_lock: Optional[Any] = None,
 ) -> FastAPI:
-    """The FastAPI app around ``predictor``. ``model_lock`` serialises every use of the model
-    (classify batches and chat generation share one base in memory)."""
+    """The FastAPI app around ``predictor``. ``model_lock`` (a :class:`ModelTurns`) serialises
+    every use of the model (classify batches and chat generation share one base in memory);
+    classify goes first, chat is never starved (``cfg.classify_turns_before_chat``)."""
     cfg = cfg or ServeConfig()
-    lock = model_lock or FairLock()  # classify and chat batches take turns, none starves
+    lock = model_lock or ModelTurns(cfg.classify_turns_before_chat)
     if chat_generate is None:
         chat_generate = predictor_chat(predictor)
     criteria = served_criteria(predictor)
     counters = GuardCounters()
-    decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor))
+    decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor),
+                             getattr(getattr(predictor, "config", None), "box_color", (255, 0, 0)))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
-        with lock:
+        with lock.hold("classify"):
             return [_to_json(r) for r in predictor.predict(list(items), explain=explain)]
 
     batcher = MicroBatcher(run_batch, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms)
@@ -325,15 +348,18 @@ def create_app(
     app.state.counters = counters
     app.state.config = cfg
     _add_guard(app, cfg, token, counters)
-    _add_error_handlers(app, counters)
+    add_error_handlers(app, counters)
     _add_info_routes(app, cfg, criteria, token, synthetic, batcher, counters, decoding)
     _add_classify_route(app, cfg, batcher, decoding, synthetic)
     if chat_generate is not None:
         def locked_generate(adapter: Optional[str], reqs: list) -> list:
-            with lock:
+            with lock.hold("chat"):
                 return chat_generate(adapter, reqs)
 
-        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding), cfg.base_model_name, decoding)
+        processor = getattr(predictor, "processor", None)
+        guard = PromptGuard(processor, cfg.chat_max_prompt_tokens) if processor is not None else None
+        dispatcher = ChatDispatcher(_chat_apps(cfg, criteria, locked_generate, decoding, guard), cfg.base_model_name,
+                                    decoding)
         app.router.add_route(CHAT_PATH, dispatcher, methods=["POST"])
     _add_web_page(app)
     return app
@@ -354,28 +380,6 @@ def _add_guard(app: FastAPI, cfg: ServeConfig, token: Optional[str], counters: G
         open_prefixes=("/static/",),
         counters=counters,
     )
-
-
-def _add_error_handlers(app: FastAPI, counters: GuardCounters) -> None:
-    """Every refusal in the servers' one error shape (:func:`.security.error_payload`)."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        counters.rejected[exc.code] += 1
-        return JSONResponse(error_payload(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}"
-        return JSONResponse(error_payload(status_code_name(exc.status_code), message),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
-        return JSONResponse(error_payload("invalid_request", "; ".join(parts)), status_code=422)
 
 
 def _add_info_routes(app: FastAPI, cfg: ServeConfig, criteria: list[str], token: Optional[str], synthetic: bool,
@@ -419,7 +423,8 @@ def _add_classify_route(app: FastAPI, cfg: ServeConfig, batcher: MicroBatcher, d
         except Exception as e:  # the model failed on this item: say so, keep serving the others
             raise ApiError(500, "prediction_failed", f"the predictor failed on this request: {type(e).__name__}: {e}") from None
         if "criteria" not in payload:  # the predictor refused the item itself: its error row names why
-            raise ApiError(422, str(payload.get("code") or "bad_item"),
+            code = str(payload.get("code") or "bad_item")
+            raise ApiError(500 if code == "prediction_failed" else 422, code,
                            str(payload.get("message") or "the item cannot be judged"))
         if synthetic:
             from scenefit import SYNTHETIC_NOTICE
@@ -446,12 +451,16 @@ def serve_students(
     on_ready: Optional[Callable[[str], None]] = None,
 ) -> None:
     """Load the students once (one base + adapters) and serve them until interrupted."""
-    from scenefit.predict import Predictor
+    from scenefit.predict import Predictor, StudentError
     from scenefit.serve.openai_server import run_app
 
-    predictor = Predictor.from_students(students, config=predict_cfg)
+    try:
+        predictor = Predictor.from_students(students, config=predict_cfg)
+    except OSError as e:  # a file of the students or their base: not the socket the CLI would blame
+        raise StudentError(f"cannot load the students from {students}: {e}") from e
     note = predictor.fast_path_note()
     if note:  # /v1/classify generates their answers whatever `explain` says
         print(f"note: {note}; /v1/classify generates their answers even with explain=false", file=sys.stderr)
     app = create_app(predictor, cfg, token, synthetic=is_synthetic(*predictor.students.values()))
-    run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level)
+    run_app(app, host=cfg.host, port=cfg.port, on_ready=on_ready, log_level=cfg.log_level,
+            header_timeout_s=cfg.header_timeout_s)

@@ -10,14 +10,16 @@ queue up and leave together as the next batch — so under load batches fill by 
 throughput grows with concurrency, while a lone request waits at most ``max_wait_ms``.
 
 Requests whose ``options`` differ (explanations asked or not) are never merged into one call.
-When a merged call fails, its items are retried one by one, so one bad item fails alone.
+When a merged call fails, its halves are retried apart (bisection), so one bad item fails alone
+without its whole batch being re-run item by item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, Sequence
@@ -148,7 +150,8 @@ class MicroBatcher:
                         p.future.set_exception(value)
 
     def _call(self, items: list[Any], options: Hashable) -> list[tuple[bool, Any]]:
-        """Runs in the worker thread: one merged call, or per-item calls when it fails."""
+        """Runs in the worker thread: one merged call; when it fails, its two halves apart, down
+        to the item that fails alone (one bad item of n costs about 2 log2(n) calls, not n)."""
         self.stats.record(len(items))
         try:
             results = list(self.run_batch(items, options))
@@ -159,10 +162,8 @@ class MicroBatcher:
             if len(items) == 1:
                 self.stats.failed_items += 1
                 return [(False, merged_error)]
-        outcomes: list[tuple[bool, Any]] = []
-        for item in items:
-            outcomes.extend(self._call([item], options))
-        return outcomes
+        mid = len(items) // 2
+        return self._call(items[:mid], options) + self._call(items[mid:], options)
 
     async def aclose(self) -> None:
         """Stop collecting; requests still queued get BatcherClosed."""
@@ -182,31 +183,54 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class FairLock:
-    """A lock handed out in arrival order (a ticket lock). The classify batcher and the chat
-    batchers each run in their own thread and share one model: with a plain Lock one of them
-    could win it again and again while another waits; here each waiter is at most one turn per
-    earlier waiter away from the model. ``waiting`` counts the threads queued for it."""
+class ModelTurns:
+    """Who uses the one model next: the classify batcher and the chat batchers each run in their
+    own thread and share one base. ``with turns.hold("classify"):`` / ``hold("chat")`` waits for
+    a turn. Waiters of one kind go in arrival order; a waiting classify batch goes before waiting
+    chat batches, up to ``classify_turns_before_chat`` times in a row while a chat batch waits,
+    then that chat batch has its turn. So classify waits for at most the one generation that
+    holds the model (bounded by the chat caps on answer and prompt tokens), never behind a queue
+    of generations, and chat is never starved. ``classify_turns_before_chat=0``: strict arrival
+    order across kinds. ``waiting`` counts the threads queued."""
 
-    def __init__(self):
-        self._turn = threading.Condition()
+    KINDS = ("classify", "chat")
+
+    def __init__(self, classify_turns_before_chat: int = 4):
+        self.limit = classify_turns_before_chat
+        self._cond = threading.Condition()
+        self._queues: dict[str, deque[int]] = {k: deque() for k in self.KINDS}
         self._next_ticket = 0
-        self._serving = 0
+        self._busy = False
+        self._streak = 0  # classify turns taken in a row while a chat batch waited
 
     @property
     def waiting(self) -> int:
-        with self._turn:
-            return max(0, self._next_ticket - self._serving - 1)
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
 
-    def __enter__(self) -> "FairLock":
-        with self._turn:
+    def _chosen(self) -> Optional[int]:
+        classify, chat = self._queues["classify"], self._queues["chat"]
+        if not classify or not chat:
+            return (classify or chat)[0] if (classify or chat) else None
+        if self.limit == 0:
+            return min(classify[0], chat[0])
+        return classify[0] if self._streak < self.limit else chat[0]
+
+    @contextlib.contextmanager
+    def hold(self, kind: str):
+        if kind not in self._queues:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {self.KINDS}")
+        with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._turn.wait_for(lambda: self._serving == ticket)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._turn:
-            self._serving += 1
-            self._turn.notify_all()
-
+            self._queues[kind].append(ticket)
+            self._cond.wait_for(lambda: not self._busy and self._chosen() == ticket)
+            self._queues[kind].popleft()
+            self._streak = self._streak + 1 if kind == "classify" and self._queues["chat"] else 0
+            self._busy = True
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

@@ -29,6 +29,7 @@ from fastapi import HTTPException
 from scenefit.core.errors import ScenefitError
 from scenefit.core import images
 from scenefit.core.images import ImageError, check_box
+from scenefit.core.text import UnsafeText, check_object_name
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, configured by uvicorn at its log level
 
@@ -68,6 +69,12 @@ def error_payload(code: str, message: str, kind: Optional[str] = None) -> dict[s
 
 def error_bytes(code: str, message: str, kind: Optional[str] = None) -> bytes:
     return json.dumps(error_payload(code, message, kind)).encode()
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status (the chat protocol's clients read it)."""
+    return {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
 def status_code_name(status: int) -> str:
@@ -168,7 +175,7 @@ class GuardMiddleware:
 
     async def _refuse(self, send, err: ApiError) -> None:
         self.counters.rejected[err.code] += 1
-        body = error_bytes(err.code, err.message)
+        body = error_bytes(err.code, err.message, error_type(err.status_code))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
         await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
@@ -277,6 +284,33 @@ class GuardMiddleware:
             return message
 
         return counted
+
+
+def add_error_handlers(app, counters: GuardCounters) -> None:
+    """Every refusal of ``app`` (a FastAPI app) in the servers' one error shape (:func:`error_payload`)."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        counters.rejected[exc.code] += 1
+        return JSONResponse(error_payload(exc.code, exc.message, error_type(exc.status_code)), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return JSONResponse(error_payload(status_code_name(exc.status_code), message, error_type(exc.status_code)),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
+        return JSONResponse(error_payload("invalid_request", "; ".join(parts), error_type(422)), status_code=422)
 
 
 def replay_body(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
@@ -390,9 +424,14 @@ def parse_flag(value: Any, name: str) -> bool:
 
 
 def parse_object(value: Any, max_chars: int) -> str:
+    """The object name (whitespace runs made one space); 422 ``bad_object`` when it could become
+    a special token or hides control characters (:func:`scenefit.core.text.check_object_name`)."""
     if value is None or not isinstance(value, str) or not value.strip():
         raise ApiError(422, "missing_object", "field 'object' (the name of the boxed object, e.g. 'dog') is required")
     text = " ".join(value.split())
     if len(text) > max_chars:
         raise ApiError(422, "object_too_long", f"field 'object' has {len(text)} characters; the limit is {max_chars}")
-    return text
+    try:
+        return check_object_name(text, "field 'object'")
+    except UnsafeText as e:
+        raise ApiError(422, e.code, e.message) from None

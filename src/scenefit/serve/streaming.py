@@ -105,6 +105,7 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
         return _event({**head, "choices": [choice]})
 
     task = asyncio.ensure_future(answer(req))
+    getter: Optional[asyncio.Future] = None
     sent = ""
     try:
         yield chunk({"role": "assistant", "content": ""})
@@ -128,13 +129,9 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
             return
         tokens = getattr(reply, "tokens", None) if with_logprobs else None
         if tokens is not None and "".join(t.token for t in tokens) == reply.text:
-            from scenefit.serve.openai_server import choice_logprobs
-
             for t in tokens:  # one chunk per token, its text and its log-probabilities
                 yield chunk({"content": t.token}, logprobs=choice_logprobs(req, [t]))
         elif tokens is not None:  # token pieces that do not join into the text: the text whole, then them
-            from scenefit.serve.openai_server import choice_logprobs
-
             yield chunk({"content": reply.text[len(sent):]}, logprobs=choice_logprobs(req, tokens))
         elif reply.text.startswith(sent) and len(reply.text) > len(sent):
             yield chunk({"content": reply.text[len(sent):]})
@@ -143,10 +140,24 @@ async def sse_chunks(req: Any, answer: Callable[[Any], Awaitable[Any]], model_na
             yield _event({**head, "choices": [], "usage": usage(reply)})
         yield "data: [DONE]\n\n"
     finally:
+        # A client gone mid-stream cancels this generator inside its wait: the waiting getter is
+        # cancelled too (left pending, it was "destroyed but pending" when collected).
+        if getter is not None and not getter.done():
+            getter.cancel()
         if not task.done():
             req.cancel.set()
             task.cancel()
             log.info("chat stream for %s ended before its answer (client gone); generation stopped", model_name)
+
+
+def choice_logprobs(req: Any, tokens: Optional[list]) -> Optional[dict]:
+    """The ``logprobs`` of a choice: ``{"content": [...]}`` with the request's number of
+    alternatives, or None when it asked for none (or the runner gave none)."""
+    from scenefit.teachers.label_probs import openai_logprobs_content
+
+    if not req.logprobs or tokens is None:
+        return None
+    return {"content": openai_logprobs_content([t.__class__(t.token, t.logprob, t.top[:req.top_logprobs]) for t in tokens])}
 
 
 def usage(reply: Any) -> dict[str, int]:

@@ -16,6 +16,19 @@ layers only. An adapter is refused (unless forced) when it:
 ``--max-lora-rank`` only accepts the values in :data:`VLLM_MAX_LORA_RANKS` (vLLM's
 ``MaxLoRARanks``, vllm/config/lora.py, v0.14 and later), so the largest adapter rank is rounded
 up to the next of them.
+
+The printed command names the base as the students resolve it (an absolute folder or a hub id,
+never a path relative to where the command ran) and bounds the engine to what one student
+request needs: ``--limit-mm-per-prompt '{"image": 1, "video": 0}'`` (one image, no video; JSON,
+the type vLLM's ``EngineArgs.add_cli_args`` gives the flag), ``--max-model-len`` (the students'
+chat prompt + the image tokens of their processor's largest image + :data:`ANSWER_TOKENS`,
+rounded up to 256) and, when the students' processor bounds the image size differently from the
+base's, ``--mm-processor-kwargs`` with their ``min_pixels``/``max_pixels``. The flags were read in
+vLLM's source: vllm/engine/arg_utils.py at commit 99d7eb5d6a512cfcc5a2b104f24ebf2d6cda772b
+(``--max-model-len``, ``--limit-mm-per-prompt``, ``--mm-processor-kwargs``, ``--enable-lora``,
+``--max-loras``, ``--max-lora-rank``), vllm/config/multimodal.py at 01230b40128e570a58e54e75f7e55c4d5cd9246d
+(the ``{"image": N}`` count form) and vllm/entrypoints/openai/cli_args.py at
+005223338608bc94fd165a4f976c102a57bd1fc4 (``--lora-modules name=path``).
 """
 
 from __future__ import annotations
@@ -31,6 +44,10 @@ from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA, Criterion
 from scenefit.predict.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
 
+#: Answer tokens --max-model-len leaves room for (serve's chat_max_tokens_limit default).
+ANSWER_TOKENS = 512
+#: One image and no video per student request (vLLM's --limit-mm-per-prompt, JSON).
+LIMIT_MM_PER_PROMPT = {"image": 1, "video": 0}
 #: vLLM's accepted --max-lora-rank values (vllm.config.lora.MaxLoRARanks).
 VLLM_MAX_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: Language-model linear layers vLLM applies LoRA to on Qwen2-family decoders (it packs
@@ -146,17 +163,66 @@ def check_adapter(name: str, folder: Path) -> AdapterCheck:
 
 
 @dataclass
+class EngineBounds:
+    """What one student request needs from vLLM's engine (see the module docstring)."""
+
+    max_model_len: int
+    mm_processor_kwargs: Optional[dict] = None  # the students' pixel bounds, when they differ from the base's
+    parts: dict = field(default_factory=dict)  # prompt / image / answer tokens behind max_model_len
+
+
+def _pixel_bounds(folder: str | Path) -> dict:
+    """{min_pixels, max_pixels} of the processor saved in ``folder`` (a student or a base)."""
+    from scenefit.models.loading import load_processor
+
+    size = load_processor(folder).image_processor.size
+    return {"min_pixels": int(size.shortest_edge), "max_pixels": int(size.longest_edge)}
+
+
+def engine_bounds(students: dict, base: str, answer_tokens: int = ANSWER_TOKENS) -> EngineBounds:
+    """--max-model-len (and --mm-processor-kwargs) for ``students`` ({criterion: StudentInfo}) on ``base``."""
+    from scenefit.models.loading import load_processor
+    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.chat import student_prompt_text
+
+    first = next(iter(students.values()))
+    processor = load_processor(first.path)
+    ip = processor.image_processor
+    image_tokens = int(ip.size.longest_edge) // (int(ip.patch_size) * int(ip.merge_size)) ** 2
+    longest_object = "x" * 100  # serve's max_object_chars default
+    prompt_tokens = max(len(processor.tokenizer(student_prompt_text(processor, student_prompt(c).render(longest_object),
+                                                                    student_system_prompt()))["input_ids"])
+                        for c in students)
+    need = prompt_tokens + image_tokens + answer_tokens
+    bounds = _pixel_bounds(first.path)
+    try:
+        base_bounds = _pixel_bounds(base)
+    except (OSError, ValueError):  # a hub id not on this machine: name the students' bounds to be sure
+        base_bounds = None
+    return EngineBounds(max_model_len=-(-need // 256) * 256,
+                        mm_processor_kwargs=None if bounds == base_bounds else bounds,
+                        parts={"prompt_tokens": prompt_tokens, "image_tokens": image_tokens,
+                               "answer_tokens": answer_tokens})
+
+
+@dataclass
 class VllmExport:
     base: str
     adapters: list[AdapterCheck]
     max_lora_rank: int
     forced: bool
+    bounds: Optional[EngineBounds] = None
 
     @property
     def command(self) -> list[str]:
         argv = ["vllm", "serve", self.base, "--enable-lora", "--lora-modules"]
         argv += [f"{a.name}={a.path}" for a in self.adapters]
         argv += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(len(self.adapters))]
+        argv += ["--limit-mm-per-prompt", json.dumps(LIMIT_MM_PER_PROMPT)]
+        if self.bounds is not None:
+            argv += ["--max-model-len", str(self.bounds.max_model_len)]
+            if self.bounds.mm_processor_kwargs:
+                argv += ["--mm-processor-kwargs", json.dumps(self.bounds.mm_processor_kwargs)]
         return argv
 
     def to_json(self) -> dict:
@@ -166,6 +232,10 @@ class VllmExport:
             "lora_modules": [{"name": a.name, "path": str(a.path), "base_model_name": self.base} for a in self.adapters],
             "max_lora_rank": self.max_lora_rank,
             "max_loras": len(self.adapters),
+            "limit_mm_per_prompt": LIMIT_MM_PER_PROMPT,
+            "max_model_len": self.bounds.max_model_len if self.bounds else None,
+            "max_model_len_parts": self.bounds.parts if self.bounds else None,
+            "mm_processor_kwargs": self.bounds.mm_processor_kwargs if self.bounds else None,
             "adapter_ranks": {a.name: a.rank for a in self.adapters},
             "decision_shifts": {a.name: a.decision_shift for a in self.adapters if a.decision_shift is not None},
             "command": self.command,
@@ -263,7 +333,7 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
         lines = [f"{c.name} ({c.path}): {problem}" for c in bad for problem in c.problems]
         raise VllmExportError("vLLM cannot serve these adapters as they are (--force writes anyway):\n  " + "\n  ".join(lines))
     rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
-    export = VllmExport(base_ref, checks, rank, forced=bool(bad))
+    export = VllmExport(base_ref, checks, rank, forced=bool(bad), bounds=engine_bounds(infos, base_ref))
     if out is not None:
         from scenefit.core.files import atomic_write_text
 

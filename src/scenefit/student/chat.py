@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from scenefit.core.text import check_chat_text
+
 
 def user_message(text: str, with_image: bool = True, image_after_text: bool = False) -> dict:
     """One user turn: the image and the question, the image first unless ``image_after_text``
@@ -24,7 +26,12 @@ def user_message(text: str, with_image: bool = True, image_after_text: bool = Fa
 def chat_messages(
     prompt: str, system: Optional[str] = None, answer: Optional[str] = None, image_after_text: bool = False
 ) -> list[dict]:
-    """System (optional) + user(image, prompt) + assistant answer (optional)."""
+    """System (optional) + user(image, prompt) + assistant answer (optional). Each text is
+    checked first (:func:`scenefit.core.text.check_chat_text`): one that spells a special token
+    or holds a control character raises UnsafeText instead of becoming part of a prompt."""
+    for what, text in (("the prompt", prompt), ("the system prompt", system), ("the answer", answer)):
+        if text:
+            check_chat_text(text, what)
     msgs: list[dict] = []
     if system:
         msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})

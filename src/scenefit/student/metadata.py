@@ -9,6 +9,7 @@ student prompt version).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, Answ
 
 STUDENT_META = "scenefit_student.json"
 ADAPTER_CONFIG = "adapter_config.json"
+#: The adapter's weights, in the names PEFT saves them under (the first that exists is read).
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class StudentError(ScenefitError, ValueError):
@@ -40,8 +43,14 @@ class StudentMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     criterion: str = Field(description="The criterion this student answers (machine name).")
-    base_model: Optional[str] = Field(default=None, description="Base model the adapter was trained on "
-                                      "(folder or hub id; a relative folder resolves against the student).")
+    base_model: Optional[str] = Field(default=None, description="Base model the adapter was trained on, as the "
+                                      "user named it: a hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct), else the base "
+                                      "folder's own name. Older files hold the path as given (resolved as before).")
+    base_model_path: Optional[str] = Field(default=None, description="Absolute path of the base folder at training "
+                                           "time; null when the base was a hub id.")
+    base_model_relative: Optional[str] = Field(default=None, description="Path of the base folder relative to the "
+                                               "students folder (the one holding this student's folder), so a run "
+                                               "moved whole finds its base; null when the base was a hub id.")
     prompt_version: Optional[str] = Field(default=None, description="Student prompt file version and hash.")
     answer_format: AnswerFormat = Field(default=AnswerFormat.DECISION_FIRST, description=(
         "Answer layout the student was trained on: decision_first (fast path possible) or reasoning_first "
@@ -78,6 +87,24 @@ class StudentMeta(BaseModel):
         """Trained on the synthetic world, or a toy student: what it says carries the SYNTHETIC
         notice wherever it is shown (predict, serve, evaluate)."""
         return bool(self.synthetic or self.toy)
+
+
+def base_record(base: str, students_root: Path | str) -> dict[str, Optional[str]]:
+    """How a student records its base (the ``base_model*`` fields): an existing folder as its own
+    name, its absolute path and its path relative to ``students_root`` (the folder that holds the
+    student folders); anything else as the hub id given."""
+    folder = Path(base).expanduser()
+    if not folder.is_dir():
+        return {"base_model": base, "base_model_path": None, "base_model_relative": None}
+    folder = folder.resolve()
+    return {"base_model": folder.name, "base_model_path": str(folder),
+            "base_model_relative": os.path.relpath(folder, Path(students_root).resolve())}
+
+
+def loadable_base(record: dict[str, Optional[str]]) -> str:
+    """What PEFT and vLLM can load from any working folder: the absolute path of a folder base,
+    else the hub id (``adapter_config.json``'s ``base_model_name_or_path``)."""
+    return record.get("base_model_path") or record["base_model"]
 
 
 def write_student_meta(meta: StudentMeta, folder: Path | str) -> Path:
@@ -129,19 +156,35 @@ class StudentInfo:
 
 
 def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:
-    """Read one student folder; the criterion comes from its metadata, else from ``criterion``,
-    else from the folder's name."""
+    """Read one student folder: its adapter config, its weights file (present, not empty) and
+    its ``scenefit_student.json``, which must exist: without it nothing says how the adapter was
+    trained (answer format, decision prefix, prompt version), and serving it with guessed
+    defaults could read its decisions at the wrong place. A StudentError names the file."""
     from scenefit.prompts import student_prompt_version
 
     path = Path(path)
     if not (path / ADAPTER_CONFIG).is_file():
         raise StudentError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
-    adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
+    try:
+        adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
+    except ValueError as e:
+        raise StudentError(f"{path / ADAPTER_CONFIG}: not valid JSON ({e})") from None
+    weights = next((path / w for w in ADAPTER_WEIGHTS if (path / w).is_file()), None)
+    if weights is None:
+        raise StudentError(f"{path}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    if weights.stat().st_size == 0:
+        raise StudentError(f"{weights}: the adapter weights file is empty (0 bytes); copy or train it again")
     meta = read_student_meta(path)
-    crit = Criterion.parse(meta.criterion) if meta else (criterion or Criterion.parse(path.name))
+    if meta is None:
+        raise StudentError(
+            f"{path}: no {STUDENT_META}, so nothing says how this adapter was trained (answer format, decision "
+            f"prefix, prompt version); train it with `scenefit train`, or write one: "
+            f'{{"criterion": "{criterion.value if criterion else path.name}"}} declares a decision-first student '
+            "of this version"
+        )
+    crit = Criterion.parse(meta.criterion)
     if criterion is not None and crit is not criterion:
         raise StudentError(f"{path}: {STUDENT_META} says criterion {crit.value}, but it was given for {criterion.value}")
-    meta = meta or StudentMeta(criterion=crit.value)
     expected = answer_prefix(meta.answer_format)
     if meta.decision_prefix != expected:
         raise StudentError(

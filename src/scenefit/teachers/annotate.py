@@ -28,9 +28,10 @@ from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.core.progress import Progress
 from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.core.records import Sample
-from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, failure_kind, parsed_fields
-from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult, make_teacher
+from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, StoreError, failure_kind, parsed_fields
+from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.registry import make_teacher
 
 
 @dataclass
@@ -157,6 +158,12 @@ async def _run_teacher(teacher: Teacher, samples: Sequence[Sample], prompt: Prom
                 break
         return batch
 
+    if teacher.streams:  # an engine that takes the whole run (Ray Data): answers come back as they finish
+        requests = [TeacherRequest(sample=s, prompt=prompt.render(s.object)) for s in samples]
+        async for request, res in teacher.answer_stream(requests):
+            writer.add(result_row(teacher, request.sample.id, prompt.hash, res))
+        return
+
     async def worker() -> None:
         while batch := next_batch():
             requests = [TeacherRequest(sample=s, prompt=prompt.render(s.object)) for s in batch]
@@ -222,9 +229,19 @@ async def _annotate_locked(
             if todo:
                 started.append(t)  # closed below even when start() fails half-way
                 await t.start()
-        await asyncio.gather(*(_run_teacher(t, todo, prompt, writer) for t, todo in work if todo))
+        runs = [asyncio.ensure_future(_run_teacher(t, todo, prompt, writer)) for t, todo in work if todo]
+        try:
+            await asyncio.gather(*runs)
+        except BaseException:  # one teacher's run failed (or Ctrl-C): the others stop too, nothing runs on
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         summary.interrupted = True
+        raise
+    except StoreError:  # the store refused a write (full disk, read-only): what it refused is not retried
+        writer.pending = []
         raise
     finally:
         ticker.cancel()

@@ -1,8 +1,12 @@
 """The one teacher interface every backend implements, and the image every teacher sees.
 
-    from scenefit.teachers.base import make_teacher
+    from scenefit.teachers.registry import make_teacher
     teacher = make_teacher(teacher_config, json_answer=False, manifest_path=path)
     await teacher.start(); results = await teacher.answer_batch(requests); await teacher.aclose()
+
+Backends are found by name through :mod:`scenefit.teachers.registry`; this module knows none of them.
+A backend that hands a whole run to an engine (the Ray backends) sets ``streams`` and answers
+through :meth:`Teacher.answer_stream` instead of batches.
 
 A backend never raises for one bad sample or one failed request: it returns a
 :class:`TeacherResult` with ``raw=None`` and an ``error`` of the form ``"<kind>: <detail>"``
@@ -16,8 +20,7 @@ import asyncio
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 from scenefit.core.records import Sample
 from scenefit.teachers.config import TeacherConfig
@@ -55,8 +58,17 @@ class Teacher(ABC):
     """A teacher behind one interface. ``batch_size`` requests go to :meth:`answer_batch` at a
     time and ``concurrency`` such calls run at once."""
 
+    #: True for a backend that takes all of a run's requests at once (:meth:`answer_stream`).
+    streams: bool = False
+
     def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
+
+    @classmethod
+    def create(cls, cfg: TeacherConfig, context: Any) -> "Teacher":
+        """Build from the teacher's config and the run's :class:`~scenefit.teachers.registry.TeacherContext`
+        (what :func:`scenefit.teachers.registry.make_teacher` calls); backends that need the context override it."""
+        return cls(cfg)
 
     @property
     def name(self) -> str:
@@ -95,6 +107,10 @@ class Teacher(ABC):
     async def answer_one(self, request: TeacherRequest) -> TeacherResult:
         """Answer one request (never raises for a failure of that request)."""
 
+    def answer_stream(self, requests: list[TeacherRequest]) -> AsyncIterator[tuple[TeacherRequest, TeacherResult]]:
+        """A streaming backend's answers to all ``requests``, as they come, in any order."""
+        raise NotImplementedError(f"backend {self.backend!r} answers in batches (streams is False)")
+
 
 def teacher_image(sample: Sample, max_pixels: Optional[int] = None):
     """The image a teacher sees: loaded defensively, the red box drawn when the file lacks it,
@@ -111,20 +127,3 @@ def teacher_image(sample: Sample, max_pixels: Optional[int] = None):
         size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
         img = img.resize(size, Image.Resampling.LANCZOS)
     return img
-
-
-def make_teacher(cfg: TeacherConfig, json_answer: bool = False, manifest_path: Optional[Path] = None) -> Teacher:
-    """The backend object for one teacher config (backends are imported only when used)."""
-    if cfg.backend == "openai":
-        from scenefit.teachers.openai_backend import OpenAITeacher
-
-        return OpenAITeacher(cfg, json_answer=json_answer)
-    if cfg.backend == "transformers":
-        from scenefit.teachers.transformers_backend import TransformersTeacher
-
-        return TransformersTeacher(cfg)
-    if cfg.backend == "simulated":
-        from scenefit.testbed.simulated_backend import SimulatedBackend
-
-        return SimulatedBackend(cfg, manifest_path=manifest_path)
-    raise ValueError(f"teacher {cfg.name!r}: unknown backend {cfg.backend!r}")

@@ -2,8 +2,9 @@
 
     scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
 
-Each teacher has a name, a backend (``openai``, ``transformers`` or ``simulated``), a model,
-decoding settings and a concurrency; backend-specific fields are ignored by the others.
+Each teacher has a name, a backend (``openai``, ``transformers``, ``ray_http``, ``ray_vllm`` or
+``simulated``; :mod:`scenefit.teachers.registry` knows them), a model, decoding settings and a
+concurrency; backend-specific fields are ignored by the others.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from scenefit.core.config import StageConfig
-
-Backend = Literal["openai", "transformers", "simulated"]
+from scenefit.teachers.registry import backend_names
 
 
 class TeacherConfig(StageConfig):
     """One teacher: who answers, how it is reached and how it decodes."""
 
     name: str = Field(description="Teacher name stored with every answer (unique within a run), e.g. 'qwen72b'.")
-    backend: Backend = Field(description="How the teacher is reached: openai (any OpenAI-compatible endpoint), transformers (local model), simulated (synthetic-world persona).")
+    backend: str = Field(
+        description="How the teacher is reached: openai (any OpenAI-compatible endpoint), transformers (local model), "
+        "ray_http (an OpenAI-compatible endpoint asked from Ray Data actors), ray_vllm (vLLM engines inside Ray Data, "
+        "tensor_parallel_size GPUs each), simulated (synthetic-world persona); more through the registry "
+        "(scenefit.teachers.registry).",
+    )
     model: Optional[str] = Field(
         default=None,
         description="Model id sent to the endpoint (openai), model folder or hub id (transformers); unused by simulated teachers.",
@@ -74,9 +79,32 @@ class TeacherConfig(StageConfig):
     )
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON fields merged into every request body (server-specific options).")
     # transformers
-    batch_size: int = Field(default=4, ge=1, description="transformers: samples per generate() call (left padding).")
+    batch_size: int = Field(default=4, ge=1, description="transformers: samples per generate() call (left padding); ray_http, ray_vllm: rows per Ray Data batch.")
     device: Optional[str] = Field(default=None, description="transformers: torch device (default cuda when available, else cpu).")
     dtype: str = Field(default="auto", description="transformers: auto, bf16, fp16 or fp32.")
+    # Ray Data (ray_http, ray_vllm)
+    ray_address: Optional[str] = Field(
+        default=None,
+        description="ray_http, ray_vllm: the Ray cluster to run on (the address `ray start --head` prints, or 'auto'); "
+        "null = a local Ray on this machine's CPUs and GPUs (or the Ray this process already joined).",
+    )
+    ray_actors: int = Field(
+        default=1, ge=1,
+        description="ray_http: HTTP actors, each with one request in flight; ray_vllm: vLLM engine replicas, each on "
+        "tensor_parallel_size GPUs (data parallel).",
+    )
+    ray_cpus_per_actor: Optional[float] = Field(
+        default=None, gt=0,
+        description="ray_http: CPUs Ray reserves for each HTTP actor (null = Ray's default of 1; an actor mostly waits, "
+        "0.25 lets four share a core).",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="ray_vllm: GPUs per vLLM engine (the paper's 72B teacher: 4).")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="ray_vllm: further vLLM engine arguments (max_model_len, gpu_memory_utilization, ...), over "
+        "scenefit's (tensor_parallel_size, one image per prompt).",
+    )
+    accelerator_type: Optional[str] = Field(default=None, description="ray_vllm: the GPU type the engines must run on (e.g. H100); null = any.")
 
     @field_validator("name")
     @classmethod
@@ -84,6 +112,13 @@ class TeacherConfig(StageConfig):
         v = v.strip()
         if not v or any(ch.isspace() for ch in v):
             raise ValueError(f"teacher name {v!r} must be one word")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in backend_names():
+            raise ValueError(f"unknown backend {v!r}; known: {', '.join(backend_names())}")
         return v
 
     @model_validator(mode="after")
@@ -95,6 +130,11 @@ class TeacherConfig(StageConfig):
                 raise ValueError(f"teacher {self.name!r}: backend openai needs `base_urls` (e.g. http://localhost:8000/v1)")
         if self.backend == "transformers" and not self.model:
             raise ValueError(f"teacher {self.name!r}: backend transformers needs `model` (a folder or hub id)")
+        if self.backend == "ray_http" and (not self.model or len(self.base_urls) != 1):
+            raise ValueError(f"teacher {self.name!r}: backend ray_http needs `model` and exactly one of `base_urls` "
+                             "(put a load balancer in front of several servers, or use backend openai)")
+        if self.backend == "ray_vllm" and not self.model:
+            raise ValueError(f"teacher {self.name!r}: backend ray_vllm needs `model` (a folder or hub id every GPU node can read)")
         return self
 
     def decoding(self) -> dict[str, Any]:

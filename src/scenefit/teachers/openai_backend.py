@@ -124,6 +124,10 @@ class OpenAITeacher(Teacher):
         #: Set (to the server's message) when a server refused logprobs: later requests ask without.
         self._logprobs_refused: Optional[str] = None
 
+    @classmethod
+    def create(cls, cfg: TeacherConfig, context: Any) -> "OpenAITeacher":
+        return cls(cfg, json_answer=context.json_answer)
+
     async def start(self) -> None:
         import httpx
 
@@ -268,12 +272,21 @@ def _tls_context() -> ssl.SSLContext:
 
 def _label_probabilities(resp, asked: bool) -> tuple[Optional[dict], Optional[str]]:
     """(p_out, note) from a chat completion's ``choices[0].logprobs``."""
+    try:
+        data = resp.json()
+    except Exception:
+        data = None
+    return completion_p_out(data, asked)
+
+
+def completion_p_out(data: Any, asked: bool) -> tuple[Optional[dict], Optional[str]]:
+    """(p_out, note) from a parsed chat completion's ``choices[0].logprobs`` (``asked``: the request asked for them)."""
     from scenefit.teachers.label_probs import no_p_out, p_out_from_tokens, tokens_from_openai
 
     if not asked:
         return None, "not recorded (logprobs: false)"
     try:
-        tokens = tokens_from_openai(resp.json()["choices"][0].get("logprobs"))
+        tokens = tokens_from_openai(data["choices"][0].get("logprobs"))
     except Exception:
         tokens = None
     if tokens is None:
@@ -285,6 +298,14 @@ def _content(resp) -> tuple[Optional[str], Optional[str]]:
     """(answer text, None) or (None, what is wrong with the response)."""
     try:
         data = resp.json()
+    except Exception as e:
+        return None, f"response is not a chat completion ({type(e).__name__}: {str(e)[:120]})"
+    return completion_content(data)
+
+
+def completion_content(data: Any) -> tuple[Optional[str], Optional[str]]:
+    """(answer text, None) or (None, what is wrong) from a parsed chat completion."""
+    try:
         msg = data["choices"][0]["message"]
     except Exception as e:
         return None, f"response is not a chat completion ({type(e).__name__}: {str(e)[:120]})"

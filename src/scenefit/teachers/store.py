@@ -27,6 +27,7 @@ its answers read as "probabilities not recorded".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -170,7 +171,38 @@ def now_utc() -> str:
 
 
 class StoreError(ScenefitError, OSError):
-    """The answer store cannot be opened (a folder, or a file that is not SQLite)."""
+    """The answer store cannot be opened or written (a folder, a file that is not SQLite, a
+    read-only file or folder, a full disk); the message names the file and what to do."""
+
+
+def store_error(path: Path, e: sqlite3.Error) -> StoreError:
+    """The StoreError that says in words what SQLite's error ``e`` on the store ``path`` means."""
+    text = str(e)
+    if "full" in text or (isinstance(e, sqlite3.OperationalError) and "disk I/O" in text and _nearly_full(path)):
+        return StoreError(f"{path}: the disk holding the answer store is full ({text}); answers committed so far "
+                          "are kept: free some space and run the same command again to continue")
+    if "readonly" in text or "read-only" in text or not _writable(path):
+        return StoreError(f"{path}: the answer store is read-only ({text}); the file and its folder must be writable "
+                          "(SQLite writes its -wal and -shm files beside it), or point --db at a writable copy")
+    if "unable to open" in text or "disk I/O" in text:
+        return StoreError(f"{path}: the answer store cannot be opened or written ({text}); check that the file and "
+                          "its folder are writable and the disk is healthy")
+    return StoreError(f"{path}: not a scenefit answer store ({text})")
+
+
+def _writable(path: Path) -> bool:
+    """Whether the store file (when it exists) and its folder can be written (a read-only mount
+    says no even to root)."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _nearly_full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 class StoreBusy(ScenefitError, RuntimeError):
@@ -187,7 +219,9 @@ class RunLock:
     """
 
     def __init__(self, store_path: Path | str, what: str):
-        self.path = Path(store_path).with_name(Path(store_path).name + ".lock")
+        # the real path: a symlink (or another spelling) of the store must meet the same lock
+        real = Path(store_path).resolve()
+        self.path = real.with_name(real.name + ".lock")
         self.what = what
         self._fd: Optional[int] = None
 
@@ -248,15 +282,18 @@ class AnnotationStore:
             raise StoreError(f"{self.path}: is a folder; the answer store is one SQLite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE per batch).
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60, check_same_thread=False)
+        try:
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise store_error(self.path, e) from None
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable at each commit in WAL mode but for power loss
             self._conn.executescript(_SCHEMA)
             self._migrate()
-        except sqlite3.DatabaseError as e:  # e.g. "file is not a database": never overwrite it
+        except sqlite3.Error as e:  # e.g. "file is not a database": never overwrite it
             self._conn.close()
-            raise StoreError(f"{self.path}: not a scenefit answer store ({e})") from None
+            raise store_error(self.path, e) from None
 
     def _migrate(self) -> None:
         """Add the columns an older store lacks (NULL for its rows); nothing else changes."""
@@ -277,13 +314,22 @@ class AnnotationStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One write transaction; a write SQLite refuses (full disk, read-only file) is rolled
+        back and raised as a StoreError saying what it means."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise
+            raise store_error(self.path, e) from None
 
     # -- reading --------------------------------------------------------------------------
     def done_keys(self, teacher: str, prompt_hash: str, include_failed: bool = True) -> set[str]:

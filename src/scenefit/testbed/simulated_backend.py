@@ -2,6 +2,8 @@
 
     scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
 
+Registered as the teacher backend ``simulated`` through the package's entry points
+(:mod:`scenefit.teachers.registry`), so no product module imports the test bed.
 The answers come from :mod:`scenefit.testbed.personas` (per-persona error rates and style noise).
 The scene layout (``layout.jsonl`` of the world folder) lets a persona describe what is really
 in the image; without it the persona answers from the sample alone. ``delay_s`` adds an
@@ -47,6 +49,10 @@ class SimulatedBackend(Teacher):
         self.world_dir: Optional[Path] = None
         self._teacher: Any = None
         self._layouts: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, cfg: TeacherConfig, context: Any) -> "SimulatedBackend":
+        return cls(cfg, manifest_path=context.manifest_path)
 
     @property
     def persona(self) -> str:

@@ -9,9 +9,10 @@ image processor. Saved as an ordinary model folder that ``AutoProcessor`` and
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -88,6 +89,13 @@ class TinyModelConfig(StageConfig):
         11, description="World seed of those pictures; keep it apart from the demo world's seed so no demo sample is seen."
     )
     knowledge_pretrain_lr: float = Field(1e-3, gt=0, lt=1, description="AdamW learning rate of the knowledge pretraining.")
+    pretrain_threads: int = Field(
+        1, ge=0, le=256,
+        description="Torch threads during the pretraining (0 = torch's default). 1: the tiny model's small matrices "
+        "gain little from a second thread, and on busy cores idle threads spin (measured 7x the CPU time on 2 shared "
+        "cores); the build's figures are then the same on machines with any number of cores.",
+    )
+
 
     @field_validator("num_heads")
     @classmethod
@@ -252,35 +260,25 @@ def set_generation_defaults(model, tokenizer) -> None:
     model.generation_config.do_sample = False
 
 
-def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
-                     progress: Optional[Progress] = None) -> Path:
-    """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
-    minute more with ``vision_pretrain_steps`` and half a minute with ``knowledge_pretrain_steps``,
-    whose progress bars ``progress`` shows)."""
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` inside the block (0: left as they are)."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from scenefit.models.loading import build_processor, save_processor
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
-    cfg = cfg or TinyModelConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(cfg)
-    config = qwen_vl_config(
-        tokenizer,
-        dict(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
-             num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-             max_position_embeddings=cfg.max_position_embeddings),
-        dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden_size, intermediate_size=cfg.vision_intermediate_size,
-             num_heads=cfg.vision_heads, fullatt_block_indexes=[cfg.vision_depth - 1]),
-        rope_theta=cfg.rope_theta, mrope_section=cfg.mrope_section,
-    )
-    torch.manual_seed(cfg.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    set_generation_defaults(model, tokenizer)
 
-    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+def _pretrain(model, image_processor, tokenizer, cfg: TinyModelConfig, progress: Optional[Progress]):
+    """The vision pretraining (when asked for), the processor, then the knowledge pretraining
+    (when asked for): ``(vision record, processor, knowledge record)``, records None when skipped."""
+    from scenefit.models.loading import build_processor
+
     vision_record = None
     if cfg.vision_pretrain_steps:
         from scenefit.testbed.tiny_vision import pretrain_vision
@@ -300,6 +298,40 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
             seed=cfg.knowledge_pretrain_seed, lr=cfg.knowledge_pretrain_lr, image_size=cfg.vision_pretrain_image_size,
             progress=progress,
         )
+    return vision_record, processor, knowledge_record
+
+
+def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
+                     progress: Optional[Progress] = None) -> Path:
+    """Build, save and return the folder of a tiny random Qwen2.5-VL (seconds on a CPU; about a
+    minute more with ``vision_pretrain_steps`` and half a minute with ``knowledge_pretrain_steps``,
+    whose progress bars ``progress`` shows)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from scenefit.models.loading import save_processor
+
+    cfg = cfg or TinyModelConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(cfg)
+    config = qwen_vl_config(
+        tokenizer,
+        dict(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+             num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+             max_position_embeddings=cfg.max_position_embeddings),
+        dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden_size, intermediate_size=cfg.vision_intermediate_size,
+             num_heads=cfg.vision_heads, fullatt_block_indexes=[cfg.vision_depth - 1]),
+        rope_theta=cfg.rope_theta, mrope_section=cfg.mrope_section,
+    )
+    torch.manual_seed(cfg.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    set_generation_defaults(model, tokenizer)
+
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+    with torch_threads(cfg.pretrain_threads):
+        vision_record, processor, knowledge_record = _pretrain(model, image_processor, tokenizer, cfg, progress)
     model.save_pretrained(str(out))
     save_processor(processor, out)
     language = ("language model pretrained on the synthetic world's catalog facts and captions of its own pictures"
@@ -310,6 +342,9 @@ def build_tiny_model(out_dir: str | Path, cfg: Optional[TinyModelConfig] = None,
     note = (f"tiny Qwen2.5-VL built by scenefit: {language}; {vision} (SYNTHETIC; no in/out labels, student prompts "
             "or demo samples)" if vision_record or knowledge_record
             else "tiny random-weight Qwen2.5-VL built by scenefit; not a trained model")
+    # the machine's arithmetic, which the pretraining's figures depend on (docs/demo-results.md)
+    built_with = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                  "pretrain_threads": cfg.pretrain_threads or torch.get_num_threads()}
     write_json({"note": note, **cfg.model_dump(), "vision_pretraining": vision_record,
-                "knowledge_pretraining": knowledge_record}, out / "scenefit_tiny.json")
+                "knowledge_pretraining": knowledge_record, "built_with": built_with}, out / "scenefit_tiny.json")
     return out

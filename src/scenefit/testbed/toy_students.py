@@ -25,11 +25,11 @@ from PIL import Image, ImageDraw
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.images import draw_box
-from scenefit.models.loading import load_model, load_processor, save_processor
+from scenefit.models.loading import load_model, load_processor, save_student_processor
 from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.student.answer import AnswerFormat, render_student_answer
 from scenefit.student.chat import student_messages
-from scenefit.student.metadata import StudentMeta, answer_prefix, write_student_meta
+from scenefit.student.metadata import StudentMeta, answer_prefix, base_record, loadable_base, write_student_meta
 
 #: PEFT target: the language model's attention projections only (what vLLM can serve).
 LM_ATTENTION_TARGETS = r"model\.language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
@@ -100,6 +100,7 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
     import torch
 
     out = Path(out_dir)
+    base_dir = loadable_base(base_record(str(base_dir), out))  # what adapter_config.json records, as train does
     processor = load_processor(base_dir, padding_side="right")
     crits = [Criterion(c) for c in criteria]
     fmt = AnswerFormat.parse(answer_format)
@@ -112,10 +113,10 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
         for crit in group:
             folder = out / crit.value
             model.save_pretrained(str(folder))
-            save_processor(processor, folder)
+            save_student_processor(processor, folder)
             # a toy of the test bed: shown with the SYNTHETIC notice wherever it answers
             write_student_meta(StudentMeta(
-                criterion=crit.value, base_model=str(Path(base_dir).resolve()), prompt_version=student_prompt_version(),
+                criterion=crit.value, **base_record(base_dir, out), prompt_version=student_prompt_version(),
                 answer_format=fmt, decision_prefix=answer_prefix(fmt), toy=True, synthetic=True,
                 notice=SYNTHETIC_NOTICE, train_steps=steps, trained_on=[c.value for c in group], rank=rank,
             ), folder)

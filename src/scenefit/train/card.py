@@ -8,8 +8,8 @@ import yaml
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
-from scenefit.prompts import student_image_after_text
-from scenefit.student.metadata import StudentMeta
+from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
+from scenefit.student.metadata import StudentMeta, loadable_base
 from scenefit.train.config import TrainConfig
 
 
@@ -32,7 +32,8 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         model_index_metrics.append({"type": "accuracy", "name": "decision accuracy vs truth (test)",
                                     "value": round(test["student"]["accuracy_vs_truth"], 4)})
     front: dict[str, Any] = {
-        "base_model": info["base_model"],
+        # the hub reads base_model as a hub id: a local folder's name is no such id, so it is left out
+        **({} if meta.base_model_path else {"base_model": info["base_model"]}),
         "library_name": "peft",
         "pipeline_tag": "image-text-to-text",
         "tags": tags,
@@ -58,7 +59,7 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
     lines += [
         f"Question: {crit.question}",
         "",
-        f"A LoRA adapter on `{info['base_model']}` that answers one criterion for an image whose object is marked "
+        f"A LoRA adapter on {_base_words(meta)} that answers one criterion for an image whose object is marked "
         f"with a red box: {_answer_shape(meta, crit)}. Prompt version `{info['prompt_version']}`; the user turn is "
         f"{'the question, then the image' if student_image_after_text() else 'the image, then the question'} "
         "(send it in that order, e.g. to vLLM).",
@@ -96,7 +97,8 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
     if test:
         s, b = test.get("student", {}), test.get("base", {})
         lines += [
-            "## Test split (decision scored from the logits after the forced prefix)",
+            "## Test split (decision scored " + ("from the logits after the forced prefix)" if meta.answer_format.has_fast_path
+                                                  else "from the generated Final decision: line)"),
             "",
             "| model | accuracy vs labels | accuracy vs truth |",
             "|---|---:|---:|",
@@ -109,16 +111,69 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
     lines += [
         "## Use",
         "",
+        "With plain transformers and PEFT (no scenefit, no torchvision), run inside this folder: the base named "
+        f"in `adapter_config.json` (`{loadable_base(info)}`; where it is not, pass its place to "
+        "`from_pretrained` yourself), the adapter on it, the processor saved here, then one "
+        + ("decision from the logits after the forced answer prefix, as `scenefit predict` decides it."
+           if meta.answer_format.has_fast_path else "answer is generated and its `Final decision:` line read."),
+        "",
         "```python",
-        "from peft import PeftModel",
-        "from scenefit.models.loading import load_model, load_processor",
-        f"base = load_model({info['base_model']!r})",
-        "student = PeftModel.from_pretrained(base, 'THIS_FOLDER')",
-        "processor = load_processor('THIS_FOLDER')",
+        usage_snippet(meta),
         "```",
+        "",
+        "`scenefit predict --students PARENT_FOLDER` and `scenefit serve` use the three students together.",
         "",
     ]
     return "\n".join(lines)
+
+
+def usage_snippet(meta: StudentMeta) -> str:
+    """The card's Python: load the student with PEFT and its processor with AutoProcessor, judge
+    one image. Tests run it exactly as written (tests/e2e/test_student_card.py)."""
+    crit = Criterion(meta.criterion)
+    text, image = '{"type": "text", "text": PROMPT.replace("{object}", obj)}', '{"type": "image"}'
+    content = "[" + ", ".join([text, image] if student_image_after_text() else [image, text]) + "]"
+    head = [
+        "import torch",
+        "from peft import PeftConfig, PeftModel",
+        "from PIL import Image, ImageDraw",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "",
+        'student = "."  # this folder',
+        "base = AutoModelForImageTextToText.from_pretrained(PeftConfig.from_pretrained(student).base_model_name_or_path)",
+        "model = PeftModel.from_pretrained(base, student).eval()",
+        "processor = AutoProcessor.from_pretrained(student)",
+        "",
+        "image = Image.new(\"RGB\", (448, 336), (120, 180, 240))  # your photo: Image.open(\"photo.jpg\").convert(\"RGB\")",
+        "ImageDraw.Draw(image).rectangle((150, 120, 290, 300), outline=(255, 0, 0), width=3)  # the object's red box",
+        'obj = "cow"',
+        f"SYSTEM = {student_system_prompt()!r}",
+        f"PROMPT = {student_prompt(crit).text!r}",
+        'messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},',
+        f'            {{"role": "user", "content": {content}}}]',
+        "text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
+    ]
+    if meta.answer_format.has_fast_path:
+        body = [
+            f"inputs = processor(text=[text + {meta.decision_prefix!r}], images=[image], return_tensors=\"pt\")",
+            "with torch.no_grad():",
+            "    logits = model(**inputs).logits[0, -1]",
+            "first = [processor.tokenizer(\" \" + label).input_ids[0] for label in (\"In-context\", \"Out-of-context\")]",
+            "p_out = logits[first].float().softmax(-1)[1].item()",
+            'label = "Out-of-context" if p_out > 0.5 else "In-context"',
+            f'print("{crit.value}:", label, f"P(Out-of-context) = {{p_out:.3f}}")',
+        ]
+    else:
+        body = [
+            "inputs = processor(text=[text], images=[image], return_tensors=\"pt\")",
+            "with torch.no_grad():",
+            "    out = model.generate(**inputs, max_new_tokens=128, do_sample=False)",
+            "answer = processor.decode(out[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True)",
+            f"last = answer.split({meta.decision_prefix!r})[-1].strip()",
+            'label = next((x for x in ("Out-of-context", "In-context") if last.startswith(x)), None)  # None: unreadable',
+            f'print("{crit.value}:", label, "|", answer)',
+        ]
+    return "\n".join(head + body)
 
 
 def _answer_shape(meta: StudentMeta, crit: Criterion) -> str:
@@ -128,3 +183,12 @@ def _answer_shape(meta: StudentMeta, crit: Criterion) -> str:
     return (f"`Analysis:` with one `{crit.display}: …` sentence, `Summary:` with its label, then "
             f"`{meta.decision_prefix} In-context|Out-of-context` last (answer format reasoning_first: the "
             "decision is read from the generated text)")
+
+
+def _base_words(meta: StudentMeta) -> str:
+    """The base as the card names it: the hub id, or the folder it was trained from (a moved run
+    finds it again at the same place relative to the students folder)."""
+    if not meta.base_model_path:
+        return f"`{meta.base_model}`"
+    return (f"the local base `{meta.base_model}` (trained from `{meta.base_model_path}`; from the students folder "
+            f"`{meta.base_model_relative}`)")

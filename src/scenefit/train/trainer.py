@@ -36,7 +36,7 @@ from scenefit.core.records import is_synthetic
 from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat
 from scenefit.student.decision import accuracy, judge_rows
-from scenefit.student.metadata import StudentMeta, answer_prefix, write_student_meta
+from scenefit.student.metadata import StudentMeta, answer_prefix, base_record, loadable_base, write_student_meta
 from scenefit.train.checkpoints import (
     CheckpointScan,
     checkpoint_problem,
@@ -230,7 +230,8 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool,
     the way its answer format allows (:func:`scenefit.student.decision.judge_rows`); the bare
     base is asked on the fast path (it was trained on neither format)."""
     rows = frame.to_dict("records")
-    result: dict[str, Any] = {"n": len(rows)}
+    # which decision the accuracy is of: the logits after the forced prefix, or the generated text's
+    result: dict[str, Any] = {"n": len(rows), "decision": "logits" if answer_format.has_fast_path else "generated_text"}
     preds = judge_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
     result["student"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
     if not answer_format.has_fast_path:
@@ -243,13 +244,15 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool,
 
 
 def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
-                 answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST) -> StudentMeta:
-    """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter."""
+                 answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST,
+                 students_root: Path | str = ".") -> StudentMeta:
+    """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter (the base
+    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``)."""
     vllm_ok = not cfg.lora.modules_to_save
     fmt = AnswerFormat.parse(answer_format)
     return StudentMeta(**{
         "criterion": criterion,
-        "base_model": base_model,
+        **base_record(base_model, students_root),
         "prompt_version": student_prompt_version(),
         "answer_format": fmt,
         "decision_prefix": answer_prefix(fmt),
@@ -331,6 +334,9 @@ def train_student(
     frames = _read_frames(data_dir, crit)
     synthetic = is_synthetic(*frames.values())
     answer_format = dataset_answer_format(data_dir, crit, frames)
+    # PEFT records the name the base was loaded by in adapter_config.json: load it by what loads
+    # from any folder (an absolute path or a hub id), never a path relative to where train ran.
+    base_model = loadable_base(base_record(base_model, out_root))
     processor, model, targets = _load_base(base_model, cfg)
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     trainer, distill_summary = _build_trainer(model, processor, args, cfg, frames, val_rows, data_dir, crit, out,
@@ -363,7 +369,7 @@ def train_student(
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
                                       with_base=True, answer_format=answer_format,
                                       max_new_tokens=cfg.eval_max_new_tokens)
-    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format)
+    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format, students_root=out_root)
     _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
     return TrainResult(crit, out, metrics)
 
@@ -476,13 +482,13 @@ def _save_student(trainer, processor, cfg: TrainConfig, info, metrics: dict, dat
                   run_dir: Path) -> None:
     """The student folder: adapter, processor, config, dataset manifest, metadata, card, and
     metrics.json last — its presence marks the student complete."""
-    from scenefit.models.loading import save_processor
+    from scenefit.models.loading import save_student_processor
     from scenefit.train.card import model_card
 
     trainer.save_model(str(out))  # collective under ZeRO-3/FSDP; the main process writes the adapter
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml is the readable record
-        save_processor(processor, out)
+        save_student_processor(processor, out)
         dump_yaml(cfg, out / "config.yaml")
         write_json(dataset_manifest(data_dir, info.criterion), out / "dataset_manifest.json")
         write_student_meta(info, out)

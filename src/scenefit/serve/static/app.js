@@ -124,9 +124,19 @@
       label.className = "label " + cssClass(v.label);
       card.querySelector(".probability").textContent =
         typeof v.probability === "number" ? "(p = " + v.probability.toFixed(3) + ")" : "";
-      card.querySelector(".analysis").textContent = v.analysis || "";
+      card.querySelector(".analysis").textContent = analysisText(v);
     }
     $("results").hidden = false;
+  }
+  // The explanation, or why there is none (analysis_status), and whether the text agrees with the decision.
+  function analysisText(v) {
+    const status = v.analysis_status;
+    let text = v.analysis || (status && status !== "ok" && status !== "not_requested"
+      ? "(the explanation could not be read: " + status + ")" : "");
+    if (v.text_agrees === false) {
+      text += " [the explanation's own label: " + (v.text_label || "none") + "; the decision is the model's logits']";
+    }
+    return text;
   }
   function cssClass(label) {
     return label === "In-context" ? "in-context" : label === "Out-of-context" ? "out-of-context" : "";
