@@ -131,7 +131,9 @@ def main() -> int:
     floor = None
     if "tiny" in args.scales:
         students = None if args.smoke else (args.students or demo_students())
-        label = f"students {students}" if students else "toy students on the tiny base"
+        label = ("toy students on the tiny base" if students is None else "the demo's students" if args.students is None
+                 else "the given students")  # no machine path in the results file
+        print(f"tiny: {label} ({students or 'built here'})")
         res = measure(students or toy_students(steps=0), args.repeats)
         floor = res["imports"]
         report(f"tiny: {label}", res, "tiny", goal=False,

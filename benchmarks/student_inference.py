@@ -192,15 +192,16 @@ def main() -> int:
     if "tiny" in args.scales:
         t0 = time.perf_counter()
         students = None if args.smoke else (args.students or demo_students())
-        origin = f"students {students}" if students else "toy students (trained here)"
+        # what the results file says (no machine path): the demo's students, given ones, or toy ones
+        origin = ("toy students" if students is None else "the demo's students" if args.students is None
+                  else "the given students")
         if students is None:
             students = toy_students(steps=0 if args.smoke else 45)
         items, item_origin = bench_items(args.images, students)
         predictor = Predictor.from_students(students, config=cfg)
-        print(f"[tiny] {origin}; {len(items)} images from {item_origin}; torch threads {torch.get_num_threads()}; "
-              f"setup {time.perf_counter() - t0:.1f} s", flush=True)
-        measure("tiny", predictor, items, items, args, 8 if args.smoke else 512, False,
-                f"{origin.split(' (')[0]}, {len(items)} images")
+        print(f"[tiny] {origin} ({students}); {len(items)} images from {item_origin}; torch threads "
+              f"{torch.get_num_threads()}; setup {time.perf_counter() - t0:.1f} s", flush=True)
+        measure("tiny", predictor, items, items, args, 8 if args.smoke else 512, False, f"{origin}, {len(items)} images")
         del predictor
     if "standin" in args.scales:
         t0 = time.perf_counter()
