@@ -154,8 +154,9 @@ def _notice() -> str:
     )
 
 
-def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None) -> Path:
-    """Write the stand-in folder (random bf16 weights) and return it."""
+def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None, device: str = "cpu") -> Path:
+    """Write the stand-in folder (random bf16 weights) and return it. ``device``: where the random
+    weights are drawn (a GPU draws the full-size 3B in seconds; the CPU takes minutes)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -167,7 +168,8 @@ def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None)
     tokenizer = build_qwen_tokenizer()
     config = standin_config(tokenizer, size)
     torch.manual_seed(size.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(**STOCK_GENERATION)
     model.save_pretrained(str(out))
     image_processor = _stock_image_processor()

@@ -47,9 +47,9 @@ def toy_scene(rng: random.Random, truth: dict[Criterion, Label]) -> tuple[Image.
     x0 = rng.randint(0, SIZE - side)
     if truth[Criterion.LOCATION] is Label.OUT:
         y1 = min(side + rng.randint(0, 6), horizon - 14)
-        y1 = max(y1, side)
     else:
         y1 = min(SIZE, horizon + rng.randint(10, 30))
+    y1 = max(y1, side)  # the box stays inside the image (a negative corner is a bad_box)
     box = (x0, y1 - side, x0 + side, y1)
     draw.rectangle((box[0] + 4, box[1] + 4, box[2] - 5, box[3] - 5), fill=(90, 60, 30))
     return im, box
@@ -86,7 +86,8 @@ def toy_answer(criterion: Criterion, label: Label, object_name: str,
 def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequence[Criterion] = CRITERIA,
                        steps: int = 60, rank: int = 16, modules_to_save: Optional[Sequence[str]] = ("lm_head",),
                        lr: float = 2e-3, batch_size: int = 8, seed: int = 0, box_width: Optional[int] = None,
-                       joint: bool = False, answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> Path:
+                       joint: bool = False, answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST,
+                       device: str = "cpu", dtype: str = "fp32") -> Path:
     """Train (``steps`` > 0) or just initialise (``steps`` = 0: random LoRA weights, so every
     adapter differs from the base and from the others) one adapter per criterion on
     ``base_dir``; save them as student folders under ``out_dir``.
@@ -94,7 +95,8 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
     ``joint=True`` trains one adapter on all criteria's prompts and saves it for each (a third
     of the CPU time — for tests that need trained answers but not distinct adapters).
     ``answer_format``: the answers it learns, asked with the packaged prompts of that format and
-    recorded in its metadata as ``scenefit train`` does."""
+    recorded in its metadata as ``scenefit train`` does.
+    ``device``/``dtype``: where the base is loaded to make the adapters (e.g. a full-size base on a GPU)."""
     import torch
 
     out = Path(out_dir)
@@ -105,7 +107,7 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
     groups = [crits] if (joint and steps > 0) else [[c] for c in crits]
     for k, group in enumerate(groups):
         torch.manual_seed(seed + k)
-        model = _fresh_adapter(base_dir, rank, modules_to_save, random_init=steps == 0)
+        model = _fresh_adapter(base_dir, rank, modules_to_save, random_init=steps == 0, device=device, dtype=dtype)
         if steps > 0:
             _train(model, processor, group, steps, lr, batch_size, random.Random(seed * 1000 + k), box_width, chat)
         for crit in group:
@@ -120,10 +122,10 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
     return out
 
 
-def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool):
+def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool, device: str = "cpu", dtype: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
-    base = load_model(base_dir, dtype="fp32", device="cpu")
+    base = load_model(base_dir, dtype=dtype, device=device)
     lcfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LM_ATTENTION_TARGETS,
                       modules_to_save=list(modules_to_save) if modules_to_save else None,
                       init_lora_weights=not random_init)
