@@ -191,11 +191,11 @@ def student_datasets(root: Path, sizes=(("train", 32), ("val", 8), ("test", 8)),
 
 def small_run(n: int = 240, config: Optional[Path] = None) -> Path:
     """RUN/{model, world, annotate, consensus, split, datasets}: `make demo`'s first seven stages
-    with ``configs/demo.yaml``, at ``n`` samples and the tiny base without its pretraining, built once
+    with the packaged demo config, at ``n`` samples and the tiny base without its pretraining, built once
     per cache (the scripts that use it write beside these folders, never into them). Seconds; SYNTHETIC."""
     from scenefit.cli import app
 
-    c = str(config or Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    c = str(config or "demo")  # the packaged demo config, by name
     r = _workdir("small-run-" + _key(n, c)) / "run"
     if (r / "datasets" / "manifest.json").is_file():
         return r

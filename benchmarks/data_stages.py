@@ -46,13 +46,33 @@ LABELS = np.array(["In-context", "Out-of-context"], dtype=object)
 TEACHERS = (("qwen", 0.05), ("molmo", 0.10), ("internvl", 0.20))
 
 
-def synthetic_tables(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(answers, manifest): truth per criterion with 20 % violations, noisy teachers."""
+#: Distinct small images the samples point at in turn: the datasets stage embeds each row's image
+#: (as `scenefit datasets` does), so the files must exist; their count keeps the folder small.
+N_IMAGES = 64
+
+
+def sample_images(folder: Path, n: int = N_IMAGES) -> list[str]:
+    """``n`` distinct 112 x 112 noise PNGs in ``folder`` (absolute paths)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), "RGB").save(p)
+        paths.append(str(p))
+    return paths
+
+
+def synthetic_tables(n: int, images: list[str], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(answers, manifest): truth per criterion with 20 % violations, noisy teachers; the samples
+    point at ``images`` in turn."""
     rng = np.random.default_rng(seed)
     ids = np.array([f"s{i:07d}" for i in range(n)], dtype=object)
     truth = (rng.random((n, 3)) < 0.2).astype(np.int64)
     manifest = pd.DataFrame({
-        "id": ids, "image": [f"images/{i}.png" for i in ids], "object": rng.choice(["cow", "zebra", "car", "kite"], n),
+        "id": ids, "image": [images[i % len(images)] for i in range(n)], "object": rng.choice(["cow", "zebra", "car", "kite"], n),
         "box": [[2, 2, 40, 40]] * n, "group": [f"g{i // 4}" for i in range(n)], "scene": "farm",
         "boxed": False, "synthetic": True,
         **{f"truth_{c.value}": LABELS[truth[:, k]] for k, c in enumerate(CRITERIA)},
@@ -109,6 +129,8 @@ def naive_rules(answers: pd.DataFrame, teachers: list[str], designated: str) -> 
         all_answered = all(t in per_teacher and per_teacher[t]["status"] in answered for t in teachers)
         if des["final"] is not None and all_answered:
             out["designated"][sid] = tuple(des[f] for f in FIELDS)
+        if any(des[f] is not None for f in FIELDS if f != "final") and all_answered:
+            out["designated_criteria"][sid] = tuple(des[f] for f in FIELDS)
     return out
 
 
@@ -153,15 +175,17 @@ def main() -> None:
     if args.smoke:
         args.n, args.repeats = 2000, 1
 
+    tmp_dir = tempfile.TemporaryDirectory()
+    tmp = tmp_dir.name
     t = time.perf_counter()
-    answers, manifest = synthetic_tables(args.n)
-    print(f"synthetic tables: {args.n} samples x {len(TEACHERS)} teachers = {len(answers)} answers "
-          f"({time.perf_counter() - t:.1f} s to make)  [SYNTHETIC benchmark data]")
+    answers, manifest = synthetic_tables(args.n, sample_images(Path(tmp) / "images"))
+    print(f"synthetic tables: {args.n} samples x {len(TEACHERS)} teachers = {len(answers)} answers, "
+          f"{N_IMAGES} distinct images ({time.perf_counter() - t:.1f} s to make)  [SYNTHETIC benchmark data]")
     teachers = [t for t, _ in TEACHERS]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     runs = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tmp_dir:
         for i in range(args.repeats):
             runs.append(project_path(answers, manifest, Path(tmp) / str(i)))
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -176,12 +200,12 @@ def main() -> None:
     naive_t, naive = timed(lambda: naive_rules(answers, teachers, "qwen"), args.repeats)
     vec = as_dicts(*vec)
     same = all(vec[r] == naive[r] for r in RULES)
-    print(f"\nfour consensus rules, median of {args.repeats}: naive per-row loop {naive_t:.2f} s, "
+    print(f"\nfive consensus rules, median of {args.repeats}: naive per-row loop {naive_t:.2f} s, "
           f"vectorised {vec_t:.2f} s -> {naive_t / vec_t:.1f}x faster; same kept sets and labels: {same}")
     if not same:
         sys.exit("the vectorised rules disagree with the baseline")
     ratio("consensus_rules.naive_vs_vectorised", naive_t / vec_t,
-          what=f"four consensus rules on {args.n:,} samples x 3 teachers: a per-row Python loop {naive_t:.2f} s vs the "
+          what=f"five consensus rules on {args.n:,} samples x 3 teachers: a per-row Python loop {naive_t:.2f} s vs the "
                f"project's vectorised rules {vec_t:.2f} s (same kept sets and labels)")
     ratio("whole_path.share_of_60s", med["total"] / 60,
           what=f"consensus (full report) + split + three datasets on {args.n:,} samples x 3 teachers: "

@@ -16,7 +16,7 @@ written to the JSON as soon as it ends (a failure or a kill keeps what was measu
    scenefit.models.vision_attention, what ``load_model`` installs) and per window
    (``transformers``); where the time goes at the largest batch (``_stages.StageClock``, the device
    synchronised at each stage), SDPA calls per tower forward and the two towers' largest difference;
-2. **training** — the paper recipe (``configs/paper.yaml``: LoRA r=256, alpha 512, dropout 0.1 on
+2. **training** — the paper recipe (the packaged ``paper`` config: LoRA r=256, alpha 512, dropout 0.1 on
    q/k/v/o, bf16, gradient checkpointing, padding-free packing) at 448x448 images, batch 4 x
    accumulation 4, ``--steps`` optimizer steps, ``scenefit train`` vs a plain TRL SFTTrainer on the
    same rows, LoRA, precision, gradient checkpointing and data-loading workers (no packing):
@@ -362,14 +362,14 @@ def train_section(run: Run, base: Path) -> None:
     from _students import student_datasets
     from train_step import project_run, step_clock, trl_run
 
-    from scenefit.core.config import resolve
+    from scenefit.core.config import find_config, resolve
 
     args = run.args
     cuda = args.device.startswith("cuda")
     per_step = args.train_batch * args.accum
     data = student_datasets(args.work / "train", (("train", per_step * args.steps), ("val", 8), ("test", 4)),
                             side=args.side, distinct=64)
-    paper = resolve("train", REPO / "configs" / "paper.yaml")
+    paper = resolve("train", find_config("paper"))
     lora = paper.lora.model_dump()
     pixels = {"min_pixels": args.side * args.side, "max_pixels": args.side * args.side}
     device_settings = {} if cuda else {"precision": "fp32", "gradient_checkpointing": False, "dataloader_num_workers": 0}
