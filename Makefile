@@ -26,9 +26,11 @@ venv: $(VENV)/.stamp
 # One torch thread: the tiny models' small matrices gain little from a second core, idle threads spin
 # on a busy machine (7x the CPU time measured beside other jobs), and the figures then do not depend
 # on the number of cores (docs/demo-results.md, "Where stage 1 diverges between CPUs").
+# The demo is the product's own path: `scenefit run` on the packaged demo config (a rerun keeps
+# the stages that are done and continues the others; `make clean` starts over).
 demo: export OMP_NUM_THREADS ?= 1
 demo: venv
-	DEMO_DIR=$(DEMO_DIR) VERBOSE=$(VERBOSE) bash scripts/demo.sh
+	$(VENV)/bin/scenefit run --config demo --out $(DEMO_DIR) $(if $(filter 1,$(VERBOSE)),--verbose,)
 
 # Debian's chromium + chromedriver for the browser tests (report rendering, web page).
 browser:

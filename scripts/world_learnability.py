@@ -4,10 +4,10 @@
     .venv/bin/python scripts/world_learnability.py /tmp/learn size --mode full --steps 600 --set box_width=4
 
 A probe of the world, not of the training stage: it draws a world with every violation rate at
-0.5, labels each sample with its *truth*, trains the tiny Qwen2.5-VL of configs/demo.yaml on the
+0.5, labels each sample with its *truth*, trains the tiny Qwen2.5-VL of the packaged demo config on the
 bare decision ("Decision: In-context|Out-of-context", no analysis sentence) with a plain AdamW
 loop (--batch, default 16), and prints held-out decision accuracy (the fast scoring path) every few steps.
-``--mode lora`` trains the demo's adapters (configs/demo.yaml train.lora: LoRA on the language
+``--mode lora`` trains the demo's adapters (the packaged demo config train.lora: LoRA on the language
 model's attention and MLP + lm_head),
 ``--mode full`` every weight, the vision tower included. SYNTHETIC: a test bed only.
 """
@@ -54,7 +54,7 @@ def main() -> int:
     torch.manual_seed(0)
     model_dir = args.root / "model"
     if not (model_dir / "config.json").exists():
-        build_tiny_model(model_dir, resolve("tiny_model", "configs/demo.yaml"))
+        build_tiny_model(model_dir, resolve("tiny_model", "demo"))
     cfg = WorldConfig(**{"n": args.n, "seed": 0, "originals": False,
                          "violation_rates": {c.value: 0.5 for c in CRITERIA}, **over})
     world = args.root / ("world-" + "-".join(f"{k}{v}" for k, v in sorted(over.items())))
@@ -77,7 +77,7 @@ def main() -> int:
     processor = load_processor(model_dir, None, None)
     model = load_model(model_dir, dtype="fp32", device="cpu")
     if args.mode == "lora":
-        model = apply_lora(model, resolve("train", "configs/demo.yaml").lora)  # the demo's adapters
+        model = apply_lora(model, resolve("train", "demo").lora)  # the demo's adapters
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     encoded = [encode_example(processor, r, 4096) for r in train]
     collate = AnswerOnlyCollator(processor.tokenizer.pad_token_id)

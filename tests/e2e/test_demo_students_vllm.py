@@ -16,13 +16,14 @@ from support.train_data import make_datasets
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
 
-def test_export_vllm_on_students_trained_with_the_demo_recipe(tiny_model_dir, repo_root, tmp_path):
+def test_export_vllm_on_students_trained_with_the_demo_recipe(tiny_model_dir, tmp_path):
     from scenefit.cli.common import load_config
+    from scenefit.core.config import find_config
     from scenefit.core.criteria import Criterion
     from scenefit.serve.vllm_export import VllmExportError, export_vllm
     from scenefit.train.trainer import train_student
 
-    demo = load_config("train", repo_root / "configs" / "demo.yaml", None)
+    demo = load_config("train", find_config("demo"), None)
     # the demo's recipe (LoRA rank, alpha, targets, modules_to_save), two steps on a small dataset
     short = {"max_steps": 2, "eval_steps": 2, "eval_samples": None, "score_test": False, "per_device_batch_size": 2,
              "effective_batch_size": 2, "early_stopping_patience": None, "cache_examples": False,

@@ -22,14 +22,15 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from scenefit.cli import app
+from scenefit.core.config import packaged_configs_dir
 from scenefit.core.criteria import CRITERIA, Label
 from support.train_data import student_row
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 REPO = Path(__file__).resolve().parents[2]
-PAPER = REPO / "configs" / "paper.yaml"
+PAPER = packaged_configs_dir() / "paper.yaml"
 #: The paper's train section, scaled to CPU: rank and steps down, one device, small batches, fp32,
-#: the stock processor's smallest image (56x56 = 4 image tokens). Everything else as configs/paper.yaml
+#: the stock processor's smallest image (56x56 = 4 image tokens). Everything else as the packaged paper config
 #: (LoRA on q/k/v/o of the language model only, dropout 0.1, AdamW 2e-4, warmup 10 %, no modules_to_save,
 #: gradient checkpointing, best by eval_loss).
 TRAIN_SETS = ["lora.r=8", "lora.alpha=16", "max_steps=3", "eval_steps=1", "save_steps=1", "num_devices=1",
@@ -77,7 +78,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def students(data_dir, standin_model_dir, tmp_path_factory) -> Path:
-    """Three students trained by `scenefit train --config configs/paper.yaml` on the stand-in."""
+    """Three students trained by `scenefit train --config paper` on the stand-in."""
     out = tmp_path_factory.mktemp("standin_students")
     args = ["train", "--criterion", "all", "--data", str(data_dir), "--model", str(standin_model_dir), "--out", str(out),
             "--config", str(PAPER)]

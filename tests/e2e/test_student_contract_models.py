@@ -51,7 +51,8 @@ def test_reasoning_first_predictor_reads_the_text_never_the_logits(reasoning_stu
     assert (read.label, read.status, read.analysis, read.probability) == (Label.OUT, "ok", "It floats.", None)
     assert (unread.label, unread.status, unread.probability) == (None, "no_decision", None)
     assert out[0].final is Label.OUT and out[1].final is None  # unknown stays unknown
-    assert out[1].to_json()["criteria"]["location"] == {"label": None, "probability": None, "analysis": None}
+    assert out[1].to_json()["criteria"]["location"] == {"label": None, "probability": None, "analysis": None,
+                                                        "decision": "generated_text", "analysis_status": "no_decision"}
     assert out[1].to_record()["location_p_out"] is None
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ seen, so the adapter is judged by ``adapter_config.json``, which PEFT writes in 
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import contextlib
 
 import json
@@ -45,7 +47,7 @@ BIN = Path(sys.executable).parent
 
 SCENEFIT = str(BIN / "scenefit")
 
-DDP_CONFIG = str(REPO / "configs" / "accelerate" / "multi_gpu_ddp.yaml")
+DDP_CONFIG = str(packaged_configs_dir() / "accelerate" / "multi_gpu_ddp.yaml")
 
 #: Every top-level output of a student folder that a Python writer produces.
 OUTPUTS = ("adapter_config.json", "README.md", "metrics.json", "log.jsonl", "config.yaml",

@@ -12,14 +12,16 @@ import httpx
 
 
 @contextlib.contextmanager
-def openai_server(model_dir: Path, name: str, *flags: str):
-    """`scenefit serve-teacher` on ``model_dir`` as a subprocess; yields its base URL (read from
-    its first stdout line) and stops it with Ctrl-C."""
-    exe = Path(sys.executable).with_name("scenefit")
+def openai_server(model_dir: Path, name: str, *flags: str, exe: Path | None = None, env: dict | None = None,
+                  cwd: Path | None = None):
+    """`scenefit serve-teacher` on ``model_dir`` as a subprocess (``exe``: another install's
+    `scenefit`); yields its base URL (read from its first stdout line) and stops it with Ctrl-C."""
+    exe = exe or Path(sys.executable).with_name("scenefit")
     proc = subprocess.Popen(
         [str(exe), "serve-teacher", "--model", str(model_dir), "--model-name", name, "--port", "0", "--device", "cpu",
          *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
+        cwd=cwd,
     )
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)

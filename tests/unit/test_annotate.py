@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.cli import app
-from scenefit.core.config import ConfigError, resolve
+from scenefit.core.config import ConfigError, resolve, packaged_configs_dir
 from scenefit.core.criteria import CRITERIA, Label
 from scenefit.data.manifest import read_manifest
 from scenefit.prompts import teacher_prompt
@@ -200,7 +200,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
 def test_project_configs_have_three_teachers(repo_root, name):
-    cfg = resolve("annotate", repo_root / "configs" / name)
+    cfg = resolve("annotate", packaged_configs_dir() / name)
     assert len(cfg.teachers) == 3
 
 
@@ -211,7 +211,7 @@ runner = CliRunner()
 
 def test_cli_annotate_json_summary_and_notice(world, tmp_path, repo_root):
     db = tmp_path / "cli.sqlite"
-    args = ["annotate", str(world / "manifest.parquet"), "--db", str(db), "--config", str(repo_root / "configs" / "demo.yaml"),
+    args = ["annotate", str(world / "manifest.parquet"), "--db", str(db), "--config", str(packaged_configs_dir() / "demo.yaml"),
             "--no-progress", "--json", "--limit", "6"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -227,7 +227,7 @@ def test_cli_annotate_json_summary_and_notice(world, tmp_path, repo_root):
 
 def test_cli_annotate_errors_are_clear(tmp_path, repo_root):
     res = runner.invoke(app, ["annotate", str(tmp_path / "nope.parquet"), "--db", str(tmp_path / "a.sqlite"),
-                              "--config", str(repo_root / "configs" / "demo.yaml")])
+                              "--config", str(packaged_configs_dir() / "demo.yaml")])
     assert res.exit_code == 2 and "manifest not found" in res.output
     res = runner.invoke(app, ["annotate", str(tmp_path / "nope.parquet"), "--db", str(tmp_path / "a.sqlite")])
     assert res.exit_code == 2 and "no teachers configured" in res.output

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.core.config import SECTIONS, ConfigError, load_project, resolve, section_class
+from scenefit.core.config import SECTIONS, ConfigError, load_project, resolve, section_class, packaged_configs_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+SHIPPED = sorted((packaged_configs_dir()).glob("*.yaml"))
 runner = CliRunner()
 
 
@@ -48,7 +48,7 @@ def test_shipped_config_validates(path):
 def test_paper_config_carries_the_paper_setup():
     import yaml
 
-    raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    raw = yaml.safe_load((packaged_configs_dir() / "paper.yaml").read_text())
     flat = yaml.safe_dump(raw)
     for fact in ("Qwen/Qwen2.5-VL-72B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct", "20000", "2000"):
         assert fact in flat, f"paper.yaml does not mention {fact}"

@@ -301,18 +301,15 @@ def _headline_fits_80_columns(metrics: dict) -> None:
 
 
 def _demo_line_reads_the_report(metrics: dict, tmp_path) -> None:
-    """make demo's one line for the evaluate stage (scripts/demo_report.py) reads metrics.json as
-    evaluate writes it: each criterion's accuracy vs truth, never its 'no summary' fallback."""
-    import importlib.util
+    """`scenefit run`'s one line for the evaluate stage reads metrics.json as evaluate writes it:
+    each criterion's accuracy vs truth, never its 'no summary' fallback."""
+    from scenefit.pipeline.run_folder import RunFolder
+    from scenefit.pipeline.stages import EVALUATE, headline
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("demo_report", repo / "scripts" / "demo_report.py")
-    demo_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_report)
     run = tmp_path / "demo_run"
     (run / "report").mkdir(parents=True)
     (run / "report" / "metrics.json").write_text(json.dumps(metrics))
-    line = demo_report.evaluate(run)
+    line = headline(EVALUATE, RunFolder(run))
     assert "no summary" not in line
     for c in ("location", "size", "co_occurrence", "fused"):
         assert f"{c} {100 * metrics[c]['accuracy_vs_truth']:.1f} % (n {metrics[c]['n']})" in line

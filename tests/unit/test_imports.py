@@ -18,7 +18,7 @@ PACKAGE = Path(scenefit.__file__).resolve().parent
 #: The floors, lowest first (docs/architecture.md draws them). A room imports only rooms on its
 #: own floor or below; "<root>" is the package's __init__ (the synthetic notice).
 FLOORS = ["<root>", "core", "prompts", "models", "student", "teachers", "data", "predict", "evaluate", "train",
-          "serve", "testbed", "cli"]
+          "serve", "pipeline", "testbed", "cli"]
 
 
 def _module_name(path: Path) -> str:

@@ -7,6 +7,8 @@ not check.
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import ast
 import json
 import re
@@ -25,22 +27,24 @@ runner = CliRunner()
 #: README, "The pipeline": the verbs that take --config and --set, and the helpers that take flags only.
 STAGE_VERBS = ("tiny-model", "synth", "ingest", "annotate", "consensus", "split", "datasets", "train", "evaluate",
                "predict", "serve", "serve-teacher")
-FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "env")
+FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "env", "status", "init", "configs")
+#: `scenefit run` takes --config and --set too (its --set names the section: SECTION.KEY=VALUE).
+PIPELINE_VERBS = ("run",)
 
 
 def test_every_verb_is_classed_as_a_stage_or_a_helper():
     """A new verb must be sorted into one list above (and so into the README's sentence)."""
     import typer
 
-    assert set(typer.main.get_command(app).commands) == set(STAGE_VERBS) | set(FLAG_ONLY_VERBS)
+    assert set(typer.main.get_command(app).commands) == set(STAGE_VERBS) | set(FLAG_ONLY_VERBS) | set(PIPELINE_VERBS)
 
 
-@pytest.mark.parametrize("verb", STAGE_VERBS + FLAG_ONLY_VERBS)
+@pytest.mark.parametrize("verb", STAGE_VERBS + FLAG_ONLY_VERBS + PIPELINE_VERBS)
 def test_stage_verbs_take_config_and_set_and_helpers_take_flags_only(verb):
     res = runner.invoke(app, [verb, "--help"])
     assert res.exit_code == 0, res.output
     has = {opt: re.search(rf"(?<![\w-]){opt}(?![\w-])", res.output) is not None for opt in ("--config", "--set")}
-    expected = verb in STAGE_VERBS
+    expected = verb in STAGE_VERBS + PIPELINE_VERBS
     assert has == {"--config": expected, "--set": expected}, (verb, has)
 
 
@@ -108,23 +112,25 @@ def test_the_synthetic_world_is_the_one_the_readme_describes():
     assert DESIGNATED == "qwen72b-sim"
 
 
-def test_demo_config_is_the_demo_the_readme_describes(repo_root):
+def test_demo_config_is_the_demo_the_readme_describes(repo_root, tmp_path):
     """README, "What `make demo` shows": 4,000 samples, three teachers, three students; the vision
-    pretraining draws its own images (a seed of its own, not the world's)."""
+    pretraining draws its own images (a seed of its own, not the world's); `make demo` is
+    `scenefit run --config demo`, every stage in pipeline order, ending with one HTTP classification."""
     from scenefit.core.config import resolve
+    from scenefit.pipeline.run_folder import start_or_continue
+    from scenefit.pipeline.stages import stages_for
 
-    demo = repo_root / "configs" / "demo.yaml"
+    demo = packaged_configs_dir() / "demo.yaml"
     world, tiny, annotate = resolve("world", demo), resolve("tiny_model", demo), resolve("annotate", demo)
     assert world.n == 4000
     assert len(annotate.teachers) == 3
     assert sorted(resolve("train", demo).criteria) == ["co_occurrence", "location", "size"]
     assert tiny.vision_pretrain_steps > 0 and tiny.vision_pretrain_seed != world.seed
-    script = (repo_root / "scripts" / "demo.sh").read_text()
-    verbs = ["tiny-model", "synth", "ingest", "annotate", "consensus", "split", "datasets", "train", "evaluate",
-             "serve --demo"]
-    positions = [script.index(f"$SF {v}") for v in verbs]
-    assert positions == sorted(positions)  # every stage, in pipeline order
-    assert "/v1/classify" in script  # the one HTTP classification at the end
+    run = start_or_continue(tmp_path / "demo", "demo", None, None)
+    assert [s.name for s in stages_for(run)] == ["tiny-model", "synth", "ingest", "annotate", "consensus", "split",
+                                                "datasets", "train", "evaluate", "serve"]
+    make = (repo_root / "Makefile").read_text()
+    assert re.search(r"^demo: venv\n\t.*scenefit run --config demo --out \$\(DEMO_DIR\)", make, re.M)
 
 
 def test_make_test_is_what_ci_runs_and_runs_every_test(repo_root):
@@ -150,17 +156,19 @@ def test_paper_config_matches_the_readme_table_of_departures(repo_root):
     """docs/paper-setup.md (linked from the README): the values the table of departures states."""
     from scenefit.core.config import resolve
 
-    paper = repo_root / "configs" / "paper.yaml"
+    paper = packaged_configs_dir() / "paper.yaml"
     annotate = resolve("annotate", paper)
     assert annotate.prompt_version == "v2"
     assert [t.model for t in annotate.teachers] == ["Qwen/Qwen2.5-VL-72B-Instruct", "allenai/Molmo-72B-0924",
                                                      "OpenGVLab/InternVL3_5-38B"]
-    assert all((t.temperature, t.seed, t.max_tokens, t.max_pixels) == (0.0, 0, 512, 1003520) for t in annotate.teachers)
+    assert [(t.temperature, t.max_tokens) for t in annotate.teachers] == [(None, 512), (0.0, 512), (None, 1024)]
+    assert all((t.seed, t.max_pixels) == (0, 1003520) for t in annotate.teachers)
     consensus = resolve("consensus", paper)
     assert consensus.rule == "unanimous_final" and consensus.count_derived_final is False
-    counts = resolve("split", paper).counts
+    assert resolve("split", paper).balance == "none"
+    counts = resolve("datasets", paper).counts
     assert (counts.train, counts.val, counts.test) == (20000, 2000, 2000)
     train = resolve("train", paper)
-    assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (200704, 1003520, "linear")
+    assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (None, 1003520, "linear")
     evaluate = resolve("evaluate", paper)
     assert train.precision == evaluate.predict.dtype == "bf16"

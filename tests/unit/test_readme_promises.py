@@ -7,6 +7,8 @@ and serving promises have files of their own (test_readme_promises_train/_serve.
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import json
 import re
 import shlex
@@ -41,7 +43,7 @@ def test_teachers_doc_has_one_vllm_serve_per_paper_teacher(repo_root):
             if "vllm serve" in line and not line.lstrip().startswith("#"):
                 argv = shlex.split(line)
                 commands.append(argv[argv.index("vllm") :])
-    teachers = resolve("annotate", repo_root / "configs" / "paper.yaml").teachers
+    teachers = resolve("annotate", packaged_configs_dir() / "paper.yaml").teachers
     assert len(teachers) == 3
     for t in teachers:
         mine = [a for a in commands if a[2] == t.model]
@@ -317,7 +319,7 @@ def test_annotate_redo_failed_flag_retries_only_the_failures(tmp_path, repo_root
 
     def run(manifest: str, *extra: str) -> dict:
         r = runner.invoke(app, ["annotate", str(world / manifest), "--db", str(db), "--config",
-                                str(repo_root / "configs" / "demo.yaml"), "--no-progress", "--json", *extra])
+                                str(packaged_configs_dir() / "demo.yaml"), "--no-progress", "--json", *extra])
         assert r.exit_code in (0, 1), r.output
         return json.loads(r.stdout[r.stdout.index("{"):])["teachers"]
 
@@ -409,7 +411,7 @@ def test_demo_knowledge_pretraining_uses_its_own_seed(repo_root):
     checked in test_readme_claims.py; this is the knowledge one)."""
     from scenefit.core.config import resolve
 
-    demo = repo_root / "configs" / "demo.yaml"
+    demo = packaged_configs_dir() / "demo.yaml"
     tiny, world = resolve("tiny_model", demo), resolve("world", demo)
     assert tiny.knowledge_pretrain_steps > 0
     assert tiny.knowledge_pretrain_seed != world.seed

@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
+from scenefit.core.config import packaged_configs_dir
 
 runner = CliRunner()
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def test_serve_demo_defaults_to_demo_students_on_loopback_8000(tmp_path, monkeypatch, repo_root):
     """README, "Serving the students": `scenefit serve --demo` serves the students `make demo`
-    trained ($DEMO_DIR/students) at http://127.0.0.1:8000/, with configs/demo.yaml's limits."""
+    trained ($DEMO_DIR/students) at http://127.0.0.1:8000/, with the demo config's limits."""
     pytest.importorskip("fastapi")
     import scenefit.serve.app as serve_app
 
@@ -38,13 +39,17 @@ def test_serve_demo_defaults_to_demo_students_on_loopback_8000(tmp_path, monkeyp
     monkeypatch.setattr(serve_app, "serve_students", fake_serve_students)
     monkeypatch.setenv("DEMO_DIR", str(tmp_path / "demo"))
     monkeypatch.delenv("SCENEFIT_API_TOKEN", raising=False)
-    monkeypatch.chdir(repo_root)
+    monkeypatch.chdir(tmp_path)  # any folder: the demo config comes from the package
     (tmp_path / "demo" / "students").mkdir(parents=True)
     r = runner.invoke(app, ["serve", "--demo"])
     assert r.exit_code == 0, r.output
     assert seen == {"students": tmp_path / "demo" / "students", "host": "127.0.0.1", "port": 8000, "token": None}
     assert "serving http://127.0.0.1:8000" in r.stdout
-    assert "configs/demo.yaml" in r.stderr
+    assert str(packaged_configs_dir() / "demo.yaml") in r.stderr  # no run.yaml in DEMO_DIR: the packaged config
+    (tmp_path / "demo" / "run.yaml").write_text("serve: {port: 8123}\n")  # what `scenefit run` recorded wins
+    r = runner.invoke(app, ["serve", "--demo"])
+    assert r.exit_code == 0, r.output
+    assert seen["port"] == 8123 and str(tmp_path / "demo" / "run.yaml") in r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_serve_refuses_a_corrupt_image_with_422(token_server, tmp_path):
 
 @pytest.mark.parametrize("flags", [["--students", "x"], ["--api-token", "t"], ["--max-concurrency", "4"],
                                    ["--max-wait-ms", "5"], ["--request-timeout", "9"], ["--max-body-bytes", "100"],
-                                   ["--max-image-pixels", "100"], ["--config", "configs/demo.yaml"]])
+                                   ["--max-image-pixels", "100"], ["--config", "demo"]])
 def test_serve_openai_refuses_the_students_flags(flags, tmp_path):
     """README, "Teachers": `serve --openai` refuses the students' flags (--api-token, --students,
     the request limits, --config) instead of ignoring them."""

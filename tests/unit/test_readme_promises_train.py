@@ -7,6 +7,8 @@ holds to. The checks share one early-stopped 4-step run of the tiny model.
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import json
 import shutil
 from pathlib import Path
@@ -43,8 +45,7 @@ def test_train_criterion_all_trains_one_student_per_criterion(tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "train_student", fake_train_student)
     (tmp_path / "data").mkdir()
-    repo = README.parent
-    for extra in ([], ["--config", str(repo / "configs" / "demo.yaml")], ["--config", str(repo / "configs" / "paper.yaml")]):
+    for extra in ([], ["--config", str(packaged_configs_dir() / "demo.yaml")], ["--config", str(packaged_configs_dir() / "paper.yaml")]):
         calls.clear()
         r = runner.invoke(app, ["train", "--criterion", "all", "--data", str(tmp_path / "data"), "--model", "m",
                                 "--out", str(tmp_path / "students"), *extra])
@@ -154,7 +155,7 @@ def test_accumulation_follows_the_world_size_the_trainer_sees(tmp_path, monkeypa
     from scenefit.core.config import resolve
     from scenefit.train.launch import world_size
 
-    paper = resolve("train", README.parent / "configs" / "paper.yaml")
+    paper = resolve("train", packaged_configs_dir() / "paper.yaml")
     assert paper.effective_batch_size == 64
     for n, acc in ((8, 2), (1, 16), (4, 4)):
         monkeypatch.setenv("WORLD_SIZE", str(n))

@@ -159,12 +159,14 @@ def test_the_models_max_pixels_is_the_default_fit():
         assert httpx.get(base + "/v1/metrics", timeout=60).json()["decoding"]["fit_pixels"] == 12544
 
 
-def test_serve_demo_takes_the_demo_configs_limits(repo_root):
+def test_serve_demo_takes_the_demo_configs_limits(tmp_path, monkeypatch):
     from scenefit.cli.common import load_config
     from scenefit.cli.serve import demo_config
+    from scenefit.core.config import find_config
 
-    path = demo_config()
-    assert path is not None and path.resolve() == (repo_root / "configs" / "demo.yaml").resolve()
+    monkeypatch.setenv("DEMO_DIR", str(tmp_path / "no-demo-run-here"))
+    path = demo_config()  # no run.yaml recorded by `scenefit run`: the packaged demo config
+    assert path.resolve() == find_config("demo").resolve()
     assert load_config("serve", path, None).max_body_bytes == 8_388_608  # not the 16 MiB default
 
 

@@ -61,10 +61,10 @@ def classify(predictor, cfg: ServeConfig, image: bytes, box=BOX) -> tuple[httpx.
 @pytest.mark.parametrize("kind", ["gradient", "noisy"])
 def test_a_12_megapixel_jpeg_passes_the_default_settings(photos, kind):
     from scenefit.cli.common import load_config
-    from scenefit.cli.serve import demo_config
+    from scenefit.core.config import find_config
 
-    demo = load_config("serve", demo_config(), None)
-    for cfg in (ServeConfig(), demo):  # the defaults, and serve --demo's section
+    demo = load_config("serve", find_config("demo"), None)
+    for cfg in (ServeConfig(), demo):  # the defaults, and the packaged demo config's serve section
         predictor = sized(12544)  # the demo's tiny model: 112 x 112
         r, decoding = classify(predictor, cfg, photos[kind])
         assert r.status_code == 200, r.text

@@ -10,6 +10,8 @@ and ``query_only`` makes the store read-only, so the tests run anywhere, as any 
 
 from __future__ import annotations
 
+from scenefit.core.config import packaged_configs_dir
+
 import asyncio
 import json
 
@@ -81,7 +83,7 @@ def test_annotate_on_a_full_disk_prints_one_error_and_keeps_what_it_stored(tmp_p
 
     runner = CliRunner()
     res = runner.invoke(app, ["synth", "--n", "30", "--out", str(tmp_path / "synth"), "--config",
-                              str(repo_root / "configs" / "demo.yaml")])
+                              str(packaged_configs_dir() / "demo.yaml")])
     assert res.exit_code == 0, res.output
     opened = store_module.AnnotationStore.__init__
 
@@ -93,7 +95,7 @@ def test_annotate_on_a_full_disk_prints_one_error_and_keeps_what_it_stored(tmp_p
     monkeypatch.setattr(store_module.AnnotationStore, "__init__", small_disk)
     db = tmp_path / "a.sqlite"
     args = ["annotate", str(tmp_path / "synth" / "manifest.parquet"), "--db", str(db), "--config",
-            str(repo_root / "configs" / "demo.yaml"), "--no-progress"]
+            str(packaged_configs_dir() / "demo.yaml"), "--no-progress"]
     res = runner.invoke(app, args)
     out = " ".join(res.output.split())
     assert res.exit_code == 2, res.output

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.config import ConfigError, resolve
+from scenefit.core.config import ConfigError, resolve, packaged_configs_dir
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.testbed.catalog import BOX_RED, CATEGORIES, PERSON_SHIRT, SCENES
@@ -272,6 +272,6 @@ def test_cli_synth_writes_world_and_says_synthetic(tmp_path):
 
 def test_shipped_configs_have_a_world_section():
     for name in ("demo", "paper"):
-        cfg = resolve("world", Path(__file__).parents[2] / "configs" / f"{name}.yaml")
+        cfg = resolve("world", packaged_configs_dir() / f"{name}.yaml")
         assert isinstance(cfg, WorldConfig) and cfg.n > 0
     assert Criterion.LOCATION.value in WorldConfig().violation_rates

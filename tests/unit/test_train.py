@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from scenefit.core.config import load_project, resolve
+from scenefit.core.config import load_project, resolve, packaged_configs_dir
 from scenefit.core.criteria import Criterion, Label
 from scenefit.student.answer import DECISION_PREFIX, render_student_answer
 from scenefit.train.config import LoraSettings, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
-ACCELERATE_DIR = REPO / "configs" / "accelerate"
+ACCELERATE_DIR = packaged_configs_dir() / "accelerate"
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_config_rejects_bad_values():
 
 
 def test_paper_config_is_the_papers_recipe():
-    cfg = resolve("train", REPO / "configs" / "paper.yaml")
+    cfg = resolve("train", packaged_configs_dir() / "paper.yaml")
     assert cfg.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (256, 512, 0.1)
     assert sorted(cfg.lora.target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
@@ -73,13 +73,14 @@ def test_paper_config_is_the_papers_recipe():
     assert cfg.eval_steps == 125 and cfg.metric_for_best_model == "eval_loss" and cfg.early_stopping_patience == 3
     assert cfg.early_stopping_threshold == 0.001  # the authors' code
     assert cfg.precision == "bf16"
-    # the authors balance each criterion's labels 1:1
-    assert resolve("datasets", REPO / "configs" / "paper.yaml").rebalance == ["train", "val", "test"]
+    # the authors balance each criterion's labels 1:1: each criterion's own 1:1 draw per split
+    datasets = resolve("datasets", packaged_configs_dir() / "paper.yaml")
+    assert datasets.rebalance == [] and datasets.counts.model_dump() == {"train": 20000, "val": 2000, "test": 2000}
 
 
 def test_demo_and_paper_configs_validate():
     for name in ("demo.yaml", "paper.yaml"):
-        sections = load_project(REPO / "configs" / name)
+        sections = load_project(packaged_configs_dir() / name)
         assert "train" in sections, name
 
 

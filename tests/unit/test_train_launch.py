@@ -63,7 +63,10 @@ def test_model_card_metadata_loads_with_huggingface_hub(tmp_path):
     from scenefit.train.trainer import student_info
 
     cfg = small_config()
-    info = student_info(cfg, "location", "base-model", True, ["model.language_model.layers.0.self_attn.q_proj"])
+    from scenefit.student.chat import StudentChat
+
+    info = student_info(cfg, "location", "base-model", True, ["model.language_model.layers.0.self_attn.q_proj"],
+                        StudentChat.packaged())
     metrics = {"global_step": 6, "epoch": 1.0, "train_rows": 32, "effective_batch_size": 4,
                "best_metric": {"name": "eval_loss", "value": 1.0},
                "test": {"n": 8, "student": {"accuracy": 0.75, "accuracy_vs_truth": 0.5}, "base": {"accuracy": 0.5}}}

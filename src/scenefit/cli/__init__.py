@@ -18,8 +18,12 @@ app = typer.Typer(
     help=(
         "Distil the context reasoning of large VLMs into three small students "
         "(location, size, co-occurrence).\n\n"
+        "Start here: `scenefit init DIR` (a config and manifest for your own images and teacher), then "
+        "`scenefit run --config DIR/scenefit.yaml --out RUN`; the demo: `scenefit run --config demo --out runs/demo`; "
+        "where a run stands: `scenefit status RUN`.\n\n"
         "Pipeline: synth/ingest -> annotate -> parse -> consensus -> split -> datasets -> "
-        "train -> evaluate -> predict/serve. Every stage verb takes --config FILE.yaml and --set key=value; flags override both."
+        "train -> evaluate -> predict/serve. Every stage verb takes --config (a packaged config's name — "
+        "`scenefit configs` — or a file) and --set key=value; flags override both."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -35,8 +39,8 @@ def _root() -> None:
 
 #: Verb modules, in pipeline order (each registers its commands on `app`).
 VERB_MODULES = (
-    "env", "tiny_model", "standin_model", "synth", "ingest", "annotate", "consensus", "split", "datasets",
-    "train", "evaluate", "predict", "export_vllm", "serve", "serve_teacher",
+    "run", "status", "init", "configs", "env", "tiny_model", "standin_model", "synth", "ingest", "annotate",
+    "consensus", "split", "datasets", "train", "evaluate", "predict", "export_vllm", "serve", "serve_teacher",
 )
 
 for _name in VERB_MODULES:

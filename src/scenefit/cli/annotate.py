@@ -1,8 +1,9 @@
 """`scenefit annotate`, `scenefit parse`, `scenefit import-answers` — teacher answers in the store.
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
-    scenefit annotate M --db DB --config configs/paper.yaml --prompt-file authors_prompt.txt
-    scenefit annotate M --db DB --config configs/paper.yaml --prompt-version v1
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
+    scenefit annotate M --db DB --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-VL-72B-Instruct
+    scenefit annotate M --db DB --config paper --prompt-file authors_prompt.txt
+    scenefit annotate M --db DB --config paper --prompt-version v1
     scenefit parse --text-file answer.txt --json
     scenefit parse --db runs/demo/annotate/annotations.sqlite
     scenefit import-answers qwen72b.csv --teacher qwen72b --db annotations.sqlite
@@ -38,6 +39,9 @@ def annotate_cmd(
     limit: Annotated[Optional[int], typer.Option(help=fhelp("annotate", "limit"))] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=fhelp("annotate", "progress"))] = None,
     lock_wait: Annotated[Optional[float], typer.Option("--lock-wait", help=fhelp("annotate", "lock_wait_s"))] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Ask one OpenAI-compatible teacher at this endpoint (ending in /v1) instead of the config's teachers; needs --model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="With --base-url: the model id the endpoint serves; the answers are stored under its last path part as the teacher name.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="With --base-url: the environment variable holding the endpoint's API key.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the run summary as JSON on stdout.")] = False,
 ) -> None:
     """Ask every configured teacher about every sample; store raw answers, parses and provenance.
@@ -48,7 +52,8 @@ def annotate_cmd(
     One run at a time works on a store: a second one refuses, or waits with --lock-wait.
     """
     cfg = load_config(
-        "annotate", config, sets, only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
+        "annotate", config, sets, teachers=_one_teacher(base_url, model, api_key_env),
+        only=teacher or None, prompt_file=str(prompt_file) if prompt_file else None,
         prompt_variant=prompt_variant, prompt_version=prompt_version, redo_failed=redo_failed, limit=limit,
         progress=progress, lock_wait_s=lock_wait,
     )
@@ -64,6 +69,18 @@ def annotate_cmd(
         raise typer.Exit(130) from None
 
 
+def _one_teacher(base_url: Optional[str], model: Optional[str], api_key_env: Optional[str]) -> Optional[list[dict]]:
+    """--base-url URL --model NAME: one openai teacher in place of the config's (None: the config's)."""
+    if base_url is None and model is None:
+        if api_key_env is not None:
+            fail("--api-key-env goes with --base-url URL --model NAME")
+        return None
+    if not (base_url and model):
+        fail("--base-url and --model go together: the endpoint (ending in /v1) and the model id it serves")
+    name = "".join(model.rstrip("/").split("/")[-1].split()) or "teacher"
+    return [{"name": name, "backend": "openai", "model": model, "base_urls": [base_url], "api_key_env": api_key_env}]
+
+
 def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     import asyncio
 
@@ -74,7 +91,8 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     from scenefit.teachers.store import StoreError
 
     if not cfg.selected():
-        fail("no teachers configured: add an `annotate: teachers:` list to the config (see configs/demo.yaml)")
+        fail("no teachers configured: pass --base-url URL --model NAME (one OpenAI-compatible teacher), or --config "
+             "with an `annotate: teachers:` list (`scenefit init DIR` writes one; `scenefit configs` lists the packaged ones)")
     try:
         samples, errors = read_manifest(manifest)
     except ManifestError as e:

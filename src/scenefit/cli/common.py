@@ -22,7 +22,9 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Project YAML (e.g. configs/demo.yaml); its section for this verb sets defaults, flags override it.",
+        help="Project config: a packaged one by name (demo, paper, own-data; `scenefit configs` lists them) or a YAML "
+        "file (`scenefit init DIR` writes one for your own data); its section for this verb sets defaults, flags "
+        "override it.",
         exists=False,
         dir_okay=False,
     ),
@@ -168,6 +170,11 @@ def require_serve_extra() -> None:
         fail(f"scenefit serve needs the 'serve' extra (missing: {', '.join(missing)}): pip install 'scenefit[serve]'")
 
 
+def demo_dir() -> Path:
+    """$DEMO_DIR (default runs/demo): the run folder `make demo` (`scenefit run --config demo --out runs/demo`) fills."""
+    return Path(os.environ.get("DEMO_DIR", "runs/demo"))
+
+
 def demo_students() -> Path:
     """$DEMO_DIR/students (default runs/demo/students): what `make demo` trains."""
-    return Path(os.environ.get("DEMO_DIR", "runs/demo")) / "students"
+    return demo_dir() / "students"

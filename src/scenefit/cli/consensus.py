@@ -1,7 +1,7 @@
 """`scenefit consensus` — keep the samples the teachers agree on, and report their agreement.
 
     scenefit consensus --db runs/demo/annotate/annotations.sqlite \
-        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config configs/demo.yaml
+        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config demo
 """
 
 from __future__ import annotations

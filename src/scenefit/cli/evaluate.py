@@ -1,19 +1,18 @@
 """`scenefit evaluate` — students (and the untrained base) on a dataset split: metrics.json and report.html.
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --split test \
-        --out runs/demo/report --config configs/demo.yaml
+        --out runs/demo/report --config demo
     scenefit evaluate --students runs/s --data runs/d --out runs/r --originals originals.jsonl --no-baseline
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress
+from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
@@ -63,7 +62,7 @@ def evaluate_cmd(
         if not path.is_dir():
             fail(f"{label} {path}: not a folder")
     try:
-        with disk_errors(out, "run the same command again"), Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+        with disk_errors(out, "run the same command again"), Progress(enabled=progress_enabled(), unit="sample") as bars:
             metrics, json_path, html_path = evaluate_dirs(students, data, out, cfg, progress=bars)
     except (EvaluateError, FileNotFoundError, StudentError, DeviceError) as e:
         fail(str(e))

@@ -1,18 +1,17 @@
 """`scenefit ingest` — validate a manifest and its images, draw missing red boxes, normalise.
 
-    scenefit ingest runs/demo/world/manifest.parquet --out runs/demo/ingest --config configs/demo.yaml
+    scenefit ingest runs/demo/world/manifest.parquet --out runs/demo/ingest --config demo
     scenefit ingest paper.csv --out ingest/ --layout paper --images-dir images/ --strict
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress
+from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
@@ -52,7 +51,7 @@ def ingest_cmd(
     try:
         # the bar appears once the manifest is read (not before its error), and is gone before
         # any error line below it
-        with Progress(enabled=sys.stderr.isatty(), unit="sample") as bars:
+        with Progress(enabled=progress_enabled(), unit="sample") as bars:
             result = ingest(manifest, out, cfg, fmt=fmt, progress=bars)
     except ManifestError as e:
         fail(str(e))

@@ -26,7 +26,7 @@ from typing import Annotated, Optional
 import typer
 
 from scenefit.core.errors import error_row
-from scenefit.core.progress import Progress
+from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
     ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
@@ -51,7 +51,7 @@ def predict_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write one row per item to FILE.jsonl, FILE.csv or FILE.parquet.")] = None,
     explain: Annotated[Optional[bool], typer.Option("--explain/--no-explain", help=fhelp("predict", "explain"))] = None,
     students: Annotated[Optional[Path], typer.Option("--students", help=fhelp("predict", "students"))] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Use the demo's students: $DEMO_DIR/students (default runs/demo/students, what `scenefit run --config demo --out runs/demo` trains).")] = False,
     baseline: Annotated[bool, typer.Option("--baseline", help="Judge with the untrained base model (--base, or the students' base) and no adapters.")] = False,
     base: Annotated[Optional[str], typer.Option("--base", help=fhelp("predict", "base"))] = None,
     criteria: Annotated[Optional[str], typer.Option("--criteria", help="Comma-separated criteria to judge (default: all three).")] = None,
@@ -110,7 +110,7 @@ def _predict_in_process(cfg, items: list, baseline: bool, explain: Optional[bool
     predictor = _load_predictor(cfg, baseline)
     _check_fast_path(predictor.fast_path_note(), explain)
     synthetic = is_synthetic(*items, *predictor.students.values())
-    with Progress(enabled=sys.stderr.isatty() and len(items) > 1, unit="item") as bars:
+    with Progress(enabled=progress_enabled() and len(items) > 1, unit="item") as bars:
         bars.bar("predict", len(items))
         return predictor.predict(items, progress=bars), synthetic
 
@@ -139,7 +139,7 @@ def _predict_on_ray(cfg, items: list, baseline: bool, explain: Optional[bool], o
     cfg.students = str(Path(cfg.students).resolve()) if cfg.students else None
     synthetic = is_synthetic(*items, *infos.values())
     settings = RaySettings.from_config(cfg)
-    with Progress(enabled=sys.stderr.isatty(), unit="item") as progress:
+    with Progress(enabled=progress_enabled(), unit="item") as progress:
         try:
             rows = predict_on_ray(items, cfg, out, settings, baseline=baseline, synthetic=synthetic, progress=progress)
         except (MissingRayExtra, ValueError) as e:
@@ -163,7 +163,7 @@ def _check_flags(image: Optional[Path], object_name: Optional[str], box: Optiona
     if demo:
         students = demo_students()
         if not students.is_dir():
-            fail(f"no demo students at {students}: run `make demo` first (or set DEMO_DIR)")
+            fail(f"no demo students at {students}: run `scenefit run --config demo --out runs/demo` first (or set DEMO_DIR)")
     return students
 
 

@@ -31,13 +31,15 @@ from scenefit.cli.common import (
 )
 
 
-def demo_config() -> Optional[Path]:
-    """configs/demo.yaml — the file `make demo` trained with — from the working directory, else
-    from this checkout; None when neither exists (an installed package without the repo)."""
-    for candidate in (Path("configs/demo.yaml"), Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"):
-        if candidate.is_file():
-            return candidate
-    return None
+def demo_config() -> Path:
+    """The settings the demo's students were trained with: $DEMO_DIR/run.yaml (what `scenefit run`
+    recorded), else the packaged demo config."""
+    from scenefit.cli.common import demo_dir
+    from scenefit.core.config import find_config
+    from scenefit.pipeline.run_folder import RUN_FILE
+
+    recorded = demo_dir() / RUN_FILE
+    return recorded if recorded.is_file() else find_config("demo")
 
 
 #: Help of the flags `serve` keeps only for its deprecated --openai alias.
@@ -47,7 +49,7 @@ ALIAS_HELP = "With the deprecated --openai only: see `scenefit serve-teacher --h
 @app.command("serve", epilog=examples(__doc__, "serve"))
 def serve_cmd(
     ctx: typer.Context,
-    demo: Annotated[bool, typer.Option("--demo", help="Serve the students `make demo` trained ($DEMO_DIR/students, default runs/demo/students).")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve the demo's students: $DEMO_DIR/students (default runs/demo/students, what `scenefit run --config demo --out runs/demo` trains).")] = False,
     students: Annotated[Optional[Path], typer.Option("--students", help="Folder with one student per criterion (default: predict.students).", file_okay=False)] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model under the adapters (default: the one the students name).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Address to bind (loopback by default).")] = None,
@@ -133,8 +135,8 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
                     sets: Optional[list[str]], insecure_no_auth: bool, **server_flags) -> None:
     """The student server: students from --demo / --students / predict.students, limits from
     the serve section (``--set KEY=VALUE``), model settings from the predict section (``--set
-    predict.KEY=VALUE``; with --demo and no --config, both from configs/demo.yaml), bearer token
-    from --api-token or the environment."""
+    predict.KEY=VALUE``; with --demo and no --config, both from the demo run's run.yaml, else the
+    packaged demo config), bearer token from --api-token or the environment."""
     import sys
 
     from scenefit.serve.app import serve_students
@@ -145,8 +147,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         fail("give either --demo or --students, not both")
     if demo and config is None:
         config = demo_config()
-        if config is not None:
-            console.print(f"limits and model settings from {config} (--config overrides)")
+        console.print(f"limits and model settings from {config} (--config overrides)")
     serve_sets, predict_sets = split_sets(sets, "predict")
     cfg = load_config("serve", config, serve_sets, **server_flags)
     pcfg = load_config("predict", config, predict_sets, base=base, device=device, dtype=dtype)
@@ -155,7 +156,7 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
         fail("say which students to serve: --demo, --students DIR, or predict.students in --config "
              "(a plain model for the teachers' protocol: `scenefit serve-teacher --model DIR`)")
     if not folder.is_dir():
-        hint = " (run `make demo` first)" if demo else ""
+        hint = " (run `scenefit run --config demo --out runs/demo` first, or set DEMO_DIR)" if demo else ""
         fail(f"no students folder at {folder}{hint}")
     token = resolve_token(api_token, cfg.api_token_env)
     if cfg.host not in LOOPBACK and token is None:

@@ -1,6 +1,6 @@
 """`scenefit split` — balanced, group-aware, seeded train/val/test splits of the consensus.
 
-    scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config configs/demo.yaml
+    scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config demo
 """
 
 from __future__ import annotations

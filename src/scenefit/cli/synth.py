@@ -1,18 +1,17 @@
 """`scenefit synth` — draw the embedded synthetic world (scenes with one boxed object, known truth).
 
-    scenefit synth --n 400 --out runs/demo/world --config configs/demo.yaml
+    scenefit synth --n 400 --out runs/demo/world --config demo
     scenefit synth --n 1000 --out /tmp/world --seed 3 --image-size 224 --samples-per-group 2
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress
+from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
 
@@ -51,7 +50,7 @@ def synth_cmd(
         fail(str(e))
     synthetic_banner(True)
     try:
-        with Progress(enabled=sys.stderr.isatty(), unit="scene") as bars:
+        with Progress(enabled=progress_enabled(), unit="scene") as bars:
             summary = generate_world(cfg, out, overwrite=overwrite, progress=bars.bar("synth", cfg.n))
     except WorldExistsError as e:
         fail(str(e))

@@ -1,7 +1,7 @@
 """`scenefit tiny-model` — build the tiny random-weight Qwen2.5-VL used by tests and the demo.
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml --no-cache
+    scenefit tiny-model runs/demo/model --config demo
+    scenefit tiny-model runs/demo/model --config demo --no-cache
 """
 
 from __future__ import annotations

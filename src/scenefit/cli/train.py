@@ -1,9 +1,9 @@
 """Verb ``train``: LoRA SFT of one student per criterion.
 
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
-        --out runs/demo/students --config configs/demo.yaml
+        --out runs/demo/students --config demo
 
-Multi-GPU: ``accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml "$(command -v scenefit)" train …``;
+Multi-GPU: ``accelerate launch --config_file "$(scenefit configs --path accelerate/multi_gpu_ddp)" "$(command -v scenefit)" train …``;
 several CPU processes: ``torchrun --nproc_per_node 2 "$(command -v scenefit)" train …`` (see the
 README's Training section). Only the main process prints the summary. A rerun skips students
 that finished and resumes interrupted ones from their latest complete checkpoint.

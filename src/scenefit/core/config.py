@@ -1,7 +1,9 @@
 """Typed configuration: one pydantic model per stage, merged as defaults < YAML < flags.
 
-A project YAML file (``configs/demo.yaml``, ``configs/paper.yaml``) has one top-level key per
-stage (``world``, ``annotate``, ``train`` …). Each stage's model lives beside the code that
+A project YAML file has one top-level key per stage (``world``, ``annotate``, ``train`` …).
+The package ships a few (``scenefit/configs/NAME.yaml``: ``demo``, ``paper``, ``own-data``), and
+every ``--config`` takes one of their names or a path (:func:`find_config`; ``scenefit configs``
+lists them, ``scenefit init DIR`` writes a starter for your own data). Each stage's model lives beside the code that
 uses it and is named in :data:`SECTIONS`; this module only loads and merges. Every field of
 every stage model carries a ``description`` (a test checks it), which is also the ``--help``
 text of the flag that overrides it (see :func:`flag_help`).
@@ -44,7 +46,12 @@ SECTIONS: dict[str, str] = {
     "predict": "scenefit.predict:PredictConfig",
     "serve": "scenefit.serve.config:ServeConfig",
     "serve_teacher": "scenefit.serve.config:ServeTeacherConfig",
+    "run": "scenefit.pipeline.config:RunConfig",
 }
+
+#: Where the packaged configs live (package data), and the suffix of their files.
+CONFIGS_PACKAGE_DIR = "configs"
+CONFIG_SUFFIX = ".yaml"
 
 C = TypeVar("C", bound=StageConfig)
 
@@ -59,11 +66,48 @@ def section_class(section: str) -> type[StageConfig]:
     return getattr(importlib.import_module(module), name)
 
 
+def packaged_configs_dir() -> Path:
+    """The folder of the configs shipped inside the package (a real folder in a wheel install,
+    so `accelerate launch --config_file` can name a file in it)."""
+    from importlib.resources import files
+
+    return Path(str(files("scenefit") / CONFIGS_PACKAGE_DIR))
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Name -> file of every packaged project config (``demo``, ``paper``, ``own-data``), and of
+    the accelerate launch configs as ``accelerate/NAME``."""
+    root = packaged_configs_dir()
+    found = {p.stem: p for p in sorted(root.glob(f"*{CONFIG_SUFFIX}"))}
+    found.update({f"{p.parent.name}/{p.stem}": p for p in sorted(root.glob(f"*/*{CONFIG_SUFFIX}"))})
+    return found
+
+
+def project_config_names() -> list[str]:
+    """The names ``--config`` takes (the packaged project configs, not the accelerate ones)."""
+    return [name for name in packaged_configs() if "/" not in name]
+
+
+def find_config(config: Path | str) -> Path:
+    """A ``--config`` value as a file: an existing file as given, else a packaged config by name
+    (``demo`` or ``demo.yaml``); anything else is a ConfigError naming what exists."""
+    p = Path(config)
+    if p.is_file():
+        return p
+    name = p.name[: -len(CONFIG_SUFFIX)] if p.name.endswith(CONFIG_SUFFIX) else p.name
+    packaged = packaged_configs()
+    if p.parent == Path(".") and name in packaged and "/" not in name:
+        return packaged[name]
+    raise ConfigError(
+        f"config not found: {config} is neither a file nor a packaged config; packaged: "
+        f"{', '.join(project_config_names())} (`scenefit configs` lists them); `scenefit init DIR` writes a "
+        "starter config for your own images and teacher")
+
+
 def read_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a project YAML file; a missing file or a non-mapping top level is a ConfigError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    """Read a project YAML file (a path or a packaged config's name, :func:`find_config`); a
+    missing file or a non-mapping top level is a ConfigError."""
+    p = find_config(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -114,7 +158,7 @@ def resolve(
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -177,20 +221,37 @@ def parse_set(items: Optional[list[str]]) -> dict[str, Any]:
     return out
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings; a number reaches into a list that is already there
+    (``teachers.0.max_tokens``: the first teacher's)."""
     parts = key.split(".")
-    cur = data
-    for p in parts[:-1]:
+    cur: Any = data
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(cur, list):
+            if not p.isdigit() or int(p) >= len(cur):
+                raise ConfigError(f"--set {key}: {p!r} is not an index of the list there (it has {len(cur)} item(s))")
+            if last:
+                cur[int(p)] = value
+            else:
+                cur = cur[int(p)]
+            continue
+        if last:
+            cur[p] = value
+            break
         nxt = cur.get(p)
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             nxt = {}
             cur[p] = nxt
         cur = nxt
-    cur[parts[-1]] = value
 
 
-def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
 
 
 def dump_yaml(cfg: BaseModel, path: Path | str) -> None:

@@ -4,22 +4,32 @@ code that knows a stage's size opens a bar with :meth:`Progress.bar`; the code d
 calls :meth:`Progress.advance` as items finish. Bars are tqdm on stderr, so stdout stays free
 for a command's JSON; a disabled Progress (or ``progress=None``) makes every call a no-op.
 
-    from scenefit.core.progress import Progress
-    with Progress(enabled=sys.stderr.isatty(), unit="sample") as progress:
+    from scenefit.core.progress import Progress, progress_enabled
+    with Progress(enabled=progress_enabled(), unit="sample") as progress:
         progress.bar("evaluate location", total=500)   # closes the previous bar, if any
         predictor.predict(items, progress=progress)    # calls progress.advance(n)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Optional
+
+#: Set to 1 by `scenefit run` for its stages: their bars are drawn although stderr is not a
+#: terminal, and the run turns them into progress lines in the stage's log.
+PROGRESS_ENV = "SCENEFIT_PROGRESS"
+
+
+def progress_enabled() -> bool:
+    """Whether a CLI verb shows progress bars: on a terminal, or as a stage of `scenefit run`."""
+    return sys.stderr.isatty() or os.environ.get(PROGRESS_ENV) == "1"
 
 
 class Progress:
     """Bars for work that comes in stages, one bar at a time: :meth:`bar` closes the previous bar
     and opens the next; :meth:`advance` moves the open one; :meth:`note` shows a few counts beside
-    it; leaving the ``with`` block closes the last. CLI verbs enable it when stderr is a terminal."""
+    it; leaving the ``with`` block closes the last. CLI verbs enable it with :func:`progress_enabled`."""
 
     def __init__(self, enabled: bool = True, unit: str = "it"):
         self.enabled = enabled

@@ -1,7 +1,7 @@
 """Joining Ray: the one place scenefit imports Ray and starts or joins a cluster.
 
     scenefit predict --manifest M --out preds.parquet --engine ray --address auto
-    scenefit annotate M --db DB --config configs/paper.yaml      # teachers with backend ray_http / ray_vllm
+    scenefit annotate M --db DB --config paper      # teachers with backend ray_http / ray_vllm
 
     from scenefit.core.ray_session import join_ray
     ray = join_ray(address=None)          # a local Ray on this machine, or the one already joined

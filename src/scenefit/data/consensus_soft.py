@@ -2,7 +2,7 @@
 matrix per field, and their mean over the teachers that gave one.
 
     scenefit consensus --db runs/demo/annotate/annotations.sqlite \
-        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config configs/demo.yaml
+        --manifest runs/demo/ingest/manifest.parquet --out runs/demo/consensus --config demo
 
 :mod:`scenefit.data.consensus` writes ``designated_p_out_<field>`` and ``teachers_mean_p_out_<field>``
 with these; the store's ``p_out`` column (JSON per answer) is what they read.

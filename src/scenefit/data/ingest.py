@@ -1,7 +1,7 @@
 """Stage 1, ingest: validate a manifest and its images, draw the red boxes that are missing,
 and write the normalised manifest.
 
-    scenefit ingest MANIFEST --out DIR [--config configs/demo.yaml]
+    scenefit ingest MANIFEST --out DIR [--config demo]
 
 or from Python::
 

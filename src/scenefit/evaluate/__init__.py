@@ -3,7 +3,7 @@ known), the untrained base as baseline, reasoning checks, the shortcut test on u
 images, and a self-contained report.
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --split test \
-        --out runs/demo/report --config configs/demo.yaml
+        --out runs/demo/report --config demo
 
 Modules: config (section ``evaluate``), metrics, reasoning, shortcut, report, runner.
 """

@@ -2,7 +2,7 @@
 students run is the nested ``predict`` settings (the file's ``predict`` section unless overridden).
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
-        --config configs/demo.yaml
+        --config demo
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ class EvaluateConfig(StageConfig):
     )
     originals_limit: Optional[int] = Field(
         default=None, ge=1, description="Use at most this many originals in the shortcut test."
+    )
+    shortcut_box_width: Optional[int] = Field(
+        default=None, ge=1,
+        description="Width in pixels of the red box drawn on the shortcut test's unmodified images (the authors "
+        "draw 3); null = as predict draws boxes.",
     )
     shortcut_threshold: float = Field(
         default=0.95,

@@ -2,7 +2,7 @@
 hidden states already carry before any student is trained.
 
     scenefit evaluate --students runs/demo/students --data runs/demo/datasets --out runs/demo/report \
-        --config configs/demo.yaml --set evaluate.probe=true
+        --config demo --set evaluate.probe=true
 
     from scenefit.evaluate.probe import probe_criterion
     block = probe_criterion(model, processor, train_rows, test_rows)

@@ -60,7 +60,7 @@ class PredictConfig(StageConfig):
         None,
         description="Attention kernels of the loaded model; null = transformers' default (sdpa). Without flash "
         "attention, Qwen2.5-VL's vision tower runs its window attention as a loop of small calls (on an H200 it took "
-        "most of the fast path's time, benchmarks/RESULTS.md); flash_attention_2 needs the flash-attn package and a GPU.",
+        "most of the fast path's time in the project's benchmark); flash_attention_2 needs the flash-attn package and a GPU.",
     )
 
     # Where the items are judged (scenefit predict --manifest ... --out ...)

@@ -1,6 +1,6 @@
 """Teachers: the large VLMs (or the synthetic world's personas) whose answers are distilled.
 
-    scenefit annotate MANIFEST --db annotations.sqlite --config configs/demo.yaml
+    scenefit annotate MANIFEST --db annotations.sqlite --config demo
 
 - :mod:`.config` — ``AnnotateConfig`` (YAML section ``annotate``) and ``TeacherConfig``
 - :mod:`.base` — the teacher interface and the image a teacher sees

@@ -1,6 +1,6 @@
 """Ask every teacher about every sample and store the answers, resumably.
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
 
     from scenefit.teachers.annotate import annotate
     summary = annotate(samples, cfg, "annotations.sqlite", manifest_path=path)
@@ -203,6 +203,22 @@ async def annotate_async(
         lock.release()
 
 
+def _todo(samples: Sequence[Sample], teacher: str, prompt_hash: str, cfg: AnnotateConfig,
+          store: AnnotationStore) -> list[Sample]:
+    """The samples a run still asks ``teacher``: none stored under this prompt (request failures
+    count as stored unless ``redo_failed``)."""
+    done = store.done_keys(teacher, prompt_hash, include_failed=not cfg.redo_failed)
+    return [s for s in samples if s.id not in done]
+
+
+def missing_answers(samples: Sequence[Sample], cfg: AnnotateConfig, store: AnnotationStore) -> dict[str, int]:
+    """Per selected teacher, how many of ``samples`` a run with ``cfg`` would still ask (0 for
+    every teacher: the stage is complete) — the same rule the run itself skips by."""
+    prompt = teacher_prompt(cfg.prompt_file, cfg.prompt_variant, cfg.prompt_version)
+    samples = list(samples)[: cfg.limit] if cfg.limit else samples
+    return {t.name: len(_todo(samples, t.name, prompt.hash, cfg, store)) for t in cfg.selected()}
+
+
 async def _annotate_locked(
     samples: Sequence[Sample],
     cfg: AnnotateConfig,
@@ -214,8 +230,7 @@ async def _annotate_locked(
     tallies: dict[str, TeacherTally] = {}
     work: list[tuple[Teacher, list[Sample]]] = []
     for t in teachers:
-        done = store.done_keys(t.name, prompt.hash, include_failed=not cfg.redo_failed)
-        todo = [s for s in samples if s.id not in done]
+        todo = _todo(samples, t.name, prompt.hash, cfg, store)
         tallies[t.name] = TeacherTally(model_id=t.model_id, backend=t.backend, pending=len(todo), skipped=len(samples) - len(todo))
         work.append((t, todo))
     summary = AnnotateSummary(prompt.name, prompt.hash, len(samples), tallies)

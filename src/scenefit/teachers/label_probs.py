@@ -1,6 +1,6 @@
 """A teacher's probability of Out-of-context at each label it wrote, read from its token log-probabilities.
 
-    scenefit annotate MANIFEST --db annotations.sqlite --config configs/paper.yaml   # openai / transformers teachers
+    scenefit annotate MANIFEST --db annotations.sqlite --config paper   # openai / transformers teachers
 
     from scenefit.teachers.label_probs import TokenChoice, p_out_from_tokens
     p_out, note = p_out_from_tokens([TokenChoice(" Out", -0.1, ((" Out", -0.1), (" In", -2.4))), ...])

@@ -1,7 +1,7 @@
 """Teachers behind any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, LMDeploy,
 hosted APIs, ``scenefit serve-teacher``).
 
-    scenefit annotate MANIFEST --db annotations.sqlite --config configs/paper.yaml
+    scenefit annotate MANIFEST --db annotations.sqlite --config paper
 
 Async over pooled httpx clients: at most ``concurrency`` requests in flight per teacher,
 spread over ``base_urls`` (the endpoint with the fewest requests in flight goes first). The
@@ -66,10 +66,10 @@ def chat_body(model: str, prompt: str, image_url: str, decoding: dict[str, Any],
                 ],
             }
         ],
-        "temperature": decoding.get("temperature", 0.0),
         "max_tokens": decoding.get("max_tokens", 512),
     }
-    for key in ("seed", "top_p"):
+    # temperature None: nothing sent, the server samples with its defaults (the model's generation config)
+    for key in ("temperature", "seed", "top_p"):
         if decoding.get(key) is not None:
             body[key] = decoding[key]
     if top_logprobs is not None:
@@ -170,7 +170,8 @@ class OpenAITeacher(Teacher):
             except httpx.HTTPError as e:
                 raise RuntimeError(
                     f"teacher {self.name!r}: cannot reach {url} ({type(e).__name__}: {e}); start the server "
-                    "(docs/teachers.md) or set check_endpoints: false to record the failures instead"
+                    "(e.g. `vllm serve MODEL`, or `scenefit serve-teacher --model DIR` for a local folder) or set "
+                    "check_endpoints: false to record the failures instead"
                 ) from None
             if resp.status_code != 200:
                 continue

@@ -1,6 +1,6 @@
 """Teachers as engines inside Ray Data: backends ``ray_http`` and ``ray_vllm``.
 
-    scenefit annotate M --db DB --config configs/paper.yaml     # a teacher with backend: ray_vllm
+    scenefit annotate M --db DB --config paper     # a teacher with backend: ray_vllm
     # ray_http: an OpenAI-compatible endpoint (vllm serve, scenefit serve-teacher) asked from Ray actors
 
 Both put a whole run's pending samples into one Ray Data pipeline built with Ray Data's LLM API

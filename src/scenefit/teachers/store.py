@@ -1,6 +1,6 @@
 """The annotation store: one SQLite file (WAL) holding every teacher answer with its provenance.
 
-    scenefit annotate MANIFEST --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate MANIFEST --db runs/demo/annotate/annotations.sqlite --config demo
     scenefit parse --db runs/demo/annotate/annotations.sqlite      # re-parse stored raw text
 
 One row per (sample_id, teacher, prompt_hash). Writes go in one transaction per batch, so a

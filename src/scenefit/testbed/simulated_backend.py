@@ -1,6 +1,6 @@
 """Simulated teachers: the synthetic world's personas answering in the teachers' text format.
 
-    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config configs/demo.yaml
+    scenefit annotate runs/demo/ingest/manifest.parquet --db runs/demo/annotate/annotations.sqlite --config demo
 
 Registered as the teacher backend ``simulated`` through the package's entry points
 (:mod:`scenefit.teachers.registry`), so no product module imports the test bed.

@@ -1,7 +1,7 @@
 """The tiny model built once per configuration and code, then reused: a cache of model folders.
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml              # reuses a cached build
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml --no-cache   # always builds
+    scenefit tiny-model runs/demo/model --config demo              # reuses a cached build
+    scenefit tiny-model runs/demo/model --config demo --no-cache   # always builds
 
     from scenefit.testbed.tiny_cache import cached_tiny_model
     out, how = cached_tiny_model("runs/demo/model", cfg)        # how: "built" | "reused" | "uncached"

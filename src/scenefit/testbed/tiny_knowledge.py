@@ -1,7 +1,7 @@
 """Knowledge pretraining of the tiny model's language model (the demo's stand-in for what a real
 base model knows about the world before any student is trained).
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml     # knowledge_pretrain_steps > 0
+    scenefit tiny-model runs/demo/model --config demo     # knowledge_pretrain_steps > 0
 
 Why: a real Qwen2.5-VL-3B knows that cows live on farms and ovens stand in kitchens; a random
 tiny language model knows nothing, so its co-occurrence student has to learn a 16 × 6 table of

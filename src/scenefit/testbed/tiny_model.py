@@ -3,7 +3,7 @@ byte-level BPE tokenizer with Qwen's special tokens, the stock Qwen2.5-VL chat t
 image processor. Saved as an ordinary model folder that ``AutoProcessor`` and
 ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load offline.
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml
+    scenefit tiny-model runs/demo/model --config demo
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Perception pretraining of the tiny model's vision tower (the demo's stand-in for a real
 base model's pretrained ViT).
 
-    scenefit tiny-model runs/demo/model --config configs/demo.yaml     # vision_pretrain_steps > 0
+    scenefit tiny-model runs/demo/model --config demo     # vision_pretrain_steps > 0
 
 Why: a real Qwen2.5-VL-3B student starts from a vision tower that already sees; LoRA then only
 adapts the language model. A tiny *random* tower does not see a thin red outline: its random

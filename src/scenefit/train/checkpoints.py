@@ -25,6 +25,12 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safeten
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
+def is_trained(out_dir: Path) -> bool:
+    """A finished student: its adapter and metrics.json (written last) are in ``out_dir``; a
+    rerun of ``scenefit train`` skips it."""
+    return (out_dir / "adapter_config.json").is_file() and (out_dir / "metrics.json").is_file()
+
+
 @dataclass
 class CheckpointScan:
     """The checkpoint to resume from (None: start fresh) and the incomplete ones passed over."""

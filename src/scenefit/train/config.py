@@ -1,11 +1,11 @@
 """Section ``train`` of a project config: the student's LoRA recipe and the trainer settings.
 
     scenefit train --criterion all --data runs/demo/datasets --model runs/demo/model \
-        --out runs/demo/students --config configs/demo.yaml
+        --out runs/demo/students --config demo
 
-``configs/paper.yaml`` carries the paper's recipe (LoRA r=256/alpha=512/dropout 0.1 on the
+The packaged ``paper`` config carries the paper's recipe (LoRA r=256/alpha=512/dropout 0.1 on the
 language model's q/k/v/o, AdamW 2e-4, warmup 10 %, 3 epochs, effective batch 64 on 4 GPUs,
-eval every 125 steps, best by eval loss, patience 3, bf16); ``configs/demo.yaml`` a tiny CPU run.
+eval every 125 steps, best by eval loss, patience 3, bf16); ``demo`` a tiny CPU run.
 """
 
 from __future__ import annotations
@@ -84,8 +84,13 @@ class TrainConfig(StageConfig):
     max_pixels: Optional[int] = Field(None, ge=28 * 28, description="Image processor max pixels; null keeps the base's.")
     max_seq_length: int = Field(
         8192, ge=64,
-        description="Longest allowed sequence (image tokens included). Longer samples are an error naming the "
-        "sample: nothing is truncated, so an image is never cut.",
+        description="Longest allowed sequence (image tokens included), checked for every row before training.",
+    )
+    truncation: bool = Field(
+        False,
+        description="Rows longer than max_seq_length: false = an error naming them (nothing cut); true = the answer's "
+        "end is cut to fit (the authors' max_length truncation), never a prompt or image token, and a row whose "
+        "decision line would not fit is left out of training (counted in metrics.json 'length' and on stderr).",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
     distill: DistillSettings = Field(
@@ -144,8 +149,8 @@ class TrainConfig(StageConfig):
     packing: bool = Field(
         False, description="Pack each batch's samples into one row without padding, each with its own mRoPE "
         "positions and no attention across samples (scenefit.train.packing). Off by default (the demo's samples are all "
-        "one length: 0.94x); on in configs/paper.yaml, whose image budget gives varied lengths (1.14x on CPU, "
-        "benchmarks/packing.py).",
+        "one length: 0.94x); on in the packaged paper config, whose image budget gives varied lengths (1.14x on CPU, "
+        "measured by the project's packing benchmark).",
     )
     seed: int = Field(42, description="Seed of weights init (LoRA), data order and dropout.")
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes that encode samples.")
