@@ -39,7 +39,7 @@ def test_export_vllm_on_students_trained_with_the_demo_recipe(tiny_model_dir, tm
         export_vllm(tmp_path / "demo", tmp_path / "demo.json", criteria=[Criterion.LOCATION])
     message = str(refused.value)
     for words in ("modules_to_save ['lm_head']", "vLLM's LoRA loader refuses", "scenefit serve",
-                  "--set lora.modules_to_save=[]", "docs/artifacts.md"):
+                  "--set lora.modules_to_save=[]", "keeps the decisions"):
         assert words in message, message
     assert json.loads((tmp_path / "demo" / "location" / "scenefit_student.json").read_text())["vllm_servable"] is False
 
