@@ -1,5 +1,6 @@
-"""Soft-label distillation (train.distill): the KL term by hand, the decision position, the collators
-carrying the target (padded and packed), weight 0 = the plain loss, and a short training run.
+"""Soft-label distillation (train.distill), without training: the KL term by hand, the decision
+position, the collators carrying the target (padded and packed), weight 0 = the plain loss.
+The short training run is tests/e2e/test_distill_training.py.
 
     .venv/bin/python -m pytest tests/unit/test_distill.py -q
 """

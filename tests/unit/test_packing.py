@@ -4,7 +4,8 @@
 
 Samples of different lengths (image sizes, object names, answers) are run once as a right-padded
 batch and once packed into one row; a naive packing (positions over the whole row, no per-sample
-mask) is the control that shows the comparison can fail.
+mask) is the control that shows the comparison can fail. Training with packing:
+tests/e2e/test_packing_training.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The student contract (scenefit.student): both answer formats written and read back, the typed
-``scenefit_student.json``, the one fast scorer shared by training and prediction, the one
-generation call shared by the Predictor and in-process teachers, and a reasoning-first
-Predictor whose decision comes from the text only.
+"""The student contract (scenefit.student) without models: both answer formats written and read
+back, the typed ``scenefit_student.json`` and its older versions. With models (the shared fast
+scorer and generation call, a reasoning-first Predictor): tests/e2e/test_student_contract_models.py.
 
     .venv/bin/python -m pytest tests/unit/test_student_contract.py -q
 """
