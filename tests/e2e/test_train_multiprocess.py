@@ -190,7 +190,7 @@ def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path
     assert writers["STARTED"] == {"launcher", "0", "1"}  # the hook watched both ranks
 
 @pytest.mark.slow
-def test_readme_accelerate_command_resumes_after_a_kill(setup, tmp_path):
+def test_the_documented_accelerate_command_resumes_after_a_kill(setup, tmp_path):
     root, data, _, model = setup
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(_config(max_steps=12, eval_steps=3)))
