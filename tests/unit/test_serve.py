@@ -152,7 +152,7 @@ def test_decompression_bomb_is_refused_before_decoding(server):
                  "serve.max_image_pixels")  # the 413 names the setting to raise
 
 def test_a_wrong_method_is_405_in_the_error_shape(server):
-    """README, the error list: `method_not_allowed` 405."""
+    """docs/reference.md, the refusal table of "Serving the students": `method_not_allowed` 405."""
     assert_error(server.get("/v1/classify", headers=auth()), 405, "method_not_allowed")
 
 def test_box_outside_the_image_is_422(server, fake):

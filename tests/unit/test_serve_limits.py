@@ -244,7 +244,7 @@ def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeyp
 
 
 def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monkeypatch):
-    """README, "Serving the students": another address than loopback without a token is allowed
+    """docs/reference.md, "Serving the students": another address than loopback without a token is allowed
     when --insecure-no-auth says it is meant, and a warning says so (for both servers)."""
     from typer.testing import CliRunner
 
@@ -271,7 +271,7 @@ def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monk
 
 
 def test_uploads_are_decoded_on_decode_workers_threads(monkeypatch):
-    """README, "Serving the students": images are decoded on `decode_workers` threads of the
+    """docs/reference.md, "Serving the students": images are decoded on `decode_workers` threads of the
     server's own, never more at once, whatever the number of requests."""
     import threading
 

@@ -38,7 +38,7 @@ def consensus_cmd(
 ) -> None:
     """Keep the samples the teachers agree on; print and save the agreement report.
 
-    All four rules are computed for the report; the configured one decides what is kept.
+    Every rule is computed for the report; the configured one decides what is kept.
     """
     from scenefit.data.consensus import build_consensus, write_consensus
     from scenefit.data.consensus_report import report_tables
