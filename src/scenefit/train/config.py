@@ -163,6 +163,13 @@ class TrainConfig(StageConfig):
         "A JSONL log (log.jsonl) is always written."
     )
     resume: bool = Field(True, description="Resume from the latest checkpoint of an interrupted run.")
+    jobs: int = Field(
+        1, ge=1, le=64,
+        description="Students trained at once, each in its own process (with more than one criterion): the CPU "
+        "cores are shared out between them (one torch thread each on 2 cores), and with several GPUs each process "
+        "gets its own. 1: one student after another in this process. Each student trains exactly as it would "
+        "alone (its own seed and data order).",
+    )
     keep_checkpoints: bool = Field(True, description="Keep the checkpoints folder after the adapter is saved.")
     score_test: bool = Field(
         True, description="After training, score the test split's decisions with the student and with the bare base."
