@@ -15,7 +15,9 @@ from rich.markup import escape
 
 from scenefit.core.config import ConfigError, StageConfig, flag_help, parse_set, resolve, section_class
 
-console = Console(stderr=True)  # progress and tables go to stderr; stdout stays for data (JSON)
+# Progress and tables go to stderr; stdout stays for data (JSON). Written to a file or a pipe (a run's
+# logs, `make demo | tee`), rich would squeeze tables into 80 columns and cut their cells: 120 there.
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 120)
 
 ConfigOpt = Annotated[
     Optional[Path],
