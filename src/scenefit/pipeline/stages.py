@@ -98,8 +98,10 @@ def _model_line(run: "RunFolder") -> str:
 # ------------------------------------------------------------------------------- synth
 
 def _world_argv(run: "RunFolder", redo: bool) -> list[str]:
-    # --from synth after a change of the world section: replace the world made with the old one
-    return ["synth", "--out", str(run.world), "--config", str(run.config_file)] + (["--overwrite"] if redo else [])
+    # synth runs only when the world is not done or --from asks again: a folder a kill left half
+    # drawn (no world.json) or a world of the old world section is replaced (synth's --overwrite
+    # removes only the files synth writes, and RUN/world holds nothing else)
+    return ["synth", "--out", str(run.world), "--config", str(run.config_file), "--overwrite"]
 
 
 def _world_line(run: "RunFolder") -> str:
