@@ -189,3 +189,22 @@ def test_a_world_left_half_drawn_is_continued_by_the_same_command(tmp_path):
     assert again.returncode == 0, again.stderr
     assert (world / "world.json").is_file() and status(tmp_path / "r", tmp_path)["synth"] == "done"
     pd.testing.assert_frame_equal(table(tmp_path / "r", "world/manifest.parquet"), reference)
+
+
+def test_an_ingest_that_kept_nothing_runs_again_once_the_photos_are_there(tmp_path):
+    """`scenefit init` then `scenefit run` before the photos are in images/: ingest rejects every
+    row (not_found) and is not done; with the photos in place the same command ingests them."""
+    from PIL import Image
+
+    assert scenefit("init", "proj", cwd=tmp_path).returncode == 0
+    cmd = ["run", "--config", "proj/scenefit.yaml", "--out", "r", "--to", "ingest"]
+    first = scenefit(*cmd, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "0 samples kept, 3 rejected" in first.stderr
+    st = status(tmp_path / "r", tmp_path)
+    assert st["ingest"] == "partial" and "continues with ingest" in st["next"]
+    for name in ("kitchen-1", "kitchen-2", "beach-1"):  # the example manifest's photos
+        Image.new("RGB", (640, 480), (120, 140, 90)).save(tmp_path / "proj" / "images" / f"{name}.jpg")
+    again = scenefit(*cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 samples kept, 0 rejected" in again.stderr and status(tmp_path / "r", tmp_path)["ingest"] == "done"
