@@ -178,8 +178,9 @@ def test_a_world_left_half_drawn_is_continued_by_the_same_command(tmp_path):
     the same `scenefit run` draws the world again there instead of refusing a non-empty folder."""
     (tmp_path / "cfg.yaml").write_text(CONFIG.replace("n: 40", "n: 8"))
     cmd = ["run", "--config", "cfg.yaml", "--out", "r", "--to", "synth"]
-    first = scenefit(*cmd, cwd=tmp_path)
+    first = scenefit(*cmd, cwd=tmp_path, env=dict(os.environ, COLUMNS="80"))  # output to a file: 80 columns
     assert first.returncode == 0, first.stderr
+    assert f"scenefit run -> {tmp_path / 'r'}   settings" in first.stderr  # a path is never broken across lines
     world = tmp_path / "r" / "world"
     reference = table(tmp_path / "r", "world/manifest.parquet")
     for name in ("world.json", "manifest.parquet", "layout.jsonl"):  # what a kill before the end leaves out
