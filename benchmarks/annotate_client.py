@@ -3,6 +3,7 @@ per-request latency, at concurrency 1, 8, 32 and 128.
 
     .venv/bin/python benchmarks/annotate_client.py
     .venv/bin/python benchmarks/annotate_client.py --latency-ms 500 50 --slots 32 --repeats 3
+    .venv/bin/python benchmarks/annotate_client.py --smoke           # 50 ms, c=1 and 8, a second
 
 The server (a separate process, so it does not share the client's GIL) is a minimal asyncio
 HTTP/1.1 server answering chat completions with a fixed teacher answer: it holds each request
@@ -46,6 +47,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio, smoke_flag  # noqa: E402
+
+#: make bench: runs of 5 s at the ideal rate (the default 10 s doubles the script's ~2 minutes).
+BENCH_ARGS = ["--seconds", "5"]
 ANSWER = ("Analysis:\nLocation: It stands on the floor.\nCo-occurrence: It fits the room.\nSize: Normal size.\n"
           "Summary:\nLocation: In-context\nCo-occurrence: In-context\nSize: In-context\nFinal decision: In-context.")
 
@@ -140,7 +146,10 @@ def main() -> int:
                     help="target length of one timed run at the ideal rate (long: a run pays ~1 s to start and drain)")
     ap.add_argument("--max-requests", type=int, default=1024, help="cap on requests per timed run")
     ap.add_argument("--repeats", type=int, default=1, help="timed repeats (median); runs are long, so 1 is steady")
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.latency_ms, args.slots, args.concurrency, args.seconds = [50.0], 8, [1, 8], 0.5
     for latency_ms in args.latency_ms:
         measure(latency_ms / 1000, args)
     return 0
@@ -163,6 +172,7 @@ def measure(latency: float, args) -> None:
             print(f"{'c':>4} {'requests':>8} {'one client/s':>12} {'project/s':>10} {'x one client':>12} "
                   f"{'x c=1':>6} {'ideal/s':>8} {'of capacity':>11} {'steady/s':>9} {'steady of cap':>13}")
             base_rate = None
+            rows: list[tuple] = []
             for c in args.concurrency:
                 ideal = min(c, args.slots) / latency
                 n = min(args.max_requests, max(2 * c, int(ideal * args.seconds)))  # two waves at least
@@ -182,9 +192,27 @@ def measure(latency: float, args) -> None:
                 ratio_col = f"{project / single:>12.2f}" if single else f"{'-':>12}"
                 print(f"{c:>4} {n:>8} {single_cols} {project:>10.1f} {ratio_col} "
                       f"{project / base_rate:>6.1f} {ideal:>8.0f} {project / capacity:>10.1%} {steady_cols}", flush=True)
+                rows.append((c, project, single, steady))
+            report(latency, capacity, rows, args.slots)
     finally:
         server.terminate()
         server.join(timeout=10)
+
+
+def report(latency: float, capacity: float, rows: list[tuple], slots: int) -> None:
+    """The ratio lines of one latency's table: each concurrency's steady rate as a share of the
+    server's capacity (the goal is read where c fills the slots at 500 ms), and clients of 8 vs one
+    httpx client where both were measured."""
+    ms = f"{latency * 1000:g}"
+    for c, project, single, steady in rows:
+        if c > 1 and steady:
+            goal = {"goal": ">= 0.9", "met": steady / capacity >= 0.9} if c == slots and latency >= 0.5 else {}
+            ratio(f"latency{ms}ms.c{c}.steady_share_of_capacity", steady / capacity,
+                  what=f"{ms} ms per request, {slots} slots: steady {steady:.1f} answers/s of a {capacity:,.0f}/s capacity "
+                       f"(whole run {project:.1f}/s)", **goal)
+        if single:
+            ratio(f"latency{ms}ms.c{c}.clients_of_8_vs_one_client", project / single,
+                  what=f"{ms} ms, c={c}: connections over httpx clients of 8 {project:.1f} vs one client {single:.1f} answers/s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 images/s of each path.
 
     nice -n 10 .venv/bin/python benchmarks/answer_format.py --run runs/demo --out runs/answer_format
+    .venv/bin/python benchmarks/answer_format.py --smoke     # a small run built here, 2 steps: seconds
 
 ``--run`` is a folder holding the demo's ``split/`` and ``model/`` (`make demo`, or its first six
 stages). For each answer format the script builds the datasets from that one split with
@@ -12,6 +13,8 @@ evaluates them on the test split (the evaluate section with 128 new tokens; no b
 shortcut test: they do not depend on the format) and times the Predictor on the test images: the decision-first fast path
 (``explain=False``), decision-first with explanations, and reasoning-first (always generation).
 Writes OUT/answer_format.json and prints a Markdown table. Every number is from the SYNTHETIC world.
+Not part of `make bench`'s measurements (it trains six students: about an hour on 2 cores); `make
+bench` runs its smoke mode.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import out_dir, ratio, smoke_flag  # noqa: E402
+
+BENCH_ARGS = "smoke"
 FORMATS = ("decision_first", "reasoning_first")
 #: Generation bound of evaluation and timing, both formats (the demo's 48/64 fit decision-first answers only).
 MAX_NEW_TOKENS = 128
@@ -61,24 +68,25 @@ def build(fmt: str, run: Path, out: Path, config: Path, max_steps: int | None) -
     return data, students, trained
 
 
-def evaluate(data: Path, students: Path, out: Path, config: Path) -> dict:
+def evaluate(data: Path, students: Path, out: Path, config: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     from scenefit.core.config import resolve
     from scenefit.evaluate.runner import evaluate_dirs
 
     # 128 new tokens: a reasoning-first answer (~50 tokens) must not be cut before its decision line
-    cfg = resolve("evaluate", config, {"baseline": False, "originals": None, "max_new_tokens": MAX_NEW_TOKENS})
+    cfg = resolve("evaluate", config, {"baseline": False, "predict.max_new_tokens": max_new_tokens})
     metrics, _, _ = evaluate_dirs(students, data, out, cfg)
     return metrics
 
 
-def images_per_second(students: Path, data: Path, config: Path, explain: bool, limit: int) -> dict:
+def images_per_second(students: Path, data: Path, config: Path, explain: bool, limit: int,
+                      max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """Three criteria judged per image, on the test split's (already boxed) images; one warm-up batch first."""
     import pandas as pd
 
     from scenefit.core.config import resolve
     from scenefit.predict import PredictItem, Predictor
 
-    cfg = resolve("predict", config, {"max_new_tokens": MAX_NEW_TOKENS})
+    cfg = resolve("predict", config, {"max_new_tokens": max_new_tokens})
     pred = Predictor.from_students(students, config=cfg)
     test = pd.read_parquet(data / "location" / "test.parquet").head(limit)
     items = [PredictItem(p, o, None, True, id=str(i))  # each row carries its image (scenefit datasets)
@@ -133,7 +141,14 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps for both formats")
     ap.add_argument("--speed-images", type=int, default=64, help="test images timed per path")
     ap.add_argument("--table", type=Path, default=None, help="only print the table of an answer_format.json")
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="generation bound of evaluation and timing")
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        from _students import small_run
+
+        args.out = out_dir("answer_format")
+        args.run, args.max_steps, args.speed_images, args.max_new_tokens = small_run(), 2, 4, 8
     if args.table is not None:
         print(table(json.loads(args.table.read_text())))
         return
@@ -150,18 +165,24 @@ def main() -> None:
     built = {}
     for fmt in FORMATS:
         data, students, trained = build(fmt, args.run, args.out, args.config, args.max_steps)
-        metrics = evaluate(data, students, args.out / fmt / "report", args.config)
+        metrics = evaluate(data, students, args.out / fmt / "report", args.config, args.max_new_tokens)
         results["formats"][fmt] = {"trained": trained, "metrics": metrics}
         built[fmt] = (data, students)
     for name, fmt, explain in (("decision_first fast path", "decision_first", False),
                                ("decision_first + explanation", "decision_first", True),
                                ("reasoning_first (generation)", "reasoning_first", False)):
-        results["speed"][name] = images_per_second(built[fmt][1], built[fmt][0], args.config, explain, args.speed_images)
+        results["speed"][name] = images_per_second(built[fmt][1], built[fmt][0], args.config, explain,
+                                                   args.speed_images, args.max_new_tokens)
         print(f"{name}: {results['speed'][name]}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "answer_format.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"> **{SYNTHETIC_NOTICE}**\n")
     print(table(results))
+    speed = {name: sp["images_per_s"] for name, sp in results["speed"].items()}
+    slow = speed["reasoning_first (generation)"]
+    for name, key in (("decision_first fast path", "fast_path"), ("decision_first + explanation", "explained")):
+        ratio(f"decision_first_{key}_vs_reasoning_first", speed[name] / slow,
+              what=f"{name} {speed[name]:.3g} vs reasoning_first {slow:.3g} images/s (3 criteria each; SYNTHETIC world)")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _report import ratio  # noqa: E402
 from _students import bench_items, demo_students, toy_students  # noqa: E402
+
+BENCH_ARGS: list[str] = []
 
 CHAT_MODELS = ("scenefit-base", "scenefit-location", "scenefit-size", "scenefit-co_occurrence")
 
@@ -130,7 +133,7 @@ def main() -> int:
     from scenefit.predict import PredictConfig, Predictor
 
     torch.set_num_threads(args.threads)
-    students = args.students or demo_students() or toy_students(steps=0)
+    students = args.students or (None if args.smoke else demo_students()) or toy_students(steps=0)
     predictor = Predictor.from_students(students, config=PredictConfig(batch_size=16, device="cpu"))
     bodies = classify_bodies(students, args.classify)
     t0 = time.perf_counter()
@@ -147,6 +150,10 @@ def main() -> int:
     first, arrival = (percentile(rows[k][0], 0.95) for k in ("beside chat, classify first", "beside chat, arrival order"))
     print(f"ratio: classify p95 beside chat / alone = {first / alone_p95:.1f}x with classify first "
           f"({arrival / alone_p95:.1f}x in arrival order); {time.perf_counter() - t0:.0f} s")
+    for key, p95 in (("classify_first", first), ("arrival_order", arrival)):
+        ratio(f"beside_chat.{key}.p95_vs_alone", p95 / alone_p95,
+              what=f"classify p95 beside {args.chat_clients} chat clients of {args.chat_tokens}-token answers, "
+                   f"{key.replace('_', ' ')}: {p95:.3g} s vs {alone_p95:.3g} s alone ({len(bodies)} requests each)")
     return 0
 
 

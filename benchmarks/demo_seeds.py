@@ -1,7 +1,7 @@
 """The demo's headline over seeds, beside what it is measured against (issue #30 item 4).
 
     nice -n 10 .venv/bin/python benchmarks/demo_seeds.py --out runs/demo_seeds            # 3 seeds + ablation
-    .venv/bin/python benchmarks/demo_seeds.py --smoke --out /tmp/seeds --doc /tmp/doc.md  # ~1 min, tiny sizes
+    .venv/bin/python benchmarks/demo_seeds.py --smoke                                      # ~1 min, tiny sizes, a scratch folder
 
 For each seed k (0 = ``make demo`` itself) the whole demo pipeline runs on the demo config with
 every seed in it moved by ``k * SEED_STRIDE`` (the tiny model's weights and both pretraining
@@ -46,6 +46,11 @@ from typing import Any, Optional
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import out_dir, ratio  # noqa: E402
+
+#: make bench: the smoke run only (the full run trains the demo four times: hours on 2 cores).
+BENCH_ARGS = "smoke"
 #: Seed k moves every seed of the config by k * SEED_STRIDE (apart from each other for any k).
 SEED_STRIDE = 1000
 #: Every seed of the demo config, as (section, key).
@@ -223,17 +228,23 @@ def write_between_markers(doc: Path, text: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "demo_seeds", help="Folder of the runs (resumable).")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="Folder of the runs (resumable; default runs/demo_seeds, with --smoke a new scratch folder).")
     ap.add_argument("--seeds", type=int, default=3, help="Number of seeds (0 .. N-1); at least 3 for the docs.")
     ap.add_argument("--config", type=Path, default=None, help="Demo config (default: the packaged/shipped demo.yaml).")
     ap.add_argument("--no-ablation", action="store_true", help="Skip the run on a base without pretraining.")
     ap.add_argument("--threads", type=int, default=1, help="Torch threads (default 1).")
     ap.add_argument("--smoke", action="store_true", help="Toy sizes: checks the script end to end in about a minute.")
-    ap.add_argument("--doc", type=Path, default=REPO / "docs" / "demo-results.md", help="Markdown file to write the table into.")
+    ap.add_argument("--doc", type=Path, default=None,
+                    help="Markdown file to write the table into (default docs/demo-results.md; with --smoke OUT/doc.md).")
     ap.add_argument("--no-write", action="store_true", help="Print the table only.")
     ap.add_argument("--only", default=None, help="Run one part and stop without a table: seed-K, or ablation "
                     "; to run parts side by side, then rerun without it for the table.")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = out_dir("demo_seeds") if args.smoke else REPO / "runs" / "demo_seeds"
+    if args.doc is None:  # a smoke run never writes its meaningless table into the docs
+        args.doc = args.out / "doc.md" if args.smoke else REPO / "docs" / "demo-results.md"
 
     import torch
 
@@ -265,6 +276,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_write:
         write_between_markers(args.doc, text)
         print(f"table written into {args.doc}", file=sys.stderr)
+    for name in CRITERIA:
+        pairs = [(r[name]["student"], r[name]["probe"]) for r in runs.values()
+                 if r[name]["student"] is not None and r[name]["probe"] is not None]
+        if pairs:
+            diff = statistics.mean(100 * (s - p) for s, p in pairs)
+            ratio(f"{name}.students_minus_probe_points", diff,
+                  what=f"{name}: balanced accuracy vs truth, the students minus the linear probe on the frozen base, "
+                       f"mean over {len(pairs)} seed(s), points{' (SMOKE: toy sizes, no meaning)' if args.smoke else ''}")
     return 0
 
 

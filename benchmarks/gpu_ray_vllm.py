@@ -24,17 +24,35 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import skipped  # noqa: E402
+
+BENCH_ARGS = "smoke"  # needs a GPU machine with vllm and the ray extra
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="model folder (or hub id the nodes can reach) vLLM serves")
+    ap.add_argument("--model", default=None, help="model folder (or hub id the nodes can reach) vLLM serves (required)")
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size: GPUs per engine")
     ap.add_argument("--engines", type=int, default=1, help="ray_actors: engines (data parallel)")
     ap.add_argument("--n", type=int, default=32, help="synthetic scenes to annotate")
     ap.add_argument("--batch", type=int, default=16, help="rows per Ray Data batch")
     ap.add_argument("--max-model-len", type=int, default=8192)
     ap.add_argument("--out", type=Path, default=Path("ray_vllm.json"))
+    ap.add_argument("--smoke", action="store_true", help="say whether this machine can run it (GPU, vllm, ray), then stop")
     args = ap.parse_args()
+    if args.smoke:
+        import importlib.util
+
+        import torch
+
+        missing = [m for m in ("vllm", "ray") if importlib.util.find_spec(m) is None]
+        missing += [] if torch.cuda.is_available() else ["a CUDA GPU"]
+        skipped(f"needs {', '.join(missing)} (a GPU check: see its docstring)" if missing else
+                "this machine could run it: pass --model MODEL (the smoke run does not serve a model)")
+        return 0
+    if args.model is None:
+        ap.error("--model is required")
 
     import ray
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/packing.py                    # 3 repeats x 12 steps, both cases
     .venv/bin/python benchmarks/packing.py --repeats 5 --steps 20 --cases demo
+    .venv/bin/python benchmarks/packing.py --smoke            # smallest size, seconds
 
 Same data, tiny model, LoRA and batch on both sides (`benchmarks/train_step.py`'s recipe); only
 the collator differs. Two cases:
@@ -27,14 +28,18 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import project_run  # noqa: E402  (also puts tests/ on sys.path)
+from _report import ratio, smoke_flag  # noqa: E402
+from train_step import RECIPES, project_run  # noqa: E402
+
+#: make bench: 2 interleaved repeats instead of 3 (the run's budget).
+BENCH_ARGS = ["--repeats", "2"]
 
 PAPER_PIXELS = {"min_pixels": 256 * 28 * 28, "max_pixels": 1280 * 28 * 28}
 PHOTO_SIZES = [(640, 480), (480, 640), (640, 427), (427, 640), (500, 375), (640, 360), (612, 612), (640, 512)]
 
 
 def paper_length_data(data: Path, seed: int = 0) -> None:
-    """Turn make_datasets' rows into COCO-sized photos with answers of varied length, in place."""
+    """Turn student_datasets' rows into COCO-sized photos with answers of varied length, in place."""
     import pandas as pd
     from PIL import Image
 
@@ -72,17 +77,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--cases", nargs="*", default=["demo", "paper-lengths"])
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.repeats, args.steps, args.batch = 1, 2, 4
+    import torch
+
+    torch.set_num_threads(1)  # 2 shared cores: one thread per process
+    from _students import student_datasets
 
     from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
-    from test_train_run import make_datasets
 
+    lora = RECIPES["tiny"][0]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = build_tiny_model(root / "model", TinyModelConfig(seed=0))
         for case in args.cases:
-            data = make_datasets(root / case, sizes=(("train", 32), ("val", 8), ("test", 8)))
+            data = student_datasets(root / case, sizes=(("train", 4 * args.batch), ("val", 4), ("test", 4)))
             settings = {}
             if case == "paper-lengths":
                 paper_length_data(data)
@@ -92,9 +104,9 @@ def main() -> None:
                   f"padding {100 * share:.1f} % of the padded batches", flush=True)
             padded, packed = [], []
             for i in range(args.repeats):  # interleaved, so machine load hits both sides alike
-                padded.append(project_run(data, model, root / f"{case}-pad{i}", args.steps, args.batch, **settings))
-                packed.append(project_run(data, model, root / f"{case}-pack{i}", args.steps, args.batch, packing=True,
-                                          **settings))
+                padded.append(project_run(data, model, root / f"{case}-pad{i}", args.steps, args.batch, lora, **settings))
+                packed.append(project_run(data, model, root / f"{case}-pack{i}", args.steps, args.batch, lora,
+                                          packing=True, **settings))
                 print(f"  repeat {i + 1}: padded {padded[-1]:.2f} samples/s, packed {packed[-1]:.2f} samples/s", flush=True)
             results.append((case, statistics.median(padded), statistics.median(packed), share))
 
@@ -102,6 +114,10 @@ def main() -> None:
     for case, pad, pack, share in results:
         print(f"{case:<15}{100 * share:>8.1f}%{pad:>10.2f}{pack:>10.2f}{pack / pad:>14.2f}x")
     print(f"({args.repeats} repeats x {args.steps} steps, batch {args.batch}, fp32 CPU)")
+    for case, pad, pack, share in results:
+        ratio(f"{case}.packed_vs_padded", pack / pad,
+              what=f"case {case} ({100 * share:.1f} % padding): packed rows {pack:.3g} vs padded batches {pad:.3g} "
+                   f"samples/s (tiny model, batch {args.batch}, {args.repeats} interleaved repeats x {args.steps} steps)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio, skipped  # noqa: E402
+
+#: make bench: 96 items, 2 repeats (the defaults take 5-8 minutes of a loaded machine).
+BENCH_ARGS = ["--items", "96", "--repeats", "2"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -125,7 +130,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    import ray
+    try:
+        import ray
+    except ImportError:
+        skipped("ray is not installed here: pip install 'scenefit[ray]'")
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -155,6 +164,12 @@ def main() -> int:
     figures = {"items": n, "batch": args.batch, "repeats": repeats, "ray_start_s": ray_start, "start_s": first,
                "steady_rows_per_s": rate, "overhead_s_per_row": overhead}
     print(projections(overhead, first["ray, 1 actor(s)"]))
+    ratio("ray_1_actor_vs_in_process.steady_rate", rate["ray, 1 actor(s)"] / rate["in process"],
+          what=f"steady rows/s on a local Ray with one actor {rate['ray, 1 actor(s)']:.3g} vs in process "
+               f"{rate['in process']:.3g} ({n} items, batch {args.batch})")
+    ratio("ray_1_actor_vs_in_process.start", first["ray, 1 actor(s)"] / max(first["in process"], 1e-9),
+          what=f"until the first rows are judged: {first['ray, 1 actor(s)']:.3g} s on Ray (actor started, model loaded) "
+               f"vs {first['in process']:.3g} s in process; a local Ray's own start {ray_start:.3g} s apart")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

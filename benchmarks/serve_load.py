@@ -4,6 +4,7 @@ predictor call, on the same server code, the same students and the same requests
     .venv/bin/python benchmarks/serve_load.py                      # tiny students, built here
     .venv/bin/python benchmarks/serve_load.py --students runs/demo/students --concurrency 1 8 32
     .venv/bin/python benchmarks/serve_load.py --fake-cost 0.05 0.004   # cost model, no torch
+    .venv/bin/python benchmarks/serve_load.py --smoke                  # smallest size, seconds
     python3 benchmarks/serve_load.py --device cuda --concurrency 1 8 32 64 --requests 64 --max-batch 32
 
 Baseline: the server with ``max_batch=1`` (every request is its own predictor call).
@@ -30,10 +31,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import ratio, smoke_flag  # noqa: E402
 from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
+
+BENCH_ARGS: list[str] = []
 
 
 class CostModelPredictor:
@@ -109,7 +114,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--device", default=None, help="torch device of the students (default: cuda when available, else cpu)")
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.concurrency, args.requests, args.repeats, args.max_batch = [1, 4], 4, 1, 4
     with tempfile.TemporaryDirectory() as tmp:
         if args.fake_cost:
             predictor, what = CostModelPredictor(*args.fake_cost), f"cost model {args.fake_cost[0]}+{args.fake_cost[1]}*n s"
@@ -125,6 +133,13 @@ def main() -> int:
     for level in args.concurrency:
         b, m = baseline[level], batched[level]
         print(f"{level:>11} {b:>15.2f} {m:>14.2f} {m / b:>16.2f}x {b / baseline[c1]:>11.2f}x {m / batched[c1]:>10.2f}x")
+    top = args.concurrency[-1]
+    for level in args.concurrency:
+        gain = batched[level] / baseline[level]
+        grows = {"goal": "> 1, growing with load", "met": gain > 1 and gain >= batched[c1] / baseline[c1]} \
+            if level == top and level != c1 else {}
+        ratio(f"batched_vs_one_call.c{level}", gain, what=f"{level} clients: micro-batched {batched[level]:.3g} vs one "
+              f"predictor call per request {baseline[level]:.3g} requests/s ({what})", **grows)
     return 0
 
 

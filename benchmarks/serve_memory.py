@@ -3,6 +3,7 @@ the `--demo` pixel cap) sent at once to `POST /v1/classify`.
 
     .venv/bin/python benchmarks/serve_memory.py
     .venv/bin/python benchmarks/serve_memory.py --clients 32 --side 4000
+    .venv/bin/python benchmarks/serve_memory.py --smoke          # 2 clients, 1000 x 1000
 
 Baseline: the server decoding every upload at full size, with no bound on pixels in flight, on
 40 threads (the behaviour before the fix, when decoding ran on starlette's thread pool:
@@ -23,6 +24,12 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio, smoke_flag  # noqa: E402
+
+BENCH_ARGS: list[str] = []
 
 
 def rss_mb() -> float:
@@ -81,7 +88,10 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--side", type=int, default=5000)
     ap.add_argument("--child", choices=("baseline", "project"), help=argparse.SUPPRESS)
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.clients, args.side = 2, 1000
     if args.child:
         print(json.dumps(child(args.child, args.clients, args.side)))
         return 0
@@ -95,8 +105,12 @@ def main() -> int:
           f"baseline {b['ok']}, project {p['ok']}")
     print(f"{'':<28}{'baseline':>10}{'project':>10}{'ratio':>8}")
     for key, label in (("peak_growth_mb", "peak RSS growth (MB)"), ("resident_after_mb", "resident after (MB)")):
-        ratio = b[key] / p[key] if p[key] > 1 else float("inf")
-        print(f"{label:<28}{b[key]:>10.0f}{p[key]:>10.0f}{ratio:>7.1f}x")
+        gain = b[key] / p[key] if p[key] > 1 else float("inf")
+        print(f"{label:<28}{b[key]:>10.0f}{p[key]:>10.0f}{gain:>7.1f}x")
+        ratio(f"{key.removesuffix('_mb')}.baseline_vs_project", gain,
+                           what=f"{args.clients} concurrent {args.side}x{args.side} PNGs: {label.split(' (')[0]} "
+                                f"{b[key]:.0f} MB with full-size decodes on 40 threads vs {p[key]:.0f} MB scaled "
+                                "while decoding, bounded, 2 threads")
     return 0
 
 

@@ -28,6 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio  # noqa: E402
+
+BENCH_ARGS: list[str] = []
+
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -98,6 +103,9 @@ def main() -> int:
     worst = max(r[6] for r in rows) - rows[0][5]
     print(f"ratio: peak RSS growth over the start {worst:.0f} MB for bodies up to {size / 1e6:.0f} MB "
           f"(before the guards: +9,100 MB for one 50 MB body)")
+    ratio("peak_rss_growth_vs_body_size", worst / (size / 1e6),
+          what=f"serve-teacher's peak RSS growth {worst:.0f} MB while refusing bodies up to {size / 1e6:.0f} MB "
+               f"(body cap {cap / 2**20:g} MiB)")
     print(json.dumps({"rows": rows}), file=sys.stderr)
     return 0 if all(r[2] in (400, 413) for r in rows) else 1
 

@@ -1,6 +1,7 @@
 """Hard labels vs soft labels vs both, on the synthetic world (issue #18 item 5).
 
     .venv/bin/python benchmarks/soft_labels.py --run runs/soft --criteria location size --seeds 0 1 2 --steps 600
+    .venv/bin/python benchmarks/soft_labels.py --smoke     # a small run built here, 2 steps: seconds
 
 RUN must hold a tiny base (``RUN/model``) and student datasets whose rows carry the teachers'
 probabilities (``RUN/datasets``: columns ``teacher_p_out`` and ``teachers_mean_p_out``): the demo's
@@ -28,7 +29,8 @@ world's truth (with its 95 % interval), ECE and Brier vs the truth, ECE vs the t
 Brier vs the teacher's own P(out). The teacher's own ECE/Brier vs the truth is printed beside them.
 Results go to ``RUN/soft_labels/results.json`` (one record per run; a rerun skips trained students) and a
 markdown table (mean ± sd over seeds) to stdout. The world is synthetic: these are properties of a
-toy, not results on real data.
+toy, not results on real data. Not part of `make bench`'s measurements (hours on 2 cores); `make
+bench` runs its smoke mode.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio, smoke_flag  # noqa: E402
+
+BENCH_ARGS = "smoke"
 CONDITIONS = {
     "hard": {"weight": 0.0},
     "soft": {"weight": None, "hard_decision": False},
@@ -84,7 +90,7 @@ def score(students: Path, data: Path, criterion: str, config: Path) -> dict:
     frames = load_split(data, [criterion], "test")
     predictor, _ = build_predictors(students, ecfg)
     samples = [row_sample(r) for r in frames[criterion].to_dict("records")]
-    answers, errors = collect_answers(predictor, samples, [criterion], explain=False, chunk=2 * ecfg.batch_size)
+    answers, errors = collect_answers(predictor, samples, [criterion], explain=False, chunk=2 * ecfg.predict.batch_size)
     if errors:
         raise RuntimeError(f"{criterion}: {len(errors)} test samples failed, e.g. {errors[0]}")
     m = evaluate_answers(frames, answers, None, ecfg)[criterion]
@@ -167,7 +173,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rescore", action="store_true",
                     help="score again the students whose scores lack the teacher-probability numbers (trained and "
                     "scored before the datasets carried teacher_p_out)")
+    smoke_flag(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        from _students import small_run
+
+        args.run = small_run()
+        args.criteria, args.seeds, args.steps, args.eval_steps = ["location"], [0], 2, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
@@ -216,6 +228,17 @@ def main(argv=None) -> int:
             and r["steps"] == args.steps and r["seed"] in args.seeds
             and (r["condition"] == "hard" or (r["weight"], r["temperature"]) == (args.weight, args.temperature))]
     print(table(same))
+    for crit in args.criteria:
+        hard = {r["seed"]: r["metrics"] for r in same if r["criterion"] == crit and r["condition"] == "hard"}
+        for cond in ("soft", "both"):
+            diffs = [r["metrics"]["balanced_accuracy_vs_truth"] - hard[r["seed"]]["balanced_accuracy_vs_truth"]
+                     for r in same if r["criterion"] == crit and r["condition"] == cond and r["seed"] in hard
+                     and r["metrics"].get("balanced_accuracy_vs_truth") is not None
+                     and hard[r["seed"]].get("balanced_accuracy_vs_truth") is not None]
+            if diffs:
+                ratio(f"{crit}.{cond}_minus_hard.balanced_accuracy_vs_truth", statistics.fmean(diffs),
+                      what=f"{crit}: balanced accuracy vs truth, {cond} minus hard labels, mean over {len(diffs)} "
+                           f"seed(s) of the same-seed difference, {args.steps} steps (SYNTHETIC world)")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/vision_tower.py
     .venv/bin/python benchmarks/vision_tower.py --images 8 --depth 8 --hidden 160 --repeats 5
+    .venv/bin/python benchmarks/vision_tower.py --smoke        # smallest size, seconds
 
 Issue 20, item 2. Same weights, same inputs, same process; the two paths differ only in the
 tower's attention (``scenefit.models.vision_attention``): "transformers" (transformers' sdpa, one call
@@ -26,8 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import ratio, smoke_flag  # noqa: E402
 from _timing import timed  # noqa: E402
 
+#: make bench: 3 alternating repeats instead of 5 (the script's budget).
+BENCH_ARGS = ["--repeats", "3"]
 MODES = ("transformers", "packed")
 #: (label, grid_thw rows in patches): 448² = 32×32 patches; 504×364 = 36×26 (ragged windows).
 BATCHES = {
@@ -103,7 +107,7 @@ def tower_rows(args) -> list[tuple]:
             calls = sdpa_calls_per_forward(tower, forward)
             times, outs = alternating(tower, forward, args.repeats)
         diff = (outs["packed"] - outs["transformers"]).abs().max().item()
-        rows.append((f"{len(grid)} × {label}", int(grid.prod(-1).sum()), calls, times, diff))
+        rows.append((f"{len(grid)} × {label}", int(grid.prod(-1).sum()), calls, times, diff, label))
     return rows
 
 
@@ -137,7 +141,10 @@ def main() -> int:
     ap.add_argument("--skip-fast-path", action="store_true", help="measure the tower only")
     ap.add_argument("--pad-on-cpu", action="store_true",
                     help="packed mode pads ragged blocks into one call as on a GPU (the CPU default: runs of equal length)")
+    smoke_flag(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.images, args.depth, args.hidden, args.repeats = 4, 2, 80, 1
     if args.hidden % 80:
         ap.error("--hidden must be a multiple of 80 (the 3B's head dim)")
 
@@ -157,10 +164,17 @@ def main() -> int:
     unit = f"{'wall / CPU s':>16s} {'wall / CPU s':>16s} {'wall / CPU':>15s}"
     print(f"\n{'tower batch':28s} {'patches':>8s} {'SDPA calls':>12s} {head} {'max |diff|':>10s}")
     print(f"{'':28s} {'':>8s} {'before/after':>12s} {unit}")
-    for name, patches, calls, t, diff in tower_rows(args):
+    rows = tower_rows(args)
+    for name, patches, calls, t, diff, _ in rows:
         (w0, c0), (w1, c1) = t["transformers"], t["packed"]
         print(f"{name:28s} {patches:8d} {calls['transformers']:>6d}/{calls['packed']:<5d} {w0:7.3f} / {c0:6.3f} "
               f"{w1:7.3f} / {c1:6.3f} {w0 / w1:6.2f}x / {c0 / c1:5.2f}x {diff:10.1e}", flush=True)
+    for name, patches, calls, t, diff, label in rows:
+        (w0, c0), (w1, c1) = t["transformers"], t["packed"]
+        ratio(f"tower.{label.split(' ')[0]}.per_window_vs_packed_cpu_time", c0 / c1,
+              what=f"tower width {args.hidden}, {name}: SDPA calls {calls['transformers']} -> {calls['packed']}, CPU "
+                   f"seconds per forward {c0:.3f} per window vs {c1:.3f} packed (wall {w0:.3f} vs {w1:.3f}); "
+                   f"outputs differ by {diff:.1e}")
     if not args.skip_fast_path:
         print(f"\n{'fast path':34s} {'per window':>17s} {'packed':>17s} {'speed-up':>15s} {'same labels':>12s}")
         print(f"{'':34s} {'img/s wall / CPU':>17s} {'img/s wall / CPU':>17s} {'wall / CPU':>15s}")
@@ -168,6 +182,9 @@ def main() -> int:
             (w0, c0), (w1, c1) = t["transformers"], t["packed"]
             print(f"{name:34s} {n / w0:8.2f} / {n / c0:6.2f} {n / w1:8.2f} / {n / c1:6.2f} "
                   f"{w0 / w1:6.2f}x / {c0 / c1:5.2f}x {same:>6d}/{total}")
+            ratio("fast_path.per_window_vs_packed_cpu_time", c0 / c1,
+                  what=f"fast path, {name}: {n / c0:.3g} vs {n / c1:.3g} images per CPU second (per window vs packed); "
+                       f"the same label on {same}/{total} answers")
         print(SYNTHETIC_NOTICE)
     return 0
 

@@ -89,9 +89,9 @@ def pipeline(request, tiny_model_dir, tmp_path_factory):
 def test_datasets_write_the_format_and_train_records_it(pipeline):
     fmt, _, data, students = pipeline
     manifest = json.loads((data / "manifest.json").read_text())
-    assert manifest["answer_format"] == fmt.value
+    assert manifest["student"]["answer_format"] == fmt.value  # recorded once, for the whole run
     train = pd.read_parquet(data / CRIT.value / "train.parquet")
-    assert set(train["answer_format"]) == {fmt.value}
+    assert "answer_format" not in train.columns
     for target, label in zip(train["target"], train["label"]):
         parsed = parse_student_answer(target, CRIT, fmt)
         assert parsed.status == "ok" and parsed.label is Label(label)
@@ -100,6 +100,15 @@ def test_datasets_write_the_format_and_train_records_it(pipeline):
         assert line == ("Decision: " if fmt is AnswerFormat.DECISION_FIRST else "Final decision: ") + label
     meta = json.loads((students / CRIT.value / "scenefit_student.json").read_text())
     assert meta["answer_format"] == fmt.value
+    # the student records how it was asked, as the datasets manifest says (the packaged prompts of its
+    # format: reasoning-first ones in the authors' layout, image first and the template's system turn)
+    asked = manifest["student"]
+    assert (meta["prompt"], meta["system"], meta["image_position"], meta["prompt_version"]) == (
+        asked["prompts"][CRIT.value], asked["system"], asked["image_position"], asked["prompt_version"])
+    assert train["prompt"].iloc[0] == asked["prompts"][CRIT.value].replace("{object}", train["object"].iloc[0])
+    if fmt is AnswerFormat.REASONING_FIRST:
+        assert (meta["system"], meta["image_position"]) == (None, "before_text")
+        assert train["system"].isna().all()
     assert meta["decision_prefix"] == ("Decision:" if fmt is AnswerFormat.DECISION_FIRST else "Final decision:")
     assert meta["synthetic"] is True
     metrics = json.loads((students / CRIT.value / "metrics.json").read_text())

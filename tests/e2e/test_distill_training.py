@@ -1,7 +1,7 @@
-"""Soft-label distillation (train.distill): the KL term by hand, the decision position, the collators
-carrying the target (padded and packed), weight 0 = the plain loss, and a short training run.
+"""Soft-label distillation end to end: a short `train` with the teacher's probabilities logs the
+KL term and the rows it skipped, and its model card names the setting.
 
-    .venv/bin/python -m pytest tests/unit/test_distill.py -q
+    .venv/bin/python -m pytest tests/e2e/test_distill_training.py -q
 """
 
 from __future__ import annotations

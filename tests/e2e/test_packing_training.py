@@ -1,10 +1,6 @@
-"""Padding-free packing gives the padded batch's logits and losses, sample by sample (fp32, CPU).
+"""Training with padding-free packing follows the padded run (same steps, close losses).
 
-    .venv/bin/python -m pytest tests/unit/test_packing.py -q
-
-Samples of different lengths (image sizes, object names, answers) are run once as a right-padded
-batch and once packed into one row; a naive packing (positions over the whole row, no per-sample
-mask) is the control that shows the comparison can fail.
+    .venv/bin/python -m pytest tests/e2e/test_packing_training.py -q
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""The Predictor: fast decision path vs generation, explanations, batching, adapter switching,
-the fused rule, memory of one base + three adapters, and bad items.
+"""The Predictor on trained students: the fast decision path agrees with full generation, the
+demo's students agree on the demo's test set, explanations are batched and reported.
 
-    .venv/bin/python -m pytest tests/unit/test_predict.py -q
-
-Students here are built by scenefit.testbed.toy_students on the tiny base: `trained` (one
-adapter trained briefly on all three criteria's prompts, saved per criterion, so answers are
-in the real format), `random_head` (demo-like: random LoRA + lm_head copy, three distinct
-adapters), `lora_only` (the paper's recipe shape: LoRA on q/k/v/o only).
+    .venv/bin/python -m pytest tests/e2e/test_predict_students.py -q
 """
 
 from __future__ import annotations

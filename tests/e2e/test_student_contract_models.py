@@ -1,9 +1,8 @@
-"""The student contract (scenefit.student): both answer formats written and read back, the typed
-``scenefit_student.json``, the one fast scorer shared by training and prediction, the one
-generation call shared by the Predictor and in-process teachers, and a reasoning-first
-Predictor whose decision comes from the text only.
+"""The student contract on models: toy students record their format and the notice, a
+reasoning-first Predictor reads its decision from the text only, training's scorer and the
+Predictor decide alike, the Predictor's chat and an in-process teacher generate alike.
 
-    .venv/bin/python -m pytest tests/unit/test_student_contract.py -q
+    .venv/bin/python -m pytest tests/e2e/test_student_contract_models.py -q
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.student.chat import student_messages
-from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
+from scenefit.student.chat import StudentChat
+from scenefit.prompts import student_image_after_text
 from scenefit.testbed.catalog import BOX_RED
 from scenefit.testbed.tiny_vision import (
     _BOTTOM, _GROUND, _HEIGHT, _RATIO, _SCENE, BITS, HEIGHT_EDGES, PERSON_RATIO_EDGES, SCENE_TYPES,
@@ -135,7 +135,8 @@ def test_student_chat_puts_the_image_right_before_the_answer(tiny_model_dir):
     tok = proc.tokenizer
     gaps = set()
     for name in ("cow", "fire hydrant", "refrigerator"):
-        msgs = student_messages(student_prompt("location").render(name), student_system_prompt())
+        chat = StudentChat.packaged()
+        msgs = chat.messages(chat.request("location", name))
         text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         assert text.index("<|vision_start|>") > text.index(f"marks a {name}")
         ids = tok(text)["input_ids"]

@@ -63,6 +63,8 @@ def test_train_writes_a_complete_student(datasets_dir, tiny_model_dir, tmp_path)
     assert "synthetic" in front["tags"] and "SYNTHETIC WORLD" in card and "vLLM" in card
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 6
+    # every row counted before training; all fit the default length, none cut or left out
+    assert metrics["length"]["train"]["kept"] == metrics["train_rows"] and metrics["length"]["train"]["dropped"] == 0
     evals = metrics["eval_history"]
     assert [e["step"] for e in evals] == [2, 4, 6]
     assert all(0.0 <= e["eval_decision_accuracy"] <= 1.0 for e in evals)

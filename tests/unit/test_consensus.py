@@ -114,6 +114,30 @@ def test_designated_uses_one_teacher_and_needs_the_others_to_have_answered():
     assert k["disagree"]["final"] == I and k["disagree"]["label_location"] == I  # a's labels, outvoted or not
 
 
+def test_designated_criteria_is_the_authors_qwen_only_labels_criterion_by_criterion():
+    """The authors' notebooks label each criterion with Qwen-72B's answer alone (the other teachers'
+    agreement filters are commented out) on samples every teacher answered: a designated answer with
+    criterion labels but no final decision still counts, and the others' disagreement does not matter."""
+    t = answers(
+        ("disagree", "a", "ok", "IIII"), ("disagree", "b", "ok", "OOOO"), ("disagree", "c", "ok", "OOOO"),
+        ("no_final", "a", "partial", "-IO-"), ("no_final", "b", "ok", "IIII"), ("no_final", "c", "unparseable", "----"),
+        ("other_failed", "a", "ok", "OOII"), ("other_failed", "b", "failed", "----"), ("other_failed", "c", "ok", "OOII"),
+        ("mine_unreadable", "a", "unparseable", "----"), ("mine_unreadable", "b", "ok", "OOII"),
+        ("mine_unreadable", "c", "ok", "OOII"),
+    )
+    ids = ["disagree", "no_final", "other_failed", "mine_unreadable"]
+    k = kept(t, ids, rule="designated_criteria", designated="a")
+    assert set(k) == {"disagree", "no_final"}
+    assert [k["disagree"][f"label_{c}"] for c in ("location", "size", "co_occurrence")] == [I, I, I]
+    assert pd.isna(k["no_final"]["final"])
+    assert (k["no_final"]["label_location"], k["no_final"]["label_size"]) == (I, O)
+    assert pd.isna(k["no_final"]["label_co_occurrence"])
+    # the paper's rule keeps neither: the final decisions disagree, or one is missing
+    assert set(kept(t, ids, rule="unanimous_final", designated="a")) == set()
+    # the designated rule needs the designated teacher's final decision
+    assert set(kept(t, ids, rule="designated", designated="a")) == {"disagree"}
+
+
 def test_majority_more_than_half_of_all_teachers_ties_dropped():
     t = answers(
         ("two_one", "a", "ok", "IIII"), ("two_one", "b", "ok", "OOII"), ("two_one", "c", "ok", "OOIO"),

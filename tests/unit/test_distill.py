@@ -1,5 +1,6 @@
-"""Soft-label distillation (train.distill): the KL term by hand, the decision position, the collators
-carrying the target (padded and packed), weight 0 = the plain loss, and a short training run.
+"""Soft-label distillation (train.distill), without training: the KL term by hand, the decision
+position, the collators carrying the target (padded and packed), weight 0 = the plain loss.
+The short training run is tests/e2e/test_distill_training.py.
 
     .venv/bin/python -m pytest tests/unit/test_distill.py -q
 """
@@ -15,9 +16,11 @@ import pytest
 
 from scenefit.core.criteria import Criterion, Label
 
-from scenefit.student.answer import render_student_answer
+from scenefit.student.answer import AnswerFormat, render_student_answer
 
 from scenefit.prompts import student_prompt, student_system_prompt
+
+from scenefit.train.distill import EXAMPLE_KEYS
 
 def test_kl_term_matches_a_hand_computation():
     import torch
@@ -115,14 +118,14 @@ def setup(tiny_model_dir, tmp_path_factory):
     _, first = decision_token_ids(processor)
     return {"rows": rows, "processor": processor, "model": model, "ids": (first[L.IN], first[L.OUT])}
 
-def _examples(setup):
+def _examples(setup, soft_only: bool = False):
     from scenefit.train.data import StudentExamples
     from scenefit.train.distill import DistillSettings, SoftTargetExamples, target_probabilities
 
     frame = pd.DataFrame(setup["rows"])
     base = StudentExamples(frame, setup["processor"], 8192)
     probs = target_probabilities(frame, DistillSettings(weight=1))
-    return SoftTargetExamples(base, probs, setup["processor"].tokenizer, setup["ids"])
+    return SoftTargetExamples(base, probs, setup["processor"].tokenizer, setup["ids"], soft_only=soft_only)
 
 def test_decision_position_is_the_label_token_after_the_prefix(setup):
     from scenefit.train.data import IGNORE_INDEX
@@ -137,20 +140,40 @@ def test_decision_position_is_the_label_token_after_the_prefix(setup):
         want = setup["ids"][1] if row["label"] == Label.OUT.value else setup["ids"][0]
         assert ids[k] == want
 
-def test_decision_position_also_found_in_a_reasoning_first_answer(setup):
-    """A reasoning-first answer ends with 'Final decision: <label>'; the per-criterion summary line
-    before it (same label token after 'Location:') must not be taken."""
+@pytest.mark.parametrize("target", [
+    render_student_answer(Criterion.LOCATION, Label.IN, "The cow floats; a decision: Out of place.", AnswerFormat.REASONING_FIRST),
+    # the earlier reasoning-first layout: a per-criterion summary line (same label token after 'Location:')
+    "Analysis:\nLocation: The cow floats.\nSummary:\nLocation: Out-of-context\nFinal decision: In-context",
+])
+def test_decision_position_also_found_in_a_reasoning_first_answer(setup, target):
+    """A reasoning-first answer ends with 'Final decision: <label>'; no label token earlier in it is taken."""
     from scenefit.train.data import encode_example
     from scenefit.train.distill import decision_position
 
-    row = dict(setup["rows"][0])
-    row["target"] = ("Analysis:\nLocation: The cow floats.\nSummary:\nLocation: Out-of-context\n"
-                     "Final decision: In-context")
+    row = dict(setup["rows"][0], target=target)
     enc = encode_example(setup["processor"], row, 8192)
-    k = decision_position(setup["processor"].tokenizer, enc["input_ids"].tolist(), enc["labels"].tolist(), setup["ids"])
+    k = decision_position(setup["processor"].tokenizer, enc["input_ids"].tolist(), enc["labels"].tolist(), setup["ids"],
+                          AnswerFormat.REASONING_FIRST)
     ids = enc["input_ids"].tolist()
-    assert ids[k] == setup["ids"][0]  # In: the final decision, not the summary's Out
+    assert ids[k] == setup["ids"][0]  # In: the final decision, not the summary's or the sentence's Out
     assert setup["processor"].tokenizer.decode(ids[k:]).startswith(" In")
+
+
+def test_decision_first_takes_the_token_right_after_its_prefix_never_one_in_the_analysis(setup):
+    """'a hasty decision: In my view…' in the sentence of a decision-first answer (the label Out) leaves
+    the decision token where the answer starts: the KL goes on the first line's label, nowhere else."""
+    from scenefit.train.data import IGNORE_INDEX, encode_example
+    from scenefit.train.distill import decision_position
+
+    row = dict(setup["rows"][0], target=render_student_answer(
+        Criterion.LOCATION, Label.OUT, "A hasty decision: In my view the cow floats.", AnswerFormat.DECISION_FIRST))
+    enc = encode_example(setup["processor"], row, 8192)
+    ids, labels = enc["input_ids"].tolist(), enc["labels"].tolist()
+    k = decision_position(setup["processor"].tokenizer, ids, labels, setup["ids"], AnswerFormat.DECISION_FIRST)
+    start = next(j for j, lab in enumerate(labels) if lab != IGNORE_INDEX)
+    assert setup["processor"].tokenizer.decode(ids[start:k]) == "Decision:"
+    assert ids[k] == setup["ids"][1]  # Out, the answer's decision
+    assert setup["ids"][0] in ids[k + 1:]  # the sentence's " In" is there, and was not taken
 
 def test_answer_without_a_decision_is_an_error_naming_the_sample(setup):
     from scenefit.train.data import DatasetError, encode_example
@@ -160,7 +183,7 @@ def test_answer_without_a_decision_is_an_error_naming_the_sample(setup):
     enc = encode_example(setup["processor"], row, 8192)
     with pytest.raises(DatasetError, match="sample 'nodecision': no decision token"):
         decision_position(setup["processor"].tokenizer, enc["input_ids"].tolist(), enc["labels"].tolist(),
-                          setup["ids"], "nodecision")
+                          setup["ids"], AnswerFormat.DECISION_FIRST, "nodecision")
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_collator_points_at_the_logits_that_predict_the_decision(setup, packed):
@@ -182,8 +205,10 @@ def test_collator_points_at_the_logits_that_predict_the_decision(setup, packed):
         assert int(batch["labels"][r, pos + 1]) == int(e["input_ids"][e["decision_index"]])
     p = batch["distill_p_out"]
     assert p[0] == pytest.approx(0.8) and math.isnan(float(p[1])) and p[2] == pytest.approx(0.3)
-    # soft labels only: the decision token of a row with a target leaves the CE, the null row keeps it
-    soft_only = SoftTargetCollator(inner, packed, hard_decision=False)(items)
+    # soft labels only (training rows): the decision token of a row with a target leaves the CE, the null
+    # row keeps it
+    soft_items = [_examples(setup, soft_only=True)[i] for i in range(len(items))]
+    soft_only = SoftTargetCollator(inner, packed)(soft_items)
     changed = (soft_only["labels"] != batch["labels"]).nonzero().tolist()
     assert changed == [[int(rows[i]), int(positions[i]) + 1] for i in (0, 2)]
     assert (soft_only["labels"][tuple(zip(*changed))] == -100).all()
@@ -217,16 +242,44 @@ def test_weight_zero_is_the_plain_loss_and_weight_adds_the_term(setup, tmp_path)
     examples = _examples(setup)
     items = [examples[i] for i in range(len(examples))]
     inner = AnswerOnlyCollator(setup["processor"].tokenizer.pad_token_id)
-    plain_batch = inner([{k: v for k, v in e.items() if k not in ("decision_index", "soft_p_out")} for e in items])
-    model = setup["model"]
-    with torch.no_grad():
-        plain = _trainer(setup, tmp_path, 0.0).compute_loss(model, dict(plain_batch))
-        zero = _trainer(setup, tmp_path, 0.0).compute_loss(model, SoftTargetCollator(inner, False)(items))
-        soft_batch = SoftTargetCollator(inner, False)(items)
-        kl, used = soft_target_kl(model(**plain_batch).logits, soft_batch["distill_rows"],
-                                  soft_batch["distill_positions"], soft_batch["distill_p_out"], *setup["ids"], 1.5)
-        weighted = _trainer(setup, tmp_path, 2.0).compute_loss(model, soft_batch)
+    plain_batch = inner([{k: v for k, v in e.items() if k not in EXAMPLE_KEYS} for e in items])
+    model = setup["model"].train()  # the tiny model has no dropout: train mode changes no number
+    try:
+        with torch.no_grad():
+            plain = _trainer(setup, tmp_path, 0.0).compute_loss(model, dict(plain_batch))
+            zero = _trainer(setup, tmp_path, 0.0).compute_loss(model, SoftTargetCollator(inner, False)(items))
+            soft_batch = SoftTargetCollator(inner, False)(items)
+            kl, used = soft_target_kl(model(**plain_batch).logits, soft_batch["distill_rows"],
+                                      soft_batch["distill_positions"], soft_batch["distill_p_out"], *setup["ids"], 1.5)
+            weighted = _trainer(setup, tmp_path, 2.0).compute_loss(model, SoftTargetCollator(inner, False)(items))
+    finally:
+        model.eval()
     assert torch.equal(zero, plain)  # bitwise
     assert used == 2 and float(kl) > 0
     assert float(weighted) == pytest.approx(float(plain) + 2.0 * float(kl), rel=1e-6)
+
+
+def test_eval_loss_is_the_cross_entropy_and_the_term_is_reported_beside_it(setup, tmp_path):
+    """Validation (the model in eval mode): the loss equals plain training's, bit for bit, so early
+    stopping on eval_loss selects on the same objective with distillation on; the term is kept
+    for eval_distill_kl."""
+    import torch
+
+    from scenefit.train.data import AnswerOnlyCollator
+    from scenefit.train.distill import SoftTargetCollator, soft_target_kl
+
+    items = [_examples(setup)[i] for i in range(len(setup["rows"]))]
+    inner = AnswerOnlyCollator(setup["processor"].tokenizer.pad_token_id)
+    plain_batch = inner([{k: v for k, v in e.items() if k not in EXAMPLE_KEYS} for e in items])
+    model = setup["model"].eval()
+    trainer = _trainer(setup, tmp_path, 2.0)
+    with torch.no_grad():
+        plain = _trainer(setup, tmp_path, 0.0).compute_loss(model, dict(plain_batch))
+        batch = SoftTargetCollator(inner, False)(items)
+        kl, _ = soft_target_kl(model(**plain_batch).logits, batch["distill_rows"], batch["distill_positions"],
+                               batch["distill_p_out"], *setup["ids"], 1.5)
+        evaluated = trainer.compute_loss(model, batch)
+    assert torch.equal(evaluated, plain)
+    stats = trainer.__dict__["_distill_eval"]
+    assert stats["used"] == 2 and stats["kl_sum"] / 2 == pytest.approx(float(kl), rel=1e-6)
 

@@ -80,6 +80,13 @@ def test_lora_only_students_export(lora_students, tmp_path):
     length = int(argv[argv.index("--max-model-len") + 1])
     assert length == spec["max_model_len"] and length % 256 == 0 and length >= sum(parts.values())
     assert "--mm-processor-kwargs" not in argv  # the students see images as their base does
+    # how a client asks each adapter, as its scenefit_student.json records it
+    from scenefit.student.metadata import read_student_meta
+
+    for c in CRITERIA:
+        asked = spec["asked_as"][f"scenefit-{c.value}"]
+        assert asked == read_student_meta(lora_students / c.value).chat.model_dump(mode="json")
+        assert set(asked["prompts"]) == {c.value} and "{object}" in asked["prompts"][c.value]
 
 
 def test_modules_to_save_refused_unless_forced(head_students, tmp_path):

@@ -1,5 +1,6 @@
 """The Predictor: fast decision path vs generation, explanations, batching, adapter switching,
-the fused rule, memory of one base + three adapters, and bad items.
+the fused rule, memory of one base + three adapters, and bad items (trained students:
+tests/e2e/test_predict_students.py).
 
     .venv/bin/python -m pytest tests/unit/test_predict.py -q
 

@@ -161,12 +161,14 @@ def test_paper_config_matches_the_readme_table_of_departures(repo_root):
     assert annotate.prompt_version == "v2"
     assert [t.model for t in annotate.teachers] == ["Qwen/Qwen2.5-VL-72B-Instruct", "allenai/Molmo-72B-0924",
                                                      "OpenGVLab/InternVL3_5-38B"]
-    assert all((t.temperature, t.seed, t.max_tokens, t.max_pixels) == (0.0, 0, 512, 1003520) for t in annotate.teachers)
+    assert [(t.temperature, t.max_tokens) for t in annotate.teachers] == [(None, 512), (0.0, 512), (None, 1024)]
+    assert all((t.seed, t.max_pixels) == (0, 1003520) for t in annotate.teachers)
     consensus = resolve("consensus", paper)
     assert consensus.rule == "unanimous_final" and consensus.count_derived_final is False
-    counts = resolve("split", paper).counts
+    assert resolve("split", paper).balance == "none"
+    counts = resolve("datasets", paper).counts
     assert (counts.train, counts.val, counts.test) == (20000, 2000, 2000)
     train = resolve("train", paper)
-    assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (200704, 1003520, "linear")
+    assert (train.min_pixels, train.max_pixels, train.lr_scheduler) == (None, 1003520, "linear")
     evaluate = resolve("evaluate", paper)
     assert train.precision == evaluate.predict.dtype == "bf16"

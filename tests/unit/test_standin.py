@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from scenefit.core.criteria import Criterion, Label
 from scenefit.student.answer import render_student_answer
 from scenefit.models.loading import load_model, load_processor
-from scenefit.student.chat import student_messages
+from scenefit.student.chat import StudentChat
 from scenefit.prompts import student_prompt, student_system_prompt
 from scenefit.testbed.standin import (
     QWEN25VL_3B_PARAMETERS, QWEN25VL_VOCAB_SIZE, QWEN_ORDINARY_TOKENS, QWEN_SPECIAL_TOKENS, STOCK_GENERATION,
@@ -69,6 +69,7 @@ def test_special_tokens_sit_at_their_ids(processor, standin_model_dir):
     cfg = json.loads((standin_model_dir / "config.json").read_text())
     assert (cfg["image_token_id"], cfg["video_token_id"]) == (151655, 151656)
     assert (cfg["vision_start_token_id"], cfg["vision_end_token_id"]) == (151652, 151653)
+    assert cfg["vision_token_id"] == 151654  # <|vision_pad|>, as the published config.json names it
     text = cfg["text_config"]
     assert (text["bos_token_id"], text["eos_token_id"], text["vocab_size"]) == (151643, 151645, QWEN25VL_VOCAB_SIZE)
     gen = json.loads((standin_model_dir / "generation_config.json").read_text())
@@ -162,9 +163,8 @@ def test_answer_span_errors_name_the_sample(processor):
 def test_prompt_length_for_a_448_image(processor):
     """The student prompt with a 448x448 image on the stock processor: 256 image tokens; the
     total is the number the README states."""
-    text = processor.apply_chat_template(student_messages(student_prompt(Criterion.LOCATION).render("zebra"),
-                                                          student_system_prompt()), tokenize=False,
-                                         add_generation_prompt=True)
+    chat = StudentChat.packaged()
+    text = chat.prompt_text(processor, chat.request(Criterion.LOCATION, "zebra"))
     enc = processor(text=[text], images=[_boxed(448)], return_tensors="pt")
     ids = enc["input_ids"][0].tolist()
     assert ids.count(151655) == 256 and tuple(enc["image_grid_thw"][0].tolist()) == (1, 32, 32)

@@ -1,7 +1,6 @@
-"""The student contract (scenefit.student): both answer formats written and read back, the typed
-``scenefit_student.json``, the one fast scorer shared by training and prediction, the one
-generation call shared by the Predictor and in-process teachers, and a reasoning-first
-Predictor whose decision comes from the text only.
+"""The student contract (scenefit.student) without models: both answer formats written and read
+back, the typed ``scenefit_student.json`` and its older versions. With models (the shared fast
+scorer and generation call, a reasoning-first Predictor): tests/e2e/test_student_contract_models.py.
 
     .venv/bin/python -m pytest tests/unit/test_student_contract.py -q
 """
@@ -30,10 +29,28 @@ def test_every_target_parses_back_to_its_label_and_sentence(fmt, crit, label):
     parsed = parse_student_answer(text, crit, fmt)
     assert (parsed.label, parsed.analysis, parsed.status) == (label, "The cow stands on the grass.", "ok")
 
-def test_reasoning_first_is_the_authors_shape_decision_last():
+def test_reasoning_first_is_the_authors_target_exactly():
+    """The authors' notebook writes 'Analysis:\n<Criterion>: <sentence>\n\nSummary:\nFinal decision: <label>'."""
     text = render_student_answer(Criterion.SIZE, Label.OUT, "The cat is larger than the car.", RF)
-    assert text.splitlines() == ["Analysis:", "Size: The cat is larger than the car.", "Summary:",
-                                 "Size: Out-of-context", "Final decision: Out-of-context"]
+    assert text == "Analysis:\nSize: The cat is larger than the car.\n\nSummary:\nFinal decision: Out-of-context"
+
+
+def test_reasoning_first_answers_of_the_earlier_layout_still_parse():
+    earlier = "Analysis:\nSize: It is huge.\nSummary:\nSize: Out-of-context\nFinal decision: Out-of-context"
+    assert parse_student_answer(earlier, Criterion.SIZE, RF).status == "ok"
+
+
+@pytest.mark.parametrize("fmt", [DF, RF])
+def test_the_decision_is_found_where_the_format_puts_it_never_in_the_analysis(fmt):
+    """A sentence holding "decision: In ..." is no decision line: the format's prefix decides where the
+    label is (its first line, or its last), and the regexes come from that prefix."""
+    text = render_student_answer(Criterion.LOCATION, Label.OUT, "A hasty decision: In my view it floats.", fmt)
+    offset = fmt.decision_offset(text)
+    assert text[offset - len(fmt.decision_prefix):offset] == fmt.decision_prefix
+    assert text[offset:].startswith(" Out-of-context")
+    assert parse_student_answer(text, Criterion.LOCATION, fmt).label is Label.OUT
+    assert fmt.decision_line.pattern.count(r"\s+") == len(fmt.decision_prefix.split()) - 1
+    assert fmt.decision_offset("Location: no decision here.") is None
 
 def test_each_format_reads_only_its_own_decision_line():
     rf = render_student_answer(Criterion.LOCATION, Label.OUT, "It floats.", RF)

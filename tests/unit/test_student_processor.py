@@ -21,9 +21,8 @@ def test_autoprocessor_loads_a_student_processor_and_matches_the_qwen_processor(
     from transformers import AutoProcessor
 
     from scenefit.models.loading import STUDENT_PROCESSOR_CLASS, load_processor, save_student_processor
-    from scenefit.prompts import student_prompt, student_system_prompt
     from scenefit.core.criteria import Criterion
-    from scenefit.student.chat import student_prompt_text
+    from scenefit.student.chat import StudentChat
 
     base_dir = request.getfixturevalue(base)
     reference = load_processor(base_dir)  # the Qwen2.5-VL processor (images-only here: no torchvision)
@@ -36,8 +35,9 @@ def test_autoprocessor_loads_a_student_processor_and_matches_the_qwen_processor(
     assert type(loaded).__name__ == STUDENT_PROCESSOR_CLASS and not hasattr(loaded, "video_processor")
     image = Image.new("RGB", (300, 220), (120, 180, 240))
     ImageDraw.Draw(image).rectangle((100, 60, 200, 180), outline=(255, 0, 0), width=3)
-    text = student_prompt_text(reference, student_prompt(Criterion.SIZE).render("cow"), student_system_prompt())
-    assert student_prompt_text(loaded, student_prompt(Criterion.SIZE).render("cow"), student_system_prompt()) == text
+    chat = StudentChat.packaged()
+    text = chat.prompt_text(reference, chat.request(Criterion.SIZE, "cow"))
+    assert chat.prompt_text(loaded, chat.request(Criterion.SIZE, "cow")) == text
     want = reference(text=[text + "Decision:"], images=[image], return_tensors="pt")
     got = loaded(text=[text + "Decision:"], images=[image], return_tensors="pt")
     assert set(got) == set(want)

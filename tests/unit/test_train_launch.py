@@ -1,13 +1,9 @@
-"""`scenefit train` in two processes on CPU (DDP over gloo), as the README launches it (issue 15).
+"""How `scenefit train` reads its launcher without starting one: the requested process count from
+launcher flags, the warning when more were asked for than started, the named sharding fallback,
+and model-card metadata that huggingface_hub loads. The two-process runs themselves:
+tests/e2e/test_train_multiprocess.py.
 
-    .venv/bin/python -m pytest tests/e2e/test_train_multiprocess.py -q
-
-A 2-process run must train like a 1-process run with the same effective batch (same epochs per
-step, same losses, an adapter that decides the same), write every output from one process only,
-resume after a kill, and say so when a launcher was asked for 2 processes but started one.
-Which process opened which file for writing is recorded by a Python audit hook (a
-``sitecustomize`` on PYTHONPATH); files written by Rust code (safetensors, tokenizers) are not
-seen, so the adapter is judged by ``adapter_config.json``, which PEFT writes in the same call.
+    .venv/bin/python -m pytest tests/unit/test_train_launch.py -q
 """
 
 from __future__ import annotations
@@ -63,7 +59,10 @@ def test_model_card_metadata_loads_with_huggingface_hub(tmp_path):
     from scenefit.train.trainer import student_info
 
     cfg = small_config()
-    info = student_info(cfg, "location", "base-model", True, ["model.language_model.layers.0.self_attn.q_proj"])
+    from scenefit.student.chat import StudentChat
+
+    info = student_info(cfg, "location", "base-model", True, ["model.language_model.layers.0.self_attn.q_proj"],
+                        StudentChat.packaged())
     metrics = {"global_step": 6, "epoch": 1.0, "train_rows": 32, "effective_batch_size": 4,
                "best_metric": {"name": "eval_loss", "value": 1.0},
                "test": {"n": 8, "student": {"accuracy": 0.75, "accuracy_vs_truth": 0.5}, "base": {"accuracy": 0.5}}}

@@ -1,6 +1,7 @@
 """`scenefit datasets` — per-criterion chat-format SFT datasets for the three students.
 
     scenefit datasets runs/demo/split --out runs/demo/datasets --config demo
+    scenefit datasets runs/paper/split --out runs/paper/datasets --config paper --student-prompt-file authors_students.json
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, JsonOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt, JsonOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
 )
 
 
@@ -29,6 +30,9 @@ def datasets_cmd(
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=fhelp("datasets", "seed"))] = None,
     answer_format: Annotated[Optional[str], typer.Option("--answer-format", help=fhelp("datasets", "answer_format"))] = None,
+    student_prompt_file: Annotated[
+        Optional[Path], typer.Option("--student-prompt-file", dir_okay=False, help=fhelp("datasets", "prompt_file"))
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-criterion chat-format SFT datasets (Parquet + dataset card) from the splits."""
@@ -39,9 +43,11 @@ def datasets_cmd(
     cfg = load_config(
         "datasets", config, sets, rebalance=rebalance, seed=seed, answer_format=answer_format,
         criteria=[c.strip() for c in criteria.split(",") if c.strip()] if criteria else None,
+        prompt_file=str(student_prompt_file) if student_prompt_file else None,
     )
     try:
         splits, split_manifest = read_splits(split_dir)
+        result = build_student_datasets(splits, cfg, split_manifest)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
         return
@@ -63,7 +69,8 @@ def datasets_cmd(
 def _datasets_table(m: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"student datasets (prompt {m['prompt_version']}, balanced 1:1: {', '.join(m['rebalance']) or 'none'})")
+    balance = f"drawn 1:1 per split: {m['counts']}" if m.get("counts") else f"balanced 1:1: {', '.join(m['rebalance']) or 'none'}"
+    t = Table(title=f"student datasets (prompts {m['student']['prompt_version']}, {m['student']['answer_format']}, {balance})")
     for col in ("criterion", "split", "rows", "In-context", "Out-of-context", "dropped"):
         t.add_column(col, justify="left" if col in ("criterion", "split", "dropped") else "right")
     for c, info in m["criteria"].items():
@@ -71,3 +78,6 @@ def _datasets_table(m: dict) -> None:
             drops = ", ".join(f"{k} {v}" for k, v in info["dropped"][s].items() if v)
             t.add_row(c, s, str(b["rows"]), str(b["In-context"]), str(b["Out-of-context"]), drops or "–")
     console.print(t)
+    for c, info in m["criteria"].items():
+        if info.get("shortfall"):
+            console.print(f"[yellow]{escape(info['shortfall'])}[/]")

@@ -17,6 +17,11 @@ Rules (``ConsensusConfig.rule``):
 - ``designated``: the designated teacher's labels, on samples where it gave a usable final
   decision and every other selected teacher answered at all (a response came back, even an
   unreadable one — a request failure is not an answer).
+- ``designated_criteria``: the designated teacher's labels criterion by criterion — what the
+  authors' dataset notebooks do (their Molmo/InternVL agreement filters are commented out; the
+  label is Qwen2.5-VL-72B's alone): a sample is kept when every selected teacher answered and the
+  designated teacher gave a label for at least one criterion, with or without a final decision;
+  each criterion's dataset then takes the samples that carry its label.
 - ``majority``: the label given by more than half of the selected teachers (a missing or
   unusable answer is a vote for neither); ties and samples without such a label are dropped.
 
@@ -55,8 +60,8 @@ from scenefit.core.criteria import CRITERIA, Label
 from scenefit.teachers.parse import final_was_derived
 from scenefit.core.records import is_synthetic
 
-RULES = ("unanimous_final", "unanimous_all", "designated", "majority")
-Rule = Literal["unanimous_final", "unanimous_all", "designated", "majority"]
+RULES = ("unanimous_final", "unanimous_all", "designated", "designated_criteria", "majority")
+Rule = Literal[RULES]
 
 #: The label fields compared between teachers: the three criteria, then the final decision.
 FIELDS: tuple[str, ...] = tuple(c.value for c in CRITERIA) + ("final",)
@@ -79,8 +84,10 @@ class ConsensusConfig(StageConfig):
     rule: Rule = Field(
         default="unanimous_final",
         description="Consensus rule applied to the output: unanimous_final (all final decisions agree), "
-        "unanimous_all (every criterion too), designated (that teacher's labels; the others must have answered) "
-        "or majority (more than half of the teachers; ties dropped). All four are computed for the report.",
+        "unanimous_all (every criterion too), designated (that teacher's labels; its final decision needed, the "
+        "others must have answered), designated_criteria (that teacher's labels criterion by criterion, no final "
+        "decision needed, the others must have answered: the authors' code) or majority (more than half of the "
+        "teachers; ties dropped). All are computed for the report.",
     )
     teachers: Optional[list[str]] = Field(
         default=None, description="Teacher names whose answers count (default: every teacher in the store)."
@@ -288,9 +295,13 @@ def apply_rule(matrix: AnswerMatrix, rule: str) -> tuple[np.ndarray, dict[str, n
     elif rule == "majority":
         labels = {f: majority_codes(matrix.codes[f]) for f in FIELDS}
         keep = labels["final"] != MISSING
-    elif rule == "designated":
+    elif rule in ("designated", "designated_criteria"):
         labels = {f: matrix.codes[f][:, matrix.designated].copy() for f in FIELDS}
-        keep = (labels["final"] != MISSING) & matrix.answered.all(axis=1)
+        if rule == "designated":
+            labelled = labels["final"] != MISSING
+        else:  # any criterion labelled (codes are -1 missing, 0 in, 1 out)
+            labelled = np.stack([labels[c.value] for c in CRITERIA]).max(axis=0) != MISSING
+        keep = labelled & matrix.answered.all(axis=1)
     else:
         raise ValueError(f"unknown consensus rule {rule!r}; expected one of {', '.join(RULES)}")
     return keep, labels
@@ -418,7 +429,7 @@ def build_consensus(
     cfg: ConsensusConfig,
     image_root: Optional[Path] = None,
 ) -> ConsensusResult:
-    """Apply ``cfg.rule`` and compute the agreement report (all four rules, for comparison).
+    """Apply ``cfg.rule`` and compute the agreement report (every rule, for comparison).
 
     ``image_root``: folder that relative image paths in the manifest are relative to (the frame
     carries them absolute; :func:`scenefit.core.parquet_io.write_table` stores them relative to the

@@ -3,17 +3,26 @@
     scenefit datasets runs/demo/split --out runs/demo/datasets --config demo
 
 For each criterion, OUT/<criterion>/{train,val,test}.parquet hold one row per sample:
-the image path and object, the student prompt for that criterion (``scenefit.prompts``,
-versioned), the system prompt, and the target — the criterion's label and the designated
-teacher's analysis sentence in the student answer format (``scenefit.student.answer``:
-``answer_format`` decision_first or reasoning_first, recorded in every row and in the manifest,
-and from there in every student trained on it) that evaluation parses back. OUT/<criterion>/README.md is a dataset card whose YAML front matter
+the image path and object, the request to the student (``prompt`` for that criterion and
+``system``, built by :meth:`scenefit.student.chat.StudentChat.request`; ``prompt_version``), and the
+target — the criterion's label and the designated teacher's analysis sentence in the student answer
+format (``scenefit.student.answer``: ``answer_format`` decision_first or reasoning_first) that
+evaluation parses back. How the students are asked — prompt file, system turn, image position,
+answer format — is recorded once, as the ``student`` record of OUT/manifest.json, and from there in
+every student trained on it. OUT/<criterion>/README.md is a dataset card whose YAML front matter
 lets ``datasets.load_dataset(OUT/<criterion>)`` find the splits, and OUT/README.md declares one
-config per criterion (``load_dataset(OUT, "location", split="test")``); OUT/manifest.json records
+config per criterion (``load_dataset(OUT, "location", split="test")``); OUT/manifest.json also records
 counts, label balance, drops and input hashes. Every row carries its image (``image`` as the
 ``datasets`` ``Image`` layout ``{bytes, path}``), so the folder loads anywhere and is laid out as
 a hub dataset repository (docs/artifacts.md); a split row whose image cannot be read is left
 out and listed in OUT/errors.jsonl.
+
+Sizes: as the splits are (optionally down-sampled to 1:1 per criterion: ``rebalance``), or
+``counts``: per criterion, exactly that many rows per split, half In-context and half Out-of-context
+by the criterion's own label, drawn from the split's rows (the authors balance each criterion over
+all labelled rows; with ``split.balance: none`` the splits are such pools). The draw takes rows in
+hash(seed, id) order, the same order for every criterion, so the three test sets share as many
+samples as their labels allow (the fused decision is scored on the shared ones).
 
 Soft labels beside the hard one (null when unknown): ``teacher_p_out``, the designated
 teacher's probability of Out-of-context for the row's criterion, and ``teachers_mean_p_out``,
@@ -41,21 +50,21 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
 from scenefit.core.images import embedded_image
 from scenefit.core.text import chat_text_problem, object_name_problem
-from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat, render_student_answer
-from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
-from scenefit.data.split import SPLITS, stable_hash
+from scenefit.data.split import SPLITS, SplitCounts, stable_hash
+from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat
+from scenefit.student.chat import ImagePosition, StudentChat, SystemTurn
 
 #: Columns of every student dataset file, in order.
 DATASET_COLUMNS = [
     "id", "group", "image", "object", "box", "criterion", "label", "analysis", "prompt", "system",
-    "target", "prompt_version", "truth", "final", "scene", "synthetic", "teacher_p_out", "teachers_mean_p_out", "answer_format",
+    "target", "prompt_version", "truth", "final", "scene", "synthetic", "teacher_p_out", "teachers_mean_p_out",
 ]
 #: Split file name -> the split name the dataset card declares (Hugging Face's convention).
 CARD_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
@@ -72,9 +81,20 @@ class DatasetsConfig(StageConfig):
         default_factory=list,
         description="Splits to balance 1:1 per criterion (down-sample the majority label to the minority's "
         "count, seeded): e.g. [train, val, test] (balanced checkpoint pick and test, majority class 50 %), "
-        "[train], or [] (as split). true/false mean [train]/[] (older configs).",
+        "[train], or [] (as split). true/false mean [train]/[] (older configs). Not with counts.",
     )
-    seed: int = Field(default=0, description="Seed of the re-balancing draw.")
+    counts: Optional[SplitCounts] = Field(
+        default=None,
+        description="Per criterion, exact rows per split (even: half In-context, half Out-of-context by that "
+        "criterion's label), drawn from the split's rows, e.g. {train: 20000, val: 2000, test: 2000}; null = the "
+        "splits as they are (with rebalance).",
+    )
+    allow_fewer: bool = Field(
+        default=True,
+        description="With counts: when a split cannot fill a criterion's count, every split of that criterion "
+        "shrinks by one factor (proportions kept) and the manifest says so; false = an error.",
+    )
+    seed: int = Field(default=0, description="Seed of the re-balancing and counts draws.")
     drop_conflicts: bool = Field(
         default=True,
         description="Drop rows whose label differs from the designated teacher's own label (its analysis "
@@ -84,8 +104,25 @@ class DatasetsConfig(StageConfig):
     answer_format: AnswerFormat = Field(
         default=DEFAULT_ANSWER_FORMAT,
         description="Layout of the students' answers: decision_first ('Decision: <label>' then the sentence; "
-        "the one-forward-pass fast path works) or reasoning_first (the authors' shape: 'Analysis:', 'Summary:', "
-        "'Final decision: <label>' last; the decision is read from generated text). Recorded in each student.",
+        "the one-forward-pass fast path works) or reasoning_first (the authors' target exactly: 'Analysis:', the "
+        "sentence, a blank line, 'Summary:', 'Final decision: <label>' last; the decision is read from generated "
+        "text). Recorded in each student.",
+    )
+    prompt_file: Optional[str] = Field(
+        default=None,
+        description="Your own student prompt file (JSON: criteria -> template with {object}, each the text or "
+        "{file: NAME.txt}; optional system, image_position, version), e.g. the authors' exact student prompts; "
+        "default: the packaged prompts of the answer format. Recorded in each student.",
+    )
+    system_turn: SystemTurn = Field(
+        default="prompt_file",
+        description="The students' system turn: prompt_file (the prompt file's system text, if it has one) or "
+        "template_default (none of their own: the base's chat template adds its default turn, as the authors' "
+        "students were asked).",
+    )
+    image_position: Optional[ImagePosition] = Field(
+        default=None,
+        description="The image before_text or after_text in the students' user turn; null = as the prompt file says.",
     )
 
     @field_validator("answer_format", mode="before")
@@ -97,6 +134,16 @@ class DatasetsConfig(StageConfig):
     @classmethod
     def _criteria(cls, v: list[str]) -> list[str]:
         return criteria_list(v)
+
+    @model_validator(mode="after")
+    def _one_way_to_balance(self):
+        if self.counts is not None and self.rebalance:
+            raise ValueError("datasets.counts draws balanced sets itself; set rebalance to [] (or counts to null)")
+        return self
+
+    def student_chat(self) -> StudentChat:
+        """How the students of these datasets are asked (recorded in the manifest and each student)."""
+        return StudentChat.from_settings(self.answer_format, self.prompt_file, self.system_turn, self.image_position)
 
     @field_validator("rebalance", mode="before")
     @classmethod
@@ -127,10 +174,12 @@ def _probability(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: bool = True,
-               answer_format: AnswerFormat | str = DEFAULT_ANSWER_FORMAT) -> tuple[pd.DataFrame, dict[str, int]]:
-    """SFT rows of one split for one criterion, and the counts of dropped rows by reason."""
+               chat: Optional[StudentChat] = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """SFT rows of one split for one criterion, and the counts of dropped rows by reason
+    (``chat``: how the students are asked; default the packaged decision-first prompts)."""
     crit = Criterion(criterion)
-    fmt = AnswerFormat.parse(answer_format)
+    chat = chat or StudentChat.packaged(DEFAULT_ANSWER_FORMAT)
+    fmt = chat.answer_format
     c = crit.value
     teacher_label = _column(split_frame, f"designated_{c}")
     label = _column(split_frame, f"label_{c}").where(lambda s: s.notna(), teacher_label)
@@ -153,8 +202,7 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
         info["unsafe_text"] = int(unsafe.sum())
     df = split_frame.assign(_label=label, _analysis=analysis)
     df = df.loc[~drop].reset_index(drop=True)
-    template = student_prompt(crit)
-    prompts = {o: template.render(str(o)) for o in df["object"].unique()}
+    requests = {o: chat.request(crit, str(o)) for o in df["object"].unique()}
     out = pd.DataFrame(
         {
             "id": df["id"].astype(str),
@@ -165,17 +213,16 @@ def build_rows(split_frame: pd.DataFrame, criterion: Criterion, drop_conflicts: 
             "criterion": crit.value,
             "label": df["_label"].astype(str),
             "analysis": df["_analysis"].map(lambda s: " ".join(str(s).split())),
-            "prompt": df["object"].map(prompts),
-            "system": student_system_prompt(),
-            "target": [render_student_answer(crit, Label(lab), a, fmt) for lab, a in zip(df["_label"], df["_analysis"])],
-            "prompt_version": student_prompt_version(),
+            "prompt": df["object"].map(lambda o: requests[o].prompt),
+            "system": chat.system,
+            "target": [fmt.render(crit, Label(lab), a) for lab, a in zip(df["_label"], df["_analysis"])],
+            "prompt_version": chat.prompt_version,
             "truth": _column(df, f"truth_{crit.value}"),
             "final": _column(df, "final"),
             "scene": _column(df, "scene"),
             "synthetic": _column(df, "synthetic").fillna(False).astype(bool),
             "teacher_p_out": _probability(df, f"designated_p_out_{c}"),
             "teachers_mean_p_out": _probability(df, f"teachers_mean_p_out_{c}"),
-            "answer_format": fmt.value,
         }
     )
     return out[DATASET_COLUMNS].reset_index(drop=True), info
@@ -208,43 +255,79 @@ def label_balance(rows: pd.DataFrame) -> dict:
     return {"rows": len(rows), Label.IN.value: n_in, Label.OUT.value: n_out, "out_share": n_out / len(rows) if len(rows) else None}
 
 
+def draw_balanced(rows: pd.DataFrame, pairs: int, seed: int, tag: str) -> pd.DataFrame:
+    """``pairs`` In-context and ``pairs`` Out-of-context rows, each label's taken in hash(seed, tag, id)
+    order (the same order for every criterion when ``tag`` does not name one)."""
+    order = stable_hash(seed, tag, rows["id"])
+    keep = np.zeros(len(rows), dtype=bool)
+    for lab in (Label.IN.value, Label.OUT.value):
+        idx = np.flatnonzero((rows["label"] == lab).to_numpy())
+        keep[idx[np.argsort(order[idx], kind="stable")][:pairs]] = True
+    return rows.loc[keep].reset_index(drop=True)
+
+
+def counted_pairs(rows: dict[str, pd.DataFrame], counts: SplitCounts, allow_fewer: bool, criterion: str) -> tuple[dict[str, int], Optional[str]]:
+    """Pairs (one In-context, one Out-of-context) to draw per split for ``counts``: as asked, or — when a
+    split cannot fill its count and ``allow_fewer`` — every split's shrunk by one factor (proportions
+    kept), with a message saying so; a ValueError naming the criterion otherwise."""
+    want = {s: getattr(counts, s) // 2 for s in rows}
+    have = {s: int(min((df["label"] == Label.IN.value).sum(), (df["label"] == Label.OUT.value).sum()))
+            for s, df in rows.items()}
+    factor = min([1.0] + [have[s] / want[s] for s in rows if want[s]])
+    if factor >= 1.0:
+        return want, None
+    problem = (f"{criterion}: too few rows of one label for {dict((s, 2 * w) for s, w in want.items())} "
+               f"(1:1 pairs available per split: {have})")
+    if not allow_fewer:
+        raise ValueError(problem + "; set datasets.allow_fewer or lower datasets.counts")
+    got = {s: int(w * factor) for s, w in want.items()}
+    return got, f"{problem}: took {dict((s, 2 * g) for s, g in got.items())}, the same proportions"
+
+
 def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig, split_manifest: Optional[dict] = None) -> StudentDatasets:
     """Rows per criterion and split; ``splits`` maps split name (train/val/test) to split rows."""
     split_manifest = split_manifest or {}
     synthetic = bool(split_manifest.get("synthetic")) or any(
         bool(df["synthetic"].any()) for df in splits.values() if "synthetic" in df and len(df)
     )
+    chat = cfg.student_chat()
     frames: dict[str, dict[str, pd.DataFrame]] = {}
     per_criterion = {}
     for cname in cfg.criteria:
         crit = Criterion(cname)
-        frames[cname] = {}
         info: dict = {"splits": {}, "dropped": {}, "rebalanced": cfg.rebalance, "before_rebalance": {}, "soft_labels": {}}
+        built = {}
         for split_name, df in splits.items():
-            rows, drops = build_rows(df, crit, cfg.drop_conflicts, cfg.answer_format)
+            built[split_name], info["dropped"][split_name] = build_rows(df, crit, cfg.drop_conflicts, chat)
+        if cfg.counts is not None:
+            pairs, info["shortfall"] = counted_pairs(built, cfg.counts, cfg.allow_fewer, cname)
+            info["before_draw"] = {s: label_balance(rows) for s, rows in built.items()}
+            built = {s: draw_balanced(rows, pairs[s], cfg.seed, f"draw:{s}") for s, rows in built.items()}
+        for split_name, rows in built.items():
             if split_name in cfg.rebalance:
                 info["before_rebalance"][split_name] = label_balance(rows)
                 # train keeps its historical tag, so existing seeds draw the same rows
                 tag = f"rebalance:{cname}" if split_name == "train" else f"rebalance:{cname}:{split_name}"
                 rows = rebalance_labels(rows, cfg.seed, tag)
-            frames[cname][split_name] = rows
             info["splits"][split_name] = label_balance(rows)
-            info["dropped"][split_name] = drops
             info["soft_labels"][split_name] = {  # rows whose probabilities are known
                 col: int(rows[col].notna().sum()) for col in ("teacher_p_out", "teachers_mean_p_out")
             }
+            built[split_name] = rows
+        frames[cname] = built
         per_criterion[cname] = info
     manifest = {
         "stage": "datasets",
         "criteria": per_criterion,
-        "prompt_version": student_prompt_version(),
+        "student": chat.model_dump(mode="json"),
         "seed": cfg.seed,
         "rebalance": cfg.rebalance,
+        "counts": cfg.counts.model_dump() if cfg.counts is not None else None,
         "drop_conflicts": cfg.drop_conflicts,
-        "answer_format": cfg.answer_format.value,
         "rule": split_manifest.get("rule"),
         "designated": split_manifest.get("designated"),
         "split_seed": split_manifest.get("seed"),
+        "split_balance": split_manifest.get("balance", "final"),
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
     }
@@ -256,6 +339,7 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
     import yaml
 
     info = manifest["criteria"][criterion]
+    chat = StudentChat.model_validate(manifest["student"])
     crit = Criterion(criterion)
     tags = ["scenefit", "out-of-context", "vision-language", "distillation", crit.value]
     if manifest["synthetic"]:
@@ -288,16 +372,20 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         "",
         "Each row is one image with one object in a red box (`image` carries the image itself — a `datasets` "
         "`Image`: bytes and file name —, `box` its pixels), "
-        "the student prompt for this criterion (`system`, `prompt`; version "
-        f"`{manifest['prompt_version']}`) and the `target`, "
-        + ("in the authors' order: `Analysis:` with the designated teacher's sentence for this criterion, "
-           "`Summary:` with its label, then `Final decision: <label>` (answer format reasoning_first)."
-           if manifest.get("answer_format") == AnswerFormat.REASONING_FIRST.value else
+        "the request to the student for this criterion (`system`, `prompt`; prompts "
+        f"`{chat.prompt_version}`, system turn {'of its own' if chat.system else 'the chat template default'}, "
+        f"{chat.describe_layout()}) and the `target`, "
+        + ("in the authors' layout: `Analysis:` with the designated teacher's sentence for this criterion, "
+           "a blank line, `Summary:`, then `Final decision: <label>` (answer format reasoning_first)."
+           if chat.answer_format is AnswerFormat.REASONING_FIRST else
            "`Decision: <label>` then the designated teacher's analysis sentence for this criterion "
            "(answer format decision_first)."),
         "",
         f"Labels: consensus rule `{manifest.get('rule')}`, designated teacher `{manifest.get('designated')}`. "
-        f"Split seed {manifest.get('split_seed')}; balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}.",
+        f"Split seed {manifest.get('split_seed')}; "
+        + (f"per split {manifest['counts']} rows drawn 1:1 by this criterion's label."
+           if manifest.get("counts") else
+           f"balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}."),
         "",
         "| split | rows | In-context | Out-of-context | dropped (no label / no analysis / conflict) |",
         "|---|---:|---:|---:|---|",
@@ -405,8 +493,8 @@ def write_student_datasets(result: StudentDatasets, out_dir: Path | str, inputs:
     manifest = {**result.manifest, "inputs": inputs, "images": "embedded", "missing_images": len(errors or [])}
     paths: dict[str, Path] = {}
     for cname, per_split in result.frames.items():
-        meta = {k: manifest.get(k) for k in ("stage", "prompt_version", "answer_format", "rule", "designated",
-                                              "synthetic", "notice")}
+        meta = {k: manifest.get(k) for k in ("stage", "rule", "designated", "synthetic", "notice")}
+        meta["prompt_version"] = manifest["student"]["prompt_version"]
         for split_name, rows in per_split.items():
             paths[f"{cname}/{split_name}"] = write_table(
                 rows, out / cname / f"{split_name}.parquet", {**meta, "criterion": cname, "split": split_name},

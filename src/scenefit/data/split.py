@@ -2,8 +2,11 @@
 
     scenefit split runs/demo/consensus/consensus.parquet --out runs/demo/split --config demo
 
-Every split holds exactly as many In-context as Out-of-context samples (by the consensus final
-decision), and no group (source image) appears in two splits. Assignment is a pure function of
+``balance: final`` (default): every split holds exactly as many In-context as Out-of-context samples
+(by the consensus final decision). ``balance: none``: every consensus sample goes to one split, in
+the proportions of ``fractions`` and without balancing anything — pools from which the datasets
+stage draws each criterion's own 1:1 sets (``datasets.counts``, the authors' per-criterion
+balance). Either way no group (source image) appears in two splits. Assignment is a pure function of
 the seed and the group / sample ids (SHA-256), so the same input and seed give byte-identical
 files, whatever the input row order.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -68,9 +71,15 @@ class SplitFractions(StageConfig):
 
 
 class SplitConfig(StageConfig):
-    """Section ``split``: sizes (counts or fractions), seed, what to do when data is short."""
+    """Section ``split``: what is balanced, sizes (counts or fractions), seed, what to do when data is short."""
 
     seed: int = Field(default=0, description="Seed of the hash-based assignment (same seed → same files).")
+    balance: Literal["final", "none"] = Field(
+        default="final",
+        description="final: each split 1:1 on the consensus final decision (counts or fractions of the largest "
+        "balanced set). none: every consensus sample into one split in the proportions of `fractions`, nothing "
+        "balanced — pools for the datasets stage's per-criterion 1:1 draw (datasets.counts).",
+    )
     counts: Optional[SplitCounts] = Field(
         default=None,
         description="Exact counts per split (paper: train 20000, val 2000, test 2000); when unset, fractions apply.",
@@ -84,6 +93,13 @@ class SplitConfig(StageConfig):
         description="When the data cannot fill the requested counts, take the largest balanced set with the "
         "same proportions (and say so) instead of failing.",
     )
+
+    @model_validator(mode="after")
+    def _pools_take_fractions(self):
+        if self.balance == "none" and self.counts is not None:
+            raise ValueError("split.balance none assigns every sample to a split by `fractions`; unset `counts` "
+                             "(each criterion's exact sizes are datasets.counts)")
+        return self
 
 
 def stable_hash(seed: int, tag: str, keys: pd.Series) -> np.ndarray:
@@ -130,8 +146,11 @@ def _assign_groups(g_in: np.ndarray, g_out: np.ndarray, pref: np.ndarray, need: 
 
 
 def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[dict] = None) -> SplitResult:
-    """Split consensus rows (needs columns id, final; group optional) into balanced splits."""
+    """Split consensus rows (needs columns id, final; group optional) into balanced splits
+    (``cfg.balance`` none: into unbalanced pools, :func:`pool_split`)."""
     input_meta = input_meta or {}
+    if cfg.balance == "none":
+        return pool_split(frame, cfg, input_meta)
     pool, y, groups, n_dropped = _usable_rows(frame)
     avail = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.int64)
     mode, requested = _requested_pairs(cfg, int(avail.min()))
@@ -146,6 +165,49 @@ def balanced_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[d
     return SplitResult(frames, manifest)
 
 
+def pool_split(frame: pd.DataFrame, cfg: SplitConfig, input_meta: Optional[dict] = None) -> SplitResult:
+    """Every consensus row (a final decision is not needed) into one split, whole groups at a time:
+    groups visited in hash(seed, group) order, each to the split furthest below its share of what
+    is assigned so far (``cfg.fractions``), so the pools keep the proportions to within one group."""
+    input_meta = input_meta or {}
+    if "id" not in frame.columns:
+        raise ValueError("the consensus table lacks column id (is it `scenefit consensus` output?)")
+    pool = frame.reset_index(drop=True)
+    ids = pool["id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"consensus table repeats sample id {ids[ids.duplicated()].iloc[0]!r}")
+    groups = _group_keys(pool, ids)
+    sizes = pd.Series(groups).value_counts()
+    order = sizes.index[np.argsort(stable_hash(cfg.seed, "order", sizes.index.to_series()), kind="stable")]
+    share = np.array([getattr(cfg.fractions, s) for s in SPLITS], dtype=np.float64)
+    share = share / share.sum()
+    filled = np.zeros(len(SPLITS))
+    split_of: dict[str, int] = {}
+    for g in order:
+        n = int(sizes[g])
+        s = int(np.argmax(share * (filled.sum() + n) - filled))
+        split_of[g] = s
+        filled[s] += n
+    sample_split = pd.Series(groups).map(split_of).to_numpy()
+    frames = {name: pool.loc[sample_split == s].sort_values("id", kind="stable").reset_index(drop=True)
+              for s, name in enumerate(SPLITS)}
+    target = np.round(share * len(pool)).astype(np.int64)  # pool sizes aimed at (pairs: half of each)
+    y = label_codes(pool["final"]) if "final" in pool and len(pool) else np.full(len(pool), MISSING, np.int8)
+    avail = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.int64)
+    manifest = _split_manifest(frames, cfg, "pools", target // 2, target // 2, avail, input_meta, dropped=0,
+                               unused=0, synthetic=is_synthetic(input_meta, frame))
+    manifest.update(requested=dict(zip(SPLITS, target.tolist())),
+                    note="pools: nothing balanced here; the datasets stage draws each criterion's 1:1 sets")
+    return SplitResult(frames, manifest)
+
+
+def _group_keys(pool: pd.DataFrame, ids: pd.Series) -> np.ndarray:
+    """Each row's group key: its group, or the sample itself when it has none."""
+    group_col = pool["group"] if "group" in pool else pd.Series([None] * len(pool))
+    has_group = group_col.notna() & (group_col.astype(str).str.strip() != "")
+    return np.where(has_group, "g:" + group_col.astype(str), "id:" + ids)
+
+
 def _usable_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
     """The rows with a final decision, their class codes (0 in, 1 out), their group keys (the
     group, or the sample itself when it has none) and how many rows had no final decision."""
@@ -158,10 +220,7 @@ def _usable_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndar
     ids = pool["id"].astype(str)
     if ids.duplicated().any():
         raise ValueError(f"consensus table repeats sample id {ids[ids.duplicated()].iloc[0]!r}")
-    group_col = pool["group"] if "group" in pool else pd.Series([None] * len(pool))
-    has_group = group_col.notna() & (group_col.astype(str).str.strip() != "")
-    groups = np.where(has_group, "g:" + group_col.astype(str), "id:" + ids)
-    return pool, y_all[usable], groups, int((~usable).sum())
+    return pool, y_all[usable], _group_keys(pool, ids), int((~usable).sum())
 
 
 def _requested_pairs(cfg: SplitConfig, pairs_possible: int) -> tuple[str, np.ndarray]:
@@ -251,8 +310,9 @@ def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str
     shortfall said in words, and the consensus provenance carried on."""
     counts, ratios, n_groups = {}, {}, {}
     for name, rows in frames.items():
-        n_in = int((rows["final"] == Label.IN.value).sum())
-        n_out = int((rows["final"] == Label.OUT.value).sum())
+        final = rows["final"] if "final" in rows else pd.Series([None] * len(rows), dtype=object)
+        n_in = int((final == Label.IN.value).sum())
+        n_out = int((final == Label.OUT.value).sum())
         counts[name] = len(rows)
         ratios[name] = {Label.IN.value: n_in, Label.OUT.value: n_out, "out_share": n_out / len(rows) if len(rows) else None}
         n_groups[name] = int(rows["group"].nunique()) if "group" in rows else len(rows)
@@ -267,6 +327,7 @@ def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str
     return {
         "stage": "split",
         "seed": cfg.seed,
+        "balance": cfg.balance,
         "mode": mode,
         "requested": dict(zip(SPLITS, (2 * requested).tolist())),
         "counts": counts,

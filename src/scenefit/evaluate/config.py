@@ -61,6 +61,11 @@ class EvaluateConfig(StageConfig):
     originals_limit: Optional[int] = Field(
         default=None, ge=1, description="Use at most this many originals in the shortcut test."
     )
+    shortcut_box_width: Optional[int] = Field(
+        default=None, ge=1,
+        description="Width in pixels of the red box drawn on the shortcut test's unmodified images (the authors "
+        "draw 3); null = as predict draws boxes.",
+    )
     shortcut_threshold: float = Field(
         default=0.95,
         ge=0.0,

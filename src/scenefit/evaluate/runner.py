@@ -107,14 +107,16 @@ class BaseOnly:
 
 def collect_answers(
     predictor: Any, samples: Sequence[Sample | PredictItem], criteria: Sequence[str], explain: bool, chunk: int = 32,
-    progress: Optional[Progress] = None,
+    progress: Optional[Progress] = None, box_width: Optional[int] = None,
 ) -> tuple[dict[str, list[Answer]], list[dict]]:
     """Answers per criterion for every sample, and one error dict per sample that failed.
 
     Samples go to the predictor in chunks (for the progress bar); a chunk that raises is
-    retried one sample at a time so one bad image does not sink the batch.
+    retried one sample at a time so one bad image does not sink the batch. ``box_width``: the
+    red box's width on samples the predictor boxes (None: the predictor's own rule).
     """
     crits = [Criterion(c) for c in criteria_order(criteria)]
+    extra = {} if box_width is None else {"box_width": box_width}
     out: dict[str, list[Answer]] = {c.value: [] for c in crits}
     errors: list[dict] = []
 
@@ -133,11 +135,11 @@ def collect_answers(
     for start in range(0, len(samples), chunk):
         part = list(samples[start:start + chunk])
         try:
-            _take(part, predictor.predict(part, explain=explain, criteria=crits))
+            _take(part, predictor.predict(part, explain=explain, criteria=crits, **extra))
         except Exception:  # noqa: BLE001 — isolate the sample(s) at fault, keep the rest
             for smp in part:
                 try:
-                    _take([smp], predictor.predict([smp], explain=explain, criteria=crits))
+                    _take([smp], predictor.predict([smp], explain=explain, criteria=crits, **extra))
                 except Exception as e:  # noqa: BLE001
                     errors.append(error_row(smp.id, "prediction_failed", f"{type(e).__name__}: {e}",
                                             image=stored_image_name(smp.image)))
@@ -443,7 +445,8 @@ def evaluate_dirs(
     shortcut = None
     if originals:
         shortcut, errs = collect_answers(student_predictor, originals, list(frames), cfg.shortcut_explain,
-                                         chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)))
+                                         chunk=cfg.predict.batch_size * 2, progress=bar("shortcut test", len(originals)),
+                                         box_width=cfg.shortcut_box_width)
         failures.extend({**e, "stage": "shortcut"} for e in errs)
     probes = None
     base_model = getattr(student_predictor, "base", None) or cfg.predict.base

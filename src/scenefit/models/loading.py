@@ -278,7 +278,7 @@ class Generated:
     step_logits: Any = None  # per generated position, the (batch, vocab) logits (when asked)
 
 
-def generate_text(model, tokenizer, inputs: dict, max_new_tokens: int, temperature: float = 0.0,
+def generate_text(model, tokenizer, inputs: dict, max_new_tokens: int, temperature: Optional[float] = 0.0,
                   top_p: Optional[float] = None, seed: Optional[int] = None,
                   stopping_criteria: Optional[list] = None, first_logits: bool = False,
                   step_logits: bool = False) -> Generated:
@@ -286,7 +286,9 @@ def generate_text(model, tokenizer, inputs: dict, max_new_tokens: int, temperatu
     generation call of students (Predictor, training-time eval) and in-process teachers.
 
     Greedy is plain argmax (the stock Qwen2.5-VL generation config's repetition_penalty 1.05
-    is left out, as in training and the fast path); ``temperature`` > 0 samples. ``step_logits``
+    is left out, as in training and the fast path); ``temperature`` > 0 samples; ``temperature`` None
+    samples with the model's own generation config (its temperature, top-k, top-p, repetition
+    penalty: ``do_sample=True`` and nothing else, as the authors' teacher script). ``step_logits``
     also keeps every step's raw logits and each row's token ids (for log-probabilities; the
     logits of every step stay in memory until the batch ends)."""
     import torch
@@ -297,7 +299,9 @@ def generate_text(model, tokenizer, inputs: dict, max_new_tokens: int, temperatu
                                   output_logits=first_logits or step_logits, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
     if stopping_criteria:
         kwargs["stopping_criteria"] = list(stopping_criteria)
-    if temperature and temperature > 0:
+    if temperature is None:
+        kwargs.update(do_sample=True)  # the rest from model.generation_config
+    elif temperature > 0:
         kwargs.update(do_sample=True, temperature=float(temperature))
         if top_p is not None:
             kwargs["top_p"] = float(top_p)

@@ -6,6 +6,10 @@ path and batched explanations.
     out = pred.predict([("photo.jpg", "zebra", (10, 20, 200, 220))], explain=True)
     out[0].to_json()   # {"criteria": {"location": {...}, ...}, "final": "Out-of-context"}
 
+Each criterion is asked as its student was trained (its prompt, system turn, image position and
+answer format, read from ``scenefit_student.json``: :class:`scenefit.student.chat.StudentChat`);
+the baseline without students is asked the packaged decision-first prompts.
+
 Fast path: the prompt plus the forced answer prefix ``Decision:`` goes through the model once
 and the first-token logits of the two alternatives (`` In-context`` / `` Out-of-context``)
 decide; ``probability`` is their two-way softmax. The prefix is tokenized together with the
@@ -40,9 +44,8 @@ from typing import Any, Iterable, Optional, Sequence
 from scenefit.core.progress import Progress
 from scenefit.core.criteria import Criterion, Label
 from scenefit.models.loading import default_device, generate_text, load_model, load_processor
-from scenefit.prompts import student_prompt, student_system_prompt
-from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, parse_student_answer
-from scenefit.student.chat import student_prompt_text
+from scenefit.student.answer import AnswerFormat, parse_student_answer
+from scenefit.student.chat import StudentChat
 from scenefit.student.decision import DecisionTokenError, decide, decision_token_ids, two_way
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
@@ -86,15 +89,16 @@ class Predictor:
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
         self.tokenizer = processor.tokenizer
-        self.prefix_ids, self.decision_ids = decision_token_ids(processor)
+        # how each criterion is asked, as its student was trained (the baseline: the packaged decision-first prompts)
+        self.chats: dict[Criterion, StudentChat] = {c: i.chat for c, i in self.students.items()}
+        self.prefix_ids, self.decision_ids = decision_token_ids(processor, next(iter(self.chats.values()), None))
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
-        # what each student answers in (the baseline, the base asked the student prompts, decision-first)
-        self.answer_formats: dict[Criterion, AnswerFormat] = {c: i.answer_format for c, i in self.students.items()}
+        self.answer_formats: dict[Criterion, AnswerFormat] = {c: ch.answer_format for c, ch in self.chats.items()}
         self.criteria: tuple[Criterion, ...] = tuple(self.adapters) if self.adapters else tuple(
             Criterion.parse(c) for c in config.criteria)
         self._lock = threading.RLock()
-        self._prompt_cache: dict[tuple[Criterion, str], str] = {}
+        self._prompt_cache: dict[tuple[Criterion, str, bool, bool], str] = {}
         self.share_vision = (
             config.share_vision
             and "mm_encoder_outputs" in inspect.signature(self.model.forward).parameters
@@ -187,14 +191,17 @@ class Predictor:
 
     def predict(self, items: Iterable[Any], explain: Optional[bool] = None,
                 criteria: Optional[Sequence[str | Criterion]] = None,
-                progress: Optional[Progress] = None, use_adapters: bool = True) -> list[Prediction]:
+                progress: Optional[Progress] = None, use_adapters: bool = True,
+                box_width: Optional[int] = None) -> list[Prediction]:
         """Judge every item (see :mod:`scenefit.predict.items` for the accepted forms).
 
         Items that cannot be judged (missing image, box outside the image, …) come back as a
         Prediction with ``error = {"code", "message"}``; the others go on. ``criteria`` narrows
         the judged criteria; ``use_adapters=False`` runs the base model without the adapters
         (the baseline) on an already loaded Predictor. ``progress.advance(n)`` is called as items finish.
+        ``box_width``: the red box's width on items drawn here (default: the config's rule).
         """
+        box_width = self.config.box_width if box_width is None else box_width
         explain = self.config.explain if explain is None else bool(explain)
         crits = self._criteria(criteria)
         results: list[Optional[Prediction]] = []
@@ -212,7 +219,7 @@ class Predictor:
             ready: list[tuple[int, PredictItem, Any]] = []
             for i, item in chunk:
                 try:
-                    image = prepare_image(item, self.config.box_width, self.config.box_color, self.config.max_image_pixels)
+                    image = prepare_image(item, box_width, self.config.box_color, self.config.max_image_pixels)
                     ready.append((i, item, image))
                 except ItemError as e:
                     results[i] = Prediction(id=str(item.id), error=e.to_dict())
@@ -265,16 +272,23 @@ class Predictor:
                     if use_adapters and not self.answer_format(crit).has_fast_path:
                         rows = self._reason(crit, images, objects, pixels)
                     elif explain:
-                        rows, _ = self._explain(crit, images, objects, pixels)
+                        rows, _ = self._explain(crit, images, objects, pixels, use_adapters)
                     else:
-                        rows, vision = self._decide(crit, images, objects, vision, pixels)
+                        rows, vision = self._decide(crit, images, objects, vision, pixels, use_adapters)
                 for per_item, row in zip(out, rows):
                     per_item[crit] = row
         return out
 
+    def student_chat(self, criterion: Criterion, use_adapters: bool = True) -> StudentChat:
+        """How ``criterion`` is asked: as its student was trained (the packaged decision-first prompts
+        for the baseline); ``use_adapters=False`` (the base under the students' prompts) reads the
+        answer on the fast path, whatever the students answer in."""
+        chat = self.chats.get(criterion) or StudentChat.packaged()
+        return chat if use_adapters else chat.with_answer_format(AnswerFormat.DECISION_FIRST)
+
     def answer_format(self, criterion: Criterion) -> AnswerFormat:
         """The answer format of ``criterion``'s student (decision-first for the baseline)."""
-        return self.answer_formats.get(criterion, AnswerFormat.DECISION_FIRST)
+        return self.student_chat(criterion).answer_format
 
     def without_fast_path(self, criteria: Optional[Sequence[str | Criterion]] = None) -> list[Criterion]:
         """Criteria whose students answer reasoning-first: they have no one-pass fast path, so
@@ -287,13 +301,16 @@ class Predictor:
 
     # ---- the two paths ------------------------------------------------------------------
 
-    def prompt_text(self, criterion: Criterion, object_name: str) -> str:
-        """The chat-templated student prompt, ending with the assistant turn's opening."""
-        key = (criterion, object_name)
+    def prompt_text(self, criterion: Criterion, object_name: str, decision: bool = False,
+                    use_adapters: bool = True) -> str:
+        """The chat-templated student prompt, ending with the assistant turn's opening (``decision``:
+        with the forced decision prefix after it, the fast path's input)."""
+        key = (criterion, object_name, decision, use_adapters)
         text = self._prompt_cache.get(key)
         if text is None:
-            text = student_prompt_text(self.processor, student_prompt(criterion).render(object_name),
-                                       student_system_prompt())
+            chat = self.student_chat(criterion, use_adapters)
+            request = chat.request(criterion, object_name)
+            text = chat.decision_prompt(self.processor, request) if decision else chat.prompt_text(self.processor, request)
             if len(self._prompt_cache) < 4096:
                 self._prompt_cache[key] = text
         return text
@@ -333,10 +350,10 @@ class Predictor:
         return {**{k: v.to(self.device) for k, v in inputs.items()}, **pixels.tensors}
 
     def _decide(self, crit: Criterion, images: list, objects: list[str], vision=None,
-                pixels: Optional[BatchPixels] = None):
+                pixels: Optional[BatchPixels] = None, use_adapters: bool = True):
         """Fast path: one forward pass over prompt + 'Decision:'; returns rows and the vision
         features (reusable by the next criterion when shared)."""
-        inputs = self._encode([self.prompt_text(crit, o) + DECISION_PREFIX for o in objects], images, pixels)
+        inputs = self._encode([self.prompt_text(crit, o, True, use_adapters) for o in objects], images, pixels)
         if self.share_vision:
             if vision is None:
                 vision = self.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
@@ -360,22 +377,23 @@ class Predictor:
                             first_logits=first_logits)
         return out.texts, out.counts, out.first_logits
 
-    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None):
-        force = self.config.force_decision_prefix
-        prompts = [self.prompt_text(crit, o) for o in objects]
-        if force:
-            texts, counts, first = self.generate([p + DECISION_PREFIX for p in prompts], images,
-                                                 self.config.max_new_tokens, first_logits=True, pixels=pixels)
-            answers = [DECISION_PREFIX + t for t in texts]
+    def _explain(self, crit: Criterion, images: list, objects: list[str], pixels: Optional[BatchPixels] = None,
+                 use_adapters: bool = True):
+        fmt = self.student_chat(crit, use_adapters).answer_format
+        if self.config.force_decision_prefix:
+            texts, counts, first = self.generate([self.prompt_text(crit, o, True, use_adapters) for o in objects],
+                                                 images, self.config.max_new_tokens, first_logits=True, pixels=pixels)
+            answers = [fmt.complete(t) for t in texts]
             p_out, fast = two_way(first, self.decision_ids)
         else:
-            fast_rows, _ = self._decide(crit, images, objects, pixels=pixels)
+            fast_rows, _ = self._decide(crit, images, objects, pixels=pixels, use_adapters=use_adapters)
             p_out, fast = [r.p_out for r in fast_rows], [r.fast_label for r in fast_rows]
-            answers, counts, _ = self.generate(prompts, images, self.config.max_new_tokens, pixels=pixels)
+            answers, counts, _ = self.generate([self.prompt_text(crit, o, False, use_adapters) for o in objects],
+                                               images, self.config.max_new_tokens, pixels=pixels)
         self.generated_tokens.extend(counts)
         rows = []
         for answer, p, fast_label in zip(answers, p_out, fast):
-            parsed = parse_student_answer(answer, crit)
+            parsed = parse_student_answer(answer, crit, fmt)
             # One decision per criterion: the logits'. The generated text's own label is kept
             # beside it (generated_label, agrees_with_fast) and its reading status says whether
             # the explanation could be read.
@@ -391,8 +409,9 @@ class Predictor:
                                            self.config.max_new_tokens, pixels=pixels)
         self.generated_tokens.extend(counts)
         rows = []
+        fmt = self.answer_format(crit)
         for answer in answers:
-            parsed = parse_student_answer(answer, crit, AnswerFormat.REASONING_FIRST)
+            parsed = parse_student_answer(answer, crit, fmt)
             rows.append(CriterionResult(crit, parsed.label, None, None, None, parsed.analysis, answer.strip(),
                                         parsed.label, parsed.status))
         return rows

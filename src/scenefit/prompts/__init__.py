@@ -104,41 +104,110 @@ def _teacher_v2_text(variant: str) -> str:
     return _package_text("teacher_v2_rules.txt").rstrip("\n") + "\n\n" + answer
 
 
-#: The student prompt file. v2 keeps v1's words and moves the image after the question: with
-#: the image last, the decision token sits a fixed number of positions after every image row
-#: (the object's name, whose token count varies, comes before the image), which is what lets a
-#: small student read rows through RoPE. A real Qwen2.5-VL reads either order.
-STUDENT_PROMPT_FILE = "student_v2.json"
+#: The student prompt files shipped, one per answer format (``datasets.answer_format``), each in
+#: the layout its answers take. decision_first: ``student_v2.json`` — v1's words with the image after
+#: the question: with the image last, the decision token sits a fixed number of positions after every
+#: image row (the object's name, whose token count varies, comes before the image), which is what lets
+#: a small student read rows through RoPE (a real Qwen2.5-VL reads either order); its own system turn.
+#: reasoning_first: ``student_reasoning_v1.json`` — the authors' student layout in this project's words:
+#: the image before the question, no system turn of its own (the chat template's default one), and the
+#: answer asked for as ``Analysis:`` / ``Summary:`` / ``Final decision:``. A user's own file
+#: (``datasets.prompt_file``, ``--student-prompt-file``) has the same shape (:func:`student_prompt_file`).
+STUDENT_PROMPT_FILES = {"decision_first": "student_v2.json", "reasoning_first": "student_reasoning_v1.json"}
+STUDENT_PROMPT_FILE = STUDENT_PROMPT_FILES["decision_first"]
 IMAGE_POSITIONS = ("before_text", "after_text")
 
 
+@dataclass(frozen=True)
+class StudentPromptFile:
+    """A student prompt file, read: one template per criterion, the system turn (None: the file names
+    none, so the chat template's own default applies), where the image goes, and a version tag that
+    ends in the hash of every text the file holds or names."""
+
+    version: str
+    templates: dict[str, PromptTemplate]
+    system: Optional[str]
+    image_position: str
+
+
+def student_prompt_file(path: Optional[Path | str] = None, answer_format: str = "decision_first") -> StudentPromptFile:
+    """Read a student prompt file: ``path`` (a user's own), else the packaged one for ``answer_format``.
+
+    The file is JSON: ``criteria`` maps each criterion (location, size, co_occurrence) to its template
+    — the text itself, or ``{"file": "name.txt"}`` for a text file beside the JSON — with an
+    ``{object}`` placeholder; optional ``system`` (text, or null for none of its own), ``image_position``
+    (before_text, the default, or after_text) and ``version`` (a tag; default the file's name).
+    Problems are ValueErrors naming the file and the key."""
+    if path is None:
+        name = STUDENT_PROMPT_FILES[str(getattr(answer_format, "value", answer_format))]
+        return _read_student_file(name, _package_text(name), None)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"student prompt file not found: {p}")
+    return _read_student_file(str(p), p.read_text(encoding="utf-8"), p.parent)
+
+
 @lru_cache(maxsize=None)
-def _student_spec() -> dict:
-    spec = json.loads(_package_text(STUDENT_PROMPT_FILE))
-    if spec.get("image_position", "before_text") not in IMAGE_POSITIONS:
-        raise ValueError(f"{STUDENT_PROMPT_FILE}: image_position must be one of {IMAGE_POSITIONS}")
-    return spec
+def _packaged_student(name: str) -> StudentPromptFile:
+    return _parse_student_file(name, _package_text(name), None)
+
+
+def _read_student_file(name: str, text: str, folder: Optional[Path]) -> StudentPromptFile:
+    return _packaged_student(name) if folder is None else _parse_student_file(name, text, folder)
+
+
+def _parse_student_file(name: str, text: str, folder: Optional[Path]) -> StudentPromptFile:
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{name}: not JSON: {e}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("criteria"), dict) or not spec["criteria"]:
+        raise ValueError(f"{name}: needs a 'criteria' object mapping criteria to prompt templates")
+    unknown = sorted(set(spec) - {"version", "image_position", "system", "criteria"})
+    if unknown:
+        raise ValueError(f"{name}: unknown key(s) {unknown}")
+    position = spec.get("image_position", "before_text")
+    if position not in IMAGE_POSITIONS:
+        raise ValueError(f"{name}: image_position must be one of {IMAGE_POSITIONS}, got {position!r}")
+    system = spec.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"{name}: system must be text or null")
+    tag = str(spec.get("version") or Path(name).stem)
+    hashed = [text]
+    templates = {}
+    for key, value in spec["criteria"].items():
+        crit = Criterion.parse(key)
+        if isinstance(value, dict) and set(value) == {"file"} and folder is not None:
+            ref = folder / str(value["file"])
+            if not ref.is_file():
+                raise ValueError(f"{name}: criteria.{key}: file not found: {ref}")
+            value = ref.read_text(encoding="utf-8")
+            hashed.append(value)
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: criteria.{key} must be the template text or {{\"file\": \"NAME.txt\"}}")
+        templates[crit.value] = PromptTemplate.from_text(f"{tag}:{crit.value}", value)
+    return StudentPromptFile(f"{tag}-{text_hash(chr(0).join(hashed))}", templates, system, position)
 
 
 def student_prompt(criterion: Criterion | str) -> PromptTemplate:
-    """The student question for one criterion (versioned with the whole student file)."""
-    c = Criterion(criterion) if not isinstance(criterion, Criterion) else criterion
-    spec = _student_spec()
-    return PromptTemplate.from_text(f"{spec['version']}:{c.value}", spec["criteria"][c.value])
+    """The packaged decision-first student question for one criterion (versioned with the whole file)."""
+    return student_prompt_file().templates[Criterion.parse(str(getattr(criterion, "value", criterion))).value]
 
 
-def student_system_prompt() -> str:
-    return _student_spec()["system"]
+def student_system_prompt() -> Optional[str]:
+    """The packaged decision-first student prompts' system turn."""
+    return student_prompt_file().system
 
 
 def student_image_after_text() -> bool:
-    """Whether the student's user turn puts the image after the question (else before)."""
-    return _student_spec().get("image_position", "before_text") == "after_text"
+    """Whether the packaged decision-first student turn puts the image after the question."""
+    return student_prompt_file().image_position == "after_text"
 
 
 def student_prompt_version() -> str:
-    """Version tag plus hash of the whole student prompt file."""
-    return f"{_student_spec()['version']}-{text_hash(_package_text(STUDENT_PROMPT_FILE))}"
+    """Version tag plus hash of the packaged decision-first student prompt file."""
+    return student_prompt_file().version
+
 
 def render_teacher_answer(analyses: dict[Criterion, str], labels: dict[Criterion, Label], variant: str = "text") -> str:
     """A well-formed teacher answer (the prompt's worked examples): ``text`` (Analysis / Summary /

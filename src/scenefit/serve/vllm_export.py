@@ -86,6 +86,7 @@ class AdapterCheck:
     modules_to_save: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     decision_shift: Optional[float] = None  # largest ' In'/' Out' logit change on probe images, when probed
+    asked_as: Optional[dict] = None  # how the student was trained to be asked (its StudentChat), for clients
 
 
 def round_rank(rank: int) -> int:
@@ -182,17 +183,15 @@ def _pixel_bounds(folder: str | Path) -> dict:
 def engine_bounds(students: dict, base: str, answer_tokens: int = ANSWER_TOKENS) -> EngineBounds:
     """--max-model-len (and --mm-processor-kwargs) for ``students`` ({criterion: StudentInfo}) on ``base``."""
     from scenefit.models.loading import load_processor
-    from scenefit.prompts import student_prompt, student_system_prompt
-    from scenefit.student.chat import student_prompt_text
 
     first = next(iter(students.values()))
     processor = load_processor(first.path)
     ip = processor.image_processor
     image_tokens = int(ip.size.longest_edge) // (int(ip.patch_size) * int(ip.merge_size)) ** 2
     longest_object = "x" * 100  # serve's max_object_chars default
-    prompt_tokens = max(len(processor.tokenizer(student_prompt_text(processor, student_prompt(c).render(longest_object),
-                                                                    student_system_prompt()))["input_ids"])
-                        for c in students)
+    # each student's own prompt, as it was trained (its scenefit_student.json)
+    prompt_tokens = max(len(processor.tokenizer(info.chat.prompt_text(processor, info.chat.request(c, longest_object)))
+                            ["input_ids"]) for c, info in students.items())
     need = prompt_tokens + image_tokens + answer_tokens
     bounds = _pixel_bounds(first.path)
     try:
@@ -238,6 +237,9 @@ class VllmExport:
             "mm_processor_kwargs": self.bounds.mm_processor_kwargs if self.bounds else None,
             "adapter_ranks": {a.name: a.rank for a in self.adapters},
             "decision_shifts": {a.name: a.decision_shift for a in self.adapters if a.decision_shift is not None},
+            # a client of `vllm serve` asks each adapter as it was trained: this prompt ({object} filled),
+            # this system turn (null: none of its own), the image before or after the text, this answer layout
+            "asked_as": {a.name: a.asked_as for a in self.adapters if a.asked_as is not None},
             "command": self.command,
             "command_line": shlex.join(self.command),
             "forced": self.forced,
@@ -279,7 +281,9 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     from scenefit.core.images import draw_box
     from scenefit.student.decision import decision_token_ids, scoring_batch
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.answer import AnswerFormat
+    from scenefit.student.chat import StudentChat
+    from scenefit.student.metadata import read_student_meta
 
     first = next(iter(adapters.values()))
     processor = load_processor(first, padding_side="left")
@@ -287,11 +291,18 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     items = probe_items(images, seed)
     probes = [draw_box(im, box) for im, _, box in items]
 
+    def asked_as_trained(path: Path) -> StudentChat:
+        """The adapter's own questions (its metadata), its decision read on the fast path."""
+        meta = read_student_meta(path)
+        return (meta.chat if meta else StudentChat.packaged()).with_answer_format(AnswerFormat.DECISION_FIRST)
+
+    chats = {c: asked_as_trained(Path(p)) for c, p in adapters.items()}
+
     def logits(model, crit: Criterion):
-        rows = [{"id": str(i), "prompt": student_prompt(crit).render(obj), "system": student_system_prompt()}
-                for i, (_, obj, _) in enumerate(items)]
+        chat = chats[crit]
+        rows = [{"id": str(i), **chat.request(crit, obj)._asdict()} for i, (_, obj, _) in enumerate(items)]
         with torch.no_grad():
-            out = model(**scoring_batch(processor, rows, probes).to(device), logits_to_keep=1).logits[:, -1, :]
+            out = model(**scoring_batch(processor, rows, probes, chat).to(device), logits_to_keep=1).logits[:, -1, :]
         return out[:, [ids[label] for label in ids]].float()
 
     model = load_model(base, dtype="fp32", device=device)
@@ -321,6 +332,8 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     except StudentError as e:
         raise VllmExportError(str(e)) from None
     checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
+    for check, info in zip(checks, infos.values()):
+        check.asked_as = info.chat.model_dump(mode="json")
     if probe:
         shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
         for check, crit in zip(checks, infos):

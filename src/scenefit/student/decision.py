@@ -1,8 +1,8 @@
 """The student's decision, read two ways — the one scorer of train, evaluate and predict.
 
 Fast path (decision-first students only): the prompt is rendered by the one chat builder
-(:func:`scenefit.student.chat.student_prompt_text`), the forced answer prefix ``Decision:``
-(:data:`~scenefit.student.answer.DECISION_PREFIX`) appended, and the label is the alternative
+(:meth:`scenefit.student.chat.StudentChat.decision_prompt`) with the format's forced answer prefix
+``Decision:`` appended, and the label is the alternative
 (:func:`~scenefit.student.answer.decision_continuations`) whose first token has the larger logit
 at the last position (:func:`decide`). The alternatives' first tokens must differ and the prefix
 must tokenize as it does after the prompt — both checked once by :func:`decision_token_ids`
@@ -24,43 +24,44 @@ from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.images import open_image
 from scenefit.core.progress import Progress
-from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations, parse_student_answer
-from scenefit.student.chat import student_prompt_text
+from scenefit.student.answer import AnswerFormat, decision_continuations, parse_student_answer
+from scenefit.student.chat import StudentChat, StudentRequest
 
 
 class DecisionTokenError(ScenefitError, RuntimeError):
     """The answer prefix or the decision alternatives do not tokenize as the fast path needs."""
 
 
-def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
+def decision_token_ids(processor, chat: Optional[StudentChat] = None) -> tuple[list[int], dict[Label, int]]:
     """(token ids of the forced prefix in context, first token id of each alternative).
 
+    ``chat``: the layout the prompt is rendered in (default: the packaged decision-first one).
     Raises DecisionTokenError when the prefix would tokenize differently joined to the prompt
     than on its own (training and inference could then disagree), when an alternative does not
     extend the prefix's tokens, or when both alternatives start with the same token.
     """
-    from scenefit.prompts import student_system_prompt
-
+    chat = chat or StudentChat.packaged()
+    prefix = AnswerFormat.DECISION_FIRST.decision_prefix
     tok = processor.tokenizer
-    prompt = student_prompt_text(processor, "x", student_system_prompt())
+    prompt = chat.prompt_text(processor, StudentRequest("x", chat.system))
 
     def ids(text: str) -> list[int]:
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
-    prompt_ids, joined = ids(prompt), ids(prompt + DECISION_PREFIX)
-    prefix_ids = ids(DECISION_PREFIX)
+    prompt_ids, joined = ids(prompt), ids(prompt + prefix)
+    prefix_ids = ids(prefix)
     if joined != prompt_ids + prefix_ids:
         raise DecisionTokenError(
-            f"the answer prefix {DECISION_PREFIX!r} tokenizes differently after the prompt "
+            f"the answer prefix {prefix!r} tokenizes differently after the prompt "
             f"({tok.convert_ids_to_tokens(joined[len(prompt_ids):])}) than alone "
             f"({tok.convert_ids_to_tokens(prefix_ids)}): the fast path cannot match training"
         )
     first: dict[Label, int] = {}
     for label, continuation in decision_continuations().items():
-        full = ids(prompt + DECISION_PREFIX + continuation + "\n")
+        full = ids(prompt + prefix + continuation + "\n")
         if full[: len(joined)] != joined or len(full) <= len(joined):
             raise DecisionTokenError(
-                f"{DECISION_PREFIX + continuation!r} does not start with the prefix's own tokens; "
+                f"{prefix + continuation!r} does not start with the prefix's own tokens; "
                 "the decision position is not well defined for this tokenizer"
             )
         first[label] = full[len(joined)]
@@ -70,11 +71,6 @@ def decision_token_ids(processor) -> tuple[list[int], dict[Label, int]]:
             f"both decision alternatives start with the same token {token!r}; the fast path cannot tell them apart"
         )
     return prefix_ids, first
-
-
-def decision_prompt(processor, prompt: str, system: Optional[str]) -> str:
-    """Chat text up to and including the forced answer prefix (the fast path's input text)."""
-    return student_prompt_text(processor, prompt, system) + DECISION_PREFIX
 
 
 def two_way(logits, first: dict[Label, int]) -> tuple[list[float], list[Label]]:
@@ -100,10 +96,13 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
     return two_way(logits, first)
 
 
-def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None):
-    """Left-padded model inputs whose last position predicts the label's first token."""
+def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None,
+                  chat: Optional[StudentChat] = None):
+    """Left-padded model inputs whose last position predicts the label's first token (``chat``: the
+    students' layout, default the packaged decision-first one)."""
+    chat = chat or StudentChat.packaged()
     imgs = list(images) if images is not None else [open_image(r) for r in rows]
-    texts = [decision_prompt(processor, r["prompt"], r.get("system")) for r in rows]
+    texts = [chat.decision_prompt(processor, StudentRequest.of_row(r)) for r in rows]
     return processor(text=texts, images=imgs, padding=True, padding_side="left", return_tensors="pt")
 
 
@@ -128,32 +127,34 @@ def _in_batches(model, rows: Sequence[dict], batch_size: int, progress: Optional
     return out
 
 
-def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Progress] = None) -> list[dict]:
-    """Fast path over dataset rows: per row the predicted label and P(Out-of-context)."""
-    prefix_ids, first = decision_token_ids(processor)
+def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Progress] = None,
+               chat: Optional[StudentChat] = None) -> list[dict]:
+    """Fast path over dataset rows: per row the predicted label and P(Out-of-context) (``chat``: the
+    students' layout, default the packaged decision-first one)."""
+    chat = chat or StudentChat.packaged()
+    prefix_ids, first = decision_token_ids(processor, chat)
 
     def judge(chunk: Sequence[dict], device) -> list[dict]:
-        p_out, labels = decide(model, dict(scoring_batch(processor, chunk).to(device)), prefix_ids, first)
+        inputs = dict(scoring_batch(processor, chunk, chat=chat).to(device))
+        p_out, labels = decide(model, inputs, prefix_ids, first)
         return [{"id": r["id"], "label": lab.value, "p_out": p} for r, p, lab in zip(chunk, p_out, labels)]
 
     return _in_batches(model, rows, batch_size, progress, judge)
 
 
-def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
+def generate_rows(model, processor, rows: Sequence[dict], chat: StudentChat, batch_size: int = 8,
                   max_new_tokens: int = 128, progress: Optional[Progress] = None) -> list[dict]:
     """Generation over dataset rows (any answer format): per row the label parsed from the
     greedy answer (None when unreadable), the parse status and the text; ``p_out`` is None."""
     from scenefit.models.loading import generate_text
 
-    fmt = AnswerFormat.parse(answer_format)
-
     def judge(chunk: Sequence[dict], device) -> list[dict]:
-        texts = [student_prompt_text(processor, r["prompt"], r.get("system")) for r in chunk]
+        texts = [chat.prompt_text(processor, StudentRequest.of_row(r)) for r in chunk]
         inputs = processor(text=texts, images=[open_image(r) for r in chunk], padding=True, padding_side="left",
                            return_tensors="pt").to(device)
         out = []
         for r, text in zip(chunk, generate_text(model, processor.tokenizer, dict(inputs), max_new_tokens).texts):
-            parsed = parse_student_answer(text, Criterion.parse(str(r["criterion"])), fmt)
+            parsed = parse_student_answer(text, Criterion.parse(str(r["criterion"])), chat.answer_format)
             out.append({"id": r["id"], "label": parsed.label.value if parsed.label else None, "p_out": None,
                         "status": parsed.status, "raw": text})
         return out
@@ -161,13 +162,13 @@ def generate_rows(model, processor, rows: Sequence[dict], answer_format: AnswerF
     return _in_batches(model, rows, batch_size, progress, judge)
 
 
-def judge_rows(model, processor, rows: Sequence[dict], answer_format: AnswerFormat | str, batch_size: int = 8,
+def judge_rows(model, processor, rows: Sequence[dict], chat: StudentChat, batch_size: int = 8,
                max_new_tokens: int = 128) -> list[dict]:
     """The student's decision on dataset rows the way its answer format allows: the fast path
     for decision-first students, generation and parsing for reasoning-first ones."""
-    if AnswerFormat.parse(answer_format).has_fast_path:
-        return score_rows(model, processor, rows, batch_size)
-    return generate_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
+    if chat.answer_format.has_fast_path:
+        return score_rows(model, processor, rows, batch_size, chat=chat)
+    return generate_rows(model, processor, rows, chat, batch_size, max_new_tokens)
 
 
 def accuracy(predicted: Sequence[dict], rows: Sequence[dict], column: str = "label") -> Optional[float]:

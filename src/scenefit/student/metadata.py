@@ -2,8 +2,10 @@
 
 ``scenefit train`` writes it (:func:`write_student_meta`), so do the test bed's toy students;
 predict, evaluate, serve and export read it through :func:`read_student`, which also checks
-that this install can honour it (the decision prefix of the student's answer format, the
-student prompt version).
+that this install can honour it (the decision prefix of the student's answer format). How the
+student is asked — its prompt, system turn, image position and answer format — is recorded here
+and read back as one :class:`~scenefit.student.chat.StudentChat` (:attr:`StudentMeta.chat`), so
+every user asks it exactly as it was trained.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion
-from scenefit.student.answer import DECISION_PREFIX, FINAL_DECISION_PREFIX, AnswerFormat, decision_continuations
+from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations
+from scenefit.student.chat import ImagePosition, StudentChat
 
 STUDENT_META = "scenefit_student.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -29,12 +32,6 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 class StudentError(ScenefitError, ValueError):
     """Students that cannot be used as asked (missing folders, mismatched bases, bad prefix)."""
-
-
-def answer_prefix(answer_format: AnswerFormat | str) -> str:
-    """The text the decision follows in this answer format."""
-    fmt = AnswerFormat.parse(answer_format)
-    return DECISION_PREFIX if fmt is AnswerFormat.DECISION_FIRST else FINAL_DECISION_PREFIX
 
 
 class StudentMeta(BaseModel):
@@ -52,6 +49,13 @@ class StudentMeta(BaseModel):
                                                "students folder (the one holding this student's folder), so a run "
                                                "moved whole finds its base; null when the base was a hub id.")
     prompt_version: Optional[str] = Field(default=None, description="Student prompt file version and hash.")
+    prompt: Optional[str] = Field(default=None, description=(
+        "The student's prompt template ({object} placeholder) as trained; absent in older files: the packaged "
+        "student-v2 prompts, their system turn and image position."))
+    system: Optional[str] = Field(default=None, description="System turn as trained; null = none of its own "
+                                  "(the chat template's default turn).")
+    image_position: Optional[ImagePosition] = Field(default=None, description="The image before or after the "
+                                                    "question in the user turn, as trained.")
     answer_format: AnswerFormat = Field(default=AnswerFormat.DECISION_FIRST, description=(
         "Answer layout the student was trained on: decision_first (fast path possible) or reasoning_first "
         "(decision read from the generated text). Absent in older files: decision_first."))
@@ -81,6 +85,26 @@ class StudentMeta(BaseModel):
     @classmethod
     def _answer_format(cls, v: Any) -> AnswerFormat:
         return AnswerFormat.parse(v)
+
+    @classmethod
+    def for_chat(cls, chat: StudentChat, criterion: str, **fields: Any) -> "StudentMeta":
+        """The metadata of ``criterion``'s student trained with ``chat`` (its prompt, system turn, image
+        position, answer format and decision prefix), plus ``fields``."""
+        crit = Criterion.parse(criterion).value
+        mine = chat.for_criterion(Criterion(crit))
+        return cls(criterion=crit, prompt_version=mine.prompt_version, prompt=mine.prompts[crit], system=mine.system,
+                   image_position=mine.image_position, answer_format=mine.answer_format,
+                   decision_prefix=mine.answer_format.decision_prefix, **fields)
+
+    @property
+    def chat(self) -> StudentChat:
+        """How this student is asked, as it was trained (older files: the packaged student-v2 prompts)."""
+        if self.prompt is None:
+            legacy = StudentChat.legacy(self.answer_format)
+            return legacy.for_criterion(Criterion(self.criterion))
+        return StudentChat(prompt_version=self.prompt_version or "unknown", prompts={self.criterion: self.prompt},
+                           system=self.system, image_position=self.image_position or "before_text",
+                           answer_format=self.answer_format)
 
     @property
     def shows_notice(self) -> bool:
@@ -149,6 +173,11 @@ class StudentInfo:
         return self.meta.answer_format
 
     @property
+    def chat(self) -> StudentChat:
+        """How this student is asked, as it was trained."""
+        return self.meta.chat
+
+    @property
     def rank(self) -> int:
         ranks = [int(self.adapter_config.get("r", 0) or 0)]
         ranks += [int(v) for v in (self.adapter_config.get("rank_pattern") or {}).values()]
@@ -185,13 +214,13 @@ def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentIn
     crit = Criterion.parse(meta.criterion)
     if criterion is not None and crit is not criterion:
         raise StudentError(f"{path}: {STUDENT_META} says criterion {crit.value}, but it was given for {criterion.value}")
-    expected = answer_prefix(meta.answer_format)
+    expected = meta.answer_format.decision_prefix
     if meta.decision_prefix != expected:
         raise StudentError(
             f"{path}: trained with answer prefix {meta.decision_prefix!r}, but this version's "
             f"{meta.answer_format.value} students decide after {expected!r}"
         )
-    if meta.prompt_version and meta.prompt_version != student_prompt_version():
+    if meta.prompt is None and meta.prompt_version and meta.prompt_version != student_prompt_version():
         warnings.warn(
             f"{path}: trained with student prompts {meta.prompt_version}, this install has {student_prompt_version()}; "
             "answers may be worse than measured",

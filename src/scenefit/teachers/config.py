@@ -38,7 +38,13 @@ class TeacherConfig(StageConfig):
     )
     delay_s: float = Field(default=0.0, ge=0, description="Simulated teachers: artificial seconds per answer (to exercise concurrency, progress and kill/resume).")
     # decoding
-    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature (0 = greedy).")
+    temperature: Optional[float] = Field(
+        default=0.0, ge=0,
+        description="Sampling temperature (0 = greedy, reproducible). null = sample with the model's own generation "
+        "config, as the authors' Qwen teacher did (do_sample with the checkpoint's generation_config.json): openai "
+        "sends no temperature, so the server's defaults apply (vllm serve --generation-config auto takes the "
+        "checkpoint's); transformers samples with the model's generation config.",
+    )
     top_p: Optional[float] = Field(default=None, gt=0, le=1, description="Nucleus sampling mass; None leaves the backend default.")
     max_tokens: int = Field(default=512, ge=1, description="Most new tokens per answer.")
     seed: Optional[int] = Field(default=0, description="Sampling seed sent with every request (stored as provenance).")

@@ -66,10 +66,10 @@ def chat_body(model: str, prompt: str, image_url: str, decoding: dict[str, Any],
                 ],
             }
         ],
-        "temperature": decoding.get("temperature", 0.0),
         "max_tokens": decoding.get("max_tokens", 512),
     }
-    for key in ("seed", "top_p"):
+    # temperature None: nothing sent, the server samples with its defaults (the model's generation config)
+    for key in ("temperature", "seed", "top_p"):
         if decoding.get(key) is not None:
             body[key] = decoding[key]
     if top_logprobs is not None:

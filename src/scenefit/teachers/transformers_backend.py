@@ -29,7 +29,7 @@ def generate_chat(
     conversations: Sequence[list[dict]],
     images: Sequence[list[Any]],
     max_new_tokens: int = 512,
-    temperature: float = 0.0,
+    temperature: Optional[float] = 0.0,
     top_p: Optional[float] = None,
     seed: Optional[int] = None,
     stopping_criteria: Optional[list] = None,

@@ -120,6 +120,9 @@ def standin_config(tokenizer, size: StandinSize):
         rope_theta=1_000_000.0, mrope_section=mrope_section(size.hidden // size.heads),
         vocab_size=QWEN25VL_VOCAB_SIZE, tie_word_embeddings=True,
     )
+    # The published config.json also names <|vision_pad|>; transformers' config class has no field for
+    # it, so it travels as an extra key (saved and loaded back unchanged)
+    config.vision_token_id = tokenizer.convert_tokens_to_ids("<|vision_pad|>")
     config.dtype = "bfloat16"
     return config
 
@@ -151,8 +154,9 @@ def _notice() -> str:
     )
 
 
-def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None) -> Path:
-    """Write the stand-in folder (random bf16 weights) and return it."""
+def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None, device: str = "cpu") -> Path:
+    """Write the stand-in folder (random bf16 weights) and return it. ``device``: where the random
+    weights are drawn (a GPU draws the full-size 3B in seconds; the CPU takes minutes)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -164,7 +168,8 @@ def build_standin_model(out_dir: str | Path, size: Optional[StandinSize] = None)
     tokenizer = build_qwen_tokenizer()
     config = standin_config(tokenizer, size)
     torch.manual_seed(size.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(**STOCK_GENERATION)
     model.save_pretrained(str(out))
     image_processor = _stock_image_processor()

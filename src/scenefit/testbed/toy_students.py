@@ -26,10 +26,9 @@ from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.images import draw_box
 from scenefit.models.loading import load_model, load_processor, save_student_processor
-from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
 from scenefit.student.answer import AnswerFormat, render_student_answer
-from scenefit.student.chat import student_messages
-from scenefit.student.metadata import StudentMeta, answer_prefix, base_record, loadable_base, write_student_meta
+from scenefit.student.chat import StudentChat
+from scenefit.student.metadata import StudentMeta, base_record, loadable_base, write_student_meta
 
 #: PEFT target: the language model's attention projections only (what vLLM can serve).
 LM_ATTENTION_TARGETS = r"model\.language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
@@ -48,9 +47,9 @@ def toy_scene(rng: random.Random, truth: dict[Criterion, Label]) -> tuple[Image.
     x0 = rng.randint(0, SIZE - side)
     if truth[Criterion.LOCATION] is Label.OUT:
         y1 = min(side + rng.randint(0, 6), horizon - 14)
-        y1 = max(y1, side)
     else:
         y1 = min(SIZE, horizon + rng.randint(10, 30))
+    y1 = max(y1, side)  # the box stays inside the image (a negative corner is a bad_box)
     box = (x0, y1 - side, x0 + side, y1)
     draw.rectangle((box[0] + 4, box[1] + 4, box[2] - 5, box[3] - 5), fill=(90, 60, 30))
     return im, box
@@ -80,51 +79,53 @@ def toy_items(n: int, seed: int = 0) -> tuple[list[tuple[Image.Image, str, tuple
 
 
 def toy_answer(criterion: Criterion, label: Label, object_name: str,
-               answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST) -> str:
+               answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> str:
     return render_student_answer(criterion, label, _SENTENCES[(criterion, label)].format(o=object_name), answer_format)
 
 
 def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequence[Criterion] = CRITERIA,
                        steps: int = 60, rank: int = 16, modules_to_save: Optional[Sequence[str]] = ("lm_head",),
                        lr: float = 2e-3, batch_size: int = 8, seed: int = 0, box_width: Optional[int] = None,
-                       joint: bool = False, answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST) -> Path:
+                       joint: bool = False, answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST,
+                       device: str = "cpu", dtype: str = "fp32") -> Path:
     """Train (``steps`` > 0) or just initialise (``steps`` = 0: random LoRA weights, so every
     adapter differs from the base and from the others) one adapter per criterion on
     ``base_dir``; save them as student folders under ``out_dir``.
 
     ``joint=True`` trains one adapter on all criteria's prompts and saves it for each (a third
     of the CPU time — for tests that need trained answers but not distinct adapters).
-    ``answer_format``: the answers it learns, recorded in its metadata as ``scenefit train`` does."""
+    ``answer_format``: the answers it learns, asked with the packaged prompts of that format and
+    recorded in its metadata as ``scenefit train`` does.
+    ``device``/``dtype``: where the base is loaded to make the adapters (e.g. a full-size base on a GPU)."""
     import torch
 
     out = Path(out_dir)
     base_dir = loadable_base(base_record(str(base_dir), out))  # what adapter_config.json records, as train does
     processor = load_processor(base_dir, padding_side="right")
     crits = [Criterion(c) for c in criteria]
-    fmt = AnswerFormat.parse(answer_format)
+    chat = StudentChat.packaged(answer_format)
     groups = [crits] if (joint and steps > 0) else [[c] for c in crits]
     for k, group in enumerate(groups):
         torch.manual_seed(seed + k)
-        model = _fresh_adapter(base_dir, rank, modules_to_save, random_init=steps == 0)
+        model = _fresh_adapter(base_dir, rank, modules_to_save, random_init=steps == 0, device=device, dtype=dtype)
         if steps > 0:
-            _train(model, processor, group, steps, lr, batch_size, random.Random(seed * 1000 + k), box_width, fmt)
+            _train(model, processor, group, steps, lr, batch_size, random.Random(seed * 1000 + k), box_width, chat)
         for crit in group:
             folder = out / crit.value
             model.save_pretrained(str(folder))
             save_student_processor(processor, folder)
             # a toy of the test bed: shown with the SYNTHETIC notice wherever it answers
-            write_student_meta(StudentMeta(
-                criterion=crit.value, **base_record(base_dir, out), prompt_version=student_prompt_version(),
-                answer_format=fmt, decision_prefix=answer_prefix(fmt), toy=True, synthetic=True,
+            write_student_meta(StudentMeta.for_chat(
+                chat, crit.value, **base_record(base_dir, out), toy=True, synthetic=True,
                 notice=SYNTHETIC_NOTICE, train_steps=steps, trained_on=[c.value for c in group], rank=rank,
             ), folder)
     return out
 
 
-def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool):
+def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool, device: str = "cpu", dtype: str = "fp32"):
     from peft import LoraConfig, get_peft_model
 
-    base = load_model(base_dir, dtype="fp32", device="cpu")
+    base = load_model(base_dir, dtype=dtype, device=device)
     lcfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LM_ATTENTION_TARGETS,
                       modules_to_save=list(modules_to_save) if modules_to_save else None,
                       init_lora_weights=not random_init)
@@ -132,13 +133,12 @@ def _fresh_adapter(base_dir, rank: int, modules_to_save, random_init: bool):
 
 
 def _train(model, processor, crits: Sequence[Criterion], steps: int, lr: float, batch_size: int,
-           rng: random.Random, box_width: Optional[int], answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> None:
+           rng: random.Random, box_width: Optional[int], chat: StudentChat) -> None:
     """A plain loop: loss on the answer tokens only (as the trainer masks the prompt)."""
     import torch
 
     tok = processor.tokenizer
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    system = student_system_prompt()
     model.train()
     for _ in range(steps):
         texts, images, answer_lens = [], [], []
@@ -147,10 +147,8 @@ def _train(model, processor, crits: Sequence[Criterion], steps: int, lr: float, 
             im, box = toy_scene(rng, truth)
             obj = rng.choice(OBJECTS)
             crit = rng.choice(list(crits))
-            prompt = processor.apply_chat_template(
-                student_messages(student_prompt(crit).render(obj), system=system), tokenize=False,
-                add_generation_prompt=True)
-            answer = toy_answer(crit, truth[crit], obj, answer_format) + "<|im_end|>"
+            prompt = chat.prompt_text(processor, chat.request(crit, obj))
+            answer = toy_answer(crit, truth[crit], obj, chat.answer_format) + "<|im_end|>"
             texts.append(prompt + answer)
             images.append(draw_box(im, box, width=box_width))
             answer_lens.append(len(tok(answer, add_special_tokens=False)["input_ids"]))

@@ -8,7 +8,6 @@ import yaml
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
-from scenefit.prompts import student_image_after_text, student_prompt, student_system_prompt
 from scenefit.student.metadata import StudentMeta, loadable_base
 from scenefit.train.config import TrainConfig
 
@@ -60,9 +59,11 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         f"Question: {crit.question}",
         "",
         f"A LoRA adapter on {_base_words(meta)} that answers one criterion for an image whose object is marked "
-        f"with a red box: {_answer_shape(meta, crit)}. Prompt version `{info['prompt_version']}`; the user turn is "
-        f"{'the question, then the image' if student_image_after_text() else 'the image, then the question'} "
-        "(send it in that order, e.g. to vLLM).",
+        f"with a red box: {_answer_shape(meta, crit)}. Prompt version `{info['prompt_version']}` (the prompt, as "
+        f"trained, is in `scenefit_student.json`); the user turn is {meta.chat.describe_layout()} "
+        f"(send it in that order, e.g. to vLLM), after "
+        + (f"the system turn `{meta.chat.system}`." if meta.chat.system else "no system turn of its own (the chat "
+           "template's default one)."),
         "",
         "## Adapter",
         "",
@@ -82,7 +83,9 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         f"- {metrics.get('global_step')} optimizer steps ({metrics.get('epoch') or 0:.2f} epochs) on "
         f"{metrics.get('train_rows')} rows; best checkpoint by `{cfg.metric_for_best_model}` = "
         f"{metrics.get('best_metric', {}).get('value')}.",
-        "- Loss on the assistant answer only; images never truncated.",
+        "- Loss on the assistant answer only; images never truncated"
+        + (f" (answers cut to {cfg.max_seq_length} tokens where longer, never before their decision)."
+           if cfg.truncation else "."),
         "",
     ]
     distill = metrics.get("distill")
@@ -92,7 +95,8 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
             f"- Soft labels: + {distill['weight']} x KL(teacher || student) over {{In, Out}} at the decision token, "
             f"target `{distill['column']}`, temperature {distill['temperature']}"
             + ("" if distill.get("hard_decision", True) else ", decision token out of the cross-entropy")
-            + f"; {rows.get('with_target')} training rows with a target, {rows.get('skipped_null')} without (CE only).",
+            + f"; {rows.get('with_target')} training rows with a target, {rows.get('skipped_null')} without (CE only). "
+            "`eval_loss` is the answer's cross-entropy alone (the term is `eval_distill_kl`).",
         ]
     if test:
         s, b = test.get("student", {}), test.get("base", {})
@@ -131,8 +135,11 @@ def usage_snippet(meta: StudentMeta) -> str:
     """The card's Python: load the student with PEFT and its processor with AutoProcessor, judge
     one image. Tests run it exactly as written (tests/e2e/test_student_card.py)."""
     crit = Criterion(meta.criterion)
+    chat = meta.chat  # asked as it was trained
     text, image = '{"type": "text", "text": PROMPT.replace("{object}", obj)}', '{"type": "image"}'
-    content = "[" + ", ".join([text, image] if student_image_after_text() else [image, text]) + "]"
+    content = "[" + ", ".join([text, image] if chat.image_position == "after_text" else [image, text]) + "]"
+    system = ('[{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},' if chat.system else
+              "[  # no system turn of its own: the chat template adds its default one")
     head = [
         "import torch",
         "from peft import PeftConfig, PeftModel",
@@ -147,9 +154,9 @@ def usage_snippet(meta: StudentMeta) -> str:
         "image = Image.new(\"RGB\", (448, 336), (120, 180, 240))  # your photo: Image.open(\"photo.jpg\").convert(\"RGB\")",
         "ImageDraw.Draw(image).rectangle((150, 120, 290, 300), outline=(255, 0, 0), width=3)  # the object's red box",
         'obj = "cow"',
-        f"SYSTEM = {student_system_prompt()!r}",
-        f"PROMPT = {student_prompt(crit).text!r}",
-        'messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},',
+        *([f"SYSTEM = {chat.system!r}"] if chat.system else []),
+        f"PROMPT = {chat.prompts[crit.value]!r}",
+        f"messages = {system}",
         f'            {{"role": "user", "content": {content}}}]',
         "text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
     ]
@@ -180,7 +187,7 @@ def _answer_shape(meta: StudentMeta, crit: Criterion) -> str:
     if meta.answer_format.has_fast_path:
         return (f"first `{meta.decision_prefix} In-context|Out-of-context`, then one `{crit.display}: …` sentence "
                 "(answer format decision_first: the decision can be scored in one forward pass)")
-    return (f"`Analysis:` with one `{crit.display}: …` sentence, `Summary:` with its label, then "
+    return (f"`Analysis:` with one `{crit.display}: …` sentence, a blank line, `Summary:`, then "
             f"`{meta.decision_prefix} In-context|Out-of-context` last (answer format reasoning_first: the "
             "decision is read from the generated text)")
 

@@ -84,8 +84,13 @@ class TrainConfig(StageConfig):
     max_pixels: Optional[int] = Field(None, ge=28 * 28, description="Image processor max pixels; null keeps the base's.")
     max_seq_length: int = Field(
         8192, ge=64,
-        description="Longest allowed sequence (image tokens included). Longer samples are an error naming the "
-        "sample: nothing is truncated, so an image is never cut.",
+        description="Longest allowed sequence (image tokens included), checked for every row before training.",
+    )
+    truncation: bool = Field(
+        False,
+        description="Rows longer than max_seq_length: false = an error naming them (nothing cut); true = the answer's "
+        "end is cut to fit (the authors' max_length truncation), never a prompt or image token, and a row whose "
+        "decision line would not fit is left out of training (counted in metrics.json 'length' and on stderr).",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
     distill: DistillSettings = Field(

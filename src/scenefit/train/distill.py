@@ -8,7 +8,9 @@ The loss of one batch is
     answer cross-entropy  +  weight * T^2 * mean over rows [ KL( teacher_T || student_T ) ]
 
 where the KL is over the two decisions {In-context, Out-of-context} at the decision token (the token
-after ``Decision:``/``Final decision:`` in the answer), ``student_T`` is the softmax of the student's
+right after the answer format's decision prefix: the first line's ``Decision:`` of a decision-first
+answer, the last line's ``Final decision:`` of a reasoning-first one — never a "decision:" inside the
+analysis sentence; :meth:`~scenefit.student.answer.AnswerFormat.decision_offset`), ``student_T`` is the softmax of the student's
 two first-token logits divided by the temperature T, and ``teacher_T`` the teacher's P(Out) softened
 the same way (its log-odds divided by T). The T^2 factor keeps the gradient's size independent of T
 (Hinton et al.'s convention). The teacher probability is the dataset row's ``teacher_p_out`` (the
@@ -17,9 +19,14 @@ designated teacher, ``target: teacher``) or ``teachers_mean_p_out`` (mean over t
 cross-entropy only; such rows are counted before training (``metrics.json`` → ``distill``) and per
 logging window (``distill_rows_skipped`` in ``log.jsonl``).
 
-With ``hard_decision: false`` the decision token of a row that has a target is taken out of the
-cross-entropy, so its decision is learnt from the soft label alone (the rest of the answer still from
+With ``hard_decision: false`` the decision token of a training row that has a target is taken out of
+the cross-entropy, so its decision is learnt from the soft label alone (the rest of the answer still from
 the text): "soft labels" rather than "both".
+
+Validation: ``eval_loss`` stays the answer's cross-entropy, as in plain training (the decision token
+included, whatever ``hard_decision`` says), so the best checkpoint and early stopping on ``eval_loss``
+select on the same objective with or without distillation; the term is reported beside it as
+``eval_distill_kl`` (the mean KL over the validation rows with a target, before weight and T^2).
 
 ``weight: 0`` (the default) is today's training exactly: nothing is wrapped, and the loss code, even
 when handed soft targets, returns the plain cross-entropy (``tests/test_distill.py`` checks both).
@@ -38,13 +45,15 @@ from typing import Any, Literal, Optional, Sequence
 from pydantic import Field
 
 from scenefit.core.config import StageConfig
-from scenefit.student.answer import DECISION_PREFIX
+from scenefit.student.answer import AnswerFormat
 from scenefit.train.data import IGNORE_INDEX, DatasetError
 
 #: dataset column of each target
 TARGET_COLUMNS = {"teacher": "teacher_p_out", "teachers_mean": "teachers_mean_p_out"}
 #: batch keys the collator adds and the loss removes before the model sees the batch
 BATCH_KEYS = ("distill_rows", "distill_positions", "distill_p_out")
+#: example keys the wrapped examples add (popped by the collator)
+EXAMPLE_KEYS = ("decision_index", "soft_p_out", "soft_only")
 #: P(out) is clipped to [EPS, 1 - EPS] before its log-odds are taken (a teacher may say 0 or 1)
 EPS = 1e-6
 
@@ -110,47 +119,49 @@ def target_probabilities(frame, settings: DistillSettings, path: Any = "dataset"
     return [_probability(v, sid, column) for v, sid in zip(frame[column].tolist(), frame["id"].tolist())]
 
 
-#: Text the decision token follows in either answer format: "Decision:" (decision-first) and
-#: "Final decision:" (reasoning-first) both end in it — taken from the answer format, not retyped.
-_DECISION_CUE = DECISION_PREFIX.lower()
-
-
 def decision_position(tokenizer, input_ids: Sequence[int], labels: Sequence[int], label_ids: Sequence[int],
-                      sample_id: Any = "?") -> int:
-    """Index of the decision token in an encoded example: the last labelled token that is a label's
-    first token (``label_ids``) and follows text ending in ``decision:`` (``Decision:`` of the
-    decision-first answer, ``Final decision:`` of a reasoning-first one). Its logits sit one position
-    earlier."""
+                      answer_format: AnswerFormat, sample_id: Any = "?") -> int:
+    """Index of the decision token in an encoded example: the labelled token that starts right after the
+    answer format's decision prefix (:meth:`AnswerFormat.decision_offset`: ``Decision:`` opening a
+    decision-first answer, ``Final decision:`` opening a reasoning-first answer's last line) and is a
+    label's first token (``label_ids``). A "decision: In…" inside the analysis text is never taken. Its
+    logits sit one position earlier."""
     ids, labels = list(input_ids), list(labels)
     answer = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
     if not answer:
         raise DatasetError(f"sample {sample_id!r}: no labelled answer tokens")
-    start = answer[0]
-    found = None
-    for i in answer:
-        if ids[i] in label_ids and i > start:
-            before = tokenizer.decode(ids[start:i]).rstrip().lower()
-            if before.endswith(_DECISION_CUE):
-                found = i
-    if found is None:
-        raise DatasetError(
-            f"sample {sample_id!r}: no decision token (a label's first token after 'Decision:') in the answer; "
-            "the soft target has no position to apply to"
-        )
-    return found
+    start, end = answer[0], answer[-1] + 1
+    offset = answer_format.decision_offset(tokenizer.decode(ids[start:end], skip_special_tokens=True))
+    if offset is not None:
+        for i in range(start + 1, end):
+            decoded = len(tokenizer.decode(ids[start:i], skip_special_tokens=True))
+            if decoded == offset and ids[i] in label_ids:
+                return i
+            if decoded >= offset:
+                break
+    raise DatasetError(
+        f"sample {sample_id!r}: no decision token (a label's first token right after "
+        f"{answer_format.decision_prefix!r} where the {answer_format.value} answer puts it); "
+        "the soft target has no position to apply to"
+    )
 
 
 class SoftTargetExamples:
     """Wraps :class:`scenefit.train.data.StudentExamples`: each example also carries the index of its
-    decision token (``decision_index``) and its soft target (``soft_p_out``, NaN = none)."""
+    decision token (``decision_index``), its soft target (``soft_p_out``, NaN = none) and whether its
+    decision token leaves the cross-entropy (``soft_only``: training rows with a target when
+    ``hard_decision`` is false; never validation rows, whose loss stays the plain cross-entropy)."""
 
-    def __init__(self, examples, probabilities: Sequence[float], tokenizer, label_ids: Sequence[int]):
+    def __init__(self, examples, probabilities: Sequence[float], tokenizer, label_ids: Sequence[int],
+                 answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, soft_only: bool = False):
         if len(probabilities) != len(examples):
             raise ValueError(f"{len(probabilities)} soft targets for {len(examples)} examples")
         self.examples = examples
         self.probabilities = list(probabilities)
         self.tokenizer = tokenizer
         self.label_ids = tuple(label_ids)
+        self.answer_format = answer_format
+        self.soft_only = soft_only
         self._positions: dict[int, int] = {}
 
     def __len__(self) -> int:
@@ -161,24 +172,26 @@ class SoftTargetExamples:
         if i not in self._positions:
             sample_id = self.examples.rows[i]["id"] if hasattr(self.examples, "rows") else i
             self._positions[i] = decision_position(self.tokenizer, enc["input_ids"].tolist(), enc["labels"].tolist(),
-                                                   self.label_ids, sample_id)
-        return {**enc, "decision_index": self._positions[i], "soft_p_out": self.probabilities[i]}
+                                                   self.label_ids, self.answer_format, sample_id)
+        p = self.probabilities[i]
+        return {**enc, "decision_index": self._positions[i], "soft_p_out": p,
+                "soft_only": self.soft_only and not math.isnan(p)}
 
 
 class SoftTargetCollator:
     """Wraps a collator (padded or packed) and adds where each example's decision logits sit in the
     batch (``distill_rows``, ``distill_positions``: row and position of the logits that predict the
-    decision token) and its target (``distill_p_out``, NaN = none)."""
+    decision token) and its target (``distill_p_out``, NaN = none); the decision token of a
+    ``soft_only`` example leaves the labels."""
 
-    def __init__(self, inner, packed: bool, hard_decision: bool = True):
+    def __init__(self, inner, packed: bool):
         self.inner = inner
         self.packed = packed
-        self.hard_decision = hard_decision
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        plain = [{k: v for k, v in e.items() if k not in ("decision_index", "soft_p_out")} for e in examples]
+        plain = [{k: v for k, v in e.items() if k not in EXAMPLE_KEYS} for e in examples]
         batch = self.inner(plain)
         rows, positions, offset = [], [], 0
         for i, e in enumerate(examples):
@@ -189,9 +202,9 @@ class SoftTargetCollator:
         batch["distill_rows"] = torch.tensor(rows, dtype=torch.long)
         batch["distill_positions"] = torch.tensor(positions, dtype=torch.long)
         batch["distill_p_out"] = torch.tensor([float(e["soft_p_out"]) for e in examples], dtype=torch.float32)
-        if not self.hard_decision:  # soft labels only: the decision token of a row with a target leaves the CE
-            known = ~torch.isnan(batch["distill_p_out"])
-            batch["labels"][batch["distill_rows"][known], batch["distill_positions"][known] + 1] = IGNORE_INDEX
+        soft_only = torch.tensor([bool(e["soft_only"]) for e in examples])
+        if soft_only.any():  # soft labels only: the decision token of such a row leaves the CE
+            batch["labels"][batch["distill_rows"][soft_only], batch["distill_positions"][soft_only] + 1] = IGNORE_INDEX
         return batch
 
 
@@ -240,20 +253,33 @@ class DistillLossMixin:
                                              num_items_in_batch=num_items_in_batch)
         in_id, out_id = self.distill_token_ids  # type: ignore[misc]
         kl, used = soft_target_kl(outputs.logits, *soft, in_id, out_id, self.distill.temperature)
+        window = "_distill_window" if model.training else "_distill_eval"
+        stats = self.__dict__.setdefault(window, {"kl_sum": 0.0, "used": 0, "skipped": 0})
+        stats["kl_sum"] += float(kl.detach()) * used
+        stats["used"] += used
+        stats["skipped"] += int(soft[2].numel()) - used
+        if not model.training:
+            # eval_loss stays the answer's cross-entropy (the objective the best checkpoint and early
+            # stopping compare); the term is reported beside it as eval_distill_kl
+            return (loss, outputs) if return_outputs else loss
         term = self.distill.weight * kl
         # The Trainer leaves a loss normalised by num_items_in_batch undivided by the accumulation steps;
         # the KL is a per-batch mean, so it is divided here (a mean over the accumulated batch, as the CE).
         scaled = self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None else (  # type: ignore[attr-defined]
             self.model_accepts_loss_kwargs and num_items_in_batch is not None)  # type: ignore[attr-defined]
-        if model.training and num_items_in_batch is not None and scaled:
+        if num_items_in_batch is not None and scaled:
             term = term / self.current_gradient_accumulation_steps  # type: ignore[attr-defined]
-        if model.training:
-            stats = self.__dict__.setdefault("_distill_window", {"kl_sum": 0.0, "used": 0, "skipped": 0})
-            stats["kl_sum"] += float(kl.detach()) * used
-            stats["used"] += used
-            stats["skipped"] += int(soft[2].numel()) - used
         loss = loss + term.to(loss.dtype)
         return (loss, outputs) if return_outputs else loss
+
+    def evaluation_loop(self, *args, **kwargs):
+        self.__dict__["_distill_eval"] = {"kl_sum": 0.0, "used": 0, "skipped": 0}
+        out = super().evaluation_loop(*args, **kwargs)  # type: ignore[misc]
+        stats = self.__dict__.pop("_distill_eval", None)
+        if stats is not None and self.distill is not None and self.distill.enabled:
+            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+            out.metrics[f"{prefix}_distill_kl"] = stats["kl_sum"] / stats["used"] if stats["used"] else float("nan")
+        return out
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         stats = self.__dict__.get("_distill_window")
@@ -266,23 +292,26 @@ class DistillLossMixin:
 
 
 def prepare(settings: DistillSettings, processor, datasets: dict[str, Any], frames: dict[str, Any], collator,
-            packed: bool, paths: Optional[dict[str, Any]] = None) -> tuple[dict[str, Any], Any, tuple[int, int], dict]:
+            packed: bool, paths: Optional[dict[str, Any]] = None,
+            answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST) -> tuple[dict[str, Any], Any, tuple[int, int], dict]:
     """Wrap the train/val example sets and the collator so the soft targets reach the loss.
 
-    ``datasets`` and ``frames`` map split names to example sets and their data frames. Returns the
-    wrapped sets, the wrapped collator, the (In, Out) first-token ids and a summary for metrics.json
-    (rows with a target and rows skipped, per split)."""
+    ``datasets`` and ``frames`` map split names to example sets and their data frames; ``answer_format``
+    says where the decision token sits. Returns the wrapped sets, the wrapped collator, the (In, Out)
+    first-token ids and a summary for metrics.json (rows with a target and rows skipped, per split)."""
     from scenefit.core.criteria import Label
     from scenefit.student.decision import decision_token_ids
 
     _, first = decision_token_ids(processor)
     token_ids = (first[Label.IN], first[Label.OUT])
     wrapped, summary = {}, {"weight": settings.weight, "temperature": settings.temperature,
-                            "target": settings.target, "column": settings.column, "rows": {}}
+                            "target": settings.target, "column": settings.column, "rows": {},
+                            "eval_loss": "the answer's cross-entropy only; the term is eval_distill_kl"}
     for split, examples in datasets.items():
         probs = target_probabilities(frames[split], settings, (paths or {}).get(split, split))
-        wrapped[split] = SoftTargetExamples(examples, probs, processor.tokenizer, token_ids)
+        wrapped[split] = SoftTargetExamples(examples, probs, processor.tokenizer, token_ids, answer_format,
+                                            soft_only=split == "train" and not settings.hard_decision)
         known = sum(not math.isnan(p) for p in probs)
         summary["rows"][split] = {"with_target": known, "skipped_null": len(probs) - known}
     summary["hard_decision"] = settings.hard_decision
-    return wrapped, SoftTargetCollator(collator, packed, settings.hard_decision), token_ids, summary
+    return wrapped, SoftTargetCollator(collator, packed), token_ids, summary

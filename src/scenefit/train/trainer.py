@@ -33,11 +33,11 @@ from scenefit.core.config import dump_yaml
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.files import atomic_write_text, file_sha256, write_json
 from scenefit.core.records import is_synthetic
-from scenefit.prompts import student_prompt_version
 from scenefit.student.answer import AnswerFormat
+from scenefit.student.chat import StudentChat
 from scenefit.student.decision import accuracy, judge_rows
-from scenefit.student.metadata import StudentMeta, answer_prefix, base_record, loadable_base, write_student_meta
-from scenefit.train.checkpoints import (  # noqa: F401 - is_trained: importable from here too
+from scenefit.student.metadata import StudentMeta, base_record, loadable_base, write_student_meta
+from scenefit.train.checkpoints import (
     is_trained,
     CheckpointScan,
     checkpoint_problem,
@@ -47,7 +47,9 @@ from scenefit.train.checkpoints import (  # noqa: F401 - is_trained: importable 
     whole_run_train_loss,
 )
 from scenefit.train.config import TrainConfig
-from scenefit.train.data import SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_answer_format, read_split, split_path
+from scenefit.train.data import (
+    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, fit_lengths, read_split, split_path,
+)
 from scenefit.train.launch import sharding_fallback_warning, world_size
 from scenefit.train.packing import PackedCollator, use_packed_attention
 
@@ -85,12 +87,12 @@ def _trainer_classes():
         adds the soft-label term of ``train.distill`` when its weight is above 0)."""
 
         def __init__(self, *args, decision_rows: list[dict], scoring_processor, scoring_batch_size: int,
-                     answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, max_new_tokens: int = 128, **kwargs):
+                     chat: Optional[StudentChat] = None, max_new_tokens: int = 128, **kwargs):
             super().__init__(*args, **kwargs)
             self.decision_rows = decision_rows
             self.scoring_processor = scoring_processor
             self.scoring_batch_size = scoring_batch_size
-            self.answer_format = answer_format
+            self.chat = chat or StudentChat.packaged()
             self.max_new_tokens = max_new_tokens
 
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
@@ -99,7 +101,7 @@ def _trainer_classes():
                 accuracy, balanced, unread = self._decision_accuracy()
                 out.metrics[f"{metric_key_prefix}_decision_accuracy"] = accuracy
                 out.metrics[f"{metric_key_prefix}_decision_balanced_accuracy"] = balanced
-                if not self.answer_format.has_fast_path:
+                if not self.chat.answer_format.has_fast_path:
                     out.metrics[f"{metric_key_prefix}_decision_unreadable"] = unread
             return out
 
@@ -116,7 +118,7 @@ def _trainer_classes():
             mine = self.decision_rows[rank * share : (rank + 1) * share]
             pad = share - len(mine)
             rows = mine + self.decision_rows[:pad]
-            preds = judge_rows(self.model, self.scoring_processor, rows, self.answer_format, self.scoring_batch_size,
+            preds = judge_rows(self.model, self.scoring_processor, rows, self.chat, self.scoring_batch_size,
                                self.max_new_tokens)
             from scenefit.evaluate.metrics import balanced_accuracy
 
@@ -224,39 +226,34 @@ def _subset(frame, n: Optional[int], seed: int):
     return frame.sample(n=n, random_state=seed).sort_index()
 
 
-def score_split(model, processor, frame, batch_size: int, with_base: bool,
-                answer_format: AnswerFormat = AnswerFormat.DECISION_FIRST, max_new_tokens: int = 128) -> dict[str, Any]:
+def score_split(model, processor, frame, batch_size: int, with_base: bool, chat: StudentChat,
+                max_new_tokens: int = 128) -> dict[str, Any]:
     """Decision accuracy of the student (and of the bare base, adapter disabled) on a split,
     against the dataset's labels and, where present, the world's truth. The student is read
     the way its answer format allows (:func:`scenefit.student.decision.judge_rows`); the bare
-    base is asked on the fast path (it was trained on neither format)."""
+    base is asked the same prompts on the fast path (it was trained on neither format)."""
     rows = frame.to_dict("records")
     # which decision the accuracy is of: the logits after the forced prefix, or the generated text's
-    result: dict[str, Any] = {"n": len(rows), "decision": "logits" if answer_format.has_fast_path else "generated_text"}
-    preds = judge_rows(model, processor, rows, answer_format, batch_size, max_new_tokens)
+    result: dict[str, Any] = {"n": len(rows), "decision": "logits" if chat.answer_format.has_fast_path else "generated_text"}
+    preds = judge_rows(model, processor, rows, chat, batch_size, max_new_tokens)
     result["student"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
-    if not answer_format.has_fast_path:
+    if not chat.answer_format.has_fast_path:
         result["student"]["unreadable"] = sum(p["label"] is None for p in preds)
     if with_base:
         with model.disable_adapter():
-            preds = judge_rows(model, processor, rows, AnswerFormat.DECISION_FIRST, batch_size)
+            preds = judge_rows(model, processor, rows, chat.with_answer_format(AnswerFormat.DECISION_FIRST), batch_size)
         result["base"] = {"accuracy": accuracy(preds, rows, "label"), "accuracy_vs_truth": accuracy(preds, rows, "truth")}
     return result
 
 
 def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
-                 answer_format: AnswerFormat | str = AnswerFormat.DECISION_FIRST,
-                 students_root: Path | str = ".") -> StudentMeta:
+                 chat: StudentChat, students_root: Path | str = ".") -> StudentMeta:
     """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter (the base
-    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``)."""
+    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``) and to ask
+    it as it was trained (``chat``: its prompt, system turn, image position, answer format)."""
     vllm_ok = not cfg.lora.modules_to_save
-    fmt = AnswerFormat.parse(answer_format)
-    return StudentMeta(**{
-        "criterion": criterion,
+    return StudentMeta.for_chat(chat, criterion, **{
         **base_record(base_model, students_root),
-        "prompt_version": student_prompt_version(),
-        "answer_format": fmt,
-        "decision_prefix": answer_prefix(fmt),
         "lora": {
             "r": cfg.lora.r,
             "alpha": cfg.lora.alpha,
@@ -330,14 +327,16 @@ def train_student(
 
     frames = _read_frames(data_dir, crit)
     synthetic = is_synthetic(*frames.values())
-    answer_format = dataset_answer_format(data_dir, crit, frames)
+    chat = dataset_chat(data_dir, crit, frames)
     # PEFT records the name the base was loaded by in adapter_config.json: load it by what loads
     # from any folder (an absolute path or a hub id), never a path relative to where train ran.
     base_model = loadable_base(base_record(base_model, out_root))
     processor, model, targets = _load_base(base_model, cfg)
+    frames, lengths = fit_lengths(processor, frames, chat, cfg.max_seq_length, cfg.truncation,
+                                  {s: split_path(data_dir, crit, s) for s in frames})
     val_rows = _subset(frames["val"], cfg.eval_samples, cfg.seed)
     trainer, distill_summary = _build_trainer(model, processor, args, cfg, frames, val_rows, data_dir, crit, out,
-                                              answer_format, extra_callbacks)
+                                              chat, extra_callbacks)
     scan, train_metrics, seconds = _train_or_resume(trainer, cfg, run_dir, out, crit)
 
     metrics: dict[str, Any] = {
@@ -350,6 +349,7 @@ def train_student(
         "train": train_metrics,
         "wall_seconds": seconds,
         "train_rows": len(frames["train"]),
+        "length": lengths,
         "val_rows_used": len(val_rows),
         "world_size": trainer.args.world_size,
         "gradient_accumulation_steps": accumulation,
@@ -358,15 +358,15 @@ def train_student(
         "best_metric": {"name": cfg.metric_for_best_model, "value": trainer.state.best_metric},
         "eval_history": [h for h in trainer.state.log_history if "eval_loss" in h],
         "synthetic": synthetic,
-        "answer_format": answer_format.value,
+        "answer_format": chat.answer_format.value,
+        "student_prompt": chat.prompt_version,
         "distill": distill_summary,
     }
     if cfg.score_test and "test" in frames:
         # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
-                                      with_base=True, answer_format=answer_format,
-                                      max_new_tokens=cfg.eval_max_new_tokens)
-    info = student_info(cfg, crit, base_model, synthetic, targets, answer_format, students_root=out_root)
+                                      with_base=True, chat=chat, max_new_tokens=cfg.eval_max_new_tokens)
+    info = student_info(cfg, crit, base_model, synthetic, targets, chat, students_root=out_root)
     _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
     return TrainResult(crit, out, metrics)
 
@@ -401,12 +401,12 @@ def _load_base(base_model: str, cfg: TrainConfig):
 
 
 def _build_trainer(model, processor, args, cfg: TrainConfig, frames: dict, val_rows, data_dir: Path, crit: str,
-                   out: Path, answer_format: AnswerFormat, extra_callbacks: Optional[list]):
+                   out: Path, chat: StudentChat, extra_callbacks: Optional[list]):
     """(the StudentTrainer over the example sets and collator, the distillation summary or None)."""
     from transformers import EarlyStoppingCallback
 
-    train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cache=cfg.cache_examples)
-    val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cache=cfg.cache_examples)
+    train_set = StudentExamples(frames["train"], processor, cfg.max_seq_length, cfg.cache_examples, chat, cfg.truncation)
+    val_set = StudentExamples(val_rows, processor, cfg.max_seq_length, cfg.cache_examples, chat, cfg.truncation)
     collator = PackedCollator(model) if cfg.packing else AnswerOnlyCollator(processor.tokenizer.pad_token_id)
     distill_summary = distill_ids = None
     if cfg.distill.enabled:  # weight 0 wraps nothing: today's training exactly
@@ -414,7 +414,7 @@ def _build_trainer(model, processor, args, cfg: TrainConfig, frames: dict, val_r
 
         sets, collator, distill_ids, distill_summary = prepare(
             cfg.distill, processor, {"train": train_set, "val": val_set}, {"train": frames["train"], "val": val_rows},
-            collator, cfg.packing, {s: split_path(data_dir, crit, s) for s in ("train", "val")})
+            collator, cfg.packing, {s: split_path(data_dir, crit, s) for s in ("train", "val")}, chat.answer_format)
         train_set, val_set = sets["train"], sets["val"]
         skipped = distill_summary["rows"]["train"]["skipped_null"]
         if skipped:
@@ -434,7 +434,7 @@ def _build_trainer(model, processor, args, cfg: TrainConfig, frames: dict, val_r
         decision_rows=val_rows.to_dict("records"),
         scoring_processor=processor,
         scoring_batch_size=cfg.per_device_eval_batch_size,
-        answer_format=answer_format,
+        chat=chat,
         max_new_tokens=cfg.eval_max_new_tokens,
     )
     if distill_summary is not None:
