@@ -12,19 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from scenefit.cli import app
 from scenefit.core.criteria import CRITERIA
 from scenefit.core.parquet_io import portable_path, resolved_path
 
-runner = CliRunner()
-PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
-
-
-def run_verb(*argv: str) -> None:
-    res = runner.invoke(app, list(argv))
-    assert res.exit_code == 0, f"{argv[0]}: {res.output}"
+from support.annotate import PERSONAS
+from support.cli import run_verb
 
 
 def data_stages(run: Path, config: Path) -> None:

@@ -1,4 +1,4 @@
-"""`scenefit train` in two processes on CPU (DDP over gloo), as the README launches it (issue 15).
+"""`scenefit train` in two processes on CPU (DDP over gloo), as docs/reference.md launches it ("Several GPUs", issue 15).
 
     .venv/bin/python -m pytest tests/e2e/test_train_multiprocess.py -q
 
@@ -94,11 +94,11 @@ def _train_args(data: Path, model: Path, out: Path, conf: Path) -> list[str]:
             "--out", str(out), "--config", str(conf)]
 
 def torchrun(*args: str) -> list[str]:
-    """The README's CPU command."""
+    """docs/reference.md's CPU command."""
     return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *args]
 
 def accelerate_ddp(*args: str) -> list[str]:
-    """The README's accelerate command with 2 processes (a free port: other runs may share the machine)."""
+    """docs/reference.md's accelerate command with 2 processes (a free port: other runs may share the machine)."""
     return [str(BIN / "accelerate"), "launch", "--config_file", DDP_CONFIG, "--num_processes", "2",
             "--main_process_port", str(_free_port()), *args]
 
@@ -190,7 +190,7 @@ def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path
     assert writers["STARTED"] == {"launcher", "0", "1"}  # the hook watched both ranks
 
 @pytest.mark.slow
-def test_readme_accelerate_command_resumes_after_a_kill(setup, tmp_path):
+def test_the_documented_accelerate_command_resumes_after_a_kill(setup, tmp_path):
     root, data, _, model = setup
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(_config(max_steps=12, eval_steps=3)))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 import base64
 import io
+import struct
 import threading
 import time
+import zlib
 import httpx
 from PIL import Image
 
@@ -80,3 +82,13 @@ def assert_error(r: httpx.Response, status: int, code: str, *words: str) -> dict
         assert w.lower() in err["message"].lower(), (w, err["message"])
     return err
 
+
+
+def bomb_png(width=100_000, height=100_000) -> bytes:
+    """A real 1x1 PNG whose header is rewritten to declare width x height (valid CRC): a few
+    dozen bytes that would decode to billions of pixels."""
+    raw = bytearray(png_bytes((1, 1)))
+    ihdr = struct.pack(">II", width, height) + bytes(raw[24:29])
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(raw)

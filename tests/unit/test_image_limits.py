@@ -120,6 +120,7 @@ def test_the_predictor_judges_a_failing_batch_apart_and_keeps_the_others():
 
     pred = Predictor.__new__(Predictor)
     pred.config = PredictConfig(batch_size=16)
+    pred.box_width, pred.box_color = None, (255, 0, 0)  # what __init__ resolves from the settings and the students
     pred.criteria = ()
     pred.generated_tokens = []
     pred._criteria = lambda criteria: []

@@ -15,12 +15,8 @@ import io
 
 import socket
 
-import struct
-
 import threading
 
-
-import zlib
 
 import httpx
 
@@ -29,7 +25,7 @@ import numpy as np
 import pytest
 
 from PIL import Image
-from support.serve import FakePredictor, TOKEN, assert_error, auth, b64, png_bytes  # noqa: F401
+from support.serve import FakePredictor, TOKEN, assert_error, auth, b64, bomb_png, png_bytes  # noqa: F401
 
 pytest.importorskip("fastapi")
 
@@ -40,15 +36,6 @@ from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import ChatReply, serve_in_thread  # noqa: E402
 
 CRITERIA = ("location", "size", "co_occurrence")
-
-def bomb_png(width=100_000, height=100_000) -> bytes:
-    """A real 1x1 PNG whose header is rewritten to declare width x height (valid CRC): a few
-    dozen bytes that would decode to billions of pixels."""
-    raw = bytearray(png_bytes((1, 1)))
-    ihdr = struct.pack(">II", width, height) + bytes(raw[24:29])
-    raw[16:29] = ihdr
-    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
-    return bytes(raw)
 
 @pytest.fixture(scope="module")
 def fake():
@@ -165,7 +152,7 @@ def test_decompression_bomb_is_refused_before_decoding(server):
                  "serve.max_image_pixels")  # the 413 names the setting to raise
 
 def test_a_wrong_method_is_405_in_the_error_shape(server):
-    """README, the error list: `method_not_allowed` 405."""
+    """docs/reference.md, the refusal table of "Serving the students": `method_not_allowed` 405."""
     assert_error(server.get("/v1/classify", headers=auth()), 405, "method_not_allowed")
 
 def test_box_outside_the_image_is_422(server, fake):

@@ -167,7 +167,7 @@ def test_serve_demo_takes_the_demo_configs_limits(tmp_path, monkeypatch):
     monkeypatch.setenv("DEMO_DIR", str(tmp_path / "no-demo-run-here"))
     path = demo_config()  # no run.yaml recorded by `scenefit run`: the packaged demo config
     assert path.resolve() == find_config("demo").resolve()
-    assert load_config("serve", path, None).max_image_pixels == 50_000_000  # not the 25 M default: a 12 MP phone JPEG passes
+    assert load_config("serve", path, None).max_body_bytes == 8_388_608  # not the 16 MiB default
 
 
 # --------------------------------------------------------------------------- smaller refusals (21.8)
@@ -244,7 +244,7 @@ def test_a_public_host_without_a_token_is_refused(argv, words, tmp_path, monkeyp
 
 
 def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monkeypatch):
-    """README, "Serving the students": another address than loopback without a token is allowed
+    """docs/reference.md, "Serving the students": another address than loopback without a token is allowed
     when --insecure-no-auth says it is meant, and a warning says so (for both servers)."""
     from typer.testing import CliRunner
 
@@ -271,7 +271,7 @@ def test_insecure_no_auth_lets_a_public_host_start_with_a_warning(tmp_path, monk
 
 
 def test_uploads_are_decoded_on_decode_workers_threads(monkeypatch):
-    """README, "Serving the students": images are decoded on `decode_workers` threads of the
+    """docs/reference.md, "Serving the students": images are decoded on `decode_workers` threads of the
     server's own, never more at once, whatever the number of requests."""
     import threading
 

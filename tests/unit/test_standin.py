@@ -162,7 +162,7 @@ def test_answer_span_errors_name_the_sample(processor):
 
 def test_prompt_length_for_a_448_image(processor):
     """The student prompt with a 448x448 image on the stock processor: 256 image tokens; the
-    total is the number the README states."""
+    total is the number docs/design-notes.md states ("The real base, offline")."""
     chat = StudentChat.packaged()
     text = chat.prompt_text(processor, chat.request(Criterion.LOCATION, "zebra"))
     enc = processor(text=[text], images=[_boxed(448)], return_tensors="pt")
@@ -171,7 +171,7 @@ def test_prompt_length_for_a_448_image(processor):
     assert len(ids) == PROMPT_TOKENS_448, len(ids)
 
 
-#: Measured with the real tokenizer (student prompt v2, location, object "zebra"); README, "stand-in".
+#: Measured with the real tokenizer (student prompt v2, location, object "zebra"); docs/design-notes.md, "The real base, offline".
 PROMPT_TOKENS_448 = 368
 
 

@@ -105,14 +105,15 @@ def test_a_quote_that_swallows_lines_and_leaves_the_wrong_cells_is_reread(tmp_pa
     assert [r.data["id"] for r in out if r.data] == ["s1", "s2", "s4", "s5", "s6", "s7", "s8"]
 
 
-def test_the_readme_lists_exactly_the_codes_ingest_gives():
+def test_the_reference_lists_exactly_the_codes_ingest_gives():
+    """docs/reference.md's list of ingest's error codes is the reference: exactly the codes there are."""
     import re
 
     from scenefit.core.images import REASON_CODES
     from scenefit.data.manifest import ROW_CODES
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    listed = readme.split("with a stable `code`:", 1)[1].split("(manifest rows)", 1)[0]
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text()
+    listed = reference.split("with a stable `code`:", 1)[1].split("(manifest rows)", 1)[0]
     assert set(re.findall(r"`([a-z_]+)`", listed)) == set(REASON_CODES) | set(ROW_CODES)
 
 

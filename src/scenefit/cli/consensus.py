@@ -38,7 +38,7 @@ def consensus_cmd(
 ) -> None:
     """Keep the samples the teachers agree on; print and save the agreement report.
 
-    All four rules are computed for the report; the configured one decides what is kept.
+    Every rule is computed for the report; the configured one decides what is kept.
     """
     from scenefit.data.consensus import build_consensus, write_consensus
     from scenefit.data.consensus_report import report_tables
@@ -51,13 +51,14 @@ def consensus_cmd(
     )
     if not db.is_file():
         fail(f"annotation store not found: {db}")
-    frame_manifest = _read_manifest(manifest)
+    frame_manifest, manifest_meta = _read_manifest(manifest)
     with open_store(db) as store:
         answers = store.to_frame(prompt_hash=cfg.prompt_hash)
     if answers.empty:
         fail(f"{db} holds no answers" + (f" for prompt hash {cfg.prompt_hash}" if cfg.prompt_hash else ""))
     try:
-        result = build_consensus(answers, frame_manifest, cfg, image_root=manifest.parent)
+        result = build_consensus(answers, frame_manifest, cfg, image_root=manifest.parent,
+                                 box_style=manifest_meta.get("box_style"))
     except ValueError as e:
         fail(str(e))
         return
@@ -84,10 +85,10 @@ def _read_manifest(path: Path):
     if not path.is_file():
         fail(f"manifest not found: {path}")
     try:
-        frame, _ = read_table(path)  # relative image paths resolved against the manifest's folder
+        frame, meta = read_table(path)  # relative image paths resolved against the manifest's folder
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
         fail(f"{path}: not a readable Parquet manifest ({e}); run `scenefit ingest` first")
     missing = [c for c in ("id", "image", "object") if c not in frame.columns]
     if missing:
         fail(f"{path}: manifest lacks column(s) {missing}; run `scenefit ingest` to normalise it")
-    return frame
+    return frame, meta

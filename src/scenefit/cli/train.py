@@ -4,8 +4,8 @@
         --out runs/demo/students --config demo
 
 Multi-GPU: ``accelerate launch --config_file "$(scenefit configs --path accelerate/multi_gpu_ddp)" "$(command -v scenefit)" train …``;
-several CPU processes: ``torchrun --nproc_per_node 2 "$(command -v scenefit)" train …`` (see the
-README's Training section). Only the main process prints the summary. A rerun skips students
+several CPU processes: ``torchrun --nproc_per_node 2 "$(command -v scenefit)" train …`` (see
+docs/reference.md, "Training"). Only the main process prints the summary. A rerun skips students
 that finished and resumes interrupted ones from their latest complete checkpoint.
 """
 

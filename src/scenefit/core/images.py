@@ -20,10 +20,11 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
 
 from scenefit.core.errors import DatasetError, ScenefitError
 
@@ -93,15 +94,19 @@ def _open_checked(
         with open(path, "rb") as f:
             return f.read(32)
 
-    return _open_source(path, path, st.st_size, head, max_pixels, allowed, max_side)
+    return _open_source(path, path, st.st_size, head, max_pixels, allowed, max_side)[0]
 
 
 def _open_source(
     source: Path | io.BytesIO, label: str | Path, n_bytes: int, head: Callable[[], bytes],
-    max_pixels: int, allowed: Sequence[str], max_side: int,
-) -> Image.Image:
+    max_pixels: int, allowed: Sequence[str], max_side: int, fit_pixels: Optional[int] = None,
+) -> tuple[Image.Image, tuple[int, int]]:
     """The checks of :func:`_open_checked` on a file or on bytes in memory (``label`` names it in
-    messages; ``n_bytes`` is its size; ``head()`` its first bytes)."""
+    messages; ``n_bytes`` is its size; ``head()`` its first bytes). Returns the opened image and
+    the size its header declares. With ``fit_pixels`` a JPEG over that many pixels is set to
+    decode scaled down (:func:`_draft`), and the pixel cap applies to what will be decoded —
+    the memory and time decoding costs —, not to the declared size; any other format decodes
+    whole, so its cap is its declared size (a PNG bomb is refused before decoding)."""
     if n_bytes == 0:
         raise ImageError("empty", f"{label}: file is empty (0 bytes)")
     try:
@@ -131,19 +136,32 @@ def _open_source(
             )
         w, h = im.size
         check_dimensions(w, h, label, max_side)
-        pixels = w * h
-        if pixels > max_pixels:
-            if pixels > BOMB_PIXELS_PER_BYTE * n_bytes:
+        if fit_pixels:
+            _draft(im, fit_pixels)
+        dw, dh = im.size  # what decoding will produce (smaller than declared for a JPEG in draft mode)
+        if dw * dh > max_pixels:
+            decoded = f", decoded scaled down to {dw}x{dh} = {dw * dh:,}" if (dw, dh) != (w, h) else ""
+            if w * h > BOMB_PIXELS_PER_BYTE * n_bytes:
                 raise ImageError(
                     "bomb",
-                    f"{label}: declares {w}x{h} = {pixels:,} pixels in a {n_bytes:,}-byte file "
+                    f"{label}: declares {w}x{h} = {w * h:,} pixels{decoded} in a {n_bytes:,}-byte file "
                     f"(cap {max_pixels:,}); refused as a decompression bomb",
                 )
-            raise ImageError("too_large", f"{label}: {w}x{h} = {pixels:,} pixels exceeds the cap of {max_pixels:,}")
+            raise ImageError("too_large", f"{label}: {w}x{h} = {w * h:,} pixels{decoded} exceeds the cap of {max_pixels:,}")
     except ImageError:
         im.close()
         raise
-    return im
+    return im, (w, h)
+
+
+def _draft(im: Image.Image, fit_pixels: int) -> None:
+    """A JPEG over ``fit_pixels`` is set to decode scaled down by 1/2, 1/4 or 1/8 (Pillow's draft
+    mode: the smallest scale that still keeps at least ``fit_pixels``), before any pixel is
+    decoded; ``im.size`` becomes the size decoding will produce. Other formats are left whole."""
+    w, h = im.size
+    if w * h > fit_pixels and im.format in ("JPEG", "MPO"):
+        scale = (fit_pixels / (w * h)) ** 0.5
+        im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # scale >= the request
 
 
 def check_dimensions(w: int, h: int, label: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> None:
@@ -209,17 +227,15 @@ def load_image(
 
 
 def _finish(im: Image.Image, label: str | Path, fit_pixels: Optional[int] = None,
-            decode_budget=None) -> Image.Image:
+            decode_budget=None, declared: Optional[tuple[int, int]] = None) -> Image.Image:
     """Full decode, EXIF orientation, RGB; closes ``im``. With ``fit_pixels`` an image over that
     many pixels comes out scaled down (aspect kept) — a JPEG already while decoding (draft
-    mode), so its full size is never in memory — and ``out.info["original_size"]`` holds the
-    upright size before scaling (boxes are given in it). ``decode_budget.hold(n)``, when given,
-    is held around the decode of ``n`` pixels (bounds the decoded pixels in flight)."""
+    mode, set by :func:`_open_source`), so its full size is never in memory — and
+    ``out.info["original_size"]`` holds the upright ``declared`` size before scaling (boxes are
+    given in it). ``decode_budget.hold(n)``, when given, is held around the decode of ``n``
+    pixels (bounds the decoded pixels in flight)."""
     with im:
-        w, h = im.size
-        if fit_pixels and w * h > fit_pixels and im.format in ("JPEG", "MPO"):
-            scale = (fit_pixels / (w * h)) ** 0.5
-            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # scale >= the request
+        w, h = declared or im.size
         hold = decode_budget.hold(im.size[0] * im.size[1]) if decode_budget is not None else contextlib.nullcontext()
         with hold:
             _decode(im, label)
@@ -258,8 +274,9 @@ def load_image_bytes(
     """:func:`load_image` for untrusted bytes (uploads, data URLs), with the same checks, in
     memory; messages name ``name``. ``fit_pixels``, ``decode_budget``: see :func:`_finish`."""
     allowed = tuple(f.upper() for f in (allowed_formats or DEFAULT_FORMATS))
-    im = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:32], max_pixels, allowed, DEFAULT_MAX_SIDE)
-    return _finish(im, name, fit_pixels, decode_budget)
+    im, declared = _open_source(io.BytesIO(raw), name, len(raw), lambda: raw[:32], max_pixels, allowed,
+                                DEFAULT_MAX_SIDE, fit_pixels)
+    return _finish(im, name, fit_pixels, decode_budget, declared)
 
 
 def embedded_image(path: str | os.PathLike) -> dict[str, Any]:
@@ -375,11 +392,50 @@ def box_width_for(size: tuple[int, int], width: Optional[int] = None) -> int:
     return max(MIN_BOX_WIDTH, round(min(size) / BOX_WIDTH_PER_SIDE))
 
 
+#: The box colour every stage draws unless a config says otherwise.
+BOX_RED: tuple[int, int, int] = (255, 0, 0)
+
+
+class BoxStyle(BaseModel):
+    """How the red boxes of a set of images were drawn: the ``box_width`` setting of the stage
+    that drew them and its colour. Recorded by ``synth`` and ``ingest`` (key ``box_style`` of their
+    manifests' provenance), carried by consensus, split and datasets, and kept in each student's
+    ``scenefit_student.json``, so that predict and serve draw the box the students were trained on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    width: Optional[int] = Field(None, ge=1, le=64, description="Line width in pixels when the stage set one; "
+                                 "null = grown with each image (box_width_for: the shorter side / 150, at least 2).")
+    color: tuple[int, int, int] = Field(BOX_RED, description="RGB colour of the box.")
+
+    @staticmethod
+    def words(style: Optional["BoxStyle | Mapping[str, Any]"]) -> str:
+        """The style in words, for cards (``style`` may be its JSON, or None: not recorded)."""
+        if style is None:
+            return "not recorded (images that came boxed, or boxes drawn in more than one way)"
+        style = style if isinstance(style, BoxStyle) else BoxStyle.model_validate(style)
+        width = (f"{style.width} px wide" if style.width is not None else
+                 f"grown with the image (shorter side / {BOX_WIDTH_PER_SIDE}, at least {MIN_BOX_WIDTH} px)")
+        return f"{width}, RGB {tuple(style.color)}"
+
+
+def common_box_style(styles: Iterable[Optional[BoxStyle | Mapping[str, Any]]]) -> Optional[BoxStyle]:
+    """The one box style every source shares (BoxStyles or their JSON); None when there is no
+    source, when any source does not know how its boxes were drawn (None), or when two differ:
+    a mix is recorded as unknown rather than as one of its parts."""
+    found: set[BoxStyle] = set()
+    for style in styles:
+        if style is None:
+            return None
+        found.add(style if isinstance(style, BoxStyle) else BoxStyle.model_validate(style))
+    return found.pop() if len(found) == 1 else None
+
+
 def draw_box(
     image: Image.Image,
     box: Sequence[float],
     width: Optional[int] = None,
-    color: Sequence[int] = (255, 0, 0),
+    color: Sequence[int] = BOX_RED,
 ) -> Image.Image:
     """The one box drawer: a new RGB image with the red outline drawn inside ``box`` (x1, y1
     exclusive), ``width`` pixels wide by :func:`box_width_for` (None: by the image's size).
@@ -407,7 +463,7 @@ BOX_MIN_SIDE = 0.03
 BOX_SEARCH_SIDE = 512
 
 
-def find_box_outline(image: Image.Image, color: Sequence[int] = (255, 0, 0),
+def find_box_outline(image: Image.Image, color: Sequence[int] = BOX_RED,
                      tolerance: int = BOX_COLOR_TOLERANCE) -> Optional[tuple[int, int, int, int]]:
     """The rule for "this image carries its box": a rectangle outline in ``color``. Returns its
     (x0, y0, x1, y1) in ``image``'s pixels, None when there is none.

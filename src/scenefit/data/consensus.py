@@ -428,8 +428,12 @@ def build_consensus(
     manifest: pd.DataFrame,
     cfg: ConsensusConfig,
     image_root: Optional[Path] = None,
+    box_style: Optional[dict] = None,
 ) -> ConsensusResult:
     """Apply ``cfg.rule`` and compute the agreement report (every rule, for comparison).
+
+    ``box_style``: how the manifest's boxes were drawn (its provenance's ``box_style``), carried on
+    to split, datasets and the students.
 
     ``image_root``: folder that relative image paths in the manifest are relative to (the frame
     carries them absolute; :func:`scenefit.core.parquet_io.write_table` stores them relative to the
@@ -505,6 +509,7 @@ def build_consensus(
         "prompt_hash": report["prompt_hash"],
         "synthetic": synthetic,
         "notice": report["notice"],
+        "box_style": box_style,
     }
     return ConsensusResult(frame, report, meta)
 

@@ -55,7 +55,7 @@ from pydantic import Field, field_validator, model_validator
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, criteria_list
-from scenefit.core.images import embedded_image
+from scenefit.core.images import BoxStyle, embedded_image
 from scenefit.core.text import chat_text_problem, object_name_problem
 from scenefit.data.split import SPLITS, SplitCounts, stable_hash
 from scenefit.student.answer import DEFAULT_ANSWER_FORMAT, AnswerFormat
@@ -328,6 +328,7 @@ def build_student_datasets(splits: dict[str, pd.DataFrame], cfg: DatasetsConfig,
         "designated": split_manifest.get("designated"),
         "split_seed": split_manifest.get("seed"),
         "split_balance": split_manifest.get("balance", "final"),
+        "box_style": split_manifest.get("box_style"),  # how the images' boxes were drawn (train keeps it)
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
     }
@@ -386,6 +387,7 @@ def dataset_card(criterion: str, manifest: dict, license_id: str) -> str:
         + (f"per split {manifest['counts']} rows drawn 1:1 by this criterion's label."
            if manifest.get("counts") else
            f"balanced 1:1 per label: {', '.join(manifest['rebalance']) or 'no split'}."),
+        f"The red boxes: {BoxStyle.words(manifest.get('box_style'))}.",
         "",
         "| split | rows | In-context | Out-of-context | dropped (no label / no analysis / conflict) |",
         "|---|---:|---:|---:|---|",

@@ -43,8 +43,11 @@ from pydantic import Field, field_validator
 from scenefit.core.progress import Progress
 from scenefit.core.errors import error_row
 from scenefit.core.config import StageConfig
-from scenefit.core.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_box, draw_box, load_image
-from scenefit.data.manifest import read_manifest, write_manifest
+from scenefit.core.images import (
+    DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, BoxStyle, ImageError, check_box, common_box_style, draw_box,
+    load_image,
+)
+from scenefit.data.manifest import manifest_box_style, read_manifest, write_manifest
 from scenefit.core.files import atomic_path, safe_stem, write_json, write_jsonl
 from scenefit.core.records import Sample, is_synthetic
 
@@ -108,6 +111,7 @@ class IngestResult:
     out_dir: Optional[Path] = None
     rejected_by_code: dict[str, int] = field(default_factory=dict)
     boxed_copies: dict = field(default_factory=lambda: copy_bytes([]))  # images written, bytes in and out
+    box_style: Optional[BoxStyle] = None  # how every accepted image's box was drawn; None: unknown or mixed
 
     def summary(self) -> dict:
         from scenefit import SYNTHETIC_NOTICE
@@ -122,6 +126,7 @@ class IngestResult:
             "already_boxed": len(self.samples) - self.drawn,
             "boxes_clipped": self.clipped,
             "boxed_copies": self.boxed_copies,
+            "box_style": self.box_style.model_dump(mode="json") if self.box_style else None,
             "synthetic": self.synthetic,
         }
         if self.line_note:
@@ -187,6 +192,17 @@ def ingest_sample(sample: Sample, images_out: Path, cfg: IngestConfig) -> tuple[
                          images_out / image_name(sample.id, fmt), fmt, cfg.jpeg_quality, icc)
         image_path = str(out.resolve())
     return sample.model_copy(update={"image": image_path, "box": box, "boxed": True}), clipped
+
+
+def ingested_box_style(cfg: IngestConfig, drawn: int, came_boxed: int, manifest: str | os.PathLike,
+                       fmt: Optional[str]) -> Optional[BoxStyle]:
+    """How the boxes of the accepted samples were drawn (the manifest's ``box_style``, carried on to
+    the students): this stage's width setting and colour for the boxes it drew, the source
+    manifest's record for images that came boxed; None when any part is unknown or two differ."""
+    parts = [BoxStyle(width=cfg.box_width, color=cfg.box_color)] if drawn else []
+    if came_boxed:
+        parts.append(manifest_box_style(manifest, fmt))
+    return common_box_style(parts)
 
 
 def copy_record(source: Sample, ingested: Sample) -> Optional[dict]:
@@ -292,6 +308,7 @@ def ingest(
         out_dir=out,
         rejected_by_code=dict(Counter(e["code"] for e in errors)),
         boxed_copies=copy_bytes(copies),
+        box_style=ingested_box_style(cfg, drawn, len(accepted) - drawn, manifest, fmt),
     )
     summary = result.summary()
     write_manifest(accepted, out / "manifest.parquet",

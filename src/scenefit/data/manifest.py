@@ -39,7 +39,7 @@ from typing import Any, Iterator, Literal, Optional
 from pydantic import ValidationError
 
 from scenefit.core.errors import ScenefitError, error_row
-from scenefit.core.images import ImageError, parse_box
+from scenefit.core.images import BoxStyle, ImageError, parse_box
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.core.table_rows import (
     BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader, cell_text, detect_format,
@@ -256,6 +256,22 @@ def read_manifest(
         seen[s.id] = i
         samples.append(s)
     return ManifestRead(samples, errors, reader.rows, reader.lines, reader.line_note())
+
+
+def manifest_box_style(path: str | os.PathLike, fmt: Optional[str] = None) -> Optional[BoxStyle]:
+    """How the boxes already drawn in a manifest's images were drawn, when the manifest says so: a
+    normalised Parquet manifest written by ``synth`` or ``ingest`` carries ``box_style`` in its
+    provenance. None for any other manifest (a CSV or JSONL file, images boxed elsewhere)."""
+    from scenefit.core.parquet_io import read_meta
+
+    p = Path(path)
+    if detect_format(p, fmt) != "parquet":
+        return None
+    try:
+        style = read_meta(p).get("box_style")
+        return BoxStyle.model_validate(style) if style else None
+    except (OSError, ValueError):  # unreadable provenance: the reader reports the file itself
+        return None
 
 
 def write_manifest(samples: list[Sample], path: str | os.PathLike, meta: Optional[dict] = None) -> Path:

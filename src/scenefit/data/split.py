@@ -342,6 +342,7 @@ def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str
         "designated": input_meta.get("designated"),
         "teachers": input_meta.get("teachers"),
         "prompt_hash": input_meta.get("prompt_hash"),
+        "box_style": input_meta.get("box_style"),
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
     }
@@ -356,7 +357,7 @@ def write_split(result: SplitResult, out_dir: Path | str, inputs: dict[str, str]
     manifest = {**result.manifest, "inputs": inputs}
     paths = {}
     for name, df in result.frames.items():
-        meta = {k: manifest[k] for k in ("stage", "seed", "rule", "designated", "synthetic", "notice")}
+        meta = {k: manifest[k] for k in ("stage", "seed", "rule", "designated", "box_style", "synthetic", "notice")}
         paths[name] = write_table(df, out / f"{name}.parquet", {**meta, "split": name})
     paths["manifest"] = write_json(manifest, out / "manifest.json")
     return paths

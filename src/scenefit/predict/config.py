@@ -43,10 +43,12 @@ class PredictConfig(StageConfig):
     )
     box_width: Optional[int] = Field(
         None, ge=1, le=64,
-        description="Width in pixels of the red box drawn on images that are not boxed yet (match ingest); null = "
-        "by the image's size, as ingest draws it (scenefit.core.images.box_width_for).",
+        description="Width in pixels of the red box drawn on images that are not boxed yet; null = as the students "
+        "were trained (box_style in their scenefit_student.json), else by the image's size as ingest draws it "
+        "(scenefit.core.images.box_width_for).",
     )
-    box_color: tuple[int, int, int] = Field((255, 0, 0), description="RGB colour of the drawn box (the students are trained on red).")
+    box_color: Optional[tuple[int, int, int]] = Field(
+        None, description="RGB colour of the drawn box; null = as the students were trained, else red (255, 0, 0).")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Images declaring more pixels are refused before decoding.")
     share_vision: bool = Field(
         True,

@@ -22,7 +22,7 @@ from PIL import Image
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.images import (
-    REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_stored_image, parse_box,
+    BOX_RED, REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_stored_image, parse_box,
 )
 from scenefit.core.records import Sample
 from scenefit.core.text import UnsafeText, check_object_name
@@ -91,7 +91,7 @@ def _default_id(image: Any, index: int) -> str:
     return str(index)
 
 
-def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color: Sequence[int] = (255, 0, 0),
+def prepare_image(item: PredictItem, box_width: Optional[int] = None, box_color: Sequence[int] = BOX_RED,
                   max_pixels: Optional[int] = None) -> Image.Image:
     """The red-boxed RGB image of an item; raises ItemError naming the item and the problem."""
     where = f"item {item.id}"

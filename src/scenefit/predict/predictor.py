@@ -43,10 +43,12 @@ from typing import Any, Iterable, Optional, Sequence
 
 from scenefit.core.progress import Progress
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.images import BOX_RED
 from scenefit.models.loading import default_device, generate_text, load_model, load_processor
 from scenefit.student.answer import AnswerFormat, parse_student_answer
 from scenefit.student.chat import StudentChat
 from scenefit.student.decision import DecisionTokenError, decide, decision_token_ids, two_way
+from scenefit.student.metadata import trained_box_style
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
@@ -105,6 +107,8 @@ class Predictor:
             and hasattr(self.model, "get_image_features")
             and not self._adapters_touch_vision()
         )
+        # the box drawn on images that are not boxed yet: the settings', else the students' training's
+        self.box_width, self.box_color, self.box_source = drawn_box(config, self.students.values())
         self.generated_tokens: list[int] = []  # new tokens per explanation, from the last predict()
         self._torch = torch
 
@@ -185,6 +189,7 @@ class Predictor:
             "answer_formats": {c.value: self.answer_format(c).value for c in self.criteria},
             "weight_bytes": self.weight_bytes(),
             "batch_size": self.config.batch_size,
+            "box": {"width": self.box_width, "color": list(self.box_color), "from": self.box_source},
         }
 
     # ---- prediction ---------------------------------------------------------------------
@@ -199,9 +204,10 @@ class Predictor:
         Prediction with ``error = {"code", "message"}``; the others go on. ``criteria`` narrows
         the judged criteria; ``use_adapters=False`` runs the base model without the adapters
         (the baseline) on an already loaded Predictor. ``progress.advance(n)`` is called as items finish.
-        ``box_width``: the red box's width on items drawn here (default: the config's rule).
+        ``box_width``: the red box's width on items drawn here (default: :attr:`box_width`, the
+        setting's or the students' training's, see :func:`drawn_box`).
         """
-        box_width = self.config.box_width if box_width is None else box_width
+        box_width = self.box_width if box_width is None else box_width
         explain = self.config.explain if explain is None else bool(explain)
         crits = self._criteria(criteria)
         results: list[Optional[Prediction]] = []
@@ -219,7 +225,7 @@ class Predictor:
             ready: list[tuple[int, PredictItem, Any]] = []
             for i, item in chunk:
                 try:
-                    image = prepare_image(item, box_width, self.config.box_color, self.config.max_image_pixels)
+                    image = prepare_image(item, box_width, self.box_color, self.config.max_image_pixels)
                     ready.append((i, item, image))
                 except ItemError as e:
                     results[i] = Prediction(id=str(item.id), error=e.to_dict())
@@ -461,6 +467,23 @@ class Predictor:
         from peft.tuners.lora import LoraLayer
 
         return any(isinstance(m, LoraLayer) and ".visual." in f".{name}." for name, m in self.model.named_modules())
+
+
+def drawn_box(config: PredictConfig, students: Iterable[StudentInfo]) -> tuple[Optional[int], tuple[int, int, int], str]:
+    """The box drawn on items that are not boxed yet: ``(width, colour, from)``. A setting given
+    (``predict.box_width``, ``predict.box_color``) wins; what it leaves null is taken from the box
+    the students were trained on (their ``box_style``), else the defaults (width by the image's size,
+    red). ``from`` says which: ``settings``, ``students``, ``defaults`` or a mix joined by ``+``."""
+    trained = trained_box_style(students)
+
+    def pick(given, learnt, default):
+        if given is not None:
+            return given, "settings"
+        return (learnt, "students") if trained is not None else (default, "defaults")
+
+    width, width_from = pick(config.box_width, trained and trained.width, None)
+    color, color_from = pick(config.box_color, trained and trained.color, BOX_RED)
+    return width, tuple(color), "+".join(dict.fromkeys((width_from, color_from)))
 
 
 def _load_base(base_ref: str, cfg: PredictConfig, device: str, given: bool):

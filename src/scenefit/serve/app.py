@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scenefit.core.criteria import CRITERIA, Criterion
-from scenefit.core.images import find_box_outline, parse_box
+from scenefit.core.images import BOX_RED, find_box_outline, parse_box
 from scenefit.core.records import is_synthetic
 from scenefit.serve.batching import BatcherClosed, MicroBatcher, ModelTurns
 from scenefit.serve.openai_server import CHAT_PATH, DECODED_IMAGES_SCOPE_KEY, PromptGuard
@@ -168,7 +168,7 @@ class ImageDecoding:
     allocator keeps a heap per thread that decoded a large image, so decoding on the server's
     general thread pool (up to 40 threads) left gigabytes resident after a burst."""
 
-    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int], box_color: Sequence[int] = (255, 0, 0)):
+    def __init__(self, cfg: ServeConfig, fit_pixels: Optional[int], box_color: Sequence[int] = BOX_RED):
         self.cfg = cfg
         self.fit_pixels = fit_pixels
         self.box_color = tuple(box_color)  # the colour an image sent without a box must show its box in
@@ -183,12 +183,13 @@ class ImageDecoding:
         try:
             return load_image_bytes(raw, **self.options())
         except ApiError as e:
-            if e.code != "too_large":
+            if e.code != "too_large":  # a bomb is not a photo to let through by raising the cap
                 raise
             # say which setting refused it, and how to raise it
             raise ApiError(e.status_code, e.code, f"{e.message}: the server's cap is serve.max_image_pixels = "
-                                     f"{self.cfg.max_image_pixels:,} (raise it with --max-image-pixels or "
-                                     "--set max_image_pixels=N; images are scaled down while decoding)") from None
+                                     f"{self.cfg.max_image_pixels:,} pixels decoded (raise it with --max-image-pixels "
+                                     "or --set max_image_pixels=N; a JPEG counts at the size it decodes to, scaled "
+                                     "down to the model's input while decoding, other formats at their full size)") from None
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of scenefit.core.images.load_image_bytes (the chat route decodes with them)."""
@@ -329,7 +330,7 @@ def create_app(
     criteria = served_criteria(predictor)
     counters = GuardCounters()
     decoding = ImageDecoding(cfg, cfg.decode_max_pixels or model_max_pixels(predictor),
-                             getattr(getattr(predictor, "config", None), "box_color", (255, 0, 0)))
+                             getattr(predictor, "box_color", BOX_RED))
 
     def run_batch(items: Sequence[tuple], explain: bool) -> list[dict[str, Any]]:
         with lock.hold("classify"):

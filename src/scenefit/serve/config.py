@@ -53,7 +53,9 @@ class ServerLimits(StageConfig):
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond it), base64 included."
     )
     max_image_pixels: int = Field(
-        25_000_000, ge=1, description="Images declaring more pixels are refused before decoding (413)."
+        25_000_000, ge=1, description="Images that would decode to more pixels are refused before decoding (413). "
+        "scenefit serve counts a JPEG at the size it decodes to while scaling it down to the model's input "
+        "(draft mode: 1/2, 1/4 or 1/8 per side); other formats, and serve-teacher, count the declared size.",
     )
     allowed_formats: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FORMATS), description="Image formats accepted (Pillow names)."

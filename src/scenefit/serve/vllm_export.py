@@ -137,8 +137,11 @@ def check_adapter(name: str, folder: Path) -> AdapterCheck:
     if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
         p.append(f"is a {cfg.get('peft_type')} adapter; vLLM serves LoRA only")
     if check.modules_to_save:
-        p.append(f"carries modules_to_save {check.modules_to_save} (full weights, e.g. a trained lm_head); "
-                 "vLLM only serves LoRA A/B matrices — retrain without modules_to_save")
+        p.append(f"carries modules_to_save {check.modules_to_save}: fully trained copies of those modules, which "
+                 "vLLM's LoRA loader refuses (it serves LoRA A/B matrices only; 'vLLM only supports modules_to_save "
+                 "being None'). Serve these students with `scenefit serve` or PEFT as they are, or retrain LoRA only "
+                 "(scenefit train --set lora.modules_to_save=[]) — measured on the demo's tiny base, that keeps the "
+                 "decisions but leaves most explanations unreadable")
     if cfg.get("use_dora"):
         p.append("uses DoRA, which vLLM does not serve")
     if str(cfg.get("bias", "none")) != "none":

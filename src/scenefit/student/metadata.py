@@ -15,12 +15,13 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion
+from scenefit.core.images import BoxStyle, common_box_style
 from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations
 from scenefit.student.chat import ImagePosition, StudentChat
 
@@ -67,6 +68,10 @@ class StudentMeta(BaseModel):
     lora: Optional[dict[str, Any]] = Field(default=None, description="LoRA settings and adapted modules.")
     min_pixels: Optional[int] = Field(default=None, description="Image processor minimum pixels used in training.")
     max_pixels: Optional[int] = Field(default=None, description="Image processor maximum pixels used in training.")
+    box_style: Optional[BoxStyle] = Field(default=None, description=(
+        "How the red box was drawn on the images the student was trained on (width setting, null = grown with "
+        "the image; colour), as the datasets recorded it; predict and serve draw it so unless told otherwise. "
+        "Null when unknown (images that came boxed, a mix of drawings, students written before it was kept)."))
     vllm_servable: Optional[bool] = Field(default=None, description="Whether vLLM's --lora-modules can serve it.")
     vllm_note: Optional[str] = Field(default=None, description="Why vLLM cannot serve it, when it cannot.")
     synthetic: bool = Field(default=False, description="Trained on the synthetic world: its answers carry the notice.")
@@ -182,6 +187,19 @@ class StudentInfo:
         ranks = [int(self.adapter_config.get("r", 0) or 0)]
         ranks += [int(v) for v in (self.adapter_config.get("rank_pattern") or {}).values()]
         return max(ranks)
+
+
+def trained_box_style(students: Iterable[StudentInfo]) -> Optional[BoxStyle]:
+    """The box the students were trained on, when every one of them records the same; None when
+    any records none. Students that record different boxes also give None, with a warning: one
+    image is drawn for all of them."""
+    styles = [s.meta.box_style for s in students]
+    common = common_box_style(styles)
+    if common is None and len({s for s in styles if s is not None}) > 1:
+        warnings.warn("the students were trained on differently drawn boxes "
+                      f"({sorted({s.model_dump_json() for s in styles if s is not None})}); set predict.box_width "
+                      "and predict.box_color to choose one", stacklevel=2)
+    return common
 
 
 def read_student(path: Path, criterion: Optional[Criterion] = None) -> StudentInfo:

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.images import draw_box
+from scenefit.core.images import BoxStyle, draw_box
 from scenefit.models.loading import load_model, load_processor, save_student_processor
 from scenefit.student.answer import AnswerFormat, render_student_answer
 from scenefit.student.chat import StudentChat
@@ -118,6 +118,7 @@ def build_toy_students(base_dir: str | Path, out_dir: str | Path, criteria: Sequ
             write_student_meta(StudentMeta.for_chat(
                 chat, crit.value, **base_record(base_dir, out), toy=True, synthetic=True,
                 notice=SYNTHETIC_NOTICE, train_steps=steps, trained_on=[c.value for c in group], rank=rank,
+                box_style=BoxStyle(width=box_width) if steps > 0 else None,  # the boxes _train drew
             ), folder)
     return out
 

@@ -402,7 +402,7 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
     ``progress.advance(1)`` is called after every sample written. Rerunning with the same config
     rewrites identical files; another config in the same folder needs ``overwrite``.
     """
-    from scenefit.core.images import png_bytes
+    from scenefit.core.images import BoxStyle, png_bytes
     from scenefit.data.manifest import write_manifest
     from scenefit.core.files import atomic_write_bytes, write_json, write_jsonl
     from scenefit.testbed.render import render_scene
@@ -427,7 +427,9 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
     for key, p in parts.items():
         write_jsonl(layouts[key], p / "layout.jsonl")
     summary = summarize(cfg, samples[""], samples.get("originals", []))
-    meta = {"stage": "synth", "seed": cfg.seed, "format_version": FORMAT_VERSION}
+    # how every image's box was drawn: what the students trained on these images will be told to draw
+    meta = {"stage": "synth", "seed": cfg.seed, "format_version": FORMAT_VERSION,
+            "box_style": BoxStyle(width=cfg.box_width, color=BOX_RED).model_dump(mode="json")}
     for key, p in parts.items():
         write_manifest(samples[key], p / "manifest.parquet", {**meta, "part": key or "samples"})
     if cfg.originals:

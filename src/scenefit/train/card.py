@@ -8,6 +8,7 @@ import yaml
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion
+from scenefit.core.images import BoxStyle
 from scenefit.student.metadata import StudentMeta, loadable_base
 from scenefit.train.config import TrainConfig
 
@@ -86,6 +87,9 @@ def model_card(meta: StudentMeta, metrics: dict[str, Any], cfg: TrainConfig) -> 
         "- Loss on the assistant answer only; images never truncated"
         + (f" (answers cut to {cfg.max_seq_length} tokens where longer, never before their decision)."
            if cfg.truncation else "."),
+        f"- The red boxes it was trained on: {BoxStyle.words(meta.box_style)}"
+        + ("; `scenefit predict` and `serve` draw theirs so unless `predict.box_width`/`box_color` say otherwise."
+           if meta.box_style else "."),
         "",
     ]
     distill = metrics.get("distill")

@@ -66,6 +66,12 @@ def read_split(data_dir: Path | str, criterion: str, split: str) -> pd.DataFrame
     return df.reset_index(drop=True)
 
 
+def datasets_stage_manifest(data_dir: Path | str) -> Optional[dict[str, Any]]:
+    """The datasets stage's ``manifest.json`` (None for datasets without one)."""
+    stage = Path(data_dir) / "manifest.json"
+    return json.loads(stage.read_text()) if stage.is_file() else None
+
+
 def dataset_chat(data_dir: Path | str, criterion: str, frames: dict[str, pd.DataFrame]) -> StudentChat:
     """How the criterion's dataset asks its student: the ``student`` record of the datasets
     manifest (written by ``scenefit datasets``: prompts, system turn, image position, answer
@@ -74,8 +80,7 @@ def dataset_chat(data_dir: Path | str, criterion: str, frames: dict[str, pd.Data
     (decision-first without it). The student records it, so predict/evaluate/serve ask as it was
     trained, never by a flag."""
     where = Path(data_dir) / criterion
-    manifest_path = Path(data_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = datasets_stage_manifest(data_dir) or {}
     if manifest.get("student") is None:
         return StudentChat.legacy(_column_answer_format(where, frames))
     try:

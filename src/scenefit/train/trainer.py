@@ -48,7 +48,8 @@ from scenefit.train.checkpoints import (
 )
 from scenefit.train.config import TrainConfig
 from scenefit.train.data import (
-    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, fit_lengths, read_split, split_path,
+    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, datasets_stage_manifest, fit_lengths, read_split,
+    split_path,
 )
 from scenefit.train.launch import sharding_fallback_warning, world_size
 from scenefit.train.packing import PackedCollator, use_packed_attention
@@ -212,12 +213,12 @@ def dataset_manifest(data_dir: Path, criterion: str) -> dict[str, Any]:
         p = split_path(data_dir, criterion, split)
         if p.is_file():
             files[split] = {"path": str(p), "sha256": file_sha256(p)}
-    stage = data_dir / "manifest.json"
-    return {
-        "criterion": criterion,
-        "files": files,
-        "datasets_manifest": json.loads(stage.read_text()) if stage.is_file() else None,
-    }
+    return {"criterion": criterion, "files": files, "datasets_manifest": datasets_stage_manifest(data_dir)}
+
+
+def datasets_box_style(data_dir: Path) -> Optional[dict]:
+    """How the datasets' images were boxed, as the datasets stage recorded it (None: not recorded)."""
+    return (datasets_stage_manifest(data_dir) or {}).get("box_style")
 
 
 def _subset(frame, n: Optional[int], seed: int):
@@ -247,10 +248,11 @@ def score_split(model, processor, frame, batch_size: int, with_base: bool, chat:
 
 
 def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: bool, targets: list[str],
-                 chat: StudentChat, students_root: Path | str = ".") -> StudentMeta:
+                 chat: StudentChat, students_root: Path | str = ".", box_style: Optional[dict] = None) -> StudentMeta:
     """``scenefit_student.json``: what predict/serve/evaluate need to use the adapter (the base
-    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``) and to ask
-    it as it was trained (``chat``: its prompt, system turn, image position, answer format)."""
+    recorded by :func:`scenefit.student.metadata.base_record` against ``students_root``), to ask
+    it as it was trained (``chat``: its prompt, system turn, image position, answer format) and to
+    draw the box it was trained on (``box_style``, as its datasets record it)."""
     vllm_ok = not cfg.lora.modules_to_save
     return StudentMeta.for_chat(chat, criterion, **{
         **base_record(base_model, students_root),
@@ -264,6 +266,7 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
         },
         "min_pixels": cfg.min_pixels,
         "max_pixels": cfg.max_pixels,
+        "box_style": box_style,
         "vllm_servable": vllm_ok,
         "vllm_note": None if vllm_ok else (
             f"modules_to_save={list(cfg.lora.modules_to_save)} are fully trained copies; vLLM's --lora-modules "
@@ -366,7 +369,8 @@ def train_student(
         # Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively).
         metrics["test"] = score_split(trainer.model, processor, frames["test"], cfg.per_device_eval_batch_size,
                                       with_base=True, chat=chat, max_new_tokens=cfg.eval_max_new_tokens)
-    info = student_info(cfg, crit, base_model, synthetic, targets, chat, students_root=out_root)
+    info = student_info(cfg, crit, base_model, synthetic, targets, chat, students_root=out_root,
+                        box_style=datasets_box_style(data_dir))
     _save_student(trainer, processor, cfg, info, metrics, data_dir, out, run_dir)
     return TrainResult(crit, out, metrics)
 

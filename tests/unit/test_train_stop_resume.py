@@ -1,8 +1,9 @@
-"""README promises about the training verb — criteria, early stopping, the saved best checkpoint,
-reruns with --overwrite and --no-resume, the world size — each test naming the README sentence it
-holds to. The checks share one early-stopped 4-step run of the tiny model.
+"""`scenefit train`'s stopping and rerunning — one student per criterion, early stopping, the
+saved best checkpoint, reruns with --overwrite and --no-resume, accumulation from the world size —
+as docs/reference.md, "Training", states it. The checks share one early-stopped 4-step run of the
+tiny model.
 
-    .venv/bin/python -m pytest tests/unit/test_readme_promises_train.py -q
+    .venv/bin/python -m pytest tests/unit/test_train_stop_resume.py -q
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ runner = CliRunner()
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
 
 def _summary_json(stdout: str) -> dict:
     """The JSON object a verb prints last on stdout (after any table)."""
@@ -33,7 +32,7 @@ def _summary_json(stdout: str) -> dict:
 
 
 def test_train_criterion_all_trains_one_student_per_criterion(tmp_path, monkeypatch):
-    """README, "The pipeline" table and "Training": `train --criterion all` gives one LoRA
+    """"The verbs" and "Training": `train --criterion all` gives one LoRA
     adapter per criterion — the verb calls the trainer once for each of the three."""
     import scenefit.train.trainer as trainer
 
@@ -74,7 +73,7 @@ def early_stopped(tmp_path_factory, tiny_model_dir):
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(early_stopped):
-    """README, "Training": training stops after `early_stopping_patience` evaluations without
+    """Training stops after `early_stopping_patience` evaluations without
     improvement (patience 1: the evaluation after the first one ends a 12-step run at step 4)."""
     _, _, cfg, res = early_stopped
     assert cfg.max_steps == 12
@@ -85,7 +84,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(early_sto
 
 
 def test_the_best_checkpoint_is_the_saved_adapter(early_stopped):
-    """README, "Training": the best checkpoint by `metric_for_best_model` is kept — the adapter in
+    """The best checkpoint by `metric_for_best_model` is kept — the adapter in
     OUT/<criterion>/ is checkpoint-2's (the first of two equal accuracies), not the last one's."""
     import torch
     from safetensors.torch import load_file
@@ -109,7 +108,7 @@ def _config_file(cfg, path: Path) -> Path:
 
 
 def test_rerun_skips_a_finished_student_and_overwrite_retrains_it(early_stopped, tmp_path, tiny_model_dir):
-    """README, "Training": a rerun skips a finished student; `--overwrite` retrains a finished one."""
+    """A rerun skips a finished student; `--overwrite` retrains a finished one."""
     data, students, cfg, _ = early_stopped
     copy = tmp_path / "students"
     shutil.copytree(students, copy)
@@ -129,7 +128,7 @@ def test_rerun_skips_a_finished_student_and_overwrite_retrains_it(early_stopped,
 
 
 def test_no_resume_starts_over(early_stopped, tmp_path, tiny_model_dir):
-    """README, "Training": an interrupted run resumes from its latest complete checkpoint, and
+    """An interrupted run resumes from its latest complete checkpoint, and
     `--no-resume` starts over instead."""
     data, students, cfg, _ = early_stopped
     copy = tmp_path / "students"
@@ -148,7 +147,7 @@ def test_no_resume_starts_over(early_stopped, tmp_path, tiny_model_dir):
 
 
 def test_accumulation_follows_the_world_size_the_trainer_sees(tmp_path, monkeypatch):
-    """README, "Training": the effective batch is kept when the GPU count changes — accumulation
+    """The effective batch is kept when the GPU count changes — accumulation
     is recomputed from the world size (8 GPUs -> 2; 1 GPU -> 16) for the paper recipe, and
     train_student asks for it with the launcher's WORLD_SIZE."""
     import scenefit.train.trainer as trainer

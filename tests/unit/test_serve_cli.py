@@ -1,8 +1,9 @@
-"""README promises about the servers — serve --demo's defaults, a web page with no CDN, the
-token check, refusals, the settings they read — each test naming the README sentence it holds to;
-the server checks use the fake predictor of tests/unit/test_serve.py.
+"""`scenefit serve` from the command line and as a client meets it — serve --demo's defaults, a
+web page with no CDN, the token check, a refusal, the deprecated --openai alias, the settings it
+reads — each test naming the page and section that state it; the server checks use the fake
+predictor of tests/support/serve.py.
 
-    .venv/bin/python -m pytest tests/unit/test_readme_promises_serve.py -q
+    .venv/bin/python -m pytest tests/unit/test_serve_cli.py -q
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_serve_demo_defaults_to_demo_students_on_loopback_8000(tmp_path, monkeypatch, repo_root):
-    """README, "Serving the students": `scenefit serve --demo` serves the students `make demo`
+    """docs/reference.md, "Serving the students": `scenefit serve --demo` serves the students `make demo`
     trained ($DEMO_DIR/students) at http://127.0.0.1:8000/, with the demo config's limits."""
     pytest.importorskip("fastapi")
     import scenefit.serve.app as serve_app
@@ -68,7 +69,7 @@ def token_server():
 
 
 def test_web_page_needs_no_cdn(token_server):
-    """README, "Serving the students": the page at / needs no CDN — every file it loads comes
+    """docs/reference.md, "Serving the students": the page at / needs no CDN — every file it loads comes
     from this server, and none of them names another host."""
     client, _ = token_server
     page = client.get("/")
@@ -88,7 +89,7 @@ def test_web_page_needs_no_cdn(token_server):
 
 
 def test_bearer_token_is_compared_in_constant_time(token_server, monkeypatch):
-    """README, "Serving the students": the bearer token is compared in constant time
+    """docs/reference.md, "Serving the students": the bearer token is compared in constant time
     (hmac.compare_digest decides, for a wrong and for the right token)."""
     import hmac
 
@@ -109,7 +110,7 @@ def test_bearer_token_is_compared_in_constant_time(token_server, monkeypatch):
 
 
 def test_serve_refuses_a_corrupt_image_with_422(token_server, tmp_path):
-    """README, "Serving the students": an image whose data cannot be decoded is a 422 `corrupt`
+    """docs/reference.md, "Serving the students": an image whose data cannot be decoded is a 422 `corrupt`
     refusal, as JSON and as multipart."""
     from support.images import write_bad_images
 
@@ -131,7 +132,7 @@ def test_serve_refuses_a_corrupt_image_with_422(token_server, tmp_path):
                                    ["--max-wait-ms", "5"], ["--request-timeout", "9"], ["--max-body-bytes", "100"],
                                    ["--max-image-pixels", "100"], ["--config", "demo"]])
 def test_serve_openai_refuses_the_students_flags(flags, tmp_path):
-    """README, "Teachers": `serve --openai` refuses the students' flags (--api-token, --students,
+    """docs/reference.md, "Asking the teachers": `serve --openai` (the deprecated alias) refuses the students' flags (--api-token, --students,
     the request limits, --config) instead of ignoring them."""
     pytest.importorskip("fastapi")
     (tmp_path / "m").mkdir()
@@ -141,8 +142,8 @@ def test_serve_openai_refuses_the_students_flags(flags, tmp_path):
 
 
 def test_attn_implementation_reaches_predict_and_serve(random_head_students, tmp_path, monkeypatch):
-    """README, "Performance": `attn_implementation` in the `predict` section, which `serve` reads
-    too, or `scenefit predict --set attn_implementation=…`, picks the attention kernel of the
+    """docs/performance.md (the vision tower's attention) and docs/reference.md, "Serving the
+    students": `attn_implementation` in the `predict` section, which `serve` loads its students with, or `scenefit predict --set attn_implementation=…`, picks the attention kernel of the
     loaded model."""
     pytest.importorskip("fastapi")
     import scenefit.serve.app as serve_app

@@ -1,8 +1,8 @@
-"""README promises about behaviour (not just shipped files) that no other test checked: each test
-names the README section it holds to, and fails if that sentence stopped being true. Training
-and serving promises have files of their own (test_readme_promises_train/_serve.py).
+"""Behaviour the docs state that no other test checked: each test names the page and section it
+holds to (docs/reference.md unless another is named), and fails when the behaviour changes. The
+training and serving ones have files of their own (test_train_stop_resume.py, test_serve_cli.py).
 
-    .venv/bin/python -m pytest tests/unit/test_readme_promises.py -q
+    .venv/bin/python -m pytest tests/unit/test_documented_behaviour.py -q
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ runner = CliRunner()
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
 
 
 def test_teachers_doc_has_one_vllm_serve_per_paper_teacher(repo_root):
-    """README, "Teachers": docs/teachers.md has the `vllm serve` commands for the paper's three
+    """docs/teachers.md, "Serving the paper's teachers with vLLM": the `vllm serve` commands for the paper's three
     teachers, tensor parallel for the 72B models, each on the port its config entry calls."""
     from scenefit.core.config import resolve
 
@@ -57,7 +57,7 @@ def test_teachers_doc_has_one_vllm_serve_per_paper_teacher(repo_root):
 
 
 def test_ingest_names_a_file_it_cannot_read_unreadable(tmp_path, monkeypatch):
-    """README, "Ingest": a file that exists but cannot be read is refused with code `unreadable`
+    """"Bringing your own data": a file that exists but cannot be read is refused with code `unreadable`
     (as root no chmod makes a file unreadable, so opening this one is denied by a patch)."""
     import PIL.Image
 
@@ -84,28 +84,30 @@ def test_ingest_names_a_file_it_cannot_read_unreadable(tmp_path, monkeypatch):
     assert [e["code"] for e in written] == ["unreadable"]
 
 
-def _readme_synth_line() -> list[str]:
-    text = README.read_text()
+def _reference_synth_line() -> list[str]:
+    text = REFERENCE.read_text()
     lines = [ln for ln in text.splitlines() if ln.startswith("scenefit synth ") and "--image-size" in ln]
     assert len(lines) == 1, lines
     return shlex.split(lines[0])[1:]
 
 
-def test_readme_synth_command_runs_as_written_and_sizes_follow_the_bands(tmp_path):
-    """README, "The synthetic world": the command line shown works as written (only --n and
-    --out changed, to keep it small), and size violations are ×2.4–3 / ×0.25–0.35 of the
+def test_the_reference_synth_command_runs_as_written_and_sizes_follow_the_bands(tmp_path):
+    """"The synthetic world": the command line shown works as written (only --n and --out
+    changed, to keep it small), its flags reach the world, and size violations are ×2.4–3 / ×0.25–0.35 of the
     category's normal height (up to half a pixel of rounding)."""
     from scenefit.testbed.world import WorldConfig
 
-    argv = _readme_synth_line()
+    argv = _reference_synth_line()
+    shown = {flag: int(argv[argv.index(flag) + 1]) for flag in ("--image-size", "--seed", "--samples-per-group")}
     argv[argv.index("--n") + 1] = "60"
     argv[argv.index("--out") + 1] = str(tmp_path / "world")
     r = runner.invoke(app, argv)
     assert r.exit_code == 0, r.output
     world = json.loads((tmp_path / "world" / "world.json").read_text())
-    assert world["config"]["image_size"] == 112 and world["config"]["seed"] == 0
+    assert shown == {"--image-size": 112, "--seed": 0, "--samples-per-group": 4}  # the values the page shows
+    assert world["config"]["image_size"] == shown["--image-size"] and world["config"]["seed"] == shown["--seed"]
     manifest = pd.read_parquet(tmp_path / "world" / "manifest.parquet")
-    assert len(manifest) == 60 and manifest["group"].value_counts().max() <= 4
+    assert len(manifest) == 60 and manifest["group"].value_counts().max() <= shown["--samples-per-group"]
     assert tuple(WorldConfig().small_factor) == (0.25, 0.35) and tuple(WorldConfig().big_factor) == (2.4, 3.0)
     bands = {"small": (0.25, 0.35), "big": (2.4, 3.0)}
     seen = set()
@@ -121,7 +123,7 @@ def test_readme_synth_command_runs_as_written_and_sizes_follow_the_bands(tmp_pat
 
 
 def test_predict_prints_a_table_on_a_terminal(random_head_students, tmp_path, monkeypatch):
-    """README, "Using the students": `scenefit predict --demo --image … --object … --box …` prints
+    """"Using the students": `scenefit predict --demo --image … --object … --box …` prints
     a table on a terminal (and JSON when piped); --demo reads $DEMO_DIR/students."""
     import sys
 
@@ -147,7 +149,7 @@ def test_predict_prints_a_table_on_a_terminal(random_head_students, tmp_path, mo
 
 
 def test_export_vllm_refuses_dora(random_head_students, tmp_path):
-    """README, "Using the students": export-vllm refuses adapters vLLM cannot serve, DoRA among
+    """"Using the students": export-vllm refuses adapters vLLM cannot serve, DoRA among
     them (`--force` writes anyway)."""
     students = tmp_path / "students"
     shutil.copytree(random_head_students, students, symlinks=True)
@@ -165,7 +167,7 @@ def test_export_vllm_refuses_dora(random_head_students, tmp_path):
 
 
 def test_evaluate_takes_a_jsonl_originals_manifest_and_writes_conventions(random_head_students, tmp_path):
-    """README, "Evaluation": `--originals` takes any manifest (here JSONL, like the paper's
+    """"Evaluating the students": `--originals` takes any manifest (here JSONL, like the paper's
     coco_originals.jsonl); OUT/metrics.json holds location, size, co_occurrence, fused,
     shortcut and the conventions, with errors broken down by object and scene; answers.parquet,
     metrics.json and the report say SYNTHETIC."""
@@ -214,7 +216,7 @@ def test_evaluate_takes_a_jsonl_originals_manifest_and_writes_conventions(random
 
 
 def test_every_flag_of_every_verb_has_help():
-    """README, "The pipeline": `scenefit VERB --help` explains every flag (and argument)."""
+    """"The verbs": `scenefit VERB --help` explains every flag (and argument)."""
     import typer
 
     group = typer.main.get_command(app)
@@ -224,7 +226,7 @@ def test_every_flag_of_every_verb_has_help():
 
 
 def test_a_flag_beats_set_which_beats_yaml(tmp_path):
-    """README, "The pipeline": settings resolve as class defaults < YAML section < `--set` < flags."""
+    """"Settings": settings resolve as class defaults < YAML section < `--set` < flags."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("world:\n  seed: 5\n  image_size: 96\n")
     out = tmp_path / "w"
@@ -238,7 +240,7 @@ def test_a_flag_beats_set_which_beats_yaml(tmp_path):
 
 
 def test_tiny_model_cli_writes_a_loadable_folder(tmp_path):
-    """README, "The pipeline" table: `scenefit tiny-model OUT` writes a model folder (weights,
+    """"The verbs" table: `scenefit tiny-model OUT` writes a model folder (weights,
     tokenizer, processor, chat template) that loads like a real Qwen2.5-VL."""
     from scenefit.models.loading import load_model, load_processor
 
@@ -253,7 +255,7 @@ def test_tiny_model_cli_writes_a_loadable_folder(tmp_path):
 
 
 def test_teacher_client_retries_the_listed_statuses():
-    """README, "Teachers": the openai backend retries 408/409/425/429/5xx and nothing else."""
+    """"Asking the teachers": the openai backend retries 408/409/425/429/5xx and nothing else."""
     from scenefit.teachers.openai_backend import is_retryable_status
 
     assert all(is_retryable_status(c) for c in (408, 409, 425, 429, 500, 501, 502, 503, 504, 599))
@@ -261,7 +263,7 @@ def test_teacher_client_retries_the_listed_statuses():
 
 
 def test_deepspeed_is_an_extra(repo_root):
-    """README, "Training": the ZeRO configs need `pip install 'scenefit[deepspeed]'`."""
+    """"Several GPUs": the ZeRO configs need `pip install 'scenefit[deepspeed]'`."""
     import tomllib
 
     extras = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -269,7 +271,7 @@ def test_deepspeed_is_an_extra(repo_root):
 
 
 def test_gallery_holds_the_most_confident_errors_first():
-    """README, "Evaluation": the report's gallery shows the most confident errors (agreements
+    """"Evaluating the students": the report's gallery shows the most confident errors (agreements
     left out, unparseable answers last)."""
     from scenefit.core.criteria import Label
     from scenefit.evaluate.runner import Answer, worst_errors
@@ -283,7 +285,7 @@ def test_gallery_holds_the_most_confident_errors_first():
 
 
 def test_predict_reads_a_parquet_manifest_and_explain_reports_agreement(random_head_students, tmp_path):
-    """README, "Using the students": `predict --students … --manifest … --out preds.parquet
+    """"Using the students": `predict --students … --manifest … --out preds.parquet
     --explain` — a manifest may be Parquet (besides JSONL/CSV), and with --explain every
     criterion's `*_agrees_with_fast` is in --out."""
     Image.new("RGB", (120, 90), (60, 140, 60)).save(tmp_path / "ok.png")
@@ -302,7 +304,7 @@ def test_predict_reads_a_parquet_manifest_and_explain_reports_agreement(random_h
 
 
 def test_annotate_redo_failed_flag_retries_only_the_failures(tmp_path, repo_root):
-    """README, "Asking the teachers": `annotate … --redo-failed` retries failed requests; a plain
+    """"Asking the teachers": `annotate … --redo-failed` retries failed requests; a plain
     rerun skips them (here a sample the simulated teachers cannot answer, then can)."""
     from scenefit.core.criteria import Label
     from scenefit.data.manifest import read_manifest, write_manifest
@@ -331,7 +333,7 @@ def test_annotate_redo_failed_flag_retries_only_the_failures(tmp_path, repo_root
 
 
 def test_openai_teacher_keeps_concurrency_requests_in_flight(tmp_path):
-    """README, "Asking the teachers": the openai backend is async with `concurrency` requests in
+    """"Asking the teachers": the openai backend is async with `concurrency` requests in
     flight — as many as that, never more (a loopback server holds each request until the
     expected number is in flight, or a deadline passes, and records the most it saw)."""
     pytest.importorskip("fastapi")
@@ -376,7 +378,7 @@ def test_openai_teacher_keeps_concurrency_requests_in_flight(tmp_path):
 
 
 def test_probability_is_the_two_way_softmax_of_the_first_token_logits(random_head_students, tmp_path):
-    """README, "Using the students": the decision compares the first-token logits of
+    """"Using the students": the decision compares the first-token logits of
     ` In-context` and ` Out-of-context` after the forced prefix `Decision:`; `probability` is
     their two-way softmax for the reported label. Recomputed here with a plain transformers +
     peft model (not scenefit's loader) on the same processor inputs."""
@@ -406,9 +408,9 @@ def test_probability_is_the_two_way_softmax_of_the_first_token_logits(random_hea
 
 
 def test_demo_knowledge_pretraining_uses_its_own_seed(repo_root):
-    """README, "Honesty note": the tiny model's vision and catalog-knowledge pretraining both
+    """README, "The demo": the tiny model's vision and catalog-knowledge pretraining both
     draw synthetic pictures of their own seeds, never the demo's samples (the vision seed is
-    checked in test_readme_claims.py; this is the knowledge one)."""
+    checked in test_package_facts.py; this is the knowledge one)."""
     from scenefit.core.config import resolve
 
     demo = packaged_configs_dir() / "demo.yaml"

@@ -1,8 +1,8 @@
-"""What the README promises about the package itself — its verbs, pins, import boundaries,
-shipped configs and the two commands — checked here so the README says nothing the suite does
-not check.
+"""Facts about the package itself — which verbs take --config and --set, the pinned stack, the
+optional extras it never imports, the shipped configs, `make demo` and `make test`, the network
+guard — as README.md and docs/reference.md state them.
 
-    .venv/bin/python -m pytest tests/unit/test_readme_claims.py -q
+    .venv/bin/python -m pytest tests/unit/test_package_facts.py -q
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scenefit.cli import app
 
 runner = CliRunner()
 
-#: README, "The pipeline": the verbs that take --config and --set, and the helpers that take flags only.
+#: docs/reference.md, "Settings": the verbs that take --config and --set, and the helpers that take flags only.
 STAGE_VERBS = ("tiny-model", "synth", "ingest", "annotate", "consensus", "split", "datasets", "train", "evaluate",
                "predict", "serve", "serve-teacher")
 FLAG_ONLY_VERBS = ("standin-model", "parse", "import-answers", "export-vllm", "env", "status", "init", "configs")
@@ -33,7 +33,7 @@ PIPELINE_VERBS = ("run",)
 
 
 def test_every_verb_is_classed_as_a_stage_or_a_helper():
-    """A new verb must be sorted into one list above (and so into the README's sentence)."""
+    """A new verb must be sorted into one list above (and so into docs/reference.md's sentence)."""
     import typer
 
     assert set(typer.main.get_command(app).commands) == set(STAGE_VERBS) | set(FLAG_ONLY_VERBS) | set(PIPELINE_VERBS)
@@ -49,7 +49,7 @@ def test_stage_verbs_take_config_and_set_and_helpers_take_flags_only(verb):
 
 
 def test_env_reports_the_pinned_stack(repo_root):
-    """README, "Stack": the versions pyproject pins are the versions installed and reported."""
+    """docs/reference.md, "Stack": the versions pyproject pins are the versions installed and reported."""
     pins = {}
     for dep in tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["dependencies"]:
         name, sep, version = dep.partition("==")
@@ -74,7 +74,7 @@ def _imports(path) -> set[str]:
 
 
 def test_scenefit_never_imports_the_optional_heavy_extras(repo_root):
-    """README, "Stack": vllm and deepspeed are tools the printed commands and shipped configs call;
+    """docs/reference.md, "Stack": vllm and deepspeed are tools the printed commands and shipped configs call;
     scenefit's own code imports neither. Ray is imported in one place, scenefit.core.ray_session
     (the Ray engines), which names the `ray` extra when it is missing."""
     heavy = {"vllm", "deepspeed", "ray"}
@@ -83,7 +83,7 @@ def test_scenefit_never_imports_the_optional_heavy_extras(repo_root):
 
 
 def test_teacher_client_and_cli_work_without_the_serve_extra():
-    """README, "Stack": the teacher client needs only httpx, and fastapi/uvicorn load only for `serve`."""
+    """docs/reference.md, "Stack": the teacher client needs only httpx, and fastapi/uvicorn load only for `serve`."""
     code = (
         "import sys\n"
         "class Block:\n"
@@ -101,8 +101,8 @@ def test_teacher_client_and_cli_work_without_the_serve_extra():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
-def test_the_synthetic_world_is_the_one_the_readme_describes():
-    """README, "The synthetic world": six scene types; only bird, kite and airplane may fly; the
+def test_the_synthetic_world_is_the_one_documented():
+    """docs/reference.md, "The synthetic world": six scene types; only bird, kite and airplane may fly; the
     designated simulated teacher."""
     from scenefit.testbed.catalog import CATEGORIES, SCENES
     from scenefit.testbed.personas import DESIGNATED
@@ -112,8 +112,8 @@ def test_the_synthetic_world_is_the_one_the_readme_describes():
     assert DESIGNATED == "qwen72b-sim"
 
 
-def test_demo_config_is_the_demo_the_readme_describes(repo_root, tmp_path):
-    """README, "What `make demo` shows": 4,000 samples, three teachers, three students; the vision
+def test_demo_config_is_the_documented_demo(repo_root, tmp_path):
+    """README, "The demo": 4,000 samples, three teachers, three students; the vision
     pretraining draws its own images (a seed of its own, not the world's); `make demo` is
     `scenefit run --config demo`, every stage in pipeline order, ending with one HTTP classification."""
     from scenefit.core.config import resolve
@@ -134,7 +134,7 @@ def test_demo_config_is_the_demo_the_readme_describes(repo_root, tmp_path):
 
 
 def test_make_test_is_what_ci_runs_and_runs_every_test(repo_root):
-    """README: `make test` sets up .venv (dev extra) and runs pytest; CI runs exactly it; tests
+    """docs/reference.md, "Tests": `make test` sets up .venv (dev extra) and runs pytest; CI runs exactly it; tests
     marked slow still run."""
     ci = [line.strip() for line in (repo_root / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
@@ -146,13 +146,13 @@ def test_make_test_is_what_ci_runs_and_runs_every_test(repo_root):
 
 
 def test_no_test_reaches_beyond_this_machine():
-    """README: nothing here reaches a model hub or a dataset host — the suite's guard refuses any
+    """README, "Honesty note": nothing here reaches a model hub or a dataset host — the suite's guard refuses any
     connection to an address that is not loopback (conftest.py)."""
     with pytest.raises(OSError, match="not loopback"):
         socket.create_connection(("192.0.2.1", 443), timeout=5)  # TEST-NET-1: never routed
 
 
-def test_paper_config_matches_the_readme_table_of_departures(repo_root):
+def test_paper_config_matches_the_table_of_departures(repo_root):
     """docs/paper-setup.md (linked from the README): the values the table of departures states."""
     from scenefit.core.config import resolve
 
