@@ -171,3 +171,41 @@ def test_a_signal_to_the_runner_alone_reaches_its_stage_and_the_run_says_how_to_
     stage[0].wait(timeout=60)  # raises if it were still running
     assert (tmp_path / "r" / "logs" / "03-annotate.log").read_text().rstrip().splitlines()[-1].startswith("=== exit 143")
     assert 2 <= stored(tmp_path / "r") < 32
+
+
+def test_a_world_left_half_drawn_is_continued_by_the_same_command(tmp_path):
+    """A kill inside synth leaves RUN/world/ with images but no world.json (synth writes it last);
+    the same `scenefit run` draws the world again there instead of refusing a non-empty folder."""
+    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("n: 40", "n: 8"))
+    cmd = ["run", "--config", "cfg.yaml", "--out", "r", "--to", "synth"]
+    first = scenefit(*cmd, cwd=tmp_path, env=dict(os.environ, COLUMNS="80"))  # output to a file: 80 columns
+    assert first.returncode == 0, first.stderr
+    assert f"scenefit run -> {tmp_path / 'r'}   settings" in first.stderr  # a path is never broken across lines
+    world = tmp_path / "r" / "world"
+    reference = table(tmp_path / "r", "world/manifest.parquet")
+    for name in ("world.json", "manifest.parquet", "layout.jsonl"):  # what a kill before the end leaves out
+        (world / name).unlink()
+    assert status(tmp_path / "r", tmp_path)["synth"] == "partial"
+    again = scenefit(*cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (world / "world.json").is_file() and status(tmp_path / "r", tmp_path)["synth"] == "done"
+    pd.testing.assert_frame_equal(table(tmp_path / "r", "world/manifest.parquet"), reference)
+
+
+def test_an_ingest_that_kept_nothing_runs_again_once_the_photos_are_there(tmp_path):
+    """`scenefit init` then `scenefit run` before the photos are in images/: ingest rejects every
+    row (not_found) and is not done; with the photos in place the same command ingests them."""
+    from PIL import Image
+
+    assert scenefit("init", "proj", cwd=tmp_path).returncode == 0
+    cmd = ["run", "--config", "proj/scenefit.yaml", "--out", "r", "--to", "ingest"]
+    first = scenefit(*cmd, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "0 samples kept, 3 rejected" in first.stderr
+    st = status(tmp_path / "r", tmp_path)
+    assert st["ingest"] == "partial" and "continues with ingest" in st["next"]
+    for name in ("kitchen-1", "kitchen-2", "beach-1"):  # the example manifest's photos
+        Image.new("RGB", (640, 480), (120, 140, 90)).save(tmp_path / "proj" / "images" / f"{name}.jpg")
+    again = scenefit(*cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 samples kept, 0 rejected" in again.stderr and status(tmp_path / "r", tmp_path)["ingest"] == "done"

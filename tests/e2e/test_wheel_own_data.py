@@ -141,10 +141,11 @@ def installed(tmp_path_factory):
     return exe, env
 
 
-def sf(installed, *args: str, cwd: Path, timeout: float = 1500) -> subprocess.CompletedProcess:
+def sf(installed, *args: str, cwd: Path, timeout: float = 1500, columns: int | None = None) -> subprocess.CompletedProcess:
+    """The installed `scenefit`; ``columns``: the width of its output to the pipe (80 is rich's without COLUMNS)."""
     exe, env = installed
-    r = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    return r
+    env = dict(env, COLUMNS=str(columns)) if columns else env
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------- the path
@@ -206,9 +207,11 @@ def test_from_pip_install_to_served_students_in_any_folder(installed, tmp_path):
     r = sf(installed, "import-answers", "reference.csv", "--teacher", "reference", "--db",
            str(run / "annotate" / "annotations.sqlite"), "--prompt-hash", served[2], cwd=elsewhere)
     assert r.returncode == 0, r.stderr
-    second = sf(installed, "run", "--out", "runs/mine", cwd=elsewhere)
+    second = sf(installed, "run", "--out", "runs/mine", cwd=elsewhere, columns=80)
     assert second.returncode == 0, second.stderr
     assert "== result ==" in second.stderr and (run / "report" / "report.html").is_file()
+    assert f"report: {run / 'report' / 'report.html'}  (metrics: " in second.stderr  # paths whole, to copy
+    assert f"students: {run / 'students'}   (scenefit predict" in second.stderr
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert not metrics["synthetic"] and metrics["location"]["n"] > 0
 

@@ -313,3 +313,18 @@ def _demo_line_reads_the_report(metrics: dict, tmp_path) -> None:
     assert "no summary" not in line
     for c in ("location", "size", "co_occurrence", "fused"):
         assert f"{c} {100 * metrics[c]['accuracy_vs_truth']:.1f} % (n {metrics[c]['n']})" in line
+
+
+def test_headline_with_probe_and_teacher_columns_fits_80_columns():
+    """The demo's headline has every column (the probe, the teacher vs the truth), the widest
+    criterion name, intervals up to 100 % and a four-digit n: still nothing cut at 80 columns
+    (`make demo`'s last lines, also when its output goes to a file, where rich assumes 80)."""
+    block = {"n": 1000}
+    for suffix, p in (("", 0.981), ("_vs_truth", 1.0)):
+        block |= {f"accuracy{suffix}": p, f"accuracy{suffix}_ci95": [0.953, 1.0], f"balanced_accuracy{suffix}": p,
+                  f"balanced_accuracy{suffix}_ci95": [0.95, 1.0], f"majority_rate{suffix}": 0.792,
+                  f"baseline_balanced_accuracy{suffix}": 0.5, f"probe_balanced_accuracy{suffix}": 0.989}
+    block["teacher_balanced_accuracy_vs_truth"] = 1.0
+    metrics = {"split": "test", "synthetic": True, "criteria": ["location", "size", "co_occurrence"],
+               **{name: dict(block) for name in ("location", "size", "co_occurrence", "fused")}}
+    _headline_fits_80_columns(metrics)

@@ -274,3 +274,25 @@ def test_no_message_or_help_names_a_file_of_the_repository():
     found = [f"{p.relative_to(PACKAGE)}:{line}: {m.group()}" for p in PACKAGE.rglob("*.py")
              for line, text in _code_strings(p) for m in [REPO_FILE.search(text)] if m]
     assert found == []
+
+
+def test_no_packaged_config_names_a_file_of_the_repository():
+    """`scenefit configs NAME` prints a config to copy: its comments point to nothing a pip user lacks."""
+    found = [f"{name}:{n}: {m.group()}" for name, path in packaged_configs().items()
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             for m in [REPO_FILE.search(line) or re.search(r"\bREADME\b", line)] if m]
+    assert found == []
+
+
+def test_no_verb_help_names_a_file_of_the_repository():
+    """Every verb's --help (its docstring and examples included, which the string check above leaves out)."""
+    import typer.main
+
+    verbs = sorted(typer.main.get_command(app).commands)
+    assert {"run", "status", "init", "configs", "annotate"} <= set(verbs)
+    found = []
+    for verb in [None, *verbs]:
+        r = runner.invoke(app, [verb, "--help"] if verb else ["--help"], terminal_width=400)
+        assert r.exit_code == 0, (verb, r.output)
+        found += [f"{verb}: {m.group()}" for m in REPO_FILE.finditer(r.output)]
+    assert found == []

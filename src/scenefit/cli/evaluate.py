@@ -122,7 +122,7 @@ def print_headline(metrics: dict) -> None:
     refs = [("", "teacher")] + ([("_vs_truth", "truth")] if any(r["accuracy_vs_truth"] is not None for r in rows) else [])
     probe = any(r.get("probe_balanced_accuracy") is not None for r in rows)
     t = Table(title=f"students on {metrics.get('split')}" + (" (SYNTHETIC)" if metrics.get("synthetic") else ""),
-              box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), pad_edge=False, collapse_padding=True)
+              box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), pad_edge=False, collapse_padding=True)
     cols = ["criterion", "vs", "n", "balanced\n[95% CI]", "accuracy", "majority", "floor"]
     cols += (["probe"] if probe else []) + (["teacher"] if len(refs) > 1 else [])
     for col in cols:

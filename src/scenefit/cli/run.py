@@ -68,7 +68,8 @@ def run_cmd(
     if i > 0 and stages[i - 1].state(run).status != DONE:
         fail(f"--from {start}: the stage before it ({stages[i - 1].name}) is not done; run without --from to finish it")
     continue_cmd = f"scenefit run --out {_quote(run.root)}" + (f" --to {stop}" if stop else "")
-    console.print(f"scenefit run -> {run.root}   settings: {run.config_file.name}   each stage's log: logs/", highlight=False)
+    console.print(_escape(f"scenefit run -> {run.root}   settings: {run.config_file.name}   each stage's log: logs/"),
+                  highlight=False, soft_wrap=True)
     if run.settings.manifest is None:
         from scenefit import SYNTHETIC_NOTICE
 
@@ -119,6 +120,6 @@ def _result(run, seconds: float) -> None:
 
     console.print(f"\n[bold]== result ==[/]  (this run: {seconds:.0f} s)")
     print_headline(json.loads(metrics.read_text()))
-    console.print(f"report: {run.report / 'report.html'}  (metrics: {metrics})", highlight=False)
-    console.print(f"students: {run.students}   (scenefit predict / serve --students {_escape(_quote(run.students))})",
-                  highlight=False)
+    console.print(_escape(f"report: {run.report / 'report.html'}  (metrics: {metrics})"), highlight=False, soft_wrap=True)
+    console.print(f"students: {_escape(str(run.students))}   (scenefit predict / serve --students {_escape(_quote(run.students))})",
+                  highlight=False, soft_wrap=True)

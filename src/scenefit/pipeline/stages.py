@@ -98,8 +98,10 @@ def _model_line(run: "RunFolder") -> str:
 # ------------------------------------------------------------------------------- synth
 
 def _world_argv(run: "RunFolder", redo: bool) -> list[str]:
-    # --from synth after a change of the world section: replace the world made with the old one
-    return ["synth", "--out", str(run.world), "--config", str(run.config_file)] + (["--overwrite"] if redo else [])
+    # synth runs only when the world is not done or --from asks again: a folder a kill left half
+    # drawn (no world.json) or a world of the old world section is replaced (synth's --overwrite
+    # removes only the files synth writes, and RUN/world holds nothing else)
+    return ["synth", "--out", str(run.world), "--config", str(run.config_file), "--overwrite"]
 
 
 def _world_line(run: "RunFolder") -> str:
@@ -111,6 +113,20 @@ def _world_line(run: "RunFolder") -> str:
 
 def _ingest_argv(run: "RunFolder", redo: bool) -> list[str]:
     return ["ingest", str(run.samples_manifest), "--out", str(run.ingest), "--config", str(run.config_file)]
+
+
+def _ingest_state(run: "RunFolder") -> State:
+    """Done when ingest finished and kept a sample: one that rejected every row (images not there
+    yet, another layout) runs again, so the same command continues once the cause is fixed."""
+    state = _marked(run.ingest, "manifest.parquet", "summary.json")
+    if state.status == DONE:
+        try:
+            kept = _json(run.ingest / "summary.json")["ok"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return State(PARTIAL, "ingest/summary.json unreadable")
+        if not kept:
+            return State(PARTIAL, f"no sample kept: every row rejected ({run.ingest / 'errors.jsonl'})")
+    return state
 
 
 def _ingest_line(run: "RunFolder") -> str:
@@ -270,7 +286,7 @@ MODEL = Stage("tiny-model", "tiny Qwen2.5-VL, the students' base (local tokenize
 WORLD = Stage("synth", "synthetic world (scenes with one boxed object, known truth)",
               _world_argv, lambda run: _marked(run.world, "world.json"), _world_line)
 INGEST = Stage("ingest", "ingest (validate images and boxes, normalised manifest, errors.jsonl)",
-               _ingest_argv, lambda run: _marked(run.ingest, "manifest.parquet", "summary.json"), _ingest_line)
+               _ingest_argv, _ingest_state, _ingest_line)
 ANNOTATE = Stage("annotate", "annotate (the teachers answer every sample; resumable SQLite store)",
                  _annotate_argv, _annotate_state, _annotate_line)
 CONSENSUS = Stage("consensus", "consensus (the teachers' agreement; the samples they agree on)",
