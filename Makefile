@@ -39,6 +39,7 @@ browser:
 	    || echo "warning: could not install chromium; browser tests will be skipped"; }
 
 test: venv browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: venv

@@ -68,8 +68,8 @@ def demo_students() -> Optional[Path]:
 
 def toy_students(steps: int = 45, tiny_cfg=None, rank: int = 16, modules_to_save=("lm_head",)) -> Path:
     """Build a tiny base and three toy students (joint-trained when steps > 0) in a temp folder."""
-    from scenefit.testbed.toy_students import build_toy_students
     from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
+    from scenefit.testbed.toy_students import build_toy_students
 
     root = _workdir()
     base = build_tiny_model(root / "base", tiny_cfg or TinyModelConfig(seed=0))

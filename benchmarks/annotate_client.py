@@ -110,9 +110,9 @@ def _samples(folder: Path, n: int):
 
 def run_once(base: str, concurrency: int, n: int, folder: Path, per_client: int = 8) -> float:
     """Answers per second of one annotate run of ``n`` samples at ``concurrency``."""
-    from scenefit.teachers.store import AnnotationStore
     from scenefit.teachers.annotate import annotate_async
     from scenefit.teachers.config import AnnotateConfig
+    from scenefit.teachers.store import AnnotationStore
 
     cfg = AnnotateConfig(
         teachers=[{"name": "bench", "backend": "openai", "model": "fixed-latency", "base_urls": [base + "/v1"],

@@ -19,14 +19,14 @@ bench` runs its smoke mode.
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from scenefit.core.config import packaged_configs_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scenefit.data.consensus import FIELDS, RULES, ConsensusConfig, answer_matrix, apply_rule, build_consensus
 from scenefit.core.criteria import CRITERIA
+from scenefit.data.consensus import FIELDS, RULES, ConsensusConfig, answer_matrix, apply_rule, build_consensus
 from scenefit.data.datasets import DatasetsConfig, build_student_datasets, write_student_datasets
 from scenefit.data.split import SplitConfig, balanced_split, write_split
 

@@ -228,7 +228,6 @@ def load_predictor(run: Run, students: Path) -> dict:
 
 def fast_section(run: Run, students: Path) -> dict:
     import torch
-
     from _stages import StageClock
 
     from scenefit.models.vision_attention import counting_sdpa_calls, set_vision_attention, vision_towers
@@ -358,7 +357,6 @@ def train_flops_per_sample(base: Path, data: Path, side: int) -> tuple[float, in
 
 def train_section(run: Run, base: Path) -> None:
     import torch
-
     from _students import student_datasets
     from train_step import project_run, step_clock, trl_run
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import ratio, smoke_flag  # noqa: E402
+
 from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
@@ -58,8 +59,8 @@ def real_predictor(students: str | None, workdir: Path, device: str | None, batc
     from scenefit.predict import PredictConfig, Predictor
 
     if students is None:
-        from scenefit.testbed.toy_students import build_toy_students
         from scenefit.testbed.tiny_model import TinyModelConfig, build_tiny_model
+        from scenefit.testbed.toy_students import build_toy_students
 
         base = build_tiny_model(workdir / "model", TinyModelConfig(seed=0))
         students = str(build_toy_students(base, workdir / "students", steps=0))

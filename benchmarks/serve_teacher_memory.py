@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx  # noqa: E402
 from _report import ratio  # noqa: E402
 
 BENCH_ARGS: list[str] = []
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 

@@ -182,7 +182,16 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from _students import STANDIN_CPU, STANDIN_SMOKE, bench_items, demo_students, describe, scenes, standin_students, toy_students
+    from _students import (
+        STANDIN_CPU,
+        STANDIN_SMOKE,
+        bench_items,
+        demo_students,
+        describe,
+        scenes,
+        standin_students,
+        toy_students,
+    )
 
     from scenefit import SYNTHETIC_NOTICE
     from scenefit.predict import PredictConfig, Predictor

@@ -115,8 +115,8 @@ def fast_path_rows(args) -> list[tuple]:
     from _students import toy_students
 
     from scenefit.predict import PredictConfig, Predictor
-    from scenefit.testbed.toy_students import toy_items
     from scenefit.testbed.tiny_model import TinyModelConfig
+    from scenefit.testbed.toy_students import toy_items
 
     side = 448 * 448
     tiny = TinyModelConfig(seed=0, vision_depth=args.depth, vision_hidden_size=args.hidden,

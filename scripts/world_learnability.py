@@ -43,10 +43,10 @@ def main() -> int:
     from scenefit.core.criteria import CRITERIA, Criterion
     from scenefit.models.loading import load_model, load_processor
     from scenefit.prompts import student_prompt, student_system_prompt
-    from scenefit.testbed.world import WorldConfig, generate_world
-    from scenefit.testbed.tiny_model import build_tiny_model
-    from scenefit.train.data import AnswerOnlyCollator, encode_example
     from scenefit.student.decision import accuracy, score_rows
+    from scenefit.testbed.tiny_model import build_tiny_model
+    from scenefit.testbed.world import WorldConfig, generate_world
+    from scenefit.train.data import AnswerOnlyCollator, encode_example
     from scenefit.train.lora import apply_lora
 
     crit = Criterion.parse(args.criterion)

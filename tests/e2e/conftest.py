@@ -2,11 +2,13 @@
 and tests/e2e/test_webpage.py (the demo students when `make demo` has run, else untrained ones)."""
 
 from __future__ import annotations
+
 import os
 from pathlib import Path
-import pytest
-from scenefit.cli.common import demo_students  # noqa: E402
 
+import pytest
+
+from scenefit.cli.common import demo_students  # noqa: E402
 
 CRITERIA = ("location", "size", "co_occurrence")
 

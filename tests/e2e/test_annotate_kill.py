@@ -7,23 +7,15 @@ every (sample, teacher) ends up stored exactly once, and each rerun only asks wh
 from __future__ import annotations
 
 import json
-
 import os
-
 import signal
-
 import sqlite3
-
 import subprocess
-
 import sys
-
 import time
-
 from pathlib import Path
 
 import pytest
-
 import yaml
 
 from scenefit.teachers.store import stored_answers as stored

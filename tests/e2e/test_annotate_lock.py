@@ -16,13 +16,12 @@ import time
 
 import pytest
 
-from scenefit.prompts import teacher_prompt
 from scenefit.core.records import Sample
-from scenefit.teachers.store import AnnotationStore
+from scenefit.prompts import teacher_prompt
 from scenefit.teachers.annotate import annotate_async
 from scenefit.teachers.base import Teacher, TeacherResult
 from scenefit.teachers.config import AnnotateConfig, TeacherConfig
-
+from scenefit.teachers.store import AnnotationStore
 from scenefit.teachers.store import stored_answers as stored
 from support.annotate import PERSONAS, default_sigint, simulated_run
 

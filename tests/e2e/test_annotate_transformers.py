@@ -10,17 +10,17 @@ import pytest
 from PIL import Image
 
 from scenefit.core.records import Sample
-from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.teachers.annotate import annotate
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.store import FAILED, AnnotationStore
 
 pytestmark = pytest.mark.slow
 
 
 def test_transformers_teacher_batches_and_matches_single_generation(tiny_model_dir, tmp_path):
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.student.chat import chat_messages
     from scenefit.prompts import teacher_prompt
+    from scenefit.student.chat import chat_messages
     from scenefit.teachers.base import teacher_image
     from scenefit.teachers.transformers_backend import generate_chat
 

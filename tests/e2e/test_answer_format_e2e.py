@@ -33,8 +33,8 @@ def _split_dir(root: Path) -> Path:
     """A folder as `scenefit split` writes it: toy scenes (boxed), the location label, the
     designated teacher's sentence and the truth."""
     from scenefit.core.images import draw_box
-    from scenefit.testbed.toy_students import _SENTENCES, toy_items
     from scenefit.core.parquet_io import write_table
+    from scenefit.testbed.toy_students import _SENTENCES, toy_items
 
     images = root / "images"
     images.mkdir(parents=True)
@@ -176,11 +176,11 @@ def test_predict_reads_the_format_and_refuses_a_fast_path_it_cannot_give(pipelin
 
 
 def test_the_server_answers_in_the_students_format(pipeline):
-    from PIL import Image
     import httpx
+    from PIL import Image
 
-    from scenefit.predict import PredictConfig, Predictor
     from scenefit.core.records import is_synthetic
+    from scenefit.predict import PredictConfig, Predictor
     from scenefit.serve.app import create_app
     from scenefit.serve.openai_server import serve_in_thread
 

@@ -16,7 +16,6 @@ from PIL import Image
 
 from scenefit.core.images import BoxStyle
 from scenefit.core.parquet_io import read_meta
-
 from support.annotate import PERSONAS
 from support.cli import run_verb
 
@@ -63,7 +62,6 @@ def test_train_records_the_datasets_box_in_each_student(run, tiny_model_dir, tmp
     from scenefit.predict import Predictor
     from scenefit.student.metadata import read_student_meta
     from scenefit.train.trainer import train_student
-
     from support.train_data import small_config
 
     cfg = small_config(max_steps=1, eval_steps=1, score_test=False, per_device_batch_size=2, effective_batch_size=2)

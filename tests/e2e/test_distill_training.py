@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 
-
 import pandas as pd
-
 import pytest
 
 from scenefit.core.criteria import Label
-
 
 
 @pytest.mark.slow

@@ -20,11 +20,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def toy_setup(tiny_model_dir, tmp_path_factory):
     from scenefit.core.images import draw_box
-    from scenefit.testbed.toy_students import build_toy_students, toy_answer, toy_items
-    from scenefit.data.manifest import write_manifest
     from scenefit.core.parquet_io import write_table
     from scenefit.core.records import Sample
     from scenefit.data.datasets import DATASET_COLUMNS
+    from scenefit.data.manifest import write_manifest
+    from scenefit.testbed.toy_students import build_toy_students, toy_answer, toy_items
 
     root = tmp_path_factory.mktemp("e2e")
     students = build_toy_students(tiny_model_dir, root / "students", steps=0)  # random LoRA B: a real, untrained student

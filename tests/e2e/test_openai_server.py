@@ -7,31 +7,17 @@ teacher backend annotating through it (real HTTP, the real tiny model, concurren
 from __future__ import annotations
 
 import base64
-
-
 import io
-
 import math
 
-
-
-
-
-
-
 import httpx
-
 import pytest
-
 from PIL import Image
 
 from scenefit.core.records import Sample
-
-from scenefit.teachers.store import FAILED, AnnotationStore
-
 from scenefit.teachers.annotate import annotate
-
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.store import FAILED, AnnotationStore
 from support.servers import openai_server  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -129,9 +115,8 @@ def test_concurrent_requests_share_batches(server):
 def test_data_url_images_pass_the_image_checks():
     """The standalone chat server decodes images with scenefit.core.images' checks: a header that
     claims a huge image is refused before decoding, naming the data URL and the reason."""
-    from support.images import png_claiming
-
     from scenefit.serve.openai_server import BadRequest, decode_data_url
+    from support.images import png_claiming
 
     bomb = "data:image/png;base64," + base64.b64encode(png_claiming(60_000, 60_000)).decode()
     with pytest.raises(BadRequest, match=r"image data URL refused \(bomb\)"):

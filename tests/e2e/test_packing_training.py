@@ -10,8 +10,6 @@ import json
 import pytest
 
 
-
-
 @pytest.mark.slow
 def test_training_with_packing_follows_the_padded_run(tiny_model_dir, tmp_path):
     from scenefit.train.trainer import train_student

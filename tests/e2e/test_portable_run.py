@@ -15,7 +15,6 @@ import yaml
 
 from scenefit.core.criteria import CRITERIA
 from scenefit.core.parquet_io import portable_path, resolved_path
-
 from support.annotate import PERSONAS
 from support.cli import run_verb
 
@@ -96,7 +95,6 @@ def test_the_data_stages_carry_on_from_the_moved_folder(moved_run):
 @pytest.mark.slow
 def test_training_runs_from_the_moved_datasets(moved_run, tiny_model_dir):
     from scenefit.train.trainer import train_student
-
     from support.train_data import small_config
 
     moved = moved_run["moved"]

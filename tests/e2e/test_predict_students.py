@@ -6,24 +6,18 @@ demo's students agree on the demo's test set, explanations are batched and repor
 
 from __future__ import annotations
 
-
-
-
 from pathlib import Path
 
 import pytest
 
-
 from scenefit.core.criteria import CRITERIA, Label
-
-from scenefit.student.answer import DECISION_PREFIX
-
 from scenefit.predict import (
-    PredictConfig, Predictor,
+    PredictConfig,
+    Predictor,
 )
-
-
+from scenefit.student.answer import DECISION_PREFIX
 from scenefit.testbed.toy_students import build_toy_students, toy_items
+
 
 @pytest.fixture(scope="module")
 def trained_dir(tiny_model_dir, tmp_path_factory):

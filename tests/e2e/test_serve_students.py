@@ -12,36 +12,23 @@ adapters attached to the session's tiny model (scenefit.testbed.toy_students, st
 from __future__ import annotations
 
 import asyncio
-
 import base64
-
 import io
-
 import os
-
 import subprocess
-
 import sys
-
 from pathlib import Path
 
 import httpx
-
 import pytest
 
 pytest.importorskip("fastapi")
 
-from scenefit.core.criteria import Label, fuse  # noqa: E402
-
-
 from scenefit import SYNTHETIC_NOTICE  # noqa: E402
-
+from scenefit.core.criteria import Label, fuse  # noqa: E402
 from scenefit.core.records import is_synthetic  # noqa: E402
-
 from scenefit.serve.app import create_app  # noqa: E402
-
 from scenefit.serve.config import ServeConfig  # noqa: E402
-
 from scenefit.serve.openai_server import serve_in_thread  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -8,24 +8,16 @@ answers are the designated persona's, with token logprobs in the OpenAI format).
 from __future__ import annotations
 
 import hashlib
-
 import json
-
 from pathlib import Path
 
 import pandas as pd
-
 import pytest
 
-
-
 from scenefit.data.manifest import read_manifest
-
-from scenefit.teachers.store import AnnotationStore, p_out_values
-
 from scenefit.teachers.annotate import annotate
-
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.store import AnnotationStore, p_out_values
 from support.soft_pipeline import CO_JUDGES, DESIGNATED, run_to_datasets  # noqa: F401
 
 pytest.importorskip("fastapi")
@@ -49,8 +41,8 @@ class PersonaRunner:
     pixels; the tokens carry the persona's P(out) at each label as top_logprobs."""
 
     def __init__(self, persona: str, samples, layouts, max_pixels: int, logprobs: bool = True):
-        from scenefit.testbed.personas import SimulatedTeacher
         from scenefit.teachers.base import teacher_image
+        from scenefit.testbed.personas import SimulatedTeacher
 
         self.teacher = SimulatedTeacher(persona)
         self.by_pixels = {_pixels_key(teacher_image(s, max_pixels)): s for s in samples}
@@ -59,9 +51,8 @@ class PersonaRunner:
         self.bodies: list[dict] = []
 
     async def __call__(self, req):
-        from support.soft_labels import tokens_of
-
         from scenefit.serve.openai_server import ChatReply
+        from support.soft_labels import tokens_of
 
         self.bodies.append(req.body)
         sample = self.by_pixels[_pixels_key(req.images[0])]

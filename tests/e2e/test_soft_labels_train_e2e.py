@@ -17,16 +17,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def test_probabilities_from_annotation_through_training_to_calibration(tiny_model_dir, tmp_path):
-    from support.soft_pipeline import CO_JUDGES, DESIGNATED, run_to_datasets
-    from support.train_data import small_config
-
+    from scenefit.data.manifest import read_manifest
     from scenefit.evaluate.config import EvaluateConfig
     from scenefit.evaluate.runner import evaluate_dirs
-    from scenefit.data.manifest import read_manifest
-    from scenefit.testbed.world import WorldConfig, generate_world
     from scenefit.teachers.annotate import annotate
     from scenefit.teachers.config import AnnotateConfig
+    from scenefit.testbed.world import WorldConfig, generate_world
     from scenefit.train.trainer import train_student
+    from support.soft_pipeline import CO_JUDGES, DESIGNATED, run_to_datasets
+    from support.train_data import small_config
 
     world = tmp_path / "world"
     generate_world(WorldConfig(n=48, seed=11, originals=False), world)

@@ -203,8 +203,8 @@ def test_predict_fast_path_and_explain_agree_on_the_decision(students, tmp_path)
 
 
 def test_serve_classifies_with_the_standin_students(students):
-    from scenefit.predict import PredictConfig, Predictor
     from scenefit.core.records import is_synthetic
+    from scenefit.predict import PredictConfig, Predictor
     from scenefit.serve.app import create_app
     from scenefit.serve.config import ServeConfig
     from scenefit.serve.openai_server import serve_in_thread
@@ -228,9 +228,9 @@ def test_serve_classifies_with_the_standin_students(students):
 
 def test_standin_as_a_transformers_teacher(standin_model_dir, tmp_path):
     from scenefit.core.records import Sample
-    from scenefit.teachers.store import FAILED, AnnotationStore
     from scenefit.teachers.annotate import annotate
     from scenefit.teachers.config import AnnotateConfig
+    from scenefit.teachers.store import FAILED, AnnotationStore
 
     samples = []
     for i in range(3):

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.slow
 def test_the_trained_students_card_code_runs_and_decides_as_predict(tiny_model_dir, tmp_path, monkeypatch):
     from scenefit.predict import Predictor
     from scenefit.train.trainer import train_student
-
     from support.train_data import make_datasets, small_config
 
     data = make_datasets(tmp_path / "data")

@@ -7,13 +7,10 @@ Predictor decide alike, the Predictor's chat and an in-process teacher generate 
 
 from __future__ import annotations
 
-
 import pytest
 
 from scenefit.core.criteria import Criterion, Label
-
 from scenefit.student.answer import AnswerFormat
-
 from scenefit.student.metadata import (
     read_student,
 )
@@ -60,9 +57,9 @@ def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tm
     from the registry) run the one decide() and give the same P(out) for the same item."""
     from scenefit.core.images import draw_box
     from scenefit.predict import PredictConfig, PredictItem, Predictor
-    from scenefit.testbed.toy_students import toy_items
     from scenefit.prompts import student_prompt, student_system_prompt
     from scenefit.student.decision import score_rows
+    from scenefit.testbed.toy_students import toy_items
 
     pred = Predictor.baseline(str(tiny_model_dir), config=PredictConfig(criteria=["size"], device="cpu", dtype="fp32"))
     items, _ = toy_items(3, seed=8)
@@ -81,9 +78,9 @@ def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tm
 @pytest.mark.slow
 def test_predictor_chat_and_the_teacher_backend_generate_alike(tiny_model_dir):
     from scenefit.predict import PredictConfig, Predictor
-    from scenefit.testbed.toy_students import toy_items
     from scenefit.student.chat import chat_messages
     from scenefit.teachers.transformers_backend import generate_chat
+    from scenefit.testbed.toy_students import toy_items
 
     pred = Predictor.baseline(str(tiny_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))
     (im, obj, _), = toy_items(1, seed=2)[0]

@@ -9,12 +9,22 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from scenefit.student.chat import StudentChat
 from scenefit.prompts import student_image_after_text
+from scenefit.student.chat import StudentChat
 from scenefit.testbed.catalog import BOX_RED
 from scenefit.testbed.tiny_vision import (
-    _BOTTOM, _GROUND, _HEIGHT, _RATIO, _SCENE, BITS, HEIGHT_EDGES, PERSON_RATIO_EDGES, SCENE_TYPES,
-    TARGETS_PER_TOKEN, scene_geometry, token_targets,
+    _BOTTOM,
+    _GROUND,
+    _HEIGHT,
+    _RATIO,
+    _SCENE,
+    BITS,
+    HEIGHT_EDGES,
+    PERSON_RATIO_EDGES,
+    SCENE_TYPES,
+    TARGETS_PER_TOKEN,
+    scene_geometry,
+    token_targets,
 )
 
 

@@ -12,33 +12,21 @@ seen, so the adapter is judged by ``adapter_config.json``, which PEFT writes in 
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import contextlib
-
 import json
-
 import os
-
 import signal
-
 import socket
-
 import subprocess
-
 import sys
-
 import time
-
 from collections import defaultdict
-
 from pathlib import Path
 
 import pytest
-
 import yaml
 
-
+from scenefit.core.config import packaged_configs_dir
 from support.train_data import make_datasets, small_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,8 +124,8 @@ def setup(tmp_path_factory, tiny_model_dir):
 def test_two_processes_train_like_one_and_write_each_output_once(setup, tmp_path):
     from scenefit.core.config import resolve
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.train.data import read_split
     from scenefit.student.decision import score_rows
+    from scenefit.train.data import read_split
     from scenefit.train.trainer import train_student
 
     root, data, conf, model = setup

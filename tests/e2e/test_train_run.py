@@ -9,24 +9,14 @@ the student dataset format that ``scenefit datasets`` writes.
 from __future__ import annotations
 
 import json
-
 import os
-
 import signal
-
 import subprocess
-
 import sys
-
 from pathlib import Path
 
-
 import pytest
-
 import yaml
-
-
-
 
 from support.train_data import make_datasets, small_config  # noqa: F401
 
@@ -88,8 +78,8 @@ def test_base_scores_equal_a_fresh_base_model(datasets_dir, tiny_model_dir, tmp_
     from peft import PeftModel
 
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.train.data import read_split
     from scenefit.student.decision import score_rows
+    from scenefit.train.data import read_split
     from scenefit.train.trainer import train_student
 
     cfg = small_config(max_steps=4, score_test=False)

@@ -1,11 +1,12 @@
 """Test helpers first written for tests/e2e/test_annotate_kill.py, shared by other tests."""
 
 from __future__ import annotations
+
 import signal
 import sys
 from pathlib import Path
-import yaml
 
+import yaml
 
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")
 

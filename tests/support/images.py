@@ -1,10 +1,12 @@
 """Test helpers first written for tests/unit/test_images.py, shared by other tests."""
 
 from __future__ import annotations
+
 import io
 import struct
 import zlib
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
 

@@ -1,15 +1,16 @@
 """Test helpers first written for tests/unit/test_serve.py, shared by other tests."""
 
 from __future__ import annotations
+
 import base64
 import io
 import struct
 import threading
 import time
 import zlib
+
 import httpx
 from PIL import Image
-
 
 TOKEN = "s3cret-token"
 

@@ -1,6 +1,7 @@
 """Test helpers first written for tests/e2e/test_openai_server.py, shared by other tests."""
 
 from __future__ import annotations
+
 import contextlib
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
 import httpx
 
 

@@ -1,7 +1,9 @@
 """Test helpers first written for tests/unit/test_soft_labels.py, shared by other tests."""
 
 from __future__ import annotations
+
 import math
+
 from scenefit.teachers.label_probs import TokenChoice
 
 

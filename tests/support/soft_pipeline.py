@@ -1,12 +1,14 @@
 """Test helpers first written for tests/e2e/test_soft_labels_e2e.py, shared by other tests."""
 
 from __future__ import annotations
+
 import json
 from pathlib import Path
+
 import pandas as pd
 from typer.testing import CliRunner
-from scenefit.core.criteria import CRITERIA
 
+from scenefit.core.criteria import CRITERIA
 
 DESIGNATED, CO_JUDGES = "qwen72b-sim", ("molmo72b-sim", "internvl38b-sim")
 

@@ -1,14 +1,16 @@
 """Test helpers first written for tests/e2e/test_train_run.py, shared by other tests."""
 
 from __future__ import annotations
+
 import json
 from pathlib import Path
-import pandas as pd
-from scenefit.core.criteria import Criterion, Label
-from scenefit.student.answer import render_student_answer
-from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
-from scenefit.train.config import TrainConfig
 
+import pandas as pd
+
+from scenefit.core.criteria import Criterion, Label
+from scenefit.prompts import student_prompt, student_prompt_version, student_system_prompt
+from scenefit.student.answer import render_student_answer
+from scenefit.train.config import TrainConfig
 
 CRIT = Criterion.LOCATION
 

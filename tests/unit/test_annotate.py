@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.cli import app
-from scenefit.core.config import ConfigError, resolve, packaged_configs_dir
+from scenefit.core.config import ConfigError, packaged_configs_dir, resolve
 from scenefit.core.criteria import CRITERIA, Label
+from scenefit.core.records import Sample
 from scenefit.data.manifest import read_manifest
 from scenefit.prompts import teacher_prompt
-from scenefit.core.records import Sample
-from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.teachers.annotate import annotate, annotate_async
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.store import FAILED, AnnotationStore
 from scenefit.testbed.simulated_backend import find_world_dir
 
 PERSONAS = ("qwen72b-sim", "molmo72b-sim", "internvl38b-sim")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from scenefit.core.parquet_io import read_table, write_table
 from scenefit.core.files import atomic_path, atomic_write_text, write_json
+from scenefit.core.parquet_io import read_table, write_table
 
 
 def test_a_finished_write_replaces_the_file_whole(tmp_path):

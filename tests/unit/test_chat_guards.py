@@ -26,7 +26,11 @@ from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.batching import ModelTurns  # noqa: E402
 from scenefit.serve.config import ServeConfig, ServeTeacherConfig  # noqa: E402
 from scenefit.serve.openai_server import (  # noqa: E402
-    BatchingRunner, ChatReply, PromptGuard, guarded_openai_app, serve_in_thread,
+    BatchingRunner,
+    ChatReply,
+    PromptGuard,
+    guarded_openai_app,
+    serve_in_thread,
 )
 from support.serve import FakePredictor, b64, png_bytes  # noqa: E402
 
@@ -176,8 +180,9 @@ def test_a_huge_prompt_is_refused_after_counting_its_first_chunks(processor, mon
 
 
 def test_prompt_guard_counts_what_the_processor_makes(processor):
-    from scenefit.serve.openai_server import parse_chat_body
     from PIL import Image
+
+    from scenefit.serve.openai_server import parse_chat_body
 
     req = parse_chat_body({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
         "url": "data:image/png;base64," + b64(png_bytes((112, 84)))}}, {"type": "text", "text": "Is it?"}]}]})
@@ -323,8 +328,9 @@ def test_clients_leaving_mid_stream_leave_no_pending_task(caplog):
     import logging
 
     import openai
-    from support.serve import TOKEN
     from test_serve_chat import ScriptedChat, image_message, serve
+
+    from support.serve import TOKEN
 
     caplog.set_level(logging.ERROR, logger="asyncio")
     chat = ScriptedChat(hold_after=3)

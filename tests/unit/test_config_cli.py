@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.core.config import SECTIONS, ConfigError, load_project, resolve, section_class, packaged_configs_dir
+from scenefit.core.config import SECTIONS, ConfigError, load_project, packaged_configs_dir, resolve, section_class
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((packaged_configs_dir()).glob("*.yaml"))

@@ -11,7 +11,7 @@ import pytest
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.data.agreement import cohen_kappa, fleiss_from_codes, fleiss_kappa, pairwise_cohen
-from scenefit.data.consensus import ConsensusConfig, apply_rule, answer_matrix, build_consensus
+from scenefit.data.consensus import ConsensusConfig, answer_matrix, apply_rule, build_consensus
 from scenefit.data.consensus_report import report_tables
 
 I, O = "In-context", "Out-of-context"

@@ -7,20 +7,16 @@ The short training run is tests/e2e/test_distill_training.py.
 
 from __future__ import annotations
 
-
 import math
 
 import pandas as pd
-
 import pytest
 
 from scenefit.core.criteria import Criterion, Label
-
-from scenefit.student.answer import AnswerFormat, render_student_answer
-
 from scenefit.prompts import student_prompt, student_system_prompt
-
+from scenefit.student.answer import AnswerFormat, render_student_answer
 from scenefit.train.distill import EXAMPLE_KEYS
+
 
 def test_kl_term_matches_a_hand_computation():
     import torch
@@ -103,8 +99,8 @@ def setup(tiny_model_dir, tmp_path_factory):
     from PIL import Image
 
     from scenefit.core.criteria import Label as L
-    from scenefit.predict.predictor import decision_token_ids
     from scenefit.models.loading import load_model, load_processor
+    from scenefit.predict.predictor import decision_token_ids
 
     folder = tmp_path_factory.mktemp("distill")
     paths = []

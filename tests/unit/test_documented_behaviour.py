@@ -7,8 +7,6 @@ training and serving ones have files of their own (test_train_stop_resume.py, te
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import json
 import re
 import shlex
@@ -21,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
+from scenefit.core.config import packaged_configs_dir
 from scenefit.core.criteria import CRITERIA
 
 runner = CliRunner()
@@ -172,9 +171,9 @@ def test_evaluate_takes_a_jsonl_originals_manifest_and_writes_conventions(random
     shortcut and the conventions, with errors broken down by object and scene; answers.parquet,
     metrics.json and the report say SYNTHETIC."""
     from scenefit.core.images import draw_box
-    from scenefit.testbed.toy_students import toy_answer, toy_items
     from scenefit.core.parquet_io import write_table
     from scenefit.data.datasets import DATASET_COLUMNS
+    from scenefit.testbed.toy_students import toy_answer, toy_items
 
     items, truths = toy_items(3, seed=4)
     rows = {c: [] for c in CRITERIA}
@@ -307,8 +306,8 @@ def test_annotate_redo_failed_flag_retries_only_the_failures(tmp_path, repo_root
     """"Asking the teachers": `annotate … --redo-failed` retries failed requests; a plain
     rerun skips them (here a sample the simulated teachers cannot answer, then can)."""
     from scenefit.core.criteria import Label
-    from scenefit.data.manifest import read_manifest, write_manifest
     from scenefit.core.records import Sample
+    from scenefit.data.manifest import read_manifest, write_manifest
     from scenefit.testbed.world import WorldConfig, generate_world
 
     world = tmp_path / "world"
@@ -387,8 +386,8 @@ def test_probability_is_the_two_way_softmax_of_the_first_token_logits(random_hea
     from transformers import AutoModelForImageTextToText
 
     from scenefit.core.criteria import Criterion, Label
-    from scenefit.student.answer import DECISION_PREFIX
     from scenefit.predict import Predictor
+    from scenefit.student.answer import DECISION_PREFIX
 
     Image.new("RGB", (112, 84), (60, 140, 60)).save(tmp_path / "im.png")
     predictor = Predictor.from_students(random_head_students, device="cpu")

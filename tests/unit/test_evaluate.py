@@ -40,9 +40,9 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def datasets(world, tmp_path_factory) -> Path:
     """DATA/<criterion>/test.parquet from the world: teacher label = truth except every 7th sample."""
-    from scenefit.data.manifest import read_manifest
     from scenefit.core.parquet_io import write_table
     from scenefit.data.datasets import DATASET_COLUMNS
+    from scenefit.data.manifest import read_manifest
 
     samples, errors = read_manifest(world / "manifest.parquet")
     assert not errors
@@ -259,8 +259,8 @@ def test_default_originals_is_the_world_beside_the_datasets(tmp_path):
 
 
 def test_shortcut_uses_only_originals_of_scenes_in_the_evaluated_split():
-    from scenefit.evaluate.shortcut import originals_in_split
     from scenefit.core.records import Sample
+    from scenefit.evaluate.shortcut import originals_in_split
 
     def original(group):
         return Sample(id=f"{group}-orig", image="x.png", object="cow", box=(1, 1, 5, 5), group=group)

@@ -18,10 +18,15 @@ from typer.testing import CliRunner
 
 from scenefit.cli import app
 from scenefit.core.criteria import CRITERIA
-from scenefit.testbed.toy_students import build_toy_students
 from scenefit.serve.vllm_export import (
-    VLLM_LORA_LEAVES, VLLM_MAX_LORA_RANKS, VllmExportError, check_adapter, export_vllm, round_rank,
+    VLLM_LORA_LEAVES,
+    VLLM_MAX_LORA_RANKS,
+    VllmExportError,
+    check_adapter,
+    export_vllm,
+    round_rank,
 )
+from scenefit.testbed.toy_students import build_toy_students
 
 runner = CliRunner()
 

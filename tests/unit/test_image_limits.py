@@ -107,8 +107,8 @@ def test_a_failing_item_is_found_by_halving_its_batch():
 def test_the_predictor_judges_a_failing_batch_apart_and_keeps_the_others():
     """Predictor.predict: an item the model fails on inside its batch becomes an error row
     (prediction_failed); its neighbours are judged, in about 2 log2(n) calls."""
-    from scenefit.predict.predictor import Predictor
     from scenefit.predict.config import PredictConfig
+    from scenefit.predict.predictor import Predictor
 
     calls = []
 

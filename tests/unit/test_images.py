@@ -9,23 +9,24 @@ tests/unit/test_ingest.py, which runs the same kinds through a whole batch.
 from __future__ import annotations
 
 import base64
-
 import io
-
-
 import tempfile
-
-
 from pathlib import Path
 
 import numpy as np
-
 import pytest
-
 from PIL import Image, ImageFile
 
-from scenefit.core.images import (REASON_CODES, ImageError, clip_box, draw_box, load_image, load_image_bytes, parse_box,
-                             png_base64)
+from scenefit.core.images import (
+    REASON_CODES,
+    ImageError,
+    clip_box,
+    draw_box,
+    load_image,
+    load_image_bytes,
+    parse_box,
+    png_base64,
+)
 from support.images import noise_image, write_bad_images  # noqa: F401
 
 RED = (255, 0, 0)
@@ -203,10 +204,10 @@ def test_one_box_width_rule_grows_with_the_image():
 def test_ingest_teachers_and_predict_draw_the_same_box(tmp_path):
     # the red box the teachers judge, the one ingest writes for the students and the one predict
     # draws for a new image are one drawing (they used to be 2, 3 and 3 pixels wide here)
+    from scenefit.core.records import Sample
     from scenefit.data.ingest import IngestConfig, ingest_sample
     from scenefit.predict.config import PredictConfig
     from scenefit.predict.items import PredictItem, prepare_image
-    from scenefit.core.records import Sample
     from scenefit.teachers.base import teacher_image
 
     path = tmp_path / "scene.png"

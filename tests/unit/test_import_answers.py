@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.teachers.store import AnnotationStore
 from scenefit.teachers.import_answers import import_answers
+from scenefit.teachers.store import AnnotationStore
 
 runner = CliRunner()
 ANSWER = ("Analysis:\nLocation: it stands on the ground, as expected.\nCo-occurrence: fits, like the rest.\n"

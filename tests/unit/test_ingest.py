@@ -16,11 +16,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.core.config import resolve, packaged_configs_dir
+from scenefit.core.config import packaged_configs_dir, resolve
+from scenefit.core.records import MANIFEST_COLUMNS
 from scenefit.data.ingest import IngestConfig, image_name, ingest
 from scenefit.data.manifest import read_manifest
-from scenefit.core.records import MANIFEST_COLUMNS
-
 from support.images import noise_image, write_bad_images
 
 ROOT = Path(__file__).resolve().parents[2]

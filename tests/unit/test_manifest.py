@@ -15,8 +15,8 @@ import pytest
 
 from scenefit import SYNTHETIC_NOTICE
 from scenefit.core.criteria import Criterion, Label
-from scenefit.data.manifest import ManifestError, read_manifest, write_manifest
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
+from scenefit.data.manifest import ManifestError, read_manifest, write_manifest
 
 ROWS = [
     {"id": "a1", "image": "imgs/a1.png", "object": "zebra", "box": "10,20,60,70", "group": "g1",

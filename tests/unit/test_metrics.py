@@ -12,8 +12,15 @@ import pytest
 
 from scenefit.core.criteria import Label
 from scenefit.evaluate.metrics import (
-    balanced_accuracy, error_breakdown, fuse_by_id, headline_key, in_context_share, label_metrics, reliability,
-    top_confusions, wilson_interval,
+    balanced_accuracy,
+    error_breakdown,
+    fuse_by_id,
+    headline_key,
+    in_context_share,
+    label_metrics,
+    reliability,
+    top_confusions,
+    wilson_interval,
 )
 from scenefit.evaluate.reasoning import consistency, cue_counts, reasoning_metrics, rouge_l, stance
 from scenefit.evaluate.shortcut import shortcut_metrics

@@ -8,18 +8,14 @@ balancing over several base URLs, the API key header, structured output, the pix
 from __future__ import annotations
 
 import asyncio
-
 import threading
-
 from collections import Counter
-
 from pathlib import Path
 
 import pandas as pd
-
 import pytest
-
 from PIL import Image
+
 from support.answers import ANSWER  # noqa: F401
 
 pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
@@ -27,16 +23,12 @@ pytest.importorskip("fastapi")  # the `serve` extra (part of `dev`)
 from fastapi import HTTPException  # noqa: E402
 
 from scenefit.core.records import Sample  # noqa: E402
-
 from scenefit.serve.openai_server import ChatReply, ChatRequest, bind_socket, build_openai_app, serve_in_thread  # noqa: E402
-
+from scenefit.teachers.annotate import annotate  # noqa: E402
+from scenefit.teachers.config import AnnotateConfig  # noqa: E402
+from scenefit.teachers.openai_backend import backoff_delay, chat_body, is_retryable_status  # noqa: E402
 from scenefit.teachers.store import FAILED, AnnotationStore  # noqa: E402
 
-from scenefit.teachers.annotate import annotate  # noqa: E402
-
-from scenefit.teachers.config import AnnotateConfig  # noqa: E402
-
-from scenefit.teachers.openai_backend import backoff_delay, chat_body, is_retryable_status  # noqa: E402
 
 class FaultServer:
     """A scripted OpenAI-compatible runner: the boxed object's name says how to misbehave.

@@ -7,20 +7,19 @@ guard — as README.md and docs/reference.md state them.
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import ast
 import json
 import re
 import socket
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from scenefit.cli import app
+from scenefit.core.config import packaged_configs_dir
 
 runner = CliRunner()
 

@@ -10,16 +10,12 @@ tests/e2e/test_packing_training.py.
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
-
 import pytest
 
+from scenefit.core.config import packaged_configs_dir
 from scenefit.core.criteria import Criterion, Label
-
-from scenefit.student.answer import render_student_answer
-
 from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.student.answer import render_student_answer
 
 #: (image size, object name, words in the answer): every sample a different length.
 SAMPLES = [((112, 112), "cow", 1), ((56, 112), "traffic light", 7), ((112, 56), "bicycle with a basket", 15)]

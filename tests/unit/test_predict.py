@@ -13,27 +13,26 @@ adapters), `lora_only` (the paper's recipe shape: LoRA on q/k/v/o only).
 from __future__ import annotations
 
 import importlib.util
-
 import itertools
-
 import json
 
-
 import pytest
-
 from PIL import Image
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
-
-from scenefit.student.answer import DECISION_PREFIX
-
 from scenefit.predict import (
-    CriterionResult, DecisionTokenError, PredictConfig, Prediction, Predictor, StudentError, decision_token_ids,
+    CriterionResult,
+    DecisionTokenError,
+    PredictConfig,
+    Prediction,
+    Predictor,
+    StudentError,
+    decision_token_ids,
 )
-
 from scenefit.predict.predictor import BatchPixels
-
+from scenefit.student.answer import DECISION_PREFIX
 from scenefit.testbed.toy_students import build_toy_students, toy_items
+
 
 @pytest.fixture(scope="module")
 def random_head_dir(random_head_students):
@@ -185,8 +184,8 @@ def test_three_adapters_share_one_base(tiny_model_dir, lora_only_dir, random_hea
     storage counted once — the weights' resident size, free of the allocator and interpreter
     noise that dominates an RSS delta for a 3 MB model (benchmarks/memory.py measures RSS on a
     larger model)."""
-    from scenefit.predict import module_bytes
     from scenefit.models.loading import load_model
+    from scenefit.predict import module_bytes
 
     base = module_bytes(load_model(tiny_model_dir, dtype="fp32", device="cpu"))
     # The paper's recipe (LoRA on q/k/v/o, no modules_to_save): within 1.15x of one student.

@@ -13,9 +13,8 @@ import re
 import pytest
 
 from scenefit.core.criteria import CRITERIA, TEACHER_ORDER, Criterion, Label
-from scenefit.prompts import render_teacher_answer
+from scenefit.prompts import DEFAULT_TEACHER_PROMPT, PromptTemplate, render_teacher_answer, teacher_prompt
 from scenefit.teachers.parse import parse_teacher_answer
-from scenefit.prompts import DEFAULT_TEACHER_PROMPT, PromptTemplate, teacher_prompt
 
 V2 = teacher_prompt(version="v2").render("zebra")
 

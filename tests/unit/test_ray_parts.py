@@ -122,10 +122,10 @@ def test_vllm_rows_carry_the_openai_request_and_answer(tmp_path):
     from PIL import Image
 
     from scenefit.core.records import Sample
+    from scenefit.teachers.base import teacher_image
     from scenefit.teachers.config import TeacherConfig
     from scenefit.teachers.label_probs import p_out_from_tokens
     from scenefit.teachers.openai_backend import chat_body, image_data_url
-    from scenefit.teachers.base import teacher_image
     from scenefit.teachers.ray_backend import _sample_fields, result_of_row, vllm_postprocess, vllm_preprocess
     from support.answers import ANSWER
     from support.soft_labels import tokens_of

@@ -199,10 +199,9 @@ def test_stage_output_becomes_log_lines_with_progress_redraws_thinned(monkeypatc
 
 def test_annotate_asks_one_openai_teacher_named_on_the_command_line(tmp_path):
     pytest.importorskip("fastapi")
-    from support.answers import ANSWER
-
     from scenefit.serve.openai_server import ChatReply, build_openai_app, serve_in_thread
     from scenefit.teachers.store import AnnotationStore
+    from support.answers import ANSWER
 
     asked = []
 

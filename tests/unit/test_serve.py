@@ -9,30 +9,21 @@ The tests with real tiny students are in tests/e2e/test_serve_students.py.
 from __future__ import annotations
 
 import asyncio
-
-
 import io
-
 import socket
-
 import threading
 
-
 import httpx
-
 import numpy as np
-
 import pytest
-
 from PIL import Image
-from support.serve import FakePredictor, TOKEN, assert_error, auth, b64, bomb_png, png_bytes  # noqa: F401
+
+from support.serve import TOKEN, FakePredictor, assert_error, auth, b64, bomb_png, png_bytes  # noqa: F401
 
 pytest.importorskip("fastapi")
 
 from scenefit.serve.app import create_app  # noqa: E402
-
 from scenefit.serve.config import ServeConfig  # noqa: E402
-
 from scenefit.serve.openai_server import ChatReply, serve_in_thread  # noqa: E402
 
 CRITERIA = ("location", "size", "co_occurrence")

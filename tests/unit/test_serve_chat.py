@@ -20,7 +20,7 @@ openai = pytest.importorskip("openai")
 from scenefit.serve.app import create_app  # noqa: E402
 from scenefit.serve.config import ServeConfig  # noqa: E402
 from scenefit.serve.openai_server import ChatReply, serve_in_thread  # noqa: E402
-from support.serve import TOKEN, FakePredictor, assert_error, auth, b64, png_bytes
+from support.serve import TOKEN, FakePredictor, assert_error, auth, b64, png_bytes  # noqa: E402
 
 PROMPT_TOKENS = 7
 

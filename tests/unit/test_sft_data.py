@@ -16,10 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.data.consensus import output_columns
 from scenefit.core.criteria import CRITERIA, Criterion, Label
-from scenefit.student.answer import parse_student_answer, render_student_answer
-from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.data.consensus import output_columns
 from scenefit.data.datasets import (
     DATASET_COLUMNS,
     DatasetsConfig,
@@ -27,6 +25,8 @@ from scenefit.data.datasets import (
     build_student_datasets,
     write_student_datasets,
 )
+from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.student.answer import parse_student_answer, render_student_answer
 
 I, O = "In-context", "Out-of-context"
 

@@ -15,7 +15,13 @@ from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
 from scenefit.core.records import Sample
 from scenefit.testbed.catalog import SCENES
 from scenefit.testbed.personas import (
-    DESIGNATED, PERSONAS, TEACHER_ORDER, PersonaConfig, SimulatedTeacher, StyleNoise, load_layouts,
+    DESIGNATED,
+    PERSONAS,
+    TEACHER_ORDER,
+    PersonaConfig,
+    SimulatedTeacher,
+    StyleNoise,
+    load_layouts,
 )
 from scenefit.testbed.world import WorldConfig, generate_world, iter_layouts, layout_sample
 

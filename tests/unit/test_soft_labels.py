@@ -8,30 +8,20 @@ confidence model and its calibration; the reading of P(out) from label tokens.
 from __future__ import annotations
 
 import json
-
 import math
-
 import sqlite3
 
 import numpy as np
-
 import pandas as pd
-
 import pytest
 
-from scenefit.data.consensus import ConsensusConfig, build_consensus
-
 from scenefit.core.criteria import CRITERIA, Criterion, Label
-
-from scenefit.prompts import render_teacher_answer
-
 from scenefit.core.records import Sample
-
+from scenefit.data.consensus import ConsensusConfig, build_consensus
 from scenefit.data.datasets import DATASET_COLUMNS, build_rows
-
-from scenefit.teachers.store import COLUMNS, P_OUT_KEYS, AnnotationStore, p_out_values
-
+from scenefit.prompts import render_teacher_answer
 from scenefit.teachers.label_probs import TokenChoice, p_out_from_tokens
+from scenefit.teachers.store import COLUMNS, P_OUT_KEYS, AnnotationStore, p_out_values
 from support.soft_labels import tokens_of  # noqa: F401
 
 I, O = Label.IN.value, Label.OUT.value
@@ -137,8 +127,8 @@ def test_consensus_refuses_a_probability_outside_0_1_naming_it():
         build_consensus(answers, _manifest(["s1", "s2"]), ConsensusConfig())
 
 def test_split_tables_without_probabilities_give_null_columns(tmp_path):
-    from scenefit.data.consensus import output_columns
     from scenefit.core.parquet_io import write_table
+    from scenefit.data.consensus import output_columns
 
     old = pd.DataFrame([{c: None for c in output_columns() if "p_out" not in c}])
     old = old.assign(id="s", image="/i.png", object="zebra", label_size=I, designated_size=I,

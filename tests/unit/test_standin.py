@@ -14,13 +14,19 @@ import pytest
 from PIL import Image, ImageDraw
 
 from scenefit.core.criteria import Criterion, Label
-from scenefit.student.answer import render_student_answer
 from scenefit.models.loading import load_model, load_processor
-from scenefit.student.chat import StudentChat
 from scenefit.prompts import student_prompt, student_system_prompt
+from scenefit.student.answer import render_student_answer
+from scenefit.student.chat import StudentChat
 from scenefit.testbed.standin import (
-    QWEN25VL_3B_PARAMETERS, QWEN25VL_VOCAB_SIZE, QWEN_ORDINARY_TOKENS, QWEN_SPECIAL_TOKENS, STOCK_GENERATION,
-    StandinSize, count_parameters, vocab_file,
+    QWEN25VL_3B_PARAMETERS,
+    QWEN25VL_VOCAB_SIZE,
+    QWEN_ORDINARY_TOKENS,
+    QWEN_SPECIAL_TOKENS,
+    STOCK_GENERATION,
+    StandinSize,
+    count_parameters,
+    vocab_file,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -190,8 +196,8 @@ def test_greedy_explanations_ignore_the_stock_repetition_penalty(standin_model_d
     explanation must be plain argmax decoding all the same (as in training and the fast path)."""
     import torch
 
-    from scenefit.student.answer import DECISION_PREFIX
     from scenefit.predict import PredictConfig, Predictor
+    from scenefit.student.answer import DECISION_PREFIX
 
     pred = Predictor.baseline(str(standin_model_dir), config=PredictConfig(device="cpu", dtype="fp32"))
     assert pred.model.generation_config.repetition_penalty == 1.05

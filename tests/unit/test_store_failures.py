@@ -10,13 +10,12 @@ and ``query_only`` makes the store read-only, so the tests run anywhere, as any 
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import asyncio
 import json
 
 import pytest
 
+from scenefit.core.config import packaged_configs_dir
 from scenefit.teachers.store import AnnotationStore, RunLock, StoreBusy, StoreError
 
 

@@ -12,11 +12,14 @@ import json
 import pytest
 
 from scenefit.core.criteria import CRITERIA, Criterion, Label
-
 from scenefit.student.answer import AnswerFormat, parse_student_answer, render_student_answer
-
 from scenefit.student.metadata import (
-    STUDENT_META, StudentError, StudentMeta, read_student, read_student_meta, write_student_meta,
+    STUDENT_META,
+    StudentError,
+    StudentMeta,
+    read_student,
+    read_student_meta,
+    write_student_meta,
 )
 
 DF, RF = AnswerFormat.DECISION_FIRST, AnswerFormat.REASONING_FIRST

@@ -20,8 +20,8 @@ def test_autoprocessor_loads_a_student_processor_and_matches_the_qwen_processor(
     import torch
     from transformers import AutoProcessor
 
-    from scenefit.models.loading import STUDENT_PROCESSOR_CLASS, load_processor, save_student_processor
     from scenefit.core.criteria import Criterion
+    from scenefit.models.loading import STUDENT_PROCESSOR_CLASS, load_processor, save_student_processor
     from scenefit.student.chat import StudentChat
 
     base_dir = request.getfixturevalue(base)

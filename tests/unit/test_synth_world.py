@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.config import ConfigError, resolve, packaged_configs_dir
+from scenefit.core.config import ConfigError, packaged_configs_dir, resolve
 from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.testbed.catalog import BOX_RED, CATEGORIES, PERSON_SHIRT, SCENES

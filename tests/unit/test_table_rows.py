@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from scenefit.cli import app
-from scenefit.data.manifest import read_manifest
 from scenefit.core.table_rows import MAX_CELL_CHARS, RowReader
+from scenefit.data.manifest import read_manifest
 
 runner = CliRunner()
 HEADER = "id,image,object,box,boxed\n"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scenefit.core.config import load_project, resolve, packaged_configs_dir
+from scenefit.core.config import load_project, packaged_configs_dir, resolve
 from scenefit.core.criteria import Criterion, Label
 from scenefit.student.answer import DECISION_PREFIX, render_student_answer
 from scenefit.train.config import LoraSettings, TrainConfig
@@ -194,9 +194,9 @@ def test_unreadable_image_is_an_error_naming_the_sample(processor, tmp_path):
 
 def test_decision_prefix_tokenizes_as_in_training(processor, image_path):
     """The fast path's prompt + 'Decision:' must equal the training sequence up to the label."""
-    from scenefit.train.data import IGNORE_INDEX, encode_example
     from scenefit.predict import decision_token_ids
     from scenefit.student.decision import scoring_batch
+    from scenefit.train.data import IGNORE_INDEX, encode_example
 
     for label in Label:
         row = _row(image_path, label)

@@ -8,21 +8,9 @@ tests/e2e/test_train_multiprocess.py.
 
 from __future__ import annotations
 
-
-
-
-
-
-
-
-
-
-
-
-
 from scenefit.train.launch import requested_processes, sharding_fallback_warning, single_process_warning
-
 from support.train_data import small_config
+
 
 def test_requested_processes_reads_launcher_flags():
     assert requested_processes(["accelerate", "launch", "--cpu", "--num_processes", "2", "x"]) == 2

@@ -8,8 +8,6 @@ tiny model.
 
 from __future__ import annotations
 
-from scenefit.core.config import packaged_configs_dir
-
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scenefit.cli import app
+from scenefit.core.config import packaged_configs_dir
 from scenefit.core.criteria import CRITERIA
 
 runner = CliRunner()

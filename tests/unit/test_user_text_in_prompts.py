@@ -88,10 +88,11 @@ def test_every_prompt_builder_refuses_a_hostile_object_name(processor, name):
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES[:2] + HOSTILE_NAMES[6:9])
 def test_hostile_names_are_error_rows_in_ingest_predict_and_datasets(name, tmp_path):
+    from PIL import Image
+
     from scenefit.core.records import Sample
     from scenefit.data.manifest import RowError, row_to_sample
     from scenefit.predict.items import ItemError, PredictItem, prepare_image
-    from PIL import Image
 
     with pytest.raises(ValueError):
         Sample(id="1", image="x.png", object=name, box=(1, 1, 5, 5))

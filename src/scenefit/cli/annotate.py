@@ -18,7 +18,17 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, open_store, print_json, summary_table,
+    ConfigOpt,
+    SetOpt,
+    console,
+    escape,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    open_store,
+    print_json,
+    summary_table,
     synthetic_banner,
 )
 
@@ -85,8 +95,8 @@ def _annotate(manifest: Path, db: Path, cfg, json_out: bool) -> None:
     import asyncio
 
     from scenefit import SYNTHETIC_NOTICE
-    from scenefit.data.manifest import ManifestError, read_manifest
     from scenefit.core.records import is_synthetic
+    from scenefit.data.manifest import ManifestError, read_manifest
     from scenefit.teachers.annotate import annotate_async
     from scenefit.teachers.store import StoreError
 

@@ -13,7 +13,17 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, JsonOpt, SetOpt, console, examples, fail, fhelp, load_config, open_store, print_json, synthetic_banner,
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    open_store,
+    print_json,
+    synthetic_banner,
 )
 
 
@@ -40,9 +50,9 @@ def consensus_cmd(
 
     Every rule is computed for the report; the configured one decides what is kept.
     """
+    from scenefit.core.files import file_sha256
     from scenefit.data.consensus import build_consensus, write_consensus
     from scenefit.data.consensus_report import report_tables
-    from scenefit.core.files import file_sha256
 
     cfg = load_config(
         "consensus", config, sets, rule=rule, designated=designated, prompt_hash=prompt_hash,

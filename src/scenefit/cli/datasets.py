@@ -13,7 +13,17 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, JsonOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    escape,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
 )
 
 

@@ -12,11 +12,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt,
+    SetOpt,
+    console,
+    disk_errors,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
 )
+from scenefit.core.progress import Progress, progress_enabled
 
 
 @app.command("evaluate", epilog=examples(__doc__, "evaluate"))
@@ -51,8 +60,8 @@ def evaluate_cmd(
     a self-contained OUT/report.html.
     """
     from scenefit.evaluate.runner import EvaluateError, evaluate_dirs
-    from scenefit.predict import StudentError
     from scenefit.models.loading import DeviceError
+    from scenefit.predict import StudentError
 
     crit_list = [c.strip() for c in criteria.split(",") if c.strip()] if criteria else None
     cfg = load_config("evaluate", config, sets, split=split, originals=originals, limit=limit, criteria=crit_list,

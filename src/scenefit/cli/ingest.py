@@ -11,11 +11,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, summary_table, synthetic_banner,
+    ConfigOpt,
+    SetOpt,
+    console,
+    escape,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    summary_table,
+    synthetic_banner,
 )
+from scenefit.core.progress import Progress, progress_enabled
 
 
 @app.command("ingest", epilog=examples(__doc__, "ingest"))

@@ -25,12 +25,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.errors import error_row
-from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, demo_students, error_line, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt,
+    SetOpt,
+    console,
+    demo_students,
+    error_line,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
 )
+from scenefit.core.errors import error_row
+from scenefit.core.progress import Progress, progress_enabled
 
 OUT_FORMATS = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")  # scenefit.predict.output.OUT_FORMATS (imported late)
 
@@ -117,8 +127,8 @@ def _predict_in_process(cfg, items: list, baseline: bool, explain: Optional[bool
 
 def _predict_on_ray(cfg, items: list, baseline: bool, explain: Optional[bool], out: Path) -> tuple[list[dict], bool]:
     """Judge the items on Ray actors (the students read here only for their metadata): (rows, synthetic)."""
-    from scenefit.core.records import is_synthetic
     from scenefit.core.ray_session import MissingRayExtra
+    from scenefit.core.records import is_synthetic
     from scenefit.predict.ray_engine import RaySettings, predict_on_ray
     from scenefit.predict.students import StudentError, choose_base, fast_path_note, find_students
 
@@ -172,8 +182,8 @@ def _read_items(image: Optional[Path], object_name: Optional[str], box: Optional
     """The items to judge (the one --image, or the manifest's good rows) and the manifest rows
     that could not be read (each printed as an error line)."""
     from scenefit.core.images import ImageError, parse_box
-    from scenefit.predict import PredictItem
     from scenefit.data.manifest import ManifestError, read_manifest
+    from scenefit.predict import PredictItem
 
     if image is not None:
         try:

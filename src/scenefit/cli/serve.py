@@ -22,12 +22,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from scenefit.cli import app
 from rich.markup import escape
 
+from scenefit.cli import app
 from scenefit.cli.common import (
-    LOOPBACK, ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, require_serve_extra,
+    LOOPBACK,
+    ConfigOpt,
+    SetOpt,
+    console,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    require_serve_extra,
 )
 
 
@@ -139,8 +146,8 @@ def _serve_students(demo: bool, students: Optional[Path], base: Optional[str], d
     packaged demo config), bearer token from --api-token or the environment."""
     import sys
 
-    from scenefit.serve.app import serve_students
     from scenefit.cli.common import demo_students
+    from scenefit.serve.app import serve_students
     from scenefit.serve.security import resolve_token
 
     if demo and students is not None:

@@ -24,7 +24,17 @@ from typing import Annotated, Optional
 import typer
 
 from scenefit.cli import app
-from scenefit.cli.common import LOOPBACK, ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, require_serve_extra
+from scenefit.cli.common import (
+    LOOPBACK,
+    ConfigOpt,
+    SetOpt,
+    console,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    require_serve_extra,
+)
 
 
 @app.command("serve-teacher", epilog=examples(__doc__, "serve-teacher"))

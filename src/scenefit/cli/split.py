@@ -12,7 +12,17 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, JsonOpt, SetOpt, console, escape, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    escape,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
 )
 
 
@@ -35,8 +45,8 @@ def split_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Balanced 1:1 (on the consensus final decision), group-aware, seeded train/val/test split."""
-    from scenefit.core.parquet_io import read_table
     from scenefit.core.files import file_sha256
+    from scenefit.core.parquet_io import read_table
     from scenefit.data.split import balanced_split, write_split
 
     cfg = load_config(

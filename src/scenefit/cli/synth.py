@@ -11,9 +11,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress, progress_enabled
 from scenefit.cli import app
-from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fail, fhelp, load_config, print_json, synthetic_banner
+from scenefit.cli.common import (
+    ConfigOpt,
+    SetOpt,
+    console,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
+)
+from scenefit.core.progress import Progress, progress_enabled
 
 
 @app.command("synth", epilog=examples(__doc__, "synth"))

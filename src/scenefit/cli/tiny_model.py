@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from scenefit.core.progress import Progress
 from scenefit.cli import app
 from scenefit.cli.common import ConfigOpt, SetOpt, console, examples, fhelp, load_config
+from scenefit.core.progress import Progress
 
 
 @app.command("tiny-model", epilog=examples(__doc__, "tiny-model"))

@@ -19,7 +19,16 @@ import typer
 
 from scenefit.cli import app
 from scenefit.cli.common import (
-    ConfigOpt, SetOpt, console, disk_errors, examples, fail, fhelp, load_config, print_json, synthetic_banner,
+    ConfigOpt,
+    SetOpt,
+    console,
+    disk_errors,
+    examples,
+    fail,
+    fhelp,
+    load_config,
+    print_json,
+    synthetic_banner,
 )
 
 

@@ -53,12 +53,12 @@ import pandas as pd
 from pydantic import Field
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.data.agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohen
-from scenefit.data.consensus_soft import mean_p_out, p_out_table
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Label
-from scenefit.teachers.parse import final_was_derived
 from scenefit.core.records import is_synthetic
+from scenefit.data.agreement import MISSING, agreement_rate, fleiss_from_codes, pairwise_cohen
+from scenefit.data.consensus_soft import mean_p_out, p_out_table
+from scenefit.teachers.parse import final_was_derived
 
 RULES = ("unanimous_final", "unanimous_all", "designated", "designated_criteria", "majority")
 Rule = Literal[RULES]
@@ -516,8 +516,8 @@ def build_consensus(
 
 def write_consensus(result: ConsensusResult, out_dir: Path | str, inputs: Optional[dict] = None) -> dict[str, Path]:
     """OUT/consensus.parquet and OUT/report.json (``inputs``: name -> file hash, for provenance)."""
-    from scenefit.core.parquet_io import write_table
     from scenefit.core.files import write_json
+    from scenefit.core.parquet_io import write_table
 
     out = Path(out_dir)
     meta = {**result.meta, "inputs": inputs or {}}

@@ -40,16 +40,23 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from scenefit.core.progress import Progress
-from scenefit.core.errors import error_row
 from scenefit.core.config import StageConfig
+from scenefit.core.errors import error_row
+from scenefit.core.files import atomic_path, safe_stem, write_json, write_jsonl
 from scenefit.core.images import (
-    DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, BoxStyle, ImageError, check_box, common_box_style, draw_box,
+    DEFAULT_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    BoxStyle,
+    ImageError,
+    check_box,
+    common_box_style,
+    draw_box,
     load_image,
 )
-from scenefit.data.manifest import manifest_box_style, read_manifest, write_manifest
-from scenefit.core.files import atomic_path, safe_stem, write_json, write_jsonl
+from scenefit.core.progress import Progress
 from scenefit.core.records import Sample, is_synthetic
+from scenefit.data.manifest import manifest_box_style, read_manifest, write_manifest
 
 
 class IngestConfig(StageConfig):

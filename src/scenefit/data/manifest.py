@@ -32,8 +32,8 @@ the samples carry absolute paths.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 from pydantic import ValidationError
@@ -42,7 +42,14 @@ from scenefit.core.errors import ScenefitError, error_row
 from scenefit.core.images import BoxStyle, ImageError, parse_box
 from scenefit.core.records import MANIFEST_COLUMNS, Sample
 from scenefit.core.table_rows import (
-    BAD_ENCODING, BAD_ROW, CELL_TOO_LARGE, MAX_CELL_CHARS, ManifestError, RowReader, cell_text, detect_format,
+    BAD_ENCODING,
+    BAD_ROW,
+    CELL_TOO_LARGE,
+    MAX_CELL_CHARS,
+    ManifestError,
+    RowReader,
+    cell_text,
+    detect_format,
     is_blank,
 )
 

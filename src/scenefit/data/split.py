@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from scenefit.core.config import StageConfig
-from scenefit.data.consensus import label_codes
-from scenefit.data.agreement import MISSING
-from scenefit.core.criteria import Label
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.config import StageConfig
+from scenefit.core.criteria import Label
 from scenefit.core.records import is_synthetic
+from scenefit.data.agreement import MISSING
+from scenefit.data.consensus import label_codes
 
 SPLITS = ("train", "val", "test")
 
@@ -350,8 +350,8 @@ def _split_manifest(frames: dict[str, pd.DataFrame], cfg: SplitConfig, mode: str
 
 def write_split(result: SplitResult, out_dir: Path | str, inputs: dict[str, str]) -> dict[str, Path]:
     """OUT/{train,val,test}.parquet + OUT/manifest.json; ``inputs``: file name -> sha256."""
-    from scenefit.core.parquet_io import write_table
     from scenefit.core.files import write_json
+    from scenefit.core.parquet_io import write_table
 
     out = Path(out_dir)
     manifest = {**result.manifest, "inputs": inputs}

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from scenefit.core.progress import Progress
-
 from scenefit.evaluate.metrics import label_metrics
 
 #: Regularisation strengths tried by the cross-validation (inverse of the L2 penalty).
@@ -68,11 +67,11 @@ def probe_features(model, processor, rows: Sequence[dict], batch_size: int = 16,
 def fit_probe(features, labels: Sequence[Any], seed: int = 0):
     """The standardised, class-balanced logistic regression fitted on ``features``/``labels``
     (In/Out strings), its strength chosen by 5-fold cross-validation (fewer folds for few rows)."""
+    import warnings
+
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    import warnings
 
     y = [str(v) for v in labels]
     folds = max(2, min(5, min(y.count(v) for v in set(y))))

@@ -21,22 +21,29 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.progress import Progress
+from scenefit.core.criteria import Criterion, Label
 from scenefit.core.errors import error_row
 from scenefit.core.files import write_jsonl
-from scenefit.core.criteria import Criterion, Label
 from scenefit.core.images import stored_image_name
+from scenefit.core.progress import Progress
 from scenefit.core.records import Sample, is_synthetic
 from scenefit.evaluate.config import EvaluateConfig
 from scenefit.evaluate.metrics import (
-    CONVENTIONS, HEADLINE_KEYS, as_label, criteria_order, error_breakdown, fuse_by_id, headline_key, label_metrics,
-    reliability, top_confusions,
+    CONVENTIONS,
+    HEADLINE_KEYS,
+    as_label,
+    criteria_order,
+    error_breakdown,
+    fuse_by_id,
+    headline_key,
+    label_metrics,
+    reliability,
+    top_confusions,
 )
 from scenefit.evaluate.reasoning import RULE_SUMMARY, reasoning_metrics
 from scenefit.evaluate.shortcut import originals_in_split, shortcut_metrics
 from scenefit.evaluate.splits import EvaluateError, clean_cell, load_split, row_sample
 from scenefit.predict.items import PredictItem
-
 
 
 @dataclass(frozen=True)

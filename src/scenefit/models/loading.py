@@ -9,9 +9,6 @@ config by hand, so the folder still loads where torchvision exists.
 
 from __future__ import annotations
 
-from scenefit.core.errors import ScenefitError
-from scenefit.core.files import write_json
-
 import importlib.util
 import json
 import os
@@ -19,6 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
+
+from scenefit.core.errors import ScenefitError
+from scenefit.core.files import write_json
 
 #: Video processor settings written beside an images-only processor (Qwen2-VL defaults) so a
 #: folder saved here loads with AutoProcessor on a machine that has torchvision.
@@ -46,9 +46,9 @@ def torchvision_available() -> bool:
     if importlib.util.find_spec("torchvision") is None:
         return False
     try:
+        import torch
         import torchvision  # noqa: F401
         from torchvision.ops import nms  # noqa: F401
-        import torch
 
         nms(torch.zeros((1, 4)), torch.zeros(1), 0.5)
         return True

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from scenefit.core.errors import ScenefitError
-
 from scenefit.pipeline.run_folder import RunFolder
 
 #: How long the server may take to load the students and listen.

@@ -22,7 +22,14 @@ from PIL import Image
 
 from scenefit.core.errors import ScenefitError
 from scenefit.core.images import (
-    BOX_RED, REASON_CODES, ImageError, check_box, check_dimensions, draw_box, load_stored_image, parse_box,
+    BOX_RED,
+    REASON_CODES,
+    ImageError,
+    check_box,
+    check_dimensions,
+    draw_box,
+    load_stored_image,
+    parse_box,
 )
 from scenefit.core.records import Sample
 from scenefit.core.text import UnsafeText, check_object_name

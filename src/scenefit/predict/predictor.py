@@ -41,21 +41,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from scenefit.core.progress import Progress
 from scenefit.core.criteria import Criterion, Label
 from scenefit.core.images import BOX_RED
+from scenefit.core.progress import Progress
 from scenefit.models.loading import default_device, generate_text, load_model, load_processor
-from scenefit.student.answer import AnswerFormat, parse_student_answer
-from scenefit.student.chat import StudentChat
-from scenefit.student.decision import DecisionTokenError, decide, decision_token_ids, two_way
-from scenefit.student.metadata import trained_box_style
 from scenefit.predict.config import PredictConfig
 from scenefit.predict.items import ItemError, PredictItem, prepare_image, to_item
 from scenefit.predict.results import CriterionResult, Prediction
 from scenefit.predict.students import (
-    StudentError, StudentInfo, StudentsArg, choose_base, fast_path_note, find_students, module_bytes,
+    StudentError,
+    StudentInfo,
+    StudentsArg,
+    choose_base,
+    fast_path_note,
+    find_students,
+    module_bytes,
 )
-
+from scenefit.student.answer import AnswerFormat, parse_student_answer
+from scenefit.student.chat import StudentChat
+from scenefit.student.decision import DecisionTokenError, decide, decision_token_ids, two_way
+from scenefit.student.metadata import trained_box_style
 
 __all__ = ["BatchPixels", "DecisionTokenError", "Predictor", "decision_token_ids"]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from scenefit.core.errors import error_row
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.core.errors import error_row
 
 
 @dataclass

@@ -41,23 +41,23 @@ from scenefit.core.criteria import CRITERIA, Criterion
 from scenefit.core.images import BOX_RED, find_box_outline, parse_box
 from scenefit.core.records import is_synthetic
 from scenefit.serve.batching import BatcherClosed, MicroBatcher, ModelTurns
-from scenefit.serve.openai_server import CHAT_PATH, DECODED_IMAGES_SCOPE_KEY, PromptGuard
 from scenefit.serve.config import ServeConfig
+from scenefit.serve.openai_server import CHAT_PATH, DECODED_IMAGES_SCOPE_KEY, PromptGuard
 from scenefit.serve.security import (
     ApiError,
-    add_error_handlers,
     GuardCounters,
     GuardMiddleware,
+    PixelBudget,
+    add_error_handlers,
     decode_base64_image,
     error_bytes,
     error_type,
-    load_image_bytes,
     image_refusals,
+    load_image_bytes,
     parse_flag,
     parse_object,
     place_box,
     replay_body,
-    PixelBudget,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -414,9 +414,8 @@ def model_runner(model_dir: str, max_batch: int = 8, device: Optional[str] = Non
                  max_pixels: Optional[int] = None, max_wait_ms: float = 5.0) -> BatchingRunner:
     """A batching runner over a local model folder (loaded once, here)."""
     from scenefit.models.loading import load_model, load_processor
-    from scenefit.teachers.transformers_backend import generate_chat
-
     from scenefit.serve.streaming import RequestWatch
+    from scenefit.teachers.transformers_backend import generate_chat
 
     processor = load_processor(model_dir, max_pixels=max_pixels, padding_side="left")
     model = load_model(model_dir, dtype=dtype, device=device)

@@ -26,8 +26,8 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from fastapi import HTTPException
 
-from scenefit.core.errors import ScenefitError
 from scenefit.core import images
+from scenefit.core.errors import ScenefitError
 from scenefit.core.images import ImageError, check_box
 from scenefit.core.text import UnsafeText, check_object_name
 

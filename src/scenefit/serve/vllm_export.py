@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA, Criterion
+from scenefit.core.errors import ScenefitError
 from scenefit.predict.students import ADAPTER_CONFIG, StudentError, choose_base, find_students
 
 #: Answer tokens --max-model-len leaves room for (serve's chat_max_tokens_limit default).
@@ -282,10 +282,10 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     from peft import PeftModel
 
     from scenefit.core.images import draw_box
-    from scenefit.student.decision import decision_token_ids, scoring_batch
     from scenefit.models.loading import load_model, load_processor
     from scenefit.student.answer import AnswerFormat
     from scenefit.student.chat import StudentChat
+    from scenefit.student.decision import decision_token_ids, scoring_batch
     from scenefit.student.metadata import read_student_meta
 
     first = next(iter(adapters.values()))

@@ -13,11 +13,25 @@ them and records both in the metadata; predict, evaluate, serve and export-vllm 
 """
 
 from scenefit.student.answer import (
-    DECISION_PREFIX, DEFAULT_ANSWER_FORMAT, FINAL_DECISION_PREFIX, AnswerFormat, StudentAnswer,
-    decision_continuations, parse_student_answer, render_student_answer,
+    DECISION_PREFIX,
+    DEFAULT_ANSWER_FORMAT,
+    FINAL_DECISION_PREFIX,
+    AnswerFormat,
+    StudentAnswer,
+    decision_continuations,
+    parse_student_answer,
+    render_student_answer,
 )
 from scenefit.student.chat import StudentChat, StudentRequest
-from scenefit.student.metadata import STUDENT_META, StudentError, StudentInfo, StudentMeta, read_student, read_student_meta, write_student_meta
+from scenefit.student.metadata import (
+    STUDENT_META,
+    StudentError,
+    StudentInfo,
+    StudentMeta,
+    read_student,
+    read_student_meta,
+    write_student_meta,
+)
 
 __all__ = [
     "AnswerFormat", "DEFAULT_ANSWER_FORMAT", "DECISION_PREFIX", "FINAL_DECISION_PREFIX", "StudentAnswer",

@@ -36,7 +36,6 @@ from typing import Optional
 
 from scenefit.core.criteria import Criterion, Label
 
-
 #: The decision-first answer starts with exactly this text; the fast path forces it and reads
 #: the logits of the next token. It must tokenize exactly as in training.
 DECISION_PREFIX = "Decision:"

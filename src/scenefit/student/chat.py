@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scenefit.core.criteria import Criterion
+from scenefit.core.text import check_chat_text
 from scenefit.prompts import IMAGE_POSITIONS, PromptTemplate, student_prompt_file
 from scenefit.student.answer import AnswerFormat
 
@@ -44,7 +45,6 @@ class StudentRequest(NamedTuple):
         system = row.get("system")
         return cls(row["prompt"], system if isinstance(system, str) and system else None)
 
-from scenefit.core.text import check_chat_text
 
 
 def user_message(text: str, with_image: bool = True, image_after_text: bool = False) -> dict:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion, Label
+from scenefit.core.errors import ScenefitError
 from scenefit.core.images import open_image
 from scenefit.core.progress import Progress
 from scenefit.student.answer import AnswerFormat, decision_continuations, parse_student_answer

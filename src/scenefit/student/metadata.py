@@ -19,8 +19,8 @@ from typing import Any, Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import Criterion
+from scenefit.core.errors import ScenefitError
 from scenefit.core.images import BoxStyle, common_box_style
 from scenefit.student.answer import DECISION_PREFIX, AnswerFormat, decision_continuations
 from scenefit.student.chat import ImagePosition, StudentChat

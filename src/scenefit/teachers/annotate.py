@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.core.progress import Progress
-from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.core.records import Sample
-from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, StoreError, failure_kind, parsed_fields
+from scenefit.prompts import PromptTemplate, teacher_prompt
 from scenefit.teachers.base import Teacher, TeacherRequest, TeacherResult
 from scenefit.teachers.config import AnnotateConfig
+from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.teachers.registry import make_teacher
+from scenefit.teachers.store import FAILED, AnnotationStore, RunLock, StoreError, failure_kind, parsed_fields
 
 
 @dataclass

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scenefit.core.errors import error_row
-from scenefit.core.table_rows import cell_text, detect_format
 from scenefit.core.files import write_jsonl
+from scenefit.core.table_rows import RowReader, cell_text, detect_format
 from scenefit.teachers.parse import parse_teacher_answer
 from scenefit.teachers.store import P_OUT_KEYS, AnnotationStore, parsed_fields
-from scenefit.core.table_rows import RowReader
 
 IMPORTED_PROMPT_HASH = "imported"
 ID_COLUMNS = ("sample_id", "id", "coco_index")

@@ -44,8 +44,8 @@ try:
 except ImportError:  # Windows: runs are not locked against each other
     fcntl = None
 
-from scenefit.core.errors import ScenefitError
 from scenefit.core.criteria import CRITERIA
+from scenefit.core.errors import ScenefitError
 from scenefit.teachers.parse import Parser, TeacherParse
 
 #: Status of a row whose request failed (no raw text); ``--redo-failed`` retries these.

@@ -17,8 +17,8 @@ model hub, a dataset host or a GPU.
 A test bed, labelled SYNTHETIC in every output; never a stand-in for a result on real data.
 """
 
-from scenefit.testbed.world import WorldConfig, generate_world, iter_layouts, layout_sample, load_layouts, sample_layout
 from scenefit.testbed.personas import PERSONAS, PersonaConfig, SimulatedTeacher
+from scenefit.testbed.world import WorldConfig, generate_world, iter_layouts, layout_sample, load_layouts, sample_layout
 
 __all__ = [
     "WorldConfig", "generate_world", "iter_layouts", "layout_sample", "load_layouts", "sample_layout",

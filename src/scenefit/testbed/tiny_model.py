@@ -16,10 +16,10 @@ from typing import Iterator, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from scenefit.core.progress import Progress
-from scenefit.core.files import write_json
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, LABELS
+from scenefit.core.files import write_json
+from scenefit.core.progress import Progress
 
 #: Qwen2's special tokens, in Qwen's order (ids follow the learned vocabulary).
 SPECIAL_TOKENS = (

@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageDraw
 
-from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit import SYNTHETIC_NOTICE
+from scenefit.core.criteria import CRITERIA, Criterion, Label
 from scenefit.core.images import BoxStyle, draw_box
 from scenefit.models.loading import load_model, load_processor, save_student_processor
 from scenefit.student.answer import AnswerFormat, render_student_answer

@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from pydantic import Field, field_validator, model_validator
 
 from scenefit import SYNTHETIC_NOTICE
-from scenefit.core.progress import Progress
-from scenefit.core.errors import ScenefitError
 from scenefit.core.config import StageConfig
 from scenefit.core.criteria import CRITERIA, Criterion, Label, fuse
+from scenefit.core.errors import ScenefitError
+from scenefit.core.progress import Progress
 from scenefit.core.records import Sample
 from scenefit.testbed.catalog import BOX_RED, CATEGORIES, PERSON, PERSON_ASPECT, SCENES, home_categories
 
@@ -402,9 +402,9 @@ def generate_world(cfg: WorldConfig, out_dir: Path | str, overwrite: bool = Fals
     ``progress.advance(1)`` is called after every sample written. Rerunning with the same config
     rewrites identical files; another config in the same folder needs ``overwrite``.
     """
+    from scenefit.core.files import atomic_write_bytes, write_json, write_jsonl
     from scenefit.core.images import BoxStyle, png_bytes
     from scenefit.data.manifest import write_manifest
-    from scenefit.core.files import atomic_write_bytes, write_json, write_jsonl
     from scenefit.testbed.render import render_scene
 
     out = Path(out_dir)

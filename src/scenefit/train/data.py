@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
-from scenefit.core.errors import DatasetError
 from scenefit.core.criteria import LABELS, Criterion
+from scenefit.core.errors import DatasetError
 from scenefit.core.images import open_image, stored_image_name
 from scenefit.core.parquet_io import read_table
 from scenefit.student.answer import AnswerFormat

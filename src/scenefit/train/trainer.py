@@ -38,9 +38,9 @@ from scenefit.student.chat import StudentChat
 from scenefit.student.decision import accuracy, judge_rows
 from scenefit.student.metadata import StudentMeta, base_record, loadable_base, write_student_meta
 from scenefit.train.checkpoints import (
-    is_trained,
     CheckpointScan,
     checkpoint_problem,
+    is_trained,
     scan_checkpoints,
     training_finished,
     trim_jsonl_log,
@@ -48,7 +48,13 @@ from scenefit.train.checkpoints import (
 )
 from scenefit.train.config import TrainConfig
 from scenefit.train.data import (
-    SPLIT_FILES, AnswerOnlyCollator, StudentExamples, dataset_chat, datasets_stage_manifest, fit_lengths, read_split,
+    SPLIT_FILES,
+    AnswerOnlyCollator,
+    StudentExamples,
+    dataset_chat,
+    datasets_stage_manifest,
+    fit_lengths,
+    read_split,
     split_path,
 )
 from scenefit.train.launch import sharding_fallback_warning, world_size
