@@ -279,7 +279,7 @@ def fast_section(run: Run, students: Path) -> dict:
     preds = predictor.predict(ref_items)
     reference = {"items": [], "decision_ids": {k.value: v for k, v in predictor.decision_ids.items()}}
     for i, (it, p) in enumerate(zip(ref_items, preds)):
-        image = prepare_image(to_item(it, i), cfg.box_width, cfg.box_color, cfg.max_image_pixels)
+        image = prepare_image(to_item(it, i), predictor.box_width, predictor.box_color, cfg.max_image_pixels)
         reference["items"].append({"image": image, "object": it["object"], "p_out": {
             c.value: p.criteria[c].p_out for c in predictor.criteria},
             "prompts": {c.value: predictor.prompt_text(c, it["object"]) for c in predictor.criteria}})

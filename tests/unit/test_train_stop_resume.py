@@ -32,7 +32,9 @@ def _summary_json(stdout: str) -> dict:
 
 def test_train_criterion_all_trains_one_student_per_criterion(tmp_path, monkeypatch):
     """"The verbs" and "Training": `train --criterion all` gives one LoRA
-    adapter per criterion — the verb calls the trainer once for each of the three."""
+    adapter per criterion — the verb calls the trainer once for each of the three. ``--jobs 1``
+    keeps them in this process (the demo config trains two at a time in child processes, where
+    the stand-in trainer would not reach; tests/e2e/test_train_jobs.py covers that path)."""
     import scenefit.train.trainer as trainer
 
     calls: list[tuple[str, Path]] = []
@@ -46,7 +48,7 @@ def test_train_criterion_all_trains_one_student_per_criterion(tmp_path, monkeypa
     for extra in ([], ["--config", str(packaged_configs_dir() / "demo.yaml")], ["--config", str(packaged_configs_dir() / "paper.yaml")]):
         calls.clear()
         r = runner.invoke(app, ["train", "--criterion", "all", "--data", str(tmp_path / "data"), "--model", "m",
-                                "--out", str(tmp_path / "students"), *extra])
+                                "--out", str(tmp_path / "students"), "--jobs", "1", *extra])
         assert r.exit_code == 0, r.output
         assert sorted(c for c, _ in calls) == sorted(c.value for c in CRITERIA), extra
         assert {o for _, o in calls} == {tmp_path / "students"}
