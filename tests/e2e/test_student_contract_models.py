@@ -76,6 +76,40 @@ def test_training_scorer_and_predictor_give_the_same_decision(tiny_model_dir, tm
         assert abs(s["p_out"] - j.p_out) < 1e-4 and s["label"] == j.label.value
 
 @pytest.mark.slow
+def test_training_eval_counts_a_decision_the_student_would_not_write_as_unreadable(tiny_model_dir, tmp_path):
+    """score_rows(written_only=True), what training's eval scores: a row keeps its label exactly
+    when greedy generation after the forced prefix writes that label's first token; the others are
+    unreadable (None). Checked against generate() itself on the untrained tiny base."""
+    import torch
+
+    from scenefit.core.images import draw_box
+    from scenefit.predict import PredictConfig, Predictor
+    from scenefit.prompts import student_prompt, student_system_prompt
+    from scenefit.student.chat import StudentChat
+    from scenefit.student.decision import decision_token_ids, score_rows, scoring_batch
+    from scenefit.testbed.toy_students import toy_items
+
+    pred = Predictor.baseline(str(tiny_model_dir), config=PredictConfig(criteria=["size"], device="cpu", dtype="fp32"))
+    items, _ = toy_items(6, seed=3)
+    rows = []
+    for k, (im, obj, box) in enumerate(items):
+        path = tmp_path / f"{k}.png"
+        draw_box(im, box, width=3).save(path)
+        rows.append({"id": str(k), "image": str(path), "prompt": student_prompt(Criterion.SIZE).render(obj),
+                     "system": student_system_prompt()})
+    ranked = score_rows(pred.model, pred.processor, rows, batch_size=6)
+    strict = score_rows(pred.model, pred.processor, rows, batch_size=6, written_only=True)
+    _, first = decision_token_ids(pred.processor, StudentChat.packaged())
+    inputs = dict(scoring_batch(pred.processor, rows))
+    with torch.no_grad():
+        greedy = pred.model.generate(**inputs, max_new_tokens=1, do_sample=False, repetition_penalty=1.0)[:, -1].tolist()
+    for r, s, g in zip(ranked, strict, greedy):
+        writes = g == first[Label(r["label"])]
+        assert r["written"] is writes and s["written"] is writes and s["p_out"] == r["p_out"]
+        assert s["label"] == (r["label"] if writes else None)
+
+
+@pytest.mark.slow
 def test_predictor_chat_and_the_teacher_backend_generate_alike(tiny_model_dir):
     from scenefit.predict import PredictConfig, Predictor
     from scenefit.student.chat import chat_messages

@@ -127,3 +127,21 @@ def test_older_students_are_decision_first_and_bad_files_name_themselves(tmp_pat
     with pytest.raises(StudentError, match=f"{none}: no {STUDENT_META}.*\\{{\"criterion\": \"location\"\\}}"):
         read_student(none)
 
+
+
+def test_a_decision_is_written_only_when_its_token_is_the_argmax():
+    """The fast path ranks the two labels' first tokens; `written` says whether the student would
+    write the label it picks (its argmax over the whole vocabulary) — an early checkpoint that
+    ranks " In" above " Out" but writes a line break there is unreadable for training's eval."""
+    import torch
+
+    from scenefit.student.decision import two_way, written
+
+    first = {Label.IN: 3, Label.OUT: 5}
+    logits = torch.full((3, 8), -5.0)
+    logits[0, 3], logits[0, 5] = 4.0, 1.0             # writes " In"
+    logits[1, 3], logits[1, 5], logits[1, 7] = 1.0, 2.0, 9.0  # ranks Out above In, writes token 7
+    logits[2, 3], logits[2, 5] = 0.0, 6.0             # writes " Out"
+    p_out, labels = two_way(logits, first)
+    assert labels == [Label.IN, Label.OUT, Label.OUT] and p_out[1] > 0.5
+    assert written(logits, first, labels) == [True, False, True]

@@ -81,9 +81,18 @@ def two_way(logits, first: dict[Label, int]) -> tuple[list[float], list[Label]]:
     return p_out, [Label.OUT if p > 0.5 else Label.IN for p in p_out]
 
 
-def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, int]) -> tuple[list[float], list[Label]]:
+def written(logits, first: dict[Label, int], labels: Sequence[Label]) -> list[bool]:
+    """Per row, whether ``labels``' first token is the argmax over the whole vocabulary at the
+    decision position — whether the student would *write* the decision it picks among the two.
+    An early checkpoint can rank " In" above " Out" while writing a line break there (greedy text
+    ``Decision:`` with no label: unreadable, counted wrong by evaluate)."""
+    top = logits.argmax(-1).tolist()
+    return [t == first[lab] for t, lab in zip(top, labels)]
+
+
+def decision_logits(model, inputs: dict, prefix_ids: Sequence[int]):
     """The fast path's one forward pass over left-padded ``inputs`` whose rows end with the
-    decision prefix: (P(out), label) per row. Raises DecisionTokenError when a row does not end
+    decision prefix: the last position's logits. Raises DecisionTokenError when a row does not end
     with the prefix's tokens (right padding, or a prompt built elsewhere)."""
     import torch
 
@@ -92,8 +101,12 @@ def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, in
     expected = torch.tensor(list(prefix_ids), device=ids.device).expand(ids.shape[0], n)
     if not bool((ids[:, -n:] == expected).all()):
         raise DecisionTokenError("a batch row does not end with the answer prefix tokens (is padding on the right?)")
-    logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-    return two_way(logits, first)
+    return model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+
+
+def decide(model, inputs: dict, prefix_ids: Sequence[int], first: dict[Label, int]) -> tuple[list[float], list[Label]]:
+    """The fast path over ``inputs`` (see :func:`decision_logits`): (P(out), label) per row."""
+    return two_way(decision_logits(model, inputs, prefix_ids), first)
 
 
 def scoring_batch(processor, rows: Sequence[dict], images: Optional[Sequence] = None,
@@ -128,16 +141,21 @@ def _in_batches(model, rows: Sequence[dict], batch_size: int, progress: Optional
 
 
 def score_rows(model, processor, rows: Sequence[dict], batch_size: int = 8, progress: Optional[Progress] = None,
-               chat: Optional[StudentChat] = None) -> list[dict]:
-    """Fast path over dataset rows: per row the predicted label and P(Out-of-context) (``chat``: the
-    students' layout, default the packaged decision-first one)."""
+               chat: Optional[StudentChat] = None, written_only: bool = False) -> list[dict]:
+    """Fast path over dataset rows: per row the predicted label, P(Out-of-context) and whether the
+    student would write that label (``written``, see :func:`written`); ``written_only``: a label
+    the student would not write is None (unreadable), as evaluate's generated-text headline scores
+    it. ``chat``: the students' layout, default the packaged decision-first one."""
     chat = chat or StudentChat.packaged()
     prefix_ids, first = decision_token_ids(processor, chat)
 
     def judge(chunk: Sequence[dict], device) -> list[dict]:
         inputs = dict(scoring_batch(processor, chunk, chat=chat).to(device))
-        p_out, labels = decide(model, inputs, prefix_ids, first)
-        return [{"id": r["id"], "label": lab.value, "p_out": p} for r, p, lab in zip(chunk, p_out, labels)]
+        logits = decision_logits(model, inputs, prefix_ids)
+        p_out, labels = two_way(logits, first)
+        shown = written(logits, first, labels)
+        return [{"id": r["id"], "label": None if written_only and not w else lab.value, "p_out": p, "written": w}
+                for r, p, lab, w in zip(chunk, p_out, labels, shown)]
 
     return _in_batches(model, rows, batch_size, progress, judge)
 
@@ -163,11 +181,12 @@ def generate_rows(model, processor, rows: Sequence[dict], chat: StudentChat, bat
 
 
 def judge_rows(model, processor, rows: Sequence[dict], chat: StudentChat, batch_size: int = 8,
-               max_new_tokens: int = 128) -> list[dict]:
+               max_new_tokens: int = 128, written_only: bool = False) -> list[dict]:
     """The student's decision on dataset rows the way its answer format allows: the fast path
-    for decision-first students, generation and parsing for reasoning-first ones."""
+    for decision-first students (``written_only``: see :func:`score_rows`), generation and parsing
+    for reasoning-first ones."""
     if chat.answer_format.has_fast_path:
-        return score_rows(model, processor, rows, batch_size, chat=chat)
+        return score_rows(model, processor, rows, batch_size, chat=chat, written_only=written_only)
     return generate_rows(model, processor, rows, chat, batch_size, max_new_tokens)
 
 

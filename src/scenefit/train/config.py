@@ -135,7 +135,8 @@ class TrainConfig(StageConfig):
     )
     metric_for_best_model: str = Field(
         "eval_loss", description="Best checkpoint by: eval_loss (lower is better), eval_decision_accuracy or "
-        "eval_decision_balanced_accuracy (the mean of the two labels' recalls: the majority class scores 50 %)."
+        "eval_decision_balanced_accuracy (the mean of the two labels' recalls: the majority class scores 50 %); "
+        "a decision the student would not write counts wrong in both."
     )
     early_stopping_patience: Optional[int] = Field(
         3, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping."
