@@ -41,3 +41,13 @@ def test_smoke_run_writes_the_table_between_the_markers_and_resumes(repo_root, t
     again = subprocess.run(cmd[:-2] + ["--no-write"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert ": model " not in again.stderr and rows[0] in again.stdout
+    # a stage redone (here: its record removed, as a new config or code does) starts from nothing:
+    # the verbs resume, so without clearing its outputs `train` would keep the finished students
+    seed0 = out / "seed-0"
+    (seed0 / ".done" / "train").unlink()
+    stale = seed0 / "students" / "stale-marker.txt"
+    stale.write_text("from the earlier run")
+    redo = subprocess.run(cmd[:-2] + ["--no-write"], capture_output=True, text=True, env=env, timeout=1200)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert "seed-0: train " in redo.stderr and "seed-0: evaluate " in redo.stderr and ": model " not in redo.stderr
+    assert not stale.exists() and (seed0 / "students" / "location" / "adapter_model.safetensors").is_file()
