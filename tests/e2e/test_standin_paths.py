@@ -270,3 +270,33 @@ def _prompt_tokens(folder: Path) -> int:
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is the cow in context?"}]}]
     text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return len(proc(text=[text], images=[_image(True, 0)], return_tensors="pt")["input_ids"][0])
+
+
+def test_merge_keeps_a_trained_head_on_the_tied_stock_base(standin_model_dir, tmp_path):
+    """export-vllm --merge on the stock layout, whose lm_head is tied to the input embeddings (as
+    in the 3B): the merged checkpoint keeps the student's trained lm_head copy and the base's
+    embeddings, instead of re-tying the head to them when loaded."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from scenefit.models.loading import load_model, load_processor
+    from scenefit.serve.vllm_export import merge_student
+
+    base = load_model(str(standin_model_dir), dtype="fp32", device="cpu")
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight  # tied
+    embeddings = base.get_input_embeddings().weight.detach().clone()
+    student = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["lm_head"]))
+    head = student.base_model.model.lm_head.modules_to_save["default"].weight
+    with torch.no_grad():
+        head.add_(0.1 * torch.randn_like(head))  # what training the copy does
+    student.save_pretrained(tmp_path / "student")
+    load_processor(standin_model_dir).save_pretrained(tmp_path / "student")
+
+    folder = merge_student(str(standin_model_dir), tmp_path / "student", tmp_path / "merged")
+    # vLLM's decoders tie lm_head to the embeddings and skip a saved lm_head when the (text) config
+    # says tie_word_embeddings: both levels must say the head is its own
+    config = json.loads((folder / "config.json").read_text())
+    assert config.get("tie_word_embeddings") is False and config["text_config"].get("tie_word_embeddings") is False
+    merged = load_model(folder, dtype="fp32", device="cpu")
+    assert torch.equal(merged.get_output_embeddings().weight, head.detach())
+    assert torch.equal(merged.get_input_embeddings().weight, embeddings)

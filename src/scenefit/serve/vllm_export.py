@@ -139,7 +139,8 @@ def check_adapter(name: str, folder: Path) -> AdapterCheck:
     if check.modules_to_save:
         p.append(f"carries modules_to_save {check.modules_to_save}: fully trained copies of those modules, which "
                  "vLLM's LoRA loader refuses (it serves LoRA A/B matrices only; 'vLLM only supports modules_to_save "
-                 "being None'). Serve these students with `scenefit serve` or PEFT as they are, or retrain LoRA only "
+                 "being None'). Export them merged (export-vllm --merge DIR: one full model per student), serve them with "
+                 "`scenefit serve` or PEFT as they are, or retrain LoRA only "
                  "(scenefit train --set lora.modules_to_save=[]) — measured on the demo's tiny base, that keeps the "
                  "decisions but leaves most explanations unreadable")
     if cfg.get("use_dora"):
@@ -214,23 +215,45 @@ class VllmExport:
     max_lora_rank: int
     forced: bool
     bounds: Optional[EngineBounds] = None
+    merged: dict[str, Path] = field(default_factory=dict)  # served name -> merged checkpoint (--merge)
+
+    def _engine_flags(self) -> list[str]:
+        argv = ["--limit-mm-per-prompt", json.dumps(LIMIT_MM_PER_PROMPT)]
+        if self.bounds is not None:
+            argv += ["--max-model-len", str(self.bounds.max_model_len)]
+            if self.bounds.mm_processor_kwargs and not self.merged:  # a merged folder carries its processor
+                argv += ["--mm-processor-kwargs", json.dumps(self.bounds.mm_processor_kwargs)]
+        return argv
+
+    @property
+    def merged_commands(self) -> dict[str, list[str]]:
+        """One ``vllm serve`` per merged student (a plain checkpoint each, on ports from 8000)."""
+        return {name: ["vllm", "serve", str(path), "--served-model-name", name, "--port", str(MERGED_FIRST_PORT + i),
+                       *self._engine_flags()]
+                for i, (name, path) in enumerate(self.merged.items())}
 
     @property
     def command(self) -> list[str]:
+        if self.merged:
+            return next(iter(self.merged_commands.values()))
         argv = ["vllm", "serve", self.base, "--enable-lora", "--lora-modules"]
         argv += [f"{a.name}={a.path}" for a in self.adapters]
         argv += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(len(self.adapters))]
-        argv += ["--limit-mm-per-prompt", json.dumps(LIMIT_MM_PER_PROMPT)]
-        if self.bounds is not None:
-            argv += ["--max-model-len", str(self.bounds.max_model_len)]
-            if self.bounds.mm_processor_kwargs:
-                argv += ["--mm-processor-kwargs", json.dumps(self.bounds.mm_processor_kwargs)]
-        return argv
+        return argv + self._engine_flags()
+
+    @property
+    def command_lines(self) -> list[str]:
+        """The shell lines to run: one LoRA server, or one server per merged student."""
+        if self.merged:
+            return [shlex.join(c) for c in self.merged_commands.values()]
+        return [shlex.join(self.command)]
 
     def to_json(self) -> dict:
         return {
             "base_model": self.base,
-            "enable_lora": True,
+            "enable_lora": not self.merged,
+            "merged": {name: str(path) for name, path in self.merged.items()},
+            "merged_commands": {name: shlex.join(c) for name, c in self.merged_commands.items()},
             "lora_modules": [{"name": a.name, "path": str(a.path), "base_model_name": self.base} for a in self.adapters],
             "max_lora_rank": self.max_lora_rank,
             "max_loras": len(self.adapters),
@@ -320,15 +343,50 @@ def decision_logit_shifts(base: str, adapters: dict[Criterion, Path], images: in
     return shifts
 
 
+#: --merge: the first merged student's server listens here, the next ones on the following ports.
+MERGED_FIRST_PORT = 8000
+
+
+def merge_student(base: str, student: Path, dest: Path, device: str = "cpu") -> Path:
+    """The student's adapter merged into its base and saved as a plain checkpoint (weights in fp32,
+    the student's processor and chat template beside them) that vLLM, or transformers alone,
+    loads as any model: the way to serve a student whose adapter vLLM's LoRA loader refuses
+    (a trained ``lm_head`` copy), at the price of one full model per student. Written to a
+    temporary folder and renamed into place, so a kill leaves no half-written checkpoint."""
+    import shutil
+
+    from peft import PeftModel
+
+    from scenefit.models.loading import load_model, load_processor
+
+    model = PeftModel.from_pretrained(load_model(base, dtype="fp32", device=device), str(student))
+    merged = model.merge_and_unload()  # LoRA folded into the weights, a modules_to_save copy put in place
+    # The trained lm_head copy is no longer the input embeddings: a config that still says tied
+    # (the 3B's text config does) makes vLLM skip the saved lm_head and serve the embeddings instead.
+    for cfg in (merged.config, getattr(merged.config, "text_config", None)):
+        if cfg is not None and getattr(cfg, "tie_word_embeddings", False):
+            cfg.tie_word_embeddings = False
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    load_processor(student).save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest.resolve()
+
+
 def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] = None, force: bool = False,
                 prefix: str = "scenefit-", criteria: Optional[list[Criterion]] = None, probe: int = 0,
-                device: str = "cpu") -> VllmExport:
+                device: str = "cpu", merge: Optional[str | Path] = None) -> VllmExport:
     """Check every student adapter against vLLM's limits and write the serving spec (JSON) to ``out``.
 
     With ``probe`` > 0, also load each adapter on the base and refuse one that leaves the decision
     logits of ``probe`` probe images unchanged (:func:`decision_logit_shifts`). Raises
     VllmExportError listing every problem unless ``force`` (then the problems are kept in the file
-    and the caller warns)."""
+    and the caller warns). With ``merge`` (a folder), every student is merged into its base there
+    instead (:func:`merge_student`; one plain checkpoint and one ``vllm serve`` per student), which
+    serves any adapter PEFT can merge, a trained ``lm_head`` included."""
     try:
         infos = find_students(students, criteria or list(CRITERIA))
         base_ref = choose_base(infos, base)
@@ -337,6 +395,14 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     checks = [check_adapter(f"{prefix}{c.value}", info.path) for c, info in infos.items()]
     for check, info in zip(checks, infos.values()):
         check.asked_as = info.chat.model_dump(mode="json")
+    rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
+    if merge is not None:
+        merged = {check.name: merge_student(base_ref, info.path, Path(merge) / crit.value, device=device)
+                  for check, (crit, info) in zip(checks, infos.items())}
+        export = VllmExport(base_ref, checks, rank, forced=False, bounds=engine_bounds(infos, base_ref), merged=merged)
+        for check in checks:
+            check.problems = []  # the LoRA loader's limits do not apply to a merged checkpoint
+        return _write_spec(export, out)
     if probe:
         shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
         for check, crit in zip(checks, infos):
@@ -348,8 +414,11 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
     if bad and not force:
         lines = [f"{c.name} ({c.path}): {problem}" for c in bad for problem in c.problems]
         raise VllmExportError("vLLM cannot serve these adapters as they are (--force writes anyway):\n  " + "\n  ".join(lines))
-    rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
     export = VllmExport(base_ref, checks, rank, forced=bool(bad), bounds=engine_bounds(infos, base_ref))
+    return _write_spec(export, out)
+
+
+def _write_spec(export: VllmExport, out: Optional[str | Path]) -> VllmExport:
     if out is not None:
         from scenefit.core.files import atomic_write_text
 

@@ -279,7 +279,7 @@ def student_info(cfg: TrainConfig, criterion: str, base_model: str, synthetic: b
         "vllm_servable": vllm_ok,
         "vllm_note": None if vllm_ok else (
             f"modules_to_save={list(cfg.lora.modules_to_save)} are fully trained copies; vLLM's --lora-modules "
-            "cannot serve this adapter (load it with PEFT instead)."
+            "cannot serve this adapter: load it with PEFT, or merge it for vLLM (scenefit export-vllm --merge DIR)."
         ),
         "synthetic": synthetic,
         "notice": SYNTHETIC_NOTICE if synthetic else None,
