@@ -145,8 +145,11 @@ def render(run: dict) -> str:
         + ".",
         f"Machine: {m.get('cpus')} CPU cores ({m.get('cpu', 'unknown')}), {m.get('memory_gib', '?')} GiB, "
         f"GPU: {m.get('gpu') or 'none'}; {m['platform']}. Load average (1 min) {load['start']:.1f} at the start, "
-        f"{load['end']:.1f} at the end, on {m.get('cpus')} cores: other work shares the machine, so read the ratios "
-        "(baseline and project measured in the same run, on the same inputs), not the absolute rates.",
+        f"{load['end']:.1f} at the end, on {m.get('cpus')} cores"
+        # the script's own work raises the load by up to a core's worth: more than that is someone else's
+        + (": other work shared the machine, so read the ratios" if max(load["start"], load["end"]) > 1.5
+           else ": a quiet machine; still, read the ratios")
+        + " (baseline and project measured in the same run, on the same inputs), not the absolute rates.",
         "Versions: Python " + m["python"] + ", " + ", ".join(f"{k} {m[k]}" for k in VERSIONS if m.get(k))
         + f"; scenefit commit {m.get('commit') or 'unknown'}.",
         "",
