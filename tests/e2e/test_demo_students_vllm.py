@@ -8,6 +8,7 @@ recipe with LoRA only (train --set lora.modules_to_save=[]) is exported.
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -83,6 +84,8 @@ def test_export_vllm_merge_serves_the_demo_recipe_as_plain_checkpoints(tiny_mode
     (cmd,) = export.merged_commands.values()
     assert cmd[:3] == ["vllm", "serve", str(folder.resolve())] and "--enable-lora" not in cmd
     assert cmd[cmd.index("--served-model-name") + 1] == "scenefit-location" and "--max-model-len" in cmd
+    # the spec names every merged server; no single multi-LoRA command pretends to serve them
+    assert spec["merged_commands"] == {"scenefit-location": shlex.join(cmd)} and spec["command_line"] is None
 
     processor = load_processor(folder, padding_side="left")  # the merged folder carries the processor
     chat = StudentChat.packaged()

@@ -234,8 +234,8 @@ class VllmExport:
 
     @property
     def command(self) -> list[str]:
-        if self.merged:
-            return next(iter(self.merged_commands.values()))
+        """The one multi-LoRA server's command (a merged export has one per student instead:
+        :attr:`merged_commands`)."""
         argv = ["vllm", "serve", self.base, "--enable-lora", "--lora-modules"]
         argv += [f"{a.name}={a.path}" for a in self.adapters]
         argv += ["--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(len(self.adapters))]
@@ -266,8 +266,8 @@ class VllmExport:
             # a client of `vllm serve` asks each adapter as it was trained: this prompt ({object} filled),
             # this system turn (null: none of its own), the image before or after the text, this answer layout
             "asked_as": {a.name: a.asked_as for a in self.adapters if a.asked_as is not None},
-            "command": self.command,
-            "command_line": shlex.join(self.command),
+            "command": None if self.merged else self.command,
+            "command_line": None if self.merged else shlex.join(self.command),
             "forced": self.forced,
             "problems": {a.name: a.problems for a in self.adapters if a.problems},
         }
@@ -397,12 +397,12 @@ def export_vllm(students, out: Optional[str | Path] = None, base: Optional[str] 
         check.asked_as = info.chat.model_dump(mode="json")
     rank = round_rank(min(max(c.rank for c in checks), VLLM_MAX_LORA_RANKS[-1]))
     if merge is not None:
-        merged = {check.name: merge_student(base_ref, info.path, Path(merge) / crit.value, device=device)
-                  for check, (crit, info) in zip(checks, infos.items())}
-        export = VllmExport(base_ref, checks, rank, forced=False, bounds=engine_bounds(infos, base_ref), merged=merged)
         for check in checks:
             check.problems = []  # the LoRA loader's limits do not apply to a merged checkpoint
-        return _write_spec(export, out)
+        merged = {check.name: merge_student(base_ref, info.path, Path(merge) / crit.value, device=device)
+                  for check, (crit, info) in zip(checks, infos.items())}
+        return _write_spec(VllmExport(base_ref, checks, rank, forced=False, bounds=engine_bounds(infos, base_ref),
+                                      merged=merged), out)
     if probe:
         shifts = decision_logit_shifts(base_ref, {c: info.path for c, info in infos.items()}, images=probe, device=device)
         for check, crit in zip(checks, infos):
